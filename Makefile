@@ -1,0 +1,45 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build: on machines with a local wheel of it pip takes that one; never the CUDA wheels.
+TORCH_SPEC ?= torch==2.13.0
+APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small \
+	ffmpeg libportaudio2 libsndfile1 jackd2 tmux
+PYTEST_ARGS ?=
+
+.PHONY: demo test install system-deps bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# Debian packages the tests and the synthetic corpus need; installed only when something is missing.
+system-deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		else \
+			echo "warning: missing Debian packages:$$missing (tests that need them skip)"; \
+		fi; \
+	fi
+
+demo: install system-deps
+	$(BIN)/instrumentd classify clients/data/demo.flac --hop 1.0
+
+test: install system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/instrumentd bench model --quick
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

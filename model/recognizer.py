@@ -1,0 +1,101 @@
+"""``Recognizer``: a loaded checkpoint that turns features into class probabilities."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from instrumentd.pipeline.config import FeatureConfig
+from instrumentd.pipeline.features import FeatureExtractor, Features
+from instrumentd.pipeline.windows import cut_windows
+
+from . import checkpoint
+from .aggregate import THRESHOLD, labels_from_scores, s2_scores
+
+DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.safetensors"
+CLIP_HOP_SECONDS = 1.5  # window hop for whole-clip classification (IRMAS test protocol)
+
+
+@dataclasses.dataclass
+class ClipResult:
+    """What the recognizer says about one clip."""
+
+    window_starts: np.ndarray  # [n_windows], seconds
+    window_probs: np.ndarray  # [n_windows, n_classes]
+    scores: np.ndarray  # [n_classes], S2-aggregated, max 1
+    labels: list[str]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when present, else ``cpu``; anything else as torch names it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from instrumentd.pipeline.errors import ParameterError
+
+        raise ParameterError(f"device {device!r} asked for, but no CUDA device is available; use --device cpu")
+    return dev
+
+
+class Recognizer:
+    """A network in eval mode with the metadata it was saved with.
+
+    Parameters
+    ----------
+    model : network from :func:`instrumentd.model.networks.build`
+    meta : checkpoint metadata
+    device : where inference runs
+    batch_size : windows per forward pass
+    """
+
+    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: torch.device, batch_size: int = 64):
+        self.model = model
+        self.meta = meta
+        self.device = device
+        self.batch_size = batch_size
+        self.classes: tuple[str, ...] = tuple(meta["classes"])
+        self.features = FeatureConfig.from_dict(meta["features"])
+        self.id = checkpoint.checkpoint_id(meta)
+        self.trained = bool(meta.get("trained", False))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "auto",
+                        batch_size: int = 64) -> "Recognizer":
+        """Load ``path`` (the bundled default checkpoint when None) onto ``device``."""
+        dev = resolve_device(device)
+        model, meta = checkpoint.load(path or DEFAULT_CHECKPOINT, dev)
+        return cls(model, meta, dev, batch_size)
+
+    @torch.inference_mode()
+    def predict(self, features: Features) -> np.ndarray:
+        """``features`` of ``n`` windows -> softmax probabilities ``float32 [n, n_classes]``."""
+        out = []
+        for i in range(0, len(features), self.batch_size):
+            mel = features.mel[i : i + self.batch_size].to(self.device, non_blocking=True)
+            mask = features.mask[i : i + self.batch_size].to(self.device, non_blocking=True)
+            out.append(torch.softmax(self.model(mel, mask).float(), dim=1).cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
+
+    @torch.inference_mode()
+    def embed(self, features: Features) -> np.ndarray:
+        """``features`` of ``n`` windows -> the head's input vectors ``float32 [n, d]``."""
+        out = [
+            self.model.embed(features.mel[i : i + self.batch_size].to(self.device),
+                             features.mask[i : i + self.batch_size].to(self.device)).float().cpu()
+            for i in range(0, len(features), self.batch_size)
+        ]
+        return torch.cat(out).numpy()
+
+    def classify_clip(self, audio: np.ndarray, extractor: FeatureExtractor,
+                      hop_seconds: float = CLIP_HOP_SECONDS, threshold: float = THRESHOLD) -> ClipResult:
+        """``audio: float32 [samples]`` at 44.1 kHz -> per-window probabilities and clip labels (S2)."""
+        cfg = self.features
+        windows, starts = cut_windows(audio, cfg.clip_samples, max(1, int(round(hop_seconds * cfg.sample_rate))))
+        probs = self.predict(extractor(windows))
+        scores = s2_scores(probs)
+        return ClipResult(starts / cfg.sample_rate, probs, scores, labels_from_scores(scores, self.classes, threshold))

@@ -1,0 +1,72 @@
+"""Decoding and resampling: any file soundfile reads, any rate and channel count, to float32 mono at 44.1 kHz."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+
+from .config import SAMPLE_RATE
+from .errors import AudioError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """``audio: [samples]`` or ``[samples, channels]`` -> ``[samples]``, the mean of the channels."""
+    if audio.ndim == 1:
+        return audio
+    if audio.ndim != 2:
+        raise AudioError(f"audio must be [samples] or [samples, channels], got shape {audio.shape}")
+    return audio.mean(axis=1)
+
+
+def resample(audio: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample ``audio: [samples]`` from ``sr_in`` to ``sr_out`` hz with soxr (high quality)."""
+    if sr_in <= 0:
+        raise AudioError(f"sample rate must be positive, got {sr_in}")
+    if sr_in == sr_out:
+        return audio
+    return soxr.resample(audio, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
+
+
+def sanitize(audio: np.ndarray) -> np.ndarray:
+    """Replace NaN and +-Inf with 0 and clip to [-1, 1]: decoders and PCM sources can produce both."""
+    audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(audio, -1.0, 1.0, out=audio)
+
+
+def load(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Read an audio file as ``float32 [samples]``, mono, at ``sr`` hz.
+
+    Raises
+    ------
+    AudioError
+        If the file is missing, empty, not audio or truncated past decoding.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    try:
+        audio, file_sr = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioError(f"{path}: cannot decode audio ({exc})") from None
+    if audio.shape[0] == 0:
+        raise AudioError(f"{path}: file holds no audio samples")
+    mono = to_mono(audio).astype(np.float32, copy=False)
+    return sanitize(resample(mono, file_sr, sr))
+
+
+def find_audio(paths: list[str | Path]) -> list[Path]:
+    """Expand files and folders (searched recursively, sorted) into the audio files they hold."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise AudioError(f"{p}: no such file or folder")
+    return found

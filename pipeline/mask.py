@@ -1,0 +1,44 @@
+"""Pitch mask: a binary ``[n_mels, frames]`` image with a 1 in the mel band nearest f0 of each voiced frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .config import DEFAULT, FeatureConfig
+from .mel import mel_band_centres
+
+
+def f0_to_band(f0: np.ndarray | torch.Tensor, cfg: FeatureConfig = DEFAULT) -> torch.Tensor:
+    """``f0: [batch, frames]`` hz (NaN or <= 0 unvoiced) -> ``int64 [batch, frames]`` mel band, -1 unvoiced.
+
+    The band is the one whose centre frequency is nearest f0 in hz.
+    """
+    f0 = torch.as_tensor(f0)
+    centres = torch.as_tensor(mel_band_centres(cfg), dtype=torch.float64, device=f0.device)
+    f = f0.to(torch.float64)
+    voiced = torch.isfinite(f) & (f > 0)
+    # searchsorted + compare the two neighbours == argmin |centre - f0|, without a [.., n_mels] tensor
+    right = torch.searchsorted(centres, torch.where(voiced, f, 0.0).contiguous()).clamp(1, len(centres) - 1)
+    left = right - 1
+    nearer_left = (f - centres[left]).abs() <= (centres[right] - f).abs()
+    band = torch.where(nearer_left, left, right)
+    return torch.where(voiced, band, torch.full_like(band, -1))
+
+
+def band_to_mask(band: torch.Tensor, n_mels: int) -> torch.Tensor:
+    """``band: int64 [batch, frames]`` (-1 unvoiced) -> ``float32 [batch, n_mels, frames]`` binary mask."""
+    mask = torch.zeros(band.shape[0], n_mels + 1, band.shape[1], dtype=torch.float32, device=band.device)
+    # unvoiced frames write into the spare last row, which is then cut off
+    mask.scatter_(1, torch.where(band < 0, n_mels, band).unsqueeze(1), 1.0)
+    return mask[:, :n_mels]
+
+
+def f0_to_mask(f0: np.ndarray | torch.Tensor, cfg: FeatureConfig = DEFAULT) -> torch.Tensor:
+    """``f0: [batch, frames]`` hz -> binary mask ``float32 [batch, n_mels, frames]``."""
+    return band_to_mask(f0_to_band(f0, cfg), cfg.n_mels)
+
+
+def predominant_spectrogram(mel_db: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``pred_spec = mel_db * mask`` (element-wise, in the dB domain, as the paper does)."""
+    return mel_db * mask

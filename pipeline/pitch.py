@@ -1,0 +1,55 @@
+"""Pitch engines: functions ``audio[batch, samples] -> f0[batch, frames]`` in hz, NaN where unvoiced.
+
+An engine is any callable with the signature of :data:`PitchEngine`; the feature pipeline takes
+one as an argument. ``librosa_pyin`` is the reference; faster engines register in ``ENGINES``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import librosa
+import numpy as np
+
+from .config import DEFAULT, FeatureConfig
+from .errors import ParameterError
+
+PitchEngine = Callable[[np.ndarray, FeatureConfig], np.ndarray]
+
+
+def librosa_pyin(audio: np.ndarray, cfg: FeatureConfig = DEFAULT) -> np.ndarray:
+    """Reference engine: ``librosa.pyin`` with DESIGN.md's settings.
+
+    Parameters
+    ----------
+    audio : float32 [batch, samples] at ``cfg.sample_rate``
+    cfg : feature configuration (fmin, fmax, frame length, hop)
+
+    Returns
+    -------
+    f0 : float32 [batch, samples // hop_length], hz, NaN where unvoiced
+    """
+    audio = np.atleast_2d(audio)
+    n_frames = audio.shape[-1] // cfg.hop_length
+    f0, _, _ = librosa.pyin(
+        audio,
+        fmin=cfg.pitch_fmin,
+        fmax=cfg.pitch_fmax,
+        sr=cfg.sample_rate,
+        frame_length=cfg.pitch_frame_length,
+        hop_length=cfg.hop_length,
+        center=True,
+    )
+    return f0[..., :n_frames].astype(np.float32)
+
+
+ENGINES: dict[str, PitchEngine] = {"librosa": librosa_pyin}
+DEFAULT_ENGINE = "librosa"
+
+
+def get_engine(name: str) -> PitchEngine:
+    """The engine registered as ``name``; a clear error lists the choices."""
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise ParameterError(f"unknown pitch engine {name!r}; choose from {sorted(ENGINES)}") from None

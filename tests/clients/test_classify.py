@@ -1,0 +1,78 @@
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from instrumentd.model.classes import CLASSES
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "instrumentd", "classify", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, renders):
+    """An IRMAS-test-like folder: two clips of different lengths with .txt labels beside them."""
+    root = tmp_path_factory.mktemp("irmas") / "IRMAS-TestingData-Part1" / "Part1"
+    root.mkdir(parents=True)
+    long = np.concatenate([renders["mix"], renders["violin"]])  # 6 s
+    soundfile.write(root / "a song-1.wav", np.stack([long, long], 1), 44100)
+    (root / "a song-1.txt").write_text("flu\t\npia\t\nvio\t\n")
+    soundfile.write(root / "b.flac", renders["flute"][:44100], 44100)  # 1 s: shorter than one window
+    return root
+
+
+def test_jsonl_one_object_per_file(clips):
+    out = _run(str(clips.parent.parent), "--format", "jsonl", "--pitch-engine", "librosa")
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["path"].rsplit("/", 1)[1] for r in records] == ["a song-1.wav", "b.flac"]
+    long, short = records
+    assert set(long) >= {"path", "labels", "scores", "windows"}
+    assert list(long["scores"]) == list(CLASSES)
+    assert max(long["scores"].values()) == pytest.approx(1.0)
+    assert set(long["labels"]) == {c for c, s in long["scores"].items() if s >= 0.5}
+    assert [w["start"] for w in long["windows"]] == [0.0, 1.5, 3.0]
+    for w in long["windows"]:
+        assert sum(w["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert len(short["windows"]) == 1
+    if not long["trained"]:
+        assert "UNTRAINED" in out.stderr
+
+
+def test_csv_and_table(clips):
+    out = _run(str(clips / "b.flac"), "--format", "csv")
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert len(rows) == 1 and set(CLASSES) <= set(rows[0])
+    table = _run(str(clips / "b.flac"))
+    assert table.returncode == 0 and "b.flac" in table.stdout
+
+
+def test_bad_file_among_good_ones(clips, tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF....WAVE")
+    out = _run(str(clips / "b.flac"), str(bad), "--format", "jsonl")
+    assert out.returncode == 2
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert "error" not in records[0] and "broken.wav" in records[1]["error"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["/does/not/exist"], "no such file"),
+    (["--hop", "0", "x"], "--hop"),
+    (["--checkpoint", "/nope.safetensors", "x.wav"], None),
+])
+def test_user_errors_are_one_line(args, message, tmp_path):
+    out = _run(*args)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    if message:
+        assert message in out.stderr

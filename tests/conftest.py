@@ -1,0 +1,53 @@
+"""Shared fixtures: real fluidsynth renders, synthetic tones with known answers, a CPU/CUDA switch."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+SR = 44100
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    if not torch.cuda.is_available():
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip_gpu)
+
+
+def devices() -> list:
+    """``cpu`` always, ``cuda`` as a gpu-marked param: parametrize tests over both."""
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(scope="session")
+def fluidsynth_available() -> None:
+    if shutil.which("fluidsynth") is None:
+        pytest.skip("fluidsynth not installed (make system-deps)")
+
+
+def tone(freq: float, seconds: float = 3.0, sr: int = SR, amp: float = 0.5) -> np.ndarray:
+    """A sine at ``freq`` hz, ``float32 [seconds * sr]``."""
+    t = np.arange(int(round(seconds * sr))) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def renders(fluidsynth_available) -> dict[str, np.ndarray]:
+    """Real 3 s fluidsynth renders (FluidR3_GM): a flute melody, piano chords, a violin with vibrato-free notes."""
+    from instrumentd.training.midi import Note, Track
+    from instrumentd.training.render import render
+
+    flute = Track(73, 0, [Note(p, 0.05 + 0.5 * i, 0.45) for i, p in enumerate((72, 74, 76, 77, 79, 81))])
+    piano = Track(0, 1, [Note(p, 0.0, 2.8, 80) for p in (48, 55, 64)])
+    violin = Track(40, 2, [Note(p, 0.1 + 0.7 * i, 0.65) for i, p in enumerate((55, 62, 69, 76))])
+    return {
+        "flute": render([flute], "fluidr3", 3.0),
+        "piano": render([piano], "fluidr3", 3.0),
+        "violin": render([violin], "fluidr3", 3.0),
+        "mix": render([flute, piano], "fluidr3", 3.0),
+    }

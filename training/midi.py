@@ -1,0 +1,70 @@
+"""Standard MIDI files from note lists: just enough of the format for fluidsynth renders."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from pathlib import Path
+
+TICKS_PER_QUARTER = 480
+DRUM_CHANNEL = 9
+
+
+@dataclasses.dataclass(frozen=True)
+class Note:
+    """One note: MIDI ``pitch`` 0-127, ``start`` and ``duration`` in seconds, ``velocity`` 1-127."""
+
+    pitch: int
+    start: float
+    duration: float
+    velocity: int = 100
+
+
+@dataclasses.dataclass
+class Track:
+    """Notes played by one General MIDI ``program`` (0-127) on one ``channel`` (9 = drums)."""
+
+    program: int
+    channel: int
+    notes: list[Note]
+    volume: int = 100  # controller 7, 0-127
+
+
+def _vlq(n: int) -> bytes:
+    """MIDI variable-length quantity."""
+    out = [n & 0x7F]
+    n >>= 7
+    while n:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    return bytes(reversed(out))
+
+
+def to_bytes(tracks: list[Track], tempo_bpm: float = 120.0) -> bytes:
+    """A format-0 MIDI file holding ``tracks``; times are converted at ``tempo_bpm``."""
+    ticks_per_second = TICKS_PER_QUARTER * tempo_bpm / 60.0
+    events: list[tuple[int, int, bytes]] = [(0, 0, b"\xff\x51\x03" + int(60e6 / tempo_bpm).to_bytes(3, "big"))]
+    for tr in tracks:
+        ch = tr.channel & 0x0F
+        events.append((0, 1, bytes([0xB0 | ch, 7, tr.volume & 0x7F])))
+        if ch != DRUM_CHANNEL:
+            events.append((0, 1, bytes([0xC0 | ch, tr.program & 0x7F])))
+        for n in tr.notes:
+            on = int(round(n.start * ticks_per_second))
+            off = max(on + 1, int(round((n.start + n.duration) * ticks_per_second)))
+            # at equal ticks, note-offs (order 2) sort before note-ons (order 3) so repeated pitches retrigger
+            events.append((on, 3, bytes([0x90 | ch, n.pitch & 0x7F, max(1, min(127, n.velocity))])))
+            events.append((off, 2, bytes([0x80 | ch, n.pitch & 0x7F, 0])))
+    events.sort(key=lambda e: (e[0], e[1]))
+    body = bytearray()
+    last = 0
+    for tick, _, data in events:
+        body += _vlq(tick - last) + data
+        last = tick
+    body += _vlq(0) + b"\xff\x2f\x00"
+    header = b"MThd" + struct.pack(">IHHH", 6, 0, 1, TICKS_PER_QUARTER)
+    return header + b"MTrk" + struct.pack(">I", len(body)) + bytes(body)
+
+
+def write(path: str | Path, tracks: list[Track], tempo_bpm: float = 120.0) -> None:
+    Path(path).write_bytes(to_bytes(tracks, tempo_bpm))
