@@ -8,6 +8,8 @@ import json
 import sys
 from typing import Any, Iterator
 
+from . import segments
+
 FORMATS = ("table", "jsonl", "csv")
 
 
@@ -29,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hop", type=float, default=1.5, metavar="SECONDS", help="window hop (default: 1.5)")
     p.add_argument("--threshold", type=float, default=0.5, help="label threshold on aggregated scores (default: 0.5)")
     p.add_argument("--pitch-engine", default=None, help="pitch engine name (default: the pipeline's default)")
+    segments.add_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -92,6 +95,8 @@ def _default_engine() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.segments:
+        return segments.run(args)
     records = classify_paths(args)
     failed = 0
     if args.format == "jsonl":

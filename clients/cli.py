@@ -17,6 +17,12 @@ from instrumentd import __version__
 COMMANDS: dict[str, str] = {
     "classify": "instrumentd.clients.classify",
     "model-summary": "instrumentd.clients.model_summary",
+    "serve": "instrumentd.daemon.cli",
+    "tail": "instrumentd.clients.tail",
+    "bench": "instrumentd.clients.bench",
+    "synth": "instrumentd.training.cmd_synth",
+    "prepare": "instrumentd.training.cmd_prepare",
+    "train": "instrumentd.training.cmd_train",
 }
 
 EXIT_OK = 0

@@ -15,6 +15,7 @@ from instrumentd.pipeline.windows import cut_windows
 
 from . import checkpoint
 from .aggregate import THRESHOLD, labels_from_scores, s2_scores
+from .fast import FastRecognizer
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.safetensors"
 CLIP_HOP_SECONDS = 1.5  # window hop for whole-clip classification (IRMAS test protocol)
@@ -62,6 +63,7 @@ class Recognizer:
         self.features = FeatureConfig.from_dict(meta["features"])
         self.id = checkpoint.checkpoint_id(meta)
         self.trained = bool(meta.get("trained", False))
+        self.fast: FastRecognizer | None = None  # a FastRecognizer once accelerate() has run; predict then goes through it
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "auto",
@@ -71,9 +73,18 @@ class Recognizer:
         model, meta = checkpoint.load(path or DEFAULT_CHECKPOINT, dev)
         return cls(model, meta, dev, batch_size)
 
+    def accelerate(self, mode: str = "auto", max_batch: int | None = None) -> FastRecognizer:
+        """Route :meth:`predict` through the fastest checked inference path on this device
+        (:class:`~instrumentd.model.fast.FastRecognizer`, ``mode`` one of its ``MODES``); returns it."""
+        self.fast = FastRecognizer.from_recognizer(self, mode, max_batch)
+        return self.fast
+
     @torch.inference_mode()
     def predict(self, features: Features) -> np.ndarray:
         """``features`` of ``n`` windows -> softmax probabilities ``float32 [n, n_classes]``."""
+        if self.fast is not None:
+            mel, mask = features.mel.to(self.fast.device), features.mask.to(self.fast.device)
+            return self.fast.predict(mel, mask).cpu().numpy()
         out = []
         for i in range(0, len(features), self.batch_size):
             mel = features.mel[i : i + self.batch_size].to(self.device, non_blocking=True)

@@ -1,7 +1,8 @@
 """Pitch engines: functions ``audio[batch, samples] -> f0[batch, frames]`` in hz, NaN where unvoiced.
 
 An engine is any callable with the signature of :data:`PitchEngine`; the feature pipeline takes
-one as an argument. ``librosa_pyin`` is the reference; faster engines register in ``ENGINES``.
+one as an argument. ``librosa_pyin`` is the reference; ``torch_pyin`` (the default) computes the same
+f0 in torch, batched, on CPU or CUDA; other engines register in ``ENGINES``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from typing import Callable
 
 import librosa
 import numpy as np
+import torch
 
 from .config import DEFAULT, FeatureConfig
 from .errors import ParameterError
+from .pyin import pyin
 
 PitchEngine = Callable[[np.ndarray, FeatureConfig], np.ndarray]
 
@@ -43,8 +46,35 @@ def librosa_pyin(audio: np.ndarray, cfg: FeatureConfig = DEFAULT) -> np.ndarray:
     return f0[..., :n_frames].astype(np.float32)
 
 
-ENGINES: dict[str, PitchEngine] = {"librosa": librosa_pyin}
-DEFAULT_ENGINE = "librosa"
+def torch_pyin(audio: np.ndarray | torch.Tensor, cfg: FeatureConfig = DEFAULT) -> np.ndarray:
+    """Our batched torch pYIN (:func:`instrumentd.pipeline.pyin.pyin`) with the same settings as the reference.
+
+    Parameters
+    ----------
+    audio : float32 [batch, samples] at ``cfg.sample_rate``; a tensor is processed on its own device
+    cfg : feature configuration (fmin, fmax, frame length, hop)
+
+    Returns
+    -------
+    f0 : float32 [batch, samples // hop_length], hz, NaN where unvoiced
+    """
+    audio = torch.as_tensor(audio)
+    audio = audio.reshape(-1, audio.shape[-1])
+    n_frames = audio.shape[-1] // cfg.hop_length
+    f0, _, _ = pyin(
+        audio,
+        fmin=cfg.pitch_fmin,
+        fmax=cfg.pitch_fmax,
+        sr=cfg.sample_rate,
+        frame_length=cfg.pitch_frame_length,
+        hop_length=cfg.hop_length,
+        center=True,
+    )
+    return f0[..., :n_frames].to(torch.float32).cpu().numpy()
+
+
+ENGINES: dict[str, PitchEngine] = {"librosa": librosa_pyin, "torch": torch_pyin}
+DEFAULT_ENGINE = "torch"
 
 
 def get_engine(name: str) -> PitchEngine:

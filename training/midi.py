@@ -22,12 +22,17 @@ class Note:
 
 @dataclasses.dataclass
 class Track:
-    """Notes played by one General MIDI ``program`` (0-127) on one ``channel`` (9 = drums)."""
+    """Notes played by one General MIDI ``program`` (0-127) on one ``channel`` (9 = drums).
+
+    The channel is set up (volume, program) at ``start`` seconds; a track starting later than 0
+    first silences what the channel still sounds, so one file can hold clips one after another.
+    """
 
     program: int
     channel: int
     notes: list[Note]
     volume: int = 100  # controller 7, 0-127
+    start: float = 0.0  # seconds
 
 
 def _vlq(n: int) -> bytes:
@@ -46,9 +51,12 @@ def to_bytes(tracks: list[Track], tempo_bpm: float = 120.0) -> bytes:
     events: list[tuple[int, int, bytes]] = [(0, 0, b"\xff\x51\x03" + int(60e6 / tempo_bpm).to_bytes(3, "big"))]
     for tr in tracks:
         ch = tr.channel & 0x0F
-        events.append((0, 1, bytes([0xB0 | ch, 7, tr.volume & 0x7F])))
+        setup = int(round(tr.start * ticks_per_second))
+        if setup > 0:
+            events.append((setup, 1, bytes([0xB0 | ch, 120, 0])))  # all sound off
+        events.append((setup, 1, bytes([0xB0 | ch, 7, tr.volume & 0x7F])))
         if ch != DRUM_CHANNEL:
-            events.append((0, 1, bytes([0xC0 | ch, tr.program & 0x7F])))
+            events.append((setup, 1, bytes([0xC0 | ch, tr.program & 0x7F])))
         for n in tr.notes:
             on = int(round(n.start * ticks_per_second))
             off = max(on + 1, int(round((n.start + n.duration) * ticks_per_second)))

@@ -11,7 +11,7 @@ import numpy as np
 import soundfile
 
 from instrumentd.pipeline.audio import to_mono
-from instrumentd.pipeline.errors import InstrumentdError
+from instrumentd.pipeline.errors import InstrumentdError, ParameterError
 
 from .midi import Track, write
 
@@ -26,6 +26,16 @@ TRAINING_SOUNDFONTS = ("fluidr3", "timgm6mb")  # the others are kept for evaluat
 
 class RenderError(InstrumentdError):
     """fluidsynth or a SoundFont is missing, or a render failed."""
+
+
+def check_training_soundfonts(soundfonts: list[str]) -> None:
+    """Refuse training data rendered with a SoundFont reserved for evaluation (``""``: recorded audio)."""
+    reserved = sorted({s for s in soundfonts if s and s not in TRAINING_SOUNDFONTS})
+    if reserved:
+        raise ParameterError(
+            f"features hold clips rendered with SoundFont {reserved[0]!r}, which is reserved for evaluation; "
+            f"train on {', '.join(TRAINING_SOUNDFONTS)} (--soundfonts)"
+        )
 
 
 def find_soundfont(name: str) -> Path:

@@ -1,0 +1,65 @@
+"""``instrumentd serve``: the streaming daemon's command line (flags -> Config -> Server)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import HOP_RANGE, LOG_LEVELS, PITCH_POLICIES, SOURCE_KINDS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run the streaming daemon: audio streams in, instrument events out over ZeroMQ",
+        description=(
+            "Listen to one or more audio streams and publish, every --hop seconds per stream, the "
+            "predominant instrument of the last 3 s as JSON events on a ZeroMQ PUB socket (topics "
+            "window.<stream>, segment.<stream>, status; docs/events.md). Events are logged first and "
+            "can be replayed from --replay. Settings come from the defaults, then --config FILE, then "
+            "INSTRUMENTD_<SETTING> environment variables, then these flags. SIGINT/SIGTERM finish the "
+            "windows already heard, publish them and exit 0."
+        ),
+        epilog=(
+            "SPEC: mic[:DEVICE] | file:PATH (real time) | file+fast:PATH | stdin:FORMAT:RATE:CHANNELS "
+            "(FORMAT s16le s32le f32le f64le u8) | ffmpeg:URL. Example: instrumentd serve --source "
+            "studio=mic --source radio=ffmpeg:https://example.org/stream.mp3"
+        ),
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML file with any of the settings --print-config shows")
+    p.add_argument("--source", action="append", metavar="[NAME=]SPEC",
+                   help=f"a stream to listen to, repeatable; kinds: {', '.join(SOURCE_KINDS)}")
+    p.add_argument("--pub", metavar="ENDPOINT", help="ZeroMQ PUB endpoint (default tcp://127.0.0.1:5555)")
+    p.add_argument("--replay", metavar="ENDPOINT", help="replay endpoint (default tcp://127.0.0.1:5556; '' = off)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--hop", type=float, metavar="SECONDS",
+                   help=f"seconds between windows, {HOP_RANGE[0]}-{HOP_RANGE[1]} (default 1.0)")
+    p.add_argument("--checkpoint", metavar="PATH", help="model checkpoint (default: the bundled one)")
+    p.add_argument("--log-dir", metavar="DIR", help="event log folder ('' = no log and no replay)")
+    p.add_argument("--pitch-policy", choices=PITCH_POLICIES,
+                   help="newest pitch frames: hold the last final f0 (default) or delay the window until final")
+    p.add_argument("--log-level", choices=LOG_LEVELS, help="stderr log level (default info)")
+    p.add_argument("--print-config", action="store_true", help="print the resulting configuration as TOML and exit")
+    p.set_defaults(run=run)
+
+
+def build_config(args: argparse.Namespace):
+    """The Config these flags, the --config file and the environment make."""
+    from .config import load
+
+    return load(args.config, sources=args.source, pub=args.pub, replay=args.replay, device=args.device,
+                hop=args.hop, checkpoint=args.checkpoint, log_dir=args.log_dir, pitch_policy=args.pitch_policy,
+                log_level=args.log_level)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    if args.print_config:
+        sys.stdout.write(config.to_toml())
+        return 0
+    level = "debug" if getattr(args, "verbose", 0) >= 2 else config.log_level
+    logging.getLogger("instrumentd").setLevel(level.upper())
+    from .server import Server
+
+    return Server(config).run()

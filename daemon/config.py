@@ -1,0 +1,231 @@
+"""The daemon's one typed configuration: defaults < TOML file < environment < command-line flags.
+
+Every field can be set in all three places under the same name: ``hop = 0.5`` in the TOML file,
+``INSTRUMENTD_HOP=0.5`` in the environment, ``--hop 0.5`` on the command line. Sources are a list:
+``sources = ["a=file:x.wav"]`` in TOML, ``INSTRUMENTD_SOURCES="a=file:x.wav,b=mic"`` in the
+environment (comma separated), ``--source`` repeated on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from instrumentd.pipeline.errors import ParameterError
+
+ENV_PREFIX = "INSTRUMENTD_"
+SOURCE_KINDS = ("mic", "file", "file+fast", "stdin", "ffmpeg")
+PCM_FORMATS = {"s16le": "<i2", "s32le": "<i4", "f32le": "<f4", "f64le": "<f8", "u8": "u1"}
+STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+HOP_RANGE = (0.1, 3.0)  # seconds
+LOG_LEVELS = ("debug", "info", "warning", "error")
+PITCH_POLICIES = ("hold", "delay")
+
+
+def default_log_dir() -> str:
+    """``$XDG_STATE_HOME/instrumentd/events`` (``~/.local/state/instrumentd/events``)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(state) / "instrumentd" / "events")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+    """One parsed ``[NAME=]SPEC``.
+
+    ``kind`` is one of :data:`SOURCE_KINDS`; ``target`` is the device (mic), path (file), URL
+    (ffmpeg) or empty; ``pcm`` is ``(numpy dtype, rate hz, channels)`` for ``stdin``.
+    """
+
+    name: str
+    kind: str
+    target: str = ""
+    pcm: tuple[str, int, int] | None = None
+
+    @property
+    def spec(self) -> str:
+        if self.kind == "stdin":
+            fmt = next(k for k, v in PCM_FORMATS.items() if v == self.pcm[0])
+            return f"{self.name}=stdin:{fmt}:{self.pcm[1]}:{self.pcm[2]}"
+        return f"{self.name}={self.kind}" + (f":{self.target}" if self.target else "")
+
+
+def parse_source(text: str) -> SourceSpec:
+    """``[NAME=]SPEC`` -> :class:`SourceSpec`; a bad spec raises ParameterError naming it.
+
+    Without ``NAME=`` the name is the file's stem (``file:``), ``mic``, ``stdin`` or ``ffmpeg``.
+    """
+    name, sep, spec = text.partition("=")
+    if not sep or ":" in name or "/" in name:
+        name, spec = "", text
+    kind, _, target = spec.partition(":")
+    if kind not in SOURCE_KINDS:
+        raise ParameterError(f"source {text!r}: unknown kind {kind!r}; choose from {', '.join(SOURCE_KINDS)}")
+    pcm = None
+    if kind in ("file", "file+fast", "ffmpeg") and not target:
+        raise ParameterError(f"source {text!r}: {kind} needs a path or URL after '{kind}:'")
+    if kind == "stdin":
+        pcm = _parse_pcm(text, target)
+        target = ""
+    if not name:
+        name = _default_name(kind, target)
+    if not STREAM_NAME.fullmatch(name):
+        raise ParameterError(
+            f"source {text!r}: stream name {name!r} must be 1-64 letters, digits, '_' or '-', starting with a letter or digit"
+        )
+    return SourceSpec(name, kind, target, pcm)
+
+
+def _parse_pcm(text: str, target: str) -> tuple[str, int, int]:
+    parts = target.split(":")
+    if len(parts) != 3:
+        raise ParameterError(f"source {text!r}: stdin needs FORMAT:RATE:CHANNELS, e.g. stdin:f32le:48000:2")
+    fmt, rate, channels = parts
+    if fmt not in PCM_FORMATS:
+        raise ParameterError(f"source {text!r}: PCM format {fmt!r} not one of {', '.join(PCM_FORMATS)}")
+    try:
+        rate_i, channels_i = int(rate), int(channels)
+    except ValueError:
+        raise ParameterError(f"source {text!r}: rate and channels must be integers") from None
+    if not 1000 <= rate_i <= 768000:
+        raise ParameterError(f"source {text!r}: rate {rate_i} hz outside 1000-768000")
+    if not 1 <= channels_i <= 64:
+        raise ParameterError(f"source {text!r}: channels {channels_i} outside 1-64")
+    return PCM_FORMATS[fmt], rate_i, channels_i
+
+
+def _default_name(kind: str, target: str) -> str:
+    if kind in ("file", "file+fast"):
+        stem = re.sub(r"[^A-Za-z0-9_-]", "-", Path(target).stem).strip("-_")[:64]
+        return stem or "file"
+    return kind
+
+
+@dataclasses.dataclass
+class Config:
+    """Everything ``instrumentd serve`` can be told. Times in seconds unless named otherwise."""
+
+    sources: list[str] = dataclasses.field(default_factory=list)  # [NAME=]SPEC, see parse_source
+    pub: str = "tcp://127.0.0.1:5555"  # ZeroMQ PUB endpoint for events
+    replay: str = "tcp://127.0.0.1:5556"  # ZeroMQ ROUTER endpoint for replay requests; "" = off
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    hop: float = 1.0  # seconds between windows, 0.1-3
+    checkpoint: str = ""  # "" = the bundled default
+    log_dir: str = dataclasses.field(default_factory=default_log_dir)  # event log; "" = no log, no replay
+    log_rotate_mb: float = 64.0  # a stream's log file is rotated past this size
+    log_level: str = "info"
+    heartbeat: float = 5.0  # seconds between status events
+    ring_seconds: float = 10.0  # audio buffered per live stream before the oldest is dropped
+    max_backlog: float = 1.0  # seconds a live stream may fall behind before stale audio is skipped
+    max_batch: int = 512  # windows per forward pass
+    pitch_lag: int = 20  # frames the streaming pYIN decoder waits before a frame is final
+    pitch_policy: str = "hold"  # hold: newest frames hold the last final f0; delay: wait until final
+    smooth: int = 3  # windows in the moving average behind labels and segments
+    on_threshold: float = 0.5  # smoothed probability at which an instrument becomes predominant
+    off_threshold: float = 0.35  # smoothed probability below which it stops being predominant
+    sndhwm: int = 10000  # messages queued per subscriber before the publisher drops (and counts)
+
+    def validate(self) -> "Config":
+        """Check every field; raise ParameterError naming the first bad one. Returns self."""
+        if not HOP_RANGE[0] <= self.hop <= HOP_RANGE[1]:
+            raise ParameterError(f"hop must be {HOP_RANGE[0]}-{HOP_RANGE[1]} seconds, got {self.hop}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ParameterError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise ParameterError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.pitch_policy not in PITCH_POLICIES:
+            raise ParameterError(f"pitch_policy must be one of {', '.join(PITCH_POLICIES)}, got {self.pitch_policy!r}")
+        for name in ("pub", "replay"):
+            value = getattr(self, name)
+            if value and not re.fullmatch(r"(tcp|ipc|inproc)://\S+", value):
+                raise ParameterError(f"{name} endpoint {value!r} is not tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+        if self.pub and self.pub == self.replay:
+            raise ParameterError(f"pub and replay endpoints must differ, both are {self.pub!r}")
+        positive = ("heartbeat", "ring_seconds", "max_backlog", "log_rotate_mb", "max_batch", "smooth", "sndhwm")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ParameterError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.pitch_lag < 1:
+            raise ParameterError(f"pitch_lag must be >= 1 frame, got {self.pitch_lag}")
+        if not 0 < self.off_threshold <= self.on_threshold <= 1:
+            raise ParameterError(
+                f"need 0 < off_threshold <= on_threshold <= 1, got {self.off_threshold}, {self.on_threshold}"
+            )
+        if self.ring_seconds < 4.0:
+            raise ParameterError(f"ring_seconds must hold one 3 s window and a hop (>= 4), got {self.ring_seconds}")
+        specs = self.source_specs()
+        names = [s.name for s in specs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ParameterError(f"stream names must be unique; {', '.join(dupes)} repeated (use NAME=SPEC)")
+        if sum(s.kind == "stdin" for s in specs) > 1:
+            raise ParameterError("only one source can read stdin")
+        return self
+
+    def source_specs(self) -> list[SourceSpec]:
+        return [parse_source(s) for s in self.sources]
+
+    def to_toml(self) -> str:
+        """The configuration as a TOML file that :func:`load` reads back to an equal Config."""
+        lines = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            lines.append(f"{f.name} = {json.dumps(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def _coerce(name: str, raw: Any, origin: str) -> Any:
+    """Turn ``raw`` (TOML value or environment string) into field ``name``'s type."""
+    default = getattr(Config(), name)
+    if isinstance(default, list):
+        if isinstance(raw, str):
+            return [s.strip() for s in raw.split(",") if s.strip()]
+        if isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+            return list(raw)
+    else:
+        kind = type(default)
+        try:
+            if kind is bool:
+                raise TypeError
+            if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
+                value = kind(raw)
+                if kind is int and isinstance(raw, float) and raw != value:
+                    raise ValueError
+                return value
+        except (TypeError, ValueError):
+            pass
+    raise ParameterError(f"{origin}: {name} = {raw!r} is not a valid {type(default).__name__}")
+
+
+def load(path: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Config:
+    """Build the Config: defaults, then the TOML file at ``path``, then ``INSTRUMENTD_*`` variables, then
+    ``overrides`` (command-line flags; None means not given). Validated before it is returned."""
+    values: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(Config)}
+    if path:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ParameterError(f"config {path}: cannot read ({exc.strerror})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ParameterError(f"config {path}: not valid TOML ({exc})") from None
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ParameterError(f"config {path}: unknown settings {', '.join(unknown)}")
+        values.update({k: _coerce(k, v, f"config {path}") for k, v in data.items()})
+    env = os.environ if env is None else env
+    for name in names:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _coerce(name, raw, f"environment {ENV_PREFIX + name.upper()}")
+    for name, value in overrides.items():
+        if name not in names:
+            raise ParameterError(f"unknown setting {name!r}")
+        if value is not None:
+            values[name] = value
+    return Config(**values).validate()

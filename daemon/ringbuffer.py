@@ -1,0 +1,155 @@
+"""Fixed-capacity audio ring buffer between one source (writer thread) and the worker (reader).
+
+The writer never allocates: samples are copied into a preallocated array under a lock held only
+for the copy. A live writer that outruns the reader overwrites the oldest unread samples and the
+loss is counted; a non-live writer (``file+fast:``, ``stdin:``) waits for room instead, so a
+file is read as fast as the worker consumes it and nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+RECEIPTS = 256  # (sample index, arrival time) pairs kept to answer "when did sample i arrive"
+
+
+class RingBuffer:
+    """Mono ``float32`` samples at the source's own rate.
+
+    Parameters
+    ----------
+    capacity : samples held (seconds * rate)
+    rate : hz of the samples written
+    blocking : True = a full buffer makes the writer wait; False = the oldest unread samples are dropped
+    """
+
+    def __init__(self, capacity: int, rate: int, blocking: bool = False):
+        if capacity <= 0:
+            raise ValueError(f"capacity must be positive samples, got {capacity}")
+        self.capacity = capacity
+        self.rate = rate
+        self.blocking = blocking
+        self._buf = np.zeros(capacity, dtype=np.float32)
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self.written = 0  # samples ever written (absolute index of the next sample)
+        self.read_pos = 0  # absolute index of the next sample to read
+        self.dropped = 0  # samples overwritten before they were read
+        self.breaks = 0  # discontinuities marked by the source (restarts)
+        self._break_at: list[int] = []
+        self.closed = False
+        self._receipts = np.zeros((RECEIPTS, 2), dtype=np.float64)
+        self._n_receipts = 0
+
+    def write(self, samples: np.ndarray, arrival: float | None = None) -> None:
+        """Copy ``samples: float32 [n]`` in; ``arrival`` = time.monotonic() of the last one (default now)."""
+        n = len(samples)
+        if n == 0:
+            return
+        with self._lock:
+            if self.blocking:
+                offset = 0
+                while offset < n and not self.closed:
+                    while self.written - self.read_pos >= self.capacity and not self.closed:
+                        self._room.wait(0.1)
+                    take = min(n - offset, self.capacity - (self.written - self.read_pos))
+                    self._copy_in(samples[offset : offset + take])
+                    offset += take
+            else:
+                if n > self.capacity:
+                    samples = samples[n - self.capacity :]
+                    self.written += n - self.capacity
+                    n = self.capacity
+                self._copy_in(samples)
+                behind = self.written - self.read_pos - self.capacity
+                if behind > 0:
+                    self.dropped += behind
+                    self.read_pos += behind
+            r = self._n_receipts % RECEIPTS
+            self._receipts[r, 0] = self.written
+            self._receipts[r, 1] = time.monotonic() if arrival is None else arrival
+            self._n_receipts += 1
+
+    def _copy_in(self, samples: np.ndarray) -> None:
+        n = len(samples)
+        start = self.written % self.capacity
+        first = min(n, self.capacity - start)
+        self._buf[start : start + first] = samples[:first]
+        if first < n:
+            self._buf[: n - first] = samples[first:]
+        self.written += n
+
+    def mark_break(self) -> None:
+        """The source restarted: audio after this point does not continue what came before."""
+        with self._lock:
+            self.breaks += 1
+            self._break_at.append(self.written)
+
+    def close(self) -> None:
+        """No more samples will come (end of file, stdin closed); wakes a waiting writer."""
+        with self._lock:
+            self.closed = True
+            self._room.notify_all()
+
+    def available(self) -> int:
+        with self._lock:
+            return self.written - self.read_pos
+
+    def read(self, max_samples: int | None = None, keep_last: int | None = None) -> tuple[np.ndarray, int, bool]:
+        """Take unread samples.
+
+        Parameters
+        ----------
+        max_samples : take at most this many (default: all)
+        keep_last : if more than this many are unread, skip the older ones (counted as dropped)
+
+        Returns
+        -------
+        samples : float32 [n], a copy
+        start : absolute index of ``samples[0]``
+        broken : True if samples were skipped or a break was marked since the previous read
+        """
+        with self._lock:
+            skipped = False
+            if keep_last is not None and self.written - self.read_pos > keep_last:
+                skip = self.written - self.read_pos - keep_last
+                self.dropped += skip
+                self.read_pos += skip
+                skipped = True
+            start = self.read_pos
+            n = self.written - start
+            if max_samples is not None:
+                n = min(n, max_samples)
+            broken = skipped
+            # a chunk never spans a break: it ends at the break, the next read reports it
+            while self._break_at and self._break_at[0] <= start:
+                self._break_at.pop(0)
+                broken = True
+            if self._break_at and self._break_at[0] < start + n:
+                n = self._break_at[0] - start
+            out = np.empty(n, dtype=np.float32)
+            a = start % self.capacity
+            first = min(n, self.capacity - a)
+            out[:first] = self._buf[a : a + first]
+            out[first:] = self._buf[: n - first]
+            self.read_pos = start + n
+            self._room.notify_all()
+            return out, start, broken
+
+    def arrival(self, index: int) -> float:
+        """time.monotonic() at which sample ``index`` was written (the write that contained it)."""
+        with self._lock:
+            n = min(self._n_receipts, RECEIPTS)
+            best = None
+            for k in range(n):
+                end, t = self._receipts[(self._n_receipts - 1 - k) % RECEIPTS]
+                if end > index:
+                    best = t
+                else:
+                    break
+            if best is None:
+                return float(self._receipts[(self._n_receipts - 1) % RECEIPTS, 1]) if n else time.monotonic()
+            return float(best)

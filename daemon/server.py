@@ -1,0 +1,193 @@
+"""``Server(config).run()``: startup -> main_loop -> shutdown.
+
+startup loads the checkpoint, opens the sources, the event log, the publisher and the replay
+endpoint; main_loop steps the worker, logs and publishes its events, answers replay requests and
+sends a status heartbeat every ``config.heartbeat`` seconds; it ends when a signal sets
+:attr:`Server.should_exit` or every source has ended. shutdown stops the sources, finishes the
+windows whose audio is already in, publishes them, closes open segments, flushes the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from instrumentd.pipeline.errors import ParameterError
+
+from . import events
+from .config import Config
+from .eventlog import EventLog
+from .publisher import Publisher
+from .replay import ReplayServer
+from .segments import Change, Segmenter
+from .sources import Source, open_source
+from .worker import Stream, Window, Worker
+
+log = logging.getLogger("instrumentd.daemon")
+
+TICK = 0.005  # seconds the loop waits for replay requests between worker steps
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Server:
+    """The daemon. ``run()`` returns the exit code (0 after a signal or when every source ended)."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.should_exit = False
+        self.started = time.monotonic()
+        self.sources: list[Source] = []
+        self.log: EventLog | None = None
+        self.publisher: Publisher | None = None
+        self.replay: ReplayServer | None = None
+        self.worker: Worker | None = None
+        self._next_seq: dict[str, int] = {}
+        self._last_heartbeat = 0.0
+
+    def run(self) -> int:
+        self._install_signal_handlers()
+        try:
+            self.startup()
+            self.main_loop()
+        finally:
+            self.shutdown()
+        return 0
+
+    # -- life ------------------------------------------------------------------
+    def startup(self) -> None:
+        import torch
+
+        from instrumentd.model.recognizer import Recognizer
+        from instrumentd.pipeline.stream_features import StreamFeatures, default_pitch
+
+        cfg = self.config
+        specs = cfg.source_specs()
+        if not specs:
+            raise ParameterError("no sources: give at least one --source [NAME=]SPEC (or 'sources' in the config file)")
+        recognizer = Recognizer.from_checkpoint(cfg.checkpoint or None, cfg.device, batch_size=cfg.max_batch)
+        self.device = str(recognizer.device) if recognizer.device.type == "cpu" else \
+            f"{recognizer.device} ({torch.cuda.get_device_name(recognizer.device)})"
+        if not recognizer.trained:
+            log.warning("checkpoint %s is UNTRAINED: its labels are meaningless", recognizer.id)
+        features_cfg = recognizer.features
+        pitch = default_pitch(features_cfg, cfg.pitch_lag, recognizer.device)
+        features = StreamFeatures(features_cfg, pitch, recognizer.device,
+                                  keep=Worker.history_frames(features_cfg, cfg.hop, cfg.pitch_lag))
+        self.worker = Worker(recognizer, features, cfg.hop, cfg.max_backlog, cfg.pitch_policy, cfg.pitch_lag)
+        self.sources = [open_source(spec, cfg.ring_seconds) for spec in specs]
+        if cfg.log_dir:
+            self.log = EventLog(cfg.log_dir, int(cfg.log_rotate_mb * 2**20))
+        context = zmq.Context.instance()
+        self.publisher = Publisher(cfg.pub, cfg.sndhwm, context)
+        if cfg.replay and self.log is not None:
+            self.replay = ReplayServer(cfg.replay, self.log, context)
+        for source in self.sources:
+            self._next_seq[source.name] = self.log.open_stream(source.name) if self.log else 0
+            self.worker.add(source, Segmenter(recognizer.classes, cfg.smooth, cfg.on_threshold, cfg.off_threshold))
+        for source in self.sources:
+            source.start()
+        log.info("serving %d stream(s) on %s with %s; events on %s%s", len(self.sources), self.device,
+                 recognizer.id, cfg.pub, f", replay on {cfg.replay}" if self.replay else "")
+        for source in self.sources:
+            log.info("stream %s: %s, next seq %d", source.name, source.spec.spec, self._next_seq[source.name])
+
+    def main_loop(self) -> None:
+        poller = zmq.Poller()
+        if self.replay is not None:
+            poller.register(self.replay.socket, zmq.POLLIN)
+        poller.register(self.publisher.socket, zmq.POLLIN)
+        while not self.should_exit:
+            self._emit(self.worker.step())
+            self._heartbeat()
+            if not self.worker.active:
+                log.info("every source has ended")
+                return
+            poller.poll(TICK * 1000)
+            self.publisher.poll_subscriptions()
+            if self.replay is not None:
+                self.replay.serve_pending()
+
+    def shutdown(self) -> None:
+        for source in self.sources:
+            source.stop()
+        if self.worker is not None and self.publisher is not None:
+            # finish the windows whose audio is already in the rings
+            while self.worker.active:
+                self._emit(self.worker.step())
+            for st in self.worker.streams:
+                self._emit_changes(st, st.segmenter.close("shutdown" if self.should_exit else "end of stream"))
+            self._heartbeat(force=True)
+        if self.replay is not None:
+            self.replay.serve_pending()
+            self.replay.close()
+        if self.log is not None:
+            self.log.close()
+        if self.publisher is not None:
+            self.publisher.close()
+        log.info("stopped")
+
+    # -- events ----------------------------------------------------------------
+    def _emit(self, windows: list[Window]) -> None:
+        rec = self.worker.recognizer
+        for w in windows:
+            st = w.stream
+            changes = st.segmenter.update(w.probabilities, w.t_start, w.t_end)
+            age = time.monotonic() - w.arrival
+            event = events.window_event(
+                st.name, self._next_seq[st.name], w.t_start, w.t_end, time.time() - age, w.probabilities,
+                rec.classes, st.segmenter.labels, age * 1000, rec.id, rec.trained)
+            self._send(event)
+            st.windows += 1
+            st.latencies.append(event["latency_ms"])
+            self._emit_changes(st, changes)
+
+    def _emit_changes(self, st: Stream, changes: list[Change]) -> None:
+        for c in changes:
+            self._send(events.segment_event(st.name, self._next_seq[st.name], c.instrument, c.state, c.start,
+                                            c.end, c.reason, time.time(), self.worker.recognizer.id))
+
+    def _send(self, event: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        if self.log is not None:
+            self.log.append(event)
+        self._next_seq[event["stream"]] = event["seq"] + 1
+        self.publisher.publish(event)
+        self.worker.seconds["publish"] += time.perf_counter() - t0
+
+    def _heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_heartbeat < self.config.heartbeat:
+            return
+        self._last_heartbeat = now
+        if self.log is not None:
+            self.log.sync()
+        rec = self.worker.recognizer
+        streams = {}
+        for st in self.worker.streams:
+            ring = st.source.ring
+            p50, p99 = st.latency_percentiles()
+            streams[st.name] = {
+                "source": st.source.spec.spec, "state": st.source.state, "level_db": st.level_db,
+                "windows": st.windows,
+                "drops": {"audio_s": round(ring.dropped / ring.rate, 3), "windows": st.dropped_windows},
+                "queue_s": round(ring.available() / ring.rate, 3),
+                "latency_ms": {"p50": p50, "p99": p99},
+                "restarts": st.source.restarts, "seq": self._next_seq[st.name] - 1,
+            }
+        self.publisher.publish(events.status_event(time.time(), now - self.started, self.device, rec.id,
+                                                   rec.trained, self.publisher.drops, streams))
+
+    # -- signals ---------------------------------------------------------------
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in HANDLED_SIGNALS:
+            signal.signal(sig, self._handle_exit)
+
+    def _handle_exit(self, sig: int, frame: Any) -> None:
+        self.should_exit = True

@@ -1,0 +1,305 @@
+"""Audio sources: each writes mono ``float32`` samples at its own rate into its stream's ring buffer.
+
+| spec | class | pacing |
+|---|---|---|
+| ``mic[:DEVICE]`` | :class:`MicSource` | live: PortAudio's callback copies into the ring, nothing else |
+| ``file:PATH`` | :class:`FileSource` | live: paced by the wall clock, as if it were being played |
+| ``file+fast:PATH`` | :class:`FileSource` | as fast as the worker reads (the ring makes it wait) |
+| ``stdin:FORMAT:RATE:CHANNELS`` | :class:`StdinSource` | as written; the ring makes the writer wait when full |
+| ``ffmpeg:URL`` | :class:`FfmpegSource` | as ffmpeg decodes; the child is restarted with backoff when it exits |
+
+A live ring drops its oldest audio when the worker falls behind (counted); the others apply
+backpressure. Resampling to 44.1 kHz happens on the reader's side (the worker), never in a callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+import soundfile
+
+from instrumentd.pipeline.errors import InstrumentdError
+
+from .config import SourceSpec
+from .ringbuffer import RingBuffer
+
+log = logging.getLogger("instrumentd.daemon.sources")
+
+FFMPEG_RATE = 44100  # hz, what the ffmpeg child is asked to output
+BACKOFF_FIRST = 0.5  # seconds before the first restart of a dead ffmpeg child
+BACKOFF_MAX = 30.0  # seconds, the longest wait between restarts
+BACKOFF_RESET = 30.0  # seconds of healthy running after which the backoff starts over
+BLOCKING_RING_SECONDS = 5.0  # ring size for backpressured sources: a window, a hop and the pitch lag
+
+
+class SourceError(InstrumentdError):
+    """A source that cannot be opened: missing file, no such audio device, no ffmpeg."""
+
+
+class Source:
+    """Base: owns a ring buffer; ``start()`` begins filling it, ``stop()`` ends and closes it.
+
+    ``state`` is one of ``starting``, ``running``, ``restarting``, ``ended``, ``failed``.
+    """
+
+    live = False
+
+    def __init__(self, spec: SourceSpec, rate: int, ring_seconds: float):
+        self.spec = spec
+        self.name = spec.name
+        self.rate = rate
+        seconds = ring_seconds if self.live else BLOCKING_RING_SECONDS
+        self.ring = RingBuffer(int(seconds * rate), rate, blocking=not self.live)
+        self.state = "starting"
+        self.restarts = 0
+        self.xruns = 0  # PortAudio input overflows reported to the callback
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run_guarded, name=f"source-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _run_guarded(self) -> None:
+        try:
+            self.state = "running"
+            self._run()
+            if self.state == "running":
+                self.state = "ended"
+        except (OSError, soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
+            self.state = "failed"
+            log.error("source %s failed: %s", self.name, exc)
+        finally:
+            self.ring.close()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop producing audio; what is already in the ring stays readable."""
+        self._stop.set()
+        self.ring.close()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+
+    @property
+    def ended(self) -> bool:
+        """True once no more audio will come and the ring is empty."""
+        return self.ring.closed and self.ring.available() == 0
+
+
+class FileSource(Source):
+    """A file soundfile can read, mixed to mono; ``realtime`` paces it by the wall clock."""
+
+    def __init__(self, spec: SourceSpec, ring_seconds: float, realtime: bool):
+        self.live = realtime
+        path = spec.target
+        try:
+            info = soundfile.info(path)
+        except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+            raise SourceError(f"source {spec.name}: cannot open {path!r} ({exc})") from None
+        super().__init__(spec, int(info.samplerate), ring_seconds)
+        self.path = path
+        self.block = max(1, self.rate // (50 if realtime else 2))  # 20 ms paced, 0.5 s fast
+
+    def _run(self) -> None:
+        with soundfile.SoundFile(self.path) as f:
+            t0 = time.monotonic()
+            done = 0
+            while not self._stop.is_set():
+                block = f.read(self.block, dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    return
+                if self.live:
+                    delay = t0 + (done + len(block)) / self.rate - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        return
+                self.ring.write(_mono(block))
+                done += len(block)
+
+
+class StdinSource(Source):
+    """Raw interleaved PCM on standard input: ``pcm = (numpy dtype, rate hz, channels)``."""
+
+    def __init__(self, spec: SourceSpec, ring_seconds: float, stream=None):
+        dtype, rate, channels = spec.pcm
+        super().__init__(spec, rate, ring_seconds)
+        self.dtype = np.dtype(dtype)
+        self.channels = channels
+        self.fd = (stream or sys.stdin.buffer).fileno()
+
+    def _run(self) -> None:
+        frame = self.dtype.itemsize * self.channels
+        want = frame * max(1, self.rate // 50)
+        pending = b""
+        while not self._stop.is_set():
+            data = os.read(self.fd, want)
+            if not data:
+                return
+            pending += data
+            usable = len(pending) - len(pending) % frame
+            if usable:
+                raw = np.frombuffer(pending[:usable], dtype=self.dtype).reshape(-1, self.channels)
+                pending = pending[usable:]
+                self.ring.write(_mono(pcm_to_float(raw)))
+
+
+class FfmpegSource(Source):
+    """``ffmpeg -i URL`` decoded to 44.1 kHz mono float32 on a pipe; restarted with backoff when it exits.
+
+    The child is started from an argument list (no shell). Its stderr is kept and the last line
+    logged when it exits. Each restart marks a break in the ring: the stream's features start over.
+    """
+
+    def __init__(self, spec: SourceSpec, ring_seconds: float, ffmpeg: str | None = None):
+        super().__init__(spec, FFMPEG_RATE, ring_seconds)
+        self.ffmpeg = ffmpeg or shutil.which("ffmpeg")
+        if not self.ffmpeg:
+            raise SourceError(f"source {spec.name}: ffmpeg is not installed (needed for {spec.spec!r})")
+        self.url = spec.target
+        self._child: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self.backoff = BACKOFF_FIRST
+
+    def command(self) -> list[str]:
+        return [self.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", self.url,
+                "-vn", "-ac", "1", "-ar", str(FFMPEG_RATE), "-f", "f32le", "pipe:1"]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            got = self._run_child()
+            if self._stop.is_set():
+                return
+            if time.monotonic() - started > BACKOFF_RESET:
+                self.backoff = BACKOFF_FIRST
+            self.state = "restarting"
+            self.restarts += 1
+            log.warning("source %s: ffmpeg exited (%s); restarting in %.1f s", self.name, got, self.backoff)
+            if self._stop.wait(self.backoff):
+                return
+            self.backoff = min(BACKOFF_MAX, self.backoff * 2)
+            self.ring.mark_break()
+            self.state = "running"
+
+    def _run_child(self) -> str:
+        with self._lock:
+            if self._stop.is_set():
+                return "stopped"
+            self._child = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE)
+        child = self._child
+        errors: list[bytes] = []
+        drain = threading.Thread(target=lambda: errors.extend(child.stderr), daemon=True)
+        drain.start()
+        pending = b""
+        fd = child.stdout.fileno()
+        while True:
+            data = os.read(fd, 4 * 4096)
+            if not data:
+                break
+            pending += data
+            usable = len(pending) - len(pending) % 4
+            if usable:
+                self.ring.write(np.frombuffer(pending[:usable], dtype="<f4").copy())
+                pending = pending[usable:]
+        code = child.wait()
+        drain.join(timeout=1)
+        child.stdout.close()
+        child.stderr.close()
+        last = errors[-1].decode(errors="replace").strip() if errors else ""
+        return f"code {code}" + (f": {last}" if last else "")
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            if self._child is not None and self._child.poll() is None:
+                self._child.terminate()
+        super().stop()
+        if self._child is not None and self._child.poll() is None:
+            self._child.kill()
+
+
+class MicSource(Source):
+    """An input device through PortAudio (sounddevice): ``target`` = device index, name or empty.
+
+    The callback runs on PortAudio's thread and only copies into the ring buffer.
+    """
+
+    live = True
+
+    def __init__(self, spec: SourceSpec, ring_seconds: float):
+        import sounddevice
+
+        self._sd = sounddevice
+        device: int | str | None = spec.target or None
+        if isinstance(device, str) and device.isdigit():
+            device = int(device)
+        try:
+            info = sounddevice.query_devices(device, kind="input")
+        except (ValueError, sounddevice.PortAudioError) as exc:
+            raise SourceError(
+                f"source {spec.name}: no input device {spec.target or '(default)'!r} ({exc}); "
+                "`python -m sounddevice` lists the devices"
+            ) from None
+        super().__init__(spec, int(info["default_samplerate"]), ring_seconds)
+        self.device = device
+        self.device_name = info["name"]
+        self._stream = None
+
+    def _callback(self, indata, frames, time_info, status) -> None:
+        if status.input_overflow:
+            self.xruns += 1
+        self.ring.write(indata[:, 0])
+
+    def start(self) -> None:
+        try:
+            self._stream = self._sd.InputStream(device=self.device, channels=1, samplerate=self.rate,
+                                                dtype="float32", callback=self._callback)
+            self._stream.start()
+        except self._sd.PortAudioError as exc:
+            raise SourceError(f"source {self.name}: cannot open input device {self.device_name!r} ({exc})") from None
+        self.state = "running"
+
+    def stop(self) -> None:
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream.close()
+        self.state = "ended"
+        self.ring.close()
+
+
+def pcm_to_float(raw: np.ndarray) -> np.ndarray:
+    """Integer or float PCM ``[frames, channels]`` -> float32 in [-1, 1]."""
+    if raw.dtype == np.uint8:
+        return (raw.astype(np.float32) - 128.0) / 128.0
+    if raw.dtype.kind == "i":
+        return raw.astype(np.float32) / float(2 ** (8 * raw.dtype.itemsize - 1))
+    return raw.astype(np.float32)
+
+
+def _mono(block: np.ndarray) -> np.ndarray:
+    mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
+    return np.ascontiguousarray(np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0), dtype=np.float32)
+
+
+SOURCES: dict[str, Callable[[SourceSpec, float], Source]] = {
+    "mic": MicSource,
+    "file": lambda spec, ring: FileSource(spec, ring, realtime=True),
+    "file+fast": lambda spec, ring: FileSource(spec, ring, realtime=False),
+    "stdin": StdinSource,
+    "ffmpeg": FfmpegSource,
+}
+
+
+def open_source(spec: SourceSpec, ring_seconds: float) -> Source:
+    """The source for ``spec``, opened (file checked, device found) but not started."""
+    return SOURCES[spec.kind](spec, ring_seconds)

@@ -1,0 +1,395 @@
+"""Fast inference: the same network through the quickest path a device offers, checked against fp32.
+
+A *path* is a precision (fp32 or bf16 autocast), a memory layout (contiguous or channels_last)
+and an executor:
+
+- ``eager``: the module called as is;
+- ``graphs``: one CUDA graph per batch bucket (1, 2, 4, ... ``max_batch``); a batch is copied
+  into the bucket at or above its size and the graph replayed, so a window costs no kernel launches;
+- ``compile``: ``torch.compile`` with a dynamic batch dimension, then captured in the same
+  bucket graphs on CUDA (inductor's fused kernels without their launch cost).
+
+:class:`FastRecognizer` builds a path for a network and, in mode ``auto``, times every path the
+device supports on realistic inputs and keeps the fastest whose top-1 class agrees with eager
+fp32 on at least :data:`TOP1_AGREEMENT` of the windows and whose probabilities are within
+:data:`PROB_TOLERANCE` of fp32's. On CPU ``auto`` tries eager and channels_last only, in fp32,
+and keeps eager unless channels_last is measurably faster. A path that fails to build (no
+compiler, no Triton, a capture error) is logged, recorded in the calibration report and skipped.
+
+Inputs and outputs stay on the device: ``predict(mel, mask)`` takes tensors already there.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from typing import Any, Callable
+
+import torch
+
+from instrumentd.pipeline.errors import ParameterError
+from instrumentd.pipeline.mask import band_to_mask
+from instrumentd.pipeline.timing import time_call
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "eager", "bf16", "channels_last", "graphs", "compile")
+MAX_BATCH = 4096  # windows per forward pass, the largest bucket
+TOP1_AGREEMENT = 0.999  # fraction of windows whose top-1 class must equal fp32's
+PROB_TOLERANCE = 1e-2  # largest allowed |p - p_fp32| over all windows and classes
+COMPILE_MODE = "max-autotune-no-cudagraphs"  # on CUDA; bucket graphs are captured by this module instead
+CPU_COMPILE_MODE = "default"  # max-autotune's kernel search takes minutes on a small CPU
+CPU_MIN_GAIN = 1.05  # on CPU a path must beat eager by 5 % to replace it: timing noise is larger there
+# failures a path may raise while it is built on a device that lacks what it needs
+_BUILD_ERRORS = (RuntimeError, ImportError, OSError)
+
+Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class InferencePath:
+    """One way to run the network: ``bf16`` autocast or fp32, ``channels_last`` or not, an executor."""
+
+    executor: str = "eager"  # "eager" | "graphs" | "compile"
+    bf16: bool = False
+    channels_last: bool = False
+
+    @property
+    def name(self) -> str:
+        parts = ["bf16" if self.bf16 else "fp32"]
+        if self.channels_last:
+            parts.append("channels_last")
+        parts.append(self.executor)
+        return "+".join(parts)
+
+
+EAGER_FP32 = InferencePath()
+
+
+def buckets(max_batch: int) -> tuple[int, ...]:
+    """Batch buckets ``1, 2, 4, ...`` up to ``max_batch``, which is always the last one."""
+    if max_batch < 1:
+        raise ParameterError(f"max_batch must be at least 1, got {max_batch}")
+    sizes = [1]
+    while sizes[-1] * 2 < max_batch:
+        sizes.append(sizes[-1] * 2)
+    if sizes[-1] != max_batch:
+        sizes.append(max_batch)
+    return tuple(sizes)
+
+
+def bucket_for(n: int, sizes: tuple[int, ...]) -> int:
+    """The smallest bucket in ``sizes`` (ascending) that holds ``n`` windows."""
+    for size in sizes:
+        if size >= n:
+            return size
+    raise ParameterError(f"batch of {n} windows is larger than the largest bucket {sizes[-1]}")
+
+
+def realistic_inputs(n: int, n_mels: int = 128, n_frames: int = 100, device: str | torch.device = "cpu",
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic network inputs shaped like real ones, for calibration and benchmarks.
+
+    Returns
+    -------
+    mel : float32 [n, 1, n_mels, n_frames], dB in [-80, 0] with its maximum at 0 (a spectral
+        envelope that falls with frequency, frame loudness and noise)
+    mask : float32 [n, 1, n_mels, n_frames], binary, at most one 1 per frame: a pitch track that
+        wanders by a band or two per frame and is voiced on about 70 % of the frames
+    """
+    g = torch.Generator().manual_seed(seed)
+    bands = torch.arange(n_mels, dtype=torch.float32).view(1, 1, n_mels, 1)
+    envelope = 4.0 * torch.randn(n, 1, n_mels, 1, generator=g).cumsum(2) / n_mels**0.5 - 0.3 * bands
+    loudness = -20.0 * torch.rand(n, 1, 1, n_frames, generator=g)
+    mel = envelope + loudness + 6.0 * torch.randn(n, 1, n_mels, n_frames, generator=g)
+    mel = (mel - mel.amax(dim=(2, 3), keepdim=True)).clamp_min(-80.0)
+    start = torch.randint(n_mels // 8, n_mels // 2, (n, 1), generator=g)
+    band = (start + torch.randint(-2, 3, (n, n_frames), generator=g).cumsum(1)).clamp(0, n_mels - 1)
+    voiced = torch.rand(n, n_frames, generator=g) < 0.7
+    mask = band_to_mask(torch.where(voiced, band, -1), n_mels).unsqueeze(1)
+    return mel.to(device), mask.to(device)
+
+
+def agreement(probs: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
+    """``probs, reference: [n, n_classes]`` -> (fraction of equal top-1 classes, largest |difference|)."""
+    top1 = (probs.argmax(1) == reference.argmax(1)).float().mean().item()
+    return top1, (probs.float() - reference.float()).abs().max().item()
+
+
+class _Probabilities(torch.nn.Module):
+    """``mel, mask: [B, 1, n_mels, F]`` -> softmax probabilities ``float32 [B, n_classes]`` on one path."""
+
+    def __init__(self, model: torch.nn.Module, path: InferencePath, device: torch.device):
+        super().__init__()
+        if path.channels_last:
+            model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        self.model = model
+        self.path = path
+        self.device_type = device.type
+
+    def forward(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.path.channels_last:
+            mel = mel.contiguous(memory_format=torch.channels_last)
+            mask = mask.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.path.bf16):
+            logits = self.model(mel, mask)
+        return torch.softmax(logits.float(), dim=1)
+
+
+def _compiled(module: torch.nn.Module, compile_mode: str) -> Runner:
+    """``module`` through ``torch.compile`` with a dynamic batch dimension (batch 1 is its own graph)."""
+    compiled = torch.compile(module, mode=compile_mode)
+
+    def run(mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if mel.shape[0] > 1:
+            torch._dynamo.mark_dynamic(mel, 0)
+            torch._dynamo.mark_dynamic(mask, 0)
+        return compiled(mel, mask)
+
+    return run
+
+
+class _Buckets:
+    """``fn`` run on fixed batch buckets that share one static input pair, captured as CUDA graphs
+    when ``graphs`` is set (then all graphs share one memory pool).
+
+    Fixed shapes and inputs made here keep ``torch.compile`` from recompiling for every batch
+    size. Windows do not interact in the network (BatchNorm in eval mode, attention within a
+    window), so the rows past ``n`` in a bucket may hold anything: they are computed and dropped.
+    """
+
+    def __init__(self, fn: Runner, sizes: tuple[int, ...], n_mels: int, n_frames: int, device: torch.device,
+                 graphs: bool):
+        self.fn = fn
+        self.sizes = sizes
+        self.mel = torch.zeros(sizes[-1], 1, n_mels, n_frames, device=device)
+        self.mask = torch.zeros_like(self.mel)
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        pool = torch.cuda.graph_pool_handle() if graphs else None
+        side = torch.cuda.Stream(device) if graphs else None
+        for size in reversed(sizes):  # the largest first: smaller graphs reuse its pool
+            mel, mask = self.mel[:size], self.mask[:size]
+            if not graphs:
+                fn(mel, mask)  # compiles now, so that a failure shows here and not in predict
+                continue
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # warm-up outside capture: lazy init, autotuning, compiling
+                for _ in range(2):
+                    fn(mel, mask)
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                out = fn(mel, mask)
+            self.graphs[size] = (graph, out)
+
+    def __call__(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n = mel.shape[0]
+        size = bucket_for(n, self.sizes)
+        self.mel[:n].copy_(mel)
+        self.mask[:n].copy_(mask)
+        if not self.graphs:
+            return self.fn(self.mel[:size], self.mask[:size])[:n]
+        graph, out = self.graphs[size]
+        graph.replay()
+        return out[:n].clone()
+
+
+class FastRecognizer:
+    """A network on one device behind the fastest checked path.
+
+    Build it with :meth:`from_recognizer` or :meth:`from_model`. Not thread-safe: the buckets
+    share their input buffers, so one thread (the daemon's worker) calls :meth:`predict`.
+
+    Attributes
+    ----------
+    path : the path in use
+    calibration : one dict per path tried: ``path``, ``ok``, ``top1_agreement``, ``max_prob_diff``,
+        ``ms_batch1``, ``ms_batch_n`` (at ``batch_n`` windows), ``build_s``, ``chosen``, and ``error`` where it
+        failed to build
+    """
+
+    def __init__(self, runner: Runner, path: InferencePath, device: torch.device, max_batch: int, n_mels: int,
+                 n_frames: int, n_classes: int, calibration: list[dict[str, Any]] | None = None):
+        self._runner = runner
+        self.path = path
+        self.device = device
+        self.max_batch = max_batch
+        self.n_mels = n_mels
+        self.n_frames = n_frames
+        self.n_classes = n_classes
+        self.calibration = calibration or []
+
+    @property
+    def uses_graphs(self) -> bool:
+        """Whether batches run as CUDA graph replays."""
+        return isinstance(self._runner, _Buckets) and bool(self._runner.graphs)
+
+    @classmethod
+    def from_recognizer(cls, recognizer: Any, mode: str = "auto", max_batch: int | None = None,
+                        compile_mode: str | None = None) -> "FastRecognizer":
+        """A fast path for a :class:`~instrumentd.model.recognizer.Recognizer`'s network on its device."""
+        return cls.from_model(recognizer.model, recognizer.device, mode, max_batch, recognizer.features.n_mels,
+                              recognizer.features.n_frames, len(recognizer.classes), compile_mode)
+
+    @classmethod
+    @torch.inference_mode()
+    def from_model(cls, model: torch.nn.Module, device: str | torch.device, mode: str = "auto",
+                   max_batch: int | None = None, n_mels: int = 128, n_frames: int = 100, n_classes: int = 11,
+                   compile_mode: str | None = None) -> "FastRecognizer":
+        """Build ``mode`` (one of :data:`MODES`) for ``model`` (in eval mode, on ``device``).
+
+        Parameters
+        ----------
+        max_batch : largest batch per forward pass and largest CUDA graph bucket
+            (default :data:`MAX_BATCH` on CUDA, 64 on CPU)
+        n_mels, n_frames : the input shape ``[B, 1, n_mels, n_frames]`` the graphs are captured for
+        compile_mode : ``torch.compile`` mode of the ``compile`` executor (default :data:`COMPILE_MODE`
+            on CUDA, :data:`CPU_COMPILE_MODE` on CPU)
+        """
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if mode not in MODES:
+            raise ParameterError(f"unknown inference mode {mode!r}; choose from {list(MODES)}")
+        max_batch = max_batch or (MAX_BATCH if device.type == "cuda" else 64)
+        sizes = buckets(max_batch)
+        if mode == "graphs" and device.type != "cuda":
+            raise ParameterError(f"inference mode 'graphs' needs a CUDA device, got {device}")
+        model = model.eval()
+
+        def build(path: InferencePath) -> Runner:
+            return _build(model, path, device, sizes, n_mels, n_frames, compile_mode)
+
+        def new(runner: Runner, path: InferencePath, calibration: list[dict[str, Any]] | None = None) -> "FastRecognizer":
+            return cls(runner, path, device, max_batch, n_mels, n_frames, n_classes, calibration)
+
+        cuda = device.type == "cuda"
+        if mode != "auto":
+            path = {
+                "eager": EAGER_FP32,
+                "bf16": InferencePath(bf16=True),
+                "channels_last": InferencePath(bf16=cuda, channels_last=True),
+                "graphs": InferencePath("graphs", bf16=True),
+                "compile": InferencePath("compile", bf16=cuda),
+            }[mode]
+            try:
+                return new(build(path), path)
+            except _BUILD_ERRORS as exc:
+                log.warning("inference path %s failed to build (%s); using eager fp32", path.name, _reason(exc))
+                return new(build(EAGER_FP32), EAGER_FP32, [{"path": path.name, "ok": False, "error": _reason(exc)}])
+        return new(*_calibrate(build, device, max_batch, n_mels, n_frames))
+
+    @torch.inference_mode()
+    def predict(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``mel, mask: float32 [n, 1, n_mels, n_frames]`` on :attr:`device` -> probabilities
+        ``float32 [n, n_classes]`` on :attr:`device`, in chunks of at most :attr:`max_batch`."""
+        expected = (1, self.n_mels, self.n_frames)
+        for name, t in (("mel", mel), ("mask", mask)):
+            if t.ndim != 4 or tuple(t.shape[1:]) != expected:
+                raise ParameterError(f"{name} must be [n, {', '.join(map(str, expected))}], got {list(t.shape)}")
+            if t.device != self.device:
+                raise ParameterError(f"{name} is on {t.device}, the recognizer on {self.device}")
+        if mel.shape[0] != mask.shape[0]:
+            raise ParameterError(f"mel has {mel.shape[0]} windows, mask {mask.shape[0]}")
+        n = mel.shape[0]
+        if n == 0:
+            return torch.zeros(0, self.n_classes, device=self.device)
+        step = self.max_batch
+        out = [self._runner(mel[i : i + step].float(), mask[i : i + step].float()) for i in range(0, n, step)]
+        return out[0] if len(out) == 1 else torch.cat(out)
+
+
+def _reason(exc: BaseException) -> str:
+    """First line of an exception, for a one-line log and the calibration report."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _build(model: torch.nn.Module, path: InferencePath, device: torch.device, sizes: tuple[int, ...], n_mels: int,
+           n_frames: int, compile_mode: str | None) -> Runner:
+    """The runner of ``path``: ``(mel, mask)`` of at most ``sizes[-1]`` windows -> probabilities."""
+    module: Runner = _Probabilities(model, path, device)
+    cuda = device.type == "cuda"
+    if path.executor == "compile":
+        module = _compiled(module, compile_mode or (COMPILE_MODE if cuda else CPU_COMPILE_MODE))
+        compiled = _Buckets(module, sizes, n_mels, n_frames, device, graphs=False)  # a compile error raises here
+        if not cuda:
+            return compiled
+        try:
+            return _Buckets(module, sizes, n_mels, n_frames, device, graphs=True)
+        except RuntimeError as exc:
+            log.warning("CUDA graphs of the compiled network failed (%s); running it without graphs", _reason(exc))
+            return compiled
+    if path.executor == "graphs":
+        return _Buckets(module, sizes, n_mels, n_frames, device, graphs=True)
+    return module
+
+
+def _calibrate(build: Callable[[InferencePath], Runner], device: torch.device, max_batch: int, n_mels: int,
+               n_frames: int) -> tuple[Runner, InferencePath, list[dict[str, Any]]]:
+    """Try the device's paths in turn; return the fastest that agrees with eager fp32."""
+    cuda = device.type == "cuda"
+    # a 2-core CPU takes about 15 ms a window in eager fp32: calibrate there on a few windows only
+    n_check = 2048 if cuda else 32
+    batch_n = min(max_batch, 1024 if cuda else 8)
+    mel, mask = realistic_inputs(n_check, n_mels, n_frames, device, seed=1)
+    min_seconds, warmup = (0.2, 3) if cuda else (0.2, 1)
+
+    def measure(runner: Runner) -> tuple[torch.Tensor, float, float]:
+        probs = torch.cat([runner(mel[i : i + max_batch], mask[i : i + max_batch]) for i in range(0, n_check, max_batch)])
+        t1 = time_call(lambda: runner(mel[:1], mask[:1]), device, min_seconds, warmup)
+        tn = time_call(lambda: runner(mel[:batch_n], mask[:batch_n]), device, min_seconds, warmup)
+        return probs, t1, tn
+
+    report: list[dict[str, Any]] = []
+    accepted: list[tuple[Runner, InferencePath, float, float]] = []
+    reference = None
+
+    def attempt(path: InferencePath) -> bool:
+        nonlocal reference
+        t0 = time.perf_counter()
+        entry: dict[str, Any] = {"path": path.name}
+        report.append(entry)
+        try:
+            runner = build(path)
+            entry["build_s"] = round(time.perf_counter() - t0, 3)
+            probs, t1, tn = measure(runner)
+        except _BUILD_ERRORS as exc:
+            if path == EAGER_FP32:
+                raise
+            entry.update(ok=False, error=_reason(exc))
+            log.warning("inference path %s failed (%s); skipped", path.name, entry["error"])
+            return False
+        if reference is None:
+            reference = probs
+        top1, diff = agreement(probs, reference)
+        ok = top1 >= TOP1_AGREEMENT and diff <= PROB_TOLERANCE
+        entry.update(ok=ok, top1_agreement=top1, max_prob_diff=diff, ms_batch1=t1 * 1e3, ms_batch_n=tn * 1e3,
+                     batch_n=batch_n)
+        if ok:
+            accepted.append((runner, path, t1, tn))
+        return ok
+
+    attempt(EAGER_FP32)
+    if cuda:
+        bf16 = attempt(InferencePath(bf16=True))
+        attempt(InferencePath(bf16=bf16, channels_last=True))
+        layout = min(accepted, key=lambda a: a[3])[1].channels_last
+        attempt(InferencePath("graphs", bf16=bf16, channels_last=layout))
+        attempt(InferencePath("compile", bf16=bf16, channels_last=layout))
+        best1 = min(a[2] for a in accepted)
+        bestn = min(a[3] for a in accepted)
+        # one path serves every batch size: weigh single-window latency and throughput alike
+        runner, path, _, _ = min(accepted, key=lambda a: a[2] / best1 + a[3] / bestn)
+    else:
+        attempt(InferencePath(channels_last=True))
+        runner, path, _, tn_eager = accepted[0]
+        faster = [a for a in accepted[1:] if a[3] * CPU_MIN_GAIN < tn_eager]
+        if faster:
+            runner, path, _, _ = faster[0]
+    for entry in report:
+        entry["chosen"] = entry["path"] == path.name
+    log.info("inference path on %s: %s", device, path.name)
+    return runner, path, report

@@ -1,0 +1,470 @@
+"""Batched pYIN in torch: ``librosa.pyin``'s maths, vectorised over a batch, on CPU or CUDA.
+
+The steps follow ``librosa.core.pitch.pyin`` (librosa 0.11) one by one, and each is usable alone:
+
+1. :func:`frame` cuts centred frames;
+2. :func:`cmndf` is YIN's cumulative-mean-normalised difference (the autocorrelation through the FFT);
+3. :func:`parabolic_shifts` refines each lag by parabolic interpolation;
+4. :func:`observations` turns the troughs into pitch-bin probabilities with the Beta threshold prior
+   and the Boltzmann trough prior (the official pYIN software's variant, as librosa does);
+5. :func:`viterbi` decodes the voiced/unvoiced HMM for the whole batch at once, max-plus over
+   librosa's local transition band, with librosa's log-epsilon floor on every transition.
+
+:func:`pyin` chains them. :class:`PyinModel` holds the constants that the steps share, and
+``pipeline.pyin_stream`` runs the same steps incrementally.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import librosa
+import numpy as np
+import scipy.special
+import torch
+
+from .errors import ParameterError
+
+__all__ = ["PyinModel", "cmndf", "frame", "observations", "parabolic_shifts", "pyin", "pyin_model", "viterbi"]
+
+LOG_TINY = float(np.log(np.finfo(np.float64).tiny))  # librosa.viterbi's floor: log(0 + tiny) = -708.4
+_FFT_FRAMES = 8192  # frames per FFT call: bounds the memory of one chunk to about 0.5 GB
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PyinModel:
+    """The constants of one pYIN configuration (build with :func:`pyin_model`).
+
+    Lags, periods and frame lengths are in samples; frequencies in hz. The HMM has ``2 * n_bins``
+    states: voiced pitch bins ``0 .. n_bins - 1`` then unvoiced copies ``n_bins .. 2 n_bins - 1``.
+    """
+
+    sr: float
+    fmin: float
+    fmax: float
+    frame_length: int
+    hop_length: int
+    center: bool
+    pad_mode: str
+    min_period: int
+    max_period: int
+    n_bins: int
+    bins_per_semitone: int
+    boltzmann_parameter: float
+    no_trough_prob: float
+    thresholds: np.ndarray  # float64 [n_thresholds + 1], 0 .. 1
+    beta_probs: np.ndarray  # float64 [n_thresholds], prior mass of each threshold
+    log_band: np.ndarray  # float64 [n_bins, width]: log P(bin j + d - width // 2 -> bin j), -inf off the grid
+    log_stay: float  # log(1 - switch_prob)
+    log_switch: float  # log(switch_prob)
+
+    @property
+    def width(self) -> int:
+        """Transition band width in pitch bins (odd)."""
+        return self.log_band.shape[1]
+
+    @property
+    def freqs(self) -> np.ndarray:
+        """float64 [n_bins] hz: the centre frequency of each pitch bin."""
+        return self.fmin * 2.0 ** (np.arange(self.n_bins) / (12 * self.bins_per_semitone))
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames that :func:`frame` cuts from ``n_samples`` samples."""
+        if self.center:
+            n_samples += 2 * (self.frame_length // 2)
+        return 1 + (n_samples - self.frame_length) // self.hop_length
+
+    @functools.lru_cache(maxsize=8)
+    def tensors(self, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The model's arrays as tensors on ``device`` (cached)."""
+        as_t = functools.partial(torch.as_tensor, device=device)
+        return {
+            "thresholds": as_t(self.thresholds[1:], dtype=dtype),
+            "log_beta": as_t(_log(self.beta_probs), dtype=dtype),
+            "beta_mass_below": as_t(np.concatenate([[0.0], np.cumsum(self.beta_probs)]), dtype=dtype),
+            "log_band": as_t(self.log_band, dtype=dtype),
+            # [to voiced, to unvoiced] x [from voiced, from unvoiced]
+            "switch": as_t([[self.log_stay, self.log_switch], [self.log_switch, self.log_stay]], dtype=dtype),
+            "switch_from_voiced": as_t([[self.log_stay], [self.log_switch]], dtype=dtype),
+            "switch_from_unvoiced": as_t([[self.log_switch], [self.log_stay]], dtype=dtype),
+            "freqs": as_t(self.freqs, dtype=torch.float64),
+        }
+
+
+@functools.lru_cache(maxsize=16)
+def pyin_model(
+    sr: float,
+    fmin: float,
+    fmax: float,
+    frame_length: int = 2048,
+    hop_length: int | None = None,
+    n_thresholds: int = 100,
+    beta_parameters: tuple[float, float] = (2, 18),
+    boltzmann_parameter: float = 2,
+    resolution: float = 0.1,
+    max_transition_rate: float = 35.92,
+    switch_prob: float = 0.01,
+    no_trough_prob: float = 0.01,
+    center: bool = True,
+    pad_mode: str = "constant",
+) -> PyinModel:
+    """Check the parameters (librosa.pyin's names, units and defaults) and build a :class:`PyinModel`.
+
+    ``max_transition_rate`` is in octaves per second, ``resolution`` in semitones.
+    """
+    if not 0 < fmin < fmax <= sr / 2:
+        raise ParameterError(f"need 0 < fmin < fmax <= sr/2, got fmin={fmin}, fmax={fmax}, sr={sr}")
+    if frame_length < 4 or frame_length % 2:
+        raise ParameterError(f"frame_length must be an even number >= 4, got {frame_length}")
+    if sr / fmin >= frame_length - 1:
+        raise ParameterError(
+            f"frame_length={frame_length} is too short for fmin={fmin} at sr={sr}: need > {sr / fmin + 1:.0f}"
+        )
+    hop_length = frame_length // 4 if hop_length is None else int(hop_length)
+    if hop_length < 1:
+        raise ParameterError(f"hop_length must be positive, got {hop_length}")
+    if n_thresholds < 1:
+        raise ParameterError(f"n_thresholds must be positive, got {n_thresholds}")
+    if not 0 < resolution < 1:
+        raise ParameterError(f"resolution must be in (0, 1), got {resolution}")
+    if not 0 < switch_prob < 1:
+        raise ParameterError(f"switch_prob must be in (0, 1), got {switch_prob}")
+    if not 0 <= no_trough_prob <= 1:
+        raise ParameterError(f"no_trough_prob must be in [0, 1], got {no_trough_prob}")
+    if max_transition_rate <= 0:
+        raise ParameterError(f"max_transition_rate must be positive, got {max_transition_rate}")
+
+    min_period = int(np.floor(sr / fmax))
+    max_period = min(int(np.ceil(sr / fmin)), frame_length - 1)
+    thresholds = np.linspace(0, 1, n_thresholds + 1)
+    beta_probs = np.diff(scipy.special.betainc(beta_parameters[0], beta_parameters[1], thresholds))
+    bins_per_semitone = int(np.ceil(1.0 / resolution))
+    n_bins = int(np.floor(12 * bins_per_semitone * np.log2(fmax / fmin))) + 1
+
+    # librosa's local transition matrix, rows normalised near the edges, kept as its band only
+    max_semitones_per_frame = round(max_transition_rate * 12 * hop_length / sr)
+    width = max_semitones_per_frame * bins_per_semitone + 1
+    dense = librosa.sequence.transition_local(n_bins, width, window="triangle", wrap=False)
+    half = width // 2
+    log_band = np.full((n_bins, width), -np.inf)
+    for d in range(width):
+        src = np.arange(n_bins) + d - half
+        ok = (src >= 0) & (src < n_bins)
+        with np.errstate(divide="ignore"):
+            log_band[ok, d] = np.log(dense[src[ok], np.arange(n_bins)[ok]])
+    return PyinModel(
+        sr=float(sr), fmin=float(fmin), fmax=float(fmax), frame_length=int(frame_length), hop_length=hop_length,
+        center=bool(center), pad_mode=pad_mode, min_period=min_period, max_period=max_period, n_bins=n_bins,
+        bins_per_semitone=bins_per_semitone, boltzmann_parameter=float(boltzmann_parameter),
+        no_trough_prob=float(no_trough_prob), thresholds=thresholds, beta_probs=beta_probs, log_band=log_band,
+        log_stay=math.log1p(-switch_prob), log_switch=math.log(switch_prob),
+    )
+
+
+def frame(audio: torch.Tensor, model: PyinModel) -> torch.Tensor:
+    """``audio: [batch, samples]`` -> frames ``[batch, n_frames, frame_length]``, centred as librosa's ``center=True``.
+
+    Frame ``t`` starts at sample ``t * hop - frame_length // 2`` of the unpadded audio when centred.
+    """
+    if model.center:
+        pad = model.frame_length // 2
+        audio = torch.nn.functional.pad(audio.unsqueeze(1), (pad, pad), mode=model.pad_mode).squeeze(1)
+    return audio.unfold(-1, model.frame_length, model.hop_length)
+
+
+def cmndf(frames: torch.Tensor, model: PyinModel) -> torch.Tensor:
+    """Cumulative-mean-normalised difference of ``frames [..., frame_length]`` -> ``[..., max_period - min_period + 1]``.
+
+    Element ``i`` is lag ``min_period + i`` samples. As librosa, the difference function is
+    ``d(k) = 2 (r(0) - r(k)) - sum_{m < k} x(m)^2`` with ``r`` the autocorrelation through the FFT.
+    """
+    max_period = model.max_period
+    n_fft = 2 * model.frame_length
+    spectrum = torch.fft.rfft(frames, n=n_fft)
+    acf = torch.fft.irfft(spectrum.real.square() + spectrum.imag.square(), n=n_fft)[..., : max_period + 1]
+    energy = frames[..., :max_period].square().cumsum(-1)
+    diff = 2 * (acf[..., :1] - acf[..., 1:]) - energy  # lags 1 .. max_period
+    lags = torch.arange(1, max_period + 1, device=frames.device, dtype=frames.dtype)
+    cumulative_mean = diff.cumsum(-1) / lags
+    tiny = torch.finfo(frames.dtype).tiny
+    lo = model.min_period - 1
+    return diff[..., lo:] / (cumulative_mean[..., lo:] + tiny)
+
+
+def parabolic_shifts(yin: torch.Tensor) -> torch.Tensor:
+    """Offset in lags ``(-1, 1)`` of the parabola's optimum through each point and its neighbours.
+
+    0 at both ends and wherever the optimum lies a bin or more away, as librosa.
+    """
+    left, mid, right = yin[..., :-2], yin[..., 1:-1], yin[..., 2:]
+    a = right + left - 2 * mid
+    b = (right - left) / 2
+    inner = torch.where(b.abs() >= a.abs(), torch.zeros_like(a), -b / a)
+    return torch.nn.functional.pad(inner, (1, 1))
+
+
+def _troughs(yin: torch.Tensor) -> torch.Tensor:
+    """bool, same shape as ``yin``: librosa's local minima (strict on the left), both ends included."""
+    inner = (yin[..., 1:-1] < yin[..., :-2]) & (yin[..., 1:-1] <= yin[..., 2:])
+    first = yin[..., :1] < yin[..., 1:2]
+    last = yin[..., -1:] < yin[..., -2:-1]
+    return torch.cat([first, inner, last], -1)
+
+
+def observations(yin: torch.Tensor, shifts: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pitch-bin log-probabilities of each frame.
+
+    Parameters
+    ----------
+    yin : [frames, lags] from :func:`cmndf` (any leading shape is flattened into frames)
+    shifts : [frames, lags] from :func:`parabolic_shifts`
+    model : the configuration
+
+    Returns
+    -------
+    log_voiced : [frames, n_bins], log P(observation | voiced, bin), floored at ``LOG_TINY``
+    voiced_prob : [frames], probability that the frame is voiced, in [0, 1]
+    """
+    lead = yin.shape[:-1]
+    yin = yin.reshape(-1, yin.shape[-1])
+    shifts = shifts.reshape(-1, shifts.shape[-1])
+    n_frames, n_lags = yin.shape
+    dev, dtype = yin.device, yin.dtype
+    t = model.tensors(dev, dtype)
+    n_thr = len(model.beta_probs)
+    lam = model.boltzmann_parameter
+
+    trough = _troughs(yin)
+    # thresholds below each lag's value: a trough counts for threshold n when n >= below
+    below = torch.searchsorted(t["thresholds"], yin.contiguous(), right=True)
+    has_trough = trough.any(-1)
+    global_min = torch.where(trough, yin, torch.full_like(yin, math.inf)).argmin(-1)
+    is_global_min = torch.zeros_like(trough).scatter_(1, global_min[:, None], has_trough[:, None])
+    keep = trough & ((below < n_thr) | is_global_min)
+
+    # gather the troughs that can carry probability into [frames, m], in lag order
+    count = keep.sum(-1)
+    m = max(int(count.max()) if n_frames else 0, 1)
+    slot = torch.where(keep, keep.cumsum(-1) - 1, m)
+    lag = torch.full((n_frames, m + 1), n_lags - 1, device=dev, dtype=torch.long)
+    lag.scatter_(1, slot, torch.arange(n_lags, device=dev).expand(n_frames, n_lags))
+    lag = lag[:, :m]
+    valid = torch.arange(m, device=dev) < count[:, None]
+    trough_below = torch.where(valid, below.gather(1, lag), n_thr)
+
+    # Boltzmann prior over the troughs under each threshold, weighted by the Beta prior: in logs,
+    # because a trough far down the list has mass exp(-lam * position) that float32 cannot hold
+    under = trough_below[:, :, None] <= torch.arange(n_thr, device=dev)  # [frames, m, thresholds]
+    position = under.cumsum(1) - 1
+    n_under = under.sum(1, keepdim=True)
+    log_norm = math.log1p(-math.exp(-lam)) - torch.log1p(-torch.exp(-lam * n_under.to(dtype)))
+    log_terms = t["log_beta"] + log_norm - lam * position.to(dtype)
+    log_terms = torch.where(under, log_terms, -math.inf)
+    log_prob = torch.logsumexp(log_terms, -1)  # [frames, m]
+
+    # no trough under a threshold: its mass, times no_trough_prob, goes to the global minimum
+    gm_slot = slot.gather(1, global_min[:, None])
+    gm_extra = model.no_trough_prob * t["beta_mass_below"][below.gather(1, global_min[:, None])]
+    extra = torch.zeros_like(log_prob).scatter_(1, gm_slot.clamp(max=m - 1), torch.where(has_trough[:, None], gm_extra, 0))
+    log_prob = torch.logaddexp(log_prob, extra.log())
+    log_prob = torch.where(valid, log_prob, -math.inf)
+
+    period = model.min_period + lag.to(dtype) + shifts.gather(1, lag)
+    f0 = model.sr / period
+    n_bins = model.n_bins
+    bins = torch.round(12 * model.bins_per_semitone * torch.log2(f0 / model.fmin)).clamp(0, n_bins).long()
+    # several troughs in one bin: the one of the longest lag wins (numpy's last assignment wins);
+    # bin n_bins (above fmax) is dropped, as librosa's write there is overwritten
+    bins = torch.where(torch.isfinite(log_prob), bins, n_bins)
+    order = torch.arange(m, device=dev).expand(n_frames, m)
+    winner = torch.full((n_frames, n_bins + 1), -1, device=dev, dtype=torch.long)
+    winner.scatter_reduce_(1, bins, torch.where(bins < n_bins, order, -1), reduce="amax")
+    winner = winner[:, :n_bins]
+    log_voiced = torch.where(winner >= 0, log_prob.gather(1, winner.clamp(min=0)), -math.inf)
+    voiced_prob = log_voiced.exp().sum(-1).clamp(0, 1)
+    log_voiced = log_voiced.clamp(min=LOG_TINY)
+    return log_voiced.reshape(*lead, n_bins), voiced_prob.reshape(lead)
+
+
+def log_observations(log_voiced: torch.Tensor, voiced_prob: torch.Tensor, model: PyinModel) -> torch.Tensor:
+    """``[..., n_bins]`` voiced log-likelihoods and ``[...]`` voiced probability -> ``[..., 2, n_bins]``
+    log P(observation | state), the unvoiced row the same for every bin and floored as librosa."""
+    log_unv = torch.log((1 - voiced_prob) / model.n_bins).clamp(min=LOG_TINY)
+    return torch.stack([log_voiced, log_unv[..., None].expand_as(log_voiced)], -2)
+
+
+def normalise(value: torch.Tensor) -> torch.Tensor:
+    """``[batch, 2, n_bins]`` path scores shifted so that each item's best is 0 (argmax unchanged)."""
+    return value - value.amax((1, 2), keepdim=True)
+
+
+def viterbi_step(previous: torch.Tensor, log_obs: torch.Tensor, model: PyinModel) -> torch.Tensor:
+    """One max-plus step of the HMM for a batch.
+
+    Parameters
+    ----------
+    previous : [batch, 2, n_bins] best path scores into each state at the previous frame, normalised
+        (:func:`normalise`)
+    log_obs : [batch, 2, n_bins] this frame's log-likelihoods (:func:`log_observations`)
+
+    Returns
+    -------
+    value : [batch, 2, n_bins] best path scores into each state at this frame
+    """
+    half = model.width // 2
+    t = model.tensors(previous.device, previous.dtype)
+    padded = torch.nn.functional.pad(previous, (half, half), value=-math.inf)
+    from_block = (padded.unfold(-1, model.width, 1) + t["log_band"]).amax(-1)  # [batch, 2 from, n_bins]
+    best = torch.maximum(from_block[:, :1] + t["switch_from_voiced"], from_block[:, 1:] + t["switch_from_unvoiced"])
+    # off the band every transition has librosa's floor log(tiny), reached from the best state (score 0)
+    return best.clamp(min=LOG_TINY) + log_obs
+
+
+def predecessor(previous: torch.Tensor, state: torch.Tensor, model: PyinModel) -> torch.Tensor:
+    """The best previous state of each path, as :func:`viterbi_step` scored it.
+
+    Parameters
+    ----------
+    previous : [paths, 2 * n_bins] normalised scores of the previous frame (flattened)
+    state : int64 [paths] state at this frame
+
+    Returns
+    -------
+    int64 [paths] state at the previous frame; ties go to the lowest state, as numpy's argmax
+    """
+    n_bins, width, half = model.n_bins, model.width, model.width // 2
+    t = model.tensors(previous.device, previous.dtype)
+    pitch = state % n_bins
+    source = pitch[:, None] + torch.arange(-half, half + 1, device=state.device)  # [paths, width]
+    on_grid = (source >= 0) & (source < n_bins)
+    source = source.clamp(0, n_bins - 1)
+    source = torch.cat([source, source + n_bins], 1)  # voiced sources, then unvoiced
+    band = t["log_band"][pitch].repeat(1, 2)
+    to_unvoiced = (state >= n_bins).long()
+    switch = t["switch"][to_unvoiced]  # [paths, 2]: from voiced, from unvoiced
+    scores = (previous.gather(1, source) + band) + switch.repeat_interleave(width, 1)
+    scores = torch.where(on_grid.repeat(1, 2), scores, -math.inf)
+    best, arg = scores.max(1)
+    return torch.where(best < LOG_TINY, previous.argmax(1), source.gather(1, arg[:, None]).squeeze(1))
+
+
+def viterbi(log_obs: torch.Tensor, model: PyinModel) -> torch.Tensor:
+    """Most likely state sequence of each item.
+
+    Parameters
+    ----------
+    log_obs : [batch, frames, 2, n_bins] from :func:`log_observations`
+
+    Returns
+    -------
+    states : int64 [batch, frames], 0 .. n_bins - 1 voiced bins, n_bins .. 2 n_bins - 1 unvoiced
+    """
+    n_frames = log_obs.shape[1]
+    scores = [normalise(log_obs[:, 0])]
+    for i in range(1, n_frames):
+        scores.append(normalise(viterbi_step(scores[-1], log_obs[:, i], model)))
+    state = scores[-1].flatten(1).argmax(-1)
+    states = [state]
+    for i in range(n_frames - 1, 0, -1):
+        state = predecessor(scores[i - 1].flatten(1), state, model)
+        states.append(state)
+    return torch.stack(states[::-1], 1)
+
+
+def states_to_f0(states: torch.Tensor, model: PyinModel, fill_na: float | None = math.nan) -> tuple[torch.Tensor, torch.Tensor]:
+    """HMM states ``[...]`` -> (f0 float64 [...] hz, voiced bool [...]); unvoiced f0 is ``fill_na``
+    (or the bin's frequency when ``fill_na`` is None, as librosa)."""
+    freqs = model.tensors(states.device, torch.float64)["freqs"]
+    voiced = states < model.n_bins
+    f0 = freqs[states % model.n_bins]
+    if fill_na is not None:
+        f0 = torch.where(voiced, f0, fill_na)
+    return f0, voiced
+
+
+def pyin(
+    audio: torch.Tensor | np.ndarray,
+    *,
+    fmin: float,
+    fmax: float,
+    sr: float = 22050,
+    frame_length: int = 2048,
+    hop_length: int | None = None,
+    n_thresholds: int = 100,
+    beta_parameters: tuple[float, float] = (2, 18),
+    boltzmann_parameter: float = 2,
+    resolution: float = 0.1,
+    max_transition_rate: float = 35.92,
+    switch_prob: float = 0.01,
+    no_trough_prob: float = 0.01,
+    fill_na: float | None = math.nan,
+    center: bool = True,
+    pad_mode: str = "constant",
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """pYIN fundamental frequency of a batch, with ``librosa.pyin``'s parameters, defaults and results.
+
+    Parameters
+    ----------
+    audio : [batch, samples] or [samples] at ``sr`` hz; a tensor stays on its device unless ``device`` is given
+    fmin, fmax : hz, the pitch range
+    sr : hz
+    frame_length, hop_length : samples (hop defaults to ``frame_length // 4``)
+    n_thresholds, beta_parameters, boltzmann_parameter, resolution (semitones), max_transition_rate
+        (octaves per second), switch_prob, no_trough_prob, fill_na, center, pad_mode : as librosa.pyin
+    device : where to compute
+    dtype : float32 (default) or float64 for the signal maths
+
+    Returns
+    -------
+    f0 : float64 [batch, frames] hz, ``fill_na`` where unvoiced
+    voiced_flag : bool [batch, frames]
+    voiced_prob : [batch, frames] in [0, 1]
+
+    ``frames = 1 + samples // hop_length`` when centred. A 1-D input gives 1-D outputs.
+    """
+    model = pyin_model(
+        sr, fmin, fmax, frame_length, hop_length, n_thresholds, tuple(beta_parameters), boltzmann_parameter,
+        resolution, max_transition_rate, switch_prob, no_trough_prob, center, pad_mode,
+    )
+    audio = torch.as_tensor(audio)
+    if device is not None:
+        audio = audio.to(device)
+    if audio.dim() not in (1, 2):
+        raise ParameterError(f"audio must be [samples] or [batch, samples], got shape {tuple(audio.shape)}")
+    if not audio.is_floating_point():
+        raise ParameterError(f"audio must be floating point, got {audio.dtype}")
+    squeeze = audio.dim() == 1
+    audio = audio.reshape(-1, audio.shape[-1]).to(dtype)
+    if model.n_frames(audio.shape[-1]) < 1:
+        raise ParameterError(f"need at least {model.frame_length} samples without centring, got {audio.shape[-1]}")
+    if not bool(torch.isfinite(audio).all()):
+        raise ParameterError("audio contains NaN or infinite samples")
+    log_voiced, voiced_prob = _observe(frame(audio, model), model)
+    states = viterbi(log_observations(log_voiced, voiced_prob, model), model)
+    f0, voiced = states_to_f0(states, model, fill_na)
+    if squeeze:
+        return f0[0], voiced[0], voiced_prob[0]
+    return f0, voiced, voiced_prob
+
+
+def _observe(frames: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """``frames [batch, n, frame_length]`` -> (log_voiced [batch, n, n_bins], voiced_prob [batch, n]), in chunks."""
+    batch, n = frames.shape[:2]
+    flat = frames.reshape(batch * n, frames.shape[-1])
+    outs = []
+    for i in range(0, flat.shape[0], _FFT_FRAMES):
+        yin = cmndf(flat[i : i + _FFT_FRAMES], model)
+        outs.append(observations(yin, parabolic_shifts(yin), model))
+    log_voiced = torch.cat([o[0] for o in outs]).reshape(batch, n, model.n_bins)
+    voiced_prob = torch.cat([o[1] for o in outs]).reshape(batch, n)
+    return log_voiced, voiced_prob
+
+
+def _log(x: np.ndarray) -> np.ndarray:
+    """``log(x)`` with ``-inf`` for zeros, quietly."""
+    with np.errstate(divide="ignore"):
+        return np.log(x)

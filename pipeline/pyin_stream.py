@@ -1,0 +1,233 @@
+"""Streaming pYIN: many audio streams, fed chunks of any size, advanced together as one batch.
+
+Each push cuts the frames that the new samples complete, scores them with the batch engine's
+steps (:mod:`instrumentd.pipeline.pyin`), runs one Viterbi step per frame for all streams at once,
+and finalises every frame that lies ``lag`` frames behind the newest: frame ``t`` takes the state
+that the best path into frame ``t + lag`` passes through (online fixed-lag Viterbi). The work of a
+push is proportional to the new audio, never to the stream's length. At the end of a stream,
+:meth:`StreamingPyin.flush` pads it as ``librosa.pyin(center=True)`` does and backtracks the rest.
+
+>>> sp = StreamingPyin()
+>>> a = sp.add_stream()
+>>> f0 = sp.push({a: chunk})[a]      # float32 [k] hz, NaN unvoiced, frames numbered from 0
+>>> tail = sp.flush(a)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .config import DEFAULT, FeatureConfig
+from .errors import ParameterError
+from .pyin import (
+    PyinModel, cmndf, log_observations, normalise, observations, parabolic_shifts, predecessor, pyin_model, viterbi_step,
+)
+
+__all__ = ["StreamingPyin"]
+
+MAX_STEP_SECONDS = 5.0  # seconds: longer chunks are fed in pieces, which bounds the memory of one step
+
+
+class StreamingPyin:
+    """Incremental pYIN for many streams at once, with ``librosa.pyin``'s settings from ``cfg``.
+
+    Parameters
+    ----------
+    cfg : feature configuration: sample rate, fmin, fmax, pitch frame length and hop
+    lag : frames of look-ahead before a frame is finalised (latency ``lag * hop`` samples)
+    device : where the streams' state lives and the maths runs
+    """
+
+    def __init__(self, cfg: FeatureConfig = DEFAULT, lag: int = 20, device: torch.device | str = "cpu"):
+        if not isinstance(lag, int) or lag < 1:
+            raise ParameterError(f"lag must be a positive number of frames, got {lag!r}")
+        self.cfg = cfg
+        self.lag = lag
+        self.device = torch.device(device)
+        self.model: PyinModel = pyin_model(
+            cfg.sample_rate, cfg.pitch_fmin, cfg.pitch_fmax, cfg.pitch_frame_length, cfg.hop_length
+        )
+        self._freqs = self.model.freqs.astype(np.float32)
+        self._in_use: list[bool] = []
+        self._grow(8)
+
+    # ---- slots -------------------------------------------------------------------------------
+
+    def add_stream(self) -> int:
+        """Start a new stream; returns its slot id."""
+        if all(self._in_use):
+            self._grow(2 * len(self._in_use))
+        slot = self._in_use.index(False)
+        self._in_use[slot] = True
+        self._reset(torch.tensor([slot], device=self.device))
+        return slot
+
+    def remove_stream(self, slot: int) -> None:
+        """Forget a stream; its frames not yet finalised are dropped (use :meth:`flush` to get them)."""
+        self._check_slot(slot)
+        self._in_use[slot] = False
+
+    @property
+    def streams(self) -> list[int]:
+        """Slot ids in use."""
+        return [i for i, used in enumerate(self._in_use) if used]
+
+    # ---- audio in, f0 out ---------------------------------------------------------------------
+
+    def push(self, chunks: dict[int, np.ndarray | torch.Tensor]) -> dict[int, np.ndarray]:
+        """Feed new samples to some streams, all advanced as one batch.
+
+        Parameters
+        ----------
+        chunks : slot -> float32 [n] new samples at ``cfg.sample_rate`` (any n >= 0, may differ per slot);
+            a tensor may already live on ``device``
+
+        Returns
+        -------
+        slot -> float32 [k] f0 in hz (NaN unvoiced) of the frames finalised by this push, in order.
+        Frame ``t`` of a stream is centred at its sample ``t * hop``; frames are numbered from 0 without
+        gaps across pushes.
+        """
+        for slot in chunks:
+            self._check_slot(slot)
+        slots = list(chunks)
+        out: dict[int, list[np.ndarray]] = {s: [] for s in slots}
+        audio = [self._as_tensor(chunks[s], s) for s in slots]
+        step = max(1, int(MAX_STEP_SECONDS * self.cfg.sample_rate))
+        longest = max((len(a) for a in audio), default=0)
+        for start in range(0, max(longest, 1), step):
+            pieces = [a[start : start + step] for a in audio]
+            live = [i for i, p in enumerate(pieces) if len(p)]
+            if not live:
+                continue
+            decided = self._advance([slots[i] for i in live], [pieces[i] for i in live])
+            for i, f0 in zip(live, decided):
+                out[slots[i]].append(f0)
+        return {s: np.concatenate(v) if v else np.zeros(0, np.float32) for s, v in out.items()}
+
+    def flush(self, slot: int) -> np.ndarray:
+        """End a stream: ``float32 [k]`` f0 of all its frames not yet returned, then the slot starts afresh.
+
+        The stream is padded with ``frame_length // 2`` zeros, as ``librosa.pyin(center=True)``,
+        so a stream of ``n`` samples yields ``1 + n // hop`` frames in all.
+        """
+        self._check_slot(slot)
+        pad = torch.zeros(self.model.frame_length // 2, device=self.device)
+        (head,) = self._advance([slot], [pad])
+        idx = torch.tensor([slot], device=self.device)
+        rest = min(int(self._n_frames[slot]), self.lag)
+        history = self._history[idx][0]  # [lag, 2, n_bins]: frames n - lag .. n - 1
+        state = history[-1].flatten()[None].argmax(-1)
+        states = [state]
+        for pos in range(self.lag - 2, self.lag - rest - 1, -1):
+            state = predecessor(history[pos].flatten()[None], state, self.model)
+            states.append(state)
+        tail = self._states_to_f0(torch.stack(states[::-1], 1)[0])
+        self._reset(idx)
+        return np.concatenate([head, tail])
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _grow(self, capacity: int) -> None:
+        """Room for ``capacity`` slots; existing state is kept."""
+        old = len(self._in_use)
+        m, dev = self.model, self.device
+        shapes = {
+            "_buffer": ((m.frame_length,), torch.float32),  # samples from the next frame's start
+            "_fill": ((), torch.long),  # valid samples in _buffer
+            "_n_frames": ((), torch.long),  # frames scored so far
+            # normalised Viterbi scores of the newest `lag` frames, oldest first
+            "_history": ((self.lag, 2, m.n_bins), torch.float32),
+        }
+        for name, (shape, dtype) in shapes.items():
+            new = torch.zeros((capacity, *shape), dtype=dtype, device=dev)
+            if old:
+                new[:old] = getattr(self, name)
+            setattr(self, name, new)
+        self._in_use.extend([False] * (capacity - old))
+
+    def _reset(self, idx: torch.Tensor) -> None:
+        self._buffer[idx] = 0.0
+        self._fill[idx] = self.model.frame_length // 2  # centring: frame 0 starts half a frame early
+        self._n_frames[idx] = 0
+        self._history[idx] = 0.0
+
+    def _check_slot(self, slot: int) -> None:
+        if not (isinstance(slot, (int, np.integer)) and 0 <= slot < len(self._in_use) and self._in_use[slot]):
+            raise ParameterError(f"no stream in slot {slot!r}; streams in use: {self.streams}")
+
+    def _as_tensor(self, chunk: np.ndarray | torch.Tensor, slot: int) -> torch.Tensor:
+        chunk = torch.as_tensor(chunk)
+        if chunk.dim() != 1 or not (chunk.is_floating_point() or chunk.numel() == 0):
+            raise ParameterError(
+                f"chunk for slot {slot} must be float samples of shape [n], got {chunk.dtype} {tuple(chunk.shape)}"
+            )
+        return chunk.to(self.device, torch.float32)
+
+    def _states_to_f0(self, states: torch.Tensor) -> np.ndarray:
+        states = states.cpu().numpy()
+        n_bins = self.model.n_bins
+        return np.where(states < n_bins, self._freqs[states % n_bins], np.float32(np.nan)).astype(np.float32)
+
+    def _advance(self, slots: list[int], audio: list[torch.Tensor]) -> list[np.ndarray]:
+        """Append ``audio[i]`` to stream ``slots[i]``, score the completed frames, return the finalised f0."""
+        m, dev, lag = self.model, self.device, self.lag
+        width, hop, n_bins = m.frame_length, m.hop_length, m.n_bins
+        idx = torch.tensor(slots, device=dev)
+        lengths = torch.tensor([len(a) for a in audio], device=dev)
+        fill, n_done = self._fill[idx], self._n_frames[idx]
+        total = fill + lengths
+        n_new = torch.where(total >= width, (total - width) // hop + 1, 0)
+        most = int(n_new.max())
+
+        # the stream's pending samples, then the new ones, one row per stream
+        n_streams = len(slots)
+        rows = torch.zeros(n_streams, int(total.max()) + width, device=dev)
+        rows[:, :width] = self._buffer[idx]
+        flat = torch.cat(audio)
+        which = torch.repeat_interleave(torch.arange(n_streams, device=dev), lengths)
+        starts = torch.cumsum(lengths, 0) - lengths
+        rows[which, fill[which] + torch.arange(len(flat), device=dev) - starts[which]] = flat
+        keep_from = (n_new * hop)[:, None] + torch.arange(width, device=dev)
+        self._buffer[idx] = rows.gather(1, keep_from)
+        self._fill[idx] = total - n_new * hop
+        if most == 0:
+            return [np.zeros(0, np.float32)] * n_streams
+
+        frames = rows.unfold(1, width, hop)[:, :most]  # [streams, most, frame_length]
+        valid = torch.arange(most, device=dev) < n_new[:, None]
+        yin = cmndf(frames[valid], m)
+        scored_v, scored_p = observations(yin, parabolic_shifts(yin), m)
+        log_v = torch.zeros(n_streams, most, n_bins, device=dev)
+        voiced_prob = torch.zeros(n_streams, most, device=dev)
+        log_v[valid], voiced_prob[valid] = scored_v, scored_p
+        log_obs = log_observations(log_v, voiced_prob, m)  # [streams, most, 2, n_bins]
+
+        # history position p holds frame n_done - lag + p; positions lag + i are the new frames
+        history = self._history[idx]
+        scores = [history[:, -1]]
+        for i in range(most):
+            stepped = viterbi_step(scores[-1], log_obs[:, i], m)
+            stepped = torch.where((n_done + i == 0)[:, None, None], log_obs[:, i], stepped)
+            scores.append(torch.where(valid[:, i, None, None], normalise(stepped), scores[-1]))
+        history = torch.cat([history, torch.stack(scores[1:], 1)], 1).flatten(2)  # [streams, lag + most, states]
+
+        # new frame i finalises frame n_done + i - lag: trace its best path back `lag` frames, all at once
+        position = lag + torch.arange(most, device=dev)
+        state = history[:, lag:].argmax(-1).flatten()  # [streams * most]
+        stream = torch.arange(n_streams, device=dev).repeat_interleave(most)
+        for j in range(1, lag + 1):
+            previous = history[stream, (position - j).repeat(n_streams)]
+            state = predecessor(previous, state, m)
+        state = state.reshape(n_streams, most)
+        keep = (n_new[:, None] + torch.arange(lag, device=dev))[:, :, None].expand(n_streams, lag, 2 * n_bins)
+        self._history[idx] = history.gather(1, keep).reshape(n_streams, lag, 2, n_bins)
+        self._n_frames[idx] = n_done + n_new
+
+        f0 = self._states_to_f0(state)
+        first_out = np.maximum(lag - n_done.cpu().numpy(), 0)
+        n_new = n_new.cpu().numpy()
+        return [f0[s, first_out[s] : max(first_out[s], n_new[s])] for s in range(n_streams)]

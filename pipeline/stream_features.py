@@ -1,0 +1,299 @@
+"""Incremental features for many streams: each hop computes mel and pitch only for the new frames.
+
+Frames are indexed on the stream's own grid: frame ``j`` is centred at sample ``j * hop_length``
+(44.1 kHz), as in a centred STFT of the whole stream. A window is ``n_frames`` (100) consecutive
+frames ``[f, f + 100)`` = samples ``[f * hop, f * hop + clip_samples)``.
+
+Equal to the batch path (:class:`~instrumentd.pipeline.mel.MelFrontEnd` on the window's audio)
+except in frame ``f`` when ``f`` is not the stream's first frame: the batch path zero-pads the
+1102 samples before the window, the stream has the real audio there. The dB reference is the
+maximum over the window, as in the batch path: per-frame mel *power* is kept and converted to dB
+per window.
+
+Pitch comes from a streaming engine (:class:`StreamingPitch`: ``add_stream``, ``remove_stream``,
+``push``, ``flush``). pYIN's Viterbi decoder finalises a frame only ``lag`` frames later, plus
+the half frame (2048 samples) its window reaches ahead, so when a window's audio is complete its
+newest ~``lag + 2`` pitch frames are not final. Two policies (:data:`POLICIES`):
+
+* ``hold`` (default): the not-yet-final frames repeat the last final f0 (or stay unvoiced if it
+  was unvoiced); the window is due as soon as its last sample is in. No added latency; the
+  newest ~0.6 s of the mask are provisional.
+* ``delay``: the window waits until all its frames are final; adds ``(lag + 2) * hop`` of
+  latency (about 0.66 s at the defaults) and the mask equals the engine's final answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .config import DEFAULT, FeatureConfig
+from .errors import ParameterError
+from .features import Features
+from .mask import f0_to_mask, predominant_spectrogram
+from .mel import MelFrontEnd, power_to_db
+
+POLICIES = ("hold", "delay")
+
+
+class StreamingPitch(Protocol):
+    """What :class:`StreamFeatures` needs from a streaming pitch engine (pipeline.pyin_stream's API)."""
+
+    def add_stream(self) -> int: ...
+
+    def remove_stream(self, slot: int) -> None: ...
+
+    def push(self, chunks: dict[int, np.ndarray]) -> dict[int, np.ndarray]: ...
+
+    def flush(self, slot: int) -> np.ndarray: ...
+
+
+def default_pitch(cfg: FeatureConfig = DEFAULT, lag: int = 20, device: str | torch.device = "cpu") -> StreamingPitch:
+    """The streaming pYIN engine when installed, else :class:`WindowedPyin` (librosa on a sliding window)."""
+    try:
+        from .pyin_stream import StreamingPyin
+    except ImportError:
+        return WindowedPyin(cfg, lag)
+    return StreamingPyin(cfg, lag=lag, device=str(device))
+
+
+class WindowedPyin:
+    """A :class:`StreamingPitch` built on batch ``librosa.pyin``, for CPUs without the streaming engine.
+
+    Each push runs pYIN over the frames not yet final plus ``context`` frames before them (so the
+    Viterbi path enters the new frames from a settled state) and finalises all but the newest ``lag``.
+    Output frame ``t`` is centred at input sample ``t * hop``; the input is zero-padded on the left.
+    """
+
+    def __init__(self, cfg: FeatureConfig = DEFAULT, lag: int = 20, context: int = 20):
+        self.cfg = cfg
+        self.lag = lag
+        self.context = context
+        self.half = cfg.pitch_frame_length // 2
+        self._slots: dict[int, dict] = {}
+        self._next = 0
+
+    def add_stream(self) -> int:
+        slot, self._next = self._next, self._next + 1
+        # audio holds samples from index `base` (may be negative: zeros before the stream began)
+        self._slots[slot] = {"audio": np.zeros(self.half, np.float32), "base": -self.half, "final": 0, "n": 0}
+        return slot
+
+    def remove_stream(self, slot: int) -> None:
+        del self._slots[slot]
+
+    def push(self, chunks: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        out = {}
+        for slot, chunk in chunks.items():
+            s = self._slots[slot]
+            s["audio"] = np.concatenate([s["audio"], np.asarray(chunk, np.float32)])
+            s["n"] += len(chunk)
+            newest = (s["n"] - self.half) // self.cfg.hop_length  # last frame whose window is complete
+            out[slot] = self._finalise(s, newest - self.lag + 1, pad=0)
+        return out
+
+    def flush(self, slot: int) -> np.ndarray:
+        s = self._slots[slot]
+        return self._finalise(s, s["n"] // self.cfg.hop_length, pad=self.half)
+
+    def _finalise(self, s: dict, upto: int, pad: int) -> np.ndarray:
+        """f0 of frames ``[s.final, upto)``; ``pad`` zeros are appended past the received audio."""
+        hop = self.cfg.hop_length
+        first = s["final"]
+        if upto <= first:
+            return np.zeros(0, np.float32)
+        start_frame = max(0, first - self.context)
+        a = start_frame * hop - self.half - s["base"]
+        b = (upto - 1) * hop + self.half - s["base"]
+        seg = s["audio"][a:b]
+        if pad:
+            seg = np.concatenate([seg, np.zeros(max(0, b - a - len(seg)), np.float32)])
+        f0 = self._pyin(seg)[first - start_frame : upto - start_frame]
+        s["final"] = upto
+        keep_from = max(0, upto - self.context) * hop - self.half
+        s["audio"] = s["audio"][keep_from - s["base"] :]
+        s["base"] = keep_from
+        return f0.astype(np.float32)
+
+    def _pyin(self, seg: np.ndarray) -> np.ndarray:
+        """pYIN over ``seg`` whose frame ``k`` is centred at sample ``half + k * hop`` (no padding)."""
+        import librosa
+
+        cfg = self.cfg
+        f0, _, _ = librosa.pyin(seg, fmin=cfg.pitch_fmin, fmax=cfg.pitch_fmax, sr=cfg.sample_rate,
+                                frame_length=cfg.pitch_frame_length, hop_length=cfg.hop_length, center=False)
+        return f0
+
+
+@dataclasses.dataclass
+class _Slot:
+    pitch_slot: int
+    origin: int  # frame at which this slot's signal starts (sample origin * hop)
+    received: int  # absolute samples received (sample index of the next one)
+    tail: np.ndarray  # audio from sample next_mel * hop - half_window, zeros before origin
+    next_mel: int  # first frame whose mel power is not computed yet
+    power: torch.Tensor  # float32 mel power [n_mels, k] of frames [next_mel - k, next_mel)
+    f0: np.ndarray  # final f0 of frames [pitch_final - len, pitch_final), hz, NaN unvoiced
+    pitch_final: int  # first frame whose f0 is not final
+
+
+class StreamFeatures:
+    """Per-stream incremental mel power and pitch; windows of many streams as one :class:`Features` batch.
+
+    Parameters
+    ----------
+    cfg : feature configuration (44.1 kHz, hop, window length...)
+    pitch : streaming pitch engine; default :func:`default_pitch`
+    device : where the mel STFT runs and where the windows are built
+    keep : frames of history kept per stream (default: a window plus 64 frames)
+    """
+
+    def __init__(self, cfg: FeatureConfig = DEFAULT, pitch: StreamingPitch | None = None,
+                 device: str | torch.device = "cpu", keep: int | None = None):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.pitch = pitch if pitch is not None else default_pitch(cfg, device=self.device)
+        self.front = MelFrontEnd(cfg).to(self.device)
+        self.half = cfg.window_length // 2
+        self.keep = keep or cfg.n_frames + 64
+        self._slots: dict[int, _Slot] = {}
+        self._next = 0
+        self.seconds = {"mel": 0.0, "pitch": 0.0}  # host time spent per stage, cumulative
+
+    # -- streams ---------------------------------------------------------------
+    def add_stream(self, origin: int = 0) -> int:
+        """A new stream whose first sample is sample ``origin * hop`` of its grid. Returns its slot."""
+        slot, self._next = self._next, self._next + 1
+        self._slots[slot] = self._fresh(origin)
+        return slot
+
+    def _fresh(self, origin: int) -> _Slot:
+        return _Slot(
+            pitch_slot=self.pitch.add_stream(), origin=origin, received=origin * self.cfg.hop_length,
+            tail=np.zeros(self.half, np.float32), next_mel=origin,
+            power=torch.zeros(self.cfg.n_mels, 0, dtype=torch.float32, device=self.device),
+            f0=np.zeros(0, np.float32), pitch_final=origin,
+        )
+
+    def reset(self, slot: int, origin: int) -> None:
+        """Start ``slot`` over at frame ``origin``: the audio pushed next does not continue the old."""
+        self.pitch.remove_stream(self._slots[slot].pitch_slot)
+        self._slots[slot] = self._fresh(origin)
+
+    def remove_stream(self, slot: int) -> None:
+        self.pitch.remove_stream(self._slots.pop(slot).pitch_slot)
+
+    def received(self, slot: int) -> int:
+        """Absolute samples received by ``slot`` (its grid's index of the next sample)."""
+        return self._slots[slot].received
+
+    def origin(self, slot: int) -> int:
+        return self._slots[slot].origin
+
+    def pitch_final(self, slot: int) -> int:
+        """First frame of ``slot`` whose f0 is not final yet."""
+        return self._slots[slot].pitch_final
+
+    # -- pushing audio -----------------------------------------------------------
+    def push(self, chunks: dict[int, np.ndarray]) -> None:
+        """Append ``chunks: {slot: float32 [n]}`` (44.1 kHz, continuing each slot) and compute the new frames."""
+        chunks = {k: np.asarray(v, np.float32) for k, v in chunks.items() if len(v)}
+        if not chunks:
+            return
+        t0 = time.perf_counter()
+        self._push_mel(chunks)
+        t1 = time.perf_counter()
+        new_f0 = self.pitch.push({self._slots[k].pitch_slot: v for k, v in chunks.items()})
+        self.seconds["mel"] += t1 - t0
+        self.seconds["pitch"] += time.perf_counter() - t1
+        by_pitch = {s.pitch_slot: k for k, s in self._slots.items()}
+        for pslot, f0 in new_f0.items():
+            self._add_f0(self._slots[by_pitch[pslot]], f0)
+
+    def flush(self, slot: int) -> None:
+        """The stream ended: finalise its remaining pitch frames (zero-padded past the end, as the batch path)."""
+        s = self._slots[slot]
+        self._add_f0(s, self.pitch.flush(s.pitch_slot))
+
+    def _add_f0(self, s: _Slot, f0: np.ndarray) -> None:
+        if len(f0):
+            s.f0 = np.concatenate([s.f0, np.asarray(f0, np.float32)])[-self.keep :]
+            s.pitch_final += len(f0)
+
+    def _push_mel(self, chunks: dict[int, np.ndarray]) -> None:
+        """One batched STFT over the new frames of every slot."""
+        hop, win = self.cfg.hop_length, self.cfg.window_length
+        audio, offsets, counts, order = [], [], [], []
+        base = 0
+        for k, chunk in chunks.items():
+            s = self._slots[k]
+            s.tail = np.concatenate([s.tail, chunk])
+            s.received += len(chunk)
+            # frame j needs samples up to j * hop + half (inclusive): the window is [j*hop - half, j*hop + half]
+            last = (s.received - 1 - self.half) // hop
+            n = max(0, last - s.next_mel + 1)
+            if n:
+                audio.append(s.tail)
+                offsets.append(base + np.arange(n) * hop)
+                counts.append(n)
+                order.append(k)
+                base += len(s.tail)
+        if not order:
+            return
+        flat = torch.from_numpy(np.concatenate(audio)).to(self.device, non_blocking=True)
+        starts = torch.from_numpy(np.concatenate(offsets)).to(self.device)
+        frames = flat[starts[:, None] + torch.arange(win, device=self.device)[None, :]].to(torch.float64)
+        spec = torch.fft.rfft(frames * self.front.window, dim=-1)
+        # float64 through the filterbank (mel.py's parity budget); float32 is plenty to store power
+        power = ((spec.real.square() + spec.imag.square()) @ self.front.filterbank.T).to(torch.float32)
+        for k, part in zip(order, torch.split(power, counts)):
+            s = self._slots[k]
+            s.power = torch.cat([s.power, part.T], dim=1)[:, -self.keep :]
+            s.next_mel += part.shape[0]
+            s.tail = s.tail[part.shape[0] * hop :]
+
+    # -- windows ---------------------------------------------------------------
+    def window_ready(self, slot: int, start: int, policy: str = "hold") -> bool:
+        """True when window ``[start, start + n_frames)`` of ``slot`` can be built under ``policy``."""
+        s = self._slots[slot]
+        end = start + self.cfg.n_frames
+        if s.received < end * self.cfg.hop_length or s.next_mel < end:
+            return False
+        return policy == "hold" or s.pitch_final >= end
+
+    def windows(self, requests: list[tuple[int, int]], policy: str = "hold") -> Features:
+        """``[(slot, start frame)]`` -> :class:`Features` ``[n, 1, n_mels, n_frames]`` on ``device``.
+
+        Each window must be ready (:meth:`window_ready`) and still in the history (``keep`` frames).
+        """
+        if policy not in POLICIES:
+            raise ParameterError(f"pitch policy must be one of {POLICIES}, got {policy!r}")
+        nf = self.cfg.n_frames
+        powers, f0s = [], np.full((len(requests), nf), np.nan, np.float32)
+        for i, (slot, start) in enumerate(requests):
+            s = self._slots[slot]
+            a = s.power.shape[1] - (s.next_mel - start)
+            if a < 0 or a + nf > s.power.shape[1]:
+                raise ParameterError(f"window at frame {start} is outside stream history {s.next_mel - s.power.shape[1]}-{s.next_mel}")
+            powers.append(s.power[:, a : a + nf])
+            f0s[i] = self._window_f0(s, start, policy)
+        mel = power_to_db(torch.stack(powers), self.cfg.top_db).to(torch.float32)
+        mask = f0_to_mask(torch.from_numpy(f0s).to(self.device), self.cfg)
+        return Features(mel.unsqueeze(1), mask.unsqueeze(1), predominant_spectrogram(mel, mask).unsqueeze(1))
+
+    def _window_f0(self, s: _Slot, start: int, policy: str) -> np.ndarray:
+        """f0 of frames ``[start, start + n_frames)`` ``[n_frames]``; under ``hold`` the not-final frames repeat the last final one."""
+        nf = self.cfg.n_frames
+        out = np.full(nf, np.nan, np.float32)
+        first_kept = s.pitch_final - len(s.f0)
+        lo, hi = max(start, first_kept), min(start + nf, s.pitch_final)
+        if hi > lo:
+            out[lo - start : hi - start] = s.f0[lo - first_kept : hi - first_kept]
+        if policy == "hold" and s.pitch_final < start + nf and len(s.f0):
+            out[max(0, s.pitch_final - start) :] = s.f0[-1]
+        return out
+
