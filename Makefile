@@ -32,14 +32,20 @@ system-deps:
 		fi; \
 	fi
 
+# The daemon on the bundled clip in real time; the dashboard on a terminal, JSON lines otherwise.
 demo: install system-deps
-	$(BIN)/instrumentd classify clients/data/demo.flac --hop 1.0
+	@if [ -t 1 ] && $(BIN)/instrumentd dashboard --help >/dev/null 2>&1; then viewer=dashboard; else viewer=tail; fi; \
+	$(BIN)/instrumentd $$viewer & viewer_pid=$$!; \
+	$(BIN)/instrumentd serve --source demo=file:clients/data/demo.flac --log-dir ""; status=$$?; \
+	sleep 0.5; kill $$viewer_pid 2>/dev/null; exit $$status
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
-	$(BIN)/instrumentd bench model --quick
+	@for kind in $$($(BIN)/python -c "from instrumentd.clients.bench import BENCHES; print(*BENCHES)"); do \
+		$(BIN)/instrumentd bench $$kind --quick --json || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

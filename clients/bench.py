@@ -19,7 +19,11 @@ from typing import Any
 
 BENCHES: dict[str, str] = {
     "model": "instrumentd.model.bench:model",
+    "stream": "instrumentd.daemon.bench:stream",
     "features": "instrumentd.pipeline.bench_features:features",
+    "prepare": "instrumentd.training.bench:prepare",
+    "train": "instrumentd.training.bench:train_bench",
+    "tag": "instrumentd.clients.bench_tag:tag",
 }
 
 

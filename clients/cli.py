@@ -19,10 +19,14 @@ COMMANDS: dict[str, str] = {
     "model-summary": "instrumentd.clients.model_summary",
     "serve": "instrumentd.daemon.cli",
     "tail": "instrumentd.clients.tail",
+    "record": "instrumentd.clients.record",
+    "dashboard": "instrumentd.clients.dashboard",
     "bench": "instrumentd.clients.bench",
     "synth": "instrumentd.training.cmd_synth",
     "prepare": "instrumentd.training.cmd_prepare",
     "train": "instrumentd.training.cmd_train",
+    "evaluate": "instrumentd.training.cmd_evaluate",
+    "ablation": "instrumentd.training.cmd_ablation",
 }
 
 EXIT_OK = 0

@@ -7,6 +7,11 @@ instrument starts at ``on`` and ends below ``off``. So an archive is tagged as t
 would have tagged the same audio at the same hop. Only the times differ: here each window stands
 for the stretch of time nearer to its centre than to any other window's centre (the first from 0,
 the last to the end of the file), so segments tile the file instead of overlapping by a window.
+
+Output: ``jsonl``, one object per file ``{"path", "duration", "windows", "segments": [{"start", "end",
+"instrument", "mean_probability", "windows"}], "model", "trained"}`` (or ``{"path", "error"}``);
+``csv``, one row per segment (``path,start,end,instrument,mean_probability,error``), a file with no
+segment as one row with its path alone, a file that cannot be read as one row with its error.
 """
 
 from __future__ import annotations
@@ -329,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
     from instrumentd.model.recognizer import Recognizer
-    from instrumentd.pipeline import DEFAULT, AudioError, FeatureExtractor, ParameterError, find_audio
+    from instrumentd.pipeline import AudioError, FeatureExtractor, ParameterError, find_audio
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
     if args.hop <= 0:
@@ -342,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
     if not recognizer.trained:
         print(f"instrumentd classify: warning: checkpoint {recognizer.id} is UNTRAINED; its labels are meaningless",
               file=sys.stderr)
-    extractor = FeatureExtractor(recognizer.features or DEFAULT, args.pitch_engine or DEFAULT_ENGINE, recognizer.device)
+    extractor = FeatureExtractor(recognizer.features, args.pitch_engine or DEFAULT_ENGINE, recognizer.device)
     stderr = Console(stderr=True)
     progress = Progress(TextColumn("tagging"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[hours]}"),
                         TimeRemainingColumn(), console=stderr, transient=True, disable=not stderr.is_terminal,
@@ -374,6 +379,8 @@ def _write_csv(records: Iterator[dict[str, Any]]) -> int:
         if "error" in rec:
             failed += 1
             writer.writerow([rec["path"], "", "", "", "", rec["error"]])
+        elif not rec["segments"]:
+            writer.writerow([rec["path"], "", "", "", "", ""])  # read, but nothing was predominant
         for s in rec.get("segments", ()):
             writer.writerow([rec["path"], f"{s['start']:.3f}", f"{s['end']:.3f}", s["instrument"],
                              f"{s['mean_probability']:.4f}", ""])
@@ -400,7 +407,7 @@ def _print_table(records: Iterator[dict[str, Any]]) -> int:
             continue
         model = model or (rec["model"], rec["trained"])
         for s in rec["segments"]:
-            table.add_row(rec["path"], f"{s['start']:.1f}", f"{s['end']:.1f}", NAMES.get(s["instrument"], s["instrument"]),
+            table.add_row(rec["path"], f"{s['start']:.1f}", f"{s['end']:.1f}", NAMES[s["instrument"]],
                           f"{s['mean_probability']:.2f}")
     if model:
         table.caption = f"model {model[0]}" + ("" if model[1] else " — UNTRAINED stand-in: labels are meaningless")

@@ -1,10 +1,16 @@
-"""``instrumentd tail``: print the daemon's events as JSON lines, one per event, as they come."""
+"""``instrumentd tail``: print the daemons' events as JSON lines, one per event, as they come."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
+from typing import Any
+
+from .subscribe import TOPICS, add_connect_argument
+
+WAIT_NOTICE_S = 3.0  # seconds without an event before saying so on stderr
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -12,54 +18,122 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tail",
         help="print the daemon's events as JSON lines",
         description=(
-            "Subscribe to a running `instrumentd serve` and print each event as one JSON line. "
-            "With --replay, a gap in a stream's seq (a subscriber that fell behind, a restart) is "
-            "filled from the daemon's event log before the next event is printed."
+            "Subscribe to one or more running `instrumentd serve` daemons and print each event as one "
+            "JSON line (docs/events.md). Filters keep the events of some streams, some instruments or "
+            "confident windows only. With --replay, a gap in a stream's seq (a subscriber that was cut "
+            "off, a daemon restart) is filled from the daemon's event log before the next event is printed."
         ),
     )
-    p.add_argument("--connect", default="tcp://127.0.0.1:5555", metavar="ENDPOINT",
-                   help="the daemon's PUB endpoint (default tcp://127.0.0.1:5555)")
+    add_connect_argument(p)
     p.add_argument("--stream", action="append", metavar="NAME", help="only this stream (repeatable)")
-    p.add_argument("--status", action="store_true", help="also print status heartbeats")
-    p.add_argument("--replay", metavar="ENDPOINT", help="fill seq gaps from this replay endpoint (e.g. tcp://127.0.0.1:5556)")
+    p.add_argument("--instrument", action="append", metavar="CLASS",
+                   help="only windows whose top class or labels include CLASS (code like pia or name like piano; "
+                        "repeatable), and segments of it")
+    p.add_argument("--min-prob", type=float, metavar="P",
+                   help="only windows in which an instrument (one of --instrument, if given) has probability >= P")
+    p.add_argument("--topics", default="window,segment", metavar="LIST",
+                   help="comma-separated event kinds among window, segment, status (default: window,segment)")
+    p.add_argument("--status", action="store_true",
+                   help="also print status heartbeats (same as adding status to --topics)")
+    p.add_argument("--replay", action="append", metavar="ENDPOINT",
+                   help="fill seq gaps from this replay endpoint (e.g. tcp://127.0.0.1:5556), repeatable")
     p.set_defaults(run=run)
 
 
+def parse_topics(text: str, status: bool = False) -> list[str]:
+    """``"window,segment"`` -> ``["window", "segment"]``; an unknown kind is a ParameterError."""
+    from instrumentd.pipeline.errors import ParameterError
+
+    topics = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in topics if t not in TOPICS]
+    if bad or not topics:
+        raise ParameterError(f"--topics {text!r}: choose from {', '.join(TOPICS)}")
+    return topics + (["status"] if status and "status" not in topics else [])
+
+
+def parse_instruments(values: list[str] | None) -> set[str]:
+    """Class codes from codes or names (``pia``, ``Piano``, ``acoustic guitar``); a ParameterError names the bad one."""
+    from instrumentd.model.classes import CLASSES, NAMES
+    from instrumentd.pipeline.errors import ParameterError
+
+    by_name = {**{c: c for c in CLASSES}, **{n.lower(): c for c, n in NAMES.items()}}
+    out = set()
+    for v in values or ():
+        code = by_name.get(v.strip().lower())
+        if code is None:
+            raise ParameterError(f"--instrument {v!r} is not one of {', '.join(CLASSES)}")
+        out.add(code)
+    return out
+
+
+class Filter:
+    """Which events to keep.
+
+    Parameters
+    ----------
+    streams : stream names to keep (empty: all)
+    instruments : class codes: windows whose top or labels include one, segments of one (empty: all)
+    min_prob : windows in which an instrument (of ``instruments``, if any) reaches this probability
+    topics : event kinds to keep
+    """
+
+    def __init__(self, streams: set[str], instruments: set[str], min_prob: float | None, topics: list[str]):
+        from instrumentd.pipeline.errors import ParameterError
+
+        if min_prob is not None and not 0 <= min_prob <= 1:
+            raise ParameterError(f"--min-prob must be in [0, 1], got {min_prob}")
+        self.streams, self.instruments, self.min_prob, self.topics = streams, instruments, min_prob, set(topics)
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        kind = event["type"]
+        if kind not in self.topics:
+            return False
+        if kind == "status":
+            return True
+        if self.streams and event["stream"] not in self.streams:
+            return False  # a topic prefix also matches longer stream names
+        if kind == "segment":
+            return not self.instruments or event["instrument"] in self.instruments
+        probs = event["probabilities"]
+        if self.min_prob is not None:
+            return any(probs[c] >= self.min_prob for c in (self.instruments or probs))
+        return not self.instruments or event["top"] in self.instruments or bool(self.instruments & set(event["labels"]))
+
+
 def run(args: argparse.Namespace) -> int:
-    import zmq
+    from .subscribe import Gaps, Replayer, check_endpoint, connect_endpoints, fill, receive, sub_socket, topic_prefixes
 
-    from instrumentd.daemon.events import EventError, decode
-    from instrumentd.daemon.replay import replay
-
-    sock = zmq.Context.instance().socket(zmq.SUB)
-    sock.connect(args.connect)
-    prefixes = [f"{kind}.{s}" for s in args.stream for kind in ("window", "segment")] if args.stream else \
-        ["window.", "segment."]
-    for prefix in prefixes + (["status"] if args.status else []):
-        sock.setsockopt_string(zmq.SUBSCRIBE, prefix)
-    wanted = set(args.stream or ())
-    next_seq: dict[str, int] = {}
+    topics = parse_topics(args.topics, args.status)
+    keep = Filter(set(args.stream or ()), parse_instruments(args.instrument), args.min_prob, topics)
+    endpoints = connect_endpoints(args)
+    replayer = Replayer([check_endpoint(e, "--replay") for e in args.replay]) if args.replay else None
+    sock = sub_socket(endpoints, topic_prefixes(topics, args.stream))
+    gaps = Gaps()
+    quiet_since, told = time.monotonic(), False
     try:
         while True:
-            topic, body = sock.recv_multipart()
-            try:
-                event = decode(body)
-            except EventError as exc:
-                print(f"instrumentd tail: skipping a bad event on {topic!r}: {exc}", file=sys.stderr)
+            event = receive(sock, 1.0, "tail")
+            if event is None:
+                if not told and time.monotonic() - quiet_since > WAIT_NOTICE_S:
+                    print(f"instrumentd tail: no events from {', '.join(endpoints)} in {WAIT_NOTICE_S:g} s; "
+                          "waiting", file=sys.stderr, flush=True)
+                    told = True
                 continue
-            stream = event.get("stream")
-            if wanted and stream is not None and stream not in wanted:
-                continue  # a topic prefix matched a longer stream name
-            if stream is not None:
-                expected = next_seq.get(stream)
-                if args.replay and expected is not None and event["seq"] > expected:
-                    for missed in replay(args.replay, stream, expected):
-                        if missed["seq"] >= event["seq"]:
-                            break
-                        print(json.dumps(missed), flush=True)
-                if expected is not None and event["seq"] < expected:
-                    continue  # already printed from the replay
-                next_seq[stream] = event["seq"] + 1
-            print(json.dumps(event), flush=True)
+            quiet_since, told = time.monotonic(), False
+            if event["type"] != "status":
+                missed = gaps.seen(event)
+                if missed == "old":
+                    continue
+                if missed and replayer is not None:
+                    for old in fill(replayer, event["stream"], missed, "tail"):
+                        if keep(old):
+                            _print(old)
+            if keep(event):
+                _print(event)
     finally:
         sock.close(linger=0)
+
+
+def _print(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()

@@ -60,7 +60,7 @@ def parse_source(text: str) -> SourceSpec:
     Without ``NAME=`` the name is the file's stem (``file:``), ``mic``, ``stdin`` or ``ffmpeg``.
     """
     name, sep, spec = text.partition("=")
-    if not sep or ":" in name or "/" in name:
+    if not sep or ":" in name:
         name, spec = "", text
     kind, _, target = spec.partition(":")
     if kind not in SOURCE_KINDS:

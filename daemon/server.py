@@ -69,6 +69,7 @@ class Server:
         specs = cfg.source_specs()
         if not specs:
             raise ParameterError("no sources: give at least one --source [NAME=]SPEC (or 'sources' in the config file)")
+        self.sources = [open_source(spec, cfg.ring_seconds) for spec in specs]
         recognizer = Recognizer.from_checkpoint(cfg.checkpoint or None, cfg.device, batch_size=cfg.max_batch)
         self.device = str(recognizer.device) if recognizer.device.type == "cpu" else \
             f"{recognizer.device} ({torch.cuda.get_device_name(recognizer.device)})"
@@ -79,7 +80,7 @@ class Server:
         features = StreamFeatures(features_cfg, pitch, recognizer.device,
                                   keep=Worker.history_frames(features_cfg, cfg.hop, cfg.pitch_lag))
         self.worker = Worker(recognizer, features, cfg.hop, cfg.max_backlog, cfg.pitch_policy, cfg.pitch_lag)
-        self.sources = [open_source(spec, cfg.ring_seconds) for spec in specs]
+        self.worker.warm_up()
         if cfg.log_dir:
             self.log = EventLog(cfg.log_dir, int(cfg.log_rotate_mb * 2**20))
         context = zmq.Context.instance()

@@ -9,9 +9,9 @@ Windows of a stream start on its frame grid: window ``j`` after the stream's gri
 starts at frame ``g + round(j * hop / 30 ms)`` and covers 100 frames (exactly 3 s), so windows
 come every ``hop`` on average, each start within 15 ms of ``j * hop``.
 
-Overload: a live stream (``mic``, ``file:``) whose unread audio exceeds ``max_backlog`` plus a hop
-skips to its newest 3 s (the skipped audio and the windows it would have made are counted as
-drops), and its features start over there; a due window older than ``max_backlog`` is dropped
+Overload: a live stream (``mic``, ``file:``) whose unread audio exceeds a window, a hop and
+``max_backlog`` skips to its newest audio (the skipped audio and the windows it would have made are
+counted as drops) and its features start over there, so its next window comes 3 s later; a due window older than ``max_backlog`` is dropped
 and counted. Memory is fixed by the ring sizes and the features' history, whatever the load.
 """
 
@@ -70,6 +70,7 @@ class Stream:
         self.latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_HISTORY)
         self.level_db: float | None = None
         self.finished = False
+        self.next_check = 0.0  # time.monotonic() before which a live stream cannot have its next window
 
     def start_frame(self, j: int) -> int:
         return self.grid_origin + int(round(j * self.hop_frames))
@@ -121,6 +122,14 @@ class Worker:
         read_s = cfg.clip_seconds + hop_s + 0.5
         return cfg.n_frames + int(read_s * cfg.sample_rate / cfg.hop_length) + pitch_lag + 2 * PITCH_LOOKAHEAD
 
+    def warm_up(self) -> None:
+        """One window of silence through features and network, so the first real window is not slow."""
+        slot = self.features.add_stream()
+        self.features.push({slot: np.zeros(self.cfg.clip_samples + self.cfg.hop_length, np.float32)})
+        self.recognizer.predict(self.features.windows([(slot, 0)], "hold"))
+        self.features.remove_stream(slot)
+        self.features.seconds.update(mel=0.0, pitch=0.0)
+
     def add(self, source: Source, segmenter: Segmenter) -> Stream:
         stream = Stream(source, self.features.add_stream(), self.cfg, self.hop_s, segmenter)
         self.streams.append(stream)
@@ -131,15 +140,27 @@ class Worker:
         return [s for s in self.streams if not s.finished]
 
     def step(self) -> list[Window]:
-        """Process whatever is due now; returns the windows inferred, in order, probabilities filled."""
+        """Process whatever is due now; returns the windows inferred, in order, probabilities filled.
+
+        When any stream has a window due, every other stream's new audio (a frame or more) is pushed
+        in the same batch: the streaming pitch engine advances all streams in one step per frame,
+        so feeding them together costs little more than feeding one.
+        """
         t0 = time.perf_counter()
+        now = time.monotonic()
+        active = self.active
+        due = [st for st in active if now >= st.next_check and self._is_due(st, now)]
         chunks, ending = {}, []
-        for st in self.active:
-            chunk = self._read(st)
-            if chunk is not None and len(chunk):
-                chunks[st.slot] = chunk
-            if st.source.ended and st.native_next >= st.source.ring.written:
-                ending.append(st)
+        if due:
+            min_take = self.cfg.hop_length
+            for st in active:
+                ring = st.source.ring
+                if st in due or ring.closed or ring.available() * self.cfg.sample_rate >= min_take * st.rate:
+                    chunk = self._take(st)
+                    if len(chunk):
+                        chunks[st.slot] = chunk
+                if st.source.ended and st.native_next >= ring.written:
+                    ending.append(st)
         self.seconds["read"] += time.perf_counter() - t0
         self.features.push(chunks)
         for st in ending:
@@ -164,17 +185,28 @@ class Worker:
         self.seconds["pitch"] = self.features.seconds["pitch"]
         return windows
 
-    def _read(self, st: Stream) -> np.ndarray | None:
-        """The stream's new audio at 44.1 kHz, if its next window is complete (or the source ended)."""
+    def _is_due(self, st: Stream, now: float) -> bool:
+        """True if the stream's next window is complete in its ring (or its source has closed)."""
         ring = st.source.ring
         need = st.window_end_sample() + self.wait_frames * self.cfg.hop_length - st.pos
         need_native = int(math.ceil(max(0, need) * st.rate / self.cfg.sample_rate))
         avail = ring.available()
         if avail < max(1, need_native) and not ring.closed:
-            return None
+            if st.source.live:
+                # a live source cannot deliver faster than real time: skip it until then
+                st.next_check = now + (need_native - avail) / st.rate
+            return False
+        return True
+
+    def _take(self, st: Stream) -> np.ndarray:
+        """The stream's unread audio at 44.1 kHz (stale audio of a live stream skipped)."""
+        ring = st.source.ring
+        avail = ring.available()
         keep_last = None
         if st.source.live and avail > (self.hop_s + self.max_backlog + self.cfg.clip_seconds) * st.rate:
-            keep_last = int((self.cfg.clip_seconds + 0.1) * st.rate)
+            # keep almost nothing: refilling a 3 s window from the backlog would cost three hops of
+            # work at the moment the worker is already behind, and feed the overload
+            keep_last = int(0.05 * st.rate)
         data, start, broken = ring.read(int(self.max_read_s * st.rate), keep_last)
         if broken or start != st.native_next:
             self._reset(st, start)

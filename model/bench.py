@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import argparse
 import gc
+import sys
 import time
 
 import torch
 
 from instrumentd.pipeline.timing import time_call
 
-from .fast import PROB_TOLERANCE, TOP1_AGREEMENT, FastRecognizer, agreement, realistic_inputs
+from .fast import (
+    COMPILE_MODE,
+    PROB_TOLERANCE,
+    TOP1_AGREEMENT,
+    FastRecognizer,
+    agreement,
+    realistic_inputs,
+)
 from .recognizer import Recognizer
 
 __all__ = ["model", "time_call"]
@@ -41,13 +49,15 @@ def model(device: torch.device, quick: bool, args: argparse.Namespace):
 
     recognizer = Recognizer.from_checkpoint(device=device)
     modes, batches, n_check, min_seconds = _plan(device, quick)
+    compile_mode = COMPILE_MODE
     mel, mask = realistic_inputs(n_check, recognizer.features.n_mels, recognizer.features.n_frames, device, seed=2)
     rows, paths, failed = [], {}, {}
     reference = None
     for mode in modes:
         t0 = time.perf_counter()
-        fast = FastRecognizer.from_recognizer(recognizer, mode, max_batch=max(batches))
+        fast = FastRecognizer.from_recognizer(recognizer, mode, max_batch=max(batches), compile_mode=compile_mode)
         build_s = time.perf_counter() - t0
+        print(f"bench model: {mode} -> {fast.path.name}, built in {build_s:.1f} s", file=sys.stderr, flush=True)
         if mode != "eager" and fast.path.name == "fp32+eager":
             failed[mode] = fast.calibration[0]["error"] if fast.calibration else "fell back to eager fp32"
             continue
@@ -81,6 +91,7 @@ def model(device: torch.device, quick: bool, args: argparse.Namespace):
         "target_windows_per_s": TARGET_WINDOWS_PER_S,
         "target_single_window_ms": TARGET_SINGLE_WINDOW_MS,
         "agreement_windows": n_check,
+        "compile_mode": compile_mode,
         "paths": paths,
         "failed": failed,
         "rows": rows,

@@ -33,14 +33,15 @@ from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.mask import band_to_mask
 from instrumentd.pipeline.timing import time_call
 
+__all__ = ["EAGER_FP32", "MODES", "FastRecognizer", "InferencePath", "agreement", "buckets", "realistic_inputs"]
+
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "eager", "bf16", "channels_last", "graphs", "compile")
 MAX_BATCH = 4096  # windows per forward pass, the largest bucket
 TOP1_AGREEMENT = 0.999  # fraction of windows whose top-1 class must equal fp32's
 PROB_TOLERANCE = 1e-2  # largest allowed |p - p_fp32| over all windows and classes
-COMPILE_MODE = "max-autotune-no-cudagraphs"  # on CUDA; bucket graphs are captured by this module instead
-CPU_COMPILE_MODE = "default"  # max-autotune's kernel search takes minutes on a small CPU
+COMPILE_MODE = "default"  # inductor's defaults: max-autotune's kernel search ran past 4 minutes on an H100
 CPU_MIN_GAIN = 1.05  # on CPU a path must beat eager by 5 % to replace it: timing noise is larger there
 # failures a path may raise while it is built on a device that lacks what it needs
 _BUILD_ERRORS = (RuntimeError, ImportError, OSError)
@@ -240,13 +241,18 @@ class FastRecognizer:
                    compile_mode: str | None = None) -> "FastRecognizer":
         """Build ``mode`` (one of :data:`MODES`) for ``model`` (in eval mode, on ``device``).
 
+        ``auto`` calibrates (see the module's description). The others build one path without a
+        check: ``eager`` fp32; ``bf16`` autocast; ``channels_last`` (bf16 on CUDA, fp32 on CPU);
+        ``graphs`` bf16 in bucket graphs (CUDA only); ``compile`` (bf16 in bucket graphs on CUDA,
+        fp32 on CPU). A path that fails to build falls back to eager fp32, with a warning and an
+        entry in :attr:`calibration`.
+
         Parameters
         ----------
         max_batch : largest batch per forward pass and largest CUDA graph bucket
             (default :data:`MAX_BATCH` on CUDA, 64 on CPU)
         n_mels, n_frames : the input shape ``[B, 1, n_mels, n_frames]`` the graphs are captured for
-        compile_mode : ``torch.compile`` mode of the ``compile`` executor (default :data:`COMPILE_MODE`
-            on CUDA, :data:`CPU_COMPILE_MODE` on CPU)
+        compile_mode : ``torch.compile`` mode of the ``compile`` executor (default :data:`COMPILE_MODE`)
         """
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
@@ -262,7 +268,8 @@ class FastRecognizer:
         def build(path: InferencePath) -> Runner:
             return _build(model, path, device, sizes, n_mels, n_frames, compile_mode)
 
-        def new(runner: Runner, path: InferencePath, calibration: list[dict[str, Any]] | None = None) -> "FastRecognizer":
+        def new(runner: Runner, path: InferencePath, calibration: list[dict[str, Any]] | None = None
+                ) -> "FastRecognizer":
             return cls(runner, path, device, max_batch, n_mels, n_frames, n_classes, calibration)
 
         cuda = device.type == "cuda"
@@ -313,7 +320,7 @@ def _build(model: torch.nn.Module, path: InferencePath, device: torch.device, si
     module: Runner = _Probabilities(model, path, device)
     cuda = device.type == "cuda"
     if path.executor == "compile":
-        module = _compiled(module, compile_mode or (COMPILE_MODE if cuda else CPU_COMPILE_MODE))
+        module = _compiled(module, compile_mode or COMPILE_MODE)
         compiled = _Buckets(module, sizes, n_mels, n_frames, device, graphs=False)  # a compile error raises here
         if not cuda:
             return compiled
@@ -332,13 +339,14 @@ def _calibrate(build: Callable[[InferencePath], Runner], device: torch.device, m
     """Try the device's paths in turn; return the fastest that agrees with eager fp32."""
     cuda = device.type == "cuda"
     # a 2-core CPU takes about 15 ms a window in eager fp32: calibrate there on a few windows only
-    n_check = 2048 if cuda else 32
-    batch_n = min(max_batch, 1024 if cuda else 8)
+    n_check = 2048 if cuda else 16
+    batch_n = min(max_batch, 1024 if cuda else 4)
     mel, mask = realistic_inputs(n_check, n_mels, n_frames, device, seed=1)
-    min_seconds, warmup = (0.2, 3) if cuda else (0.2, 1)
+    min_seconds, warmup = (0.2, 3) if cuda else (0.1, 1)
 
     def measure(runner: Runner) -> tuple[torch.Tensor, float, float]:
-        probs = torch.cat([runner(mel[i : i + max_batch], mask[i : i + max_batch]) for i in range(0, n_check, max_batch)])
+        chunks = range(0, n_check, max_batch)
+        probs = torch.cat([runner(mel[i : i + max_batch], mask[i : i + max_batch]) for i in chunks])
         t1 = time_call(lambda: runner(mel[:1], mask[:1]), device, min_seconds, warmup)
         tn = time_call(lambda: runner(mel[:batch_n], mask[:batch_n]), device, min_seconds, warmup)
         return probs, t1, tn

@@ -20,8 +20,8 @@ import dataclasses
 import functools
 import math
 
-import librosa
 import numpy as np
+import scipy.signal
 import scipy.special
 import torch
 
@@ -66,6 +66,11 @@ class PyinModel:
         return self.log_band.shape[1]
 
     @property
+    def n_live_thresholds(self) -> int:
+        """Thresholds up to the last with nonzero prior mass (90 of 100 for Beta(2, 18) in float64)."""
+        return int(np.nonzero(self.beta_probs)[0].max()) + 1
+
+    @property
     def freqs(self) -> np.ndarray:
         """float64 [n_bins] hz: the centre frequency of each pitch bin."""
         return self.fmin * 2.0 ** (np.arange(self.n_bins) / (12 * self.bins_per_semitone))
@@ -85,10 +90,12 @@ class PyinModel:
             "log_beta": as_t(_log(self.beta_probs), dtype=dtype),
             "beta_mass_below": as_t(np.concatenate([[0.0], np.cumsum(self.beta_probs)]), dtype=dtype),
             "log_band": as_t(self.log_band, dtype=dtype),
-            # [to voiced, to unvoiced] x [from voiced, from unvoiced]
-            "switch": as_t([[self.log_stay, self.log_switch], [self.log_switch, self.log_stay]], dtype=dtype),
-            "switch_from_voiced": as_t([[self.log_stay], [self.log_switch]], dtype=dtype),
-            "switch_from_unvoiced": as_t([[self.log_switch], [self.log_stay]], dtype=dtype),
+            # [2, width]: offsets into one padded scores row pair of a band window, voiced then unvoiced
+            "window_offsets": as_t(
+                np.arange(2)[:, None] * (self.n_bins + self.width - 1) + np.arange(self.width)[None], dtype=torch.long
+            ),
+            # [from voiced, from unvoiced] x [to voiced, to unvoiced] x 1
+            "switch": as_t([[[self.log_stay], [self.log_switch]], [[self.log_switch], [self.log_stay]]], dtype=dtype),
             "freqs": as_t(self.freqs, dtype=torch.float64),
         }
 
@@ -146,14 +153,7 @@ def pyin_model(
     # librosa's local transition matrix, rows normalised near the edges, kept as its band only
     max_semitones_per_frame = round(max_transition_rate * 12 * hop_length / sr)
     width = max_semitones_per_frame * bins_per_semitone + 1
-    dense = librosa.sequence.transition_local(n_bins, width, window="triangle", wrap=False)
-    half = width // 2
-    log_band = np.full((n_bins, width), -np.inf)
-    for d in range(width):
-        src = np.arange(n_bins) + d - half
-        ok = (src >= 0) & (src < n_bins)
-        with np.errstate(divide="ignore"):
-            log_band[ok, d] = np.log(dense[src[ok], np.arange(n_bins)[ok]])
+    log_band = _log_transition_band(n_bins, width)
     return PyinModel(
         sr=float(sr), fmin=float(fmin), fmax=float(fmax), frame_length=int(frame_length), hop_length=hop_length,
         center=bool(center), pad_mode=pad_mode, min_period=min_period, max_period=max_period, n_bins=n_bins,
@@ -161,6 +161,22 @@ def pyin_model(
         no_trough_prob=float(no_trough_prob), thresholds=thresholds, beta_probs=beta_probs, log_band=log_band,
         log_stay=math.log1p(-switch_prob), log_switch=math.log(switch_prob),
     )
+
+
+def _log_transition_band(n_bins: int, width: int) -> np.ndarray:
+    """``librosa.sequence.transition_local(n_bins, width, window="triangle", wrap=False)`` as its band.
+
+    Returns float64 [n_bins, width]: element ``[j, d]`` is log P(bin ``j + d - width // 2`` -> bin ``j``),
+    -inf where that bin is off the grid. Rows (source bins) near the edges are renormalised, as librosa.
+    """
+    half = width // 2
+    window = scipy.signal.get_window("triangle", width, fftbins=False)
+    source = np.arange(n_bins)[:, None] + np.arange(width) - half  # [target, d]
+    on_grid = (source >= 0) & (source < n_bins)
+    # row k of librosa's matrix holds window[d'] at column k - half + d', for the columns on the grid
+    row_sums = np.array([window[max(0, half - k) : width - max(0, k + half + 1 - n_bins)].sum() for k in range(n_bins)])
+    prob = np.where(on_grid, window[::-1][None, :] / row_sums[source.clip(0, n_bins - 1)], 0.0)
+    return _log(prob)
 
 
 def frame(audio: torch.Tensor, model: PyinModel) -> torch.Tensor:
@@ -181,7 +197,7 @@ def cmndf(frames: torch.Tensor, model: PyinModel) -> torch.Tensor:
     ``d(k) = 2 (r(0) - r(k)) - sum_{m < k} x(m)^2`` with ``r`` the autocorrelation through the FFT.
     """
     max_period = model.max_period
-    n_fft = 2 * model.frame_length
+    n_fft = _fft_length(model.frame_length + max_period + 1)  # no circular wrap up to lag max_period
     spectrum = torch.fft.rfft(frames, n=n_fft)
     acf = torch.fft.irfft(spectrum.real.square() + spectrum.imag.square(), n=n_fft)[..., : max_period + 1]
     energy = frames[..., :max_period].square().cumsum(-1)
@@ -191,6 +207,11 @@ def cmndf(frames: torch.Tensor, model: PyinModel) -> torch.Tensor:
     tiny = torch.finfo(frames.dtype).tiny
     lo = model.min_period - 1
     return diff[..., lo:] / (cumulative_mean[..., lo:] + tiny)
+
+
+def _fft_length(n: int) -> int:
+    """The smallest 2^k, 3 * 2^k or 5 * 2^k that is >= n (fast sizes for every FFT library)."""
+    return min(f * 2 ** max(0, math.ceil(math.log2(n / f))) for f in (1, 3, 5))
 
 
 def parabolic_shifts(yin: torch.Tensor) -> torch.Tensor:
@@ -237,12 +258,11 @@ def observations(yin: torch.Tensor, shifts: torch.Tensor, model: PyinModel) -> t
     lam = model.boltzmann_parameter
 
     trough = _troughs(yin)
-    # thresholds below each lag's value: a trough counts for threshold n when n >= below
-    below = torch.searchsorted(t["thresholds"], yin.contiguous(), right=True)
-    has_trough = trough.any(-1)
-    global_min = torch.where(trough, yin, torch.full_like(yin, math.inf)).argmin(-1)
-    is_global_min = torch.zeros_like(trough).scatter_(1, global_min[:, None], has_trough[:, None])
-    keep = trough & ((below < n_thr) | is_global_min)
+    has_trough = trough.any(-1, keepdim=True)
+    global_min = yin.masked_fill(~trough, math.inf).argmin(-1, keepdim=True)
+    # thresholds from n_live on have no prior mass, so troughs above them carry none (but the global minimum)
+    n_live = model.n_live_thresholds
+    keep = (trough & (yin < float(model.thresholds[n_live]))).scatter_(1, global_min, has_trough)
 
     # gather the troughs that can carry probability into [frames, m], in lag order
     count = keep.sum(-1)
@@ -252,22 +272,24 @@ def observations(yin: torch.Tensor, shifts: torch.Tensor, model: PyinModel) -> t
     lag.scatter_(1, slot, torch.arange(n_lags, device=dev).expand(n_frames, n_lags))
     lag = lag[:, :m]
     valid = torch.arange(m, device=dev) < count[:, None]
-    trough_below = torch.where(valid, below.gather(1, lag), n_thr)
+    # a trough counts for threshold n from n = below on
+    trough_below = torch.searchsorted(t["thresholds"], yin.gather(1, lag), right=True).masked_fill_(~valid, n_thr)
 
     # Boltzmann prior over the troughs under each threshold, weighted by the Beta prior: in logs,
     # because a trough far down the list has mass exp(-lam * position) that float32 cannot hold
-    under = trough_below[:, :, None] <= torch.arange(n_thr, device=dev)  # [frames, m, thresholds]
+    under = trough_below[:, :, None] <= torch.arange(n_live, device=dev)  # [frames, m, live thresholds]
     position = under.cumsum(1) - 1
     n_under = under.sum(1, keepdim=True)
     log_norm = math.log1p(-math.exp(-lam)) - torch.log1p(-torch.exp(-lam * n_under.to(dtype)))
-    log_terms = t["log_beta"] + log_norm - lam * position.to(dtype)
+    log_terms = t["log_beta"][:n_live] + log_norm - lam * position.to(dtype)
     log_terms = torch.where(under, log_terms, -math.inf)
     log_prob = torch.logsumexp(log_terms, -1)  # [frames, m]
 
     # no trough under a threshold: its mass, times no_trough_prob, goes to the global minimum
-    gm_slot = slot.gather(1, global_min[:, None])
-    gm_extra = model.no_trough_prob * t["beta_mass_below"][below.gather(1, global_min[:, None])]
-    extra = torch.zeros_like(log_prob).scatter_(1, gm_slot.clamp(max=m - 1), torch.where(has_trough[:, None], gm_extra, 0))
+    gm_slot = slot.gather(1, global_min)
+    gm_below = torch.searchsorted(t["thresholds"], yin.gather(1, global_min), right=True)
+    gm_extra = model.no_trough_prob * t["beta_mass_below"][gm_below]
+    extra = torch.zeros_like(log_prob).scatter_(1, gm_slot.clamp(max=m - 1), torch.where(has_trough, gm_extra, 0))
     log_prob = torch.logaddexp(log_prob, extra.log())
     log_prob = torch.where(valid, log_prob, -math.inf)
 
@@ -295,9 +317,21 @@ def log_observations(log_voiced: torch.Tensor, voiced_prob: torch.Tensor, model:
     return torch.stack([log_voiced, log_unv[..., None].expand_as(log_voiced)], -2)
 
 
-def normalise(value: torch.Tensor) -> torch.Tensor:
-    """``[batch, 2, n_bins]`` path scores shifted so that each item's best is 0 (argmax unchanged)."""
-    return value - value.amax((1, 2), keepdim=True)
+def padded_scores(*shape: int, model: PyinModel, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A ``[*shape, 2, n_bins + width - 1]`` store of normalised path scores, -inf in the margins.
+
+    Scores live in ``[..., width // 2 : width // 2 + n_bins]``; the margins stand for bins off the grid,
+    so the transition band can be read as a window without bounds checks.
+    """
+    return torch.full((*shape, 2, model.n_bins + model.width - 1), -math.inf, device=device, dtype=dtype)
+
+
+def normalise(value: torch.Tensor, out: torch.Tensor, model: PyinModel) -> torch.Tensor:
+    """Write ``value [batch, 2, n_bins]`` shifted so that each item's best is 0 into ``out``'s middle
+    (a :func:`padded_scores` slice); returns ``out``. The shift leaves every argmax unchanged."""
+    half = model.width // 2
+    torch.sub(value, value.amax((1, 2), keepdim=True), out=out[..., half : half + model.n_bins])
+    return out
 
 
 def viterbi_step(previous: torch.Tensor, log_obs: torch.Tensor, model: PyinModel) -> torch.Tensor:
@@ -305,29 +339,38 @@ def viterbi_step(previous: torch.Tensor, log_obs: torch.Tensor, model: PyinModel
 
     Parameters
     ----------
-    previous : [batch, 2, n_bins] best path scores into each state at the previous frame, normalised
-        (:func:`normalise`)
+    previous : [batch, 2, n_bins + width - 1] normalised best path scores at the previous frame
+        (:func:`normalise`), voiced row then unvoiced row
     log_obs : [batch, 2, n_bins] this frame's log-likelihoods (:func:`log_observations`)
 
     Returns
     -------
     value : [batch, 2, n_bins] best path scores into each state at this frame
     """
-    half = model.width // 2
     t = model.tensors(previous.device, previous.dtype)
-    padded = torch.nn.functional.pad(previous, (half, half), value=-math.inf)
-    from_block = (padded.unfold(-1, model.width, 1) + t["log_band"]).amax(-1)  # [batch, 2 from, n_bins]
-    best = torch.maximum(from_block[:, :1] + t["switch_from_voiced"], from_block[:, 1:] + t["switch_from_unvoiced"])
+    from_block = (previous.unfold(-1, model.width, 1) + t["log_band"]).amax(-1)  # [batch, 2 from, n_bins]
+    best = (from_block[:, :, None] + t["switch"]).amax(1)  # [batch, 2 to, n_bins]
     # off the band every transition has librosa's floor log(tiny), reached from the best state (score 0)
-    return best.clamp(min=LOG_TINY) + log_obs
+    return best.clamp_(min=LOG_TINY).add_(log_obs)
 
 
-def predecessor(previous: torch.Tensor, state: torch.Tensor, model: PyinModel) -> torch.Tensor:
-    """The best previous state of each path, as :func:`viterbi_step` scored it.
+def best_state(scores: torch.Tensor, model: PyinModel) -> torch.Tensor:
+    """``[..., 2, n_bins + width - 1]`` padded scores -> int64 [...] best state (the lowest on ties)."""
+    flat = scores.flatten(-2).argmax(-1)
+    row, col = flat // scores.shape[-1], flat % scores.shape[-1]
+    return row * model.n_bins + col - model.width // 2
+
+
+def predecessor(
+    scores: torch.Tensor, overall: torch.Tensor, row: torch.Tensor, state: torch.Tensor, model: PyinModel
+) -> torch.Tensor:
+    """The best previous state of each path, exactly as :func:`viterbi_step` scored it.
 
     Parameters
     ----------
-    previous : [paths, 2 * n_bins] normalised scores of the previous frame (flattened)
+    scores : [rows, 2, n_bins + width - 1] contiguous normalised scores of previous frames
+    overall : int64 [rows], :func:`best_state` of each row
+    row : int64 [paths], the row of ``scores`` that holds each path's previous frame
     state : int64 [paths] state at this frame
 
     Returns
@@ -335,19 +378,16 @@ def predecessor(previous: torch.Tensor, state: torch.Tensor, model: PyinModel) -
     int64 [paths] state at the previous frame; ties go to the lowest state, as numpy's argmax
     """
     n_bins, width, half = model.n_bins, model.width, model.width // 2
-    t = model.tensors(previous.device, previous.dtype)
-    pitch = state % n_bins
-    source = pitch[:, None] + torch.arange(-half, half + 1, device=state.device)  # [paths, width]
-    on_grid = (source >= 0) & (source < n_bins)
-    source = source.clamp(0, n_bins - 1)
-    source = torch.cat([source, source + n_bins], 1)  # voiced sources, then unvoiced
-    band = t["log_band"][pitch].repeat(1, 2)
-    to_unvoiced = (state >= n_bins).long()
-    switch = t["switch"][to_unvoiced]  # [paths, 2]: from voiced, from unvoiced
-    scores = (previous.gather(1, source) + band) + switch.repeat_interleave(width, 1)
-    scores = torch.where(on_grid.repeat(1, 2), scores, -math.inf)
-    best, arg = scores.max(1)
-    return torch.where(best < LOG_TINY, previous.argmax(1), source.gather(1, arg[:, None]).squeeze(1))
+    padded = scores.shape[-1]
+    t = model.tensors(scores.device, scores.dtype)
+    pitch, to_unvoiced = state % n_bins, state // n_bins
+    # only the band around each path's bin is read: [paths, 2 from, width], bins pitch - half .. pitch + half
+    index = (row * (2 * padded) + pitch)[:, None, None] + t["window_offsets"]
+    window = scores.reshape(-1).take(index)
+    path_scores = (window + t["log_band"][pitch][:, None]) + t["switch"][:, to_unvoiced].transpose(0, 1)
+    best, arg = path_scores.flatten(1).max(1)
+    source = (arg // width) * n_bins + pitch + arg % width - half
+    return torch.where(best < LOG_TINY, overall[row], source)
 
 
 def viterbi(log_obs: torch.Tensor, model: PyinModel) -> torch.Tensor:
@@ -361,16 +401,49 @@ def viterbi(log_obs: torch.Tensor, model: PyinModel) -> torch.Tensor:
     -------
     states : int64 [batch, frames], 0 .. n_bins - 1 voiced bins, n_bins .. 2 n_bins - 1 unvoiced
     """
-    n_frames = log_obs.shape[1]
-    scores = [normalise(log_obs[:, 0])]
+    batch, n_frames = log_obs.shape[:2]
+    scores = padded_scores(n_frames, batch, model=model, device=log_obs.device, dtype=log_obs.dtype)
+    normalise(log_obs[:, 0], scores[0], model)
     for i in range(1, n_frames):
-        scores.append(normalise(viterbi_step(scores[-1], log_obs[:, i], model)))
-    state = scores[-1].flatten(1).argmax(-1)
+        normalise(viterbi_step(scores[i - 1], log_obs[:, i], model), scores[i], model)
+    state = best_state(scores[-1], model)
+    if scores.device.type == "cpu":  # a backtrack is many tiny steps: numpy's per-call cost is lower
+        return torch.from_numpy(_backtrack_numpy(scores.numpy(), state.numpy(), model))
+    overall = best_state(scores, model)  # [frames, batch]
+    items = torch.arange(batch, device=scores.device)
     states = [state]
     for i in range(n_frames - 1, 0, -1):
-        state = predecessor(scores[i - 1].flatten(1), state, model)
+        state = predecessor(scores[i - 1], overall[i - 1], items, state, model)
         states.append(state)
     return torch.stack(states[::-1], 1)
+
+
+def _backtrack_numpy(scores: np.ndarray, state: np.ndarray, model: PyinModel) -> np.ndarray:
+    """:func:`predecessor` applied from the last frame back, in numpy, with the same float arithmetic.
+
+    ``scores``: [frames, batch, 2, n_bins + width - 1] padded normalised scores; ``state``: int64 [batch]
+    at the last frame. Returns int64 [batch, frames].
+    """
+    n_frames, batch = scores.shape[:2]
+    n_bins, width, half = model.n_bins, model.width, model.width // 2
+    t = model.tensors(torch.device("cpu"), torch.from_numpy(scores[:0]).dtype)
+    log_band, switch = t["log_band"].numpy(), t["switch"].numpy()
+    items, rows, offsets = np.arange(batch)[:, None, None], np.arange(2)[None, :, None], np.arange(width)
+    states = np.empty((batch, n_frames), np.int64)
+    states[:, -1] = state
+    for i in range(n_frames - 1, 0, -1):
+        previous = scores[i - 1]
+        pitch, to_unvoiced = state % n_bins, state // n_bins
+        window = previous[items, rows, pitch[:, None, None] + offsets]
+        flat = ((window + log_band[pitch][:, None]) + switch[:, to_unvoiced].transpose(1, 0, 2)).reshape(batch, -1)
+        arg = flat.argmax(1)
+        state = (arg // width) * n_bins + pitch + arg % width - half
+        floor = flat[np.arange(batch), arg] < LOG_TINY
+        if floor.any():
+            overall = previous[floor, :, half : half + n_bins].reshape(int(floor.sum()), -1).argmax(1)
+            state[floor] = overall
+        states[:, i - 1] = state
+    return states
 
 
 def states_to_f0(states: torch.Tensor, model: PyinModel, fill_na: float | None = math.nan) -> tuple[torch.Tensor, torch.Tensor]:

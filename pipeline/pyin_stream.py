@@ -23,7 +23,8 @@ import torch
 from .config import DEFAULT, FeatureConfig
 from .errors import ParameterError
 from .pyin import (
-    PyinModel, cmndf, log_observations, normalise, observations, parabolic_shifts, predecessor, pyin_model, viterbi_step,
+    PyinModel, best_state, cmndf, log_observations, normalise, observations, padded_scores, parabolic_shifts,
+    predecessor, pyin_model, viterbi_step,
 )
 
 __all__ = ["StreamingPyin"]
@@ -119,11 +120,12 @@ class StreamingPyin:
         (head,) = self._advance([slot], [pad])
         idx = torch.tensor([slot], device=self.device)
         rest = min(int(self._n_frames[slot]), self.lag)
-        history = self._history[idx][0]  # [lag, 2, n_bins]: frames n - lag .. n - 1
-        state = history[-1].flatten()[None].argmax(-1)
+        history = self._history[slot]  # [lag, 2, n_bins + width - 1]: frames n - lag .. n - 1
+        overall = best_state(history, self.model)
+        state = overall[-1:]
         states = [state]
         for pos in range(self.lag - 2, self.lag - rest - 1, -1):
-            state = predecessor(history[pos].flatten()[None], state, self.model)
+            state = predecessor(history, overall, torch.tensor([pos], device=self.device), state, self.model)
             states.append(state)
         tail = self._states_to_f0(torch.stack(states[::-1], 1)[0])
         self._reset(idx)
@@ -139,8 +141,8 @@ class StreamingPyin:
             "_buffer": ((m.frame_length,), torch.float32),  # samples from the next frame's start
             "_fill": ((), torch.long),  # valid samples in _buffer
             "_n_frames": ((), torch.long),  # frames scored so far
-            # normalised Viterbi scores of the newest `lag` frames, oldest first
-            "_history": ((self.lag, 2, m.n_bins), torch.float32),
+            # normalised Viterbi scores of the newest `lag` frames, oldest first, in padded_scores' layout
+            "_history": ((self.lag, 2, m.n_bins + m.width - 1), torch.float32),
         }
         for name, (shape, dtype) in shapes.items():
             new = torch.zeros((capacity, *shape), dtype=dtype, device=dev)
@@ -153,7 +155,7 @@ class StreamingPyin:
         self._buffer[idx] = 0.0
         self._fill[idx] = self.model.frame_length // 2  # centring: frame 0 starts half a frame early
         self._n_frames[idx] = 0
-        self._history[idx] = 0.0
+        self._history[idx] = padded_scores(len(idx), self.lag, model=self.model, device=self.device, dtype=torch.float32)
 
     def _check_slot(self, slot: int) -> None:
         if not (isinstance(slot, (int, np.integer)) and 0 <= slot < len(self._in_use) and self._in_use[slot]):
@@ -207,24 +209,25 @@ class StreamingPyin:
         log_obs = log_observations(log_v, voiced_prob, m)  # [streams, most, 2, n_bins]
 
         # history position p holds frame n_done - lag + p; positions lag + i are the new frames
-        history = self._history[idx]
-        scores = [history[:, -1]]
+        history = torch.cat(
+            [self._history[idx], padded_scores(n_streams, most, model=m, device=dev, dtype=torch.float32)], 1
+        )
         for i in range(most):
-            stepped = viterbi_step(scores[-1], log_obs[:, i], m)
+            stepped = viterbi_step(history[:, lag + i - 1], log_obs[:, i], m)
             stepped = torch.where((n_done + i == 0)[:, None, None], log_obs[:, i], stepped)
-            scores.append(torch.where(valid[:, i, None, None], normalise(stepped), scores[-1]))
-        history = torch.cat([history, torch.stack(scores[1:], 1)], 1).flatten(2)  # [streams, lag + most, states]
+            normalise(stepped, history[:, lag + i], m)  # rows past a stream's last new frame are never read
 
         # new frame i finalises frame n_done + i - lag: trace its best path back `lag` frames, all at once
-        position = lag + torch.arange(most, device=dev)
-        state = history[:, lag:].argmax(-1).flatten()  # [streams * most]
-        stream = torch.arange(n_streams, device=dev).repeat_interleave(most)
-        for j in range(1, lag + 1):
-            previous = history[stream, (position - j).repeat(n_streams)]
-            state = predecessor(previous, state, m)
+        overall = best_state(history, m).flatten()  # [streams * (lag + most)]
+        row = (torch.arange(n_streams, device=dev)[:, None] * (lag + most) + lag + torch.arange(most, device=dev)).flatten()
+        state = overall[row]
+        rows = history.flatten(0, 1)
+        for _ in range(lag):
+            row = row - 1
+            state = predecessor(rows, overall, row, state, m)
         state = state.reshape(n_streams, most)
-        keep = (n_new[:, None] + torch.arange(lag, device=dev))[:, :, None].expand(n_streams, lag, 2 * n_bins)
-        self._history[idx] = history.gather(1, keep).reshape(n_streams, lag, 2, n_bins)
+        keep = n_new[:, None] + torch.arange(lag, device=dev)
+        self._history[idx] = history[torch.arange(n_streams, device=dev)[:, None], keep]
         self._n_frames[idx] = n_done + n_new
 
         f0 = self._states_to_f0(state)

@@ -53,80 +53,10 @@ class StreamingPitch(Protocol):
 
 
 def default_pitch(cfg: FeatureConfig = DEFAULT, lag: int = 20, device: str | torch.device = "cpu") -> StreamingPitch:
-    """The streaming pYIN engine when installed, else :class:`WindowedPyin` (librosa on a sliding window)."""
-    try:
-        from .pyin_stream import StreamingPyin
-    except ImportError:
-        return WindowedPyin(cfg, lag)
-    return StreamingPyin(cfg, lag=lag, device=str(device))
+    """The streaming pYIN engine (:class:`~instrumentd.pipeline.pyin_stream.StreamingPyin`) on ``device``."""
+    from .pyin_stream import StreamingPyin
 
-
-class WindowedPyin:
-    """A :class:`StreamingPitch` built on batch ``librosa.pyin``, for CPUs without the streaming engine.
-
-    Each push runs pYIN over the frames not yet final plus ``context`` frames before them (so the
-    Viterbi path enters the new frames from a settled state) and finalises all but the newest ``lag``.
-    Output frame ``t`` is centred at input sample ``t * hop``; the input is zero-padded on the left.
-    """
-
-    def __init__(self, cfg: FeatureConfig = DEFAULT, lag: int = 20, context: int = 20):
-        self.cfg = cfg
-        self.lag = lag
-        self.context = context
-        self.half = cfg.pitch_frame_length // 2
-        self._slots: dict[int, dict] = {}
-        self._next = 0
-
-    def add_stream(self) -> int:
-        slot, self._next = self._next, self._next + 1
-        # audio holds samples from index `base` (may be negative: zeros before the stream began)
-        self._slots[slot] = {"audio": np.zeros(self.half, np.float32), "base": -self.half, "final": 0, "n": 0}
-        return slot
-
-    def remove_stream(self, slot: int) -> None:
-        del self._slots[slot]
-
-    def push(self, chunks: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-        out = {}
-        for slot, chunk in chunks.items():
-            s = self._slots[slot]
-            s["audio"] = np.concatenate([s["audio"], np.asarray(chunk, np.float32)])
-            s["n"] += len(chunk)
-            newest = (s["n"] - self.half) // self.cfg.hop_length  # last frame whose window is complete
-            out[slot] = self._finalise(s, newest - self.lag + 1, pad=0)
-        return out
-
-    def flush(self, slot: int) -> np.ndarray:
-        s = self._slots[slot]
-        return self._finalise(s, s["n"] // self.cfg.hop_length, pad=self.half)
-
-    def _finalise(self, s: dict, upto: int, pad: int) -> np.ndarray:
-        """f0 of frames ``[s.final, upto)``; ``pad`` zeros are appended past the received audio."""
-        hop = self.cfg.hop_length
-        first = s["final"]
-        if upto <= first:
-            return np.zeros(0, np.float32)
-        start_frame = max(0, first - self.context)
-        a = start_frame * hop - self.half - s["base"]
-        b = (upto - 1) * hop + self.half - s["base"]
-        seg = s["audio"][a:b]
-        if pad:
-            seg = np.concatenate([seg, np.zeros(max(0, b - a - len(seg)), np.float32)])
-        f0 = self._pyin(seg)[first - start_frame : upto - start_frame]
-        s["final"] = upto
-        keep_from = max(0, upto - self.context) * hop - self.half
-        s["audio"] = s["audio"][keep_from - s["base"] :]
-        s["base"] = keep_from
-        return f0.astype(np.float32)
-
-    def _pyin(self, seg: np.ndarray) -> np.ndarray:
-        """pYIN over ``seg`` whose frame ``k`` is centred at sample ``half + k * hop`` (no padding)."""
-        import librosa
-
-        cfg = self.cfg
-        f0, _, _ = librosa.pyin(seg, fmin=cfg.pitch_fmin, fmax=cfg.pitch_fmax, sr=cfg.sample_rate,
-                                frame_length=cfg.pitch_frame_length, hop_length=cfg.hop_length, center=False)
-        return f0
+    return StreamingPyin(cfg, lag=lag, device=device)
 
 
 @dataclasses.dataclass

@@ -9,6 +9,7 @@ A test set adds, per window, the clip it belongs to and, per clip, its multi-hot
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ def _pt_files(folder: Path, split: str) -> list[Path]:
 def _load_pt(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise FeatureError(f"{path}: not a readable feature file ({str(exc).splitlines()[0][:120]})") from None
 
 

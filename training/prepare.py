@@ -31,6 +31,7 @@ from instrumentd.model.recognizer import CLIP_HOP_SECONDS
 from instrumentd.pipeline.audio import load
 from instrumentd.pipeline.config import DEFAULT, FeatureConfig
 from instrumentd.pipeline.features import FeatureExtractor
+from instrumentd.pipeline.pitch import PitchEngine
 from instrumentd.pipeline.windows import cut_windows
 
 from .irmas import Clip, test_clips, training_clips
@@ -158,12 +159,34 @@ def prepare(corpus: str | Path, out: str | Path, split: str = "train", extractor
     return written
 
 
-def mask_cleaner() -> Callable[[torch.Tensor], torch.Tensor]:
-    """The clean-mask post-processing of Table 5 (``pipeline.clean_mask``): ``mask [b, n_mels, f] -> mask``."""
+def mask_cleaner(cfg: FeatureConfig = DEFAULT) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Table 5's clean mask (``pipeline.clean_mask``) from a raw mask: ``[b, n_mels, f] -> [b, n_mels, f]``.
+
+    Each voiced frame's f0 is taken as its band's centre frequency; since bands are monotonic in
+    f0, the median filter picks the same band as it would from the raw f0.
+    """
     from instrumentd.pipeline.errors import ParameterError
+    from instrumentd.pipeline.mel import mel_band_centres
 
     try:
-        from instrumentd.pipeline import clean_mask
+        from instrumentd.pipeline.clean_mask import clean_mask
     except ImportError:
         raise ParameterError("--clean-mask needs instrumentd.pipeline.clean_mask, which this install lacks") from None
-    return clean_mask.clean_mask
+    centres = torch.as_tensor(mel_band_centres(cfg), dtype=torch.float32)
+
+    def clean(mask: torch.Tensor) -> torch.Tensor:
+        active = mask > 0.5
+        band = active.to(torch.uint8).argmax(dim=1)
+        f0 = torch.where(active.any(dim=1), centres.to(mask.device)[band], torch.nan)
+        return clean_mask(f0, None, cfg)
+
+    return clean
+
+
+def pitch_on(engine: str, device: torch.device) -> PitchEngine | str:
+    """The named engine, fed tensors on ``device`` when it is the torch engine and ``device`` a GPU."""
+    if engine != "torch" or device.type != "cuda":
+        return engine
+    from instrumentd.pipeline.pitch import torch_pyin
+
+    return lambda audio, cfg: torch_pyin(torch.as_tensor(audio, device=device), cfg)

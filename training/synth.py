@@ -42,6 +42,10 @@ TEST_DIR = "IRMAS-TestingData-Part1/Part1"
 TRAIN_SECONDS = 3.0
 TEST_SECONDS = (5.0, 20.0)
 GAP_SECONDS = 2.0  # silence between clips rendered in one fluidsynth run: release tails die out
+# fluidsynth's player counts whole milliseconds and starts events on 64-sample blocks; clips start
+# on a common multiple (28,224 samples) with 1 ms MIDI ticks, so a clip renders the same wherever it lies
+ALIGN_SECONDS = 0.64
+MIDI_TEMPO = 125.0  # bpm: 480 ticks per beat -> 1,000 ticks per second
 CLIPS_PER_RENDER = 24  # clips per fluidsynth run: loading a SoundFont costs up to 3 s
 RENDER_GAIN = 0.3  # fluidsynth master gain: chords over drums stay below clipping
 
@@ -331,8 +335,8 @@ def render_clips(specs: list[ClipSpec], out: str | Path) -> int:
     for spec in specs:
         offsets.append(t)
         tracks += compose(spec, t)
-        t += spec.seconds + GAP_SECONDS
-    audio = render(tracks, specs[0].soundfont, t, SAMPLE_RATE, gain=RENDER_GAIN)
+        t += ALIGN_SECONDS * np.ceil((spec.seconds + GAP_SECONDS) / ALIGN_SECONDS)
+    audio = render(tracks, specs[0].soundfont, t, SAMPLE_RATE, MIDI_TEMPO, RENDER_GAIN)
     for spec, t0 in zip(specs, offsets):
         start = int(round(t0 * SAMPLE_RATE))
         clip = audio[start : start + int(round(spec.seconds * SAMPLE_RATE))]

@@ -186,6 +186,8 @@ def train(features: FeatureSet, cfg: TrainConfig = TrainConfig(), state_path: st
     on_step : called after each optimizer step
     """
     device = features.mel.device
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every batch has the same shape
     labels_np = features.label.cpu().numpy()
     fp = fingerprint(features)
     train_idx, val_idx = stratified_split(labels_np, cfg.val_fraction, cfg.seed)

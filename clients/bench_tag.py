@@ -1,0 +1,102 @@
+"""``instrumentd bench tag``: archive tagging (``classify --segments``) throughput.
+
+Two folders of generated audio (harmonic notes in noise, so that pYIN has voiced frames to track):
+many short files, where batching windows across files matters, and one long file. Each is tagged
+by :func:`instrumentd.clients.segments.tag_files`; the short files also one file at a time, as
+plain ``classify`` does, for comparison. Time is split into decoding (the reader thread's wait),
+features (mel + pitch) and the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SR = 44100  # hz
+HOP_S = 1.5  # seconds, classify's default window hop
+
+
+def _program(seconds: float, seed: int) -> np.ndarray:
+    """``float32 [seconds * SR]``: 0.4 s harmonic notes on random pitches with a little noise."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    note = int(0.4 * SR)
+    f0 = np.repeat(110.0 * 2 ** (rng.integers(0, 36, n // note + 1) / 12), note)[:n]
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    x = sum(np.sin(k * phase) / k for k in range(1, 6)) * 0.2 + 0.01 * rng.standard_normal(n)
+    return x.astype(np.float32)
+
+
+class _Timed:
+    """Wraps a callable and adds up the seconds spent in it."""
+
+    def __init__(self, fn: Any):
+        self.fn, self.seconds = fn, 0.0
+
+    def __call__(self, *a: Any) -> Any:
+        t = time.perf_counter()
+        out = self.fn(*a)
+        self.seconds += time.perf_counter() - t
+        return out
+
+
+def tag(device: Any, quick: bool, args: argparse.Namespace) -> Any:
+    import soundfile
+    import torch
+
+    from instrumentd.clients.bench import BenchResult
+    from instrumentd.model.recognizer import Recognizer
+    from instrumentd.pipeline import FeatureExtractor, load
+    from instrumentd.pipeline.pitch import DEFAULT_ENGINE
+
+    from .segments import tag_files
+
+    n_short, short_s, long_s = (6, 10.0, 60.0) if quick else (48, 10.0, 600.0)
+    rec = Recognizer.from_checkpoint(device=device)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="instrumentd-bench-tag-") as tmp:
+        short = [Path(tmp) / f"short-{i:03d}.flac" for i in range(n_short)]
+        for i, f in enumerate(short):
+            soundfile.write(f, _program(short_s, i), SR)
+        long = [Path(tmp) / "long.flac"]
+        soundfile.write(long[0], _program(long_s, 999), SR)
+        cases = (("short files, batched", short, n_short * short_s), ("one long file", long, long_s))
+        for name, files, seconds in cases:
+            extractor = FeatureExtractor(rec.features, DEFAULT_ENGINE, rec.device)
+            features, model = _Timed(extractor), _Timed(rec.predict)
+            timed = Recognizer(rec.model, rec.meta, rec.device, rec.batch_size)
+            timed.predict = model
+            tag_files(files[:1], timed, features, HOP_S).__next__()  # warm-up: first CUDA calls, allocator
+            features.seconds = model.seconds = 0.0
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t = time.perf_counter()
+            windows = sum(r["windows"] for r in tag_files(files, timed, features, HOP_S))
+            wall = time.perf_counter() - t
+            rows.append(_row(name, len(files), seconds, windows, wall, features.seconds, model.seconds))
+        # the same short files one at a time, as plain classify does: small batches, no reader thread
+        extractor = FeatureExtractor(rec.features, DEFAULT_ENGINE, rec.device)
+        t = time.perf_counter()
+        windows = sum(len(rec.classify_clip(load(f), extractor, HOP_S).window_probs) for f in short)
+        rows.append(_row("short files, one at a time", n_short, n_short * short_s, windows,
+                         time.perf_counter() - t, float("nan"), float("nan")))
+    summary = {
+        "pitch_engine": DEFAULT_ENGINE,
+        "batch_size": rec.batch_size,
+        "short_x_realtime": rows[0]["x real time"],
+        "long_x_realtime": rows[1]["x real time"],
+        "one_at_a_time_x_realtime": rows[2]["x real time"],
+    }
+    return BenchResult(f"archive tagging, {HOP_S} s hop, pitch engine {DEFAULT_ENGINE}", rows, summary)
+
+
+def _row(name: str, files: int, audio_s: float, windows: int, wall: float, features_s: float,
+         model_s: float) -> dict[str, Any]:
+    return {"case": name, "files": files, "audio s": audio_s, "windows": windows, "wall s": round(wall, 3),
+            "features s": round(features_s, 3), "model s": round(model_s, 3),
+            "windows/s": round(windows / wall, 2), "x real time": round(audio_s / wall, 2)}

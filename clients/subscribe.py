@@ -1,0 +1,180 @@
+"""What every subscriber shares: SUB sockets on one or more daemons, decoded events, seq gaps
+noticed per stream and filled from the daemons' replay endpoints.
+
+ZeroMQ reconnects a SUB socket by itself when its daemon goes away and comes back; nothing here
+has to. A gap in a stream's ``seq`` (a subscriber that was cut off, a message the publisher had to
+drop) is filled by asking the replay endpoint that serves the stream (docs/events.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Iterator
+
+from instrumentd.daemon.config import Config
+
+DEFAULT_CONNECT = Config.pub  # the daemon's default PUB endpoint
+DEFAULT_REPLAY = Config.replay  # and its default replay endpoint
+TOPICS = ("window", "segment", "status")
+RECONNECT_MS = 250  # first retry after a lost connection; doubles up to RECONNECT_MAX_MS
+RECONNECT_MAX_MS = 2000
+HEARTBEAT_MS = 1000  # ZMTP heartbeats: a silent dead peer is noticed within a few of these
+REPLAY_TIMEOUT_S = 3.0
+
+
+def add_connect_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--connect", action="append", metavar="ENDPOINT",
+                        help=f"a daemon's PUB endpoint, repeatable for several daemons (default {DEFAULT_CONNECT})")
+
+
+def connect_endpoints(args: argparse.Namespace) -> list[str]:
+    """``--connect`` values, or the daemon's default endpoint; a malformed one is a ParameterError."""
+    return [check_endpoint(e, "--connect") for e in (args.connect or [DEFAULT_CONNECT])]
+
+
+def check_endpoint(endpoint: str, flag: str) -> str:
+    from instrumentd.pipeline.errors import ParameterError
+
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in ("tcp", "ipc", "inproc") or not rest:
+        raise ParameterError(f"{flag} {endpoint!r} is not tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+    return endpoint
+
+
+def sub_socket(endpoints: list[str], prefixes: list[str], context: Any = None) -> Any:
+    """A SUB socket connected to every endpoint and subscribed to each topic prefix."""
+    import zmq
+
+    sock = (context or zmq.Context.instance()).socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
+    for prefix in prefixes:
+        sock.setsockopt_string(zmq.SUBSCRIBE, prefix)
+    for endpoint in endpoints:
+        sock.connect(endpoint)
+    return sock
+
+
+def topic_prefixes(topics: list[str], streams: list[str] | None) -> list[str]:
+    """ZeroMQ prefixes for ``topics`` (``window``, ``segment``, ``status``), narrowed to ``streams`` if given."""
+    out = []
+    for t in topics:
+        if t == "status":
+            out.append("status")
+        else:
+            out += [f"{t}.{s}" for s in streams] if streams else [f"{t}."]
+    return out
+
+
+def receive(sock: Any, timeout_s: float, command: str) -> dict[str, Any] | None:
+    """The next valid event, or None after ``timeout_s`` seconds without one; a bad message is
+    reported on stderr and skipped."""
+    import zmq
+
+    from instrumentd.daemon.events import EventError, decode
+
+    if not sock.poll(int(timeout_s * 1000)):
+        return None
+    frames = sock.recv_multipart(zmq.NOBLOCK)
+    try:
+        if len(frames) != 2:
+            raise EventError(f"expected [topic, body], got {len(frames)} frames")
+        return decode(frames[1])
+    except EventError as exc:
+        print(f"instrumentd {command}: skipping a bad event on {frames[0][:80]!r}: {exc}", file=sys.stderr)
+        return None
+
+
+class Gaps:
+    """Per-stream ``seq`` bookkeeping: which events are new, and which were missed.
+
+    ``seen(event)`` returns ``(missed_from, missed_to)`` (a half-open range of seqs that never
+    arrived before this one), ``None`` for a new event right after the last, or ``"old"`` for one
+    already had (a duplicate, or one that came in through replay first).
+    """
+
+    def __init__(self, next_seq: dict[str, int] | None = None):
+        self.next_seq: dict[str, int] = dict(next_seq or {})
+
+    def seen(self, event: dict[str, Any]) -> tuple[int, int] | str | None:
+        stream, seq = event["stream"], event["seq"]
+        expected = self.next_seq.get(stream)
+        if expected is not None and seq < expected:
+            return "old"
+        self.next_seq[stream] = seq + 1
+        return (expected, seq) if expected is not None and seq > expected else None
+
+
+class Replayer:
+    """Fetches logged events from whichever of ``endpoints`` serves a stream.
+
+    Parameters
+    ----------
+    endpoints : replay endpoints of the daemons (``tcp://127.0.0.1:5556`` by default there)
+    timeout_s : how long one endpoint may take to answer
+    """
+
+    def __init__(self, endpoints: list[str], timeout_s: float = REPLAY_TIMEOUT_S):
+        self.endpoints = endpoints
+        self.timeout_s = timeout_s
+        self._owner: dict[str, str] = {}  # stream -> endpoint that listed it
+
+    def fetch(self, stream: str, from_seq: int, to_seq: int) -> list[dict[str, Any]]:
+        """Events of ``stream`` with ``from_seq <= seq < to_seq`` in seq order, as many as any daemon logged.
+
+        Raises
+        ------
+        TimeoutError
+            No endpoint that serves ``stream`` answered.
+        """
+        from instrumentd.daemon.replay import replay
+
+        if stream not in self._owner:
+            self._find_owners()
+        endpoint = self._owner.get(stream)
+        if endpoint is None:
+            asked = ", ".join(self.endpoints) or "none given"
+            raise TimeoutError(f"no replay endpoint ({asked}) serves stream {stream!r}")
+        out = []
+        for event in replay(endpoint, stream, from_seq, self.timeout_s):
+            if event["seq"] >= to_seq:
+                break
+            out.append(event)
+        return out
+
+    def _find_owners(self) -> None:
+        import zmq
+
+        for endpoint in self.endpoints:
+            sock = zmq.Context.instance().socket(zmq.REQ)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVTIMEO, int(self.timeout_s * 1000))
+            sock.connect(endpoint)
+            try:
+                sock.send(b"{}")
+                answer = json.loads(sock.recv())
+            except (zmq.Again, json.JSONDecodeError):
+                continue
+            finally:
+                sock.close()
+            for stream in answer.get("streams", {}) if isinstance(answer, dict) else ():
+                self._owner.setdefault(stream, endpoint)
+
+
+def fill(replayer: Replayer | None, stream: str, missed: tuple[int, int], command: str) -> Iterator[dict[str, Any]]:
+    """The events of a gap from the replay endpoints; a gap that cannot be filled is reported on stderr."""
+    if replayer is None:
+        print(f"instrumentd {command}: stream {stream}: missed seq {missed[0]}-{missed[1] - 1} "
+              "(no --replay endpoint to fill it from)", file=sys.stderr)
+        return
+    from instrumentd.daemon.events import EventError
+
+    try:
+        yield from replayer.fetch(stream, *missed)
+    except (TimeoutError, EventError) as exc:
+        print(f"instrumentd {command}: stream {stream}: missed seq {missed[0]}-{missed[1] - 1}: {exc}", file=sys.stderr)

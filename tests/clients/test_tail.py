@@ -1,0 +1,134 @@
+import select
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from instrumentd.clients.tail import Filter, parse_instruments, parse_topics
+from instrumentd.daemon.events import decode, segment_event, status_event, window_event
+from instrumentd.model.classes import CLASSES
+from instrumentd.pipeline.errors import ParameterError
+
+from .conftest import Serve, wait_for
+
+
+def _window(stream="a", seq=0, top="pia", p_top=0.6, labels=("pia",)):
+    probs = [(1 - p_top) / 10] * 11
+    probs[CLASSES.index(top)] = p_top
+    return window_event(stream, seq, 0.0, 3.0, 0.0, probs, CLASSES, list(labels), 12.0, "m", True)
+
+
+def test_filter_on_schema_events():
+    window, seg = _window(), segment_event("a", 1, "vio", "start", 1.0, None, None, 0.0, "m")
+    status = status_event(0.0, 1.0, "cpu", "m", True, 0, {})
+    keep = Filter(set(), set(), None, ["window", "segment"])
+    assert keep(window) and keep(seg) and not keep(status)
+    assert not Filter({"b"}, set(), None, ["window", "segment", "status"])(window)
+    assert Filter({"b"}, set(), None, ["status"])(status)
+    by_instrument = Filter(set(), {"vio"}, None, ["window", "segment"])
+    assert not by_instrument(window) and by_instrument(seg)
+    assert by_instrument(_window(top="cel", labels=("cel", "vio")))  # in the labels, though not on top
+    assert Filter(set(), {"pia"}, 0.6, ["window"])(window) and not Filter(set(), {"pia"}, 0.61, ["window"])(window)
+    assert Filter(set(), set(), 0.5, ["window"])(window) and not Filter(set(), {"cla"}, 0.5, ["window"])(window)
+
+
+def test_parsing_flags():
+    assert parse_topics("window, status") == ["window", "status"]
+    assert parse_topics("segment", status=True) == ["segment", "status"]
+    assert parse_instruments(["Piano", "acoustic guitar", "vio"]) == {"pia", "gac", "vio"}
+    with pytest.raises(ParameterError, match="'windows'"):
+        parse_topics("windows")
+    with pytest.raises(ParameterError, match="'kazoo'"):
+        parse_instruments(["kazoo"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--topics", "window,nope"], "--topics"),
+    (["--instrument", "kazoo"], "kazoo"),
+    (["--min-prob", "1.5"], "--min-prob"),
+    (["--connect", "localhost:5555"], "--connect 'localhost:5555'"),
+])
+def test_bad_flags_are_one_line(args, message):
+    out = subprocess.run([sys.executable, "-m", "instrumentd", "tail", *args], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr
+
+
+def _tail(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "instrumentd", "tail", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _lines(proc: subprocess.Popen, until, timeout: float = 60.0) -> list[dict]:
+    """Decode proc's stdout lines (each must be a valid event) until ``until(events)``."""
+    got: list[dict] = []
+
+    def more():
+        if select.select([proc.stdout], [], [], 0.1)[0]:
+            line = proc.stdout.readline()
+            assert line, f"tail ended early: {proc.stderr.read()}"
+            got.append(decode(line))
+        return until(got)
+
+    wait_for(more, timeout, f"tail output ({len(got)} events so far)")
+    return got
+
+
+@pytest.fixture(scope="module")
+def two_daemons(tmp_path_factory, program):
+    """Two daemons, streams ``a`` and ``b``, at a 0.5 s hop on the same real-time program."""
+    tmp = tmp_path_factory.mktemp("tail")
+    daemons = [Serve(tmp, [f"{name}=file:{program}"], "--hop", "0.5") for name in ("a", "b")]
+    try:
+        for d in daemons:
+            d.wait_ready()
+        yield daemons
+    finally:
+        for d in daemons:
+            d.kill()
+
+
+@pytest.mark.slow
+def test_tail_two_daemons_filters_and_ctrl_c(two_daemons):
+    a, b = two_daemons
+    both = _tail("--connect", a.pub, "--connect", b.pub)
+    only_a = _tail("--connect", a.pub, "--connect", b.pub, "--stream", "a", "--topics", "window,status")
+    try:
+        events = _lines(both, lambda ev: {e["stream"] for e in ev} == {"a", "b"})
+        assert all(e["type"] in ("window", "segment") for e in events)
+        events = _lines(only_a, lambda ev: sum(e["type"] == "window" for e in ev) >= 4
+                        and any(e["type"] == "status" for e in ev))
+        windows = [e for e in events if e["type"] == "window"]
+        assert {e["stream"] for e in windows} == {"a"}
+        assert all(e["type"] != "segment" for e in events)
+        seqs = [e["seq"] for e in windows]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert set(windows[0]["probabilities"]) == set(CLASSES)
+    finally:
+        for proc in (both, only_a):
+            proc.send_signal(signal.SIGINT)
+    for proc in (both, only_a):
+        assert proc.wait(20) == 130
+        assert "Traceback" not in proc.stderr.read()
+
+
+@pytest.mark.slow
+def test_tail_into_a_closed_pipe_exits_quietly(two_daemons):
+    a, _ = two_daemons
+    proc = _tail("--connect", a.pub, "--topics", "window,status")
+    _lines(proc, lambda ev: len(ev) >= 2)
+    proc.stdout.close()  # as `| head -n 2` does once it has its lines
+    assert proc.wait(20) == 0
+    assert proc.stderr.read() == ""
+
+
+def test_no_daemon_waits_then_ctrl_c():
+    proc = _tail("--connect", "tcp://127.0.0.1:9")  # nothing listens: ZeroMQ keeps retrying
+    assert "waiting" in proc.stderr.readline()
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(20) == 130
+    out, err = proc.communicate()
+    assert out == "" and "Traceback" not in err

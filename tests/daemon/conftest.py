@@ -1,0 +1,151 @@
+"""Daemon fixtures: free loopback ports, short real audio files, a daemon run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import zmq
+
+from instrumentd.daemon.events import decode
+
+SR = 44100
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def melody(seconds: float, sr: int = SR, channels: int = 1) -> np.ndarray:
+    """A sequence of 0.5 s sine notes (A3 up a scale) with a little noise: ``float32 [n, channels]``."""
+    t = np.arange(int(seconds * sr)) / sr
+    freqs = 220.0 * 2 ** (np.array([0, 2, 4, 5, 7, 9, 11, 12]) / 12)
+    f = freqs[(t / 0.5).astype(int) % len(freqs)]
+    x = 0.4 * np.sin(2 * np.pi * np.cumsum(f) / sr) + 0.01 * np.random.default_rng(0).standard_normal(len(t))
+    return np.repeat(x[:, None], channels, axis=1).astype(np.float32)
+
+
+@pytest.fixture
+def wav(tmp_path):
+    """``wav(seconds, sr=44100, channels=1) -> Path`` of a real 16-bit WAV file."""
+
+    def make(seconds: float, sr: int = SR, channels: int = 1, name: str = "clip.wav") -> Path:
+        path = tmp_path / name
+        soundfile.write(path, melody(seconds, sr, channels), sr, subtype="PCM_16")
+        return path
+
+    return make
+
+
+class Daemon:
+    """``instrumentd serve`` as a child process on free loopback ports, with its own log folder."""
+
+    def __init__(self, tmp_path: Path, sources: list[str], *extra: str, stdin=None, log_dir: Path | None = None,
+                 device: str = "cpu"):
+        self.pub = f"tcp://127.0.0.1:{free_port()}"
+        self.replay = f"tcp://127.0.0.1:{free_port()}"
+        self.log_dir = log_dir or tmp_path / "events"
+        self.stderr_path = tmp_path / f"daemon-{time.monotonic_ns()}.log"
+        args = [sys.executable, "-m", "instrumentd", "serve", "--pub", self.pub, "--replay", self.replay,
+                "--log-dir", str(self.log_dir), "--device", device, "--log-level", "debug", *extra]
+        for s in sources:
+            args += ["--source", s]
+        env = {**os.environ, "INSTRUMENTD_HEARTBEAT": "0.5"}
+        self.stderr = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(args, stdin=stdin, stdout=subprocess.PIPE, stderr=self.stderr, env=env)
+
+    def wait(self, timeout: float = 120) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.stderr.close()
+
+    def log_text(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr.close()
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """``daemon(sources, *flags, stdin=None) -> Daemon``; every daemon started is killed at the end."""
+    started = []
+
+    def start(sources, *extra, stdin=None, log_dir=None, device="cpu") -> Daemon:
+        d = Daemon(tmp_path, sources, *extra, stdin=stdin, log_dir=log_dir, device=device)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+class Subscriber:
+    """A SUB socket on every topic; :meth:`events` collects decoded events."""
+
+    def __init__(self, endpoint: str, topics: tuple[str, ...] = ("",)):
+        self.socket = zmq.Context.instance().socket(zmq.SUB)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        for t in topics:
+            self.socket.setsockopt_string(zmq.SUBSCRIBE, t)
+        self.socket.connect(endpoint)
+
+    def events(self, until, timeout: float = 60.0) -> list[dict]:
+        """Receive until ``until(events)`` is true; fails the test after ``timeout`` s."""
+        got: list[dict] = []
+        deadline = time.monotonic() + timeout
+        while not until(got):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout} s with {len(got)} events: {got[-3:]}")
+            if self.socket.poll(min(left, 0.5) * 1000):
+                topic, body = self.socket.recv_multipart()
+                event = decode(body)
+                assert topic.decode() == (event["type"] if event["type"] == "status" else f"{event['type']}.{event['stream']}")
+                got.append(event)
+        return got
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+@pytest.fixture
+def subscriber():
+    made = []
+
+    def make(endpoint: str, topics: tuple[str, ...] = ("",)) -> Subscriber:
+        s = Subscriber(endpoint, topics)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def windows_of(events: list[dict], stream: str | None = None) -> list[dict]:
+    return [e for e in events if e["type"] == "window" and (stream is None or e["stream"] == stream)]
+
+
+def read_log(folder: Path, stream: str) -> list[dict]:
+    out = []
+    for path in sorted((folder / stream).glob("*.jsonl")):
+        out += [json.loads(line) for line in path.read_text().splitlines()]
+    return out
+
+

@@ -1,0 +1,97 @@
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from instrumentd.daemon.config import Config, load, parse_source
+from instrumentd.pipeline.errors import ParameterError
+
+
+@pytest.mark.parametrize("text, name, kind, target", [
+    ("file:a/b/My Song.wav", "My-Song", "file", "a/b/My Song.wav"),
+    ("x=file+fast:/tmp/a.flac", "x", "file+fast", "/tmp/a.flac"),
+    ("mic", "mic", "mic", ""),
+    ("studio=mic:2", "studio", "mic", "2"),
+    ("ffmpeg:http://host:8000/s.mp3?a=b", "ffmpeg", "ffmpeg", "http://host:8000/s.mp3?a=b"),
+    ("radio=ffmpeg:rtsp://h/x", "radio", "ffmpeg", "rtsp://h/x"),
+])
+def test_parse_source(text, name, kind, target):
+    spec = parse_source(text)
+    assert (spec.name, spec.kind, spec.target) == (name, kind, target)
+    assert parse_source(spec.spec) == spec
+
+
+def test_parse_stdin():
+    spec = parse_source("in=stdin:s16le:48000:2")
+    assert spec.pcm == ("<i2", 48000, 2)
+    assert parse_source(spec.spec) == spec
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("tape:x.wav", "unknown kind 'tape'"),
+    ("file:", "needs a path"),
+    ("stdin:f32le:48000", "FORMAT:RATE:CHANNELS"),
+    ("stdin:f24le:48000:2", "'f24le'"),
+    ("stdin:f32le:fast:2", "integers"),
+    ("../x=file:a.wav", "'../x'"),
+    (".hidden=mic", "'.hidden'"),
+])
+def test_bad_sources_name_the_value(text, fragment):
+    with pytest.raises(ParameterError, match=None) as err:
+        parse_source(text)
+    assert fragment in str(err.value)
+
+
+def test_precedence_file_env_flags(tmp_path):
+    toml = tmp_path / "d.toml"
+    toml.write_text('hop = 0.5\npub = "tcp://127.0.0.1:6000"\nsources = ["a=mic"]\nsmooth = 5\n')
+    cfg = load(toml, env={"INSTRUMENTD_HOP": "0.25", "INSTRUMENTD_SMOOTH": "4"}, hop=2.0, sources=None)
+    assert cfg.hop == 2.0  # flag beats environment beats file
+    assert cfg.smooth == 4  # environment beats file
+    assert cfg.pub == "tcp://127.0.0.1:6000"  # file beats default
+    assert cfg.sources == ["a=mic"]  # flag not given: the file's
+
+
+@pytest.mark.parametrize("settings, fragment", [
+    ({"hop": 0.05}, "hop must be 0.1-3.0 seconds, got 0.05"),
+    ({"hop": 3.5}, "got 3.5"),
+    ({"device": "gpu"}, "'gpu'"),
+    ({"pub": "localhost:5555"}, "'localhost:5555'"),
+    ({"pub": "tcp://127.0.0.1:1", "replay": "tcp://127.0.0.1:1"}, "must differ"),
+    ({"sources": ["a=mic", "a=file:x.wav"]}, "a repeated"),
+    ({"off_threshold": 0.6, "on_threshold": 0.5}, "off_threshold"),
+])
+def test_bad_settings(settings, fragment):
+    with pytest.raises(ParameterError) as err:
+        load(env={}, **settings)
+    assert fragment in str(err.value)
+
+
+def test_bad_toml(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("hop = 'slow'\n")
+    with pytest.raises(ParameterError, match="hop = 'slow'"):
+        load(bad, env={})
+    bad.write_text("hops = 1\n")
+    with pytest.raises(ParameterError, match="unknown settings hops"):
+        load(bad, env={})
+    with pytest.raises(ParameterError, match="INSTRUMENTD_MAX_BATCH"):
+        load(env={"INSTRUMENTD_MAX_BATCH": "1.5"})
+
+
+@pytest.mark.slow
+def test_print_config_round_trips(tmp_path):
+    """`serve --print-config` prints TOML that loads back to the same Config, and a bad flag is one line."""
+    out = subprocess.run([sys.executable, "-m", "instrumentd", "serve", "--print-config", "--hop", "0.5",
+                          "--source", "a=file:x.wav", "--log-dir", str(tmp_path)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    printed = tomllib.loads(out.stdout)
+    assert printed["hop"] == 0.5 and printed["sources"] == ["a=file:x.wav"]
+    (tmp_path / "c.toml").write_text(out.stdout)
+    assert load(tmp_path / "c.toml", env={}) == Config(**printed)
+    bad = subprocess.run([sys.executable, "-m", "instrumentd", "serve", "--print-config", "--hop", "9"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "instrumentd serve: error: hop must be 0.1-3.0 seconds, got 9.0"

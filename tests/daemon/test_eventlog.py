@@ -1,0 +1,56 @@
+import json
+
+import numpy as np
+import pytest
+
+from instrumentd.daemon import events
+from instrumentd.daemon.eventlog import EventLog
+from instrumentd.model.classes import CLASSES
+from instrumentd.pipeline.errors import ParameterError
+
+
+def win(stream: str, seq: int) -> dict:
+    return events.window_event(stream, seq, seq, seq + 3.0, 1.7e9 + seq, np.full(11, 1 / 11), CLASSES, [],
+                               5.0, "m", False)
+
+
+def test_seq_continues_across_reopen_and_rotation(tmp_path):
+    log = EventLog(tmp_path, rotate_bytes=2000)
+    assert log.open_stream("a") == 0
+    for i in range(10):
+        log.append(win("a", i))
+    log.close()
+    assert len(list((tmp_path / "a").glob("*.jsonl"))) > 1  # rotated
+    log = EventLog(tmp_path, rotate_bytes=2000)
+    assert log.open_stream("a") == 10
+    log.append(win("a", 10))
+    assert [e["seq"] for e in log.read("a", 0)] == list(range(11))
+    assert [e["seq"] for e in log.read("a", 7, limit=2)] == [7, 8]
+    assert log.streams() == {"a": 10}
+    with pytest.raises(Exception, match="seq 12 appended, expected 11"):
+        log.append(win("a", 12))
+
+
+def test_a_torn_last_line_is_cut_and_seq_resumes_after_the_last_whole_event(tmp_path):
+    log = EventLog(tmp_path)
+    log.open_stream("b")
+    for i in range(3):
+        log.append(win("b", i))
+    log.close()
+    path = next((tmp_path / "b").glob("*.jsonl"))
+    with open(path, "ab") as f:
+        f.write(json.dumps(win("b", 3)).encode()[:40])  # killed mid-write
+    log = EventLog(tmp_path)
+    assert log.open_stream("b") == 3
+    log.append(win("b", 3))
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("name", ["..", "../x", "a/b", "/etc", ".hidden", "", "x" * 65])
+def test_stream_names_cannot_leave_the_folder(tmp_path, name):
+    log = EventLog(tmp_path / "log")
+    with pytest.raises(ParameterError):
+        log.open_stream(name)
+    with pytest.raises(ParameterError):
+        log.read(name, 0)
+    assert not (tmp_path / "x").exists() and list(tmp_path.iterdir()) == [tmp_path / "log"]

@@ -1,0 +1,62 @@
+import json
+
+import numpy as np
+import pytest
+
+from instrumentd.daemon import events
+from instrumentd.daemon.events import EventError, decode, encode
+from instrumentd.model.classes import CLASSES
+
+PROBS = np.full(11, 1 / 11)
+PROBS[6] = 0.3
+
+
+def window(**over):
+    e = events.window_event("studio", 7, 1.0, 4.0, 1_700_000_000.25, PROBS / PROBS.sum(), CLASSES, ["pia"],
+                            12.5, "cross-abc", False)
+    e.update(over)
+    return e
+
+
+def test_builders_make_valid_events_that_round_trip():
+    w = window()
+    assert w["top"] == "pia" and w["wall_time"] == "2023-11-14T22:13:20.250+00:00"
+    assert decode(encode(w)) == w
+    s = events.segment_event("studio", 8, "pia", "end", 1.0, 9.0, "change", 1_700_000_000.0, "cross-abc")
+    assert decode(encode(s)) == s
+    st = events.status_event(1_700_000_000.0, 3.0, "cpu", "cross-abc", False, 0, {"studio": {
+        "source": "studio=mic", "state": "running", "level_db": -20.0, "windows": 3,
+        "drops": {"audio_s": 0.0, "windows": 0}, "queue_s": 0.1, "latency_ms": {"p50": 30.0, "p99": None},
+        "restarts": 0, "seq": 8}})
+    assert decode(encode(st)) == st
+    assert [events.topic(e) for e in (w, s, st)] == ["window.studio", "segment.studio", "status"]
+
+
+@pytest.mark.parametrize("over, fragment", [
+    ({"schema": 2}, "schema: 2"),
+    ({"seq": -1}, "window.seq: must be >= 0"),
+    ({"seq": 1.5}, "window.seq: must be integer"),
+    ({"stream": "../etc"}, "window.stream: must match"),
+    ({"top": "banjo"}, "window.top: must be one of"),
+    ({"labels": ["pia", "kazoo"]}, "window.labels[1]"),
+    ({"probabilities": {c: 0.1 for c in CLASSES[:10]}}, "missing 'voi'"),
+    ({"wall_time": "yesterday"}, "window.wall_time"),
+    ({"extra": 1}, "unexpected field 'extra'"),
+])
+def test_validation_names_the_bad_field(over, fragment):
+    with pytest.raises(EventError) as err:
+        decode(json.dumps(window(**over)))
+    assert fragment in str(err.value)
+
+
+def test_not_json_and_nan_are_refused():
+    with pytest.raises(EventError, match="not JSON"):
+        decode(b"\xff{")
+    with pytest.raises(ValueError):
+        encode(window(latency_ms=float("nan")))
+
+
+def test_schema_file_lists_the_model_classes():
+    schema = events.schema()
+    assert schema["$defs"]["class"]["enum"] == list(CLASSES)
+    assert schema["$defs"]["window"]["properties"]["probabilities"]["required"] == list(CLASSES)

@@ -1,0 +1,90 @@
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from instrumentd.daemon import events
+from instrumentd.daemon.eventlog import EventLog
+from instrumentd.daemon.publisher import EndpointError, Publisher
+from instrumentd.daemon.replay import ReplayServer, replay
+from instrumentd.daemon.events import EventError
+from instrumentd.model.classes import CLASSES
+
+from .conftest import free_port
+
+
+def win(stream: str, seq: int) -> dict:
+    return events.window_event(stream, seq, seq, seq + 3.0, 1.7e9, np.full(11, 1 / 11), CLASSES, [], 5.0, "m", False)
+
+
+def test_a_stalled_subscriber_never_blocks_the_publisher_and_drops_are_counted():
+    ctx = zmq.Context()
+    pub = Publisher("inproc://events", sndhwm=5, context=ctx)
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 5)
+    sub.setsockopt(zmq.SUBSCRIBE, b"window.")
+    sub.connect("inproc://events")
+    time.sleep(0.1)
+    pub.poll_subscriptions()
+    assert pub.subscriptions == 1
+    t0 = time.monotonic()
+    sent = [pub.publish(win("s", i)) for i in range(200)]
+    assert time.monotonic() - t0 < 1.0
+    assert pub.drops == sent.count(False) > 150 and pub.sent == sent.count(True) >= 5
+    first = json.loads(sub.recv_multipart()[1])
+    assert first["seq"] == 0
+    while sub.poll(50):
+        sub.recv_multipart()
+    assert pub.publish(win("s", 200))  # room again once the subscriber reads
+    sub.close(0)
+    pub.socket.close(0)
+    ctx.term()
+
+
+def test_binding_a_taken_endpoint_is_a_one_line_error():
+    port = free_port()
+    first = Publisher(f"tcp://127.0.0.1:{port}")
+    with pytest.raises(EndpointError, match=f"tcp://127.0.0.1:{port}.*--pub"):
+        Publisher(f"tcp://127.0.0.1:{port}")
+    first.socket.close(0)
+
+
+def test_replay_serves_pages_and_names_bad_requests(tmp_path):
+    log = EventLog(tmp_path)
+    log.open_stream("s")
+    for i in range(2500):
+        log.append(win("s", i))
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    server = ReplayServer(endpoint, log)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            if server.socket.poll(20):
+                server.serve_pending()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        got = [e["seq"] for e in replay(endpoint, "s", 1200)]
+        assert got == list(range(1200, 2500))  # two pages of 1000 and 300
+        assert list(replay(endpoint, "s", 2500)) == []
+        assert list(replay(endpoint, "nobody", 0)) == []
+        with pytest.raises(EventError, match="from_seq must be a non-negative integer, got -3"):
+            list(replay(endpoint, "s", -3))
+        with pytest.raises(EventError, match="stream name '../s'"):
+            list(replay(endpoint, "../s", 0))
+        req = zmq.Context.instance().socket(zmq.REQ)
+        req.connect(endpoint)
+        req.send(b"{}")
+        assert json.loads(req.recv()) == {"schema": 1, "streams": {"s": 2499}}
+        req.send(b"not json")
+        assert "error" in json.loads(req.recv())
+        req.close(0)
+    finally:
+        stop.set()
+        thread.join()
+        server.close()

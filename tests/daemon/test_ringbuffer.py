@@ -1,0 +1,83 @@
+import threading
+import time
+
+import numpy as np
+
+from instrumentd.daemon.ringbuffer import RingBuffer
+
+
+def ramp(a: int, b: int) -> np.ndarray:
+    return np.arange(a, b, dtype=np.float32)
+
+
+def test_reads_what_was_written_across_the_wrap():
+    rb = RingBuffer(10, 100)
+    rb.write(ramp(0, 7))
+    out, start, broken = rb.read(5)
+    assert start == 0 and not broken and out.tolist() == ramp(0, 5).tolist()
+    rb.write(ramp(7, 15))  # wraps past the end of the array
+    out, start, _ = rb.read()
+    assert start == 5 and out.tolist() == ramp(5, 15).tolist()
+    assert rb.dropped == 0
+
+
+def test_live_overflow_drops_the_oldest_and_counts():
+    rb = RingBuffer(10, 100)
+    rb.write(ramp(0, 8))
+    rb.write(ramp(8, 14))
+    assert rb.dropped == 4
+    out, start, _ = rb.read()
+    assert start == 4 and out.tolist() == ramp(4, 14).tolist()
+    rb.write(ramp(14, 40))  # one write larger than the ring
+    out, start, _ = rb.read()
+    assert start == 30 and out.tolist() == ramp(30, 40).tolist() and rb.dropped == 20
+
+
+def test_blocking_writer_waits_for_room_and_loses_nothing():
+    rb = RingBuffer(8, 100, blocking=True)
+    data = ramp(0, 100)
+    writer = threading.Thread(target=lambda: [rb.write(data[i : i + 7]) for i in range(0, 100, 7)])
+    writer.start()
+    got = []
+    while len(got) < 100:
+        out, _, _ = rb.read(3)
+        got += out.tolist()
+        time.sleep(0.001)
+    writer.join(2)
+    assert got == data.tolist() and rb.dropped == 0
+
+
+def test_close_releases_a_waiting_writer():
+    rb = RingBuffer(4, 100, blocking=True)
+    t = threading.Thread(target=rb.write, args=(ramp(0, 10),))
+    t.start()
+    time.sleep(0.05)
+    assert t.is_alive()
+    rb.close()
+    t.join(1)
+    assert not t.is_alive()
+
+
+def test_keep_last_skips_and_reports_a_break():
+    rb = RingBuffer(100, 100)
+    rb.write(ramp(0, 50))
+    out, start, broken = rb.read(keep_last=10)
+    assert broken and start == 40 and rb.dropped == 40 and len(out) == 10
+
+
+def test_a_read_stops_at_a_marked_break():
+    rb = RingBuffer(100, 100)
+    rb.write(ramp(0, 5))
+    rb.mark_break()
+    rb.write(ramp(100, 103))
+    out, _, broken = rb.read()
+    assert out.tolist() == ramp(0, 5).tolist() and not broken
+    out, start, broken = rb.read()
+    assert broken and start == 5 and out.tolist() == ramp(100, 103).tolist()
+
+
+def test_arrival_is_the_time_of_the_write_that_held_the_sample():
+    rb = RingBuffer(100, 100)
+    rb.write(ramp(0, 10), arrival=1.0)
+    rb.write(ramp(10, 20), arrival=2.0)
+    assert rb.arrival(0) == 1.0 and rb.arrival(9) == 1.0 and rb.arrival(10) == 2.0 and rb.arrival(19) == 2.0

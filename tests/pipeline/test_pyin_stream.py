@@ -1,0 +1,142 @@
+import numpy as np
+import pytest
+import torch
+
+from instrumentd.pipeline.config import DEFAULT, TEN_MS
+from instrumentd.pipeline.errors import ParameterError
+from instrumentd.pipeline.pyin import pyin
+from instrumentd.pipeline.pyin_stream import StreamingPyin
+
+from ..conftest import SR, devices, tone
+
+
+def batch_f0(audio: np.ndarray, cfg=DEFAULT) -> np.ndarray:
+    f0, _, _ = pyin(audio, fmin=cfg.pitch_fmin, fmax=cfg.pitch_fmax, sr=cfg.sample_rate,
+                    frame_length=cfg.pitch_frame_length, hop_length=cfg.hop_length)
+    return f0.numpy().astype(np.float32)
+
+
+def stream_f0(sp: StreamingPyin, audio: np.ndarray, sizes) -> np.ndarray:
+    slot = sp.add_stream()
+    out, pos = [], 0
+    for n in sizes:
+        out.append(sp.push({slot: audio[pos : pos + n]})[slot])
+        pos += n
+    out.append(sp.push({slot: audio[pos:]})[slot])
+    out.append(sp.flush(slot))
+    sp.remove_stream(slot)
+    return np.concatenate(out)
+
+
+def identical(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape
+    return float(np.mean((a == b) | (np.isnan(a) & np.isnan(b))))
+
+
+@pytest.fixture(scope="module")
+def melody(fluidsynth_available) -> np.ndarray:
+    """30 s: a clarinet and then a violin melody with rests, over a quiet piano (real fluidsynth render)."""
+    from instrumentd.training.midi import Note, Track
+    from instrumentd.training.render import render
+
+    rng = np.random.default_rng(5)
+    clarinet = [Note(int(p), 0.4 * i, 0.3) for i, p in enumerate(rng.integers(55, 80, 35)) if i % 9 != 8]
+    violin = [Note(int(p), 15.0 + 0.5 * i, 0.45) for i, p in enumerate(rng.integers(55, 84, 28)) if i % 7 != 6]
+    piano = [Note(48, 2.0 * i, 1.5, 30) for i in range(15)]
+    return render([Track(71, 0, clarinet), Track(40, 1, violin), Track(0, 2, piano)], "fluidr3", 30.0)
+
+
+@pytest.mark.slow
+def test_fixed_lag_agrees_with_batch_over_long_audio(melody):
+    whole = batch_f0(melody)
+    sizes = np.random.default_rng(0).integers(0, 30000, 200)
+    streamed = stream_f0(StreamingPyin(DEFAULT, lag=20), melody, sizes)
+    assert identical(streamed, whole) >= 0.99
+    # with a lag longer than the audio, fixed-lag decoding is full decoding
+    long_lag = StreamingPyin(DEFAULT, lag=len(whole) + 1)
+    assert identical(stream_f0(long_lag, melody, [len(melody) // 3] * 2), whole) == 1.0
+
+
+def test_chunking_never_changes_the_result(renders):
+    audio = renders["mix"]
+    sp = StreamingPyin(TEN_MS, lag=7)
+    one_push = stream_f0(sp, audio, [])
+    rng = np.random.default_rng(1)
+    for sizes in ([1, 0, 440, 441, 442, 4096], rng.integers(0, 9000, 40), [len(audio)]):
+        assert identical(stream_f0(sp, audio, sizes), one_push) == 1.0
+    assert len(one_push) == 1 + len(audio) // TEN_MS.hop_length
+
+
+def test_frames_arrive_after_the_lag_and_flush_returns_the_rest():
+    hop, lag = DEFAULT.hop_length, 5
+    sp = StreamingPyin(DEFAULT, lag=lag)
+    slot = sp.add_stream()
+    audio = tone(330.0, 2.0)
+    # frame t is complete once samples up to t * hop + frame_length / 2 are in
+    n = 20 * hop + DEFAULT.pitch_frame_length // 2
+    first = sp.push({slot: audio[:n]})[slot]
+    assert len(first) == 21 - lag and first.dtype == np.float32
+    assert len(sp.push({slot: np.zeros(0, np.float32)})[slot]) == 0
+    rest = sp.push({slot: audio[n:]})[slot]
+    tail = sp.flush(slot)
+    assert len(first) + len(rest) + len(tail) == 1 + len(audio) // hop
+    assert len(tail) >= lag  # the lag, plus the frames that the end padding completes
+    f0 = np.concatenate([first, rest, tail])
+    assert np.abs(1200 * np.log2(f0[3:-3] / 330.0)).max() < 5
+
+
+def test_streams_advance_together_and_stay_independent(renders):
+    names = ("flute", "piano", "violin")
+    alone = {k: stream_f0(StreamingPyin(DEFAULT, lag=10), renders[k], [5000] * 30) for k in names}
+    sp = StreamingPyin(DEFAULT, lag=10)
+    slots = {k: sp.add_stream() for k in names}
+    got = {k: [] for k in names}
+    rng = np.random.default_rng(2)
+    pos = {k: 0 for k in names}
+    while any(pos[k] < len(renders[k]) for k in names):
+        chunks = {}
+        for k in names:
+            n = int(rng.integers(0, 12000))
+            chunks[slots[k]] = renders[k][pos[k] : pos[k] + n]
+            pos[k] += n
+        out = sp.push(chunks)
+        for k in names:
+            got[k].append(out[slots[k]])
+    for k in names:
+        got[k].append(sp.flush(slots[k]))
+        assert identical(np.concatenate(got[k]), alone[k]) == 1.0
+
+
+def test_slots_are_reused_and_capacity_grows():
+    sp = StreamingPyin(DEFAULT, lag=3)
+    slots = [sp.add_stream() for _ in range(20)]
+    assert sorted(slots) == list(range(20))
+    sp.remove_stream(4)
+    assert sp.add_stream() == 4
+    out = sp.push({s: tone(220.0 + 10 * s, 0.3) for s in slots})
+    assert set(out) == set(slots)
+    assert all(len(v) == 1 + int(0.3 * SR - DEFAULT.pitch_frame_length // 2) // DEFAULT.hop_length - 3 for v in out.values())
+
+
+def test_bad_use_is_named():
+    with pytest.raises(ParameterError, match="lag"):
+        StreamingPyin(lag=0)
+    sp = StreamingPyin()
+    slot = sp.add_stream()
+    with pytest.raises(ParameterError, match="slot 9"):
+        sp.push({9: np.zeros(10, np.float32)})
+    with pytest.raises(ParameterError, match=f"slot {slot}"):
+        sp.push({slot: np.zeros((2, 10), np.float32)})
+    sp.remove_stream(slot)
+    with pytest.raises(ParameterError, match="no stream"):
+        sp.flush(slot)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_device_agrees_with_batch(renders, device):
+    sp = StreamingPyin(DEFAULT, lag=20, device=device)
+    audio = np.concatenate([renders["flute"], renders["violin"]])
+    slot = sp.add_stream()
+    out = [sp.push({slot: torch.from_numpy(c).to(device)})[slot] for c in np.array_split(audio, 13)]
+    streamed = np.concatenate([*out, sp.flush(slot)])
+    assert identical(streamed, batch_f0(audio)) >= 0.99

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import torch
+
+from instrumentd.pipeline.config import DEFAULT
+from instrumentd.pipeline.mel import MelFrontEnd
+from instrumentd.pipeline.pitch import librosa_pyin
+from instrumentd.pipeline.stream_features import StreamFeatures, default_pitch
+
+from ..conftest import devices
+
+HOP = DEFAULT.hop_length
+
+
+def glide(seconds: float, f0: float = 220.0, seed: int = 0) -> np.ndarray:
+    t = np.arange(int(seconds * 44100)) / 44100
+    x = 0.3 * np.sin(2 * np.pi * (f0 + 40 * t) * t) * (t % 1.0 < 0.8)  # 0.2 s of silence each second
+    return (x + 0.005 * np.random.default_rng(seed).standard_normal(len(t))).astype(np.float32)
+
+
+def run(features: StreamFeatures, audio: dict[int, np.ndarray], chunk: int) -> None:
+    n = max(len(a) for a in audio.values())
+    for i in range(0, n, chunk):
+        features.push({k: a[i : i + chunk] for k, a in audio.items()})
+    for k in audio:
+        features.flush(k)
+
+
+@pytest.fixture(scope="module")
+def audio():
+    return glide(3.7), glide(3.7, 330.0, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", devices())
+def test_windows_equal_the_batch_path(audio, device):
+    """Window at frame 0 = MelFrontEnd + librosa.pyin mask on the window's audio; a later window equals
+    them from frame 1 on (frame 0 sees real audio before the window where the batch path sees zeros)."""
+    x = audio[0]
+    sf = StreamFeatures(device=device, keep=400)
+    slot = sf.add_stream()
+    run(sf, {slot: x}, 10_000)
+    whole_f0 = librosa_pyin(x[None])
+    front = MelFrontEnd().to(device)
+    for start in (0, 20):
+        w = sf.windows([(slot, start)], "delay")
+        clip = torch.from_numpy(x[None, start * HOP : start * HOP + DEFAULT.clip_samples]).to(device)
+        ref = front(clip)[0]
+        first = 0 if start == 0 else 1
+        assert torch.allclose(w.mel[0, 0, :, first:], ref[:, first:], atol=1e-3)
+        f0 = torch.as_tensor(whole_f0[:, start : start + 100], device=device)
+        from instrumentd.pipeline.mask import f0_to_mask
+
+        assert torch.equal(w.mask[0, 0], f0_to_mask(f0)[0])
+        assert torch.equal(w.pred_spec, w.mel * w.mask)
+
+
+@pytest.mark.slow
+def test_chunked_equals_whole_and_batched_equals_alone(audio):
+    together = StreamFeatures(keep=400)
+    a, b = together.add_stream(), together.add_stream()
+    run(together, {a: audio[0], b: audio[1]}, 7_777)
+    alone = StreamFeatures(keep=400)
+    c = alone.add_stream()
+    run(alone, {c: audio[1]}, 44_100)
+    w1 = together.windows([(b, 20)], "delay")
+    w2 = alone.windows([(c, 20)], "delay")
+    assert torch.allclose(w1.mel, w2.mel, atol=1e-4) and torch.equal(w1.mask, w2.mask)
+    assert together.received(a) == len(audio[0])
+
+
+def test_hold_repeats_the_last_final_pitch_and_delay_waits(audio):
+    x = audio[0]
+    sf = StreamFeatures(pitch=default_pitch(lag=20), keep=400)
+    slot = sf.add_stream()
+    sf.push({slot: x[: 100 * HOP]})  # exactly the first window's audio
+    assert sf.window_ready(slot, 0, "hold") and not sf.window_ready(slot, 0, "delay")
+    final = sf.pitch_final(slot)
+    assert 100 - 25 <= final < 100  # the lag and the half frame of look-ahead
+    held = sf.windows([(slot, 0)], "hold")
+    sf.push({slot: x[100 * HOP : 125 * HOP]})
+    assert sf.window_ready(slot, 0, "delay")
+    exact = sf.windows([(slot, 0)], "delay")
+    assert torch.equal(held.mask[..., :final], exact.mask[..., :final])
+    band = held.mask[0, 0, :, final - 1]
+    assert torch.equal(held.mask[0, 0, :, final:], band[:, None].expand(-1, 100 - final))
+
+
+def test_reset_starts_a_stream_over(audio):
+    sf = StreamFeatures(keep=400)
+    slot = sf.add_stream()
+    sf.push({slot: audio[0][: 50 * HOP]})
+    sf.reset(slot, origin=500)
+    assert sf.received(slot) == 500 * HOP and sf.origin(slot) == 500
+    sf.push({slot: audio[1][: 112 * HOP]})
+    fresh = StreamFeatures(keep=400)
+    s2 = fresh.add_stream()
+    fresh.push({s2: audio[1][: 112 * HOP]})
+    assert torch.equal(sf.windows([(slot, 510)], "hold").mel, fresh.windows([(s2, 10)], "hold").mel)

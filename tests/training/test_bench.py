@@ -1,0 +1,24 @@
+"""The training benchmarks run and report their figures (speed itself is not asserted)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from instrumentd.training import bench
+
+
+def test_harmonic_clips_are_voiced_notes():
+    clips = bench.harmonic_clips(2, seconds=1.0)
+    assert clips.shape == (2, 44100) and clips.dtype.name == "float32"
+    assert 0.29 < abs(clips).max() <= 0.3 + 1e-6
+
+
+@pytest.mark.slow
+def test_quick_benches_report():
+    result = bench.prepare(torch.device("cpu"), True, argparse.Namespace())
+    assert [r["batch"] for r in result.rows] == [4, 16] and result.summary["clips_per_s"] > 0
+    result = bench.train_bench(torch.device("cpu"), True, argparse.Namespace())
+    assert result.rows[0]["clips"] == 48 and result.summary["irmas_100_epochs_s"] > 0

@@ -1,0 +1,56 @@
+"""synth -> prepare -> train -> evaluate through the real command, on a tiny corpus."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from instrumentd.model import read_metadata
+
+
+def instrumentd(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "instrumentd", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_reserved_soundfont_is_a_one_line_error(tmp_path):
+    proc = instrumentd("synth", str(tmp_path / "c"), "--per-class", "1", "--soundfonts", "fluidr3,musescore")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "instrumentd synth: error: SoundFont 'musescore' is reserved for evaluation; train on fluidr3, timgm6mb"]
+
+
+@pytest.mark.slow
+def test_synth_prepare_train_evaluate(tmp_path, fluidsynth_available):
+    corpus, feats, ckpt = tmp_path / "corpus", tmp_path / "features", tmp_path / "m.safetensors"
+    steps = [
+        ("synth", str(corpus), "--per-class", "2", "--test-clips", "2", "--soundfonts", "timgm6mb",
+         "--test-soundfonts", "timgm6mb,musescore", "--seed", "5"),
+        ("prepare", str(corpus), str(feats), "--device", "cpu", "--bundle", str(tmp_path / "train.safetensors")),
+        ("prepare", str(corpus), str(feats), "--split", "test", "--device", "cpu"),
+        ("train", str(tmp_path / "train.safetensors"), "--out", str(ckpt), "--epochs", "1", "--device", "cpu"),
+        ("evaluate", str(ckpt), str(corpus), "--out", str(tmp_path / "eval-audio"), "--device", "cpu"),
+        ("evaluate", str(ckpt), str(feats), "--out", str(tmp_path / "eval-feats"), "--device", "cpu",
+         "--soundfont", "musescore"),
+    ]
+    for step in steps:
+        proc = instrumentd(*step)
+        assert proc.returncode == 0, (step[0], proc.stderr[-2000:])
+    assert len(list((corpus / "IRMAS-TrainingData").glob("*/*.wav"))) == 22
+    assert len(list(feats.glob("*/*.pt"))) == 22
+    meta = read_metadata(ckpt)
+    assert meta["trained"] and meta["training"]["data"]["soundfonts"] == {"timgm6mb": 22}
+    for suffix in (".curves.png", ".history.json", ".state.pt"):
+        assert (tmp_path / f"m{suffix}").is_file()
+    audio = json.loads((tmp_path / "eval-audio" / "report.json").read_text())
+    assert audio["clips"] == 4 and set(audio["by_soundfont"]) == {"timgm6mb", "musescore"}
+    feats_rep = json.loads((tmp_path / "eval-feats" / "report.json").read_text())
+    assert feats_rep["clips"] == 2 and set(feats_rep["by_soundfont"]) == {"musescore"}
+    # same windows, same model: the musescore clips score alike from audio and from prepared features
+    by_clip = {p["clip"]: p["scores"] for p in audio["predictions"]}
+    for p in feats_rep["predictions"]:
+        assert p["scores"] == pytest.approx(by_clip[p["clip"]], abs=0.02)
+    for name in ("report.md", "per_class.png", "tsne.png"):
+        assert (tmp_path / "eval-feats" / name).is_file()

@@ -1,0 +1,100 @@
+"""``instrumentd evaluate CKPT TEST``: Table 3, Figure 4 and Figure 3 for a checkpoint on multi-label test clips."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a checkpoint on multi-label test clips: P/R/F1 tables, plots, reports",
+        description=(
+            "Classify every test clip as DESIGN.md says (3 s windows every 1.5 s, class-wise sums divided by "
+            "their maximum, threshold 0.5) and report per-class precision, recall and F1 with micro, macro "
+            "and weighted averages (Table 3), per SoundFont where the clips have one. TEST is an IRMAS-layout "
+            "test corpus (audio) or prepared test features ('prepare --split test': folder or bundle); "
+            "features skip pitch tracking and add a t-SNE plot of the embeddings. Writes report.json, "
+            "report.md, per_class.png and tsne.png to --out."
+        ),
+    )
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.safetensors)")
+    p.add_argument("test", metavar="TEST", help="test corpus root, test feature folder or test bundle")
+    p.add_argument("--out", default=None, help="report folder (default: CKPT's name + '-eval' beside it)")
+    p.add_argument("--soundfont", default=None, help="only clips rendered with these SoundFonts (comma list)")
+    p.add_argument("--threshold", type=float, default=0.5, help="label threshold on S2 scores (default: 0.5)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    p.add_argument("--pitch-engine", default=None, help="pitch engine for audio input (default: the pipeline's)")
+    p.add_argument("--no-tsne", action="store_true", help="skip the t-SNE plot")
+    p.set_defaults(run=run)
+
+
+def is_features(path: str | Path) -> bool:
+    """A bundle file or a folder holding prepared test features (rather than audio)."""
+    path = Path(path)
+    return path.is_file() or (path / "test").is_dir()
+
+
+def evaluate_path(recognizer, test: str | Path, soundfonts: tuple[str, ...] | None, pitch_engine: str | None = None,
+                  progress=None):
+    """``(ClipScores, FeatureSet or None)`` for a test corpus, feature folder or bundle."""
+    from instrumentd.pipeline import FeatureExtractor
+    from instrumentd.pipeline.errors import ParameterError
+    from instrumentd.pipeline.pitch import DEFAULT_ENGINE
+
+    from .dataset import load
+    from .evaluate import scores_from_audio, scores_from_features
+    from .irmas import test_clips
+
+    if is_features(test):
+        features = load(test, "test", soundfonts, recognizer.device)
+        return scores_from_features(recognizer, features), features
+    clips = test_clips(test)
+    if soundfonts:
+        have = sorted({c.soundfont for c in clips})
+        missing = [s for s in soundfonts if s not in have]
+        if missing:
+            raise ParameterError(f"no test clips rendered with SoundFont {missing[0]!r} in {test}; they hold {have}")
+        clips = [c for c in clips if c.soundfont in soundfonts]
+    extractor = FeatureExtractor(recognizer.features, pitch_engine or DEFAULT_ENGINE, recognizer.device)
+    task = progress.add_task("classifying", total=len(clips)) if progress else None
+    scores = scores_from_audio(recognizer, clips, extractor, (lambda n: progress.advance(task, n)) if progress else None)
+    return scores, None
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from rich.console import Console
+    from rich.markdown import Markdown
+    from rich.progress import Progress
+
+    from instrumentd.model.recognizer import Recognizer
+    from instrumentd.pipeline.errors import ParameterError
+
+    from . import evaluate as E
+    from .cmd_train import sidecar, soundfont_list
+
+    if not 0 < args.threshold <= 1:
+        raise ParameterError(f"--threshold must be in (0, 1], got {args.threshold}")
+    recognizer = Recognizer.from_checkpoint(args.checkpoint, args.device)
+    if not recognizer.trained:
+        print(f"instrumentd evaluate: warning: checkpoint {recognizer.id} is UNTRAINED", file=sys.stderr)
+    out = Path(args.out) if args.out else sidecar(args.checkpoint, "-eval")
+    with Progress(transient=True) as progress:
+        scores, features = evaluate_path(recognizer, args.test, soundfont_list(args.soundfont), args.pitch_engine,
+                                         progress)
+    rep = E.report(scores, args.threshold)
+    rep["checkpoint"] = {"path": str(args.checkpoint), "id": recognizer.id, "variant": recognizer.meta["variant"],
+                         "training": recognizer.meta.get("training", {}).get("data", {})}
+    rep["test"] = str(args.test)
+    title = f"{recognizer.id} on {args.test}"
+    _, md = E.write_reports(rep, out, title)
+    E.plot_per_class(rep, out / "per_class.png", f"{recognizer.id}: per-instrument scores")
+    if features is not None and not args.no_tsne:
+        vectors, classes = E.embeddings(recognizer, features)
+        E.plot_tsne(vectors, classes, out / "tsne.png", f"{recognizer.id}: t-SNE of window embeddings")
+    Console().print(Markdown(md.read_text()))
+    print(f"reports: {out}")
+    return 0

@@ -1,0 +1,197 @@
+"""Evaluation on variable-length multi-label clips (DESIGN.md): 3 s windows every 1.5 s, class-wise
+sums divided by their maximum (S2), a fixed threshold; per-class and averaged P/R/F1 as in Table 3
+(scikit-learn), a per-instrument plot (Figure 4), a t-SNE of window embeddings (Figure 3).
+
+Clips come either as audio (an IRMAS-layout test corpus, classified with
+:meth:`Recognizer.classify_clip`) or as prepared test features (a folder or bundle from
+``instrumentd prepare --split test``), which skips feature extraction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from instrumentd.model.aggregate import THRESHOLD, s2_scores
+from instrumentd.model.classes import CLASSES, NAMES
+from instrumentd.model.recognizer import Recognizer
+from instrumentd.pipeline.audio import load as load_audio
+from instrumentd.pipeline.features import FeatureExtractor, Features
+
+from .dataset import FeatureSet
+
+AVERAGES = ("micro", "macro", "weighted")
+
+
+@dataclasses.dataclass
+class ClipScores:
+    """Per-clip truth and S2 scores: ``truth, scores: [n_clips, n_classes]`` (0/1 and 0..1)."""
+
+    names: list[str]
+    soundfonts: list[str]
+    truth: np.ndarray
+    scores: np.ndarray
+
+    def select(self, keep: np.ndarray) -> "ClipScores":
+        idx = np.flatnonzero(keep)
+        return ClipScores([self.names[i] for i in idx], [self.soundfonts[i] for i in idx], self.truth[idx],
+                          self.scores[idx])
+
+
+def scores_from_audio(recognizer: Recognizer, clips: list, extractor: FeatureExtractor,
+                      on_progress: Callable[[int], None] | None = None) -> ClipScores:
+    """Classify each :class:`~instrumentd.training.irmas.Clip` from its audio."""
+    truth, scores = [], []
+    for clip in clips:
+        result = recognizer.classify_clip(load_audio(clip.path, recognizer.features.sample_rate), extractor)
+        truth.append([int(c in clip.labels) for c in CLASSES])
+        scores.append(result.scores)
+        if on_progress:
+            on_progress(1)
+    return ClipScores([c.name for c in clips], [c.soundfont for c in clips], np.array(truth), np.array(scores))
+
+
+def window_probabilities(recognizer: Recognizer, features: FeatureSet) -> np.ndarray:
+    """Softmax probabilities ``[N, n_classes]`` of every window of ``features``."""
+    out = []
+    for i in range(0, len(features), recognizer.batch_size):
+        idx = torch.arange(i, min(i + recognizer.batch_size, len(features)), device=features.mel.device)
+        batch = Features(features.mel[idx], features.mask(idx), features.mel[idx] * features.mask(idx))
+        out.append(recognizer.predict(batch))
+    return np.concatenate(out)
+
+
+def scores_from_features(recognizer: Recognizer, features: FeatureSet) -> ClipScores:
+    """S2 scores per clip from prepared test windows."""
+    probs = window_probabilities(recognizer, features)
+    clip = features.clip.cpu().numpy()
+    scores = np.stack([s2_scores(probs[clip == i]) for i in range(features.n_clips)])
+    return ClipScores(list(features.names), list(features.soundfonts), features.labels.cpu().numpy(), scores)
+
+
+def metrics(truth: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...] = CLASSES) -> dict[str, Any]:
+    """Table 3: per-class precision, recall, F1 and support, and the micro, macro and weighted rows.
+
+    ``truth, predicted: int [n_clips, n_classes]`` multi-hot. A class never predicted has precision 0,
+    one never present recall 0 (scikit-learn's ``zero_division=0``).
+    """
+    from sklearn.metrics import precision_recall_fscore_support
+
+    p, r, f, s = precision_recall_fscore_support(truth, predicted, average=None, zero_division=0)
+    rows: dict[str, Any] = {
+        c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        for i, c in enumerate(classes)
+    }
+    for avg in AVERAGES:
+        pa, ra, fa, _ = precision_recall_fscore_support(truth, predicted, average=avg, zero_division=0)
+        rows[avg] = {"precision": float(pa), "recall": float(ra), "f1": float(fa), "support": int(truth.sum())}
+    return rows
+
+
+def report(scores: ClipScores, threshold: float = THRESHOLD) -> dict[str, Any]:
+    """Metrics over all clips and per SoundFont, and every clip's labels and prediction."""
+    predicted = (scores.scores >= threshold).astype(int)
+    out: dict[str, Any] = {"clips": len(scores.names), "threshold": threshold,
+                           "metrics": metrics(scores.truth, predicted)}
+    fonts = sorted(set(scores.soundfonts))
+    if len(fonts) > 1 or fonts != [""]:
+        out["by_soundfont"] = {}
+        for sf in fonts:
+            keep = np.array([s == sf for s in scores.soundfonts])
+            m = metrics(scores.truth[keep], predicted[keep])
+            out["by_soundfont"][sf or "recorded"] = {"clips": int(keep.sum()),
+                                                     **{a: m[a] for a in AVERAGES}}
+    out["predictions"] = [
+        {"clip": n, "soundfont": sf, "labels": [c for c, t in zip(CLASSES, tr) if t],
+         "predicted": [c for c, x in zip(CLASSES, pr) if x], "scores": [round(float(v), 4) for v in sc]}
+        for n, sf, tr, pr, sc in zip(scores.names, scores.soundfonts, scores.truth, predicted, scores.scores)
+    ]
+    return out
+
+
+def _row(name: str, m: dict[str, float]) -> str:
+    return f"| {name} | {m['precision']:.2f} | {m['recall']:.2f} | {m['f1']:.2f} | {m['support']} |"
+
+
+def markdown(rep: dict[str, Any], title: str) -> str:
+    """Table 3 as Markdown, then the per-SoundFont micro/macro F1."""
+    m = rep["metrics"]
+    lines = [f"# {title}", "", f"{rep['clips']} clips, threshold {rep['threshold']}.", "",
+             "| class | P | R | F1 | support |", "|---|---|---|---|---|"]
+    lines += [_row(f"{c} ({NAMES[c]})", m[c]) for c in CLASSES]
+    lines += [_row(f"**{a} avg**", m[a]) for a in AVERAGES]
+    if "by_soundfont" in rep:
+        lines += ["", "| SoundFont | clips | micro F1 | macro F1 | weighted F1 |", "|---|---|---|---|---|"]
+        lines += [f"| {sf} | {v['clips']} | {v['micro']['f1']:.2f} | {v['macro']['f1']:.2f} | {v['weighted']['f1']:.2f} |"
+                  for sf, v in rep["by_soundfont"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_per_class(rep: dict[str, Any], path: str | Path, title: str = "") -> None:
+    """Figure 4: precision, recall and F1 per instrument as grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = rep["metrics"]
+    x = np.arange(len(CLASSES))
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for k, key in enumerate(("precision", "recall", "f1")):
+        ax.bar(x + (k - 1) * 0.27, [m[c][key] for c in CLASSES], 0.27, label=key)
+    ax.set_xticks(x, [NAMES[c] for c in CLASSES], rotation=30, ha="right")
+    ax.set(ylim=(0, 1.05), ylabel="score", title=title or "per-instrument scores")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(ncols=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def embeddings(recognizer: Recognizer, features: FeatureSet, max_windows: int = 1500,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Head-input vectors ``[n, d]`` and classes ``[n]`` of windows of single-label clips (at most ``max_windows``)."""
+    single = features.labels.sum(1) == 1
+    idx = torch.nonzero(single.to(features.clip.device)[features.clip]).flatten().cpu().numpy()
+    if len(idx) > max_windows:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, max_windows, replace=False))
+    index = torch.as_tensor(idx, device=features.mel.device)
+    feats = Features(features.mel[index], features.mask(index), features.mel[index] * features.mask(index))
+    return recognizer.embed(feats), features.label[index].cpu().numpy()
+
+
+def plot_tsne(vectors: np.ndarray, classes: np.ndarray, path: str | Path, title: str = "", seed: int = 0) -> None:
+    """Figure 3: a 2-D t-SNE (scikit-learn) of embedding ``vectors: [n, d]``, coloured by class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30, max(2, (len(vectors) - 1) // 3)))
+    xy = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(vectors)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    cmap = plt.get_cmap("tab20")
+    for i, c in enumerate(CLASSES):
+        sel = classes == i
+        if sel.any():
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, color=cmap(i), label=c)
+    ax.set(title=title or "t-SNE of embeddings", xticks=[], yticks=[])
+    ax.legend(markerscale=3, fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_reports(rep: dict[str, Any], out: str | Path, title: str) -> tuple[Path, Path]:
+    """``report.json`` and ``report.md`` in folder ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(rep, indent=1))
+    (out / "report.md").write_text(markdown(rep, title))
+    return out / "report.json", out / "report.md"
