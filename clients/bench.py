@@ -21,6 +21,7 @@ BENCHES: dict[str, str] = {
     "model": "instrumentd.model.bench:model",
     "stream": "instrumentd.daemon.bench:stream",
     "features": "instrumentd.pipeline.bench_features:features",
+    "pitch": "instrumentd.pipeline.bench:pitch",
     "prepare": "instrumentd.training.bench:prepare",
     "train": "instrumentd.training.bench:train_bench",
     "tag": "instrumentd.clients.bench_tag:tag",

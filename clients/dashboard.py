@@ -80,7 +80,7 @@ class Board:
 
     def __init__(self, endpoints: list[str]):
         self.daemons = {e: DaemonView(e) for e in endpoints}
-        self.streams: dict[str, StreamView] = {}
+        self.streams: dict[tuple[str, str], StreamView] = {}  # (endpoint, stream name) -> view
 
     def apply(self, endpoint: str, event: dict[str, Any], now: float) -> None:
         """Take one decoded event that arrived from ``endpoint`` at monotonic time ``now``."""
@@ -99,10 +99,9 @@ class Board:
             view.segments.append(event)
 
     def _stream(self, name: str, endpoint: str) -> StreamView:
-        view = self.streams.get(name)
+        view = self.streams.get((endpoint, name))
         if view is None:
-            view = self.streams[name] = StreamView(name, endpoint)
-        view.endpoint = endpoint  # a stream that moved to another daemon follows it
+            view = self.streams[endpoint, name] = StreamView(name, endpoint)
         return view
 
     def answering(self, endpoint: str, now: float) -> bool:
@@ -126,12 +125,13 @@ def render(board: Board, width: int, height: int, now: float) -> Any:
                             "\nreconnects by itself · q quits", justify="center")
         body_height = max(3, height - len(header))
         return Group(*header, Panel(Align.center(msg, vertical="middle"), height=body_height))
-    names = sorted(board.streams)
-    columns = max(1, min(len(names), width // PANEL_WIDTH))
+    order = list(board.daemons)
+    keys = sorted(board.streams, key=lambda key: (order.index(key[0]), key[1]))
+    columns = max(1, min(len(keys), width // PANEL_WIDTH))
     rows_fit = max(1, (height - len(header)) // 5)  # a panel needs 5 lines at least
-    shown = names[: columns * rows_fit]
+    shown = keys[: columns * rows_fit]
     rows = -(-len(shown) // columns)
-    more = len(names) - len(shown)
+    more = len(keys) - len(shown)
     free = height - len(header) - (1 if more else 0)
     panel_heights = [free // rows + (1 if r < free % rows else 0) for r in range(rows)]
     panel_width = width // columns
@@ -192,7 +192,9 @@ def _panel(view: StreamView, board: Board, width: int, height: int, now: float) 
     lines += [_segment_line(e, NAMES) for e in list(view.segments)[::-1][: max(0, inner_h - len(lines))]]
     lines = lines[:inner_h] + [Text("")] * max(0, inner_h - len(lines))
     state = (view.status or {}).get("state", "")
-    title = Text.assemble((view.name, "bold"), f"  {state}" if state else "", ("" if live else "  (stale)", "red"))
+    where = f" @ {view.endpoint.split('://', 1)[-1]}" if len(board.daemons) > 1 else ""
+    title = Text.assemble((view.name, "bold"), (where, "dim"), f"  {state}" if state else "",
+                          ("" if live else "  (stale)", "red"))
     return Panel(Group(*lines), title=title, title_align="left", height=height, width=width,
                  border_style="blue" if live else "red")
 

@@ -33,7 +33,7 @@ from instrumentd.daemon.config import Config
 SMOOTH = Config.smooth  # windows in the moving average
 ON = Config.on_threshold  # smoothed probability at which an instrument becomes predominant
 OFF = Config.off_threshold  # smoothed probability below which it stops being predominant
-READ_SECONDS = 60.0  # seconds of audio decoded per block: memory stays flat on hour-long files
+READ_SECONDS = 20.0  # seconds of audio decoded per block: memory stays flat on hour-long files
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pitch-policy", choices=PITCH_POLICIES,
                    help="newest pitch frames: hold the last final f0 (default) or delay the window until final")
     p.add_argument("--log-level", choices=LOG_LEVELS, help="stderr log level (default info)")
+    p.add_argument("--curve-key", metavar="FILE",
+                   help="the daemon's CurveZMQ secret certificate (`instrumentd keys DIR` makes DIR/server.key_secret): "
+                        "every endpoint encrypted, only clients with the public key get in")
+    p.add_argument("--curve-clients", metavar="DIR",
+                   help="only clients whose public certificate (*.key) is in DIR get in (e.g. DIR/clients)")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="allow a --pub or --replay endpoint other machines can reach, in clear text, without keys")
     p.add_argument("--print-config", action="store_true", help="print the resulting configuration as TOML and exit")
     p.set_defaults(run=run)
 
@@ -50,7 +57,8 @@ def build_config(args: argparse.Namespace):
 
     return load(args.config, sources=args.source, pub=args.pub, replay=args.replay, device=args.device,
                 hop=args.hop, checkpoint=args.checkpoint, log_dir=args.log_dir, pitch_policy=args.pitch_policy,
-                log_level=args.log_level)
+                log_level=args.log_level, curve_key=args.curve_key, curve_clients=args.curve_clients,
+                insecure=args.insecure)
 
 
 def run(args: argparse.Namespace) -> int:

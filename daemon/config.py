@@ -128,6 +128,9 @@ class Config:
     on_threshold: float = 0.5  # smoothed probability at which an instrument becomes predominant
     off_threshold: float = 0.35  # smoothed probability below which it stops being predominant
     sndhwm: int = 10000  # messages queued per subscriber before the publisher drops (and counts)
+    curve_key: str = ""  # the daemon's CurveZMQ secret certificate (`instrumentd keys`); "" = plain ZeroMQ
+    curve_clients: str = ""  # folder of client public certificates let in; "" = any client with the daemon's public key
+    insecure: bool = False  # allow a non-loopback pub/replay endpoint without a CurveZMQ key
 
     def validate(self) -> "Config":
         """Check every field; raise ParameterError naming the first bad one. Returns self."""
@@ -143,6 +146,12 @@ class Config:
             value = getattr(self, name)
             if value and not re.fullmatch(r"(tcp|ipc|inproc)://\S+", value):
                 raise ParameterError(f"{name} endpoint {value!r} is not tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+        from .security import require_protection
+
+        for name in ("pub", "replay"):
+            require_protection(name, getattr(self, name), self.curve_key, self.insecure)
+        if self.curve_clients and not self.curve_key:
+            raise ParameterError(f"curve_clients {self.curve_clients!r} needs curve_key (the daemon's secret certificate)")
         if self.pub and self.pub == self.replay:
             raise ParameterError(f"pub and replay endpoints must differ, both are {self.pub!r}")
         positive = ("heartbeat", "ring_seconds", "max_backlog", "log_rotate_mb", "max_batch", "smooth", "sndhwm")
@@ -178,6 +187,9 @@ class Config:
         return "\n".join(lines) + "\n"
 
 
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def _coerce(name: str, raw: Any, origin: str) -> Any:
     """Turn ``raw`` (TOML value or environment string) into field ``name``'s type."""
     default = getattr(Config(), name)
@@ -188,9 +200,13 @@ def _coerce(name: str, raw: Any, origin: str) -> Any:
             return list(raw)
     else:
         kind = type(default)
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            if isinstance(raw, str) and raw.lower() in _BOOLS:
+                return _BOOLS[raw.lower()]
+            raise ParameterError(f"{origin}: {name} = {raw!r} is not true or false")
         try:
-            if kind is bool:
-                raise TypeError
             if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
                 value = kind(raw)
                 if kind is int and isinstance(raw, float) and raw != value:

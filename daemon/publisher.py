@@ -1,9 +1,14 @@
 """ZeroMQ publisher: multipart ``[topic, body]`` on an XPUB socket that never blocks.
 
 Each subscriber has a queue of ``sndhwm`` messages. ``XPUB_NODROP`` makes a full queue visible:
-the send fails at once (``NOBLOCK``), the message is counted in :attr:`Publisher.drops` and the
-daemon carries on. A message dropped this way reaches no subscriber; all of them can fetch it
-from the replay endpoint, since it was logged before it was sent.
+the send fails at once (``NOBLOCK``) instead of dropping in silence. The overflow is counted in
+:attr:`Publisher.drops` and the message sent again with ``XPUB_NODROP`` off for that one send, so
+every subscriber with room gets it. ZeroMQ then sets the full subscriber aside and sends it
+nothing until it has read its queue down, so one overflow starts one run of missed messages for
+that subscriber alone. It sees the run as a jump in ``seq`` and fetches it from the replay
+endpoint: everything was logged before it was sent. ZMTP heartbeats disconnect a subscriber
+that stops answering (a frozen or vanished process) within :data:`HEARTBEAT_TIMEOUT_MS`, which
+frees its queue. A stalled or dead subscriber never blocks the daemon nor costs the others events.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from instrumentd.pipeline.errors import InstrumentdError
 from .events import encode, topic
 
 log = logging.getLogger("instrumentd.daemon.publisher")
+
+HEARTBEAT_IVL_MS = 1000  # the publisher pings each subscriber this often
+HEARTBEAT_TIMEOUT_MS = 5000  # and disconnects one that has not answered for this long
 
 
 class EndpointError(InstrumentdError):
@@ -51,17 +59,27 @@ class Publisher:
         self.socket.setsockopt(zmq.XPUB_NODROP, 1)
         self.socket.setsockopt(zmq.SNDHWM, sndhwm)
         self.socket.setsockopt(zmq.LINGER, 2000)
+        self.socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         bind(self.socket, endpoint, "pub")
-        self.drops = 0
-        self.sent = 0
+        self.drops = 0  # subscriber queue overflows, each the start of a run of events some subscriber missed
+        self.sent = 0  # messages sent without an overflow
         self.subscriptions = 0
 
     def publish(self, event: dict[str, Any]) -> bool:
-        """Send one event; False (and counted) when a subscriber's queue is full."""
+        """Send one event to every subscriber with room; False (and counted in :attr:`drops`) when a
+        subscriber's queue overflowed: it misses this event and those after it until it has read its
+        queue down."""
+        frames = [topic(event).encode(), encode(event)]
         try:
-            self.socket.send_multipart([topic(event).encode(), encode(event)], flags=zmq.NOBLOCK)
+            self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.Again:
             self.drops += 1
+            self.socket.setsockopt(zmq.XPUB_NODROP, 0)
+            try:
+                self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
+            finally:
+                self.socket.setsockopt(zmq.XPUB_NODROP, 1)
             return False
         self.sent += 1
         return True

@@ -25,7 +25,8 @@ from .eventlog import EventLog
 from .publisher import Publisher
 from .replay import ReplayServer
 from .segments import Change, Segmenter
-from .sources import Source, open_source
+from .security import Guard
+from .sources import Source, open_sources
 from .worker import Stream, Window, Worker
 
 log = logging.getLogger("instrumentd.daemon")
@@ -46,6 +47,7 @@ class Server:
         self.publisher: Publisher | None = None
         self.replay: ReplayServer | None = None
         self.worker: Worker | None = None
+        self.guard: Guard | None = None
         self._next_seq: dict[str, int] = {}
         self._last_heartbeat = 0.0
 
@@ -69,7 +71,8 @@ class Server:
         specs = cfg.source_specs()
         if not specs:
             raise ParameterError("no sources: give at least one --source [NAME=]SPEC (or 'sources' in the config file)")
-        self.sources = [open_source(spec, cfg.ring_seconds) for spec in specs]
+        self.guard = Guard(cfg.curve_key, cfg.curve_clients)
+        self.sources = open_sources(specs, cfg.ring_seconds)
         recognizer = Recognizer.from_checkpoint(cfg.checkpoint or None, cfg.device, batch_size=cfg.max_batch)
         self.device = str(recognizer.device) if recognizer.device.type == "cpu" else \
             f"{recognizer.device} ({torch.cuda.get_device_name(recognizer.device)})"
@@ -83,7 +86,7 @@ class Server:
         self.worker.warm_up()
         if cfg.log_dir:
             self.log = EventLog(cfg.log_dir, int(cfg.log_rotate_mb * 2**20))
-        context = zmq.Context.instance()
+        context = self.guard.context
         self.publisher = Publisher(cfg.pub, cfg.sndhwm, context)
         if cfg.replay and self.log is not None:
             self.replay = ReplayServer(cfg.replay, self.log, context)
@@ -92,8 +95,9 @@ class Server:
             self.worker.add(source, Segmenter(recognizer.classes, cfg.smooth, cfg.on_threshold, cfg.off_threshold))
         for source in self.sources:
             source.start()
-        log.info("serving %d stream(s) on %s with %s; events on %s%s", len(self.sources), self.device,
-                 recognizer.id, cfg.pub, f", replay on {cfg.replay}" if self.replay else "")
+        log.info("serving %d stream(s) on %s with %s; events on %s%s%s", len(self.sources), self.device,
+                 recognizer.id, cfg.pub, f", replay on {cfg.replay}" if self.replay else "",
+                 " (CurveZMQ)" if self.guard.secured else "")
         for source in self.sources:
             log.info("stream %s: %s, next seq %d", source.name, source.spec.spec, self._next_seq[source.name])
 
@@ -130,6 +134,8 @@ class Server:
             self.log.close()
         if self.publisher is not None:
             self.publisher.close()
+        if self.guard is not None:
+            self.guard.close()
         log.info("stopped")
 
     # -- events ----------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 import soundfile
 
+from instrumentd.pipeline.audio import sanitize
 from instrumentd.pipeline.errors import InstrumentdError
 
 from .config import SourceSpec
@@ -126,30 +127,55 @@ class FileSource(Source):
                 done += len(block)
 
 
+class PcmReader:
+    """Raw interleaved PCM bytes -> mono ``float32`` in [-1, 1], whatever the chunking.
+
+    ``push(data)`` returns the samples of every whole frame received so far and keeps the bytes of
+    an incomplete frame for the next push, so any split of a byte string gives the same samples.
+    ``dtype`` is a numpy dtype (``<i2``...), ``channels`` the interleaved channel count.
+    """
+
+    def __init__(self, dtype: str, channels: int):
+        self.dtype = np.dtype(dtype)
+        self.channels = channels
+        self.frame_bytes = self.dtype.itemsize * channels
+        self._pending = b""
+
+    def push(self, data: bytes) -> np.ndarray:
+        """``data``: any number of bytes -> ``float32 [frames]``, one sample per whole frame."""
+        pending = self._pending + data
+        usable = len(pending) - len(pending) % self.frame_bytes
+        self._pending = pending[usable:]
+        raw = np.frombuffer(pending[:usable], dtype=self.dtype).reshape(-1, self.channels)
+        return _mono(pcm_to_float(raw))
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame held back (dropped if the input ends here)."""
+        return len(self._pending)
+
+
 class StdinSource(Source):
     """Raw interleaved PCM on standard input: ``pcm = (numpy dtype, rate hz, channels)``."""
 
     def __init__(self, spec: SourceSpec, ring_seconds: float, stream=None):
         dtype, rate, channels = spec.pcm
         super().__init__(spec, rate, ring_seconds)
-        self.dtype = np.dtype(dtype)
-        self.channels = channels
+        self.reader = PcmReader(dtype, channels)
         self.fd = (stream or sys.stdin.buffer).fileno()
 
     def _run(self) -> None:
-        frame = self.dtype.itemsize * self.channels
-        want = frame * max(1, self.rate // 50)
-        pending = b""
+        want = self.reader.frame_bytes * max(1, self.rate // 50)
         while not self._stop.is_set():
             data = os.read(self.fd, want)
             if not data:
+                if self.reader.pending:
+                    log.warning("source %s: input ended mid-frame; the last %d byte(s) of a %d-byte frame dropped",
+                                self.name, self.reader.pending, self.reader.frame_bytes)
                 return
-            pending += data
-            usable = len(pending) - len(pending) % frame
-            if usable:
-                raw = np.frombuffer(pending[:usable], dtype=self.dtype).reshape(-1, self.channels)
-                pending = pending[usable:]
-                self.ring.write(_mono(pcm_to_float(raw)))
+            samples = self.reader.push(data)
+            if len(samples):
+                self.ring.write(samples)
 
 
 class FfmpegSource(Source):
@@ -209,7 +235,7 @@ class FfmpegSource(Source):
             pending += data
             usable = len(pending) - len(pending) % 4
             if usable:
-                self.ring.write(np.frombuffer(pending[:usable], dtype="<f4").copy())
+                self.ring.write(_mono(np.frombuffer(pending[:usable], dtype="<f4").reshape(-1, 1)))
                 pending = pending[usable:]
         code = child.wait()
         drain.join(timeout=1)
@@ -287,8 +313,11 @@ def pcm_to_float(raw: np.ndarray) -> np.ndarray:
 
 
 def _mono(block: np.ndarray) -> np.ndarray:
+    """``[frames, channels]`` -> ``float32 [frames]`` in [-1, 1]: NaN and infinities become 0, the rest is
+    clipped, so no source can feed the features a value whose square overflows."""
+    block = sanitize(np.asarray(block, dtype=np.float32))
     mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
-    return np.ascontiguousarray(np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0), dtype=np.float32)
+    return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 SOURCES: dict[str, Callable[[SourceSpec, float], Source]] = {
@@ -303,3 +332,40 @@ SOURCES: dict[str, Callable[[SourceSpec, float], Source]] = {
 def open_source(spec: SourceSpec, ring_seconds: float) -> Source:
     """The source for ``spec``, opened (file checked, device found) but not started."""
     return SOURCES[spec.kind](spec, ring_seconds)
+
+
+class FailedSource(Source):
+    """A stream whose source could not be opened: it stays ``failed``, ends at once and holds no audio,
+    so the daemon's other streams run and its status names the failure."""
+
+    def __init__(self, spec: SourceSpec, reason: str):
+        super().__init__(spec, FFMPEG_RATE, BLOCKING_RING_SECONDS)
+        self.reason = reason
+        self.state = "failed"
+        self.ring.close()
+
+    def start(self) -> None:
+        return None
+
+
+def open_sources(specs: list[SourceSpec], ring_seconds: float) -> list[Source]:
+    """Open every source; one that cannot be opened is logged and kept as a :class:`FailedSource`.
+
+    Raises
+    ------
+    SourceError
+        If no source at all can be opened (the first one's error).
+    """
+    sources: list[Source] = []
+    errors: list[SourceError] = []
+    for spec in specs:
+        try:
+            sources.append(open_source(spec, ring_seconds))
+        except SourceError as exc:
+            errors.append(exc)
+            sources.append(FailedSource(spec, str(exc)))
+    if len(errors) == len(specs):
+        raise errors[0]
+    for exc in errors:
+        log.error("%s; the other streams go on", exc)
+    return sources

@@ -56,8 +56,10 @@ class FeatureExtractor:
             raise ParameterError(
                 f"need at least {self.cfg.window_length} samples per item, got {audio.shape[-1]}"
             )
-        mel = self.mel_front_end(torch.from_numpy(audio).to(self.device))
-        f0 = self.pitch_engine(audio, self.cfg)
+        # the audio goes to the device once; mel and pitch are both computed there
+        audio_t = torch.from_numpy(audio).to(self.device)
+        mel = self.mel_front_end(audio_t)
+        f0 = self.pitch_engine(audio_t, self.cfg)
         mask = f0_to_mask(torch.as_tensor(f0, device=self.device), self.cfg)
         return Features(
             mel=mel.unsqueeze(1), mask=mask.unsqueeze(1), pred_spec=predominant_spectrogram(mel, mask).unsqueeze(1)

@@ -17,22 +17,22 @@ from .config import DEFAULT, FeatureConfig
 from .errors import ParameterError
 from .pyin import pyin
 
-PitchEngine = Callable[[np.ndarray, FeatureConfig], np.ndarray]
+PitchEngine = Callable[[np.ndarray | torch.Tensor, FeatureConfig], np.ndarray]
 
 
-def librosa_pyin(audio: np.ndarray, cfg: FeatureConfig = DEFAULT) -> np.ndarray:
+def librosa_pyin(audio: np.ndarray | torch.Tensor, cfg: FeatureConfig = DEFAULT) -> np.ndarray:
     """Reference engine: ``librosa.pyin`` with DESIGN.md's settings.
 
     Parameters
     ----------
-    audio : float32 [batch, samples] at ``cfg.sample_rate``
+    audio : float32 [batch, samples] at ``cfg.sample_rate``; a tensor is copied to the CPU
     cfg : feature configuration (fmin, fmax, frame length, hop)
 
     Returns
     -------
     f0 : float32 [batch, samples // hop_length], hz, NaN where unvoiced
     """
-    audio = np.atleast_2d(audio)
+    audio = np.atleast_2d(torch.as_tensor(audio).cpu().numpy())
     n_frames = audio.shape[-1] // cfg.hop_length
     f0, _, _ = librosa.pyin(
         audio,

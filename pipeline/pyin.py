@@ -27,10 +27,13 @@ import torch
 
 from .errors import ParameterError
 
-__all__ = ["PyinModel", "cmndf", "frame", "observations", "parabolic_shifts", "pyin", "pyin_model", "viterbi"]
+__all__ = [
+    "PyinModel", "best_state", "cmndf", "frame", "log_observations", "normalise", "observations", "padded_scores",
+    "parabolic_shifts", "predecessor", "pyin", "pyin_model", "states_to_f0", "viterbi", "viterbi_step",
+]
 
 LOG_TINY = float(np.log(np.finfo(np.float64).tiny))  # librosa.viterbi's floor: log(0 + tiny) = -708.4
-_FFT_FRAMES = 8192  # frames per FFT call: bounds the memory of one chunk to about 0.5 GB
+_FFT_FRAMES = 8192  # frames per FFT call (about 0.2 GB of spectra), unless one item has more
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -191,7 +194,9 @@ def frame(audio: torch.Tensor, model: PyinModel) -> torch.Tensor:
 
 
 def cmndf(frames: torch.Tensor, model: PyinModel) -> torch.Tensor:
-    """Cumulative-mean-normalised difference of ``frames [..., frame_length]`` -> ``[..., max_period - min_period + 1]``.
+    """YIN's cumulative-mean-normalised difference: ``frames [..., frame_length]`` -> ``[..., lags]``.
+
+    ``lags = max_period - min_period + 1``.
 
     Element ``i`` is lag ``min_period + i`` samples. As librosa, the difference function is
     ``d(k) = 2 (r(0) - r(k)) - sum_{m < k} x(m)^2`` with ``r`` the autocorrelation through the FFT.
@@ -446,7 +451,9 @@ def _backtrack_numpy(scores: np.ndarray, state: np.ndarray, model: PyinModel) ->
     return states
 
 
-def states_to_f0(states: torch.Tensor, model: PyinModel, fill_na: float | None = math.nan) -> tuple[torch.Tensor, torch.Tensor]:
+def states_to_f0(
+    states: torch.Tensor, model: PyinModel, fill_na: float | None = math.nan
+) -> tuple[torch.Tensor, torch.Tensor]:
     """HMM states ``[...]`` -> (f0 float64 [...] hz, voiced bool [...]); unvoiced f0 is ``fill_na``
     (or the bin's frequency when ``fill_na`` is None, as librosa)."""
     freqs = model.tensors(states.device, torch.float64)["freqs"]
@@ -525,12 +532,15 @@ def pyin(
 
 
 def _observe(frames: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch.Tensor]:
-    """``frames [batch, n, frame_length]`` -> (log_voiced [batch, n, n_bins], voiced_prob [batch, n]), in chunks."""
+    """``frames [batch, n, frame_length]`` -> (log_voiced [batch, n, n_bins], voiced_prob [batch, n]).
+
+    Items go through in groups of about ``_FFT_FRAMES`` frames, so only one group's frames are ever copied.
+    """
     batch, n = frames.shape[:2]
-    flat = frames.reshape(batch * n, frames.shape[-1])
+    group = max(1, _FFT_FRAMES // max(n, 1))
     outs = []
-    for i in range(0, flat.shape[0], _FFT_FRAMES):
-        yin = cmndf(flat[i : i + _FFT_FRAMES], model)
+    for i in range(0, batch, group):
+        yin = cmndf(frames[i : i + group].reshape(-1, frames.shape[-1]), model)
         outs.append(observations(yin, parabolic_shifts(yin), model))
     log_voiced = torch.cat([o[0] for o in outs]).reshape(batch, n, model.n_bins)
     voiced_prob = torch.cat([o[1] for o in outs]).reshape(batch, n)

@@ -15,8 +15,6 @@ push is proportional to the new audio, never to the stream's length. At the end 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -155,7 +153,9 @@ class StreamingPyin:
         self._buffer[idx] = 0.0
         self._fill[idx] = self.model.frame_length // 2  # centring: frame 0 starts half a frame early
         self._n_frames[idx] = 0
-        self._history[idx] = padded_scores(len(idx), self.lag, model=self.model, device=self.device, dtype=torch.float32)
+        self._history[idx] = padded_scores(
+            len(idx), self.lag, model=self.model, device=self.device, dtype=torch.float32
+        )
 
     def _check_slot(self, slot: int) -> None:
         if not (isinstance(slot, (int, np.integer)) and 0 <= slot < len(self._in_use) and self._in_use[slot]):
@@ -219,7 +219,8 @@ class StreamingPyin:
 
         # new frame i finalises frame n_done + i - lag: trace its best path back `lag` frames, all at once
         overall = best_state(history, m).flatten()  # [streams * (lag + most)]
-        row = (torch.arange(n_streams, device=dev)[:, None] * (lag + most) + lag + torch.arange(most, device=dev)).flatten()
+        row = torch.arange(n_streams, device=dev)[:, None] * (lag + most) + lag + torch.arange(most, device=dev)
+        row = row.flatten()
         state = overall[row]
         rows = history.flatten(0, 1)
         for _ in range(lag):

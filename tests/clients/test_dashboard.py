@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from instrumentd.clients.dashboard import STALE_S, Board, render
+from instrumentd.clients.dashboard import STALE_S, Board, DaemonView, render
 from instrumentd.daemon.events import segment_event, status_event, window_event
 from instrumentd.model.classes import CLASSES, NAMES
 
@@ -65,6 +65,15 @@ def test_uses_more_room_when_it_has_it():
     assert len(lines) == 50 and max(len(line) for line in lines) <= 200
     assert max(line.count("╭─") for line in lines) == 3  # side by side
     assert sum(line.count(NAMES["voi"]) for line in lines) == 3  # all 11 bars in every panel
+
+
+def test_several_daemons_each_with_its_panels():
+    other = "tcp://127.0.0.1:6555"
+    board = _board(["a"])
+    board.daemons[other] = DaemonView(other)
+    board.apply(other, window_event("a", 0, 0.0, 3.0, 0.0, [1 / 11] * 11, CLASSES, [], 9.0, "m", True), 0.5)
+    text = "\n".join(_text(board, 80, 24))
+    assert "a @ 127.0.0.1:5555" in text and "a @ 127.0.0.1:6555" in text  # same stream name, two daemons
 
 
 def test_a_silent_daemon_goes_stale():

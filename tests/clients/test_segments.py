@@ -12,6 +12,8 @@ from instrumentd.clients.segments import Segment, _Windows, segment, tag_files, 
 from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline import DEFAULT, FeatureExtractor, ParameterError, cut_windows, load
 
+from ..conftest import tone
+
 SR = 44100
 
 
@@ -116,6 +118,26 @@ def test_batches_across_files_match_one_file_at_a_time(tmp_path, renders):
             pytest.approx([s.mean_probability for s in expect], abs=1e-5)
 
 
+@pytest.mark.gpu
+def test_tagging_on_cuda_matches_cpu(tmp_path):
+    from instrumentd.model.recognizer import Recognizer
+
+    files = []
+    for i, freqs in enumerate([(220.0, 330.0), (440.0, 262.0, 523.0)]):
+        files.append(tmp_path / f"{i}.wav")
+        soundfile.write(files[-1], np.concatenate([tone(f, 2.0) for f in freqs]), SR)
+    tagged = {}
+    for device in ("cpu", "cuda"):
+        rec = Recognizer.from_checkpoint(device=device, batch_size=3)
+        tagged[device] = list(tag_files(files, rec, FeatureExtractor(rec.features, device=rec.device), 1.0,
+                                        smooth=1, on=0.05, off=0.05))
+    for cpu, cuda in zip(tagged["cpu"], tagged["cuda"]):
+        assert [(s["instrument"], s["start"], s["end"]) for s in cpu["segments"]] == \
+            [(s["instrument"], s["start"], s["end"]) for s in cuda["segments"]]
+        assert [s["mean_probability"] for s in cpu["segments"]] == \
+            pytest.approx([s["mean_probability"] for s in cuda["segments"]], abs=1e-3)
+
+
 # ---- the command ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -164,6 +186,7 @@ def test_boundary_found_near_the_join(archive, fitted):
         [(s["instrument"], s["start"], s["end"]) for s in fv["segments"]]
 
 
+@pytest.mark.slow
 def test_untrained_default_says_so(archive):
     out = _run(str(archive / "a-flute-violin.wav"), "--segments", "--format", "jsonl", "--hop", "3")
     assert out.returncode == 0, out.stderr

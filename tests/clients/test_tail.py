@@ -124,6 +124,7 @@ def test_tail_into_a_closed_pipe_exits_quietly(two_daemons):
     assert proc.stderr.read() == ""
 
 
+@pytest.mark.slow
 def test_no_daemon_waits_then_ctrl_c():
     proc = _tail("--connect", "tcp://127.0.0.1:9")  # nothing listens: ZeroMQ keeps retrying
     assert "waiting" in proc.stderr.readline()

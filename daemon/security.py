@@ -1,0 +1,148 @@
+"""Locked-down defaults for the daemon's ZeroMQ endpoints: loopback, or CurveZMQ, or an explicit ``--insecure``.
+
+Events say what plays where, and replay serves the whole log: neither leaves the machine in the
+clear by accident. An endpoint is *local* when it is ``ipc://``, ``inproc://`` or TCP on a loopback
+address (``127.0.0.0/8``, ``::1``, ``localhost``). A non-local ``pub`` or ``replay`` endpoint is
+refused unless the daemon has a CurveZMQ key (``curve_key``: its secret certificate made by
+``instrumentd keys``) or ``insecure`` is set.
+
+With a key every daemon socket is a CurveZMQ server: traffic is encrypted and only clients that
+know the daemon's public key get through; with ``curve_clients`` (a folder of client public
+certificates) only those clients do. Clients give ``--server-key`` (the daemon's public
+certificate) and ``--client-key`` (their own secret certificate): :func:`client_context`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from instrumentd.pipeline.errors import InstrumentdError, ParameterError
+
+log = logging.getLogger("instrumentd.daemon.security")
+
+__all__ = ["CurveKeyError", "Guard", "client_context", "is_local", "load_keypair", "require_protection"]
+
+_TCP = re.compile(r"tcp://(?:[^;]+;)?(\[[^\]]*\]|[^:/]*):(\S+)")
+
+
+class CurveKeyError(InstrumentdError):
+    """A CurveZMQ certificate that is missing, unreadable, or public where a secret one is needed."""
+
+
+def is_local(endpoint: str) -> bool:
+    """True for ``ipc://``, ``inproc://`` and TCP on a loopback address; False for anything else
+    (``*``, ``0.0.0.0``, an interface name, a host name other than ``localhost``)."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    match = _TCP.fullmatch(endpoint)
+    if not match:
+        return False
+    host = match.group(1).strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_protection(name: str, endpoint: str, curve_key: str, insecure: bool) -> None:
+    """Raise ParameterError for a non-local endpoint without a CurveZMQ key or ``insecure``."""
+    if not endpoint or is_local(endpoint) or curve_key or insecure:
+        return
+    raise ParameterError(
+        f"{name} endpoint {endpoint!r} is reachable from other machines: give the daemon a CurveZMQ key "
+        f"(`instrumentd keys DIR`, then --curve-key DIR/server.key_secret) or accept clear text with --insecure"
+    )
+
+
+def load_keypair(path: str | Path, what: str, secret: bool = True) -> tuple[bytes, bytes | None]:
+    """``(public, secret)`` Z85 keys from a zmq.auth certificate file; ``secret=True`` requires the secret one."""
+    import zmq.auth
+
+    path = Path(path)
+    if not path.is_file():
+        raise CurveKeyError(f"{what} {path}: no such certificate file (make one with `instrumentd keys DIR`)")
+    try:
+        public, secret_key = zmq.auth.load_certificate(path)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise CurveKeyError(f"{what} {path}: not a CurveZMQ certificate ({exc})") from None
+    if secret and not secret_key:
+        raise CurveKeyError(f"{what} {path}: holds only a public key; give the .key_secret file")
+    return public, secret_key
+
+
+class Guard:
+    """The ZeroMQ context for the daemon's public sockets, with CurveZMQ when ``curve_key`` is set.
+
+    Parameters
+    ----------
+    curve_key : the daemon's secret certificate file, "" for none (plain ZeroMQ)
+    curve_clients : folder of allowed clients' public certificates, "" to allow any client that
+        knows the daemon's public key
+    context : the context to use when there is no key (default: the process's shared one)
+    """
+
+    def __init__(self, curve_key: str = "", curve_clients: str = "", context: Any = None):
+        import zmq
+
+        self.auth = None
+        self.secured = bool(curve_key)
+        if not curve_key:
+            self.context = context or zmq.Context.instance()
+            return
+        public, secret = load_keypair(curve_key, "curve_key")
+        self.context = zmq.Context()
+        if curve_clients:
+            folder = Path(curve_clients)
+            allowed = sorted(folder.glob("*.key")) if folder.is_dir() else []
+            if not allowed:
+                raise CurveKeyError(f"curve_clients {folder}: no client public certificates (*.key) there")
+            for cert in allowed:
+                load_keypair(cert, "curve_clients", secret=False)
+            from zmq.auth.thread import ThreadAuthenticator
+
+            # the authenticator's own inproc sockets are made before the CurveZMQ defaults below
+            self.auth = ThreadAuthenticator(self.context, log=log)
+            self.auth.start()
+            self.auth.configure_curve(domain="*", location=str(folder))
+            log.info("CurveZMQ: %d client certificate(s) allowed from %s", len(allowed), folder)
+        self.context.setsockopt(zmq.CURVE_SERVER, 1)
+        self.context.setsockopt(zmq.CURVE_PUBLICKEY, public)
+        self.context.setsockopt(zmq.CURVE_SECRETKEY, secret)
+
+    def close(self) -> None:
+        """Stop the authenticator; the context ends with its sockets."""
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
+
+
+def client_context(server_key: str | None, client_key: str | None, context: Any = None) -> Any:
+    """Make every socket that ``context`` (default: the process's shared one) creates from now on a
+    CurveZMQ client of the daemon whose public certificate is ``server_key``; returns the context.
+
+    ``client_key`` is this client's secret certificate; without it a throwaway key pair is used,
+    which a daemon that lists its ``curve_clients`` will not let in. Nothing changes when
+    ``server_key`` is None.
+    """
+    import zmq
+
+    context = context or zmq.Context.instance()
+    if not server_key:
+        if client_key:
+            raise ParameterError("--client-key needs --server-key (the daemon's public certificate, server.key)")
+        return context
+    server_public, _ = load_keypair(server_key, "--server-key", secret=False)
+    if client_key:
+        public, secret = load_keypair(client_key, "--client-key")
+    else:
+        public, secret = zmq.curve_keypair()
+    context.setsockopt(zmq.CURVE_SERVERKEY, server_public)
+    context.setsockopt(zmq.CURVE_PUBLICKEY, public)
+    context.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    return context
