@@ -54,10 +54,10 @@ def tag(device: Any, quick: bool, args: argparse.Namespace) -> Any:
     from instrumentd.pipeline import FeatureExtractor, load
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
-    from .segments import tag_files
+    from .segments import BATCH, tag_files
 
     n_short, short_s, long_s = (6, 10.0, 60.0) if quick else (48, 10.0, 600.0)
-    rec = Recognizer.from_checkpoint(device=device)
+    rec = Recognizer.from_checkpoint(device=device, batch_size=BATCH.get(device.type, 64))
     rows = []
     with tempfile.TemporaryDirectory(prefix="instrumentd-bench-tag-") as tmp:
         short = [Path(tmp) / f"short-{i:03d}.flac" for i in range(n_short)]
@@ -65,7 +65,7 @@ def tag(device: Any, quick: bool, args: argparse.Namespace) -> Any:
             soundfile.write(f, _program(short_s, i), SR)
         long = [Path(tmp) / "long.flac"]
         soundfile.write(long[0], _program(long_s, 999), SR)
-        cases = (("short files, batched", short, n_short * short_s), ("one long file", long, long_s))
+        cases = (("short, batched", short, n_short * short_s), ("long file", long, long_s))
         for name, files, seconds in cases:
             extractor = FeatureExtractor(rec.features, DEFAULT_ENGINE, rec.device)
             features, model = _Timed(extractor), _Timed(rec.predict)
@@ -83,7 +83,7 @@ def tag(device: Any, quick: bool, args: argparse.Namespace) -> Any:
         extractor = FeatureExtractor(rec.features, DEFAULT_ENGINE, rec.device)
         t = time.perf_counter()
         windows = sum(len(rec.classify_clip(load(f), extractor, HOP_S).window_probs) for f in short)
-        rows.append(_row("short files, one at a time", n_short, n_short * short_s, windows,
+        rows.append(_row("short, 1 by 1", n_short, n_short * short_s, windows,
                          time.perf_counter() - t, float("nan"), float("nan")))
     summary = {
         "pitch_engine": DEFAULT_ENGINE,
@@ -97,6 +97,6 @@ def tag(device: Any, quick: bool, args: argparse.Namespace) -> Any:
 
 def _row(name: str, files: int, audio_s: float, windows: int, wall: float, features_s: float,
          model_s: float) -> dict[str, Any]:
-    return {"case": name, "files": files, "audio s": audio_s, "windows": windows, "wall s": round(wall, 3),
-            "features s": round(features_s, 3), "model s": round(model_s, 3),
-            "windows/s": round(windows / wall, 2), "x real time": round(audio_s / wall, 2)}
+    return {"case": name, "files": files, "audio s": audio_s, "windows": windows, "wall s": round(wall, 2),
+            "feat s": round(features_s, 2), "model s": round(model_s, 2),
+            "win/s": round(windows / wall, 1), "x real time": round(audio_s / wall, 1)}

@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "tail": "instrumentd.clients.tail",
     "record": "instrumentd.clients.record",
     "dashboard": "instrumentd.clients.dashboard",
+    "proxy": "instrumentd.clients.proxy",
+    "keys": "instrumentd.clients.keys",
     "bench": "instrumentd.clients.bench",
     "synth": "instrumentd.training.cmd_synth",
     "prepare": "instrumentd.training.cmd_prepare",

@@ -34,6 +34,9 @@ SMOOTH = Config.smooth  # windows in the moving average
 ON = Config.on_threshold  # smoothed probability at which an instrument becomes predominant
 OFF = Config.off_threshold  # smoothed probability below which it stops being predominant
 READ_SECONDS = 20.0  # seconds of audio decoded per block: memory stays flat on hour-long files
+# windows per batch: on a CPU, batches past 16 windows fall out of cache and cost 2-4x more per
+# window (features and network alike, `instrumentd bench tag`); a GPU wants large ones
+BATCH = {"cpu": 16, "cuda": 256}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-    from instrumentd.model.recognizer import Recognizer
+    from instrumentd.model.recognizer import Recognizer, resolve_device
     from instrumentd.pipeline import AudioError, FeatureExtractor, ParameterError, find_audio
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
@@ -343,7 +346,8 @@ def run(args: argparse.Namespace) -> int:
     files = find_audio(args.paths)
     if not files:
         raise AudioError(f"no audio files found in {' '.join(args.paths)}")
-    recognizer = Recognizer.from_checkpoint(args.checkpoint, args.device)
+    device = resolve_device(args.device)
+    recognizer = Recognizer.from_checkpoint(args.checkpoint, device, batch_size=BATCH.get(device.type, 64))
     if not recognizer.trained:
         print(f"instrumentd classify: warning: checkpoint {recognizer.id} is UNTRAINED; its labels are meaningless",
               file=sys.stderr)

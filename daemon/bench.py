@@ -1,14 +1,23 @@
-"""``instrumentd bench stream``: N real-time streams through the daemon's worker, latency and where the time goes.
+"""``instrumentd bench stream``: N real-time streams through the daemon's workers, latency and where the time goes.
 
 One process synthesises the N streams: a pacing thread writes each stream's next block into its
 live ring buffer when the wall clock says that audio has been "recorded" (block = 20 ms, 100 ms
 past 100 streams), exactly as N microphones would. The streams' phases are spread evenly over one
 hop, as independent sources would be. Everything after the ring buffer is the daemon's own code:
-:class:`~instrumentd.daemon.worker.Worker` (resampling, incremental mel + streaming pYIN, one
-batched forward pass per step), event building, the event log and the ZeroMQ publisher.
+:class:`~instrumentd.daemon.worker.WorkerPool` over one :class:`~instrumentd.daemon.worker.Worker`
+per device (phase alignment to the tick, resampling, incremental mel + streaming pYIN, one batched
+forward pass per step), event building, the event log and the ZeroMQ publisher.
 
 Latency is the daemon's ``latency_ms``: the last sample of a window written into its ring ->
 that window's event published. A run passes when no window was dropped and p99 <= the target.
+
+Rows are ``phased`` (the default: each stream keeps its own phase) unless marked ``aligned``: the
+same streams with ``gather`` = 50 ms (one tick for all, one forward pass per tick; see
+:mod:`instrumentd.daemon.worker`), measured in the same run for comparison.
+
+``--devices all`` (or a list such as ``cuda:0,cuda:1``; ``cpu,cpu`` exercises the path on a CPU)
+finds, on the first device alone and then on all of them, the most streams that pass, and reports
+the scaling (streams on N devices / streams on one) and its efficiency (scaling / N).
 """
 
 from __future__ import annotations
@@ -21,13 +30,15 @@ import time
 import numpy as np
 import torch
 
+from instrumentd.pipeline.errors import ParameterError
+
 from .config import SourceSpec
 from .eventlog import EventLog
 from .events import window_event
 from .publisher import Publisher
 from .segments import Segmenter
 from .sources import Source
-from .worker import Worker
+from .worker import GATHER_S, build_pool, resolve_devices
 
 HOP = 1.0  # seconds, the target's hop
 TARGET_P99_MS = {"cpu": 250.0, "cuda": 100.0}
@@ -76,18 +87,15 @@ def _clip(seconds: float = 20.0) -> np.ndarray:
     return (x + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
 
 
-def run_streams(recognizer, n: int, seconds: float, policy: str = "hold", lag: int = 20) -> dict:
-    """N paced streams for ``seconds``; returns latency percentiles, drops and per-stage seconds."""
-    from instrumentd.pipeline.stream_features import StreamFeatures, default_pitch
-
-    cfg = recognizer.features
-    features = StreamFeatures(cfg, default_pitch(cfg, lag, recognizer.device), recognizer.device,
-                              keep=Worker.history_frames(cfg, HOP, lag))
-    worker = Worker(recognizer, features, HOP, max_backlog=1.0, pitch_policy=policy, pitch_lag=lag)
-    worker.warm_up()
+def run_streams(devices: list[torch.device], n: int, seconds: float, policy: str = "hold", lag: int = 20,
+                gather: float = 0.0) -> dict:
+    """N paced streams over a pool of one worker per device for ``seconds``; returns latency
+    percentiles, drops, windows per forward pass and each stage's share of a worker's wall time."""
+    pool = build_pool(devices, None, HOP, 1.0, policy, lag, 1024, gather)
     sources = [_SyntheticSource(i) for i in range(n)]
     for src in sources:
-        worker.add(src, Segmenter(recognizer.classes))
+        pool.add(src, Segmenter(pool.recognizer.classes))
+    recognizer = pool.recognizer
     latencies: list[float] = []
     stop = threading.Event()
     block = 882 if n <= 100 else 4410
@@ -96,21 +104,25 @@ def run_streams(recognizer, n: int, seconds: float, policy: str = "hold", lag: i
     pacer = threading.Thread(target=_pace, args=(sources, _clip(), block, offsets, t0, stop), daemon=True)
     with tempfile.TemporaryDirectory() as tmp:
         log = EventLog(tmp)
-        publisher = Publisher(f"inproc://bench-stream-{id(worker)}", 100000)
+        publisher = Publisher(f"inproc://bench-stream-{id(pool)}", 100000)
         seq = {src.name: log.open_stream(src.name) for src in sources}
         pacer.start()
         # the first windows of every stream come due together with 3 s of audio each: a start-up
         # transient, not the steady state the target is about; counting starts 2 hops later
-        measure_from = t0 + cfg.clip_seconds + 2 * HOP
+        measure_from = t0 + recognizer.features.clip_seconds + 2 * HOP
         end = measure_from + seconds
         drops_before = None
         while time.monotonic() < end:
             if drops_before is None and time.monotonic() >= measure_from:
-                drops_before = sum(st.dropped_windows for st in worker.streams)
+                drops_before = sum(st.dropped_windows for st in pool.streams)
                 counted = len(latencies)
-                worker.seconds.clear()
-                features.seconds.update(mel=0.0, pitch=0.0)
-            windows = worker.step()
+                for w in pool.workers:
+                    with w.lock:
+                        w.seconds.clear()
+                        w.features.seconds.update(mel=0.0, pitch=0.0)
+                        w.passes = 0
+                pool.seconds.clear()
+            windows = pool.step()
             tp = time.perf_counter()
             for w in windows:
                 st = w.stream
@@ -123,22 +135,30 @@ def run_streams(recognizer, n: int, seconds: float, policy: str = "hold", lag: i
                 seq[st.name] += 1
                 publisher.publish(event)
                 latencies.append(event["latency_ms"])
-            worker.seconds["publish"] += time.perf_counter() - tp
-            if not windows:
+            pool.seconds["publish"] += time.perf_counter() - tp
+            if not windows and not pool.threaded:
                 time.sleep(0.002)
         stop.set()
         pacer.join()
+        pool.close()
         log.close()
         publisher.socket.close(0)
     latencies = latencies[counted:]
     lat = np.array(latencies) if latencies else np.full(1, np.inf)
     expected = int(seconds / HOP) * n
+    workers = pool.workers
+    busy = {k: sum(w.seconds[k] for w in workers) / len(workers) / seconds for k in STAGES[:-1]}
+    busy["publish"] = pool.seconds["publish"] / seconds
+    passes = sum(w.passes for w in workers)
     return {
-        "streams": n, "policy": policy, "windows": len(latencies), "expected_windows": expected,
-        "dropped_windows": sum(st.dropped_windows for st in worker.streams) - drops_before,
+        "devices": len(workers), "streams": n, "policy": policy, "mode": "aligned" if gather > 0 else "phased",
+        "windows": len(latencies),
+        "expected_windows": expected,
+        "dropped_windows": sum(st.dropped_windows for st in pool.streams) - drops_before,
         "dropped_audio_s": round(sum(src.ring.dropped for src in sources) / 44100, 3),
+        "windows_per_pass": round(len(latencies) / passes, 2) if passes else None,
         "p50_ms": _ms(np.percentile(lat, 50)), "p99_ms": _ms(np.percentile(lat, 99)), "max_ms": _ms(lat.max()),
-        **{f"{k}_busy": round(worker.seconds[k] / seconds, 4) for k in STAGES},
+        **{f"{k}_busy": round(busy[k], 4) for k in STAGES},
     }
 
 
@@ -147,43 +167,117 @@ def _ms(value: float) -> float | None:
     return round(float(value), 2) if np.isfinite(value) else None
 
 
-def stream(device: torch.device, quick: bool, args: argparse.Namespace):
-    """Bench entry (see clients/bench.py): rows per stream count, summary = the largest count within target."""
-    from instrumentd.clients.bench import BenchResult
-    from instrumentd.model.recognizer import Recognizer
-
-    recognizer = Recognizer.from_checkpoint(None, device, batch_size=1024)
+def _counts(device: torch.device, quick: bool) -> tuple[int, ...]:
+    """Stream counts tried on one device, smallest first."""
     if device.type == "cpu":
-        counts = (4,) if quick else (1, 2, 4, 8)
-    else:
-        counts = (250, 1000) if quick else (250, 500, 1000, 1500, 2000)
+        return (4,) if quick else (1, 2, 4, 8)
+    return (250, 1000) if quick else (250, 500, 1000, 1500, 2000)
+
+
+LADDER = {"cpu": (4, 4, 64), "cuda": (250, 16_000, 16_000)}  # per device: first count, last count (quick, full)
+LADDER_STEP = 1.5  # each count this much above the one before, until one fails
+BISECTIONS = 2  # then this many runs between the last that passed and the first that failed
+
+
+def capacity(devices: list[torch.device], quick: bool, target: float, seconds: float) -> tuple[int, bool, list[dict]]:
+    """The most streams ``devices`` serve within ``target``: counts grow by :data:`LADDER_STEP` per device
+    until a run fails, then :data:`BISECTIONS` runs narrow the bracket. Returns ``(streams, capped, rows)``:
+    capped means the last count of the ladder passed, so ``streams`` is only a lower bound."""
+    first, last_quick, last_full = LADDER[devices[0].type]
+    k = len(devices)
+    n, last = first * k, (last_quick if quick else last_full) * k
+    rows, best, failed = [], 0, None
+    while n <= last:
+        rows.append(run_streams(devices, n, seconds))
+        rows[-1]["ok"] = _passes(rows[-1], target)
+        if not rows[-1]["ok"]:
+            failed = n
+            break
+        best, n = n, max(n + 1, int(n * LADDER_STEP))
+    for _ in range(BISECTIONS if failed else 0):
+        mid = (best + failed) // 2
+        if mid in (best, failed):
+            break
+        rows.append(run_streams(devices, mid, seconds))
+        rows[-1]["ok"] = _passes(rows[-1], target)
+        best, failed = (mid, failed) if rows[-1]["ok"] else (best, mid)
+    return best, failed is None, rows
+
+
+def _passes(r: dict, target: float) -> bool:
+    return r["dropped_windows"] == 0 and r["dropped_audio_s"] == 0 and (r["p99_ms"] or np.inf) <= target
+
+
+def parse_devices(text: str) -> list[torch.device]:
+    """``--devices`` value -> devices: ``all`` = every visible CUDA device (at least one), else a comma list."""
+    if text == "all":
+        devices = resolve_devices("auto")
+        if devices[0].type != "cuda":
+            raise ParameterError("--devices all: no CUDA device is visible; give a list such as --devices cpu,cpu "
+                                 "to exercise the multi-device path on the CPU")
+        return devices
+    names = [d.strip() for d in text.split(",") if d.strip()]
+    bad = [d for d in names if d != "cpu" and not (d == "cuda" or d.startswith("cuda:") and d[5:].isdigit())]
+    if not names or bad:
+        raise ParameterError(f"--devices {text!r}: give 'all' or a comma list of cpu, cuda, cuda:N")
+    return resolve_devices(",".join(names))
+
+
+def stream(device: torch.device, quick: bool, args: argparse.Namespace):
+    """Bench entry (see clients/bench.py): rows per stream count, summary = the largest count within target;
+    with ``--devices``, that count on one device and on all of them, and the scaling between."""
+    from instrumentd.clients.bench import BenchResult
+
     seconds = 10.0 if quick else 30.0
-    target = TARGET_P99_MS[device.type]
-    rows = []
-    for n in counts:
-        rows.append(run_streams(recognizer, n, seconds))
-    if not quick:
-        rows.append(run_streams(recognizer, counts[-2] if device.type == "cpu" else 1000, seconds, policy="delay"))
-    for r in rows:
-        r["ok"] = r["dropped_windows"] == 0 and r["dropped_audio_s"] == 0 and (r["p99_ms"] or np.inf) <= target
-    passing = [r["streams"] for r in rows if r["ok"] and r["policy"] == "hold"]
+    devices = parse_devices(args.devices) if getattr(args, "devices", None) else [device]
+    kind = devices[0].type
+    target = TARGET_P99_MS[kind]
+    if len(devices) == 1:
+        rows = [run_streams(devices, n, seconds) for n in _counts(devices[0], quick)]
+        middle = 4 if kind == "cpu" else 1000
+        if not quick:
+            rows.append(run_streams(devices, middle, seconds, policy="delay"))
+        rows.append(run_streams(devices, middle, seconds, gather=GATHER_S))
+        for r in rows:
+            r["ok"] = _passes(r, target)
+        best = max([r["streams"] for r in rows if r["ok"] and r["policy"] == "hold" and r["mode"] == "phased"],
+                   default=0)
+        extra = {}
+    else:
+        one, one_capped, rows_one = capacity(devices[:1], quick, target, seconds)
+        best, capped, rows_many = capacity(devices, quick, target, seconds)
+        rows = rows_one + rows_many
+        measured = one and not one_capped and not capped
+        extra = {
+            "max_streams_within_target_1_device": one, "capped_1_device": one_capped, "capped": capped,
+            # a capped count is only a lower bound: no scaling from it
+            "scaling": round(best / one, 3) if measured else None,
+            "scaling_efficiency": round(best / one / len(devices), 3) if measured else None,
+        }
     summary = {
         "hop_s": HOP, "seconds": seconds, "target_p99_ms": target,
-        "max_streams_within_target": max(passing) if passing else 0,
-        "pitch_engine": _pitch_name(recognizer),
+        "devices": [str(d) for d in devices],
+        "max_streams_within_target": best,
+        **extra,
+        "pitch_engine": _pitch_name(devices[0]),
         "rows": rows,
     }
     table = [{
-        "streams": r["streams"], "pitch": r["policy"], "windows": f"{r['windows']}/{r['expected_windows']}",
-        "dropped": r["dropped_windows"], "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"],
+        "devices": r["devices"], "streams": r["streams"], "pitch": r["policy"], "mode": r["mode"],
+        "windows": f"{r['windows']}/{r['expected_windows']}", "dropped": r["dropped_windows"],
+        "per pass": r["windows_per_pass"], "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"],
         "busy % (read mel pitch win model pub)": " ".join(f"{100 * r[k + '_busy']:.0f}" for k in STAGES),
         "ok": "yes" if r["ok"] else "no",
     } for r in rows]
-    return BenchResult(f"stream: real-time streams, {HOP:g} s hop, latency = last sample in -> published", table,
-                       summary)
+    title = f"stream: real-time streams, {HOP:g} s hop, latency = last sample in -> published"
+    if len(devices) > 1:
+        title += (f"; {len(devices)} devices: scaling {summary['scaling']}x" if summary["scaling"] else
+                  f"; {len(devices)} devices: scaling not measured (the ladder's last count passed)")
+    return BenchResult(title, table, summary)
 
 
-def _pitch_name(recognizer) -> str:
+def _pitch_name(device: torch.device) -> str:
+    from instrumentd.pipeline.config import DEFAULT
     from instrumentd.pipeline.stream_features import default_pitch
 
-    return type(default_pitch(recognizer.features, 20, recognizer.device)).__name__
+    return type(default_pitch(DEFAULT, 20, device)).__name__

@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"a stream to listen to, repeatable; kinds: {', '.join(SOURCE_KINDS)}")
     p.add_argument("--pub", metavar="ENDPOINT", help="ZeroMQ PUB endpoint (default tcp://127.0.0.1:5555)")
     p.add_argument("--replay", metavar="ENDPOINT", help="replay endpoint (default tcp://127.0.0.1:5556; '' = off)")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--device", help="auto (every visible GPU, else the CPU), cpu, cuda, cuda:N or a comma list "
+                                    "such as cuda:0,cuda:1 (streams spread over them; cpu,cpu exercises that on a CPU)")
     p.add_argument("--hop", type=float, metavar="SECONDS",
                    help=f"seconds between windows, {HOP_RANGE[0]}-{HOP_RANGE[1]} (default 1.0)")
     p.add_argument("--checkpoint", metavar="PATH", help="model checkpoint (default: the bundled one)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import tomllib
@@ -112,7 +113,7 @@ class Config:
     sources: list[str] = dataclasses.field(default_factory=list)  # [NAME=]SPEC, see parse_source
     pub: str = "tcp://127.0.0.1:5555"  # ZeroMQ PUB endpoint for events
     replay: str = "tcp://127.0.0.1:5556"  # ZeroMQ ROUTER endpoint for replay requests; "" = off
-    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    device: str = "auto"  # auto (every visible GPU, else the CPU), cpu, cuda, cuda:N or a list: cuda:0,cuda:1
     hop: float = 1.0  # seconds between windows, 0.1-3
     checkpoint: str = ""  # "" = the bundled default
     log_dir: str = dataclasses.field(default_factory=default_log_dir)  # event log; "" = no log, no replay
@@ -122,6 +123,8 @@ class Config:
     ring_seconds: float = 10.0  # audio buffered per live stream before the oldest is dropped
     max_backlog: float = 1.0  # seconds a live stream may fall behind before stale audio is skipped
     max_batch: int = 512  # windows per forward pass
+    gather: float = 0.0  # > 0: live streams share one tick, a due window waits this long for the others (GPU)
+    cpu_threads: int = 1  # torch threads per CPU worker (more threads lose to other processes' load)
     pitch_lag: int = 20  # frames the streaming pYIN decoder waits before a frame is final
     pitch_policy: str = "hold"  # hold: newest frames hold the last final f0; delay: wait until final
     smooth: int = 3  # windows in the moving average behind labels and segments
@@ -134,10 +137,21 @@ class Config:
 
     def validate(self) -> "Config":
         """Check every field; raise ParameterError naming the first bad one. Returns self."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ParameterError(f"{f.name} must be a finite number, got {value}")
         if not HOP_RANGE[0] <= self.hop <= HOP_RANGE[1]:
             raise ParameterError(f"hop must be {HOP_RANGE[0]}-{HOP_RANGE[1]} seconds, got {self.hop}")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ParameterError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        devices = [d.strip() for d in self.device.split(",")]
+        if self.device != "auto" and not all(re.fullmatch(r"cpu|cuda(:\d+)?", d) for d in devices):
+            raise ParameterError(
+                f"device must be auto, cpu, cuda, cuda:N or a comma list (cuda:0,cuda:1), got {self.device!r}")
+        repeated = sorted({d for d in devices if d.startswith("cuda") and devices.count(d) > 1})
+        if repeated:
+            raise ParameterError(f"device {self.device!r} names {', '.join(repeated)} twice (only cpu may repeat)")
+        if not 0 <= self.gather <= 0.5:
+            raise ParameterError(f"gather must be 0-0.5 seconds, got {self.gather}")
         if self.log_level not in LOG_LEVELS:
             raise ParameterError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.pitch_policy not in PITCH_POLICIES:
@@ -154,7 +168,8 @@ class Config:
             raise ParameterError(f"curve_clients {self.curve_clients!r} needs curve_key (the daemon's secret certificate)")
         if self.pub and self.pub == self.replay:
             raise ParameterError(f"pub and replay endpoints must differ, both are {self.pub!r}")
-        positive = ("heartbeat", "ring_seconds", "max_backlog", "log_rotate_mb", "max_batch", "smooth", "sndhwm")
+        positive = ("heartbeat", "ring_seconds", "max_backlog", "log_rotate_mb", "max_batch", "smooth", "sndhwm",
+                    "cpu_threads")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ParameterError(f"{name} must be positive, got {getattr(self, name)}")
@@ -193,6 +208,8 @@ _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false":
 def _coerce(name: str, raw: Any, origin: str) -> Any:
     """Turn ``raw`` (TOML value or environment string) into field ``name``'s type."""
     default = getattr(Config(), name)
+    if name == "device" and isinstance(raw, list) and raw and all(isinstance(s, str) for s in raw):
+        return ",".join(raw)  # a TOML list of devices
     if isinstance(default, list):
         if isinstance(raw, str):
             return [s.strip() for s in raw.split(",") if s.strip()]
@@ -212,7 +229,7 @@ def _coerce(name: str, raw: Any, origin: str) -> Any:
                 if kind is int and isinstance(raw, float) and raw != value:
                     raise ValueError
                 return value
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             pass
     raise ParameterError(f"{origin}: {name} = {raw!r} is not a valid {type(default).__name__}")
 
@@ -228,6 +245,8 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None, **ov
             data = tomllib.loads(path.read_text())
         except OSError as exc:
             raise ParameterError(f"config {path}: cannot read ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:
+            raise ParameterError(f"config {path}: not UTF-8 text, so not TOML (byte {exc.start})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ParameterError(f"config {path}: not valid TOML ({exc})") from None
         unknown = sorted(set(data) - names)

@@ -81,11 +81,15 @@ def encode(event: dict[str, Any]) -> bytes:
 def decode(body: bytes | str) -> dict[str, Any]:
     """Parse and validate one event body; raises EventError on anything but a valid schema-1 event."""
     try:
-        event = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EventError(f"event is not JSON ({exc})") from None
+        event = json.loads(body, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, over-long integers, deep nesting
+        raise EventError(f"event is not JSON ({str(exc)[:200]})") from None
     validate(event)
     return event
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 @cache

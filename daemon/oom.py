@@ -18,6 +18,8 @@ from instrumentd.pipeline.errors import InstrumentdError
 
 log = logging.getLogger("instrumentd.daemon.oom")
 
+CPU_BATCH = 64  # windows per forward pass once inference has moved to the CPU (CPU memory is not the limit)
+
 __all__ = ["OutOfMemory", "predict", "shrink"]
 
 
@@ -60,6 +62,7 @@ def shrink(recognizer, n_windows: int, exc: BaseException) -> str:
         gone = recognizer.device
         recognizer.model = recognizer.model.to("cpu")
         recognizer.device = torch.device("cpu")
+        recognizer.batch_size = CPU_BATCH
         log.error("out of memory on %s with one window (%s): inference moved to the CPU; windows will be late. "
                   "Free the GPU and restart the daemon to go back", gone, first)
         return "cpu"

@@ -26,7 +26,7 @@ log = logging.getLogger("instrumentd.daemon.security")
 
 __all__ = ["CurveKeyError", "Guard", "client_context", "is_local", "load_keypair", "require_protection"]
 
-_TCP = re.compile(r"tcp://(?:[^;]+;)?(\[[^\]]*\]|[^:/]*):(\S+)")
+_TCP = re.compile(r"tcp://(\[[0-9A-Fa-f:.]*\]|[^:/;\[\]]*):(\d+|\*)")
 
 
 class CurveKeyError(InstrumentdError):

@@ -27,7 +27,7 @@ from .replay import ReplayServer
 from .segments import Change, Segmenter
 from .security import Guard
 from .sources import Source, open_sources
-from .worker import Stream, Window, Worker
+from .worker import Stream, Window, WorkerPool, build_pool, resolve_devices
 
 log = logging.getLogger("instrumentd.daemon")
 
@@ -46,7 +46,7 @@ class Server:
         self.log: EventLog | None = None
         self.publisher: Publisher | None = None
         self.replay: ReplayServer | None = None
-        self.worker: Worker | None = None
+        self.worker: WorkerPool | None = None
         self.guard: Guard | None = None
         self._next_seq: dict[str, int] = {}
         self._last_heartbeat = 0.0
@@ -64,26 +64,20 @@ class Server:
     def startup(self) -> None:
         import torch
 
-        from instrumentd.model.recognizer import Recognizer
-        from instrumentd.pipeline.stream_features import StreamFeatures, default_pitch
-
         cfg = self.config
         specs = cfg.source_specs()
         if not specs:
             raise ParameterError("no sources: give at least one --source [NAME=]SPEC (or 'sources' in the config file)")
         self.guard = Guard(cfg.curve_key, cfg.curve_clients)
         self.sources = open_sources(specs, cfg.ring_seconds)
-        recognizer = Recognizer.from_checkpoint(cfg.checkpoint or None, cfg.device, batch_size=cfg.max_batch)
-        self.device = str(recognizer.device) if recognizer.device.type == "cpu" else \
-            f"{recognizer.device} ({torch.cuda.get_device_name(recognizer.device)})"
+        self.worker = build_pool(resolve_devices(cfg.device), cfg.checkpoint or None, cfg.hop, cfg.max_backlog,
+                                 cfg.pitch_policy, cfg.pitch_lag, cfg.max_batch, cfg.gather, cfg.cpu_threads)
+        recognizer = self.worker.recognizer
+        self.device = ", ".join(w.name if w.recognizer.device.type == "cpu" else
+                                f"{w.name} ({torch.cuda.get_device_name(w.recognizer.device)})"
+                                for w in self.worker.workers)
         if not recognizer.trained:
             log.warning("checkpoint %s is UNTRAINED: its labels are meaningless", recognizer.id)
-        features_cfg = recognizer.features
-        pitch = default_pitch(features_cfg, cfg.pitch_lag, recognizer.device)
-        features = StreamFeatures(features_cfg, pitch, recognizer.device,
-                                  keep=Worker.history_frames(features_cfg, cfg.hop, cfg.pitch_lag))
-        self.worker = Worker(recognizer, features, cfg.hop, cfg.max_backlog, cfg.pitch_policy, cfg.pitch_lag)
-        self.worker.warm_up()
         if cfg.log_dir:
             self.log = EventLog(cfg.log_dir, int(cfg.log_rotate_mb * 2**20))
         context = self.guard.context
@@ -124,6 +118,7 @@ class Server:
             # finish the windows whose audio is already in the rings
             while self.worker.active:
                 self._emit(self.worker.step())
+            self.worker.close()
             for st in self.worker.streams:
                 self._emit_changes(st, st.segmenter.close("shutdown" if self.should_exit else "end of stream"))
             self._heartbeat(force=True)

@@ -263,8 +263,11 @@ class MicSource(Source):
     live = True
 
     def __init__(self, spec: SourceSpec, ring_seconds: float):
-        import sounddevice
-
+        try:
+            import sounddevice
+        except OSError as exc:  # the Python package is there, the PortAudio library is not
+            raise SourceError(f"source {spec.name}: cannot use audio input devices ({exc}); install PortAudio "
+                              "(libportaudio2)") from None
         self._sd = sounddevice
         device: int | str | None = spec.target or None
         if isinstance(device, str) and device.isdigit():
@@ -304,12 +307,13 @@ class MicSource(Source):
 
 
 def pcm_to_float(raw: np.ndarray) -> np.ndarray:
-    """Integer or float PCM ``[frames, channels]`` -> float32 in [-1, 1]."""
+    """Integer or float PCM ``[frames, channels]`` -> float32 in [-1, 1]; float NaN and infinities become 0,
+    other values beyond full scale are clipped before the cast (a float64 past float32's range is not infinite)."""
     if raw.dtype == np.uint8:
         return (raw.astype(np.float32) - 128.0) / 128.0
     if raw.dtype.kind == "i":
         return raw.astype(np.float32) / float(2 ** (8 * raw.dtype.itemsize - 1))
-    return raw.astype(np.float32)
+    return sanitize(raw.astype(np.float64)).astype(np.float32)
 
 
 def _mono(block: np.ndarray) -> np.ndarray:

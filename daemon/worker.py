@@ -1,9 +1,21 @@
 """The worker: ring buffers -> 44.1 kHz -> incremental features -> one batched forward pass per step.
 
-One worker per device. Each :meth:`Worker.step` reads every stream whose next window is complete,
-resamples it (``soxr.ResampleStream``, per stream), pushes all the new audio through
+One worker per device; a :class:`WorkerPool` spreads the streams over the workers of several
+devices. Each :meth:`Worker.step` reads every stream whose next window is complete, resamples it
+(``soxr.ResampleStream``, per stream), pushes all the new audio through
 :class:`~instrumentd.pipeline.stream_features.StreamFeatures` in one batch, builds the windows that
 are due and runs them through the network as one batch.
+
+Phase. By default each live stream keeps its own phase: independent streams come due at different
+moments, which spreads the work over the hop (on a CPU, where a forward pass costs in proportion to
+its windows, that gives the lowest latency). With ``gather > 0`` live streams share one tick
+instead, so that one step serves them all: at its first read (and after every gap) a live
+stream's grid is shifted so that its windows end on multiples of ``hop`` seconds of
+``time.monotonic()``, a slow drift of its clock is corrected one 30 ms frame at a time, and a due
+window waits up to ``gather`` seconds for the other live streams due by then. One push of audio,
+one pitch step per frame and one forward pass then serve all of them (fewer, larger batches: what a
+GPU wants); audio that arrives between ticks is pushed a quarter hop at a time, so that the tick
+itself has little left to do.
 
 Windows of a stream start on its frame grid: window ``j`` after the stream's grid origin ``g``
 starts at frame ``g + round(j * hop / 30 ms)`` and covers 100 frames (exactly 3 s), so windows
@@ -18,21 +30,34 @@ and counted. Memory is fixed by the ring sizes and the features' history, whatev
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import logging
 import math
+import queue
+import threading
 import time
 
 import numpy as np
 import soxr
+import torch
 
 from instrumentd.pipeline.config import FeatureConfig
 from instrumentd.pipeline.stream_features import StreamFeatures
 
+from . import oom
 from .segments import Segmenter
 from .sources import Source
 
+log = logging.getLogger("instrumentd.daemon.worker")
+
 PITCH_LOOKAHEAD = 2  # frames past a window's end before pYIN can finalise its last frame (2048-sample half frame)
 LATENCY_HISTORY = 1000  # windows behind the p50/p99 of a stream's status
+GATHER_S = 0.05  # seconds a due live window waits for the other live streams, in the aligned mode (gather > 0)
+FEED_FRACTION = 0.25  # of a hop: unread live audio pushed ahead of the tick once this much is in
+DRIFT_SMOOTHING = 0.1  # weight of the newest window in a live stream's smoothed phase error
+REFEED_MARGIN = 34  # frames (~1 s) re-fed before a moved stream's next window, for mel and pYIN to settle
+POOL_IDLE_S = 0.002  # seconds a pool's worker thread waits when it had nothing to do
 
 
 @dataclasses.dataclass
@@ -71,9 +96,40 @@ class Stream:
         self.level_db: float | None = None
         self.finished = False
         self.next_check = 0.0  # time.monotonic() before which a live stream cannot have its next window
+        self.aligned = True  # False until a live stream's grid is put on the tick (aligned mode, first read)
+        self.phase_error = 0.0  # seconds, smoothed: how late a live stream's windows end after the tick
+        self.history: np.ndarray | None = None  # recent 44.1 kHz audio, circular by grid index, kept for moves
+        self.history_len = 0  # samples of ``history`` since the last reset
+        self.pending: np.ndarray | None = None  # audio to push before new audio: the history, after a move
 
     def start_frame(self, j: int) -> int:
         return self.grid_origin + int(round(j * self.hop_frames))
+
+    def keep_history(self, samples: int) -> None:
+        """Keep the last ``samples`` of pushed audio, so that the stream can move to another worker."""
+        self.history = np.zeros(samples, np.float32)
+        self.history_len = 0
+
+    def remember(self, data: np.ndarray, start: int) -> None:
+        """Add pushed audio ``float32 [n]`` whose first sample has grid index ``start`` to the history."""
+        h = self.history
+        if h is None or not len(data):
+            return
+        n = len(h)
+        if len(data) > n:
+            start, data = start + len(data) - n, data[-n:]
+        a = start % n
+        first = min(len(data), n - a)
+        h[a : a + first] = data[:first]
+        h[: len(data) - first] = data[first:]
+        self.history_len = min(n, self.history_len + len(data))
+
+    def recent_audio(self) -> tuple[np.ndarray, int]:
+        """The history as ``(float32 [k], grid index of its first sample)``, ending at :attr:`pos`."""
+        if self.history is None:
+            return np.zeros(0, np.float32), self.pos
+        first = self.pos - self.history_len
+        return self.history[(first + np.arange(self.history_len)) % len(self.history)], first
 
     def window_end_sample(self) -> int:
         """Grid index one past the last sample of the next window."""
@@ -101,10 +157,16 @@ class Worker:
     max_backlog : seconds a live stream may fall behind before stale audio and windows are dropped
     pitch_policy : ``hold`` or ``delay`` (see :mod:`instrumentd.pipeline.stream_features`)
     pitch_lag : the pitch engine's lag in frames (how far ``delay`` waits past a window's end)
+    gather : 0 (default): live streams keep their own phases; > 0: they are aligned to one tick and a
+        due window waits up to this many seconds for the others (see the module's docstring)
+    name : how logs call this worker
+    feed : aligned mode: seconds of unread live audio pushed between ticks (default a quarter hop;
+        0 = only at the tick), so that the tick itself has little audio left to push
     """
 
     def __init__(self, recognizer, features: StreamFeatures, hop_s: float, max_backlog: float = 1.0,
-                 pitch_policy: str = "hold", pitch_lag: int = 20):
+                 pitch_policy: str = "hold", pitch_lag: int = 20, gather: float = 0.0, name: str = "",
+                 feed: float | None = None):
         self.recognizer = recognizer
         self.features = features
         self.cfg = features.cfg
@@ -113,14 +175,28 @@ class Worker:
         self.policy = pitch_policy
         self.wait_frames = 0 if pitch_policy == "hold" else pitch_lag + PITCH_LOOKAHEAD
         self.max_read_s = self.cfg.clip_seconds + hop_s + 0.5
+        self.gather = gather
+        self.align = gather > 0
+        self.feed = FEED_FRACTION * hop_s if feed is None else feed
+        self._feed_cost = 0.0  # seconds, smoothed: how long a push between ticks takes
+        self.name = name or str(recognizer.device)
         self.streams: list[Stream] = []
         self.seconds = collections.Counter()  # stage -> seconds spent: read, mel, pitch, windows, model
+        self.passes = 0  # forward passes run
+        self.lock = threading.Lock()  # held by whoever steps the worker or moves its streams
+        self._gather_until: float | None = None
 
     @staticmethod
     def history_frames(cfg: FeatureConfig, hop_s: float, pitch_lag: int) -> int:
         """Frames of history :class:`StreamFeatures` must keep for this worker's reads."""
         read_s = cfg.clip_seconds + hop_s + 0.5
         return cfg.n_frames + int(read_s * cfg.sample_rate / cfg.hop_length) + pitch_lag + 2 * PITCH_LOOKAHEAD
+
+    @property
+    def refeed_samples(self) -> int:
+        """44.1 kHz samples of recent audio a stream keeps so that it can move here without a gap in its windows."""
+        frames = self.cfg.n_frames + math.ceil(self.hop_s * self.cfg.sample_rate / self.cfg.hop_length)
+        return (frames + self.wait_frames + REFEED_MARGIN) * self.cfg.hop_length
 
     def warm_up(self) -> None:
         """One window of silence through features and network, so the first real window is not slow."""
@@ -132,8 +208,28 @@ class Worker:
 
     def add(self, source: Source, segmenter: Segmenter) -> Stream:
         stream = Stream(source, self.features.add_stream(), self.cfg, self.hop_s, segmenter)
+        stream.aligned = not (self.align and source.live)
         self.streams.append(stream)
         return stream
+
+    def detach(self, st: Stream) -> None:
+        """Give up stream ``st`` (to :meth:`attach` it to another worker)."""
+        self.streams.remove(st)
+        self.features.remove_stream(st.slot)
+
+    def attach(self, st: Stream) -> None:
+        """Take over a stream another worker detached: its recent audio is pushed again at the next step,
+        so its next window is built here as it would have been there (windows the history no longer
+        covers are counted as dropped)."""
+        audio, first = st.recent_audio()
+        hop = self.cfg.hop_length
+        origin = -(-first // hop)
+        st.slot = self.features.add_stream(origin)
+        st.pending = audio[origin * hop - first :]
+        while st.start_frame(st.j) < origin:
+            st.j += 1
+            st.dropped_windows += 1
+        self.streams.append(st)
 
     @property
     def active(self) -> list[Stream]:
@@ -150,19 +246,31 @@ class Worker:
         now = time.monotonic()
         active = self.active
         due = [st for st in active if now >= st.next_check and self._is_due(st, now)]
+        if due and self._gathering(due, active, now):
+            self.seconds["read"] += time.perf_counter() - t0
+            return []
+        due_set = set(due)
+        feeding = not due and self._feeding(active, now)
         chunks, ending = {}, []
-        if due:
+        if due or feeding or any(st.pending is not None for st in active):
             min_take = self.cfg.hop_length
             for st in active:
                 ring = st.source.ring
-                if st in due or ring.closed or ring.available() * self.cfg.sample_rate >= min_take * st.rate:
+                if (st in due_set or st.pending is not None or ring.closed
+                        or ring.available() * self.cfg.sample_rate >= min_take * st.rate):
                     chunk = self._take(st)
+                    if st.pending is not None:
+                        chunk = np.concatenate([st.pending, chunk])
+                        st.pending = None
                     if len(chunk):
                         chunks[st.slot] = chunk
                 if st.source.ended and st.native_next >= ring.written:
                     ending.append(st)
         self.seconds["read"] += time.perf_counter() - t0
+        t_push = time.perf_counter()
         self.features.push(chunks)
+        if feeding:
+            self._feed_cost += 0.25 * (time.perf_counter() - t_push - self._feed_cost)
         for st in ending:
             self.features.flush(st.slot)
         windows = []
@@ -170,20 +278,49 @@ class Worker:
         by_slot = {st.slot: st for st in self.streams}
         for slot in {*chunks, *(st.slot for st in ending)}:
             windows += self._due(by_slot[slot], now)
-        for st in ending:
-            st.finished = True
         if windows:
             t1 = time.perf_counter()
             feats = self.features.windows([(w.stream.slot, w.start_frame) for w in windows], self.policy)
             t2 = time.perf_counter()
-            probs = self.recognizer.predict(feats)
+            probs = oom.predict(self.recognizer, feats)
             self.seconds["windows"] += t2 - t1
             self.seconds["model"] += time.perf_counter() - t2
+            self.passes += 1
             for w, p in zip(windows, probs):
                 w.probabilities = p
+        for st in ending:
+            st.finished = True
         self.seconds["mel"] = self.features.seconds["mel"]
         self.seconds["pitch"] = self.features.seconds["pitch"]
         return windows
+
+    def _gathering(self, due: list[Stream], active: list[Stream], now: float) -> bool:
+        """True while the due live windows wait (at most ``gather`` s) for live streams due by then.
+
+        Only live streams wait: a backpressured source (``file+fast:``, ``stdin:``, ``ffmpeg:``) is
+        due whenever its audio is in, and holding it back would only slow it down.
+        """
+        if not self.align or not all(st.source.live for st in due):
+            self._gather_until = None
+            return False
+        if self._gather_until is None:
+            self._gather_until = now + self.gather
+        if now < self._gather_until:
+            due_set = set(due)
+            if any(st.source.live and st not in due_set and st.next_check <= self._gather_until for st in active):
+                return True
+        self._gather_until = None
+        return False
+
+    def _feeding(self, active: list[Stream], now: float) -> bool:
+        """True when live audio should be pushed ahead of the tick: a stream has ``feed`` s unread, and
+        the next live window is far enough away that the push cannot delay it."""
+        if not self.align or self.feed <= 0:
+            return False
+        live = [st for st in active if st.source.live]
+        if not live or min(st.next_check for st in live) - now < self.gather + 2 * self._feed_cost:
+            return False
+        return any(st.source.ring.available() >= self.feed * st.rate for st in live)
 
     def _is_due(self, st: Stream, now: float) -> bool:
         """True if the stream's next window is complete in its ring (or its source has closed)."""
@@ -216,8 +353,36 @@ class Worker:
             st.level_db = round(max(-120.0, 20 * math.log10(max(rms, 1e-6))), 1)
         if st.resampler is not None:
             data = st.resampler.resample_chunk(data, last=ring.closed and ring.available() == 0)
+        st.remember(data, st.pos)
         st.pos += len(data)
+        if not st.aligned and len(data):
+            self._align(st)
         return data
+
+    def _align(self, st: Stream) -> None:
+        """Shift a live stream's grid (it has no window yet) so that its windows end on the tick.
+
+        The newest sample in the ring arrived at ``t_w``; a live source delivers in real time, so
+        the last sample of window 0 arrives at ``t_w`` plus its distance in samples over the rate.
+        Window 0 moves later by the frames that put that moment on a multiple of ``hop`` seconds.
+        """
+        ring = st.source.ring
+        newest = ring.written - 1
+        t_end = ring.arrival(newest) + (st.native_index(st.window_end_sample() - 1) - newest) / st.rate
+        frame_s = self.cfg.hop_length / self.cfg.sample_rate
+        st.grid_origin += int(round(((-t_end) % self.hop_s) / frame_s))
+        st.aligned = True
+
+    def _track_phase(self, st: Stream, arrival: float) -> None:
+        """Keep a live stream on the tick: its clock drifts from the host's, so when its windows end more
+        than a frame off the tick on average, its grid moves by one frame (one window 30 ms shorter or longer)."""
+        err = (arrival + self.hop_s / 2) % self.hop_s - self.hop_s / 2
+        st.phase_error += DRIFT_SMOOTHING * (err - st.phase_error)
+        frame_s = self.cfg.hop_length / self.cfg.sample_rate
+        if abs(st.phase_error) > frame_s:
+            shift = 1 if st.phase_error < 0 else -1
+            st.grid_origin += shift
+            st.phase_error += shift * frame_s
 
     def _reset(self, st: Stream, native_start: int) -> None:
         """Audio resumes at ring index ``native_start`` after a gap: start the features and the grid over."""
@@ -230,6 +395,9 @@ class Worker:
         st.pos = origin * hop
         st.grid_origin, st.j = origin, 0
         st.anchor = (native_start, st.pos)
+        st.aligned = not (self.align and st.source.live)
+        st.history_len = 0
+        st.pending = None
         if st.resampler is not None:
             st.resampler.clear()
         self.features.reset(st.slot, origin)
@@ -243,8 +411,182 @@ class Worker:
             st.j += 1
             end = (f + self.cfg.n_frames) * hop_len
             arrival = st.source.ring.arrival(st.native_index(end - 1))
-            if st.source.live and now - arrival > self.max_backlog:
-                st.dropped_windows += 1
-                continue
+            if st.source.live:
+                if self.align:
+                    self._track_phase(st, arrival)
+                if now - arrival > self.max_backlog:
+                    st.dropped_windows += 1
+                    continue
             out.append(Window(st, f, f * hop_len / sr, end / sr, arrival))
         return out
+
+
+class WorkerPool:
+    """Streams spread over one :class:`Worker` per device, balanced by count.
+
+    With one worker its step runs in the caller's thread, exactly as the lone worker would. With
+    several, each steps in a thread of its own (kernels release the GIL, so the devices work at the
+    same time) and :meth:`step` returns what they finished since the last call. A new stream goes to
+    the worker with the fewest; when a stream ends and the counts differ by more than one, streams
+    move from the fullest worker to the emptiest. A stream keeps its last few seconds of audio
+    (:attr:`Worker.refeed_samples`) for that: the new worker pushes them again and builds the next
+    window as the old one would have, so a move leaves no gap in its windows.
+
+    Parameters
+    ----------
+    workers : one per device, built alike (same checkpoint, hop, policy)
+    """
+
+    def __init__(self, workers: list[Worker]):
+        if not workers:
+            raise ValueError("a pool needs at least one worker")
+        self.workers = workers
+        self.recognizer = workers[0].recognizer
+        self.threaded = len(workers) > 1
+        self.streams: list[Stream] = []  # in the order they were added
+        self.seconds = collections.Counter()  # stage -> seconds spent by the caller (publish)
+        self.moves = 0
+        self._out: queue.SimpleQueue[list[Window]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._n_active = 0
+
+    def worker_of(self, st: Stream) -> Worker:
+        return next(w for w in self.workers if st in w.streams)
+
+    def add(self, source: Source, segmenter: Segmenter) -> Stream:
+        """Give ``source`` to the worker with the fewest active streams (the first of them on a tie)."""
+        worker = min(self.workers, key=lambda w: len(w.active))
+        with worker.lock:
+            st = worker.add(source, segmenter)
+        if self.threaded:
+            st.keep_history(worker.refeed_samples)
+        self.streams.append(st)
+        self._n_active += 1
+        log.info("stream %s on %s", st.name, worker.name)
+        return st
+
+    @property
+    def active(self) -> list[Stream]:
+        """Streams whose windows are not all delivered: not ended, or ended with windows still to collect."""
+        live = [st for st in self.streams if not st.finished]
+        if live or not self.threaded:
+            return live
+        for w in self.workers:  # a step in progress may still deliver windows
+            with w.lock:
+                pass
+        return [] if self._out.empty() else list(self.streams)
+
+    def step(self) -> list[Window]:
+        """Windows finished since the last call (one worker: this call's step), probabilities filled."""
+        if not self.threaded:
+            return self.workers[0].step()
+        if not self._threads:
+            self._start()
+        windows: list[Window] = []
+        try:
+            windows += self._out.get(timeout=POOL_IDLE_S)
+            while True:
+                windows += self._out.get_nowait()
+        except queue.Empty:
+            pass
+        n_active = sum(not st.finished for st in self.streams)
+        if n_active < self._n_active:
+            self.rebalance()
+        self._n_active = n_active
+        return windows
+
+    def rebalance(self) -> None:
+        """Move streams from the fullest worker to the emptiest until their counts differ by at most one."""
+        with contextlib.ExitStack() as held:  # every worker between steps while the counts are compared
+            for w in self.workers:
+                held.enter_context(w.lock)
+            while True:
+                counts = [len(w.active) for w in self.workers]
+                src, dst = self.workers[counts.index(max(counts))], self.workers[counts.index(min(counts))]
+                if max(counts) - min(counts) <= 1:
+                    return
+                st = src.active[-1]
+                src.detach(st)
+                dst.attach(st)
+                self.moves += 1
+                log.info("stream %s moved from %s to %s (streams per worker were %s)", st.name, src.name, dst.name,
+                         "/".join(map(str, counts)))
+
+    def _start(self) -> None:
+        for w in self.workers:
+            t = threading.Thread(target=self._run, args=(w,), name=f"worker-{w.name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _run(self, w: Worker) -> None:
+        if w.recognizer.device.type == "cuda":
+            torch.cuda.set_device(w.recognizer.device)
+        while not self._stop.is_set():
+            with w.lock:
+                windows = w.step()
+                if windows:
+                    self._out.put(windows)
+            if not windows:
+                self._stop.wait(POOL_IDLE_S)
+
+    def close(self) -> None:
+        """Stop the worker threads (after their current step)."""
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+        self._threads = []
+
+
+def resolve_devices(spec: str) -> list[torch.device]:
+    """``auto`` -> every visible CUDA device, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` or a comma list of them.
+
+    A list may name ``cpu`` more than once (several CPU workers, to exercise the multi-device path);
+    a CUDA device that is not there raises ParameterError naming it.
+    """
+    from instrumentd.pipeline.errors import ParameterError
+
+    if spec == "auto":
+        n = torch.cuda.device_count()
+        return [torch.device("cuda", i) for i in range(n)] if n else [torch.device("cpu")]
+    out = []
+    for name in spec.split(","):
+        dev = torch.device(name.strip())
+        if dev.type == "cuda":
+            n = torch.cuda.device_count()
+            if not n:
+                raise ParameterError(f"device {name!r} asked for, but no CUDA device is available; use --device cpu")
+            if (dev.index or 0) >= n:
+                raise ParameterError(
+                    f"device {name!r} asked for, but only {n} CUDA device(s) are visible (cuda:0-{n - 1})")
+        out.append(dev)
+    return out
+
+
+def build_pool(devices: list[torch.device], checkpoint: str | None = None, hop_s: float = 1.0,
+               max_backlog: float = 1.0, pitch_policy: str = "hold", pitch_lag: int = 20, max_batch: int = 512,
+               gather: float = 0.0, cpu_threads: int = 1) -> WorkerPool:
+    """A warmed-up :class:`WorkerPool`: the checkpoint loaded on each device, its features and pitch engine there.
+
+    Workers are named by their device (``cuda:1``), numbered when a device repeats (``cpu#0``, ``cpu#1``).
+    With a CPU worker, torch's maths get ``cpu_threads`` threads per worker (process-wide): the
+    streaming ops are small, and a thread pool that waits for a core another process holds turns a
+    10 ms forward pass into hundreds; one thread per worker, and a worker per core, scales instead.
+    """
+    from instrumentd.model.recognizer import Recognizer
+    from instrumentd.pipeline.stream_features import default_pitch
+
+    if any(d.type == "cpu" for d in devices):
+        torch.set_num_threads(cpu_threads)
+    names = [str(d) for d in devices]
+    workers = []
+    for i, dev in enumerate(devices):
+        recognizer = Recognizer.from_checkpoint(checkpoint, dev, batch_size=max_batch)
+        cfg = recognizer.features
+        features = StreamFeatures(cfg, default_pitch(cfg, pitch_lag, recognizer.device), recognizer.device,
+                                  keep=Worker.history_frames(cfg, hop_s, pitch_lag))
+        name = names[i] if names.count(names[i]) == 1 else f"{names[i]}#{names[:i].count(names[i])}"
+        worker = Worker(recognizer, features, hop_s, max_backlog, pitch_policy, pitch_lag, gather, name)
+        worker.warm_up()
+        workers.append(worker)
+    return WorkerPool(workers)

@@ -1,6 +1,6 @@
 """``instrumentd bench model``: windows per second through the network on every inference path.
 
-Each path of :mod:`instrumentd.model.fast` (eager fp32, the reference; bf16 autocast;
+Each path of :mod:`instrumentd.model.fast` (eager fp32, the reference; fp16 and bf16 autocast;
 channels_last; CUDA graphs; torch.compile) is built for the default checkpoint's network,
 checked against eager fp32 on realistic inputs and timed at several batch sizes in the same run.
 """
@@ -36,8 +36,9 @@ def _plan(device: torch.device, quick: bool) -> tuple[tuple[str, ...], tuple[int
     """Modes, batch sizes, windows for the agreement check and seconds per timing."""
     if device.type == "cuda":
         if quick:
-            return ("eager", "bf16", "channels_last", "graphs", "compile"), (1, 64, 1024), 1024, 0.3
-        return ("eager", "bf16", "channels_last", "graphs", "compile"), (1, 16, 256, 1024, 4096), 4096, 1.0
+            return ("eager", "fp16", "bf16", "channels_last", "graphs", "graphs-fp32", "compile"), (1, 64, 1024), 1024, 0.3
+        return (("eager", "fp16", "bf16", "channels_last", "graphs", "graphs-fp32", "compile", "compile-fp32"),
+                (1, 16, 256, 1024, 4096), 4096, 1.0)
     # a 2-core CPU needs about 15 ms a window in eager fp32; compiling there takes about a minute
     if quick:
         return ("eager", "channels_last"), (1, 8), 8, 0.3

@@ -1,6 +1,6 @@
 """Fast inference: the same network through the quickest path a device offers, checked against fp32.
 
-A *path* is a precision (fp32 or bf16 autocast), a memory layout (contiguous or channels_last)
+A *path* is a precision (fp32, or fp16 / bf16 autocast), a memory layout (contiguous or channels_last)
 and an executor:
 
 - ``eager``: the module called as is;
@@ -37,7 +37,8 @@ __all__ = ["EAGER_FP32", "MODES", "FastRecognizer", "InferencePath", "agreement"
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "eager", "bf16", "channels_last", "graphs", "compile")
+MODES = ("auto", "eager", "fp16", "bf16", "channels_last", "graphs", "graphs-fp32", "compile", "compile-fp32")
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}  # autocast dtype
 MAX_BATCH = 4096  # windows per forward pass, the largest bucket
 TOP1_AGREEMENT = 0.999  # fraction of windows whose top-1 class must equal fp32's
 PROB_TOLERANCE = 1e-2  # largest allowed |p - p_fp32| over all windows and classes
@@ -51,15 +52,15 @@ Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclasses.dataclass(frozen=True)
 class InferencePath:
-    """One way to run the network: ``bf16`` autocast or fp32, ``channels_last`` or not, an executor."""
+    """One way to run the network: a precision, ``channels_last`` or not, an executor."""
 
     executor: str = "eager"  # "eager" | "graphs" | "compile"
-    bf16: bool = False
+    precision: str = "fp32"  # a key of PRECISIONS: fp16 and bf16 run under autocast
     channels_last: bool = False
 
     @property
     def name(self) -> str:
-        parts = ["bf16" if self.bf16 else "fp32"]
+        parts = [self.precision]
         if self.channels_last:
             parts.append("channels_last")
         parts.append(self.executor)
@@ -134,7 +135,8 @@ class _Probabilities(torch.nn.Module):
         if self.path.channels_last:
             mel = mel.contiguous(memory_format=torch.channels_last)
             mask = mask.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.path.bf16):
+        dtype = PRECISIONS[self.path.precision]
+        with torch.autocast(self.device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             logits = self.model(mel, mask)
         return torch.softmax(logits.float(), dim=1)
 
@@ -242,9 +244,9 @@ class FastRecognizer:
         """Build ``mode`` (one of :data:`MODES`) for ``model`` (in eval mode, on ``device``).
 
         ``auto`` calibrates (see the module's description). The others build one path without a
-        check: ``eager`` fp32; ``bf16`` autocast; ``channels_last`` (bf16 on CUDA, fp32 on CPU);
-        ``graphs`` bf16 in bucket graphs (CUDA only); ``compile`` (bf16 in bucket graphs on CUDA,
-        fp32 on CPU). A path that fails to build falls back to eager fp32, with a warning and an
+        check: ``eager`` fp32; ``fp16`` / ``bf16`` autocast; ``channels_last`` (fp16 on CUDA, fp32
+        on CPU); ``graphs`` fp16 in bucket graphs (CUDA only); ``compile`` (fp16 in bucket graphs on
+        CUDA, fp32 on CPU); ``graphs-fp32`` and ``compile-fp32`` the same in fp32. A path that fails to build falls back to eager fp32, with a warning and an
         entry in :attr:`calibration`.
 
         Parameters
@@ -261,7 +263,7 @@ class FastRecognizer:
             raise ParameterError(f"unknown inference mode {mode!r}; choose from {list(MODES)}")
         max_batch = max_batch or (MAX_BATCH if device.type == "cuda" else 64)
         sizes = buckets(max_batch)
-        if mode == "graphs" and device.type != "cuda":
+        if mode.startswith("graphs") and device.type != "cuda":
             raise ParameterError(f"inference mode 'graphs' needs a CUDA device, got {device}")
         model = model.eval()
 
@@ -273,13 +275,17 @@ class FastRecognizer:
             return cls(runner, path, device, max_batch, n_mels, n_frames, n_classes, calibration)
 
         cuda = device.type == "cuda"
+        low = "fp16" if cuda else "fp32"
         if mode != "auto":
             path = {
                 "eager": EAGER_FP32,
-                "bf16": InferencePath(bf16=True),
-                "channels_last": InferencePath(bf16=cuda, channels_last=True),
-                "graphs": InferencePath("graphs", bf16=True),
-                "compile": InferencePath("compile", bf16=cuda),
+                "fp16": InferencePath(precision="fp16"),
+                "bf16": InferencePath(precision="bf16"),
+                "channels_last": InferencePath(precision=low, channels_last=True),
+                "graphs": InferencePath("graphs", precision="fp16"),
+                "graphs-fp32": InferencePath("graphs"),
+                "compile": InferencePath("compile", precision=low),
+                "compile-fp32": InferencePath("compile"),
             }[mode]
             try:
                 return new(build(path), path)
@@ -382,11 +388,14 @@ def _calibrate(build: Callable[[InferencePath], Runner], device: torch.device, m
 
     attempt(EAGER_FP32)
     if cuda:
-        bf16 = attempt(InferencePath(bf16=True))
-        attempt(InferencePath(bf16=bf16, channels_last=True))
+        # bf16 keeps fp32's range but has 8 mantissa bits; a trained network's peaked softmax can
+        # move by more than the tolerance there, where fp16's 11 bits stay within it
+        low = next((p for p in ("fp16", "bf16") if attempt(InferencePath(precision=p))), "fp32")
+        attempt(InferencePath(precision=low, channels_last=True))
         layout = min(accepted, key=lambda a: a[3])[1].channels_last
-        attempt(InferencePath("graphs", bf16=bf16, channels_last=layout))
-        attempt(InferencePath("compile", bf16=bf16, channels_last=layout))
+        for precision in dict.fromkeys((low, "fp32")):
+            attempt(InferencePath("graphs", precision=precision, channels_last=layout))
+        attempt(InferencePath("compile", precision=low, channels_last=layout))
         best1 = min(a[2] for a in accepted)
         bestn = min(a[3] for a in accepted)
         # one path serves every batch size: weigh single-window latency and throughput alike

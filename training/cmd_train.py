@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="batch size (default: 16)")
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate (default: 1e-4)")
     p.add_argument("--mask-noise", type=float, default=0.1, help="std of the noise on the mask (default: 0.1)")
+    p.add_argument("--augment", action="store_true",
+                   help="SpecAugment-style time shift and masking (beyond the paper's protocol)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and batches (default: 0)")
     p.add_argument("--soundfonts", default=None, help="train only on clips of these SoundFonts (comma list)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"figure: {out}")
         return 0
     cfg = T.TrainConfig(args.variant, args.epochs, args.batch_size, args.lr, mask_noise=args.mask_noise,
-                        seed=args.seed, amp=not args.no_amp)
+                        seed=args.seed, amp=not args.no_amp, augment=args.augment)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with Progress(*columns) as progress:
         task = progress.add_task(f"training {cfg.variant} on {features.n_clips} clips ({device})",
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
                 f"acc {s.val_accuracy:.3f} | {s.seconds:.1f} s/epoch"))
 
         result = T.train(features, cfg, sidecar(args.out, ".state.pt"), args.resume, on_epoch)
-    T.save_checkpoint(result, features, cfg, args.out, str(args.features))
+    T.save_checkpoint(result, features, cfg, args.out, Path(args.features).name)
     T.write_history(result.history, sidecar(args.out, ".history.json"))
     T.plot_curves(result.history, sidecar(args.out, ".curves.png"), f"{cfg.variant}, {features.n_clips} clips")
     b = result.best

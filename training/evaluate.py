@@ -145,7 +145,7 @@ def plot_per_class(rep: dict[str, Any], path: str | Path, title: str = "") -> No
     for k, key in enumerate(("precision", "recall", "f1")):
         ax.bar(x + (k - 1) * 0.27, [m[c][key] for c in CLASSES], 0.27, label=key)
     ax.set_xticks(x, [NAMES[c] for c in CLASSES], rotation=30, ha="right")
-    ax.set(ylim=(0, 1.05), ylabel="score", title=title or "per-instrument scores")
+    ax.set(ylim=(0, 1.18), ylabel="score", title=title or "per-instrument scores")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(ncols=3)
     fig.tight_layout()

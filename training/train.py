@@ -27,6 +27,7 @@ from instrumentd.model.networks import build
 from instrumentd.pipeline.config import DEFAULT, FeatureConfig
 from instrumentd.pipeline.errors import InstrumentdError, ParameterError
 
+from .augment import spec_augment
 from .dataset import FeatureSet
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -51,6 +52,7 @@ class TrainConfig:
     mask_noise: float = 0.1  # std of the Gaussian noise added to the binary mask while training
     seed: int = 0
     amp: bool = True  # bfloat16 autocast, on CUDA only
+    augment: bool = False  # SpecAugment-style time shift and stripes (training/augment.py); not the paper's
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -227,11 +229,13 @@ def train(features: FeatureSet, cfg: TrainConfig = TrainConfig(), state_path: st
         correct = torch.zeros((), device=device)
         for s in range(steps):
             idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-            mask = features.mask(idx)
+            mel, mask = features.mel[idx], features.mask(idx)
+            if cfg.augment:
+                mel, mask = spec_augment(mel, mask)
             if cfg.mask_noise > 0:
                 mask = mask + cfg.mask_noise * torch.randn_like(mask)
             with _autocast(device, cfg.amp):
-                logits = model(features.mel[idx], mask)
+                logits = model(mel, mask)
             loss = loss_fn(logits.float(), labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -205,3 +205,13 @@ def test_cli_bad_settings_are_one_line(archive, args, message):
     out = _run(str(archive / "a-flute-violin.wav"), "--segments", *args)
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr
+
+
+@pytest.mark.slow
+def test_bench_tag_quick():
+    out = subprocess.run([sys.executable, "-m", "instrumentd", "bench", "tag", "--quick", "--json", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["bench"] == "tag" and summary["batch_size"] == 16
+    assert all(summary[k] > 0 for k in ("short_x_realtime", "long_x_realtime", "one_at_a_time_x_realtime"))

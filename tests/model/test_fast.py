@@ -19,6 +19,7 @@ from instrumentd.pipeline.features import Features
 
 # on CPU the paths differ only in how fp32 convolutions are ordered: far below the GPU budget
 CPU_PROB_TOLERANCE = 1e-5
+BF16_PROB_BOUND = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,9 @@ def test_cpu_modes_agree_with_fp32(cpu_recognizer, cpu_inputs, mode):
     assert probs.shape == (6, 11) and probs.dtype == torch.float32
     top1, diff = agreement(probs, reference(cpu_recognizer, mel, mask))
     assert top1 == 1.0
-    assert diff <= (PROB_TOLERANCE if mode == "bf16" else CPU_PROB_TOLERANCE)
+    # bf16 keeps 8 mantissa bits: the trained network's probabilities move by a few hundredths,
+    # which is why calibration rejects it (PROB_TOLERANCE) and prefers fp16 on CUDA
+    assert diff <= (BF16_PROB_BOUND if mode == "bf16" else CPU_PROB_TOLERANCE)
 
 
 @pytest.mark.slow
@@ -141,14 +144,15 @@ def cuda_setup():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("mode", ["eager", "bf16", "channels_last", "graphs", "compile"])
+@pytest.mark.parametrize("mode", ["eager", "fp16", "channels_last", "graphs", "graphs-fp32", "compile", "compile-fp32"])
 def test_cuda_modes_agree_with_fp32(cuda_setup, mode):
     recognizer, mel, mask, ref = cuda_setup
     # max_batch 256: 2048 windows are 8 chunks; 1000 end in a padded bucket; 1 and 3 are tiny buckets.
     # The default compile mode keeps the test short; the benchmark checks max-autotune's result.
     fast = FastRecognizer.from_recognizer(recognizer, mode, max_batch=256, compile_mode="default")
-    assert fast.path.executor == {"graphs": "graphs", "compile": "compile"}.get(mode, "eager"), fast.calibration
-    assert fast.uses_graphs == (mode in ("graphs", "compile"))
+    expected = mode.split("-")[0] if mode.startswith(("graphs", "compile")) else "eager"
+    assert fast.path.executor == expected, fast.calibration
+    assert fast.uses_graphs == mode.startswith(("graphs", "compile"))
     for n in (2048, 1000, 3, 1):
         probs = fast.predict(mel[:n], mask[:n])
         assert probs.shape == (n, 11) and probs.device == mel.device
@@ -172,6 +176,6 @@ def test_cuda_auto_picks_a_checked_path(cuda_setup):
     fast = FastRecognizer.from_recognizer(recognizer, "auto", max_batch=512, compile_mode="default")
     chosen = [e for e in fast.calibration if e["chosen"]]
     assert len(chosen) == 1 and chosen[0]["ok"] and chosen[0]["path"] == fast.path.name
-    assert {e["path"] for e in fast.calibration} >= {"fp32+eager", "bf16+eager"}
+    assert {e["path"] for e in fast.calibration} >= {"fp32+eager", "fp16+eager"}
     top1, diff = agreement(fast.predict(mel, mask), ref)
     assert top1 >= TOP1_AGREEMENT and diff <= PROB_TOLERANCE

@@ -1,0 +1,133 @@
+"""Streams spread over one worker per device: device lists, balancing, rebalancing when streams end.
+
+Without several GPUs the same code runs on several CPU workers (``--device cpu,cpu``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from instrumentd.daemon.config import load, parse_source
+from instrumentd.daemon.segments import Segmenter
+from instrumentd.daemon.sources import open_source
+from instrumentd.daemon.worker import build_pool, resolve_devices
+from instrumentd.pipeline.errors import ParameterError
+
+from .conftest import SR, melody, read_log, windows_of
+
+HOP = 0.5  # seconds
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda:1", "cuda:0,cuda:1", "cpu,cpu", "cpu, cuda"])
+def test_device_lists_are_accepted(device):
+    assert load(env={}, device=device).device == device
+
+
+@pytest.mark.parametrize("device, fragment", [
+    ("gpu", "'gpu'"),
+    ("auto,cuda:0", "'auto,cuda:0'"),
+    ("cuda:0,", "'cuda:0,'"),
+    ("cuda:1,cuda:1", "names cuda:1 twice"),
+])
+def test_bad_device_lists_name_the_value(device, fragment):
+    with pytest.raises(ParameterError) as err:
+        load(env={}, device=device)
+    assert fragment in str(err.value)
+
+
+def test_a_toml_list_of_devices(tmp_path):
+    toml = tmp_path / "d.toml"
+    toml.write_text('device = ["cuda:0", "cuda:1"]\ngather = 0.05\n')
+    cfg = load(toml, env={})
+    assert (cfg.device, cfg.gather) == ("cuda:0,cuda:1", 0.05)
+    assert load(env={"INSTRUMENTD_DEVICE": "cpu,cpu"}).device == "cpu,cpu"
+    with pytest.raises(ParameterError, match="gather must be 0-0.5 seconds, got 2.0"):
+        load(env={}, gather=2.0)
+
+
+def test_resolve_devices():
+    assert resolve_devices("cpu,cpu") == [torch.device("cpu")] * 2
+    n = torch.cuda.device_count()
+    assert resolve_devices("auto") == ([torch.device("cuda", i) for i in range(n)] or [torch.device("cpu")])
+    with pytest.raises(ParameterError, match=f"'cuda:{n}' asked for"):
+        resolve_devices(f"cpu,cuda:{n}")
+
+
+def _files(tmp_path, lengths: dict[str, float]) -> dict[str, str]:
+    out = {}
+    for i, (name, seconds) in enumerate(lengths.items()):
+        path = tmp_path / f"{name}.wav"
+        soundfile.write(path, np.roll(melody(seconds), i * 5000, axis=0), SR, subtype="PCM_16")
+        out[name] = str(path)
+    return out
+
+
+def _run(devices, files: dict[str, str], kind: str):
+    """Every file as a ``kind`` source through a pool over ``devices``; (pool, worker name per stream at
+    the start, windows per stream).
+
+    The pitch policy is ``delay``: a window is built from final pitch frames only, so its values do
+    not depend on how the audio was cut into reads (live ``file:`` or ``file+fast:``).
+    """
+    pool = build_pool(devices, hop_s=HOP, pitch_policy="delay")
+    sources = [open_source(parse_source(f"{name}={kind}:{path}"), 10.0) for name, path in files.items()]
+    placed = {}
+    for src in sources:
+        st = pool.add(src, Segmenter(pool.recognizer.classes))
+        placed[st.name] = pool.worker_of(st).name
+    for src in sources:
+        src.start()
+    got: dict[str, list] = {}
+    deadline = time.monotonic() + 120
+    while pool.active:
+        assert time.monotonic() < deadline, "the pool did not finish"
+        for w in pool.step():
+            got.setdefault(w.stream.name, []).append(w)
+    pool.close()
+    return pool, placed, got
+
+
+@pytest.mark.slow
+def test_streams_are_balanced_and_rebalanced_when_some_end(tmp_path):
+    """Five real-time files on two CPU workers: 3/2, then the two short ones end (3/0) and one long one
+    moves over (2/1); every stream's windows equal those of one worker reading the files at once."""
+    files = _files(tmp_path, {"long0": 6.5, "short0": 3.2, "long1": 6.5, "short1": 3.2, "long2": 6.5})
+    pool, placed, got = _run([torch.device("cpu")] * 2, files, "file")
+    assert placed == {"long0": "cpu#0", "short0": "cpu#1", "long1": "cpu#0", "short1": "cpu#1", "long2": "cpu#0"}
+    assert pool.moves == 1
+    assert [st.name for st in pool.workers[1].streams] == ["short0", "short1", "long2"]
+    _, _, reference = _run([torch.device("cpu")], files, "file+fast")
+    for name in files:
+        assert [w.t_start for w in got[name]] == [w.t_start for w in reference[name]], name
+        np.testing.assert_allclose(np.stack([w.probabilities for w in got[name]]),
+                                   np.stack([w.probabilities for w in reference[name]]), atol=1e-4)
+    assert sum(st.dropped_windows for st in pool.streams) == 0
+
+
+@pytest.mark.slow
+def test_daemon_on_two_cpu_workers(daemon, wav, tmp_path):
+    clip = wav(4.2)
+    d = daemon([f"a=file+fast:{clip}", f"b=file+fast:{clip}", f"c=file+fast:{clip}"], "--hop", "0.5",
+               device="cpu,cpu")
+    assert d.wait() == 0, d.log_text()
+    text = d.log_text()
+    assert "stream a on cpu#0" in text and "stream b on cpu#1" in text and "stream c on cpu#0" in text
+    assert "serving 3 stream(s) on cpu#0, cpu#1" in text
+    for name in "abc":
+        assert [w["t_end"] for w in windows_of(read_log(d.log_dir, name))] == [3.0, 3.51, 3.99]
+
+
+@pytest.mark.gpu
+def test_every_visible_gpu_gets_streams(wav):
+    """``auto`` = every visible GPU; streams are spread over them (two or more GPUs: and moved between them)."""
+    devices = resolve_devices("auto")
+    assert devices == [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    clip = str(wav(4.2))
+    pool, placed, got = _run(devices, {f"s{i}": clip for i in range(2 * len(devices))}, "file+fast")
+    assert sorted(placed.values()) == sorted([str(d) for d in devices] * 2)
+    assert all(len(v) == 3 for v in got.values())

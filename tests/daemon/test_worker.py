@@ -1,0 +1,132 @@
+"""The worker: live streams aligned to one tick, clock drift corrected, streams moved between workers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from instrumentd.daemon.bench import _SyntheticSource, run_streams
+from instrumentd.daemon.config import parse_source
+from instrumentd.daemon.segments import Segmenter
+from instrumentd.daemon.sources import open_source
+from instrumentd.daemon.worker import build_pool
+
+from .conftest import SR, melody
+
+HOP = 0.5  # seconds
+FRAME = 1323 / SR  # seconds, one 30 ms frame
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """One CPU worker in aligned mode; a stale window is never dropped (its audio is written ahead of time)."""
+    return build_pool([torch.device("cpu")], hop_s=HOP, max_backlog=1e6, gather=0.05)
+
+
+def play(pool, sources, audio: np.ndarray, t0s: list[float], speed: float = 1.0, block: int = 882) -> dict[str, list]:
+    """Write ``audio`` into each live source's ring as if recorded from ``t0s[i]`` (time.monotonic() scale)
+    at ``speed`` x real time, a quarter second at a time, stepping the pool in between; windows per stream.
+
+    Each block's arrival stamp is when its last sample would have come in. The test's clock runs
+    faster than the wall clock, so the worker's wait for a live stream's audio (``next_check``,
+    which trusts the wall clock) is cleared before each step.
+    """
+    out: dict[str, list] = {}
+    w = pool.workers[0]
+    quarter = SR // 4
+    for a in range(0, len(audio), quarter):
+        for src, t0 in zip(sources, t0s):
+            for b in range(a, min(a + quarter, len(audio)), block):
+                chunk = audio[b : min(b + block, a + quarter)]
+                src.ring.write(chunk, arrival=t0 + (b + len(chunk)) / SR / speed)
+        for st in w.streams:
+            st.next_check = 0.0
+        for win in pool.step():
+            out.setdefault(win.stream.name, []).append(win)
+    for src in sources:
+        src.ring.close()
+    while w.active:
+        for win in pool.step():
+            out.setdefault(win.stream.name, []).append(win)
+    return out
+
+
+def on_tick(arrival: float) -> float:
+    """Seconds from ``arrival`` to the nearest multiple of the hop."""
+    return (arrival + HOP / 2) % HOP - HOP / 2
+
+
+def test_live_streams_of_any_phase_end_their_windows_on_the_tick(pool):
+    sources = [_SyntheticSource(100 + i) for i in range(3)]
+    for src in sources:
+        pool.add(src, Segmenter(pool.recognizer.classes))
+    # phases 0, 170 and 340 ms into the hop
+    got = play(pool, sources, melody(8.0)[:, 0], [1000.0, 1000.17, 1000.34])
+    starts = []
+    for src in sources:
+        wins = got[src.name]
+        assert len(wins) >= 8
+        # each window's last sample arrived on the tick, give or take the frame grid (one frame) and one 20 ms block
+        assert all(abs(on_tick(w.arrival)) <= FRAME + 0.02 for w in wins), \
+            [round(on_tick(w.arrival), 3) for w in wins]
+        assert np.diff([w.t_start for w in wins]) == pytest.approx(HOP, abs=FRAME)
+        starts.append(wins[0].t_start)
+    # the grid moved later by each stream's phase: 1 s - phase, modulo the hop, on the 30 ms frame grid
+    assert starts == pytest.approx([0.0, 0.33, 0.16], abs=FRAME / 2 + 1e-3)
+
+
+def test_a_drifting_clock_is_followed_one_frame_at_a_time(pool):
+    """A source 0.4 % slow: without correction its window ends would slide 40 ms off the tick every 10 s."""
+    src = _SyntheticSource(200)
+    pool.add(src, Segmenter(pool.recognizer.classes))
+    wins = play(pool, [src], melody(30.0)[:, 0], [2000.0], speed=0.996)[src.name]
+    errors = np.array([on_tick(w.arrival) for w in wins])
+    assert len(wins) >= 50
+    # uncorrected, the error would grow by 2 ms a window, past 100 ms by the end
+    assert np.abs(errors).max() < 2.5 * FRAME, errors.round(3)
+    # windows 0.4 % closer in stream time than the hop: a frame less every ~15 windows
+    assert np.mean(np.diff([w.t_start for w in wins])) == pytest.approx(HOP * 0.996, abs=0.0008)
+
+
+@pytest.mark.parametrize("policy", ["hold", "delay"])
+def test_a_moved_stream_goes_on_exactly_as_if_it_had_stayed(wav, policy):
+    """Worker A makes the first windows, worker B the rest from A's re-fed audio; the same windows as one worker."""
+    path = wav(9.0)
+    a, b = build_pool([torch.device("cpu")] * 2, hop_s=HOP, pitch_policy=policy).workers
+    reference = build_pool([torch.device("cpu")], hop_s=HOP, pitch_policy=policy).workers[0]
+
+    def start(worker):
+        src = open_source(parse_source(f"m=file+fast:{path}"), 10.0)
+        st = worker.add(src, Segmenter(worker.recognizer.classes))
+        st.keep_history(worker.refeed_samples)
+        src.start()
+        return st
+
+    def drain(worker):
+        out = []
+        while worker.active:
+            out += worker.step()
+        return out
+
+    start(reference)
+    expected = drain(reference)
+    st = start(a)
+    first = []
+    while len(first) < 3:
+        first += a.step()
+    a.detach(st)
+    b.attach(st)
+    assert st.dropped_windows == 0
+    moved = first + drain(b)
+    assert [w.t_start for w in moved] == [w.t_start for w in expected]
+    np.testing.assert_allclose(np.stack([w.probabilities for w in moved]),
+                               np.stack([w.probabilities for w in expected]), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_aligned_live_streams_share_one_forward_pass():
+    """Three real-time streams spread over the hop: aligned, one forward pass serves all three."""
+    r = run_streams([torch.device("cpu")], 3, 2.0, gather=0.05)
+    assert r["dropped_windows"] == 0 and r["windows"] == 6
+    assert r["windows_per_pass"] >= 2.5, r

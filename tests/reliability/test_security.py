@@ -1,0 +1,247 @@
+"""Locked-down defaults: loopback endpoints, CurveZMQ or --insecure, no pickle, no shell, no escaping the log folder."""
+
+from __future__ import annotations
+
+import ast
+import os
+import pickle
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import zmq
+
+from instrumentd.clients.cli import main
+from instrumentd.clients.keys import make_keys
+from instrumentd.daemon.config import Config, load, parse_source
+from instrumentd.daemon.eventlog import EventLog
+from instrumentd.daemon.publisher import Publisher
+from instrumentd.daemon.security import CurveKeyError, Guard, client_context, is_local
+from instrumentd.daemon.sources import FfmpegSource
+from instrumentd.model.classes import CLASSES
+from instrumentd.daemon import events
+from instrumentd.pipeline.errors import ParameterError
+
+from .conftest import free_port, one_line_error
+
+PACKAGES = ("pipeline", "model", "daemon", "clients", "training")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("endpoint, local", [
+    ("tcp://127.0.0.1:5555", True), ("tcp://127.8.9.10:1", True), ("tcp://localhost:5555", True),
+    ("tcp://[::1]:5555", True), ("ipc:///run/instrumentd.sock", True), ("inproc://events", True),
+    ("tcp://*:5555", False), ("tcp://0.0.0.0:5555", False), ("tcp://192.168.1.20:5555", False),
+    ("tcp://eth0:5555", False), ("tcp://example.org:5555", False), ("tcp://[::]:5555", False),
+    ("tcp://127.0.0.1;0.0.0.0:5555", False), ("tcp://127.0.0.1:5555/x", False),
+])
+def test_which_endpoints_are_local(endpoint, local):
+    assert is_local(endpoint) is local
+
+
+def test_defaults_are_loopback():
+    cfg = Config()
+    assert is_local(cfg.pub) and is_local(cfg.replay) and not cfg.insecure and not cfg.curve_key
+
+
+@pytest.mark.parametrize("flag", ["--pub", "--replay"])
+def test_a_non_loopback_endpoint_is_refused_without_keys_or_insecure(flag, capsys, tmp_path):
+    endpoint = f"tcp://0.0.0.0:{free_port()}"
+    base = ["serve", "--source", "file:x.wav", flag, endpoint, "--print-config"]
+    assert main(base) == 2
+    one_line_error(capsys.readouterr().err, "serve", endpoint, "--insecure", "instrumentd keys")
+    assert main([*base, "--insecure"]) == 0
+    assert "insecure = true" in capsys.readouterr().out
+    make_keys(tmp_path / "keys", ["client"])
+    assert main([*base, "--curve-key", str(tmp_path / "keys" / "server.key_secret")]) == 0
+    # the environment and the TOML file fill the same fields
+    assert load(env={"INSTRUMENTD_PUB": endpoint, "INSTRUMENTD_INSECURE": "yes"}).insecure is True
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'pub = "{endpoint}"\ninsecure = "maybe"\n')
+    with pytest.raises(ParameterError, match="insecure = 'maybe' is not true or false"):
+        load(toml, env={})
+
+
+def test_keys_command_makes_owner_only_certificates_and_never_overwrites(tmp_path, capsys):
+    folder = tmp_path / "keys"
+    assert main(["keys", str(folder), "--client", "rec", "--client", "dash"]) == 0
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert names == ["clients/dash.key", "clients/rec.key", "dash.key", "dash.key_secret", "rec.key",
+                     "rec.key_secret", "server.key", "server.key_secret"]
+    for secret in folder.glob("*.key_secret"):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    before = (folder / "server.key_secret").read_bytes()
+    capsys.readouterr()
+    assert main(["keys", str(folder)]) == 2
+    one_line_error(capsys.readouterr().err, "keys", "server.key", "never overwritten")
+    assert (folder / "server.key_secret").read_bytes() == before
+    assert main(["keys", str(tmp_path / "k2"), "--client", "../evil"]) == 2
+    one_line_error(capsys.readouterr().err, "keys", "'../evil'")
+
+
+def _receive(sock: zmq.Socket, seconds: float) -> list[dict]:
+    got, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if sock.poll(50):
+            got.append(events.decode(sock.recv_multipart()[1]))
+    return got
+
+
+def test_curve_publisher_reaches_only_clients_with_keys(tmp_path):
+    keys = tmp_path / "keys"
+    make_keys(keys, ["allowed", "other"])
+    (keys / "clients" / "other.key").unlink()  # made, but not let in
+    guard = Guard(str(keys / "server.key_secret"), str(keys / "clients"))
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    pub = Publisher(endpoint, context=guard.context)
+    subs = {}
+    for who, client_key in (("plain", None), ("allowed", keys / "allowed.key_secret"),
+                            ("other", keys / "other.key_secret"), ("throwaway", None)):
+        ctx = zmq.Context()
+        if who != "plain":
+            client_context(str(keys / "server.key"), client_key and str(client_key), ctx)
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(endpoint)
+        subs[who] = (ctx, sock)
+    try:
+        time.sleep(0.5)  # handshakes (or their refusal)
+        for seq in range(20):
+            pub.publish(events.window_event("s", seq, seq, seq + 3, 1.7e9, [1 / 11] * 11, CLASSES, [], 1.0, "m", False))
+            pub.poll_subscriptions()
+        got = {who: _receive(sock, 1.0) for who, (_, sock) in subs.items()}
+        assert [e["seq"] for e in got["allowed"]] == list(range(20))
+        assert got["plain"] == got["other"] == got["throwaway"] == []
+    finally:
+        for ctx, sock in subs.values():
+            sock.close()
+            ctx.term()
+        pub.socket.close(0)
+        guard.close()
+        guard.context.term()
+
+
+def test_bad_key_files_are_one_line_errors(tmp_path):
+    make_keys(tmp_path / "k", ["client"])
+    with pytest.raises(CurveKeyError, match="holds only a public key"):
+        Guard(str(tmp_path / "k" / "server.key"))
+    (tmp_path / "junk.key_secret").write_text("hello")
+    with pytest.raises(CurveKeyError, match="not a CurveZMQ certificate"):
+        Guard(str(tmp_path / "junk.key_secret"))
+    with pytest.raises(CurveKeyError, match="no client public certificates"):
+        Guard(str(tmp_path / "k" / "server.key_secret"), str(tmp_path))
+    with pytest.raises(CurveKeyError, match="no such certificate"):
+        client_context(str(tmp_path / "missing.key"), None, zmq.Context())
+
+
+@pytest.mark.slow
+def test_curve_daemon_on_loopback_serves_tail_with_keys_and_nobody_else(daemon, wav, tmp_path):
+    keys = tmp_path / "keys"
+    make_keys(keys, ["client"])
+    d = daemon([f"s=file:{wav(8.0)}"], "--hop", "0.5", "--curve-key", str(keys / "server.key_secret"),
+               "--curve-clients", str(keys / "clients"))
+    plain = zmq.Context().socket(zmq.SUB)
+    plain.setsockopt(zmq.SUBSCRIBE, b"")
+    plain.setsockopt(zmq.LINGER, 0)
+    plain.connect(d.pub)
+    tail = subprocess.Popen([sys.executable, "-m", "instrumentd", "tail", "--connect", d.pub, "--replay", d.replay,
+                             "--server-key", str(keys / "server.key"), "--client-key", str(keys / "client.key_secret")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = tail.stdout.readline()  # blocks until tail prints its first event
+        first = events.decode(line)
+        assert first["stream"] == "s" and first["seq"] == 0, d.log_text()
+        assert not plain.poll(1000)  # the daemon was publishing all along; a keyless client got nothing
+        assert "(CurveZMQ)" in d.log_text()
+    finally:
+        tail.terminate()
+        tail.wait(10)
+        plain.close()
+
+
+def _calls(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f"{getattr(f.value, 'id', '')}.{f.attr}" if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            yield name, node
+
+
+def test_no_code_can_unpickle():
+    """pickle.load(s) and torch.load without weights_only=True execute code from a file: none anywhere."""
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for name, call in _calls(ast.parse(path.read_text())):
+                where = f"{path.relative_to(ROOT)}:{call.lineno}"
+                if name in ("pickle.load", "pickle.loads", "pickle.Unpickler", "dill.load", "joblib.load"):
+                    found.append(f"{where} {name}")
+                if name == "torch.load":
+                    safe = [k for k in call.keywords if k.arg == "weights_only"
+                            and isinstance(k.value, ast.Constant) and k.value.value is True]
+                    if not safe:
+                        found.append(f"{where} torch.load without weights_only=True")
+    assert found == []
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {_Payload.marker}",))
+
+
+@pytest.mark.parametrize("command", ["classify", "serve"])
+def test_a_pickle_checkpoint_is_refused_without_running_it(command, tmp_path, capsys, wav):
+    _Payload.marker = tmp_path / "pwned"
+    evil = tmp_path / "model.safetensors"
+    evil.write_bytes(pickle.dumps({"weights": _Payload()}))
+    plain = tmp_path / "state.pt"
+    torch.save({"w": torch.zeros(3)}, plain)
+    clip = wav(3.2)
+    for path in (evil, plain):
+        extra = ["--source", f"file:{clip}", "--log-dir", "", "--replay", ""] if command == "serve" else [str(clip)]
+        assert main([command, *extra, "--checkpoint", str(path), "--device", "cpu"]) == 2
+        one_line_error(capsys.readouterr().err, command, str(path), "safetensors")
+    assert not _Payload.marker.exists()
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_ffmpeg_urls_are_arguments_never_shell(tmp_path, caplog):
+    marker = tmp_path / "pwned"
+    url = f"{tmp_path}/x.wav;rm -rf {tmp_path}/keep; touch {marker} $(touch {marker}) `touch {marker}` | tee {marker}"
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    source = FfmpegSource(parse_source(f"evil=ffmpeg:{url}"), 10.0)
+    assert source.command()[source.command().index("-i") + 1] == url  # one argument, as given
+    source.start()
+    deadline = time.monotonic() + 20
+    while source.restarts < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    source.stop()
+    assert source.restarts >= 1  # ffmpeg ran, found no such file, and exited
+    said = [r.getMessage() for r in caplog.records if "ffmpeg exited" in r.getMessage()]
+    assert said and f"x.wav;rm -rf {tmp_path}/keep; touch" in said[0]  # ffmpeg's error quotes the URL whole
+    assert keep.is_dir() and not marker.exists()
+
+
+def test_stream_names_cannot_leave_the_log_folder(tmp_path):
+    for text in ("../x=file:a.wav", "a/b=file:a.wav", "..=mic", ".x=mic", "x y=mic", "é=mic", "-x=mic"):
+        with pytest.raises(ParameterError, match="stream name"):
+            parse_source(text)
+    assert parse_source("file:../../etc/pass wd.wav").name == "pass-wd"  # a default name is sanitised
+    log = EventLog(tmp_path / "events")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, tmp_path / "events" / "linked")
+    for name in ("..", "../x", "/etc", "linked", "a\x00b", "x" * 65):
+        with pytest.raises(ParameterError, match="stream name"):
+            log.open_stream(name)
+    assert list(outside.iterdir()) == []
+    assert re.fullmatch(r".*/events/ok", str(log.stream_dir("ok")))
