@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from instrumentd.pipeline.config import FeatureConfig
+from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.features import FeatureExtractor, Features
 from instrumentd.pipeline.windows import cut_windows
 
@@ -35,11 +36,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` -> ``cuda`` when present, else ``cpu``; anything else as torch names it."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ParameterError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ParameterError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from instrumentd.pipeline.errors import ParameterError
-
         raise ParameterError(f"device {device!r} asked for, but no CUDA device is available; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ParameterError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
     return dev
 
 

@@ -11,6 +11,7 @@ import soxr
 from .config import SAMPLE_RATE
 from .errors import AudioError
 
+READ_BLOCK = 1 << 20  # frames per decoder call: 4 MiB of float32 per channel
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
 
@@ -38,6 +39,23 @@ def sanitize(audio: np.ndarray) -> np.ndarray:
     return np.clip(audio, -1.0, 1.0, out=audio)
 
 
+def _read_blocks(path: Path) -> tuple[np.ndarray, int]:
+    """Decode ``float32 [samples, channels]`` block by block until the decoder runs dry.
+
+    The header's frame count is not trusted: a corrupt one can claim billions of samples, and
+    reading it in one call would allocate them all.
+    """
+    with soundfile.SoundFile(str(path)) as f:
+        blocks = []
+        while True:
+            block = f.read(READ_BLOCK, dtype="float32", always_2d=True)
+            if len(block) == 0:
+                break
+            blocks.append(block)
+        channels = f.channels
+        return (np.concatenate(blocks) if blocks else np.zeros((0, channels), np.float32)), f.samplerate
+
+
 def load(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Read an audio file as ``float32 [samples]``, mono, at ``sr`` hz.
 
@@ -50,9 +68,9 @@ def load(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
     try:
-        audio, file_sr = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioError(f"{path}: cannot decode audio ({exc})") from None
+        audio, file_sr = _read_blocks(path)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, MemoryError) as exc:
+        raise AudioError(f"{path}: cannot decode audio ({type(exc).__name__}: {exc})") from None
     if audio.shape[0] == 0:
         raise AudioError(f"{path}: file holds no audio samples")
     mono = to_mono(audio).astype(np.float32, copy=False)

@@ -23,7 +23,6 @@ from instrumentd.pipeline.features import FeatureExtractor
 from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
 from .dataset import FeatureSet
-from .prepare import pitch_on
 from .train import TrainConfig, train
 
 IRMAS_TRAINING_CLIPS = 6705
@@ -47,7 +46,7 @@ def prepare(device: torch.device, quick: bool, args: argparse.Namespace):
     """Feature extraction throughput, clips per second, by batch size."""
     from instrumentd.clients.bench import BenchResult
 
-    extractor = FeatureExtractor(DEFAULT, pitch_on(DEFAULT_ENGINE, device), device)
+    extractor = FeatureExtractor(DEFAULT, DEFAULT_ENGINE, device)
     batches = (4, 16) if quick else ((16, 64) if device.type == "cpu" else (64, 256, 512))
     clips = harmonic_clips(max(batches))
     rows = []

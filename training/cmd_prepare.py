@@ -37,13 +37,13 @@ def run(args: argparse.Namespace) -> int:
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
     from .bundle import pack
-    from .prepare import jobs, mask_cleaner, pitch_on, prepare
+    from .prepare import jobs, mask_cleaner, prepare
 
     if args.batch_size < 1:
         raise ParameterError(f"--batch-size must be at least 1, got {args.batch_size}")
     engine = args.pitch_engine or DEFAULT_ENGINE
     device = resolve_device(args.device)
-    extractor = FeatureExtractor(DEFAULT, pitch_on(engine, device), device)
+    extractor = FeatureExtractor(DEFAULT, engine, device)
     cleaner = mask_cleaner() if args.clean_mask else None
     total = len(jobs(args.corpus, args.out, args.split))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -31,7 +31,6 @@ from instrumentd.model.recognizer import CLIP_HOP_SECONDS
 from instrumentd.pipeline.audio import load
 from instrumentd.pipeline.config import DEFAULT, FeatureConfig
 from instrumentd.pipeline.features import FeatureExtractor
-from instrumentd.pipeline.pitch import PitchEngine
 from instrumentd.pipeline.windows import cut_windows
 
 from .irmas import Clip, test_clips, training_clips
@@ -181,12 +180,3 @@ def mask_cleaner(cfg: FeatureConfig = DEFAULT) -> Callable[[torch.Tensor], torch
         return clean_mask(f0, None, cfg)
 
     return clean
-
-
-def pitch_on(engine: str, device: torch.device) -> PitchEngine | str:
-    """The named engine, fed tensors on ``device`` when it is the torch engine and ``device`` a GPU."""
-    if engine != "torch" or device.type != "cuda":
-        return engine
-    from instrumentd.pipeline.pitch import torch_pyin
-
-    return lambda audio, cfg: torch_pyin(torch.as_tensor(audio, device=device), cfg)

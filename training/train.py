@@ -157,7 +157,7 @@ class _State:
     def load(self, cfg: TrainConfig, fingerprint: str) -> dict[str, Any] | None:
         if not self.path.is_file():
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
         if state["config"] != dataclasses.asdict(cfg) or state["fingerprint"] != fingerprint:
             raise InstrumentdError(f"{self.path}: saved state is of another run (config or data differ); "
                                    "delete it or train without --resume")

@@ -82,9 +82,6 @@ def test_mutated_audio_decodes_or_raises_audio_error(seed_name, tmp_path):
     assert sum(outcomes.values()) == CASES
 
 
-@pytest.mark.xfail(strict=True, raises=MemoryError,
-                   reason="found by this fuzz run: pipeline.audio.load allocates what the header claims before "
-                          "decoding; reading in blocks bounds it by the audio really there")
 def test_a_flac_header_that_claims_billions_of_samples_is_an_audio_error(tmp_path):
     data = bytearray(SEEDS["flac"]())
     # STREAMINFO: bytes 18-25 hold rate (20 bits), channels (3), bits (5) and the total sample count (36)
