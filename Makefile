@@ -34,10 +34,13 @@ system-deps:
 
 # The daemon on the bundled clip in real time; the dashboard on a terminal, JSON lines otherwise.
 demo: install system-deps
-	@if [ -t 1 ] && $(BIN)/instrumentd dashboard --help >/dev/null 2>&1; then viewer=dashboard; else viewer=tail; fi; \
-	$(BIN)/instrumentd $$viewer & viewer_pid=$$!; \
-	$(BIN)/instrumentd serve --source demo=file:clients/data/demo.flac --log-dir ""; status=$$?; \
-	sleep 0.5; kill $$viewer_pid 2>/dev/null; exit $$status
+	@if [ -t 0 ] && [ -t 1 ]; then viewer=dashboard; else viewer=tail; fi; \
+	pidfile=$$(mktemp); \
+	$(BIN)/instrumentd serve --source demo=file:clients/data/demo.flac --log-dir "" & serve=$$!; \
+	( while kill -0 $$serve 2>/dev/null; do sleep 0.5; done; sleep 1; kill $$(cat $$pidfile) 2>/dev/null ) & \
+	sh -c 'echo $$$$ > "$$1"; shift; exec "$$@"' sh $$pidfile $(BIN)/instrumentd $$viewer; \
+	if kill -0 $$serve 2>/dev/null; then kill $$serve; wait $$serve; status=0; else wait $$serve; status=$$?; fi; \
+	rm -f $$pidfile; exit $$status
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

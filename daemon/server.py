@@ -69,6 +69,14 @@ class Server:
         if not specs:
             raise ParameterError("no sources: give at least one --source [NAME=]SPEC (or 'sources' in the config file)")
         self.guard = Guard(cfg.curve_key, cfg.curve_clients)
+        # endpoints first: a taken port fails before the model loads, and subscribers can join
+        # during the seconds that loading takes instead of missing the first events
+        if cfg.log_dir:
+            self.log = EventLog(cfg.log_dir, int(cfg.log_rotate_mb * 2**20))
+        context = self.guard.context
+        self.publisher = Publisher(cfg.pub, cfg.sndhwm, context)
+        if cfg.replay and self.log is not None:
+            self.replay = ReplayServer(cfg.replay, self.log, context)
         self.sources = open_sources(specs, cfg.ring_seconds)
         self.worker = build_pool(resolve_devices(cfg.device), cfg.checkpoint or None, cfg.hop, cfg.max_backlog,
                                  cfg.pitch_policy, cfg.pitch_lag, cfg.max_batch, cfg.gather, cfg.cpu_threads)
@@ -78,12 +86,6 @@ class Server:
                                 for w in self.worker.workers)
         if not recognizer.trained:
             log.warning("checkpoint %s is UNTRAINED: its labels are meaningless", recognizer.id)
-        if cfg.log_dir:
-            self.log = EventLog(cfg.log_dir, int(cfg.log_rotate_mb * 2**20))
-        context = self.guard.context
-        self.publisher = Publisher(cfg.pub, cfg.sndhwm, context)
-        if cfg.replay and self.log is not None:
-            self.replay = ReplayServer(cfg.replay, self.log, context)
         for source in self.sources:
             self._next_seq[source.name] = self.log.open_stream(source.name) if self.log else 0
             self.worker.add(source, Segmenter(recognizer.classes, cfg.smooth, cfg.on_threshold, cfg.off_threshold))

@@ -74,7 +74,7 @@ def model(device: torch.device, quick: bool, args: argparse.Namespace):
             sec = time_call(lambda: predict(mel[:b], mask[:b]), device, min_seconds)
             rows.append({"path": fast.path.name, "batch": b, "ms_per_batch": sec * 1e3, "windows_per_s": b / sec,
                          "top1_agreement": top1, "max_prob_diff": diff, "ok": ok})
-        del fast, predict, probs
+        fast = predict = probs = None  # free its CUDA graphs before the next path is built
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()

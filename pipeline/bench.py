@@ -18,17 +18,13 @@ import numpy as np
 import torch
 
 from .audio import load
-from .config import DEFAULT, TEN_MS, FeatureConfig
+from .config import DEFAULT, TEN_MS
+from .pitch import pyin_settings
 from .pyin import pyin
 from .pyin_stream import StreamingPyin
 from .timing import sync, time_call
 
 __all__ = ["pitch"]
-
-
-def _settings(cfg: FeatureConfig) -> dict:
-    return dict(fmin=cfg.pitch_fmin, fmax=cfg.pitch_fmax, sr=cfg.sample_rate,
-                frame_length=cfg.pitch_frame_length, hop_length=cfg.hop_length)
 
 
 def _demo(seconds: float) -> np.ndarray:
@@ -64,13 +60,13 @@ def _measure(device: torch.device, quick: bool) -> tuple[list[dict], dict]:
     audio = _demo(seconds)
     rows = []
     for cfg in (DEFAULT,) if quick else (DEFAULT, TEN_MS):
-        librosa.pyin(audio[: cfg.sample_rate], **_settings(cfg))  # numba compiles or loads its cache once
+        librosa.pyin(audio[: cfg.sample_rate], **pyin_settings(cfg))  # numba compiles or loads its cache once
         t0 = time.perf_counter()
-        ref = librosa.pyin(audio, **_settings(cfg))
+        ref = librosa.pyin(audio, **pyin_settings(cfg))
         librosa_s = time.perf_counter() - t0
         on_device = torch.from_numpy(audio).to(device)
-        ours_s = time_call(lambda: pyin(on_device, **_settings(cfg)), device, 0.5 if quick else 2.0, warmup=1)
-        ours = [x.cpu().numpy() for x in pyin(on_device, **_settings(cfg))]
+        ours_s = time_call(lambda: pyin(on_device, **pyin_settings(cfg)), device, 0.5 if quick else 2.0, warmup=1)
+        ours = [x.cpu().numpy() for x in pyin(on_device, **pyin_settings(cfg))]
         voicing, cents = _agreement(ref, ours)
         rows.append({
             "what": f"{seconds:g} s, hop {cfg.hop_length}", "seconds": seconds, "librosa_s": librosa_s,
@@ -98,7 +94,7 @@ def _throughput(device: torch.device, rows: list[dict]) -> dict:
     """An hour of audio (on CUDA; a minute on CPU) as a batch of 3 s windows."""
     n_windows = 1200 if device.type == "cuda" else 20
     windows = torch.from_numpy(_demo(3.0 * n_windows).reshape(n_windows, -1)).to(device)
-    sec = time_call(lambda: pyin(windows, **_settings(DEFAULT)), device, 2.0, warmup=1)
+    sec = time_call(lambda: pyin(windows, **pyin_settings(DEFAULT)), device, 2.0, warmup=1)
     audio_s = 3.0 * n_windows
     rows.append({"what": f"batch {n_windows} x 3 s", "seconds": audio_s,
                  "librosa_s": None, "ours_s": sec, "speedup": None, "x_realtime": audio_s / sec,

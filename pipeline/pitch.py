@@ -20,6 +20,18 @@ from .pyin import pyin
 PitchEngine = Callable[[np.ndarray | torch.Tensor, FeatureConfig], np.ndarray]
 
 
+def pyin_settings(cfg: FeatureConfig) -> dict:
+    """DESIGN.md's pYIN arguments from ``cfg``; librosa.pyin's defaults for the rest."""
+    return {
+        "fmin": cfg.pitch_fmin,
+        "fmax": cfg.pitch_fmax,
+        "sr": cfg.sample_rate,
+        "frame_length": cfg.pitch_frame_length,
+        "hop_length": cfg.hop_length,
+        "center": True,
+    }
+
+
 def librosa_pyin(audio: np.ndarray | torch.Tensor, cfg: FeatureConfig = DEFAULT) -> np.ndarray:
     """Reference engine: ``librosa.pyin`` with DESIGN.md's settings.
 
@@ -34,15 +46,7 @@ def librosa_pyin(audio: np.ndarray | torch.Tensor, cfg: FeatureConfig = DEFAULT)
     """
     audio = np.atleast_2d(torch.as_tensor(audio).cpu().numpy())
     n_frames = audio.shape[-1] // cfg.hop_length
-    f0, _, _ = librosa.pyin(
-        audio,
-        fmin=cfg.pitch_fmin,
-        fmax=cfg.pitch_fmax,
-        sr=cfg.sample_rate,
-        frame_length=cfg.pitch_frame_length,
-        hop_length=cfg.hop_length,
-        center=True,
-    )
+    f0, _, _ = librosa.pyin(audio, **pyin_settings(cfg))
     return f0[..., :n_frames].astype(np.float32)
 
 
@@ -61,15 +65,7 @@ def torch_pyin(audio: np.ndarray | torch.Tensor, cfg: FeatureConfig = DEFAULT) -
     audio = torch.as_tensor(audio)
     audio = audio.reshape(-1, audio.shape[-1])
     n_frames = audio.shape[-1] // cfg.hop_length
-    f0, _, _ = pyin(
-        audio,
-        fmin=cfg.pitch_fmin,
-        fmax=cfg.pitch_fmax,
-        sr=cfg.sample_rate,
-        frame_length=cfg.pitch_frame_length,
-        hop_length=cfg.hop_length,
-        center=True,
-    )
+    f0, _, _ = pyin(audio, **pyin_settings(cfg))
     return f0[..., :n_frames].to(torch.float32).cpu().numpy()
 
 
