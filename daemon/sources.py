@@ -2,7 +2,7 @@
 
 | spec | class | pacing |
 |---|---|---|
-| ``mic[:DEVICE]`` | :class:`MicSource` | live: PortAudio's callback copies into the ring, nothing else |
+| ``mic[:DEVICE]`` | :class:`MicSource` | live: a PortAudio child; reopened with backoff when the device fails |
 | ``file:PATH`` | :class:`FileSource` | live: paced by the wall clock, as if it were being played |
 | ``file+fast:PATH`` | :class:`FileSource` | as fast as the worker reads (the ring makes it wait) |
 | ``stdin:FORMAT:RATE:CHANNELS`` | :class:`StdinSource` | as written; the ring makes the writer wait when full |
@@ -14,8 +14,10 @@ backpressure. Resampling to 44.1 kHz happens on the reader's side (the worker), 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -38,6 +40,10 @@ FFMPEG_RATE = 44100  # hz, what the ffmpeg child is asked to output
 BACKOFF_FIRST = 0.5  # seconds before the first restart of a dead ffmpeg child
 BACKOFF_MAX = 30.0  # seconds, the longest wait between restarts
 BACKOFF_RESET = 30.0  # seconds of healthy running after which the backoff starts over
+MIC_STALL = 2.0  # seconds without audio from a running input device before it is reopened
+MIC_POLL = 0.1  # seconds between checks that the capture child's stream is still active
+CHILD_FIRST_AUDIO = 10.0  # seconds a watched child may take to start up before its first sample
+MIC_QUERY_TIMEOUT = 30.0  # seconds allowed to look up an input device
 BLOCKING_RING_SECONDS = 5.0  # ring size for backpressured sources: a window, a hop and the pitch lag
 
 
@@ -178,26 +184,35 @@ class StdinSource(Source):
                 self.ring.write(samples)
 
 
-class FfmpegSource(Source):
-    """``ffmpeg -i URL`` decoded to 44.1 kHz mono float32 on a pipe; restarted with backoff when it exits.
+class _ChildSource(Source):
+    """A child process that writes mono little-endian ``float32`` samples at ``rate`` hz to its stdout.
 
-    The child is started from an argument list (no shell). Its stderr is kept and the last line
-    logged when it exits. Each restart marks a break in the ring: the stream's features start over.
+    The child is started from an argument list (no shell) and restarted with backoff (``BACKOFF_FIRST``
+    doubling to ``BACKOFF_MAX``, starting over after ``BACKOFF_RESET`` s of healthy running) whenever it
+    exits, or, when ``stall_s`` is set, when it writes nothing for ``stall_s`` seconds. Each restart counts
+    in ``restarts`` and marks a break in the ring: the stream's features start over. The child's stderr is
+    kept and its last line logged when it exits.
     """
 
-    def __init__(self, spec: SourceSpec, ring_seconds: float, ffmpeg: str | None = None):
-        super().__init__(spec, FFMPEG_RATE, ring_seconds)
-        self.ffmpeg = ffmpeg or shutil.which("ffmpeg")
-        if not self.ffmpeg:
-            raise SourceError(f"source {spec.name}: ffmpeg is not installed (needed for {spec.spec!r})")
-        self.url = spec.target
+    what = "child"  # names the child in log lines
+    stall_s: float | None = None  # seconds without a sample after which a running child is killed
+    first_s = CHILD_FIRST_AUDIO  # seconds a new child may take to start before the first sample
+
+    def __init__(self, spec: SourceSpec, rate: int, ring_seconds: float):
+        super().__init__(spec, rate, ring_seconds)
         self._child: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self.backoff = BACKOFF_FIRST
 
     def command(self) -> list[str]:
-        return [self.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", self.url,
-                "-vn", "-ac", "1", "-ar", str(FFMPEG_RATE), "-f", "f32le", "pipe:1"]
+        raise NotImplementedError
+
+    def _stderr_line(self, line: bytes, errors: list[bytes]) -> None:
+        errors.append(line)
+
+    def _drain(self, child: subprocess.Popen, errors: list[bytes]) -> None:
+        for line in child.stderr:
+            self._stderr_line(line, errors)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -209,12 +224,11 @@ class FfmpegSource(Source):
                 self.backoff = BACKOFF_FIRST
             self.state = "restarting"
             self.restarts += 1
-            log.warning("source %s: ffmpeg exited (%s); restarting in %.1f s", self.name, got, self.backoff)
+            log.warning("source %s: %s exited (%s); restarting in %.1f s", self.name, self.what, got, self.backoff)
             if self._stop.wait(self.backoff):
                 return
             self.backoff = min(BACKOFF_MAX, self.backoff * 2)
             self.ring.mark_break()
-            self.state = "running"
 
     def _run_child(self) -> str:
         with self._lock:
@@ -224,14 +238,22 @@ class FfmpegSource(Source):
                                            stderr=subprocess.PIPE)
         child = self._child
         errors: list[bytes] = []
-        drain = threading.Thread(target=lambda: errors.extend(child.stderr), daemon=True)
+        drain = threading.Thread(target=self._drain, args=(child, errors), daemon=True)
         drain.start()
         pending = b""
+        stalled = False
+        wait = self.first_s
         fd = child.stdout.fileno()
         while True:
+            if self.stall_s is not None and not select.select([fd], [], [], wait)[0]:
+                stalled = True
+                child.kill()
+                break
+            wait = self.stall_s
             data = os.read(fd, 4 * 4096)
             if not data:
                 break
+            self.state = "running"  # after a restart, only once audio flows again
             pending += data
             usable = len(pending) - len(pending) % 4
             if usable:
@@ -241,6 +263,8 @@ class FfmpegSource(Source):
         drain.join(timeout=1)
         child.stdout.close()
         child.stderr.close()
+        if stalled:
+            return f"no audio for {wait:g} s"
         last = errors[-1].decode(errors="replace").strip() if errors else ""
         return f"code {code}" + (f": {last}" if last else "")
 
@@ -254,56 +278,117 @@ class FfmpegSource(Source):
             self._child.kill()
 
 
-class MicSource(Source):
-    """An input device through PortAudio (sounddevice): ``target`` = device index, name or empty.
+class FfmpegSource(_ChildSource):
+    """``ffmpeg -i URL`` decoded to 44.1 kHz mono float32 on a pipe; restarted with backoff when it exits."""
 
-    The callback runs on PortAudio's thread and only copies into the ring buffer.
+    what = "ffmpeg"
+
+    def __init__(self, spec: SourceSpec, ring_seconds: float, ffmpeg: str | None = None):
+        super().__init__(spec, FFMPEG_RATE, ring_seconds)
+        self.ffmpeg = ffmpeg or shutil.which("ffmpeg")
+        if not self.ffmpeg:
+            raise SourceError(f"source {spec.name}: ffmpeg is not installed (needed for {spec.spec!r})")
+        self.url = spec.target
+
+    def command(self) -> list[str]:
+        return [self.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", self.url,
+                "-vn", "-ac", "1", "-ar", str(FFMPEG_RATE), "-f", "f32le", "pipe:1"]
+
+
+class MicSource(_ChildSource):
+    """An input device through PortAudio (sounddevice): ``target`` = device index, name or empty (the default).
+
+    PortAudio runs in a child process (``python -m instrumentd.daemon.sources capture``) whose callback only
+    writes the block to its stdout. A device that fails or disappears (a PortAudio error, the stream going
+    inactive, a JACK server that dies) ends the child, and one that stops delivering for ``MIC_STALL`` s
+    while claiming to run is killed; either way the same device is reopened with the backoff of
+    :class:`_ChildSource` and ``state`` reads ``restarting`` meanwhile. The child, not the daemon, holds
+    PortAudio because closing a stream on a vanished device can block for minutes (JACK) and PortAudio only
+    sees a device that came back after it is initialized again: a fresh process does both.
     """
 
     live = True
+    what = "input device"
+    stall_s = MIC_STALL
 
     def __init__(self, spec: SourceSpec, ring_seconds: float):
-        try:
-            import sounddevice
-        except OSError as exc:  # the Python package is there, the PortAudio library is not
-            raise SourceError(f"source {spec.name}: cannot use audio input devices ({exc}); install PortAudio "
-                              "(libportaudio2)") from None
-        self._sd = sounddevice
-        device: int | str | None = spec.target or None
-        if isinstance(device, str) and device.isdigit():
-            device = int(device)
-        try:
-            info = sounddevice.query_devices(device, kind="input")
-        except (ValueError, sounddevice.PortAudioError) as exc:
-            raise SourceError(
-                f"source {spec.name}: no input device {spec.target or '(default)'!r} ({exc}); "
-                "`python -m sounddevice` lists the devices"
-            ) from None
-        super().__init__(spec, int(info["default_samplerate"]), ring_seconds)
-        self.device = device
+        probe = subprocess.run([sys.executable, "-m", __name__, "query", spec.target], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=MIC_QUERY_TIMEOUT)
+        if probe.returncode != 0:
+            reason = (probe.stderr.strip().splitlines() or [f"code {probe.returncode}"])[-1]
+            raise SourceError(f"source {spec.name}: {reason}")
+        info = json.loads(probe.stdout)
+        super().__init__(spec, int(info["rate"]), ring_seconds)
         self.device_name = info["name"]
-        self._stream = None
 
-    def _callback(self, indata, frames, time_info, status) -> None:
-        if status.input_overflow:
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", __name__, "capture", self.spec.target, str(self.rate)]
+
+    def _stderr_line(self, line: bytes, errors: list[bytes]) -> None:
+        if line == _OVERFLOW:
             self.xruns += 1
-        self.ring.write(indata[:, 0])
+        else:
+            errors.append(line)
 
-    def start(self) -> None:
-        try:
-            self._stream = self._sd.InputStream(device=self.device, channels=1, samplerate=self.rate,
-                                                dtype="float32", callback=self._callback)
-            self._stream.start()
-        except self._sd.PortAudioError as exc:
-            raise SourceError(f"source {self.name}: cannot open input device {self.device_name!r} ({exc})") from None
-        self.state = "running"
 
-    def stop(self) -> None:
-        if self._stream is not None:
-            self._stream.stop()
-            self._stream.close()
-        self.state = "ended"
-        self.ring.close()
+_OVERFLOW = b"input overflow\n"  # what the capture child writes to stderr for each PortAudio input overflow
+
+
+def _device(target: str) -> int | str | None:
+    """A ``mic:`` target -> sounddevice's device argument: an index, a name, or None for the default."""
+    if not target:
+        return None
+    return int(target) if target.isdigit() else target
+
+
+def _query(target: str) -> int:
+    """Child: print ``{"name", "rate"}`` of input device ``target`` as JSON; exit 2 with a one-line reason if none."""
+    try:
+        import sounddevice
+    except OSError as exc:  # the Python package is there, the PortAudio library is not
+        print(f"cannot use audio input devices ({exc}); install PortAudio (libportaudio2)", file=sys.stderr)
+        return 2
+    try:
+        info = sounddevice.query_devices(_device(target), kind="input")
+    except (ValueError, sounddevice.PortAudioError) as exc:
+        print(f"no input device {target or '(default)'!r} ({exc}); `python -m sounddevice` lists the devices",
+              file=sys.stderr)
+        return 2
+    print(json.dumps({"name": info["name"], "rate": int(info["default_samplerate"])}))
+    return 0
+
+
+def _capture(target: str, rate: int) -> None:
+    """Child: write device ``target``'s mono float32 samples at ``rate`` hz to stdout until the stream ends.
+
+    Never returns: it leaves through ``os._exit`` so that neither closing the stream nor terminating
+    PortAudio (both can block on a vanished device) delays the restart.
+    """
+    import sounddevice
+
+    out = sys.stdout.buffer.fileno()
+    finished = threading.Event()
+
+    def callback(indata, frames, time_info, status) -> None:
+        if status.input_overflow:
+            os.write(2, _OVERFLOW)
+        os.write(out, indata)
+
+    try:
+        stream = sounddevice.InputStream(device=_device(target), channels=1, samplerate=rate, dtype="float32",
+                                         callback=callback, finished_callback=finished.set)
+        stream.start()
+    except (ValueError, sounddevice.PortAudioError) as exc:
+        os.write(2, f"cannot open input device {target or '(default)'!r} ({exc})\n".encode())
+        os._exit(1)
+    try:
+        while not finished.wait(MIC_POLL) and stream.active:
+            pass
+        reason = "the input stream stopped (device gone?)"
+    except sounddevice.PortAudioError as exc:
+        reason = f"PortAudio error ({exc})"
+    os.write(2, f"{reason}\n".encode())
+    os._exit(1)
 
 
 def pcm_to_float(raw: np.ndarray) -> np.ndarray:
@@ -373,3 +458,9 @@ def open_sources(specs: list[SourceSpec], ring_seconds: float) -> list[Source]:
     for exc in errors:
         log.error("%s; the other streams go on", exc)
     return sources
+
+
+if __name__ == "__main__":  # the PortAudio child of MicSource: ``query TARGET`` or ``capture TARGET RATE``
+    if sys.argv[1] == "query":
+        sys.exit(_query(sys.argv[2]))
+    _capture(sys.argv[2], int(sys.argv[3]))

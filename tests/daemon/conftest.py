@@ -120,6 +120,13 @@ class Subscriber:
                 got.append(event)
         return got
 
+    def drain(self, quiet: float = 1.0) -> list[dict]:
+        """Every event still queued or arriving, until none has come for ``quiet`` s."""
+        got: list[dict] = []
+        while self.socket.poll(quiet * 1000):
+            got.append(decode(self.socket.recv_multipart()[1]))
+        return got
+
     def close(self) -> None:
         self.socket.close()
 

@@ -1,4 +1,6 @@
 import numpy as np
+import logging
+
 import pytest
 import torch
 
@@ -88,6 +90,7 @@ def test_cpu_compile_agrees_with_fp32(cpu_recognizer, cpu_inputs):
 
 
 def test_failed_compile_degrades_to_eager(cpu_recognizer, cpu_inputs, caplog):
+    caplog.set_level(logging.WARNING, logger="instrumentd.model.fast")  # other tests set the package's level
     fast = FastRecognizer.from_model(cpu_recognizer.model, "cpu", "compile", max_batch=4, compile_mode="no-such-mode")
     assert fast.path == EAGER_FP32
     assert not fast.calibration[0]["ok"] and "no-such-mode" in fast.calibration[0]["error"]

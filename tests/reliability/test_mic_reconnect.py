@@ -1,0 +1,73 @@
+"""A ``mic:`` source whose device vanishes (its JACK server is killed) is reopened with backoff, and the others go on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from instrumentd.daemon.config import parse_source
+from instrumentd.daemon.sources import BACKOFF_FIRST, open_source
+
+pytestmark = pytest.mark.slow
+
+
+def _jackd(name: str) -> subprocess.Popen:
+    proc = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "44100", "-p", "1024"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    if proc.poll() is not None:
+        pytest.skip("jackd would not start here")
+    return proc
+
+
+def _until(check, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_mic_reopens_after_its_jack_server_dies_and_returns(monkeypatch, wav, caplog):
+    if shutil.which("jackd") is None:
+        pytest.skip("jackd not installed (make system-deps)")
+    name = f"instrumentd-reconnect-{os.getpid()}"
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    jack = _jackd(name)
+    mic = open_source(parse_source("studio=mic"), 5.0)
+    other = open_source(parse_source(f"radio=file:{wav(60.0)}"), 5.0)
+    try:
+        mic.start()
+        other.start()
+        assert _until(lambda: mic.ring.written >= mic.rate // 2, 15), "no audio from the JACK device"
+        assert mic.state == "running" and mic.restarts == 0
+
+        jack.kill()  # the device disappears mid-run
+        jack.wait()
+        assert _until(lambda: mic.state == "restarting" and mic.restarts >= 1, 5)
+        written = mic.ring.written
+        other_before = other.ring.written
+        time.sleep(2 * BACKOFF_FIRST + 1.0)  # at least one reopen fails while the server is gone
+        assert mic.restarts >= 2 and mic.state == "restarting"
+        assert mic.ring.written == written and not mic.ring.closed
+        assert other.state == "running" and other.ring.written > other_before  # the other stream went on
+
+        jack = _jackd(name)  # the device comes back
+        assert _until(lambda: mic.state == "running" and mic.ring.written >= written + mic.rate // 2, 15)
+        assert mic.ring.breaks == mic.restarts  # each reopen marks a break: the features start over
+        before, _, _ = mic.ring.read()  # a read stops at the break ...
+        after, start, broken = mic.ring.read()  # ... and the next one reports it
+        assert len(before) and broken and start == written and len(after) >= mic.rate // 2
+        assert "source studio: input device exited" in caplog.text
+    finally:
+        mic.stop()
+        other.stop()
+        jack.terminate()
+        jack.wait(10)
+    assert mic._child.poll() is not None  # no capture child left behind
