@@ -96,7 +96,8 @@ def test_failed_compile_degrades_to_eager(cpu_recognizer, cpu_inputs, caplog):
     assert not fast.calibration[0]["ok"] and "no-such-mode" in fast.calibration[0]["error"]
     assert "failed to build" in caplog.text
     mel, mask = cpu_inputs
-    assert agreement(fast.predict(mel, mask), reference(cpu_recognizer, mel, mask)) == (1.0, 0.0)
+    top1, diff = agreement(fast.predict(mel, mask), reference(cpu_recognizer, mel, mask))
+    assert top1 == 1.0 and diff <= CPU_PROB_TOLERANCE  # same path; torch's thread count may differ between calls
 
 
 def test_cpu_auto_keeps_fp32_and_reports_calibration(cpu_recognizer, cpu_inputs):
