@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -51,3 +53,15 @@ def renders(fluidsynth_available) -> dict[str, np.ndarray]:
         "violin": render([violin], "fluidr3", 3.0),
         "mix": render([flute, piano], "fluidr3", 3.0),
     }
+
+
+def start_jackd(name: str) -> subprocess.Popen:
+    """A JACK server named ``name`` on the dummy driver (no sound hardware); skips the test without jackd."""
+    if shutil.which("jackd") is None:
+        pytest.skip("jackd not installed (make system-deps)")
+    proc = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "44100", "-p", "1024"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)
+    if proc.poll() is not None:
+        pytest.skip("jackd would not start here")
+    return proc

@@ -10,7 +10,7 @@ import pytest
 
 from instrumentd.daemon.replay import replay
 
-from ..conftest import devices
+from ..conftest import devices, start_jackd
 from .conftest import melody, read_log, windows_of
 
 pytestmark = pytest.mark.slow
@@ -114,14 +114,8 @@ def test_killed_daemon_restarts_with_seq_continuing_and_the_subscriber_replays_i
 @pytest.fixture
 def jack_server():
     """A JACK server with the dummy driver (no sound hardware), private to this test."""
-    if shutil.which("jackd") is None:
-        pytest.skip("jackd not installed (make system-deps)")
     name = f"instrumentd-test-{os.getpid()}"
-    proc = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "44100", "-p", "1024"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.5)
-    if proc.poll() is not None:
-        pytest.skip("jackd would not start here")
+    proc = start_jackd(name)
     yield name
     proc.terminate()
     proc.wait(10)

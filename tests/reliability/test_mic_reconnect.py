@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 
 import pytest
@@ -12,16 +10,9 @@ import pytest
 from instrumentd.daemon.config import parse_source
 from instrumentd.daemon.sources import open_source
 
+from ..conftest import start_jackd
+
 pytestmark = pytest.mark.slow
-
-
-def _jackd(name: str) -> subprocess.Popen:
-    proc = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "44100", "-p", "1024"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)
-    if proc.poll() is not None:
-        pytest.skip("jackd would not start here")
-    return proc
 
 
 def _until(check, timeout: float) -> bool:
@@ -34,12 +25,10 @@ def _until(check, timeout: float) -> bool:
 
 
 def test_mic_reopens_after_its_jack_server_dies_and_returns(monkeypatch, wav, caplog):
-    if shutil.which("jackd") is None:
-        pytest.skip("jackd not installed (make system-deps)")
     name = f"instrumentd-reconnect-{os.getpid()}"
     monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
     monkeypatch.setenv("JACK_NO_START_SERVER", "1")
-    jack = _jackd(name)
+    jack = start_jackd(name)
     mic = open_source(parse_source("studio=mic"), 5.0)
     other = open_source(parse_source(f"radio=file:{wav(60.0)}"), 5.0)
     try:
@@ -60,7 +49,7 @@ def test_mic_reopens_after_its_jack_server_dies_and_returns(monkeypatch, wav, ca
         assert mic.ring.written == written and not mic.ring.closed
         assert other.state == "running" and other.ring.written > other_before  # the other stream went on
 
-        jack = _jackd(name)  # the device comes back
+        jack = start_jackd(name)  # the device comes back
         assert _until(lambda: mic.state == "running" and mic.ring.written >= written + mic.rate // 2, 15)
         assert mic.ring.breaks == mic.restarts  # each reopen marks a break: the features start over
         before, _, _ = mic.ring.read()  # a read stops at the break ...
