@@ -582,6 +582,8 @@ def build_pool(devices: list[torch.device], checkpoint: str | None = None, hop_s
     workers = []
     for i, dev in enumerate(devices):
         recognizer = Recognizer.from_checkpoint(checkpoint, dev, batch_size=max_batch)
+        if dev.type == "cuda":
+            recognizer.accelerate("auto", max_batch)  # the fastest path that agrees with fp32 (model/fast.py)
         cfg = recognizer.features
         features = StreamFeatures(cfg, default_pitch(cfg, pitch_lag, recognizer.device), recognizer.device,
                                   keep=Worker.history_frames(cfg, hop_s, pitch_lag))
