@@ -126,9 +126,10 @@ def test_soak_memory_is_flat_and_every_event_is_accounted_for(daemon, subscriber
     final = statuses[-1]
     assert all(st["windows"] < (file_s - 3) / 0.5 for st in final["streams"].values())  # stopped by the signal
     counts = _account(d, recorder, final)
-    # flat memory: after warm-up (the first quarter), the last quarter is within 5 % (or 25 MB) of the second
+    # flat memory: after warm-up (the first quarter), the last quarter's median is within 5 % (or 25 MB) of
+    # the second's; medians, because a batch of catching-up windows makes short transient peaks, not growth
     q = len(rss) // 4
-    early, late = float(np.mean(rss[q : 2 * q])), float(np.mean(rss[3 * q :]))
+    early, late = float(np.median(rss[q : 2 * q])), float(np.median(rss[3 * q :]))
     assert late - early < max(25.0, 0.05 * early), [round(r) for r in rss[::4]]
     audio_s = sum(st["windows"] for st in final["streams"].values()) * 0.5
     print(f"\nsoak: {SOAK_STREAMS} streams, {SOAK_S:g} s, {sum(counts.values())} events "
