@@ -37,8 +37,11 @@ __all__ = ["EAGER_FP32", "MODES", "FastRecognizer", "InferencePath", "agreement"
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "eager", "fp16", "bf16", "channels_last", "graphs", "graphs-fp32", "compile", "compile-fp32")
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}  # autocast dtype
+MODES = ("auto", "eager", "fp16", "fp16-conv", "bf16", "channels_last", "graphs", "graphs-fp32", "compile",
+         "compile-fp16-conv", "compile-fp32")
+# autocast dtype of the whole network; "fp16-conv" runs the convolution branches in fp16 but for the
+# first layer on the dB input, and the attention, feed-forward and head in fp32
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "fp16-conv": None, "bf16": torch.bfloat16}
 MAX_BATCH = 4096  # windows per forward pass, the largest bucket
 TOP1_AGREEMENT = 0.999  # fraction of windows whose top-1 class must equal fp32's
 PROB_TOLERANCE = 1e-2  # largest allowed |p - p_fp32| over all windows and classes
@@ -55,7 +58,7 @@ class InferencePath:
     """One way to run the network: a precision, ``channels_last`` or not, an executor."""
 
     executor: str = "eager"  # "eager" | "graphs" | "compile"
-    precision: str = "fp32"  # a key of PRECISIONS: fp16 and bf16 run under autocast
+    precision: str = "fp32"  # a key of PRECISIONS
     channels_last: bool = False
 
     @property
@@ -125,6 +128,8 @@ class _Probabilities(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, path: InferencePath, device: torch.device):
         super().__init__()
+        if path.precision == "fp16-conv":
+            model = _fp16_convolutions(model)
         if path.channels_last:
             model = copy.deepcopy(model).to(memory_format=torch.channels_last)
         self.model = model
@@ -139,6 +144,36 @@ class _Probabilities(torch.nn.Module):
         with torch.autocast(self.device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             logits = self.model(mel, mask)
         return torch.softmax(logits.float(), dim=1)
+
+
+class _Autocast(torch.nn.Module):
+    """``module`` run under fp16 autocast; its output goes back to float32."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.float16):
+            return self.module(x).float()
+
+
+def _fp16_convolutions(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose ``mel_branch`` runs in fp16 after its first layer and whose
+    ``mask_branch`` (0/1 input, exact in fp16) runs in fp16 whole; everything else stays fp32.
+
+    The first layer sees dB values up to 80 in magnitude, which fp16 holds to 1/16 dB only;
+    moving it to fp16 as well moved the trained model's probabilities past the tolerance.
+    Raises RuntimeError for a network without those branches (the path is then skipped).
+    """
+    body = getattr(getattr(model, "mel_branch", None), "body", None)
+    if not isinstance(body, torch.nn.Sequential) or not isinstance(getattr(model, "mask_branch", None),
+                                                                    torch.nn.Module):
+        raise RuntimeError(f"{type(model).__name__} has no mel and mask convolution branches")
+    model = copy.deepcopy(model)
+    model.mel_branch.body = torch.nn.Sequential(body[0], _Autocast(torch.nn.Sequential(*list(body)[1:])))
+    model.mask_branch = _Autocast(model.mask_branch)
+    return model
 
 
 def _compiled(module: torch.nn.Module, compile_mode: str) -> Runner:
@@ -280,11 +315,13 @@ class FastRecognizer:
             path = {
                 "eager": EAGER_FP32,
                 "fp16": InferencePath(precision="fp16"),
+                "fp16-conv": InferencePath(precision="fp16-conv"),
                 "bf16": InferencePath(precision="bf16"),
                 "channels_last": InferencePath(precision=low, channels_last=True),
                 "graphs": InferencePath("graphs", precision="fp16"),
                 "graphs-fp32": InferencePath("graphs"),
                 "compile": InferencePath("compile", precision=low),
+                "compile-fp16-conv": InferencePath("compile", precision="fp16-conv"),
                 "compile-fp32": InferencePath("compile"),
             }[mode]
             try:
@@ -388,9 +425,9 @@ def _calibrate(build: Callable[[InferencePath], Runner], device: torch.device, m
 
     attempt(EAGER_FP32)
     if cuda:
-        # bf16 keeps fp32's range but has 8 mantissa bits; a trained network's peaked softmax can
-        # move by more than the tolerance there, where fp16's 11 bits stay within it
-        low = next((p for p in ("fp16", "bf16") if attempt(InferencePath(precision=p))), "fp32")
+        # the cheapest precision that agrees: fp16 everywhere, fp16 in the convolutions only, then
+        # bf16 (fp32's range but 8 mantissa bits: a trained network's softmax moves most there)
+        low = next((p for p in ("fp16", "fp16-conv", "bf16") if attempt(InferencePath(precision=p))), "fp32")
         attempt(InferencePath(precision=low, channels_last=True))
         layout = min(accepted, key=lambda a: a[3])[1].channels_last
         for precision in dict.fromkeys((low, "fp32")):

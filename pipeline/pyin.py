@@ -93,6 +93,7 @@ class PyinModel:
             "log_beta": as_t(_log(self.beta_probs), dtype=dtype),
             "beta_mass_below": as_t(np.concatenate([[0.0], np.cumsum(self.beta_probs)]), dtype=dtype),
             "log_band": as_t(self.log_band, dtype=dtype),
+            "log_band_t": as_t(self.log_band.T.copy(), dtype=dtype),  # [width, n_bins]
             # [2, width]: offsets into one padded scores row pair of a band window, voiced then unvoiced
             "window_offsets": as_t(
                 np.arange(2)[:, None] * (self.n_bins + self.width - 1) + np.arange(self.width)[None], dtype=torch.long
@@ -406,9 +407,17 @@ def viterbi(log_obs: torch.Tensor, model: PyinModel) -> torch.Tensor:
     -------
     states : int64 [batch, frames], 0 .. n_bins - 1 voiced bins, n_bins .. 2 n_bins - 1 unvoiced
     """
+    from . import pyin_kernels  # it imports this module
+
     batch, n_frames = log_obs.shape[:2]
     scores = padded_scores(n_frames, batch, model=model, device=log_obs.device, dtype=log_obs.dtype)
     normalise(log_obs[:, 0], scores[0], model)
+    if pyin_kernels.usable(scores) and log_obs.dtype == torch.float32:
+        pyin_kernels.forward(scores.transpose(0, 1), log_obs[:, 1:].contiguous(), 1, None, model)
+        overall = best_state(scores, model).flatten()  # row t * batch + item
+        last = (n_frames - 1) * batch + torch.arange(batch, device=scores.device)
+        earlier = pyin_kernels.backtrack(scores.flatten(0, 1), overall, last, overall[last], n_frames - 1, batch, model)
+        return torch.cat([earlier, overall[last, None]], 1)
     for i in range(1, n_frames):
         normalise(viterbi_step(scores[i - 1], log_obs[:, i], model), scores[i], model)
     state = best_state(scores[-1], model)

@@ -20,6 +20,7 @@ import torch
 
 from .config import DEFAULT, FeatureConfig
 from .errors import ParameterError
+from . import pyin_kernels
 from .pyin import (
     PyinModel, best_state, cmndf, log_observations, normalise, observations, padded_scores, parabolic_shifts,
     predecessor, pyin_model, viterbi_step,
@@ -27,6 +28,7 @@ from .pyin import (
 
 __all__ = ["StreamingPyin"]
 
+_NO_FRAMES = np.zeros(0, np.float32)
 MAX_STEP_SECONDS = 5.0  # seconds: longer chunks are fed in pieces, which bounds the memory of one step
 
 
@@ -46,6 +48,8 @@ class StreamingPyin:
         self.cfg = cfg
         self.lag = lag
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.model: PyinModel = pyin_model(
             cfg.sample_rate, cfg.pitch_fmin, cfg.pitch_fmax, cfg.pitch_frame_length, cfg.hop_length
         )
@@ -61,7 +65,7 @@ class StreamingPyin:
             self._grow(2 * len(self._in_use))
         slot = self._in_use.index(False)
         self._in_use[slot] = True
-        self._reset(torch.tensor([slot], device=self.device))
+        self._reset(slot)
         return slot
 
     def remove_stream(self, slot: int) -> None:
@@ -93,19 +97,22 @@ class StreamingPyin:
         for slot in chunks:
             self._check_slot(slot)
         slots = list(chunks)
-        out: dict[int, list[np.ndarray]] = {s: [] for s in slots}
-        audio = [self._as_tensor(chunks[s], s) for s in slots]
+        audio = self._to_device([self._as_tensor(chunks[s], s) for s in slots])
+        lengths = [a.shape[0] for a in audio]
         step = max(1, int(MAX_STEP_SECONDS * self.cfg.sample_rate))
-        longest = max((len(a) for a in audio), default=0)
-        for start in range(0, max(longest, 1), step):
-            pieces = [a[start : start + step] for a in audio]
-            live = [i for i, p in enumerate(pieces) if len(p)]
-            if not live:
-                continue
-            decided = self._advance([slots[i] for i in live], [pieces[i] for i in live])
+        if max(lengths, default=0) <= step:  # the usual case: one batched step, no slicing
+            live = [i for i, n in enumerate(lengths) if n]
+            decided = self._advance([slots[i] for i in live], [audio[i] for i in live]) if live else []
+            out = dict.fromkeys(slots, _NO_FRAMES)
+            out.update(zip((slots[i] for i in live), decided))
+            return out
+        parts: dict[int, list[np.ndarray]] = {s: [] for s in slots}
+        for start in range(0, max(lengths), step):
+            live = [i for i, n in enumerate(lengths) if n > start]
+            decided = self._advance([slots[i] for i in live], [audio[i][start : start + step] for i in live])
             for i, f0 in zip(live, decided):
-                out[slots[i]].append(f0)
-        return {s: np.concatenate(v) if v else np.zeros(0, np.float32) for s, v in out.items()}
+                parts[slots[i]].append(f0)
+        return {s: np.concatenate(v) if v else _NO_FRAMES for s, v in parts.items()}
 
     def flush(self, slot: int) -> np.ndarray:
         """End a stream: ``float32 [k]`` f0 of all its frames not yet returned, then the slot starts afresh.
@@ -116,7 +123,6 @@ class StreamingPyin:
         self._check_slot(slot)
         pad = torch.zeros(self.model.frame_length // 2, device=self.device)
         (head,) = self._advance([slot], [pad])
-        idx = torch.tensor([slot], device=self.device)
         rest = min(int(self._n_frames[slot]), self.lag)
         history = self._history[slot]  # [lag, 2, n_bins + width - 1]: frames n - lag .. n - 1
         overall = best_state(history, self.model)
@@ -126,7 +132,7 @@ class StreamingPyin:
             state = predecessor(history, overall, torch.tensor([pos], device=self.device), state, self.model)
             states.append(state)
         tail = self._states_to_f0(torch.stack(states[::-1], 1)[0])
-        self._reset(idx)
+        self._reset(slot)
         return np.concatenate([head, tail])
 
     # ---- internals -----------------------------------------------------------------------------
@@ -137,8 +143,6 @@ class StreamingPyin:
         m, dev = self.model, self.device
         shapes = {
             "_buffer": ((m.frame_length,), torch.float32),  # samples from the next frame's start
-            "_fill": ((), torch.long),  # valid samples in _buffer
-            "_n_frames": ((), torch.long),  # frames scored so far
             # normalised Viterbi scores of the newest `lag` frames, oldest first, in padded_scores' layout
             "_history": ((self.lag, 2, m.n_bins + m.width - 1), torch.float32),
         }
@@ -147,12 +151,16 @@ class StreamingPyin:
             if old:
                 new[:old] = getattr(self, name)
             setattr(self, name, new)
+        for name in ("_fill", "_n_frames"):  # valid samples in _buffer; frames scored so far (host side)
+            setattr(self, name, np.concatenate([getattr(self, name, np.zeros(0, np.int64)),
+                                                np.zeros(capacity - old, np.int64)]))
         self._in_use.extend([False] * (capacity - old))
 
-    def _reset(self, idx: torch.Tensor) -> None:
+    def _reset(self, slot: int) -> None:
+        idx = torch.tensor([slot], device=self.device)
         self._buffer[idx] = 0.0
-        self._fill[idx] = self.model.frame_length // 2  # centring: frame 0 starts half a frame early
-        self._n_frames[idx] = 0
+        self._fill[slot] = self.model.frame_length // 2  # centring: frame 0 starts half a frame early
+        self._n_frames[slot] = 0
         self._history[idx] = padded_scores(
             len(idx), self.lag, model=self.model, device=self.device, dtype=torch.float32
         )
@@ -162,12 +170,27 @@ class StreamingPyin:
             raise ParameterError(f"no stream in slot {slot!r}; streams in use: {self.streams}")
 
     def _as_tensor(self, chunk: np.ndarray | torch.Tensor, slot: int) -> torch.Tensor:
-        chunk = torch.as_tensor(chunk)
-        if chunk.dim() != 1 or not (chunk.is_floating_point() or chunk.numel() == 0):
+        if not isinstance(chunk, torch.Tensor):
+            chunk = torch.as_tensor(chunk)
+        if chunk.ndim != 1 or not (chunk.is_floating_point() or chunk.shape[0] == 0):
             raise ParameterError(
                 f"chunk for slot {slot} must be float samples of shape [n], got {chunk.dtype} {tuple(chunk.shape)}"
             )
-        return chunk.to(self.device, torch.float32)
+        return chunk
+
+    def _to_device(self, chunks: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The chunks as float32 on :attr:`device`; those elsewhere go over in one copy (through
+        page-locked memory to a GPU)."""
+        out = [c if c.dtype == torch.float32 else c.to(torch.float32) for c in chunks]
+        away = [i for i, c in enumerate(out) if c.device != self.device]
+        if away:
+            sizes = [out[i].shape[0] for i in away]
+            host = torch.empty(sum(sizes), pin_memory=self.device.type == "cuda")
+            torch.cat([out[i].cpu() for i in away], out=host)
+            joined = host.to(self.device, non_blocking=True)
+            for i, part in zip(away, joined.split(sizes)):
+                out[i] = part
+        return out
 
     def _states_to_f0(self, states: torch.Tensor) -> np.ndarray:
         states = states.cpu().numpy()
@@ -175,63 +198,77 @@ class StreamingPyin:
         return np.where(states < n_bins, self._freqs[states % n_bins], np.float32(np.nan)).astype(np.float32)
 
     def _advance(self, slots: list[int], audio: list[torch.Tensor]) -> list[np.ndarray]:
-        """Append ``audio[i]`` to stream ``slots[i]``, score the completed frames, return the finalised f0."""
+        """Append ``audio[i]`` to stream ``slots[i]``, score the completed frames, return the finalised f0.
+
+        Frame counts are kept on the host, so the only waits for the device are the trough count
+        inside :func:`~instrumentd.pipeline.pyin.observations` and the f0 copy at the end.
+        """
         m, dev, lag = self.model, self.device, self.lag
         width, hop, n_bins = m.frame_length, m.hop_length, m.n_bins
-        idx = torch.tensor(slots, device=dev)
-        lengths = torch.tensor([len(a) for a in audio], device=dev)
-        fill, n_done = self._fill[idx], self._n_frames[idx]
-        total = fill + lengths
-        n_new = torch.where(total >= width, (total - width) // hop + 1, 0)
-        most = int(n_new.max())
-
-        # the stream's pending samples, then the new ones, one row per stream
         n_streams = len(slots)
-        rows = torch.zeros(n_streams, int(total.max()) + width, device=dev)
-        rows[:, :width] = self._buffer[idx]
-        flat = torch.cat(audio)
-        which = torch.repeat_interleave(torch.arange(n_streams, device=dev), lengths)
-        starts = torch.cumsum(lengths, 0) - lengths
-        rows[which, fill[which] + torch.arange(len(flat), device=dev) - starts[which]] = flat
-        keep_from = (n_new * hop)[:, None] + torch.arange(width, device=dev)
-        self._buffer[idx] = rows.gather(1, keep_from)
-        self._fill[idx] = total - n_new * hop
-        if most == 0:
-            return [np.zeros(0, np.float32)] * n_streams
+        lengths = np.array([a.shape[0] for a in audio], np.int64)
+        fill, n_done = self._fill[slots], self._n_frames[slots]
+        total = fill + lengths
+        n_new = np.where(total >= width, (total - width) // hop + 1, 0)
+        most = int(n_new.max())
+        starts = np.cumsum(lengths) - lengths
+        # one upload for every per-stream number: slot, pending samples, first new sample, new frames
+        meta = torch.from_numpy(np.stack([np.asarray(slots, np.int64), fill, starts, lengths, n_new])).to(dev)
+        idx, fill_d, starts_d, lengths_d, n_new_d = meta
 
+        # the stream's pending samples, then the new ones, one row per stream: column c of row s is
+        # pending sample c below fill[s], else new sample c - fill[s] while that exists, else 0
+        flat = torch.cat(audio) if len(audio) > 1 else audio[0]
+        column = torch.arange(int(total.max()) + width, device=dev)
+        new_pos = column - fill_d[:, None]
+        in_new = (new_pos >= 0) & (new_pos < lengths_d[:, None])
+        source = (starts_d[:, None] + new_pos).clamp(0, len(flat) - 1)  # every call brings some audio
+        rows = torch.where(in_new, flat[source], 0.0)
+        pending = self._buffer[idx]
+        rows[:, :width] = torch.where(column[:width] < fill_d[:, None], pending, rows[:, :width])
+        keep_from = (n_new_d * hop)[:, None] + torch.arange(width, device=dev)
+        self._buffer[idx] = rows.gather(1, keep_from)
+        self._fill[slots] = total - n_new * hop
+        if most == 0:
+            return [_NO_FRAMES] * n_streams
+
+        # every stream's first `most` frames are scored; those past its own new frames are never read
         frames = rows.unfold(1, width, hop)[:, :most]  # [streams, most, frame_length]
-        valid = torch.arange(most, device=dev) < n_new[:, None]
-        yin = cmndf(frames[valid], m)
-        scored_v, scored_p = observations(yin, parabolic_shifts(yin), m)
-        log_v = torch.zeros(n_streams, most, n_bins, device=dev)
-        voiced_prob = torch.zeros(n_streams, most, device=dev)
-        log_v[valid], voiced_prob[valid] = scored_v, scored_p
+        yin = cmndf(frames, m)
+        log_v, voiced_prob = observations(yin, parabolic_shifts(yin), m)
         log_obs = log_observations(log_v, voiced_prob, m)  # [streams, most, 2, n_bins]
 
         # history position p holds frame n_done - lag + p; positions lag + i are the new frames
         history = torch.cat(
             [self._history[idx], padded_scores(n_streams, most, model=m, device=dev, dtype=torch.float32)], 1
         )
-        for i in range(most):
-            stepped = viterbi_step(history[:, lag + i - 1], log_obs[:, i], m)
-            stepped = torch.where((n_done + i == 0)[:, None, None], log_obs[:, i], stepped)
-            normalise(stepped, history[:, lag + i], m)  # rows past a stream's last new frame are never read
+        fresh = torch.from_numpy(n_done == 0).to(dev)
+        if pyin_kernels.usable(history):
+            pyin_kernels.forward(history, log_obs, lag, fresh, m)
+        else:
+            for i in range(most):
+                stepped = viterbi_step(history[:, lag + i - 1], log_obs[:, i], m)
+                if i == 0:
+                    stepped = torch.where(fresh[:, None, None], log_obs[:, i], stepped)
+                normalise(stepped, history[:, lag + i], m)
 
         # new frame i finalises frame n_done + i - lag: trace its best path back `lag` frames, all at once
         overall = best_state(history, m).flatten()  # [streams * (lag + most)]
         row = torch.arange(n_streams, device=dev)[:, None] * (lag + most) + lag + torch.arange(most, device=dev)
         row = row.flatten()
-        state = overall[row]
         rows = history.flatten(0, 1)
-        for _ in range(lag):
-            row = row - 1
-            state = predecessor(rows, overall, row, state, m)
+        if pyin_kernels.usable(history):
+            state = pyin_kernels.backtrack(rows, overall, row, overall[row], lag, 1, m)[:, 0]
+        else:
+            state = overall[row]
+            for _ in range(lag):
+                row = row - 1
+                state = predecessor(rows, overall, row, state, m)
         state = state.reshape(n_streams, most)
-        keep = n_new[:, None] + torch.arange(lag, device=dev)
+        keep = n_new_d[:, None] + torch.arange(lag, device=dev)
         self._history[idx] = history[torch.arange(n_streams, device=dev)[:, None], keep]
-        self._n_frames[idx] = n_done + n_new
+        self._n_frames[slots] = n_done + n_new
 
         f0 = self._states_to_f0(state)
-        first_out = np.maximum(lag - n_done.cpu().numpy(), 0)
-        n_new = n_new.cpu().numpy()
+        first_out = np.maximum(lag - n_done, 0)
         return [f0[s, first_out[s] : max(first_out[s], n_new[s])] for s in range(n_streams)]
