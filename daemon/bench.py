@@ -88,10 +88,10 @@ def _clip(seconds: float = 20.0) -> np.ndarray:
 
 
 def run_streams(devices: list[torch.device], n: int, seconds: float, policy: str = "hold", lag: int = 20,
-                gather: float = 0.0) -> dict:
+                gather: float = 0.0, inference: str = "auto") -> dict:
     """N paced streams over a pool of one worker per device for ``seconds``; returns latency
     percentiles, drops, windows per forward pass and each stage's share of a worker's wall time."""
-    pool = build_pool(devices, None, HOP, 1.0, policy, lag, 1024, gather)
+    pool = build_pool(devices, None, HOP, 1.0, policy, lag, 1024, gather, inference=inference)
     sources = [_SyntheticSource(i) for i in range(n)]
     for src in sources:
         pool.add(src, Segmenter(pool.recognizer.classes))
@@ -179,7 +179,8 @@ LADDER_STEP = 1.5  # each count this much above the one before, until one fails
 BISECTIONS = 2  # then this many runs between the last that passed and the first that failed
 
 
-def capacity(devices: list[torch.device], quick: bool, target: float, seconds: float) -> tuple[int, bool, list[dict]]:
+def capacity(devices: list[torch.device], quick: bool, target: float, seconds: float,
+             inference: str = "auto") -> tuple[int, bool, list[dict]]:
     """The most streams ``devices`` serve within ``target``: counts grow by :data:`LADDER_STEP` per device
     until a run fails, then :data:`BISECTIONS` runs narrow the bracket. Returns ``(streams, capped, rows)``:
     capped means the last count of the ladder passed, so ``streams`` is only a lower bound."""
@@ -188,7 +189,7 @@ def capacity(devices: list[torch.device], quick: bool, target: float, seconds: f
     n, last = first * k, (last_quick if quick else last_full) * k
     rows, best, failed = [], 0, None
     while n <= last:
-        rows.append(run_streams(devices, n, seconds))
+        rows.append(run_streams(devices, n, seconds, inference=inference))
         rows[-1]["ok"] = _passes(rows[-1], target)
         if not rows[-1]["ok"]:
             failed = n
@@ -198,10 +199,22 @@ def capacity(devices: list[torch.device], quick: bool, target: float, seconds: f
         mid = (best + failed) // 2
         if mid in (best, failed):
             break
-        rows.append(run_streams(devices, mid, seconds))
+        rows.append(run_streams(devices, mid, seconds, inference=inference))
         rows[-1]["ok"] = _passes(rows[-1], target)
         best, failed = (mid, failed) if rows[-1]["ok"] else (best, mid)
     return best, failed is None, rows
+
+
+def _inference_mode(device: torch.device, requested: str) -> str:
+    """The network path every run uses: ``requested``, or on a GPU for ``auto`` the mode of the path that
+    one calibration picks, so that each run's pool builds it directly instead of timing every path again."""
+    if requested != "auto" or device.type != "cuda":
+        return requested
+    from instrumentd.model.fast import mode_of
+    from instrumentd.model.recognizer import Recognizer
+
+    fast = Recognizer.from_checkpoint(None, device).accelerate("auto", 1024)
+    return mode_of(fast.path, device.type) or "auto"
 
 
 def _passes(r: dict, target: float) -> bool:
@@ -232,20 +245,21 @@ def stream(device: torch.device, quick: bool, args: argparse.Namespace):
     devices = parse_devices(args.devices) if getattr(args, "devices", None) else [device]
     kind = devices[0].type
     target = TARGET_P99_MS[kind]
+    inference = _inference_mode(devices[0], getattr(args, "inference", "auto"))
     if len(devices) == 1:
-        rows = [run_streams(devices, n, seconds) for n in _counts(devices[0], quick)]
+        rows = [run_streams(devices, n, seconds, inference=inference) for n in _counts(devices[0], quick)]
         middle = 4 if kind == "cpu" else 1000
         if not quick:
-            rows.append(run_streams(devices, middle, seconds, policy="delay"))
-        rows.append(run_streams(devices, middle, seconds, gather=GATHER_S))
+            rows.append(run_streams(devices, middle, seconds, policy="delay", inference=inference))
+        rows.append(run_streams(devices, middle, seconds, gather=GATHER_S, inference=inference))
         for r in rows:
             r["ok"] = _passes(r, target)
         best = max([r["streams"] for r in rows if r["ok"] and r["policy"] == "hold" and r["mode"] == "phased"],
                    default=0)
         extra = {}
     else:
-        one, one_capped, rows_one = capacity(devices[:1], quick, target, seconds)
-        best, capped, rows_many = capacity(devices, quick, target, seconds)
+        one, one_capped, rows_one = capacity(devices[:1], quick, target, seconds, inference)
+        best, capped, rows_many = capacity(devices, quick, target, seconds, inference)
         rows = rows_one + rows_many
         measured = one and not one_capped and not capped
         extra = {
@@ -255,7 +269,7 @@ def stream(device: torch.device, quick: bool, args: argparse.Namespace):
             "scaling_efficiency": round(best / one / len(devices), 3) if measured else None,
         }
     summary = {
-        "hop_s": HOP, "seconds": seconds, "target_p99_ms": target,
+        "hop_s": HOP, "seconds": seconds, "target_p99_ms": target, "inference": inference,
         "devices": [str(d) for d in devices],
         "max_streams_within_target": best,
         **extra,

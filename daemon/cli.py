@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hop", type=float, metavar="SECONDS",
                    help=f"seconds between windows, {HOP_RANGE[0]}-{HOP_RANGE[1]} (default 1.0)")
     p.add_argument("--checkpoint", metavar="PATH", help="model checkpoint (default: the bundled one)")
+    p.add_argument("--inference", metavar="MODE",
+                   help="network path on a GPU: auto (default; every path timed and checked against fp32 at "
+                        "start-up) or a fixed mode such as compile-fp16-conv (a wrong name lists them)")
     p.add_argument("--log-dir", metavar="DIR", help="event log folder ('' = no log and no replay)")
     p.add_argument("--pitch-policy", choices=PITCH_POLICIES,
                    help="newest pitch frames: hold the last final f0 (default) or delay the window until final")
@@ -57,9 +60,9 @@ def build_config(args: argparse.Namespace):
     from .config import load
 
     return load(args.config, sources=args.source, pub=args.pub, replay=args.replay, device=args.device,
-                hop=args.hop, checkpoint=args.checkpoint, log_dir=args.log_dir, pitch_policy=args.pitch_policy,
-                log_level=args.log_level, curve_key=args.curve_key, curve_clients=args.curve_clients,
-                insecure=args.insecure)
+                hop=args.hop, checkpoint=args.checkpoint, inference=args.inference, log_dir=args.log_dir,
+                pitch_policy=args.pitch_policy, log_level=args.log_level, curve_key=args.curve_key,
+                curve_clients=args.curve_clients, insecure=args.insecure)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -125,6 +125,7 @@ class Config:
     max_batch: int = 512  # windows per forward pass
     gather: float = 0.0  # > 0: live streams share one tick, a due window waits this long for the others (GPU)
     cpu_threads: int = 1  # torch threads per CPU worker (more threads lose to other processes' load)
+    inference: str = "auto"  # network path on a GPU: auto (timed and checked at start-up) or a fixed mode
     pitch_lag: int = 20  # frames the streaming pYIN decoder waits before a frame is final
     pitch_policy: str = "hold"  # hold: newest frames hold the last final f0; delay: wait until final
     smooth: int = 3  # windows in the moving average behind labels and segments
@@ -152,6 +153,10 @@ class Config:
             raise ParameterError(f"device {self.device!r} names {', '.join(repeated)} twice (only cpu may repeat)")
         if not 0 <= self.gather <= 0.5:
             raise ParameterError(f"gather must be 0-0.5 seconds, got {self.gather}")
+        from instrumentd.model.fast import MODES
+
+        if self.inference not in MODES:
+            raise ParameterError(f"inference must be one of {', '.join(MODES)}, got {self.inference!r}")
         if self.log_level not in LOG_LEVELS:
             raise ParameterError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.pitch_policy not in PITCH_POLICIES:

@@ -79,7 +79,8 @@ class Server:
             self.replay = ReplayServer(cfg.replay, self.log, context)
         self.sources = open_sources(specs, cfg.ring_seconds)
         self.worker = build_pool(resolve_devices(cfg.device), cfg.checkpoint or None, cfg.hop, cfg.max_backlog,
-                                 cfg.pitch_policy, cfg.pitch_lag, cfg.max_batch, cfg.gather, cfg.cpu_threads)
+                                 cfg.pitch_policy, cfg.pitch_lag, cfg.max_batch, cfg.gather, cfg.cpu_threads,
+                                 cfg.inference)
         recognizer = self.worker.recognizer
         self.device = ", ".join(w.name if w.recognizer.device.type == "cpu" else
                                 f"{w.name} ({torch.cuda.get_device_name(w.recognizer.device)})"

@@ -565,13 +565,15 @@ def resolve_devices(spec: str) -> list[torch.device]:
 
 def build_pool(devices: list[torch.device], checkpoint: str | None = None, hop_s: float = 1.0,
                max_backlog: float = 1.0, pitch_policy: str = "hold", pitch_lag: int = 20, max_batch: int = 512,
-               gather: float = 0.0, cpu_threads: int = 1) -> WorkerPool:
+               gather: float = 0.0, cpu_threads: int = 1, inference: str = "auto") -> WorkerPool:
     """A warmed-up :class:`WorkerPool`: the checkpoint loaded on each device, its features and pitch engine there.
 
     Workers are named by their device (``cuda:1``), numbered when a device repeats (``cpu#0``, ``cpu#1``).
     With a CPU worker, torch's maths get ``cpu_threads`` threads per worker (process-wide): the
     streaming ops are small, and a thread pool that waits for a core another process holds turns a
     10 ms forward pass into hundreds; one thread per worker, and a worker per core, scales instead.
+    ``inference`` picks a GPU worker's network path (:data:`~instrumentd.model.fast.MODES`): ``auto``
+    times and checks every path at start-up (a minute or two with torch.compile); a fixed mode skips that.
     """
     from instrumentd.model.recognizer import Recognizer
     from instrumentd.pipeline.stream_features import default_pitch
@@ -583,7 +585,7 @@ def build_pool(devices: list[torch.device], checkpoint: str | None = None, hop_s
     for i, dev in enumerate(devices):
         recognizer = Recognizer.from_checkpoint(checkpoint, dev, batch_size=max_batch)
         if dev.type == "cuda":
-            recognizer.accelerate("auto", max_batch)  # the fastest path that agrees with fp32 (model/fast.py)
+            recognizer.accelerate(inference, max_batch)  # auto: the fastest path that agrees with fp32
         cfg = recognizer.features
         features = StreamFeatures(cfg, default_pitch(cfg, pitch_lag, recognizer.device), recognizer.device,
                                   keep=Worker.history_frames(cfg, hop_s, pitch_lag))

@@ -33,7 +33,8 @@ from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.mask import band_to_mask
 from instrumentd.pipeline.timing import time_call
 
-__all__ = ["EAGER_FP32", "MODES", "FastRecognizer", "InferencePath", "agreement", "buckets", "realistic_inputs"]
+__all__ = ["EAGER_FP32", "MODES", "FastRecognizer", "InferencePath", "agreement", "buckets", "mode_of",
+           "realistic_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -309,21 +310,8 @@ class FastRecognizer:
                 ) -> "FastRecognizer":
             return cls(runner, path, device, max_batch, n_mels, n_frames, n_classes, calibration)
 
-        cuda = device.type == "cuda"
-        low = "fp16" if cuda else "fp32"
         if mode != "auto":
-            path = {
-                "eager": EAGER_FP32,
-                "fp16": InferencePath(precision="fp16"),
-                "fp16-conv": InferencePath(precision="fp16-conv"),
-                "bf16": InferencePath(precision="bf16"),
-                "channels_last": InferencePath(precision=low, channels_last=True),
-                "graphs": InferencePath("graphs", precision="fp16"),
-                "graphs-fp32": InferencePath("graphs"),
-                "compile": InferencePath("compile", precision=low),
-                "compile-fp16-conv": InferencePath("compile", precision="fp16-conv"),
-                "compile-fp32": InferencePath("compile"),
-            }[mode]
+            path = _mode_paths(device.type)[mode]
             try:
                 return new(build(path), path)
             except _BUILD_ERRORS as exc:
@@ -349,6 +337,28 @@ class FastRecognizer:
         step = self.max_batch
         out = [self._runner(mel[i : i + step].float(), mask[i : i + step].float()) for i in range(0, n, step)]
         return out[0] if len(out) == 1 else torch.cat(out)
+
+
+def _mode_paths(device_type: str) -> dict[str, InferencePath]:
+    """The path each fixed mode (all of :data:`MODES` but ``auto``) names on a device type."""
+    low = "fp16" if device_type == "cuda" else "fp32"
+    return {
+        "eager": EAGER_FP32,
+        "fp16": InferencePath(precision="fp16"),
+        "fp16-conv": InferencePath(precision="fp16-conv"),
+        "bf16": InferencePath(precision="bf16"),
+        "channels_last": InferencePath(precision=low, channels_last=True),
+        "graphs": InferencePath("graphs", precision="fp16"),
+        "graphs-fp32": InferencePath("graphs"),
+        "compile": InferencePath("compile", precision=low),
+        "compile-fp16-conv": InferencePath("compile", precision="fp16-conv"),
+        "compile-fp32": InferencePath("compile"),
+    }
+
+
+def mode_of(path: InferencePath, device_type: str) -> str | None:
+    """The fixed mode that builds ``path`` on a device type without calibrating, or None if none does."""
+    return next((m for m, p in _mode_paths(device_type).items() if p == path), None)
 
 
 def _reason(exc: BaseException) -> str:

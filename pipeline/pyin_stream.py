@@ -232,10 +232,17 @@ class StreamingPyin:
         if most == 0:
             return [_NO_FRAMES] * n_streams
 
-        # every stream's first `most` frames are scored; those past its own new frames are never read
-        frames = rows.unfold(1, width, hop)[:, :most]  # [streams, most, frame_length]
+        # only each stream's own new frames are scored (indices made on the host: no device round trip);
+        # rows past them stay 0 and are never read
+        which = np.repeat(np.arange(n_streams), n_new)
+        index = torch.from_numpy(np.stack([which, np.arange(len(which)) - np.repeat(np.cumsum(n_new) - n_new, n_new)]))
+        stream_i, frame_i = index.to(dev)
+        frames = rows.unfold(1, width, hop)[stream_i, frame_i]  # [new frames, frame_length]
         yin = cmndf(frames, m)
-        log_v, voiced_prob = observations(yin, parabolic_shifts(yin), m)
+        scored_v, scored_p = observations(yin, parabolic_shifts(yin), m)
+        log_v = torch.zeros(n_streams, most, n_bins, device=dev)
+        voiced_prob = torch.zeros(n_streams, most, device=dev)
+        log_v[stream_i, frame_i], voiced_prob[stream_i, frame_i] = scored_v, scored_p
         log_obs = log_observations(log_v, voiced_prob, m)  # [streams, most, 2, n_bins]
 
         # history position p holds frame n_done - lag + p; positions lag + i are the new frames

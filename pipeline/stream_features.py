@@ -62,11 +62,12 @@ def default_pitch(cfg: FeatureConfig = DEFAULT, lag: int = 20, device: str | tor
 @dataclasses.dataclass
 class _Slot:
     pitch_slot: int
+    row: int  # this slot's row of the shared power store
     origin: int  # frame at which this slot's signal starts (sample origin * hop)
     received: int  # absolute samples received (sample index of the next one)
     tail: np.ndarray  # audio from sample next_mel * hop - half_window, zeros before origin
     next_mel: int  # first frame whose mel power is not computed yet
-    power: torch.Tensor  # float32 mel power [n_mels, k] of frames [next_mel - k, next_mel)
+    n_power: int  # frames [next_mel - n_power, next_mel) are in the power store (at most keep)
     f0: np.ndarray  # final f0 of frames [pitch_final - len, pitch_final), hz, NaN unvoiced
     pitch_final: int  # first frame whose f0 is not final
 
@@ -92,6 +93,10 @@ class StreamFeatures:
         self.keep = keep or cfg.n_frames + 64
         self._slots: dict[int, _Slot] = {}
         self._next = 0
+        # mel power of every stream, one row each: frame j of a slot lives in column j % keep, so a
+        # push writes all streams' new frames and a batch of windows reads them in one indexing op
+        self._power = torch.zeros(0, cfg.n_mels, self.keep, dtype=torch.float32, device=self.device)
+        self._free_rows: list[int] = []
         self.seconds = {"mel": 0.0, "pitch": 0.0}  # host time spent per stage, cumulative
 
     # -- streams ---------------------------------------------------------------
@@ -101,21 +106,33 @@ class StreamFeatures:
         self._slots[slot] = self._fresh(origin)
         return slot
 
-    def _fresh(self, origin: int) -> _Slot:
+    def _fresh(self, origin: int, row: int | None = None) -> _Slot:
         return _Slot(
-            pitch_slot=self.pitch.add_stream(), origin=origin, received=origin * self.cfg.hop_length,
-            tail=np.zeros(self.half, np.float32), next_mel=origin,
-            power=torch.zeros(self.cfg.n_mels, 0, dtype=torch.float32, device=self.device),
-            f0=np.zeros(0, np.float32), pitch_final=origin,
+            pitch_slot=self.pitch.add_stream(), row=self._take_row() if row is None else row, origin=origin,
+            received=origin * self.cfg.hop_length, tail=np.zeros(self.half, np.float32), next_mel=origin,
+            n_power=0, f0=np.zeros(0, np.float32), pitch_final=origin,
         )
+
+    def _take_row(self) -> int:
+        """A free row of the power store, which doubles when full."""
+        if not self._free_rows:
+            old = self._power.shape[0]
+            grown = torch.zeros(max(8, 2 * old), *self._power.shape[1:], dtype=torch.float32, device=self.device)
+            grown[:old] = self._power
+            self._power = grown
+            self._free_rows = list(range(grown.shape[0] - 1, old - 1, -1))
+        return self._free_rows.pop()
 
     def reset(self, slot: int, origin: int) -> None:
         """Start ``slot`` over at frame ``origin``: the audio pushed next does not continue the old."""
-        self.pitch.remove_stream(self._slots[slot].pitch_slot)
-        self._slots[slot] = self._fresh(origin)
+        old = self._slots[slot]
+        self.pitch.remove_stream(old.pitch_slot)
+        self._slots[slot] = self._fresh(origin, old.row)
 
     def remove_stream(self, slot: int) -> None:
-        self.pitch.remove_stream(self._slots.pop(slot).pitch_slot)
+        s = self._slots.pop(slot)
+        self.pitch.remove_stream(s.pitch_slot)
+        self._free_rows.append(s.row)
 
     def received(self, slot: int) -> int:
         """Absolute samples received by ``slot`` (its grid's index of the next sample)."""
@@ -156,8 +173,8 @@ class StreamFeatures:
 
     def _push_mel(self, chunks: dict[int, np.ndarray]) -> None:
         """One batched STFT over the new frames of every slot."""
-        hop, win = self.cfg.hop_length, self.cfg.window_length
-        audio, offsets, counts, order = [], [], [], []
+        hop, win, keep = self.cfg.hop_length, self.cfg.window_length, self.keep
+        audio, offsets, rows, columns = [], [], [], []
         base = 0
         for k, chunk in chunks.items():
             s = self._slots[k]
@@ -166,25 +183,27 @@ class StreamFeatures:
             # frame j needs samples up to j * hop + half (inclusive): the window is [j*hop - half, j*hop + half]
             last = (s.received - 1 - self.half) // hop
             n = max(0, last - s.next_mel + 1)
-            if n:
-                audio.append(s.tail)
-                offsets.append(base + np.arange(n) * hop)
-                counts.append(n)
-                order.append(k)
-                base += len(s.tail)
-        if not order:
+            if not n:
+                continue
+            kept = min(n, keep)  # frames older than the store's reach are not computed at all
+            audio.append(s.tail)
+            offsets.append(base + np.arange(n - kept, n) * hop)
+            rows.append(np.full(kept, s.row))
+            columns.append(np.arange(s.next_mel + n - kept, s.next_mel + n) % keep)
+            base += len(s.tail)
+            s.next_mel += n
+            s.n_power = min(keep, s.n_power + n)
+            s.tail = s.tail[n * hop :]
+        if not audio:
             return
         flat = torch.from_numpy(np.concatenate(audio)).to(self.device, non_blocking=True)
-        starts = torch.from_numpy(np.concatenate(offsets)).to(self.device)
-        frames = flat[starts[:, None] + torch.arange(win, device=self.device)[None, :]].to(torch.float64)
+        index = torch.from_numpy(np.stack([np.concatenate(offsets), np.concatenate(rows),
+                                           np.concatenate(columns)])).to(self.device)
+        frames = flat[index[0][:, None] + torch.arange(win, device=self.device)[None, :]].to(torch.float64)
         spec = torch.fft.rfft(frames * self.front.window, dim=-1)
         # float64 through the filterbank (mel.py's parity budget); float32 is plenty to store power
         power = ((spec.real.square() + spec.imag.square()) @ self.front.filterbank.T).to(torch.float32)
-        for k, part in zip(order, torch.split(power, counts)):
-            s = self._slots[k]
-            s.power = torch.cat([s.power, part.T], dim=1)[:, -self.keep :]
-            s.next_mel += part.shape[0]
-            s.tail = s.tail[part.shape[0] * hop :]
+        self._power[index[1], :, index[2]] = power
 
     # -- windows ---------------------------------------------------------------
     def window_ready(self, slot: int, start: int, policy: str = "hold") -> bool:
@@ -203,15 +222,21 @@ class StreamFeatures:
         if policy not in POLICIES:
             raise ParameterError(f"pitch policy must be one of {POLICIES}, got {policy!r}")
         nf = self.cfg.n_frames
-        powers, f0s = [], np.full((len(requests), nf), np.nan, np.float32)
+        rows = np.empty(len(requests), np.int64)
+        starts = np.empty(len(requests), np.int64)
+        f0s = np.full((len(requests), nf), np.nan, np.float32)
         for i, (slot, start) in enumerate(requests):
             s = self._slots[slot]
-            a = s.power.shape[1] - (s.next_mel - start)
-            if a < 0 or a + nf > s.power.shape[1]:
-                raise ParameterError(f"window at frame {start} is outside stream history {s.next_mel - s.power.shape[1]}-{s.next_mel}")
-            powers.append(s.power[:, a : a + nf])
+            if start < s.next_mel - s.n_power or start + nf > s.next_mel:
+                raise ParameterError(
+                    f"window at frame {start} is outside stream history {s.next_mel - s.n_power}-{s.next_mel}"
+                )
+            rows[i], starts[i] = s.row, start
             f0s[i] = self._window_f0(s, start, policy)
-        mel = power_to_db(torch.stack(powers), self.cfg.top_db).to(torch.float32)
+        columns = (starts[:, None] + np.arange(nf)) % self.keep
+        index = torch.from_numpy(np.concatenate([rows[:, None], columns], 1)).to(self.device)
+        power = self._power[index[:, :1], :, index[:, 1:]]  # [n, n_frames, n_mels]
+        mel = power_to_db(power.transpose(1, 2), self.cfg.top_db).to(torch.float32)
         mask = f0_to_mask(torch.from_numpy(f0s).to(self.device), self.cfg)
         return Features(mel.unsqueeze(1), mask.unsqueeze(1), predominant_spectrogram(mel, mask).unsqueeze(1))
 

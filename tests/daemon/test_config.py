@@ -61,6 +61,7 @@ def test_precedence_file_env_flags(tmp_path):
     ({"pub": "tcp://127.0.0.1:1", "replay": "tcp://127.0.0.1:1"}, "must differ"),
     ({"sources": ["a=mic", "a=file:x.wav"]}, "a repeated"),
     ({"off_threshold": 0.6, "on_threshold": 0.5}, "off_threshold"),
+    ({"inference": "fastest"}, "inference must be one of auto, eager, fp16"),
 ])
 def test_bad_settings(settings, fragment):
     with pytest.raises(ParameterError) as err:
