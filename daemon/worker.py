@@ -349,7 +349,7 @@ class Worker:
             self._reset(st, start)
         st.native_next = start + len(data)
         if len(data):
-            rms = float(np.sqrt(np.mean(np.square(data, dtype=np.float64))))
+            rms = math.sqrt(float(np.dot(data, data)) / len(data))  # float32 dot: no temporary array
             st.level_db = round(max(-120.0, 20 * math.log10(max(rms, 1e-6))), 1)
         if st.resampler is not None:
             data = st.resampler.resample_chunk(data, last=ring.closed and ring.available() == 0)

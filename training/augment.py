@@ -1,7 +1,10 @@
-"""SpecAugment-style augmentation for (mel, mask) pairs, applied on the device per batch.
+"""Augmentation for (mel, mask) pairs, applied on the device per batch; not part of the paper's protocol.
 
-Not part of the paper's protocol (``instrumentd train --augment`` turns it on). Both inputs get the
-same time shift and the same masked stripes, so the pitch mask stays aligned with the spectrogram.
+- :func:`spec_augment` (``instrumentd train --augment``): both inputs get the same time shift and
+  the same masked stripes, so the pitch mask stays aligned with the spectrogram.
+- :func:`timbre_eq` (``--timbre``): a random smooth equaliser per clip on the mel spectrogram, so
+  that the network leans less on one synthesiser's spectral envelope (a SoundFont it never saw
+  colours the same instrument differently). The mask is untouched.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ TIME_STRIPES = 2
 TIME_WIDTH = 10  # frames, at most
 FREQ_STRIPES = 2
 FREQ_WIDTH = 12  # mel bands, at most
+TILT_DB = 6.0  # a clip's spectral tilt, lowest to highest band: uniform in +-TILT_DB
+RIPPLE_DB = 2.0  # amplitude of each of the slow cosine ripples across the bands: uniform in +-RIPPLE_DB
+RIPPLES = 3
 
 
 def _stripes(batch: int, length: int, count: int, width: int, device: torch.device) -> torch.Tensor:
@@ -33,3 +39,20 @@ def spec_augment(mel: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, t
     freq = _stripes(b, n_mels, FREQ_STRIPES, FREQ_WIDTH, mel.device).view(b, 1, n_mels, 1)
     hidden = time | freq
     return mel.masked_fill(hidden, MEL_FLOOR_DB), mask.masked_fill(hidden, 0.0)
+
+
+def timbre_eq(mel: torch.Tensor) -> torch.Tensor:
+    """``mel: [B, 1, n_mels, frames]`` dB (maximum 0, floor -80) -> a copy through a random smooth
+    equaliser per item: a tilt of +-:data:`TILT_DB` plus :data:`RIPPLES` cosine ripples of
+    +-:data:`RIPPLE_DB` across the bands. Renormalised to a maximum of 0 dB and clipped at the floor,
+    as the front end's ``power_to_db`` would give; cells at the floor (silence) stay there."""
+    b, _, n_mels, _ = mel.shape
+    position = torch.linspace(0.0, 1.0, n_mels, device=mel.device)  # [n_mels]
+    tilt = (torch.rand(b, 1, device=mel.device) * 2 - 1) * TILT_DB * (position - 0.5)
+    k = torch.arange(1, RIPPLES + 1, device=mel.device, dtype=position.dtype)
+    ripples = torch.cos(torch.pi * k[:, None] * position[None, :])  # [RIPPLES, n_mels]
+    gains = (torch.rand(b, RIPPLES, device=mel.device) * 2 - 1) * RIPPLE_DB
+    curve = (tilt + gains @ ripples).view(b, 1, n_mels, 1)
+    shaped = mel + curve
+    shaped = (shaped - shaped.amax(dim=(2, 3), keepdim=True)).clamp_min(MEL_FLOOR_DB)
+    return torch.where(mel <= MEL_FLOOR_DB, mel, shaped)

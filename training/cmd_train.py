@@ -29,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mask-noise", type=float, default=0.1, help="std of the noise on the mask (default: 0.1)")
     p.add_argument("--augment", action="store_true",
                    help="SpecAugment-style time shift and masking (beyond the paper's protocol)")
+    p.add_argument("--timbre", action="store_true",
+                   help="also a random smooth equaliser per clip on the mel (tilt +-6 dB, ripples +-2 dB), "
+                        "for SoundFonts and instruments not seen in training; not the paper's protocol")
+    p.add_argument("--init", default="", metavar="CKPT",
+                   help="start from this checkpoint's weights (fine-tuning; same variant and features)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and batches (default: 0)")
     p.add_argument("--soundfonts", default=None, help="train only on clips of these SoundFonts (comma list)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
@@ -92,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"figure: {out}")
         return 0
     cfg = T.TrainConfig(args.variant, args.epochs, args.batch_size, args.lr, mask_noise=args.mask_noise,
-                        seed=args.seed, amp=not args.no_amp, augment=args.augment)
+                        seed=args.seed, amp=not args.no_amp, augment=args.augment, timbre=args.timbre,
+                        init=args.init)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with Progress(*columns) as progress:
         task = progress.add_task(f"training {cfg.variant} on {features.n_clips} clips ({device})",

@@ -27,7 +27,7 @@ from instrumentd.model.networks import build
 from instrumentd.pipeline.config import DEFAULT, FeatureConfig
 from instrumentd.pipeline.errors import InstrumentdError, ParameterError
 
-from .augment import spec_augment
+from .augment import spec_augment, timbre_eq
 from .dataset import FeatureSet
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -53,6 +53,8 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # bfloat16 autocast, on CUDA only
     augment: bool = False  # SpecAugment-style time shift and stripes (training/augment.py); not the paper's
+    timbre: bool = False  # a random smooth equaliser per clip on the mel (training/augment.py); not the paper's
+    init: str = ""  # checkpoint whose weights start the run (fine-tuning); "" = the seed's random weights
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -173,6 +175,14 @@ def fingerprint(features: FeatureSet) -> str:
     return f"{features.n_clips}-{h.hexdigest()[:16]}"
 
 
+def _initial_weights(cfg: TrainConfig, features: FeatureSet) -> dict[str, torch.Tensor]:
+    """The weights of checkpoint ``cfg.init``, which must be of ``cfg.variant`` and of the features' config."""
+    model, meta = checkpoint.load(cfg.init, expect_features=feature_config(features))
+    if meta["variant"] != cfg.variant:
+        raise ParameterError(f"--init {cfg.init}: a {meta['variant']!r} checkpoint cannot start a {cfg.variant!r} run")
+    return model.state_dict()
+
+
 def train(features: FeatureSet, cfg: TrainConfig = TrainConfig(), state_path: str | Path | None = None,
           resume: bool = False, on_epoch: Callable[[EpochStats], None] | None = None,
           on_step: Callable[[], None] | None = None) -> TrainResult:
@@ -196,6 +206,8 @@ def train(features: FeatureSet, cfg: TrainConfig = TrainConfig(), state_path: st
     split = {"train": train_idx.tolist(), "validation": val_idx.tolist()}
     torch.manual_seed(cfg.seed)
     model = build(cfg.variant, len(CLASSES)).to(device)
+    if cfg.init:
+        model.load_state_dict(_initial_weights(cfg, features))
     opt_kwargs: dict[str, Any] = {"lr": cfg.lr}
     if device.type == "cuda" and cfg.optimizer == "adam":
         opt_kwargs["fused"] = True  # one kernel for the whole update: steps of batch 16 are launch-bound
@@ -230,6 +242,8 @@ def train(features: FeatureSet, cfg: TrainConfig = TrainConfig(), state_path: st
         for s in range(steps):
             idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
             mel, mask = features.mel[idx], features.mask(idx)
+            if cfg.timbre:
+                mel = timbre_eq(mel)
             if cfg.augment:
                 mel, mask = spec_augment(mel, mask)
             if cfg.mask_noise > 0:

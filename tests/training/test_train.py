@@ -101,3 +101,18 @@ def test_optimizer_comparison_writes_one_figure(prepared, tmp_path, capsys):
     assert (tmp_path / "opt.optimizers.png").stat().st_size > 10_000 and not out.exists()
     assert main(["train", str(prepared), "--out", str(out), "--optimizers", "adam,lbfgs"]) == 2
     assert "unknown optimizer 'lbfgs'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_init_starts_from_a_checkpoint_and_refuses_another_variant(prepared, tmp_path):
+    features = dataset.load(prepared, "train")
+    first = train(features, TrainConfig(epochs=1, batch_size=4, amp=False))
+    path = tmp_path / "first.safetensors"
+    save_checkpoint(first, features, TrainConfig(epochs=1, batch_size=4, amp=False), path, "fixture")
+    # a learning rate too small to move float32 weights: the fine-tuned model is the checkpoint
+    tuned = train(features, TrainConfig(epochs=1, batch_size=4, amp=False, lr=1e-30, init=str(path), timbre=True))
+    start = load(path)[0].state_dict()
+    assert all(torch.allclose(v.cpu(), start[k], rtol=0, atol=1e-20) for k, v in tuned.model.state_dict().items()
+               if v.is_floating_point() and "running" not in k)
+    with pytest.raises(ParameterError, match="'cross' checkpoint cannot start a 'mel' run"):
+        train(features, TrainConfig(variant="mel", epochs=1, init=str(path)))
