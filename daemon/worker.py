@@ -238,9 +238,10 @@ class Worker:
     def step(self) -> list[Window]:
         """Process whatever is due now; returns the windows inferred, in order, probabilities filled.
 
-        When any stream has a window due, every other stream's new audio (a frame or more) is pushed
-        in the same batch: the streaming pitch engine advances all streams in one step per frame,
-        so feeding them together costs little more than feeding one.
+        When any stream has a window due, every other stream with ``feed`` seconds (a quarter hop)
+        or more of new audio is pushed in the same batch: the mel and pitch steps run once for all
+        of them, and a stream is read in a few larger chunks per hop rather than at every step, since
+        each read and push costs host time per stream (with a thousand streams, most of a step).
         """
         t0 = time.perf_counter()
         now = time.monotonic()
@@ -253,7 +254,7 @@ class Worker:
         feeding = not due and self._feeding(active, now)
         chunks, ending = {}, []
         if due or feeding or any(st.pending is not None for st in active):
-            min_take = self.cfg.hop_length
+            min_take = max(self.cfg.hop_length, int(self.feed * self.cfg.sample_rate))
             for st in active:
                 ring = st.source.ring
                 if (st in due_set or st.pending is not None or ring.closed
