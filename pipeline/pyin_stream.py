@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import pyin_kernels
 from .config import DEFAULT, FeatureConfig
 from .errors import ParameterError
-from . import pyin_kernels
 from .pyin import (
     PyinModel, best_state, cmndf, log_observations, normalise, observations, padded_scores, parabolic_shifts,
     predecessor, pyin_model, viterbi_step,
