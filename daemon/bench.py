@@ -208,10 +208,13 @@ def capacity(devices: list[torch.device], quick: bool, target: float, seconds: f
 def _inference_mode(device: torch.device, requested: str) -> str:
     """The network path every run uses: ``requested``, or on a GPU for ``auto`` the mode of the path that
     one calibration picks, so that each run's pool builds it directly instead of timing every path again."""
+    from instrumentd.model.fast import MODES, mode_of
+    from instrumentd.model.recognizer import Recognizer
+
+    if requested not in MODES:
+        raise ParameterError(f"--inference must be one of {', '.join(MODES)}, got {requested!r}")
     if requested != "auto" or device.type != "cuda":
         return requested
-    from instrumentd.model.fast import mode_of
-    from instrumentd.model.recognizer import Recognizer
 
     fast = Recognizer.from_checkpoint(None, device).accelerate("auto", 1024)
     return mode_of(fast.path, device.type) or "auto"

@@ -413,7 +413,7 @@ def viterbi(log_obs: torch.Tensor, model: PyinModel) -> torch.Tensor:
     scores = padded_scores(n_frames, batch, model=model, device=log_obs.device, dtype=log_obs.dtype)
     normalise(log_obs[:, 0], scores[0], model)
     if pyin_kernels.usable(scores) and log_obs.dtype == torch.float32:
-        pyin_kernels.forward(scores.transpose(0, 1), log_obs[:, 1:].contiguous(), 1, None, model)
+        pyin_kernels.forward(scores.transpose(0, 1), log_obs[:, 1:], 1, None, model)
         overall = best_state(scores, model).flatten()  # row t * batch + item
         last = (n_frames - 1) * batch + torch.arange(batch, device=scores.device)
         earlier = pyin_kernels.backtrack(scores.flatten(0, 1), overall, last, overall[last], n_frames - 1, batch, model)

@@ -109,7 +109,8 @@ def forward(scores: torch.Tensor, log_obs: torch.Tensor, t0: int, fresh: torch.T
     scores : float32 [items, frames, 2, n_bins + width - 1] normalised padded scores (any item and
         frame strides, e.g. a frame-major ``[frames, items, ...]`` store transposed); frame ``t0 - 1``
         holds each item's previous frame
-    log_obs : float32 [items, n, 2, n_bins] the new frames' log-likelihoods (rows contiguous)
+    log_obs : float32 [items, n, 2, n_bins] the new frames' log-likelihoods (any item and frame strides,
+        rows contiguous)
     t0 : first frame to compute, >= 1
     fresh : bool [items] or None: items whose frame ``t0`` is their very first (it takes its
         observation alone, as :func:`~instrumentd.pipeline.pyin.viterbi`'s first frame)

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from instrumentd.daemon.bench import _SyntheticSource, run_streams
+from instrumentd.daemon.bench import _inference_mode, _SyntheticSource, run_streams
 from instrumentd.daemon.config import parse_source
 from instrumentd.daemon.segments import Segmenter
 from instrumentd.daemon.sources import open_source
 from instrumentd.daemon.worker import build_pool
+from instrumentd.pipeline.errors import ParameterError
 
 from .conftest import SR, melody
 
@@ -130,3 +131,10 @@ def test_aligned_live_streams_share_one_forward_pass():
     r = run_streams([torch.device("cpu")], 3, 2.0, gather=0.05)
     assert r["dropped_windows"] == 0 and r["windows"] == 6
     assert r["windows_per_pass"] >= 2.5, r
+
+
+def test_bench_inference_mode_is_checked_and_kept_on_cpu():
+    with pytest.raises(ParameterError, match="'fastest'"):
+        _inference_mode(torch.device("cpu"), "fastest")
+    assert _inference_mode(torch.device("cpu"), "auto") == "auto"  # no GPU calibration on a CPU
+    assert _inference_mode(torch.device("cpu"), "graphs-fp32") == "graphs-fp32"
