@@ -36,7 +36,12 @@ def usable(tensor: torch.Tensor) -> bool:
 
 if AVAILABLE:
 
-    @triton.jit
+    # Triton compiles a kernel again for every new pattern of integer arguments equal to 1 or divisible
+    # by 16 (and of pointers aligned to 16 bytes); the streaming step's counts, offsets and strides
+    # change from push to push, and each new pattern stalled a daemon's step for about a second
+    @triton.jit(do_not_specialize=["n_items", "t0", "n_steps", "s_item", "s_frame", "o_item", "o_frame", "n_bins",
+                                   "padded"],
+                do_not_specialize_on_alignment=["scores", "obs"])
     def _forward_kernel(scores, obs, band_t, fresh, n_items, t0, n_steps, s_item, s_frame, o_item, o_frame,
                         n_bins, padded, log_stay, log_switch, log_tiny,
                         WIDTH: tl.constexpr, ITEMS: tl.constexpr, BLOCK: tl.constexpr):
@@ -71,7 +76,8 @@ if AVAILABLE:
             tl.store(out + padded, to_u - best, mask=live)
             tl.debug_barrier()  # the next frame reads what every thread of the program wrote
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["n_paths", "n_steps", "row_step", "n_bins", "padded"],
+                do_not_specialize_on_alignment=["scores"])
     def _backtrack_kernel(scores, overall, start_row, start_state, out, n_paths, n_steps, row_step,
                           n_bins, padded, band, log_stay, log_switch, log_tiny,
                           WIDTH: tl.constexpr, BLOCK: tl.constexpr):
