@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", metavar="PATH", help="model checkpoint (default: the bundled one)")
     p.add_argument("--inference", metavar="MODE",
                    help="network path on a GPU: auto (default; every path timed and checked against fp32 at "
-                        "start-up) or a fixed mode such as compile-fp16-conv (a wrong name lists them)")
+                        "start-up) or a fixed mode such as compile-fp16-tail (a wrong name lists them)")
     p.add_argument("--log-dir", metavar="DIR", help="event log folder ('' = no log and no replay)")
     p.add_argument("--pitch-policy", choices=PITCH_POLICIES,
                    help="newest pitch frames: hold the last final f0 (default) or delay the window until final")

@@ -100,17 +100,20 @@ def test_failed_compile_degrades_to_eager(cpu_recognizer, cpu_inputs, caplog):
     assert top1 == 1.0 and diff <= CPU_PROB_TOLERANCE  # same path; torch's thread count may differ between calls
 
 
-def test_fp16_convolutions_need_the_conv_branches(cpu_recognizer, cpu_inputs):
+def test_fp16_tail_keeps_the_first_layer_in_fp32(cpu_recognizer, cpu_inputs):
     from instrumentd.model.networks import build
 
-    han = FastRecognizer.from_model(build("han").eval(), "cpu", "fp16-conv", max_batch=4)
-    assert han.path == EAGER_FP32 and "no mel and mask convolution branches" in han.calibration[0]["error"]
-    fast = FastRecognizer.from_recognizer(cpu_recognizer, "fp16-conv", max_batch=4)
-    assert fast.path.name == "fp16-conv+eager"
-    first, rest = fast._runner.model.mel_branch.body  # the first layer on the dB input stays fp32
-    assert isinstance(first, torch.nn.Conv2d) and type(rest).__name__ == "_Autocast"
-    assert type(fast._runner.model.mask_branch).__name__ == "_Autocast"
-    assert type(cpu_recognizer.model.mask_branch).__name__ == "MaskBranch"  # the loaded network is untouched
+    han = FastRecognizer.from_model(build("han").eval(), "cpu", "fp16-tail", max_batch=4)
+    assert han.path == EAGER_FP32 and "no mel convolution branch" in han.calibration[0]["error"]
+    fast = FastRecognizer.from_recognizer(cpu_recognizer, "fp16-tail", max_batch=4)
+    assert fast.path.name == "fp16-tail+eager"
+    first = fast._runner.model.mel_branch.body[0]  # conv, LeakyReLU, BatchNorm on the dB input: fp32
+    assert type(first).__name__ == "_Fp32" and [type(m).__name__ for m in first.module] == [
+        "Conv2d", "LeakyReLU", "BatchNorm2d"]
+    assert type(cpu_recognizer.model.mel_branch.body[0]).__name__ == "Conv2d"  # the loaded network is untouched
+    mel, mask = cpu_inputs
+    top1, diff = agreement(fast.predict(mel, mask), reference(cpu_recognizer, mel, mask))
+    assert top1 == 1.0 and diff <= PROB_TOLERANCE
 
 
 def test_cpu_auto_keeps_fp32_and_reports_calibration(cpu_recognizer, cpu_inputs):
@@ -161,8 +164,8 @@ def cuda_setup():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("mode", ["eager", "fp16", "fp16-conv", "channels_last", "graphs", "graphs-fp32", "compile",
-                                  "compile-fp16-conv", "compile-fp32"])
+@pytest.mark.parametrize("mode", ["eager", "fp16", "fp16-tail", "channels_last", "graphs", "graphs-fp32", "compile",
+                                  "compile-fp16-tail", "compile-fp32"])
 def test_cuda_modes_agree_with_fp32(cuda_setup, mode):
     recognizer, mel, mask, ref = cuda_setup
     # max_batch 256: 2048 windows are 8 chunks; 1000 end in a padded bucket; 1 and 3 are tiny buckets.
