@@ -52,9 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes: finishes within a minute on a 2-core CPU")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--devices", default=None, help="for 'stream': 'all' or a comma list of devices to spread over")
+    p.add_argument("--processes", type=int, default=1, metavar="K",
+                   help="for 'stream': split the streams over K daemon processes on the device, as K "
+                        "'instrumentd serve' behind 'instrumentd proxy' run them (default: 1)")
     p.add_argument("--inference", default="auto", metavar="MODE",
                    help="for 'stream': the network path on a GPU, auto (calibrated once) or a fixed mode "
-                        "such as compile-fp16-conv (a wrong name lists them)")
+                        "such as compile-fp16-tail (a wrong name lists them)")
     p.set_defaults(run=run)
 
 

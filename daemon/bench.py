@@ -15,6 +15,11 @@ Rows are ``phased`` (the default: each stream keeps its own phase) unless marked
 same streams with ``gather`` = 50 ms (one tick for all, one forward pass per tick; see
 :mod:`instrumentd.daemon.worker`), measured in the same run for comparison.
 
+``--processes K`` splits the streams over K processes, each a daemon of its own on the same
+device (its own pool, rings, pacing thread, event log and publisher), started together: what K
+``instrumentd serve`` behind ``instrumentd proxy`` do (docs/SCALING.md). One Python process steps
+its streams one after another under one interpreter lock; K of them work on K cores.
+
 ``--devices all`` (or a list such as ``cuda:0,cuda:1``; ``cpu,cpu`` exercises the path on a CPU)
 finds, on the first device alone and then on all of them, the most streams that pass, and reports
 the scaling (streams on N devices / streams on one) and its efficiency (scaling / N).
@@ -23,9 +28,12 @@ the scaling (streams on N devices / streams on one) and its efficiency (scaling 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import tempfile
 import threading
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -42,6 +50,8 @@ from .worker import GATHER_S, build_pool, resolve_devices
 
 HOP = 1.0  # seconds, the target's hop
 TARGET_P99_MS = {"cpu": 250.0, "cuda": 100.0}
+PACE_S = 0.005  # seconds the pacing thread sleeps at least between writes
+CHILD_TIMEOUT_S = 300.0  # seconds a bench process may take to build its pool (torch.compile included)
 STAGES = ("read", "mel", "pitch", "windows", "model", "publish")
 
 
@@ -60,19 +70,24 @@ class _SyntheticSource(Source):
 
 def _pace(sources: list[_SyntheticSource], audio: np.ndarray, block: int, offsets: np.ndarray,
           t0: float, stop: threading.Event) -> None:
-    """Write each source's audio as the clock reaches it; source i starts ``offsets[i]`` s after ``t0``."""
+    """Write each source's audio as the clock reaches it; source i starts ``offsets[i]`` s after ``t0``.
+
+    A block is written when its last sample is due, give or take :data:`PACE_S` (the thread sleeps
+    until the next block of any source is due, but at least that long, so that it does not take the
+    interpreter lock from the worker thousands of times a second).
+    """
     sr = 44100
     written = np.zeros(len(sources), dtype=np.int64)
     starts = np.arange(len(sources)) * 7919  # each stream reads the clip from its own place
     while not stop.is_set():
-        now = time.monotonic()
-        for i, src in enumerate(sources):
-            due = int((now - t0 - offsets[i]) * sr)
-            while written[i] + block <= due:
+        due = ((time.monotonic() - t0 - offsets) * sr).astype(np.int64)
+        for i in np.flatnonzero(written + block <= due):
+            while written[i] + block <= due[i]:
                 a = (starts[i] + written[i]) % (len(audio) - block)
-                src.ring.write(audio[a : a + block], arrival=t0 + offsets[i] + (written[i] + block) / sr)
+                sources[i].ring.write(audio[a : a + block], arrival=t0 + offsets[i] + (written[i] + block) / sr)
                 written[i] += block
-        stop.wait(block / sr / 2)
+        next_due = float((t0 + offsets + (written + block) / sr).min())
+        stop.wait(max(PACE_S, next_due - time.monotonic()))
 
 
 def _clip(seconds: float = 20.0) -> np.ndarray:
@@ -88,13 +103,47 @@ def _clip(seconds: float = 20.0) -> np.ndarray:
 
 
 def run_streams(devices: list[torch.device], n: int, seconds: float, policy: str = "hold", lag: int = 20,
-                gather: float = 0.0, inference: str = "auto") -> dict:
+                gather: float = 0.0, inference: str = "auto", processes: int = 1) -> dict:
     """N paced streams over a pool of one worker per device for ``seconds``; returns latency
-    percentiles, drops, windows per forward pass and each stage's share of a worker's wall time."""
+    percentiles, drops, windows per forward pass and each stage's share of a worker's wall time.
+
+    ``processes > 1`` splits the streams over that many daemons, each a process of its own with its
+    own pool on ``devices`` (:func:`_run_processes`), as several ``instrumentd serve`` behind
+    ``instrumentd proxy`` would run them; the percentiles are over the windows of all of them.
+    """
+    if processes > 1:
+        parts = _run_processes(devices, n, seconds, policy, lag, gather, inference, processes)
+    else:
+        parts = [_run(devices, n, seconds, policy, lag, gather, inference)]
+    latencies = np.concatenate([p.pop("latencies") for p in parts])
+    lat = latencies if len(latencies) else np.full(1, np.inf)
+    passes = sum(p["passes"] for p in parts)
+    return {
+        "devices": len(devices), "processes": processes, "streams": n, "policy": policy,
+        "mode": "aligned" if gather > 0 else "phased",
+        "windows": len(latencies),
+        "expected_windows": sum(p["expected_windows"] for p in parts),
+        "dropped_windows": sum(p["dropped_windows"] for p in parts),
+        "dropped_audio_s": round(sum(p["dropped_audio_s"] for p in parts), 3),
+        "windows_per_pass": round(len(latencies) / passes, 2) if passes else None,
+        "p50_ms": _ms(np.percentile(lat, 50)), "p99_ms": _ms(np.percentile(lat, 99)), "max_ms": _ms(lat.max()),
+        # a stage's share of one process's wall time, the mean over the processes
+        **{f"{k}_busy": round(sum(p["busy"][k] for p in parts) / len(parts), 4) for k in STAGES},
+    }
+
+
+def _run(devices: list[torch.device], n: int, seconds: float, policy: str, lag: int, gather: float, inference: str,
+         ready: Callable[[], object] | None = None) -> dict:
+    """One daemon's share of a run: its latencies (ms, ``float [windows]``) and counters.
+
+    ``ready`` is called once the pool is built, before the clock starts (processes start together).
+    """
     pool = build_pool(devices, None, HOP, 1.0, policy, lag, 1024, gather, inference=inference)
     sources = [_SyntheticSource(i) for i in range(n)]
     for src in sources:
         pool.add(src, Segmenter(pool.recognizer.classes))
+    if ready is not None:
+        ready()
     recognizer = pool.recognizer
     latencies: list[float] = []
     stop = threading.Event()
@@ -143,23 +192,61 @@ def run_streams(devices: list[torch.device], n: int, seconds: float, policy: str
         pool.close()
         log.close()
         publisher.socket.close(0)
-    latencies = latencies[counted:]
-    lat = np.array(latencies) if latencies else np.full(1, np.inf)
-    expected = int(seconds / HOP) * n
     workers = pool.workers
     busy = {k: sum(w.seconds[k] for w in workers) / len(workers) / seconds for k in STAGES[:-1]}
     busy["publish"] = pool.seconds["publish"] / seconds
-    passes = sum(w.passes for w in workers)
     return {
-        "devices": len(workers), "streams": n, "policy": policy, "mode": "aligned" if gather > 0 else "phased",
-        "windows": len(latencies),
-        "expected_windows": expected,
+        "latencies": np.array(latencies[counted:], dtype=float),
+        "expected_windows": int(seconds / HOP) * n,
         "dropped_windows": sum(st.dropped_windows for st in pool.streams) - drops_before,
-        "dropped_audio_s": round(sum(src.ring.dropped for src in sources) / 44100, 3),
-        "windows_per_pass": round(len(latencies) / passes, 2) if passes else None,
-        "p50_ms": _ms(np.percentile(lat, 50)), "p99_ms": _ms(np.percentile(lat, 99)), "max_ms": _ms(lat.max()),
-        **{f"{k}_busy": round(busy[k], 4) for k in STAGES},
+        "dropped_audio_s": sum(src.ring.dropped for src in sources) / 44100,
+        "passes": sum(w.passes for w in workers),
+        "busy": busy,
     }
+
+
+def _run_processes(devices: list[torch.device], n: int, seconds: float, policy: str, lag: int, gather: float,
+                   inference: str, processes: int) -> list[dict]:
+    """:func:`_run` in ``processes`` spawned processes, the streams split evenly; they build their pools,
+    wait for each other, then run for the same seconds. Returns each one's :func:`_run` result."""
+    if not 1 < processes <= n:
+        raise ParameterError(f"--processes must be between 2 and the stream count {n}, got {processes}")
+    ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
+    barrier = ctx.Barrier(processes)
+    results = ctx.Queue()
+    shares = [n // processes + (i < n % processes) for i in range(processes)]
+    names = [str(d) for d in devices]
+    threads = max(1, (os.cpu_count() or 1) // processes)  # torch's CPU pool per process: the cores shared out
+    children = [ctx.Process(target=_child, args=(names, k, seconds, policy, lag, gather, inference, threads, barrier,
+                                                 results), daemon=True) for k in shares]
+    for c in children:
+        c.start()
+    parts = []
+    try:
+        for _ in children:
+            part = results.get(timeout=CHILD_TIMEOUT_S + seconds)
+            if "error" in part:
+                raise RuntimeError(f"a bench process failed: {part['error']}")
+            parts.append(part)
+    finally:
+        for c in children:
+            c.join(timeout=10)
+            if c.is_alive():
+                c.kill()
+    return parts
+
+
+def _child(devices: list[str], n: int, seconds: float, policy: str, lag: int, gather: float, inference: str,
+           threads: int, barrier, results) -> None:
+    """A bench process: one :func:`_run` with ``threads`` torch CPU threads, its result (or its error) put on
+    ``results``."""
+    torch.set_num_threads(threads)
+    try:
+        results.put(_run([torch.device(d) for d in devices], n, seconds, policy, lag, gather, inference,
+                         ready=lambda: barrier.wait(CHILD_TIMEOUT_S)))
+    except Exception as exc:  # the parent reports it; a child has no terminal of its own
+        barrier.abort()
+        results.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
 def _ms(value: float) -> float | None:
@@ -249,18 +336,28 @@ def stream(device: torch.device, quick: bool, args: argparse.Namespace):
     kind = devices[0].type
     target = TARGET_P99_MS[kind]
     inference = _inference_mode(devices[0], getattr(args, "inference", "auto"))
+    processes = getattr(args, "processes", 1)
+    if processes < 1:
+        raise ParameterError(f"--processes must be at least 1, got {processes}")
     if len(devices) == 1:
-        rows = [run_streams(devices, n, seconds, inference=inference) for n in _counts(devices[0], quick)]
         middle = 4 if kind == "cpu" else 1000
+        if processes > max(middle, min(_counts(devices[0], quick))):
+            raise ParameterError(f"--processes {processes} is more than the streams of a run")
+        rows = [run_streams(devices, n, seconds, inference=inference, processes=min(processes, n))
+                for n in _counts(devices[0], quick)]
         if not quick:
-            rows.append(run_streams(devices, middle, seconds, policy="delay", inference=inference))
-        rows.append(run_streams(devices, middle, seconds, gather=GATHER_S, inference=inference))
+            rows.append(run_streams(devices, middle, seconds, policy="delay", inference=inference,
+                                    processes=processes))
+        rows.append(run_streams(devices, middle, seconds, gather=GATHER_S, inference=inference,
+                                processes=processes))
         for r in rows:
             r["ok"] = _passes(r, target)
         best = max([r["streams"] for r in rows if r["ok"] and r["policy"] == "hold" and r["mode"] == "phased"],
                    default=0)
         extra = {}
     else:
+        if processes > 1:
+            raise ParameterError("--processes and --devices cannot be combined: give one or the other")
         one, one_capped, rows_one = capacity(devices[:1], quick, target, seconds, inference)
         best, capped, rows_many = capacity(devices, quick, target, seconds, inference)
         rows = rows_one + rows_many
@@ -272,7 +369,7 @@ def stream(device: torch.device, quick: bool, args: argparse.Namespace):
             "scaling_efficiency": round(best / one / len(devices), 3) if measured else None,
         }
     summary = {
-        "hop_s": HOP, "seconds": seconds, "target_p99_ms": target, "inference": inference,
+        "hop_s": HOP, "seconds": seconds, "target_p99_ms": target, "inference": inference, "processes": processes,
         "devices": [str(d) for d in devices],
         "max_streams_within_target": best,
         **extra,
@@ -280,7 +377,7 @@ def stream(device: torch.device, quick: bool, args: argparse.Namespace):
         "rows": rows,
     }
     table = [{
-        "devices": r["devices"], "streams": r["streams"], "pitch": r["policy"], "mode": r["mode"],
+        "devices": r["devices"], "processes": r["processes"], "streams": r["streams"], "pitch": r["policy"], "mode": r["mode"],
         "windows": f"{r['windows']}/{r['expected_windows']}", "dropped": r["dropped_windows"],
         "per pass": r["windows_per_pass"], "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"],
         "busy % (read mel pitch win model pub)": " ".join(f"{100 * r[k + '_busy']:.0f}" for k in STAGES),

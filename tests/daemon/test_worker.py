@@ -133,6 +133,16 @@ def test_aligned_live_streams_share_one_forward_pass():
     assert r["windows_per_pass"] >= 2.5, r
 
 
+@pytest.mark.slow
+def test_bench_splits_streams_over_daemon_processes():
+    """Two processes, each a daemon with its own pool and rings, started together; the figures add up."""
+    r = run_streams([torch.device("cpu")], 3, 2.0, processes=2)
+    assert r["processes"] == 2 and r["expected_windows"] == 6
+    assert r["dropped_windows"] == 0 and r["windows"] == 6, r
+    with pytest.raises(ParameterError, match="between 2 and the stream count 3, got 4"):
+        run_streams([torch.device("cpu")], 3, 2.0, processes=4)
+
+
 def test_bench_inference_mode_is_checked_and_kept_on_cpu():
     with pytest.raises(ParameterError, match="'fastest'"):
         _inference_mode(torch.device("cpu"), "fastest")
