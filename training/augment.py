@@ -5,6 +5,9 @@
 - :func:`timbre_eq` (``--timbre``): a random smooth equaliser per clip on the mel spectrogram, so
   that the network leans less on one synthesiser's spectral envelope (a SoundFont it never saw
   colours the same instrument differently). The mask is untouched.
+- :func:`mix_pairs` (``--mix RATE``): a share of each batch gets another clip of the batch, of another
+  class, added a little quieter, with a target split between the two classes by their power; test
+  clips often have two or three predominant instruments at once.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ FREQ_WIDTH = 12  # mel bands, at most
 TILT_DB = 6.0  # a clip's spectral tilt, lowest to highest band: uniform in +-TILT_DB
 RIPPLE_DB = 2.0  # amplitude of each of the slow cosine ripples across the bands: uniform in +-RIPPLE_DB
 RIPPLES = 3
+MIX_GAIN_DB = 6.0  # the added clip's level under the clip it joins: uniform in 0..MIX_GAIN_DB dB
 
 
 def _stripes(batch: int, length: int, count: int, width: int, device: torch.device) -> torch.Tensor:
@@ -56,3 +60,33 @@ def timbre_eq(mel: torch.Tensor) -> torch.Tensor:
     shaped = mel + curve
     shaped = (shaped - shaped.amax(dim=(2, 3), keepdim=True)).clamp_min(MEL_FLOOR_DB)
     return torch.where(mel <= MEL_FLOOR_DB, mel, shaped)
+
+
+def mix_pairs(mel: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, rate: float
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mix pairs of clips of one batch.
+
+    Parameters
+    ----------
+    mel : [B, 1, n_mels, frames] dB, maximum 0, floor -80
+    mask : [B, 1, n_mels, frames]; kept as it is: the louder clip's pitch leads the mixture
+    target : float [B, n_classes], class probabilities (one-hot for a plain batch)
+    rate : share of the items that get a partner (another item of the batch, of another class)
+
+    Returns
+    -------
+    mel, mask, target : copies; a mixed item's mel is the dB of the summed mel powers, the partner
+        ``g`` dB under (``g`` uniform in 0..:data:`MIX_GAIN_DB`), renormalised to a maximum of 0 dB and
+        clipped at the floor; its target gives the partner's class the partner's share of the power
+    """
+    b = mel.shape[0]
+    partner = torch.randperm(b, device=mel.device)
+    chosen = (torch.rand(b, device=mel.device) < rate) & (target.argmax(1) != target[partner].argmax(1))
+    gain = 10.0 ** (-MIX_GAIN_DB * torch.rand(b, device=mel.device) / 10)  # partner's power ratio, [B]
+    power = 10.0 ** (mel / 10) + gain.view(b, 1, 1, 1) * 10.0 ** (mel[partner] / 10)
+    mixed = 10 * torch.log10(power)
+    mixed = (mixed - mixed.amax(dim=(2, 3), keepdim=True)).clamp_min(MEL_FLOOR_DB)
+    share = (gain / (1 + gain)).view(b, 1)
+    blended = (1 - share) * target + share * target[partner]
+    return (torch.where(chosen.view(b, 1, 1, 1), mixed, mel), mask,
+            torch.where(chosen.view(b, 1), blended, target))

@@ -32,6 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--timbre", action="store_true",
                    help="also a random smooth equaliser per clip on the mel (tilt +-6 dB, ripples +-2 dB), "
                         "for SoundFonts and instruments not seen in training; not the paper's protocol")
+    p.add_argument("--mix", type=float, default=0.0, metavar="RATE",
+                   help="share of each batch that gets another clip of another class added 0-6 dB quieter, "
+                        "the target split by power (test clips often have several predominant instruments); "
+                        "not the paper's protocol (default: 0)")
     p.add_argument("--init", default="", metavar="CKPT",
                    help="start from this checkpoint's weights (fine-tuning; same variant and features)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and batches (default: 0)")
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     cfg = T.TrainConfig(args.variant, args.epochs, args.batch_size, args.lr, mask_noise=args.mask_noise,
                         seed=args.seed, amp=not args.no_amp, augment=args.augment, timbre=args.timbre,
-                        init=args.init)
+                        mix=args.mix, init=args.init)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with Progress(*columns) as progress:
         task = progress.add_task(f"training {cfg.variant} on {features.n_clips} clips ({device})",

@@ -27,7 +27,7 @@ from instrumentd.model.networks import build
 from instrumentd.pipeline.config import DEFAULT, FeatureConfig
 from instrumentd.pipeline.errors import InstrumentdError, ParameterError
 
-from .augment import spec_augment, timbre_eq
+from .augment import mix_pairs, spec_augment, timbre_eq
 from .dataset import FeatureSet
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -54,6 +54,7 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast, on CUDA only
     augment: bool = False  # SpecAugment-style time shift and stripes (training/augment.py); not the paper's
     timbre: bool = False  # a random smooth equaliser per clip on the mel (training/augment.py); not the paper's
+    mix: float = 0.0  # share of each batch mixed with another clip of another class (training/augment.py); not the paper's
     init: str = ""  # checkpoint whose weights start the run (fine-tuning); "" = the seed's random weights
 
     def __post_init__(self) -> None:
@@ -67,6 +68,8 @@ class TrainConfig:
             raise ParameterError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         if not 0 < self.val_fraction < 1:
             raise ParameterError(f"validation fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0 <= self.mix <= 1:
+            raise ParameterError(f"mix rate must be in [0, 1], got {self.mix}")
         if self.mask_noise < 0:
             raise ParameterError(f"mask noise must be >= 0, got {self.mask_noise}")
 
@@ -242,6 +245,9 @@ def train(features: FeatureSet, cfg: TrainConfig = TrainConfig(), state_path: st
         for s in range(steps):
             idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
             mel, mask = features.mel[idx], features.mask(idx)
+            target = labels[idx]  # class indices, or probabilities once mixed
+            if cfg.mix > 0:
+                mel, mask, target = mix_pairs(mel, mask, nn.functional.one_hot(target, len(CLASSES)).float(), cfg.mix)
             if cfg.timbre:
                 mel = timbre_eq(mel)
             if cfg.augment:
@@ -250,7 +256,7 @@ def train(features: FeatureSet, cfg: TrainConfig = TrainConfig(), state_path: st
                 mask = mask + cfg.mask_noise * torch.randn_like(mask)
             with _autocast(device, cfg.amp):
                 logits = model(mel, mask)
-            loss = loss_fn(logits.float(), labels[idx])
+            loss = loss_fn(logits.float(), target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

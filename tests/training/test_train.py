@@ -85,6 +85,8 @@ def test_bad_protocol_values_are_named():
         TrainConfig(optimizer="lbfgs")
     with pytest.raises(ParameterError, match="epochs must be at least 1, got 0"):
         TrainConfig(epochs=0)
+    with pytest.raises(ParameterError, match=r"mix rate must be in \[0, 1\], got 1.5"):
+        TrainConfig(mix=1.5)
 
 
 @pytest.mark.slow
@@ -110,7 +112,8 @@ def test_init_starts_from_a_checkpoint_and_refuses_another_variant(prepared, tmp
     path = tmp_path / "first.safetensors"
     save_checkpoint(first, features, TrainConfig(epochs=1, batch_size=4, amp=False), path, "fixture")
     # a learning rate too small to move float32 weights: the fine-tuned model is the checkpoint
-    tuned = train(features, TrainConfig(epochs=1, batch_size=4, amp=False, lr=1e-30, init=str(path), timbre=True))
+    tuned = train(features, TrainConfig(epochs=1, batch_size=4, amp=False, lr=1e-30, init=str(path), timbre=True,
+                                          mix=0.5))
     start = load(path)[0].state_dict()
     assert all(torch.allclose(v.cpu(), start[k], rtol=0, atol=1e-20) for k, v in tuned.model.state_dict().items()
                if v.is_floating_point() and "running" not in k)
