@@ -377,7 +377,8 @@ def stream(device: torch.device, quick: bool, args: argparse.Namespace):
         "rows": rows,
     }
     table = [{
-        "devices": r["devices"], "processes": r["processes"], "streams": r["streams"], "pitch": r["policy"], "mode": r["mode"],
+        "devices": r["devices"], "processes": r["processes"], "streams": r["streams"], "pitch": r["policy"],
+        "mode": r["mode"],
         "windows": f"{r['windows']}/{r['expected_windows']}", "dropped": r["dropped_windows"],
         "per pass": r["windows_per_pass"], "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"],
         "busy % (read mel pitch win model pub)": " ".join(f"{100 * r[k + '_busy']:.0f}" for k in STAGES),

@@ -62,20 +62,18 @@ def timbre_eq(mel: torch.Tensor) -> torch.Tensor:
     return torch.where(mel <= MEL_FLOOR_DB, mel, shaped)
 
 
-def mix_pairs(mel: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, rate: float
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mix pairs of clips of one batch.
+def mix_pairs(mel: torch.Tensor, target: torch.Tensor, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix pairs of clips of one batch; each keeps its own pitch mask (the louder clip's pitch leads).
 
     Parameters
     ----------
     mel : [B, 1, n_mels, frames] dB, maximum 0, floor -80
-    mask : [B, 1, n_mels, frames]; kept as it is: the louder clip's pitch leads the mixture
     target : float [B, n_classes], class probabilities (one-hot for a plain batch)
     rate : share of the items that get a partner (another item of the batch, of another class)
 
     Returns
     -------
-    mel, mask, target : copies; a mixed item's mel is the dB of the summed mel powers, the partner
+    mel, target : copies; a mixed item's mel is the dB of the summed mel powers, the partner
         ``g`` dB under (``g`` uniform in 0..:data:`MIX_GAIN_DB`), renormalised to a maximum of 0 dB and
         clipped at the floor; its target gives the partner's class the partner's share of the power
     """
@@ -88,5 +86,4 @@ def mix_pairs(mel: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, rate:
     mixed = (mixed - mixed.amax(dim=(2, 3), keepdim=True)).clamp_min(MEL_FLOOR_DB)
     share = (gain / (1 + gain)).view(b, 1)
     blended = (1 - share) * target + share * target[partner]
-    return (torch.where(chosen.view(b, 1, 1, 1), mixed, mel), mask,
-            torch.where(chosen.view(b, 1), blended, target))
+    return torch.where(chosen.view(b, 1, 1, 1), mixed, mel), torch.where(chosen.view(b, 1), blended, target)

@@ -54,7 +54,7 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast, on CUDA only
     augment: bool = False  # SpecAugment-style time shift and stripes (training/augment.py); not the paper's
     timbre: bool = False  # a random smooth equaliser per clip on the mel (training/augment.py); not the paper's
-    mix: float = 0.0  # share of each batch mixed with another clip of another class (training/augment.py); not the paper's
+    mix: float = 0.0  # share of each batch mixed with a clip of another class (training/augment.py); not the paper's
     init: str = ""  # checkpoint whose weights start the run (fine-tuning); "" = the seed's random weights
 
     def __post_init__(self) -> None:
@@ -247,7 +247,7 @@ def train(features: FeatureSet, cfg: TrainConfig = TrainConfig(), state_path: st
             mel, mask = features.mel[idx], features.mask(idx)
             target = labels[idx]  # class indices, or probabilities once mixed
             if cfg.mix > 0:
-                mel, mask, target = mix_pairs(mel, mask, nn.functional.one_hot(target, len(CLASSES)).float(), cfg.mix)
+                mel, target = mix_pairs(mel, nn.functional.one_hot(target, len(CLASSES)).float(), cfg.mix)
             if cfg.timbre:
                 mel = timbre_eq(mel)
             if cfg.augment:
