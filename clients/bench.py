@@ -53,8 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--devices", default=None, help="for 'stream': 'all' or a comma list of devices to spread over")
     p.add_argument("--processes", type=int, default=1, metavar="K",
-                   help="for 'stream': split the streams over K daemon processes on the device, as K "
-                        "'instrumentd serve' behind 'instrumentd proxy' run them (default: 1)")
+                   help="for 'stream': split the streams over K daemon processes on the device, as "
+                        "'instrumentd serve --processes K' runs them (default: 1)")
     p.add_argument("--inference", default="auto", metavar="MODE",
                    help="for 'stream': the network path on a GPU, auto (calibrated once) or a fixed mode "
                         "such as compile-fp16-tail (a wrong name lists them)")

@@ -16,8 +16,8 @@ same streams with ``gather`` = 50 ms (one tick for all, one forward pass per tic
 :mod:`instrumentd.daemon.worker`), measured in the same run for comparison.
 
 ``--processes K`` splits the streams over K processes, each a daemon of its own on the same
-device (its own pool, rings, pacing thread, event log and publisher), started together: what K
-``instrumentd serve`` behind ``instrumentd proxy`` do (docs/SCALING.md). One Python process steps
+device (its own pool, rings, pacing thread, event log and publisher), started together: what
+``instrumentd serve --processes K`` runs (docs/SCALING.md). One Python process steps
 its streams one after another under one interpreter lock; K of them work on K cores.
 
 ``--devices all`` (or a list such as ``cuda:0,cuda:1``; ``cpu,cpu`` exercises the path on a CPU)
@@ -108,8 +108,8 @@ def run_streams(devices: list[torch.device], n: int, seconds: float, policy: str
     percentiles, drops, windows per forward pass and each stage's share of a worker's wall time.
 
     ``processes > 1`` splits the streams over that many daemons, each a process of its own with its
-    own pool on ``devices`` (:func:`_run_processes`), as several ``instrumentd serve`` behind
-    ``instrumentd proxy`` would run them; the percentiles are over the windows of all of them.
+    own pool on ``devices`` (:func:`_run_processes`), as ``instrumentd serve --processes`` runs them;
+    the percentiles are over the windows of all of them.
     """
     if processes > 1:
         parts = _run_processes(devices, n, seconds, policy, lag, gather, inference, processes)

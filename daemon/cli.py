@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--inference", metavar="MODE",
                    help="network path on a GPU: auto (default; every path timed and checked against fp32 at "
                         "start-up) or a fixed mode such as compile-fp16-tail (a wrong name lists them)")
+    p.add_argument("--processes", type=int, metavar="K",
+                   help="spread the sources over K daemon processes on the same devices, joined on --pub and "
+                        "--replay (default 1; for hundreds of streams, where one process's core is the limit)")
     p.add_argument("--log-dir", metavar="DIR", help="event log folder ('' = no log and no replay)")
     p.add_argument("--pitch-policy", choices=PITCH_POLICIES,
                    help="newest pitch frames: hold the last final f0 (default) or delay the window until final")
@@ -62,7 +65,7 @@ def build_config(args: argparse.Namespace):
     return load(args.config, sources=args.source, pub=args.pub, replay=args.replay, device=args.device,
                 hop=args.hop, checkpoint=args.checkpoint, inference=args.inference, log_dir=args.log_dir,
                 pitch_policy=args.pitch_policy, log_level=args.log_level, curve_key=args.curve_key,
-                curve_clients=args.curve_clients, insecure=args.insecure)
+                curve_clients=args.curve_clients, insecure=args.insecure, processes=args.processes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     level = "debug" if getattr(args, "verbose", 0) >= 2 else config.log_level
     logging.getLogger("instrumentd").setLevel(level.upper())
+    if config.processes > 1:
+        from .group import run_group
+
+        return run_group(config)
     from .server import Server
 
     return Server(config).run()

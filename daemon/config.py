@@ -24,6 +24,7 @@ SOURCE_KINDS = ("mic", "file", "file+fast", "stdin", "ffmpeg")
 PCM_FORMATS = {"s16le": "<i2", "s32le": "<i4", "f32le": "<f4", "f64le": "<f8", "u8": "u1"}
 STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 HOP_RANGE = (0.1, 3.0)  # seconds
+MAX_PROCESSES = 64  # daemon processes of one group (serve --processes)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PITCH_POLICIES = ("hold", "delay")
 
@@ -124,6 +125,7 @@ class Config:
     max_backlog: float = 1.0  # seconds a live stream may fall behind before stale audio is skipped
     max_batch: int = 512  # windows per forward pass
     gather: float = 0.0  # > 0: live streams share one tick, a due window waits this long for the others (GPU)
+    processes: int = 1  # daemon processes that share the sources, joined on pub and replay (docs/SCALING.md)
     cpu_threads: int = 1  # torch threads per CPU worker (more threads lose to other processes' load)
     inference: str = "auto"  # network path on a GPU: auto (timed and checked at start-up) or a fixed mode
     pitch_lag: int = 20  # frames the streaming pYIN decoder waits before a frame is final
@@ -178,6 +180,8 @@ class Config:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ParameterError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 1 <= self.processes <= MAX_PROCESSES:
+            raise ParameterError(f"processes must be 1-{MAX_PROCESSES}, got {self.processes}")
         if self.pitch_lag < 1:
             raise ParameterError(f"pitch_lag must be >= 1 frame, got {self.pitch_lag}")
         if not 0 < self.off_threshold <= self.on_threshold <= 1:

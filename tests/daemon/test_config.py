@@ -62,6 +62,7 @@ def test_precedence_file_env_flags(tmp_path):
     ({"sources": ["a=mic", "a=file:x.wav"]}, "a repeated"),
     ({"off_threshold": 0.6, "on_threshold": 0.5}, "off_threshold"),
     ({"inference": "fastest"}, "inference must be one of auto, eager, fp16"),
+    ({"processes": 0}, "processes must be 1-64, got 0"),
 ])
 def test_bad_settings(settings, fragment):
     with pytest.raises(ParameterError) as err:
@@ -96,3 +97,15 @@ def test_print_config_round_trips(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "instrumentd serve: error: hop must be 0.1-3.0 seconds, got 9.0"
+
+
+def test_a_group_needs_a_source_per_process(tmp_path):
+    from instrumentd.daemon.group import child_configs
+
+    cfg = load(env={}, sources=["a=mic", "b=mic", "c=mic"], processes=2, log_dir=str(tmp_path))
+    children = child_configs(cfg, tmp_path)
+    assert [names for _, names in children] == [["a", "c"], ["b"]]
+    assert [c.pub for c, _ in children] == [f"ipc://{tmp_path}/pub-0", f"ipc://{tmp_path}/pub-1"]
+    assert all(c.replay == "" and c.processes == 1 and c.log_dir == str(tmp_path) for c, _ in children)
+    with pytest.raises(ParameterError, match="processes = 4 but only 3 source"):
+        child_configs(load(env={}, sources=cfg.sources, processes=4), tmp_path)

@@ -1,0 +1,185 @@
+"""``serve --processes K``: the sources spread over K daemon processes, joined on the group's endpoints.
+
+One daemon steps its streams one after another under one interpreter lock, so with hundreds of
+streams its one core is the limit (docs/SCALING.md). A group's parent process starts K children,
+each an ``instrumentd serve`` with every K-th source, and joins them:
+
+- events: each child publishes on its own ``ipc://`` endpoint in a private folder; the parent runs
+  ``instrumentd proxy``'s :class:`~instrumentd.clients.proxy.EventProxy` from those to ``pub``, with
+  the group's CurveZMQ settings;
+- the event log: the children share ``log_dir`` (a folder per stream, so a stream's ``seq`` goes on
+  across restarts whichever child serves it); the parent answers ``replay`` from that folder;
+- torch's CPU threads: each child gets ``cores / K`` (``OMP_NUM_THREADS``, unless set), since K
+  processes that each spin on every core starve one another.
+
+A child that fails is started again after a pause that doubles up to :data:`MAX_BACKOFF_S` (its
+streams resume from their logs); the others keep running. A child whose sources have all ended
+exits 0 and stays down; the group ends when every child has. SIGINT or SIGTERM stops the children
+(each finishes its windows, flushes its log and exits 0), then the proxy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from instrumentd.pipeline.errors import ParameterError
+
+from .config import ENV_PREFIX, Config
+
+log = logging.getLogger("instrumentd.daemon.group")
+
+FIRST_BACKOFF_S = 1.0  # pause before a failed child is started again; doubles per failure in a row
+MAX_BACKOFF_S = 30.0
+STABLE_S = 60.0  # a child that ran this long before it failed starts again after the first pause
+STOP_TIMEOUT_S = 60.0  # seconds a child may take to finish after SIGTERM before it is killed
+POLL_S = 0.1  # the parent's loop: replay requests, children's exits, signals
+
+
+@dataclasses.dataclass
+class _Child:
+    """One daemon of the group: its configuration file, its process and its restarts."""
+
+    index: int
+    config: Path
+    streams: list[str]
+    proc: subprocess.Popen | None = None
+    done: bool = False  # exited 0: its sources have ended
+    backoff: float = FIRST_BACKOFF_S
+    started: float = 0.0  # time.monotonic() of the last start
+    restart_at: float | None = None  # time.monotonic() at which a failed child starts again
+
+    def start(self, env: dict[str, str]) -> None:
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, "-m", "instrumentd", "serve", "--config", str(self.config)],
+                                     env=env)
+        log.info("daemon %d (pid %d): %s", self.index, self.proc.pid, ", ".join(self.streams))
+
+
+def child_configs(config: Config, folder: Path) -> list[tuple[Config, list[str]]]:
+    """The K children's configurations and stream names: every K-th source, its own PUB endpoint in
+    ``folder``, no replay endpoint and no CurveZMQ (the parent serves both), the shared log folder."""
+    k = config.processes
+    sources = config.sources
+    if k > len(sources):
+        raise ParameterError(f"processes = {k} but only {len(sources)} source(s): at most one process per source")
+    specs = config.source_specs()
+    out = []
+    for i in range(k):
+        child = dataclasses.replace(config, sources=sources[i::k], pub=f"ipc://{folder}/pub-{i}", replay="",
+                                    processes=1, curve_key="", curve_clients="", insecure=False)
+        out.append((child.validate(), [s.name for s in specs[i::k]]))
+    return out
+
+
+def run_group(config: Config) -> int:
+    """Run the group until every child has ended or a signal came; returns the exit code (0)."""
+    import zmq
+
+    from instrumentd.clients.proxy import EventProxy
+
+    from .eventlog import EventLog
+    from .replay import ReplayServer
+    from .security import Guard
+
+    folder = Path(tempfile.mkdtemp(prefix="instrumentd-group-"))
+    stop = threading.Event()
+    _on_signals(stop)
+    guard = Guard(config.curve_key, config.curve_clients, zmq.Context())
+    events = replay = None
+    children: list[_Child] = []
+    try:
+        for i, (child, streams) in enumerate(child_configs(config, folder)):
+            path = folder / f"daemon-{i}.toml"
+            path.write_text(child.to_toml())
+            children.append(_Child(i, path, streams))
+        events = EventProxy([f"ipc://{folder}/pub-{c.index}" for c in children], config.pub, guard.context,
+                            zmq.Context())
+        if config.replay and config.log_dir:
+            replay = ReplayServer(config.replay, EventLog(config.log_dir), guard.context)
+        events.start()
+        env = _child_env(len(children))
+        for c in children:
+            c.start(env)
+        log.info("group of %d daemons: events on %s%s", len(children), config.pub,
+                 f", replay on {config.replay}" if replay else "")
+        poller = zmq.Poller()
+        if replay is not None:
+            poller.register(replay.socket, zmq.POLLIN)
+        while not stop.is_set() and not all(c.done for c in children):
+            _watch(children, env)
+            if replay is None:
+                stop.wait(POLL_S)
+            elif poller.poll(POLL_S * 1000):
+                replay.serve_pending()
+    finally:
+        _stop(children)
+        if replay is not None:
+            replay.serve_pending()
+            replay.close()
+        if events is not None:
+            events.close()
+        guard.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    log.info("group stopped")
+    return 0
+
+
+def _watch(children: list[_Child], env: dict[str, str]) -> None:
+    """Note children that exited; start failed ones again once their pause is over."""
+    now = time.monotonic()
+    for c in children:
+        if c.proc is not None and (rc := c.proc.poll()) is not None:
+            c.proc = None
+            if rc == 0:
+                c.done = True
+                log.info("daemon %d: its sources have ended", c.index)
+                continue
+            if now - c.started >= STABLE_S:
+                c.backoff = FIRST_BACKOFF_S
+            c.restart_at = now + c.backoff
+            log.error("daemon %d (%s) exited with %d; starting it again in %g s", c.index, ", ".join(c.streams), rc,
+                      c.backoff)
+            c.backoff = min(MAX_BACKOFF_S, 2 * c.backoff)
+        elif c.proc is None and c.restart_at is not None and now >= c.restart_at:
+            c.restart_at = None
+            c.start(env)
+
+
+def _stop(children: list[_Child]) -> None:
+    """SIGTERM every running child, wait for them to finish their windows; kill those that do not."""
+    running = [c.proc for c in children if c.proc is not None]
+    for p in running:
+        p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for p in running:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.error("daemon pid %d did not stop within %g s; killed", p.pid, STOP_TIMEOUT_S)
+            p.kill()
+            p.wait()
+
+
+def _child_env(k: int) -> dict[str, str]:
+    """The children's environment: without ``INSTRUMENTD_*`` settings (the parent applied them; its
+    configuration files carry them), with torch's CPU threads shared out over the cores."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // k)))
+    return env
+
+
+def _on_signals(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
