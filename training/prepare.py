@@ -37,6 +37,9 @@ from .irmas import Clip, test_clips, training_clips
 
 TEST_FOLDER = "test"
 SPLITS = ("train", "test")
+# 3 s windows per feature-extractor call, the fastest measured per device type (docs/PERFORMANCE.md):
+# on a 2-core CPU batch 64 ran 5x slower than batch 4; on an H100 256 and 512 beat 64
+BATCH_SIZE = {"cpu": 4, "cuda": 256}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +101,7 @@ def _batches(todo: list[Job], batch_size: int, read: Callable[[Job], tuple]) -> 
 
 
 def prepare(corpus: str | Path, out: str | Path, split: str = "train", extractor: FeatureExtractor | None = None,
-            engine_name: str = "", batch_size: int = 32, mask_transform: Callable | None = None,
+            engine_name: str = "", batch_size: int | None = None, mask_transform: Callable | None = None,
             on_progress: Callable[[int], None] | None = None) -> int:
     """Write the features of every clip of ``split`` not yet prepared; returns how many were written.
 
@@ -108,12 +111,13 @@ def prepare(corpus: str | Path, out: str | Path, split: str = "train", extractor
     out : feature folder
     extractor : feature extractor (default: CPU, the pipeline's default pitch engine)
     engine_name : pitch engine name recorded in each file's ``meta``
-    batch_size : 3 s windows per feature-extractor call
+    batch_size : 3 s windows per feature-extractor call (default :data:`BATCH_SIZE` for the extractor's device)
     mask_transform : ``mask [batch, n_mels, frames] -> mask`` applied before saving (the clean mask)
     on_progress : called with the number of clips finished (skipped ones included)
     """
     extractor = extractor or FeatureExtractor(DEFAULT)
     cfg = extractor.cfg
+    batch_size = batch_size or BATCH_SIZE.get(extractor.device.type, BATCH_SIZE["cpu"])
     everything = jobs(corpus, out, split)
     todo = [j for j in everything if not j.out.is_file()]
     if on_progress and len(todo) < len(everything):
