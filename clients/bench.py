@@ -55,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--processes", type=int, default=1, metavar="K",
                    help="for 'stream': split the streams over K daemon processes on the device, as "
                         "'instrumentd serve --processes K' runs them (default: 1)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="for 'train': run N whole epochs of the protocol's default precision and time them all "
+                        "(default: 2 epochs per precision, the last one timed and extrapolated)")
     p.add_argument("--inference", default="auto", metavar="MODE",
                    help="for 'stream': the network path on a GPU, auto (calibrated once) or a fixed mode "
                         "such as compile-fp16-tail (a wrong name lists them)")

@@ -7,6 +7,7 @@ import argparse
 import pytest
 import torch
 
+from instrumentd.pipeline.errors import ParameterError
 from instrumentd.training import bench
 
 
@@ -25,3 +26,7 @@ def test_quick_benches_report():
     assert result.rows[2]["stage"] == "prepare end to end (22 WAV files)"
     result = bench.train_bench(torch.device("cpu"), True, argparse.Namespace())
     assert result.rows[0]["clips"] == 48 and result.summary["irmas_100_epochs_s"] > 0
+    timed = bench.train_bench(torch.device("cpu"), True, argparse.Namespace(epochs=2))
+    assert timed.summary["epochs"] == 2 and timed.summary["wall_s"] > timed.summary["epoch_s"]
+    with pytest.raises(ParameterError, match="--epochs must be at least 1, got 0"):
+        bench.train_bench(torch.device("cpu"), True, argparse.Namespace(epochs=0))
