@@ -143,6 +143,12 @@ def test_bench_splits_streams_over_daemon_processes():
         run_streams([torch.device("cpu")], 3, 2.0, processes=4)
 
 
+def test_a_built_pool_freezes_the_start_up_heap(pool):
+    import gc
+
+    assert gc.get_freeze_count() > 100_000  # torch, the model...: the collector's full passes skip them
+
+
 def test_bench_inference_mode_is_checked_and_kept_on_cpu():
     with pytest.raises(ParameterError, match="'fastest'"):
         _inference_mode(torch.device("cpu"), "fastest")
