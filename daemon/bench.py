@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import tempfile
 import threading
 import time
@@ -43,6 +42,7 @@ from instrumentd.pipeline.errors import ParameterError
 from .config import SourceSpec
 from .eventlog import EventLog
 from .events import window_event
+from .group import threads_per_process
 from .publisher import Publisher
 from .segments import Segmenter
 from .sources import Source
@@ -216,7 +216,7 @@ def _run_processes(devices: list[torch.device], n: int, seconds: float, policy: 
     results = ctx.Queue()
     shares = [n // processes + (i < n % processes) for i in range(processes)]
     names = [str(d) for d in devices]
-    threads = max(1, (os.cpu_count() or 1) // processes)  # torch's CPU pool per process: the cores shared out
+    threads = threads_per_process(processes)  # as serve --processes gives its daemons
     children = [ctx.Process(target=_child, args=(names, k, seconds, policy, lag, gather, inference, threads, barrier,
                                                  results), daemon=True) for k in shares]
     for c in children:
@@ -341,7 +341,7 @@ def stream(device: torch.device, quick: bool, args: argparse.Namespace):
         raise ParameterError(f"--processes must be at least 1, got {processes}")
     if len(devices) == 1:
         middle = 4 if kind == "cpu" else 1000
-        if processes > max(middle, min(_counts(devices[0], quick))):
+        if processes > middle:
             raise ParameterError(f"--processes {processes} is more than the streams of a run")
         rows = [run_streams(devices, n, seconds, inference=inference, processes=min(processes, n))
                 for n in _counts(devices[0], quick)]

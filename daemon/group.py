@@ -51,6 +51,7 @@ class _Child:
 
     index: int
     config: Path
+    pub: str  # where it publishes its events
     streams: list[str]
     proc: subprocess.Popen | None = None
     done: bool = False  # exited 0: its sources have ended
@@ -101,9 +102,8 @@ def run_group(config: Config) -> int:
         for i, (child, streams) in enumerate(child_configs(config, folder)):
             path = folder / f"daemon-{i}.toml"
             path.write_text(child.to_toml())
-            children.append(_Child(i, path, streams))
-        events = EventProxy([f"ipc://{folder}/pub-{c.index}" for c in children], config.pub, guard.context,
-                            zmq.Context())
+            children.append(_Child(i, path, child.pub, streams))
+        events = EventProxy([c.pub for c in children], config.pub, guard.context, zmq.Context())
         if config.replay and config.log_dir:
             replay = ReplayServer(config.replay, EventLog(config.log_dir), guard.context)
         events.start()
@@ -174,8 +174,13 @@ def _child_env(k: int) -> dict[str, str]:
     """The children's environment: without ``INSTRUMENTD_*`` settings (the parent applied them; its
     configuration files carry them), with torch's CPU threads shared out over the cores."""
     env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // k)))
+    env.setdefault("OMP_NUM_THREADS", str(threads_per_process(k)))
     return env
+
+
+def threads_per_process(k: int) -> int:
+    """torch CPU threads for each of ``k`` processes on this machine: the cores shared out, at least 1."""
+    return max(1, (os.cpu_count() or 1) // k)
 
 
 def _on_signals(stop: threading.Event) -> None:
