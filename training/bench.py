@@ -3,9 +3,12 @@
 ``prepare``: 3 s clips per second through the feature extractor (mel, pYIN, mask), audio already
 decoded, at several batch sizes; then ``instrumentd prepare`` itself, end to end, on WAV files in
 IRMAS's training layout and format (44.1 kHz 16-bit stereo): decoding, features and writing the
-``.pt`` files. On CUDA without ``--quick`` that is all 6,705 clips of IRMAS's training set. ``train``: seconds per epoch and samples per second of the paper's
-protocol (batch 16, Adam, mask noise, bfloat16 autocast on CUDA) on random features held on the device,
-and the time 100 epochs over 6,705 clips would take; ``--epochs 100`` on CUDA runs and times them all.
+``.pt`` files. On CUDA without ``--quick`` that is all 6,705 clips of IRMAS's training set.
+
+``train``: seconds per epoch and samples per second of the paper's protocol (batch 16, Adam, mask
+noise) on random features held on the device, and the time 100 epochs over 6,705 clips would take.
+On CUDA four rows side by side: bfloat16 autocast or fp32, steps replayed from a CUDA graph or
+eager; ``--epochs 100`` runs and times the default (bfloat16, graph) for all its epochs.
 """
 
 from __future__ import annotations
@@ -122,24 +125,27 @@ def train_bench(device: torch.device, quick: bool, args: argparse.Namespace):
     if epochs is not None and epochs < 1:
         raise ParameterError(f"--epochs must be at least 1, got {epochs}")
     rows = []
-    # with --epochs, the protocol's own precision only (bf16 autocast on CUDA): a whole run is minutes
-    precisions = (False,) if device.type == "cpu" else ((True,) if epochs else (True, False))
-    for amp in precisions:
+    # (amp, CUDA graph) pairs; with --epochs, the protocol's own defaults only: a whole run is minutes
+    if device.type == "cpu":
+        setups = [(False, False)]
+    else:
+        setups = [(True, True)] if epochs else [(True, True), (True, False), (False, True), (False, False)]
+    for amp, graph in setups:
         cfg = TrainConfig(epochs=epochs or (2 if not quick else 1), amp=amp)
         _sync(device)
         t0 = time.perf_counter()
-        result = train(features, cfg)
+        result = train(features, cfg, cuda_graph=graph)
         _sync(device)
         wall = time.perf_counter() - t0
         epoch_s = result.history[-1].seconds  # the last epoch: warm-up (cuDNN autotune, allocator) excluded
         train_clips = len(result.split["train"])
         per_irmas_epoch = epoch_s * IRMAS_TRAINING_CLIPS / n
-        rows.append({"amp": "bf16" if amp else "fp32", "clips": n, "epochs": cfg.epochs, "epoch_s": epoch_s,
+        rows.append({"amp": "bf16" if amp else "fp32", "step": "cuda graph" if graph else "eager", "clips": n, "epochs": cfg.epochs, "epoch_s": epoch_s,
                      "samples_per_s": train_clips / epoch_s, "wall_s": wall,
                      "irmas_100_epochs_s": 100 * per_irmas_epoch})
     best = min(rows, key=lambda r: r["epoch_s"])
     summary = {"epoch_s": best["epoch_s"], "samples_per_s": best["samples_per_s"],
-               "irmas_100_epochs_s": best["irmas_100_epochs_s"], "amp": best["amp"],
+               "irmas_100_epochs_s": best["irmas_100_epochs_s"], "amp": best["amp"], "step": best["step"],
                # every epoch timed, start-up included: the measured figure when --epochs 100 on 6,705 clips
                "epochs": best["epochs"], "wall_s": best["wall_s"],
                "config": dataclasses.asdict(TrainConfig()), "rows": rows}

@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--soundfonts", default=None, help="train only on clips of these SoundFonts (comma list)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
+    p.add_argument("--no-cuda-graph", action="store_true",
+                   help="run every step eagerly on CUDA (default: Adam's full batches replay one CUDA graph)")
     p.add_argument("--resume", action="store_true", help="continue from CKPT.state.pt when it exists")
     p.add_argument("--optimizers", default=None, metavar="LIST",
                    help="compare optimizers (adam,sgd,rmsprop,radam) over the first epochs: Figure 5")
@@ -113,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
                 f"loss {s.train_loss:.3f} acc {s.train_accuracy:.3f} | val loss {s.val_loss:.3f} "
                 f"acc {s.val_accuracy:.3f} | {s.seconds:.1f} s/epoch"))
 
-        result = T.train(features, cfg, sidecar(args.out, ".state.pt"), args.resume, on_epoch)
+        result = T.train(features, cfg, sidecar(args.out, ".state.pt"), args.resume, on_epoch,
+                           cuda_graph=not args.no_cuda_graph)
     T.save_checkpoint(result, features, cfg, args.out, Path(args.features).name)
     T.write_history(result.history, sidecar(args.out, ".history.json"))
     T.plot_curves(result.history, sidecar(args.out, ".curves.png"), f"{cfg.variant}, {features.n_clips} clips")

@@ -4,7 +4,7 @@ checkpoint of the epoch with the best validation accuracy.
 
 The whole feature set lives on the device as tensors (mel in dB, mask as one band per frame);
 each step gathers its batch by index, so no data loader runs. On CUDA the forward pass runs in
-bfloat16 autocast. A state file next to the checkpoint (``CKPT.state.pt``) is written after every
+bfloat16 autocast and, with Adam, full batches replay one captured CUDA graph (training/graphed.py). A state file next to the checkpoint (``CKPT.state.pt``) is written after every
 epoch, so ``resume=True`` continues an interrupted run.
 """
 
@@ -29,6 +29,7 @@ from instrumentd.pipeline.errors import InstrumentdError, ParameterError
 
 from .augment import mix_pairs, spec_augment, timbre_eq
 from .dataset import FeatureSet
+from .graphed import TrainStep, autocast
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -120,10 +121,6 @@ def feature_config(features: FeatureSet) -> FeatureConfig:
                                hop_length=int(features.meta.get("hop_length", DEFAULT.hop_length)))
 
 
-def _autocast(device: torch.device, amp: bool):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
-
-
 @torch.no_grad()
 def evaluate_windows(model: nn.Module, features: FeatureSet, index: torch.Tensor, amp: bool) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on the windows at ``index`` (eval mode)."""
@@ -134,7 +131,7 @@ def evaluate_windows(model: nn.Module, features: FeatureSet, index: torch.Tensor
     correct = torch.zeros((), device=device)
     for i in range(0, len(index), EVAL_BATCH):
         idx = index[i : i + EVAL_BATCH]
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(features.mel[idx], features.mask(idx)).float()
         loss_sum += nn.functional.cross_entropy(logits, labels[idx], reduction="sum")
         correct += (logits.argmax(1) == labels[idx]).sum()
@@ -188,7 +185,7 @@ def _initial_weights(cfg: TrainConfig, features: FeatureSet) -> dict[str, torch.
 
 def train(features: FeatureSet, cfg: TrainConfig = TrainConfig(), state_path: str | Path | None = None,
           resume: bool = False, on_epoch: Callable[[EpochStats], None] | None = None,
-          on_step: Callable[[], None] | None = None) -> TrainResult:
+          on_step: Callable[[], None] | None = None, cuda_graph: bool = True) -> TrainResult:
     """Train ``cfg.variant`` on ``features`` (already on the device) and return the best model.
 
     Parameters
@@ -199,6 +196,7 @@ def train(features: FeatureSet, cfg: TrainConfig = TrainConfig(), state_path: st
     resume : continue from ``state_path`` when it exists
     on_epoch : called after each epoch with its statistics
     on_step : called after each optimizer step
+    cuda_graph : on CUDA with Adam, replay full batches from a captured graph (training/graphed.py)
     """
     device = features.mel.device
     if device.type == "cuda":
@@ -212,8 +210,10 @@ def train(features: FeatureSet, cfg: TrainConfig = TrainConfig(), state_path: st
     if cfg.init:
         model.load_state_dict(_initial_weights(cfg, features))
     opt_kwargs: dict[str, Any] = {"lr": cfg.lr}
+    graphed = cuda_graph and device.type == "cuda" and cfg.optimizer == "adam"
     if device.type == "cuda" and cfg.optimizer == "adam":
         opt_kwargs["fused"] = True  # one kernel for the whole update: steps of batch 16 are launch-bound
+        opt_kwargs["capturable"] = graphed  # step counters on the device, so a graph can replay the update
     optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), **opt_kwargs)
     history: list[EpochStats] = []
     best_epoch, best_state = 0, {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -234,6 +234,7 @@ def train(features: FeatureSet, cfg: TrainConfig = TrainConfig(), state_path: st
     val_t = torch.as_tensor(val_idx, device=device)
     labels = features.label
     loss_fn = nn.CrossEntropyLoss()
+    step = TrainStep(model, optimizer, loss_fn, cfg.amp, cfg.batch_size if graphed else 0)
     steps = math.ceil(len(train_t) / cfg.batch_size)
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -254,14 +255,9 @@ def train(features: FeatureSet, cfg: TrainConfig = TrainConfig(), state_path: st
                 mel, mask = spec_augment(mel, mask)
             if cfg.mask_noise > 0:
                 mask = mask + cfg.mask_noise * torch.randn_like(mask)
-            with _autocast(device, cfg.amp):
-                logits = model(mel, mask)
-            loss = loss_fn(logits.float(), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.detach().argmax(1) == labels[idx]).sum()
+            loss, logits = step(mel, mask, target)
+            loss_sum += loss * len(idx)
+            correct += (logits.argmax(1) == labels[idx]).sum()
             if on_step:
                 on_step()
         val_loss, val_acc = evaluate_windows(model, features, val_t, cfg.amp)
