@@ -7,6 +7,7 @@ The steps follow ``librosa.core.pitch.pyin`` (librosa 0.11) one by one, and each
 3. :func:`parabolic_shifts` refines each lag by parabolic interpolation;
 4. :func:`observations` turns the troughs into pitch-bin probabilities with the Beta threshold prior
    and the Boltzmann trough prior (the official pYIN software's variant, as librosa does);
+   :func:`score_troughs` runs 3 and 4 as one fused kernel on CUDA;
 5. :func:`viterbi` decodes the voiced/unvoiced HMM for the whole batch at once, max-plus over
    librosa's local transition band, with librosa's log-epsilon floor on every transition.
 
@@ -29,7 +30,8 @@ from .errors import ParameterError
 
 __all__ = [
     "PyinModel", "best_state", "cmndf", "frame", "log_observations", "normalise", "observations", "padded_scores",
-    "parabolic_shifts", "predecessor", "pyin", "pyin_model", "states_to_f0", "viterbi", "viterbi_step",
+    "parabolic_shifts", "predecessor", "pyin", "pyin_model", "score_troughs", "states_to_f0", "viterbi",
+    "viterbi_step",
 ]
 
 LOG_TINY = float(np.log(np.finfo(np.float64).tiny))  # librosa.viterbi's floor: log(0 + tiny) = -708.4
@@ -316,6 +318,16 @@ def observations(yin: torch.Tensor, shifts: torch.Tensor, model: PyinModel) -> t
     return log_voiced.reshape(*lead, n_bins), voiced_prob.reshape(lead)
 
 
+def score_troughs(yin: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`observations` of ``yin [frames, lags]`` and its :func:`parabolic_shifts`: one fused
+    kernel for float32 on CUDA (``pipeline.pyin_kernels.observe``), the torch steps elsewhere."""
+    from . import pyin_kernels  # it imports this module
+
+    if pyin_kernels.usable(yin) and yin.dtype == torch.float32:
+        return pyin_kernels.observe(yin, model)
+    return observations(yin, parabolic_shifts(yin), model)
+
+
 def log_observations(log_voiced: torch.Tensor, voiced_prob: torch.Tensor, model: PyinModel) -> torch.Tensor:
     """``[..., n_bins]`` voiced log-likelihoods and ``[...]`` voiced probability -> ``[..., 2, n_bins]``
     log P(observation | state), the unvoiced row the same for every bin and floored as librosa."""
@@ -550,7 +562,7 @@ def _observe(frames: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torc
     outs = []
     for i in range(0, batch, group):
         yin = cmndf(frames[i : i + group].reshape(-1, frames.shape[-1]), model)
-        outs.append(observations(yin, parabolic_shifts(yin), model))
+        outs.append(score_troughs(yin, model))
     log_voiced = torch.cat([o[0] for o in outs]).reshape(batch, n, model.n_bins)
     voiced_prob = torch.cat([o[1] for o in outs]).reshape(batch, n)
     return log_voiced, voiced_prob

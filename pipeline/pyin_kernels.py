@@ -1,4 +1,4 @@
-"""Fused Triton kernels for pYIN's Viterbi decoding on CUDA.
+"""Fused Triton kernels for pYIN on CUDA: the observation step and the Viterbi decoding.
 
 The torch steps in :mod:`instrumentd.pipeline.pyin` materialise the transition band of every
 state, ``[batch, 2, n_bins, width]`` floats a frame, and launch several kernels per frame. Here
@@ -7,11 +7,20 @@ rows, and one program traces each path back. The float arithmetic is the torch s
 same order (``(previous + band)``, max, ``+ switch``, max, clamp at ``LOG_TINY``, ``+ observation``,
 minus the item's best; ties to the lowest state), so the decoded states are identical.
 
+:func:`observe` is :func:`~instrumentd.pipeline.pyin.parabolic_shifts` and
+:func:`~instrumentd.pipeline.pyin.observations` in one program per frame: the torch steps build
+``[frames, troughs, thresholds]`` tensors through some thirty kernels; here a frame's troughs are
+found, compacted and scored in registers and a small scratch row. Its float maths follows the
+torch steps' order without fused multiply-adds; exp, log and log2 are the GPU's fast versions, so
+results agree to a few units in the last place rather than to the bit.
+
 Only used for CUDA tensors when Triton imports (it ships with CUDA builds of torch):
 :data:`AVAILABLE` says whether it did.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -23,10 +32,11 @@ try:
 except ImportError:  # CPU builds of torch come without Triton; the torch steps serve there
     triton = None
 
-__all__ = ["AVAILABLE", "backtrack", "forward", "usable"]
+__all__ = ["AVAILABLE", "backtrack", "forward", "observe", "usable"]
 
 AVAILABLE = triton is not None
 ITEMS_PER_PROGRAM = 4  # items that share one program's loads of the transition band
+TROUGH_CHUNK = 32  # troughs scored at once by the observation kernel ([chunk, thresholds] in registers)
 
 
 def usable(tensor: torch.Tensor) -> bool:
@@ -106,6 +116,91 @@ if AVAILABLE:
             tl.store(out + path * n_steps + (n_steps - 1 - k), state)
 
 
+    @triton.jit(do_not_specialize=["n_lags", "n_bins", "n_live", "s_yin"], do_not_specialize_on_alignment=["yin"])
+    def _observe_kernel(yin, s_yin, thresholds, log_beta, log_norm, mass_below, slot_lag, slot_code, slot_prob, winner,
+                        out_voiced, out_prob, n_lags, n_bins, n_live, thr_live, lam, no_trough_prob, min_period, sr,
+                        fmin, bins_per_octave, log_tiny,
+                        LAGS: tl.constexpr, BINS: tl.constexpr, THR: tl.constexpr, CHUNK: tl.constexpr):
+        f = tl.program_id(0).to(tl.int64)
+        row = yin + f * s_yin
+        scratch = f * n_lags
+        lag = tl.arange(0, LAGS)
+        in_row = lag < n_lags
+        y = tl.load(row + lag, mask=in_row, other=float("inf"))
+        left = tl.load(row + lag - 1, mask=in_row & (lag >= 1), other=float("inf"))
+        right = tl.load(row + lag + 1, mask=lag + 1 < n_lags, other=float("inf"))
+        # librosa's local minima, strict on the left; the ends compare with their one neighbour
+        trough = tl.where(lag == 0, y < right, tl.where(lag == n_lags - 1, y < left, (y < left) & (y <= right)))
+        trough = trough & in_row
+        has_trough = tl.max(trough.to(tl.int32), 0) > 0
+        global_min = tl.argmin(tl.where(trough, y, float("inf")), 0, tie_break_left=True)
+        is_min = (lag == global_min) & has_trough
+        keep = (trough & (y < thr_live)) | is_min
+        # thresholds[j] is (j + 1) / 100 to within rounding: find how many are <= y from a guess
+        guess = (tl.minimum(tl.maximum(y, -1.0), 2.0) * 100.0).to(tl.int32)
+        guess = tl.minimum(tl.maximum(guess - 1, 0), 100)
+        below = guess
+        for j in tl.static_range(3):
+            k = guess + j
+            below += (tl.load(thresholds + k, mask=k < 100, other=float("inf")) <= y).to(tl.int32)
+        min_below = tl.sum(tl.where(is_min, below, 0), 0)
+        # the kept troughs in lag order, and how many sit under each threshold
+        count = tl.sum(keep.to(tl.int32), 0)
+        slot = tl.cumsum(keep.to(tl.int32), 0) - 1
+        tl.store(slot_lag + scratch + slot, lag, mask=keep)
+        tl.store(slot_code + scratch + slot, below, mask=keep)
+        n_under = tl.cumsum(tl.histogram(tl.where(keep, below, THR - 1), THR), 0)  # [THR]
+        thr = tl.arange(0, THR)
+        live = thr < n_live
+        base = tl.load(log_beta + thr, mask=live, other=float("-inf")) + tl.load(log_norm + n_under, mask=live, other=0.0)
+        min_extra = tl.log(no_trough_prob * tl.load(mass_below + min_below))
+        tl.debug_barrier()
+        running = tl.zeros([THR], tl.int32)
+        for c0 in tl.range(0, count, CHUNK):
+            s = c0 + tl.arange(0, CHUNK)
+            valid = s < count
+            code = tl.load(slot_code + scratch + s, mask=valid, other=THR)
+            under = ((code[:, None] <= thr[None, :]) & live[None, :]).to(tl.int32)  # [CHUNK, THR]
+            position = tl.cumsum(under, 0) + running[None, :] - 1
+            running += tl.sum(under, 0)
+            # the Boltzmann prior over the troughs under each threshold, weighted by the Beta prior
+            terms = tl.where(under > 0, base[None, :] - lam * position.to(tl.float32), float("-inf"))
+            top = tl.max(terms, 1)
+            safe = tl.where(top == float("-inf"), 0.0, top)
+            log_prob = tl.where(top == float("-inf"), float("-inf"), safe + tl.log(tl.sum(tl.exp(terms - safe[:, None]), 1)))
+            at = tl.load(slot_lag + scratch + s, mask=valid, other=0)
+            # no trough under a threshold: its mass, times no_trough_prob, goes to the global minimum
+            extra = tl.zeros([CHUNK], tl.float32) + min_extra
+            with_min = tl.where((log_prob == float("-inf")) & (extra == float("-inf")), log_prob,
+                                tl.maximum(log_prob, extra) + tl.log(1.0 + tl.exp(-tl.abs(log_prob - extra))))
+            log_prob = tl.where(at == global_min, with_min, log_prob)
+            # the parabola through the trough and its neighbours (none at the ends)
+            mid = tl.load(row + at, mask=valid, other=0.0)
+            lo = tl.load(row + at - 1, mask=valid & (at >= 1), other=0.0)
+            hi = tl.load(row + at + 1, mask=valid & (at + 1 < n_lags), other=0.0)
+            a = (hi + lo) - 2.0 * mid
+            b = (hi - lo) * 0.5
+            shift = tl.where(tl.abs(b) >= tl.abs(a), 0.0, tl.math.div_rn(-b, a))
+            shift = tl.where((at == 0) | (at == n_lags - 1), 0.0, shift)
+            period = (min_period + at.to(tl.float32)) + shift
+            octaves = tl.log2(tl.math.div_rn(tl.math.div_rn(sr, period), fmin))
+            scaled = bins_per_octave * octaves
+            nearest = tl.floor(scaled + 0.5)
+            odd = (nearest.to(tl.int32) & 1) == 1
+            nearest = tl.where(((nearest - scaled) == 0.5) & odd, nearest - 1.0, nearest)  # half to even
+            pitch_bin = tl.minimum(tl.maximum(nearest, 0.0), n_bins * 1.0).to(tl.int32)
+            tl.store(slot_prob + scratch + s, log_prob, mask=valid)
+            # several troughs in one bin: the one of the longest lag (the highest slot) wins
+            tl.atomic_max(winner + f * n_bins + pitch_bin, s,
+                          mask=valid & (log_prob > float("-inf")) & (pitch_bin < n_bins))
+        tl.debug_barrier()
+        pitch = tl.arange(0, BINS)
+        in_bins = pitch < n_bins
+        won = tl.load(winner + f * n_bins + pitch, mask=in_bins, other=-1, cache_modifier=".cg")
+        value = tl.load(slot_prob + scratch + won, mask=won >= 0, other=float("-inf"), cache_modifier=".cg")
+        tl.store(out_prob + f, tl.minimum(tl.maximum(tl.sum(tl.exp(value), 0), 0.0), 1.0))
+        tl.store(out_voiced + f * n_bins + pitch, tl.maximum(value, log_tiny), mask=in_bins)
+
 def forward(scores: torch.Tensor, log_obs: torch.Tensor, t0: int, fresh: torch.Tensor | None,
             model: PyinModel) -> None:
     """Viterbi steps for frames ``t0 .. t0 + n - 1`` of every item, written into ``scores`` in place.
@@ -167,3 +262,45 @@ def backtrack(rows: torch.Tensor, overall: torch.Tensor, start_row: torch.Tensor
         WIDTH=model.width, BLOCK=triton.next_power_of_2(2 * model.width), num_warps=4,
     )
     return out
+
+
+def observe(yin: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~instrumentd.pipeline.pyin.observations` of :func:`~instrumentd.pipeline.pyin.parabolic_shifts`
+    in one kernel.
+
+    Parameters
+    ----------
+    yin : float32 [frames, lags] from :func:`~instrumentd.pipeline.pyin.cmndf`, rows contiguous
+    model : the configuration
+
+    Returns
+    -------
+    log_voiced : float32 [frames, n_bins], log P(observation | voiced, bin), floored at ``LOG_TINY``
+    voiced_prob : float32 [frames]
+    """
+    n_frames, n_lags = yin.shape
+    dev = yin.device
+    if yin.stride(-1) != 1:
+        yin = yin.contiguous()
+    t = model.tensors(dev, torch.float32)
+    lam = model.boltzmann_parameter
+    # log of the Boltzmann prior's normaliser for each possible count of troughs, as the torch step
+    counts = torch.arange(n_lags + 1, device=dev, dtype=torch.float32)
+    log_norm = math.log1p(-math.exp(-lam)) - torch.log1p(-torch.exp(-lam * counts))
+    n_live = model.n_live_thresholds
+    thr = triton.next_power_of_2(n_live + 1)  # one spare column collects the troughs above every threshold
+    slots = torch.empty(3, n_frames, n_lags, device=dev, dtype=torch.int32)
+    winner = torch.full((n_frames, model.n_bins), -1, device=dev, dtype=torch.int32)
+    log_voiced = torch.empty(n_frames, model.n_bins, device=dev, dtype=torch.float32)
+    voiced_prob = torch.empty(n_frames, device=dev, dtype=torch.float32)
+    if n_frames == 0:
+        return log_voiced, voiced_prob
+    _observe_kernel[(n_frames,)](
+        yin, yin.stride(0), t["thresholds"], t["log_beta"], log_norm, t["beta_mass_below"], slots[0], slots[1],
+        slots[2].view(torch.float32), winner, log_voiced, voiced_prob, n_lags, model.n_bins, n_live,
+        float(model.thresholds[n_live]), lam, model.no_trough_prob, float(model.min_period), model.sr, model.fmin,
+        float(12 * model.bins_per_semitone), LOG_TINY,
+        LAGS=triton.next_power_of_2(n_lags), BINS=triton.next_power_of_2(model.n_bins), THR=thr, CHUNK=TROUGH_CHUNK,
+        num_warps=4, enable_fp_fusion=False,
+    )
+    return log_voiced, voiced_prob

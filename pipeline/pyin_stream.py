@@ -22,8 +22,8 @@ from . import pyin_kernels
 from .config import DEFAULT, FeatureConfig
 from .errors import ParameterError
 from .pyin import (
-    PyinModel, best_state, cmndf, log_observations, normalise, observations, padded_scores, parabolic_shifts,
-    predecessor, pyin_model, viterbi_step,
+    PyinModel, best_state, cmndf, log_observations, normalise, padded_scores, predecessor, pyin_model,
+    score_troughs, viterbi_step,
 )
 
 __all__ = ["StreamingPyin"]
@@ -200,8 +200,9 @@ class StreamingPyin:
     def _advance(self, slots: list[int], audio: list[torch.Tensor]) -> list[np.ndarray]:
         """Append ``audio[i]`` to stream ``slots[i]``, score the completed frames, return the finalised f0.
 
-        Frame counts are kept on the host, so the only waits for the device are the trough count
-        inside :func:`~instrumentd.pipeline.pyin.observations` and the f0 copy at the end.
+        Frame counts are kept on the host, so the only wait for the device is the f0 copy at the end
+        (and, with the torch steps off CUDA, the trough count inside
+        :func:`~instrumentd.pipeline.pyin.observations`).
         """
         m, dev, lag = self.model, self.device, self.lag
         width, hop, n_bins = m.frame_length, m.hop_length, m.n_bins
@@ -239,7 +240,7 @@ class StreamingPyin:
         stream_i, frame_i = index.to(dev)
         frames = rows.unfold(1, width, hop)[stream_i, frame_i]  # [new frames, frame_length]
         yin = cmndf(frames, m)
-        scored_v, scored_p = observations(yin, parabolic_shifts(yin), m)
+        scored_v, scored_p = score_troughs(yin, m)
         log_v = torch.zeros(n_streams, most, n_bins, device=dev)
         voiced_prob = torch.zeros(n_streams, most, device=dev)
         log_v[stream_i, frame_i], voiced_prob[stream_i, frame_i] = scored_v, scored_p

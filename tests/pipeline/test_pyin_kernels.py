@@ -1,4 +1,5 @@
-"""The fused Triton Viterbi kernels decode exactly what the torch steps decode (CUDA only)."""
+"""The fused Triton kernels: Viterbi decodes exactly what the torch steps decode, the observation
+kernel scores troughs as the torch steps do (CUDA only)."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,8 @@ import torch
 from instrumentd.pipeline import pyin_kernels
 from instrumentd.pipeline.config import DEFAULT, TEN_MS
 from instrumentd.pipeline.pyin import (
-    _observe, frame, log_observations, normalise, padded_scores, pyin_model, viterbi, viterbi_step,
+    LOG_TINY, _observe, cmndf, frame, log_observations, normalise, observations, padded_scores, parabolic_shifts,
+    pyin_model, viterbi, viterbi_step,
 )
 from instrumentd.pipeline.pyin_stream import StreamingPyin
 
@@ -40,6 +42,24 @@ def varied_audio() -> np.ndarray:
     items.append(0.1 * rng.standard_normal(n))
     items.append(np.zeros(n))
     return np.stack(items).astype(np.float32)
+
+
+@pytest.mark.parametrize("cfg", [DEFAULT, TEN_MS], ids=["hop1323", "hop441"])
+def test_observation_kernel_scores_troughs_as_the_torch_steps(cfg):
+    model = model_for(cfg)
+    audio = torch.from_numpy(varied_audio()).cuda()
+    frames = frame(audio, model)
+    yin = cmndf(frames.reshape(-1, frames.shape[-1]), model)
+    ref_voiced, ref_prob = observations(yin, parabolic_shifts(yin), model)
+    voiced, prob = pyin_kernels.observe(yin, model)
+    scored, ref_scored = voiced > LOG_TINY, ref_voiced > LOG_TINY
+    assert ref_scored.sum() > 1000 and (ref_prob > 0.5).any() and (ref_prob == 0).any()
+    # the same bins carry probability (the fast log2 may move a trough on a bin's edge: at most 1 in 10^4)
+    assert (scored != ref_scored).sum() <= max(1, ref_scored.sum() // 10_000)
+    both = scored & ref_scored
+    torch.testing.assert_close(voiced[both], ref_voiced[both], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(prob, ref_prob, rtol=0, atol=1e-5)
+    assert torch.equal(voiced[~scored], torch.full_like(voiced[~scored], LOG_TINY))
 
 
 @pytest.mark.parametrize("cfg", [DEFAULT, TEN_MS], ids=["hop1323", "hop441"])
