@@ -7,7 +7,7 @@ The steps follow ``librosa.core.pitch.pyin`` (librosa 0.11) one by one, and each
 3. :func:`parabolic_shifts` refines each lag by parabolic interpolation;
 4. :func:`observations` turns the troughs into pitch-bin probabilities with the Beta threshold prior
    and the Boltzmann trough prior (the official pYIN software's variant, as librosa does);
-   :func:`score_troughs` runs 3 and 4 as one fused kernel on CUDA;
+   :func:`frame_observations` runs 2 to 4, the FFT aside, as one fused kernel on CUDA;
 5. :func:`viterbi` decodes the voiced/unvoiced HMM for the whole batch at once, max-plus over
    librosa's local transition band, with librosa's log-epsilon floor on every transition.
 
@@ -29,9 +29,9 @@ import torch
 from .errors import ParameterError
 
 __all__ = [
-    "PyinModel", "best_state", "cmndf", "frame", "log_observations", "normalise", "observations", "padded_scores",
-    "parabolic_shifts", "predecessor", "pyin", "pyin_model", "score_troughs", "states_to_f0", "viterbi",
-    "viterbi_step",
+    "PyinModel", "autocorrelation", "best_state", "cmndf", "frame", "frame_observations", "log_observations",
+    "normalise", "observations", "padded_scores", "parabolic_shifts", "predecessor", "pyin", "pyin_model",
+    "states_to_f0", "viterbi", "viterbi_step",
 ]
 
 LOG_TINY = float(np.log(np.finfo(np.float64).tiny))  # librosa.viterbi's floor: log(0 + tiny) = -708.4
@@ -205,9 +205,7 @@ def cmndf(frames: torch.Tensor, model: PyinModel) -> torch.Tensor:
     ``d(k) = 2 (r(0) - r(k)) - sum_{m < k} x(m)^2`` with ``r`` the autocorrelation through the FFT.
     """
     max_period = model.max_period
-    n_fft = _fft_length(model.frame_length + max_period + 1)  # no circular wrap up to lag max_period
-    spectrum = torch.fft.rfft(frames, n=n_fft)
-    acf = torch.fft.irfft(spectrum.real.square() + spectrum.imag.square(), n=n_fft)[..., : max_period + 1]
+    acf = autocorrelation(frames, model)
     energy = frames[..., :max_period].square().cumsum(-1)
     diff = 2 * (acf[..., :1] - acf[..., 1:]) - energy  # lags 1 .. max_period
     lags = torch.arange(1, max_period + 1, device=frames.device, dtype=frames.dtype)
@@ -215,6 +213,14 @@ def cmndf(frames: torch.Tensor, model: PyinModel) -> torch.Tensor:
     tiny = torch.finfo(frames.dtype).tiny
     lo = model.min_period - 1
     return diff[..., lo:] / (cumulative_mean[..., lo:] + tiny)
+
+
+def autocorrelation(frames: torch.Tensor, model: PyinModel) -> torch.Tensor:
+    """``frames [..., frame_length]`` -> ``r [..., max_period + 1]``, ``r(k) = sum_m x(m) x(m + k)`` through
+    the FFT (a view into rows of the FFT's length)."""
+    n_fft = _fft_length(model.frame_length + model.max_period + 1)  # no circular wrap up to lag max_period
+    spectrum = torch.fft.rfft(frames, n=n_fft)
+    return torch.fft.irfft(spectrum.real.square() + spectrum.imag.square(), n=n_fft)[..., : model.max_period + 1]
 
 
 def _fft_length(n: int) -> int:
@@ -318,13 +324,15 @@ def observations(yin: torch.Tensor, shifts: torch.Tensor, model: PyinModel) -> t
     return log_voiced.reshape(*lead, n_bins), voiced_prob.reshape(lead)
 
 
-def score_troughs(yin: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`observations` of ``yin [frames, lags]`` and its :func:`parabolic_shifts`: one fused
-    kernel for float32 on CUDA (``pipeline.pyin_kernels.observe``), the torch steps elsewhere."""
+def frame_observations(frames: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """``frames [n, frame_length]`` -> :func:`observations` of their :func:`cmndf` and its
+    :func:`parabolic_shifts`: one fused kernel after the FFT for float32 on CUDA
+    (``pipeline.pyin_kernels.observe``), the torch steps elsewhere."""
     from . import pyin_kernels  # it imports this module
 
-    if pyin_kernels.usable(yin) and yin.dtype == torch.float32:
-        return pyin_kernels.observe(yin, model)
+    if pyin_kernels.usable(frames) and frames.dtype == torch.float32:
+        return pyin_kernels.observe(frames, model)
+    yin = cmndf(frames, model)
     return observations(yin, parabolic_shifts(yin), model)
 
 
@@ -561,8 +569,7 @@ def _observe(frames: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torc
     group = max(1, _FFT_FRAMES // max(n, 1))
     outs = []
     for i in range(0, batch, group):
-        yin = cmndf(frames[i : i + group].reshape(-1, frames.shape[-1]), model)
-        outs.append(score_troughs(yin, model))
+        outs.append(frame_observations(frames[i : i + group].reshape(-1, frames.shape[-1]), model))
     log_voiced = torch.cat([o[0] for o in outs]).reshape(batch, n, model.n_bins)
     voiced_prob = torch.cat([o[1] for o in outs]).reshape(batch, n)
     return log_voiced, voiced_prob

@@ -7,10 +7,11 @@ rows, and one program traces each path back. The float arithmetic is the torch s
 same order (``(previous + band)``, max, ``+ switch``, max, clamp at ``LOG_TINY``, ``+ observation``,
 minus the item's best; ties to the lowest state), so the decoded states are identical.
 
-:func:`observe` is :func:`~instrumentd.pipeline.pyin.parabolic_shifts` and
-:func:`~instrumentd.pipeline.pyin.observations` in one program per frame: the torch steps build
-``[frames, troughs, thresholds]`` tensors through some thirty kernels; here a frame's troughs are
-found, compacted and scored in registers and a small scratch row. Its float maths follows the
+:func:`observe` is the rest of :func:`~instrumentd.pipeline.pyin.cmndf` after the FFT,
+:func:`~instrumentd.pipeline.pyin.parabolic_shifts` and :func:`~instrumentd.pipeline.pyin.observations`
+in one program per frame: the torch steps build ``[frames, troughs, thresholds]`` tensors through
+some forty kernels; here a frame's YIN row, troughs and scores live in registers and a small
+scratch row. Its float maths follows the
 torch steps' order without fused multiply-adds; exp, log and log2 are the GPU's fast versions, so
 results agree to a few units in the last place rather than to the bit.
 
@@ -36,6 +37,7 @@ __all__ = ["AVAILABLE", "backtrack", "forward", "observe", "usable"]
 
 AVAILABLE = triton is not None
 ITEMS_PER_PROGRAM = 4  # items that share one program's loads of the transition band
+FORWARD_WARPS = 4  # warps of one Viterbi forward program (1,024 windows on an H100: 9.4 ms; 8 warps: 13.0)
 TROUGH_CHUNK = 32  # troughs scored at once by the observation kernel ([chunk, thresholds] in registers)
 
 
@@ -116,14 +118,26 @@ if AVAILABLE:
             tl.store(out + path * n_steps + (n_steps - 1 - k), state)
 
 
-    @triton.jit(do_not_specialize=["n_lags", "n_bins", "n_live", "s_yin"], do_not_specialize_on_alignment=["yin"])
-    def _observe_kernel(yin, s_yin, thresholds, log_beta, log_norm, mass_below, slot_lag, slot_code, slot_prob, winner,
-                        out_voiced, out_prob, n_lags, n_bins, n_live, thr_live, lam, no_trough_prob, min_period, sr,
-                        fmin, bins_per_octave, log_tiny,
-                        LAGS: tl.constexpr, BINS: tl.constexpr, THR: tl.constexpr, CHUNK: tl.constexpr):
+    @triton.jit(do_not_specialize=["s_acf", "s_frame", "max_period", "skip", "n_lags", "n_bins", "n_live"],
+                do_not_specialize_on_alignment=["acf", "frames"])
+    def _observe_kernel(acf, s_acf, frames, s_frame, yin, thresholds, log_beta, log_norm, mass_below, slot_lag,
+                        slot_code, slot_prob, winner, out_voiced, out_prob, max_period, skip, n_lags, n_bins, n_live,
+                        thr_live, lam, no_trough_prob, min_period, sr, fmin, bins_per_octave, log_tiny, tiny,
+                        PERIODS: tl.constexpr, LAGS: tl.constexpr, BINS: tl.constexpr, THR: tl.constexpr,
+                        CHUNK: tl.constexpr):
         f = tl.program_id(0).to(tl.int64)
-        row = yin + f * s_yin
         scratch = f * n_lags
+        row = yin + scratch
+        # YIN's cumulative-mean-normalised difference at lags 1 .. max_period, as cmndf, into the row
+        j = tl.arange(0, PERIODS)
+        in_periods = j < max_period
+        x = tl.load(frames + f * s_frame + j, mask=in_periods, other=0.0)
+        diff = 2.0 * (tl.load(acf + f * s_acf) - tl.load(acf + f * s_acf + 1 + j, mask=in_periods, other=0.0)) \
+            - tl.cumsum(x * x, 0)
+        mean = tl.math.div_rn(tl.cumsum(diff, 0), (j + 1).to(tl.float32))
+        # the row starts at lag min_period: the first ``skip`` lags are not kept
+        tl.store(row + j - skip, tl.math.div_rn(diff, mean + tiny), mask=in_periods & (j >= skip))
+        tl.debug_barrier()
         lag = tl.arange(0, LAGS)
         in_row = lag < n_lags
         y = tl.load(row + lag, mask=in_row, other=float("inf"))
@@ -152,7 +166,8 @@ if AVAILABLE:
         n_under = tl.cumsum(tl.histogram(tl.where(keep, below, THR - 1), THR), 0)  # [THR]
         thr = tl.arange(0, THR)
         live = thr < n_live
-        base = tl.load(log_beta + thr, mask=live, other=float("-inf")) + tl.load(log_norm + n_under, mask=live, other=0.0)
+        base = tl.load(log_beta + thr, mask=live, other=float("-inf")) \
+            + tl.load(log_norm + n_under, mask=live, other=0.0)
         min_extra = tl.log(no_trough_prob * tl.load(mass_below + min_below))
         tl.debug_barrier()
         running = tl.zeros([THR], tl.int32)
@@ -167,7 +182,8 @@ if AVAILABLE:
             terms = tl.where(under > 0, base[None, :] - lam * position.to(tl.float32), float("-inf"))
             top = tl.max(terms, 1)
             safe = tl.where(top == float("-inf"), 0.0, top)
-            log_prob = tl.where(top == float("-inf"), float("-inf"), safe + tl.log(tl.sum(tl.exp(terms - safe[:, None]), 1)))
+            log_sum = safe + tl.log(tl.sum(tl.exp(terms - safe[:, None]), 1))
+            log_prob = tl.where(top == float("-inf"), float("-inf"), log_sum)
             at = tl.load(slot_lag + scratch + s, mask=valid, other=0)
             # no trough under a threshold: its mass, times no_trough_prob, goes to the global minimum
             extra = tl.zeros([CHUNK], tl.float32) + min_extra
@@ -230,7 +246,8 @@ def forward(scores: torch.Tensor, log_obs: torch.Tensor, t0: int, fresh: torch.T
     _forward_kernel[grid](
         scores, log_obs, band_t, fresh.to(torch.int8), n_items, t0, n, scores.stride(0), scores.stride(1),
         log_obs.stride(0), log_obs.stride(1), model.n_bins, padded, model.log_stay, model.log_switch, LOG_TINY,
-        WIDTH=model.width, ITEMS=ITEMS_PER_PROGRAM, BLOCK=triton.next_power_of_2(model.n_bins), num_warps=8,
+        WIDTH=model.width, ITEMS=ITEMS_PER_PROGRAM, BLOCK=triton.next_power_of_2(model.n_bins),
+        num_warps=FORWARD_WARPS,
     )
 
 
@@ -264,24 +281,28 @@ def backtrack(rows: torch.Tensor, overall: torch.Tensor, start_row: torch.Tensor
     return out
 
 
-def observe(yin: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`~instrumentd.pipeline.pyin.observations` of :func:`~instrumentd.pipeline.pyin.parabolic_shifts`
-    in one kernel.
+def observe(frames: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~instrumentd.pipeline.pyin.observations` of the frames' YIN function and its parabolic shifts,
+    the autocorrelation through torch's FFT and all the rest in one kernel.
 
     Parameters
     ----------
-    yin : float32 [frames, lags] from :func:`~instrumentd.pipeline.pyin.cmndf`, rows contiguous
+    frames : float32 [n, frame_length], rows contiguous
     model : the configuration
 
     Returns
     -------
-    log_voiced : float32 [frames, n_bins], log P(observation | voiced, bin), floored at ``LOG_TINY``
-    voiced_prob : float32 [frames]
+    log_voiced : float32 [n, n_bins], log P(observation | voiced, bin), floored at ``LOG_TINY``
+    voiced_prob : float32 [n]
     """
-    n_frames, n_lags = yin.shape
-    dev = yin.device
-    if yin.stride(-1) != 1:
-        yin = yin.contiguous()
+    from .pyin import autocorrelation  # it imports this module
+
+    n_frames = frames.shape[0]
+    dev = frames.device
+    if frames.stride(-1) != 1:
+        frames = frames.contiguous()
+    acf = autocorrelation(frames, model)  # [n, max_period + 1], a view of rows of the FFT length
+    n_lags = model.max_period - model.min_period + 1
     t = model.tensors(dev, torch.float32)
     lam = model.boltzmann_parameter
     # log of the Boltzmann prior's normaliser for each possible count of troughs, as the torch step
@@ -289,18 +310,20 @@ def observe(yin: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch.Te
     log_norm = math.log1p(-math.exp(-lam)) - torch.log1p(-torch.exp(-lam * counts))
     n_live = model.n_live_thresholds
     thr = triton.next_power_of_2(n_live + 1)  # one spare column collects the troughs above every threshold
-    slots = torch.empty(3, n_frames, n_lags, device=dev, dtype=torch.int32)
+    scratch = torch.empty(4, n_frames, n_lags, device=dev, dtype=torch.int32)  # YIN, lags, codes, scores by slot
     winner = torch.full((n_frames, model.n_bins), -1, device=dev, dtype=torch.int32)
     log_voiced = torch.empty(n_frames, model.n_bins, device=dev, dtype=torch.float32)
     voiced_prob = torch.empty(n_frames, device=dev, dtype=torch.float32)
     if n_frames == 0:
         return log_voiced, voiced_prob
     _observe_kernel[(n_frames,)](
-        yin, yin.stride(0), t["thresholds"], t["log_beta"], log_norm, t["beta_mass_below"], slots[0], slots[1],
-        slots[2].view(torch.float32), winner, log_voiced, voiced_prob, n_lags, model.n_bins, n_live,
-        float(model.thresholds[n_live]), lam, model.no_trough_prob, float(model.min_period), model.sr, model.fmin,
-        float(12 * model.bins_per_semitone), LOG_TINY,
-        LAGS=triton.next_power_of_2(n_lags), BINS=triton.next_power_of_2(model.n_bins), THR=thr, CHUNK=TROUGH_CHUNK,
-        num_warps=4, enable_fp_fusion=False,
+        acf, acf.stride(0), frames, frames.stride(0), scratch[0].view(torch.float32), t["thresholds"], t["log_beta"],
+        log_norm, t["beta_mass_below"], scratch[1], scratch[2], scratch[3].view(torch.float32), winner, log_voiced,
+        voiced_prob, model.max_period, model.min_period - 1, n_lags, model.n_bins, n_live,
+        float(model.thresholds[n_live]), lam,
+        model.no_trough_prob, float(model.min_period), model.sr, model.fmin, float(12 * model.bins_per_semitone),
+        LOG_TINY, float(torch.finfo(torch.float32).tiny),
+        PERIODS=triton.next_power_of_2(model.max_period), LAGS=triton.next_power_of_2(n_lags),
+        BINS=triton.next_power_of_2(model.n_bins), THR=thr, CHUNK=TROUGH_CHUNK, num_warps=4, enable_fp_fusion=False,
     )
     return log_voiced, voiced_prob

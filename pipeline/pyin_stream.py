@@ -22,8 +22,8 @@ from . import pyin_kernels
 from .config import DEFAULT, FeatureConfig
 from .errors import ParameterError
 from .pyin import (
-    PyinModel, best_state, cmndf, log_observations, normalise, padded_scores, predecessor, pyin_model,
-    score_troughs, viterbi_step,
+    PyinModel, best_state, frame_observations, log_observations, normalise, padded_scores, predecessor, pyin_model,
+    viterbi_step,
 )
 
 __all__ = ["StreamingPyin"]
@@ -239,8 +239,7 @@ class StreamingPyin:
         index = torch.from_numpy(np.stack([which, np.arange(len(which)) - np.repeat(np.cumsum(n_new) - n_new, n_new)]))
         stream_i, frame_i = index.to(dev)
         frames = rows.unfold(1, width, hop)[stream_i, frame_i]  # [new frames, frame_length]
-        yin = cmndf(frames, m)
-        scored_v, scored_p = score_troughs(yin, m)
+        scored_v, scored_p = frame_observations(frames, m)
         log_v = torch.zeros(n_streams, most, n_bins, device=dev)
         voiced_prob = torch.zeros(n_streams, most, device=dev)
         log_v[stream_i, frame_i], voiced_prob[stream_i, frame_i] = scored_v, scored_p

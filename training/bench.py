@@ -140,7 +140,8 @@ def train_bench(device: torch.device, quick: bool, args: argparse.Namespace):
         epoch_s = result.history[-1].seconds  # the last epoch: warm-up (cuDNN autotune, allocator) excluded
         train_clips = len(result.split["train"])
         per_irmas_epoch = epoch_s * IRMAS_TRAINING_CLIPS / n
-        rows.append({"amp": "bf16" if amp else "fp32", "step": "cuda graph" if graph else "eager", "clips": n, "epochs": cfg.epochs, "epoch_s": epoch_s,
+        rows.append({"amp": "bf16" if amp else "fp32", "step": "cuda graph" if graph else "eager", "clips": n,
+                     "epochs": cfg.epochs, "epoch_s": epoch_s,
                      "samples_per_s": train_clips / epoch_s, "wall_s": wall,
                      "irmas_100_epochs_s": 100 * per_irmas_epoch})
     best = min(rows, key=lambda r: r["epoch_s"])

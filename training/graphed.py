@@ -77,7 +77,8 @@ class TrainStep:
             self.optimizer.step()
         self._graph, self._out = graph, (loss.detach(), logits.detach())
 
-    def __call__(self, mel: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, mel: torch.Tensor, mask: torch.Tensor,
+                 target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         full = self.batch_size > 0 and self.device.type == "cuda" and mel.shape[0] == self.batch_size
         if not full:
             return self._eager(mel, mask, target)

@@ -4,7 +4,8 @@ checkpoint of the epoch with the best validation accuracy.
 
 The whole feature set lives on the device as tensors (mel in dB, mask as one band per frame);
 each step gathers its batch by index, so no data loader runs. On CUDA the forward pass runs in
-bfloat16 autocast and, with Adam, full batches replay one captured CUDA graph (training/graphed.py). A state file next to the checkpoint (``CKPT.state.pt``) is written after every
+bfloat16 autocast and, with Adam, full batches replay one captured CUDA graph (training/graphed.py).
+A state file next to the checkpoint (``CKPT.state.pt``) is written after every
 epoch, so ``resume=True`` continues an interrupted run.
 """
 
