@@ -119,7 +119,8 @@ if AVAILABLE:
 
 
     @triton.jit(do_not_specialize=["s_acf", "s_frame", "max_period", "skip", "n_lags", "n_bins", "n_live"],
-                do_not_specialize_on_alignment=["acf", "frames"])
+                # the scratch rows are views at offsets of frames x lags floats: any alignment
+                do_not_specialize_on_alignment=["acf", "frames", "yin", "slot_lag", "slot_code", "slot_prob"])
     def _observe_kernel(acf, s_acf, frames, s_frame, yin, thresholds, log_beta, log_norm, mass_below, slot_lag,
                         slot_code, slot_prob, winner, out_voiced, out_prob, max_period, skip, n_lags, n_bins, n_live,
                         thr_live, lam, no_trough_prob, min_period, sr, fmin, bins_per_octave, log_tiny, tiny,

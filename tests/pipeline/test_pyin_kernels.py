@@ -105,3 +105,28 @@ def test_streaming_on_cuda_equals_streaming_on_cpu():
         out[device] = np.concatenate([np.concatenate([*got[s], sp.flush(s)]) for s in slots])
     same = (out["cpu"] == out["cuda"]) | (np.isnan(out["cpu"]) & np.isnan(out["cuda"]))
     assert same.mean() >= 0.999
+
+
+def test_kernels_compile_once_whatever_the_counts():
+    """A daemon's pushes bring any number of frames per stream: a new count, stride or view offset must
+    not compile a kernel again (each compile stalls the worker for about a second)."""
+    model = model_for(DEFAULT)
+    audio = varied_audio()
+    frames = frame(torch.from_numpy(audio).cuda(), model).reshape(-1, model.frame_length)
+    pyin_kernels.observe(frames[:7], model)
+    sp = StreamingPyin(DEFAULT, lag=20, device="cuda")
+    slots = [sp.add_stream() for _ in range(3)]
+    start = SR  # a second each: past the lag, so every kernel has run
+    sp.push({s: audio[s, :start] for s in slots})
+    kernels = (pyin_kernels._observe_kernel, pyin_kernels._forward_kernel, pyin_kernels._backtrack_kernel)
+
+    def compiled() -> list[int]:  # Triton's compiled variants per kernel on this device
+        return [len(k.device_caches[torch.cuda.current_device()][0]) for k in kernels]
+
+    before = compiled()
+    assert all(n >= 1 for n in before)
+    for n in [1, 2, 3, 4, 5, 8, 13, 16, 17]:
+        pyin_kernels.observe(frames[n : 2 * n + 1], model)
+        sp.push({s: audio[s, start : start + 500 * n] for s in slots[: 1 + n % 3]})
+        start += 500 * n
+    assert compiled() == before
