@@ -111,9 +111,11 @@ def test_killed_daemon_restarts_with_seq_continuing_and_the_subscriber_replays_i
     assert d2.wait(30) == 0
 
 
-def test_group_of_daemons_publishes_and_replays_every_stream_on_one_endpoint(daemon, subscriber, wav):
+@pytest.mark.parametrize("device", devices())
+def test_group_of_daemons_publishes_and_replays_every_stream_on_one_endpoint(daemon, subscriber, wav, device):
     a, b = wav(4.2, name="a.wav"), wav(4.8, name="b.wav")
-    d = daemon([f"a=file+fast:{a}", f"b=file+fast:{b}", f"c=file+fast:{a}"], "--hop", "0.5", "--processes", "2")
+    d = daemon([f"a=file+fast:{a}", f"b=file+fast:{b}", f"c=file+fast:{a}"], "--hop", "0.5", "--processes", "2",
+               device=device)
     sub = subscriber(d.pub)
     assert d.wait() == 0, d.log_text()
     text = d.log_text()
