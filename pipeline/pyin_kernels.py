@@ -118,11 +118,12 @@ if AVAILABLE:
             tl.store(out + path * n_steps + (n_steps - 1 - k), state)
 
 
-    @triton.jit(do_not_specialize=["s_acf", "s_frame", "max_period", "skip", "n_lags", "n_bins", "n_live"],
+    @triton.jit(do_not_specialize=["s_acf", "s_frame", "max_period", "skip", "n_lags", "n_bins", "n_thr", "n_live"],
                 # the scratch rows are views at offsets of frames x lags floats: any alignment
                 do_not_specialize_on_alignment=["acf", "frames", "yin", "slot_lag", "slot_code", "slot_prob"])
     def _observe_kernel(acf, s_acf, frames, s_frame, yin, thresholds, log_beta, log_norm, mass_below, slot_lag,
-                        slot_code, slot_prob, winner, out_voiced, out_prob, max_period, skip, n_lags, n_bins, n_live,
+                        slot_code, slot_prob, winner, out_voiced, out_prob, max_period, skip, n_lags, n_bins, n_thr,
+                        n_live,
                         thr_live, lam, no_trough_prob, min_period, sr, fmin, bins_per_octave, log_tiny, tiny,
                         PERIODS: tl.constexpr, LAGS: tl.constexpr, BINS: tl.constexpr, THR: tl.constexpr,
                         CHUNK: tl.constexpr):
@@ -151,13 +152,13 @@ if AVAILABLE:
         global_min = tl.argmin(tl.where(trough, y, float("inf")), 0, tie_break_left=True)
         is_min = (lag == global_min) & has_trough
         keep = (trough & (y < thr_live)) | is_min
-        # thresholds[j] is (j + 1) / 100 to within rounding: find how many are <= y from a guess
-        guess = (tl.minimum(tl.maximum(y, -1.0), 2.0) * 100.0).to(tl.int32)
-        guess = tl.minimum(tl.maximum(guess - 1, 0), 100)
+        # thresholds[j] is (j + 1) / n_thr to within rounding: find how many are <= y from a guess
+        guess = (tl.minimum(tl.maximum(y, -1.0), 2.0) * n_thr).to(tl.int32)
+        guess = tl.minimum(tl.maximum(guess - 1, 0), n_thr)
         below = guess
         for j in tl.static_range(3):
             k = guess + j
-            below += (tl.load(thresholds + k, mask=k < 100, other=float("inf")) <= y).to(tl.int32)
+            below += (tl.load(thresholds + k, mask=k < n_thr, other=float("inf")) <= y).to(tl.int32)
         min_below = tl.sum(tl.where(is_min, below, 0), 0)
         # the kept troughs in lag order, and how many sit under each threshold
         count = tl.sum(keep.to(tl.int32), 0)
@@ -309,8 +310,9 @@ def observe(frames: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch
     # log of the Boltzmann prior's normaliser for each possible count of troughs, as the torch step
     counts = torch.arange(n_lags + 1, device=dev, dtype=torch.float32)
     log_norm = math.log1p(-math.exp(-lam)) - torch.log1p(-torch.exp(-lam * counts))
-    n_live = model.n_live_thresholds
-    thr = triton.next_power_of_2(n_live + 1)  # one spare column collects the troughs above every threshold
+    n_thr, n_live = len(model.beta_probs), model.n_live_thresholds
+    # a column per trough code 0 .. n_thr (thresholds under it), the last collecting the troughs not kept
+    thr = triton.next_power_of_2(n_thr + 2)
     scratch = torch.empty(4, n_frames, n_lags, device=dev, dtype=torch.int32)  # YIN, lags, codes, scores by slot
     winner = torch.full((n_frames, model.n_bins), -1, device=dev, dtype=torch.int32)
     log_voiced = torch.empty(n_frames, model.n_bins, device=dev, dtype=torch.float32)
@@ -320,7 +322,7 @@ def observe(frames: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch
     _observe_kernel[(n_frames,)](
         acf, acf.stride(0), frames, frames.stride(0), scratch[0].view(torch.float32), t["thresholds"], t["log_beta"],
         log_norm, t["beta_mass_below"], scratch[1], scratch[2], scratch[3].view(torch.float32), winner, log_voiced,
-        voiced_prob, model.max_period, model.min_period - 1, n_lags, model.n_bins, n_live,
+        voiced_prob, model.max_period, model.min_period - 1, n_lags, model.n_bins, n_thr, n_live,
         float(model.thresholds[n_live]), lam,
         model.no_trough_prob, float(model.min_period), model.sr, model.fmin, float(12 * model.bins_per_semitone),
         LOG_TINY, float(torch.finfo(torch.float32).tiny),

@@ -44,9 +44,11 @@ def varied_audio() -> np.ndarray:
     return np.stack(items).astype(np.float32)
 
 
-@pytest.mark.parametrize("cfg", [DEFAULT, TEN_MS], ids=["hop1323", "hop441"])
-def test_observation_kernel_scores_frames_as_the_torch_steps(cfg):
-    model = model_for(cfg)
+@pytest.mark.parametrize("cfg, thresholds", [(DEFAULT, 100), (TEN_MS, 100), (DEFAULT, 40)],
+                         ids=["hop1323", "hop441", "40-thresholds"])
+def test_observation_kernel_scores_frames_as_the_torch_steps(cfg, thresholds):
+    model = pyin_model(cfg.sample_rate, cfg.pitch_fmin, cfg.pitch_fmax, cfg.pitch_frame_length, cfg.hop_length,
+                       thresholds)
     audio = torch.from_numpy(varied_audio()).cuda()
     frames = frame(audio, model).reshape(-1, model.frame_length)
     yin = cmndf(frames, model)
