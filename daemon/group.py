@@ -110,8 +110,8 @@ def run_group(config: Config) -> int:
         env = _child_env(len(children))
         for c in children:
             c.start(env)
-        log.info("group of %d daemons: events on %s%s", len(children), config.pub,
-                 f", replay on {config.replay}" if replay else "")
+        log.info("group of %d daemons: events on %s%s%s", len(children), config.pub,
+                 f", replay on {config.replay}" if replay else "", " (CurveZMQ)" if guard.secured else "")
         poller = zmq.Poller()
         if replay is not None:
             poller.register(replay.socket, zmq.POLLIN)
