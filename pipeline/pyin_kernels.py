@@ -123,8 +123,7 @@ if AVAILABLE:
                 do_not_specialize_on_alignment=["acf", "frames", "yin", "slot_lag", "slot_code", "slot_prob"])
     def _observe_kernel(acf, s_acf, frames, s_frame, yin, thresholds, log_beta, log_norm, mass_below, slot_lag,
                         slot_code, slot_prob, winner, out_voiced, out_prob, max_period, skip, n_lags, n_bins, n_thr,
-                        n_live,
-                        thr_live, lam, no_trough_prob, min_period, sr, fmin, bins_per_octave, log_tiny, tiny,
+                        n_live, thr_live, lam, no_trough_prob, min_period, sr, fmin, bins_per_octave, log_tiny, tiny,
                         PERIODS: tl.constexpr, LAGS: tl.constexpr, BINS: tl.constexpr, THR: tl.constexpr,
                         CHUNK: tl.constexpr):
         f = tl.program_id(0).to(tl.int64)
@@ -156,8 +155,8 @@ if AVAILABLE:
         guess = (tl.minimum(tl.maximum(y, -1.0), 2.0) * n_thr).to(tl.int32)
         guess = tl.minimum(tl.maximum(guess - 1, 0), n_thr)
         below = guess
-        for j in tl.static_range(3):
-            k = guess + j
+        for step in tl.static_range(3):
+            k = guess + step
             below += (tl.load(thresholds + k, mask=k < n_thr, other=float("inf")) <= y).to(tl.int32)
         min_below = tl.sum(tl.where(is_min, below, 0), 0)
         # the kept troughs in lag order, and how many sit under each threshold
