@@ -444,8 +444,8 @@ def _calibrate(build: Callable[[InferencePath], Runner], device: torch.device, m
         layout = min(accepted, key=lambda a: a[3])[1].channels_last
         for precision in dict.fromkeys((low, "fp32")):
             attempt(InferencePath("graphs", precision=precision, channels_last=layout))
-        # compiled, channels_last was the faster layout on an H100 (convolutions in fp16 after an fp32
-        # first layer: 66.6k against 54.9k windows/s at batch 4,096), whichever layout eager preferred
+        # compiled, channels_last was the faster layout on an H100 whichever layout eager preferred
+        # (the earlier fp16-convolutions path: 66.6k against 54.9k windows/s at batch 4,096)
         attempt(InferencePath("compile", precision=low, channels_last=True))
         best1 = min(a[2] for a in accepted)
         bestn = min(a[3] for a in accepted)

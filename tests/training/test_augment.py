@@ -1,6 +1,6 @@
-import torch
-
 import math
+
+import torch
 
 from instrumentd.training.augment import MEL_FLOOR_DB, MIX_GAIN_DB, mix_pairs, spec_augment, timbre_eq
 
