@@ -20,8 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Label audio files with their predominant instruments. Folders are searched recursively "
             "for .wav .flac .ogg .mp3 .aiff files. Each file is cut into 3 s windows every --hop "
-            "seconds; window probabilities are summed per class and divided by the largest sum, and "
-            "classes at or above --threshold are the file's labels."
+            "seconds. A window names no instrument when it is silent (under -60 dBFS) or when the "
+            "model is unsure (speech, noise, drums alone...). Over the windows that name one, "
+            "probabilities are summed per class and divided by the largest sum, and classes at or above "
+            "--threshold are the file's labels; a file where most windows name none gets no label and a "
+            "reason (\"none\": silence, speech or no instrument). Scores are the mean window probabilities."
         ),
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio file or folder")
@@ -41,15 +44,19 @@ def _result_record(path: str, result: Any, recognizer: Any) -> dict[str, Any]:
     return {
         "path": path,
         "labels": result.labels,
+        "none": result.none,
         "scores": {c: round(float(s), 6) for c, s in zip(classes, result.scores)},
         "windows": [
             {
                 "start": round(float(t), 3),
                 "end": round(float(t) + clip, 3),
                 "top": classes[int(p.argmax())],
+                "none": reason,
+                "level_db": round(float(level), 1),
                 "probabilities": {c: round(float(v), 6) for c, v in zip(classes, p)},
             }
-            for t, p in zip(result.window_starts, result.window_probs)
+            for t, p, level, reason in zip(result.window_starts, result.window_probs, result.window_levels,
+                                           result.window_reasons)
         ],
         "model": recognizer.id,
         "trained": recognizer.trained,
@@ -116,14 +123,15 @@ def _write_csv(records: Iterator[dict[str, Any]]) -> int:
     from instrumentd.model.classes import CLASSES
 
     writer = csv.writer(sys.stdout)
-    writer.writerow(["path", "labels", *CLASSES, "model", "trained", "error"])
+    writer.writerow(["path", "labels", "none", *CLASSES, "model", "trained", "error"])
     failed = 0
     for rec in records:
         if "error" in rec:
             failed += 1
-            writer.writerow([rec["path"], "", *[""] * len(CLASSES), "", "", rec["error"]])
+            writer.writerow([rec["path"], "", "", *[""] * len(CLASSES), "", "", rec["error"]])
             continue
-        writer.writerow([rec["path"], " ".join(rec["labels"]), *(f"{rec['scores'][c]:.4f}" for c in CLASSES),
+        writer.writerow([rec["path"], " ".join(rec["labels"]), rec["none"] or "",
+                         *(f"{rec['scores'][c]:.4f}" for c in CLASSES),
                          rec["model"], rec["trained"], ""])
     return failed
 
@@ -148,7 +156,7 @@ def _print_table(records: Iterator[dict[str, Any]]) -> int:
             continue
         model = model or (rec["model"], rec["trained"])
         top = sorted(rec["scores"].items(), key=lambda kv: -kv[1])[:3]
-        table.add_row(rec["path"], ", ".join(NAMES[c] for c in rec["labels"]) or "-",
+        table.add_row(rec["path"], ", ".join(NAMES[c] for c in rec["labels"]) or f"- ({rec['none']})",
                       "  ".join(f"{c} {s:.2f}" for c, s in top), str(len(rec["windows"])))
     if model:
         table.caption = f"model {model[0]}" + ("" if model[1] else " — UNTRAINED stand-in: labels are meaningless")

@@ -7,6 +7,8 @@ instrument starts at ``on`` and ends below ``off``. So an archive is tagged as t
 would have tagged the same audio at the same hop. Only the times differ: here each window stands
 for the stretch of time nearer to its centre than to any other window's centre (the first from 0,
 the last to the end of the file), so segments tile the file instead of overlapping by a window.
+A window that names no instrument (model/decision.py: silence, speech, noise...) counts as all
+probabilities 0, so talk between two pieces ends the first piece's segment.
 
 Output: ``jsonl``, one object per file ``{"path", "duration", "windows", "segments": [{"start", "end",
 "instrument", "mean_probability", "windows"}], "model", "trained"}`` (or ``{"path", "error"}``);
@@ -29,6 +31,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from instrumentd.daemon.config import Config
+from instrumentd.model.decision import window_reasons
+from instrumentd.pipeline.windows import levels_dbfs
 
 SMOOTH = Config.smooth  # windows in the moving average
 ON = Config.on_threshold  # smoothed probability at which an instrument becomes predominant
@@ -264,7 +268,11 @@ def tag_files(files: list[Path], recognizer: Any, extractor: Any, hop_seconds: f
     next_out = 0
 
     def classify_batch() -> None:
-        probs = recognizer.predict(extractor(np.stack([a for _, _, a in batch])))
+        audio = np.stack([a for _, _, a in batch])
+        probs = recognizer.predict(extractor(audio))
+        # a window that names no instrument (silence, speech, noise) counts as no probability at all
+        named = np.array([r is None for r in window_reasons(probs, levels_dbfs(audio), recognizer.decision)])
+        probs = probs * named[:, None]
         for (i, start, _), p in zip(batch, probs):
             state[i].starts.append(start)
             state[i].probs.append(p)

@@ -12,10 +12,12 @@ import torch
 from instrumentd.pipeline.config import FeatureConfig
 from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.features import FeatureExtractor, Features
-from instrumentd.pipeline.windows import cut_windows
+from instrumentd.pipeline.speech import SpeechDetector, speech_detector
+from instrumentd.pipeline.windows import cut_windows, levels_dbfs
 
 from . import checkpoint
-from .aggregate import THRESHOLD, labels_from_scores, s2_scores
+from .aggregate import THRESHOLD
+from .decision import NO_INSTRUMENT, Decision, clip_verdict, window_reasons
 from .fast import FastRecognizer
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "default.safetensors"
@@ -28,8 +30,11 @@ class ClipResult:
 
     window_starts: np.ndarray  # [n_windows], seconds
     window_probs: np.ndarray  # [n_windows, n_classes]
-    scores: np.ndarray  # [n_classes], S2-aggregated, max 1
-    labels: list[str]
+    window_levels: np.ndarray  # [n_windows], RMS dBFS
+    window_reasons: list[str | None]  # per window: None when it names an instrument, else why not
+    scores: np.ndarray  # [n_classes], mean probabilities of the windows that name an instrument
+    labels: list[str]  # S2 over those windows; empty when the clip names no instrument
+    none: str | None  # why the clip has no label ("silence", "speech", "no instrument"), else None
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -69,6 +74,8 @@ class Recognizer:
         self.features = FeatureConfig.from_dict(meta["features"])
         self.id = checkpoint.checkpoint_id(meta)
         self.trained = bool(meta.get("trained", False))
+        self.decision = Decision.from_meta(meta)
+        self._speech: SpeechDetector | None | bool = False  # loaded on first need; None when unavailable
         self.fast: FastRecognizer | None = None  # a FastRecognizer once accelerate() has run; predict then goes through it
 
     @classmethod
@@ -108,11 +115,26 @@ class Recognizer:
         ]
         return torch.cat(out).numpy()
 
+    def speech(self) -> SpeechDetector | None:
+        """The speech detector that names why a window is rejected (None without silero-vad)."""
+        if self._speech is False:
+            self._speech = speech_detector()
+        return self._speech  # type: ignore[return-value]
+
     def classify_clip(self, audio: np.ndarray, extractor: FeatureExtractor,
                       hop_seconds: float = CLIP_HOP_SECONDS, threshold: float = THRESHOLD) -> ClipResult:
-        """``audio: float32 [samples]`` at 44.1 kHz -> per-window probabilities and clip labels (S2)."""
+        """``audio: float32 [samples]`` at 44.1 kHz -> per-window probabilities and the clip's verdict
+        (model/decision.py: scores, labels by S2 over the windows that name an instrument, or a reason)."""
         cfg = self.features
         windows, starts = cut_windows(audio, cfg.clip_samples, max(1, int(round(hop_seconds * cfg.sample_rate))))
         probs = self.predict(extractor(windows))
-        scores = s2_scores(probs)
-        return ClipResult(starts / cfg.sample_rate, probs, scores, labels_from_scores(scores, self.classes, threshold))
+        levels = levels_dbfs(windows)
+        reasons = window_reasons(probs, levels, self.decision)
+        unsure = [i for i, r in enumerate(reasons) if r == NO_INSTRUMENT]
+        detector = self.speech() if unsure else None
+        if detector is not None:
+            speech = np.zeros(len(reasons), dtype=bool)
+            speech[unsure] = detector(windows[unsure], cfg.sample_rate)
+            reasons = window_reasons(probs, levels, self.decision, speech)
+        scores, labels, none = clip_verdict(probs, reasons, self.classes, self.decision, threshold)
+        return ClipResult(starts / cfg.sample_rate, probs, levels, reasons, scores, labels, none)

@@ -50,14 +50,18 @@ class FeatureExtractor:
         self.device = torch.device(device)
         self.mel_front_end = MelFrontEnd(cfg).to(self.device)
 
-    def __call__(self, audio: np.ndarray) -> Features:
-        audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
-        if audio.shape[-1] < self.cfg.window_length:
+    def __call__(self, audio: np.ndarray | torch.Tensor) -> Features:
+        """``audio: float32 [batch, samples]`` (or ``[samples]``), numpy or a tensor on any device."""
+        if isinstance(audio, torch.Tensor):
+            audio_t = audio.to(self.device, torch.float32)
+            audio_t = audio_t.reshape(-1, audio_t.shape[-1])
+        else:
+            # the audio goes to the device once; mel and pitch are both computed there
+            audio_t = torch.from_numpy(np.atleast_2d(np.asarray(audio, dtype=np.float32))).to(self.device)
+        if audio_t.shape[-1] < self.cfg.window_length:
             raise ParameterError(
-                f"need at least {self.cfg.window_length} samples per item, got {audio.shape[-1]}"
+                f"need at least {self.cfg.window_length} samples per item, got {audio_t.shape[-1]}"
             )
-        # the audio goes to the device once; mel and pitch are both computed there
-        audio_t = torch.from_numpy(audio).to(self.device)
         mel = self.mel_front_end(audio_t)
         f0 = self.pitch_engine(audio_t, self.cfg)
         mask = f0_to_mask(torch.as_tensor(f0, device=self.device), self.cfg)

@@ -33,3 +33,13 @@ def cut_windows(audio: np.ndarray, window: int, hop: int) -> tuple[np.ndarray, n
     starts = window_starts(len(audio), window, hop)
     index = starts[:, None] + np.arange(window)[None, :]
     return audio[index], starts
+
+
+LEVEL_FLOOR_DB = -120.0  # dBFS reported for digital silence
+
+
+def levels_dbfs(windows: np.ndarray) -> np.ndarray:
+    """``windows: float [n, samples]`` (full scale 1.0) -> RMS level of each, dBFS ``float64 [n]``."""
+    windows = np.atleast_2d(np.asarray(windows, dtype=np.float64))
+    power = np.mean(windows**2, axis=1) if windows.shape[1] else np.zeros(len(windows))
+    return np.maximum(LEVEL_FLOOR_DB, 10 * np.log10(np.maximum(power, 1e-30)))

@@ -38,7 +38,7 @@ def _run(train_set: FeatureSet, test_set: FeatureSet, cfg: TrainConfig, out: Pat
     meta = save_checkpoint(result, train_set, cfg, path, "ablation")
     recognizer = Recognizer(result.model, meta, train_set.mel.device)
     scores = scores_from_features(recognizer, test_set)
-    m = metrics(scores.truth, (scores.scores >= 0.5).astype(int))
+    m = metrics(scores.truth, scores.predicted)
     return {"checkpoint": str(path), "id": checkpoint_id(meta), "best_epoch": result.best_epoch,
             "val_accuracy": result.best.val_accuracy, "micro_f1": m["micro"]["f1"], "macro_f1": m["macro"]["f1"]}
 

@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Classify every test clip as DESIGN.md says (3 s windows every 1.5 s, class-wise sums divided by "
             "their maximum, threshold 0.5) and report per-class precision, recall and F1 with micro, macro "
             "and weighted averages (Table 3), per SoundFont where the clips have one. TEST is an IRMAS-layout "
-            "test corpus (audio) or prepared test features ('prepare --split test': folder or bundle); "
+            "test corpus (audio), any folder of NAME.wav + NAME.txt pairs (real recordings; an empty .txt "
+            "means no predominant instrument, for non-music check clips) or prepared test features "
+            "('prepare --split test': folder or bundle); "
             "features skip pitch tracking and add a t-SNE plot of the embeddings. Writes report.json, "
             "report.md, per_class.png and tsne.png to --out."
         ),
@@ -37,7 +39,7 @@ def is_features(path: str | Path) -> bool:
 
 
 def evaluate_path(recognizer, test: str | Path, soundfonts: tuple[str, ...] | None, pitch_engine: str | None = None,
-                  progress=None):
+                  progress=None, threshold: float = 0.5):
     """``(ClipScores, FeatureSet or None)`` for a test corpus, feature folder or bundle."""
     from instrumentd.pipeline import FeatureExtractor
     from instrumentd.pipeline.errors import ParameterError
@@ -49,7 +51,7 @@ def evaluate_path(recognizer, test: str | Path, soundfonts: tuple[str, ...] | No
 
     if is_features(test):
         features = load(test, "test", soundfonts, recognizer.device)
-        return scores_from_features(recognizer, features), features
+        return scores_from_features(recognizer, features, threshold), features
     clips = test_clips(test)
     if soundfonts:
         have = sorted({c.soundfont for c in clips})
@@ -59,7 +61,8 @@ def evaluate_path(recognizer, test: str | Path, soundfonts: tuple[str, ...] | No
         clips = [c for c in clips if c.soundfont in soundfonts]
     extractor = FeatureExtractor(recognizer.features, pitch_engine or DEFAULT_ENGINE, recognizer.device)
     task = progress.add_task("classifying", total=len(clips)) if progress else None
-    scores = scores_from_audio(recognizer, clips, extractor, (lambda n: progress.advance(task, n)) if progress else None)
+    scores = scores_from_audio(recognizer, clips, extractor, threshold,
+                               (lambda n: progress.advance(task, n)) if progress else None)
     return scores, None
 
 
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else sidecar(args.checkpoint, "-eval")
     with Progress(transient=True) as progress:
         scores, features = evaluate_path(recognizer, args.test, soundfont_list(args.soundfont), args.pitch_engine,
-                                         progress)
+                                         progress, args.threshold)
     rep = E.report(scores, args.threshold)
     rep["checkpoint"] = {"path": str(args.checkpoint), "id": recognizer.id, "variant": recognizer.meta["variant"],
                          "training": recognizer.meta.get("training", {}).get("data", {})}
@@ -94,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
     E.plot_per_class(rep, out / "per_class.png", f"{recognizer.id}: per-instrument scores")
     if features is not None and not args.no_tsne:
         vectors, classes = E.embeddings(recognizer, features)
-        E.plot_tsne(vectors, classes, out / "tsne.png", f"{recognizer.id}: t-SNE of window embeddings")
+        if len(vectors) >= 3:
+            E.plot_tsne(vectors, classes, out / "tsne.png", f"{recognizer.id}: t-SNE of window embeddings")
+        else:
+            print("instrumentd evaluate: no t-SNE plot: it needs windows of clips with a single label", file=sys.stderr)
     Console().print(Markdown(md.read_text()))
     print(f"reports: {out}")
     return 0

@@ -9,17 +9,21 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a network on prepared features (the paper's protocol by default)",
+        help="train a network on prepared features (the paper's protocol by default) or on a stem bank",
         description=(
             "Train on a feature folder or bundle from 'instrumentd prepare': Adam (lr 1e-4), batch 16, "
             "100 epochs, cross-entropy, a stratified 80/20 train/validation split, Gaussian noise on the "
             "pitch mask while training. Keeps the checkpoint of the epoch with the best validation "
             "accuracy and writes CKPT's loss and accuracy curves (.curves.png) and history (.history.json) "
             "next to it. With --optimizers, trains once per optimizer for the first epochs (Figure 5) and "
-            "writes one plot (.optimizers.png) instead of a checkpoint."
+            "writes one plot (.optimizers.png) instead of a checkpoint. Given a stem bank from 'instrumentd "
+            "synth-stems' instead, trains from audio: every epoch mixes --clips-per-epoch new clips from the "
+            "stems on the device (accompaniment, drums, room, EQ, compression, noise, hum, varispeed; "
+            "non-music clips against a uniform target), computes their features there and chooses the "
+            "'no instrument' threshold on held-out stems (not the paper's protocol)."
         ),
     )
-    p.add_argument("features", metavar="FEATURES", help="feature folder or .safetensors bundle")
+    p.add_argument("features", metavar="FEATURES", help="feature folder, .safetensors bundle or stem bank folder")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write (.safetensors)")
     p.add_argument("--variant", default="cross", choices=("cross", "mel", "mask", "concat", "han"),
                    help="network (default: cross, the paper's model)")
@@ -45,6 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cuda-graph", action="store_true",
                    help="run every step eagerly on CUDA (default: Adam's full batches replay one CUDA graph)")
     p.add_argument("--resume", action="store_true", help="continue from CKPT.state.pt when it exists")
+    p.add_argument("--clips-per-epoch", type=int, default=6600, metavar="N",
+                   help="stem bank only: clips mixed per epoch (default: 6600)")
+    p.add_argument("--validation-clips", type=int, default=1100, metavar="N",
+                   help="stem bank only: validation clips, mixed once from held-out stems (default: 1100)")
+    p.add_argument("--exclude-banks", default=None, metavar="LIST",
+                   help="stem bank only: leave out the stems of these sample banks (comma list), e.g. to "
+                        "measure how the model does on a bank it never heard")
     p.add_argument("--optimizers", default=None, metavar="LIST",
                    help="compare optimizers (adam,sgd,rmsprop,radam) over the first epochs: Figure 5")
     p.set_defaults(run=run)
@@ -74,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     from .render import check_training_soundfonts
 
     device = resolve_device(args.device)
+    if (Path(args.features) / "index.json").is_file():
+        return run_from_audio(args, device)
     features = load(args.features, "train", soundfont_list(args.soundfonts), device)
     check_training_soundfonts(features.soundfonts)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -124,5 +137,49 @@ def run(args: argparse.Namespace) -> int:
     total = sum(h.seconds for h in result.history)
     print(f"best epoch {b.epoch}: validation accuracy {b.val_accuracy:.4f}, loss {b.val_loss:.4f}; "
           f"{total:.1f} s training ({total / len(result.history):.2f} s/epoch)")
+    print(f"checkpoint: {args.out}")
+    return 0
+
+
+def run_from_audio(args: argparse.Namespace, device) -> int:
+    """``train STEM_BANK``: clips mixed and featurised on the device every epoch (training/train_audio.py)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from instrumentd.pipeline.config import DEFAULT
+
+    from . import train as T
+    from .stem_bank import load_bank
+    from .train_audio import AudioTrainConfig, save_audio_checkpoint, train_from_audio
+
+    excluded = soundfont_list(args.exclude_banks) or ()
+    cfg = AudioTrainConfig(args.variant, args.epochs, args.clips_per_epoch, args.validation_clips, batch_size=args.batch_size, lr=args.lr,
+                           mask_noise=args.mask_noise, seed=args.seed, amp=not args.no_amp)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[status]}"))
+    with Progress(*columns) as progress:
+        task = progress.add_task("decoding stems", total=None, status="")
+        bank = load_bank(args.features, DEFAULT.sample_rate, device, excluded,
+                         lambda n: progress.advance(task, n))
+        progress.update(task, total=sum(bank.counts().values()), completed=sum(bank.counts().values()))
+        train_task = progress.add_task(f"training {cfg.variant} on {cfg.clips_per_epoch} mixed clips an epoch "
+                                       f"({device})", total=cfg.epochs, status="")
+
+        def on_epoch(s):
+            progress.update(train_task, completed=s.epoch, status=(
+                f"loss {s.train_loss:.3f} acc {s.train_accuracy:.3f} | val loss {s.val_loss:.3f} "
+                f"acc {s.val_accuracy:.3f} | {s.seconds:.1f} s/epoch"))
+
+        result, decision, figures = train_from_audio(bank, cfg, DEFAULT, on_epoch, cuda_graph=not args.no_cuda_graph)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    save_audio_checkpoint(result, decision, figures, bank, cfg, DEFAULT, args.out, Path(args.features).name, excluded)
+    T.write_history(result.history, sidecar(args.out, ".history.json"))
+    T.plot_curves(result.history, sidecar(args.out, ".curves.png"), f"{cfg.variant}, stems mixed on the fly")
+    b = result.best
+    total = sum(h.seconds for h in result.history)
+    print(f"best epoch {b.epoch}: validation accuracy {b.val_accuracy:.4f} (music clips), loss {b.val_loss:.4f}; "
+          f"{total:.1f} s training ({total / len(result.history):.2f} s/epoch)")
+    print(f"no-instrument threshold {decision.min_confidence:.3f}: names an instrument in "
+          f"{figures['music_named']:.1%} of validation music windows, rejects {figures['none_rejected']:.1%} "
+          "of non-music ones")
     print(f"checkpoint: {args.out}")
     return 0

@@ -1,6 +1,8 @@
 """Evaluation on variable-length multi-label clips (DESIGN.md): 3 s windows every 1.5 s, class-wise
 sums divided by their maximum (S2), a fixed threshold; per-class and averaged P/R/F1 as in Table 3
 (scikit-learn), a per-instrument plot (Figure 4), a t-SNE of window embeddings (Figure 3).
+Clips are decided as model/decision.py says: S2 over the windows that name an instrument, or no
+label at all; a clip whose label file is empty expects no label (a non-music check clip).
 
 Clips come either as audio (an IRMAS-layout test corpus, classified with
 :meth:`Recognizer.classify_clip`) or as prepared test features (a folder or bundle from
@@ -17,8 +19,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from instrumentd.model.aggregate import THRESHOLD, s2_scores
+from instrumentd.model.aggregate import THRESHOLD
 from instrumentd.model.classes import CLASSES, NAMES
+from instrumentd.model.decision import clip_verdict, window_reasons
 from instrumentd.model.recognizer import Recognizer
 from instrumentd.pipeline.audio import load as load_audio
 from instrumentd.pipeline.features import FeatureExtractor, Features
@@ -30,30 +33,41 @@ AVERAGES = ("micro", "macro", "weighted")
 
 @dataclasses.dataclass
 class ClipScores:
-    """Per-clip truth and S2 scores: ``truth, scores: [n_clips, n_classes]`` (0/1 and 0..1)."""
+    """Per clip: ``truth, predicted: int [n_clips, n_classes]`` (multi-hot), ``scores: [n_clips, n_classes]``
+    (mean window probabilities), and why a clip has no label (``none``, None where it has one)."""
 
     names: list[str]
     soundfonts: list[str]
     truth: np.ndarray
     scores: np.ndarray
+    predicted: np.ndarray
+    none: list[str | None]
 
     def select(self, keep: np.ndarray) -> "ClipScores":
         idx = np.flatnonzero(keep)
         return ClipScores([self.names[i] for i in idx], [self.soundfonts[i] for i in idx], self.truth[idx],
-                          self.scores[idx])
+                          self.scores[idx], self.predicted[idx], [self.none[i] for i in idx])
+
+
+def _multi_hot(labels) -> list[int]:
+    return [int(c in labels) for c in CLASSES]
 
 
 def scores_from_audio(recognizer: Recognizer, clips: list, extractor: FeatureExtractor,
-                      on_progress: Callable[[int], None] | None = None) -> ClipScores:
+                      threshold: float = THRESHOLD, on_progress: Callable[[int], None] | None = None) -> ClipScores:
     """Classify each :class:`~instrumentd.training.irmas.Clip` from its audio."""
-    truth, scores = [], []
+    truth, scores, predicted, none = [], [], [], []
     for clip in clips:
-        result = recognizer.classify_clip(load_audio(clip.path, recognizer.features.sample_rate), extractor)
-        truth.append([int(c in clip.labels) for c in CLASSES])
+        audio = load_audio(clip.path, recognizer.features.sample_rate)
+        result = recognizer.classify_clip(audio, extractor, threshold=threshold)
+        truth.append(_multi_hot(clip.labels))
         scores.append(result.scores)
+        predicted.append(_multi_hot(result.labels))
+        none.append(result.none)
         if on_progress:
             on_progress(1)
-    return ClipScores([c.name for c in clips], [c.soundfont for c in clips], np.array(truth), np.array(scores))
+    return ClipScores([c.name for c in clips], [c.soundfont for c in clips], np.array(truth).reshape(-1, len(CLASSES)),
+                      np.array(scores).reshape(-1, len(CLASSES)), np.array(predicted).reshape(-1, len(CLASSES)), none)
 
 
 def window_probabilities(recognizer: Recognizer, features: FeatureSet) -> np.ndarray:
@@ -66,12 +80,20 @@ def window_probabilities(recognizer: Recognizer, features: FeatureSet) -> np.nda
     return np.concatenate(out)
 
 
-def scores_from_features(recognizer: Recognizer, features: FeatureSet) -> ClipScores:
-    """S2 scores per clip from prepared test windows."""
+def scores_from_features(recognizer: Recognizer, features: FeatureSet, threshold: float = THRESHOLD) -> ClipScores:
+    """Each clip's verdict from prepared test windows (their level is not known: all count as audible)."""
     probs = window_probabilities(recognizer, features)
     clip = features.clip.cpu().numpy()
-    scores = np.stack([s2_scores(probs[clip == i]) for i in range(features.n_clips)])
-    return ClipScores(list(features.names), list(features.soundfonts), features.labels.cpu().numpy(), scores)
+    scores, predicted, none = [], [], []
+    for i in range(features.n_clips):
+        p = probs[clip == i]
+        reasons = window_reasons(p, np.zeros(len(p)), recognizer.decision)
+        s, labels, reason = clip_verdict(p, reasons, recognizer.classes, recognizer.decision, threshold)
+        scores.append(s)
+        predicted.append(_multi_hot(labels))
+        none.append(reason)
+    return ClipScores(list(features.names), list(features.soundfonts), features.labels.cpu().numpy(),
+                      np.array(scores), np.array(predicted), none)
 
 
 def metrics(truth: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...] = CLASSES) -> dict[str, Any]:
@@ -93,11 +115,27 @@ def metrics(truth: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...] =
     return rows
 
 
+def rejection(scores: ClipScores) -> dict[str, Any]:
+    """How "no predominant instrument" went: the share of clips expecting no label that got none (and
+    why), and of clips expecting labels that kept at least one."""
+    silent = scores.truth.sum(1) == 0
+    named = scores.predicted.sum(1) > 0
+    reasons: dict[str, int] = {}
+    for reason, s in zip(scores.none, silent):
+        if s and reason:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return {"non_music_clips": int(silent.sum()),
+            "non_music_without_label": float((~named[silent]).mean()) if silent.any() else None,
+            "reasons": reasons,
+            "music_clips": int((~silent).sum()),
+            "music_with_label": float(named[~silent].mean()) if (~silent).any() else None}
+
+
 def report(scores: ClipScores, threshold: float = THRESHOLD) -> dict[str, Any]:
     """Metrics over all clips and per SoundFont, and every clip's labels and prediction."""
-    predicted = (scores.scores >= threshold).astype(int)
+    predicted = scores.predicted
     out: dict[str, Any] = {"clips": len(scores.names), "threshold": threshold,
-                           "metrics": metrics(scores.truth, predicted)}
+                           "metrics": metrics(scores.truth, predicted), "rejection": rejection(scores)}
     fonts = sorted(set(scores.soundfonts))
     if len(fonts) > 1 or fonts != [""]:
         out["by_soundfont"] = {}
@@ -108,8 +146,10 @@ def report(scores: ClipScores, threshold: float = THRESHOLD) -> dict[str, Any]:
                                                      **{a: m[a] for a in AVERAGES}}
     out["predictions"] = [
         {"clip": n, "soundfont": sf, "labels": [c for c, t in zip(CLASSES, tr) if t],
-         "predicted": [c for c, x in zip(CLASSES, pr) if x], "scores": [round(float(v), 4) for v in sc]}
-        for n, sf, tr, pr, sc in zip(scores.names, scores.soundfonts, scores.truth, predicted, scores.scores)
+         "predicted": [c for c, x in zip(CLASSES, pr) if x], "none": reason,
+         "scores": [round(float(v), 4) for v in sc]}
+        for n, sf, tr, pr, sc, reason in zip(scores.names, scores.soundfonts, scores.truth, predicted, scores.scores,
+                                             scores.none)
     ]
     return out
 
@@ -125,6 +165,13 @@ def markdown(rep: dict[str, Any], title: str) -> str:
              "| class | P | R | F1 | support |", "|---|---|---|---|---|"]
     lines += [_row(f"{c} ({NAMES[c]})", m[c]) for c in CLASSES]
     lines += [_row(f"**{a} avg**", m[a]) for a in AVERAGES]
+    rej = rep.get("rejection", {})
+    if rej.get("non_music_clips"):
+        why = ", ".join(f"{k} {v}" for k, v in sorted(rej["reasons"].items()))
+        lines += ["", f"Non-music clips without a label: {rej['non_music_without_label']:.0%} of "
+                      f"{rej['non_music_clips']} ({why or 'none rejected'})."]
+    if rej.get("music_clips"):
+        lines += ["", f"Music clips with at least one label: {rej['music_with_label']:.0%} of {rej['music_clips']}."]
     if "by_soundfont" in rep:
         lines += ["", "| SoundFont | clips | micro F1 | macro F1 | weighted F1 |", "|---|---|---|---|---|"]
         lines += [f"| {sf} | {v['clips']} | {v['micro']['f1']:.2f} | {v['macro']['f1']:.2f} | {v['weighted']['f1']:.2f} |"
@@ -155,9 +202,12 @@ def plot_per_class(rep: dict[str, Any], path: str | Path, title: str = "") -> No
 
 def embeddings(recognizer: Recognizer, features: FeatureSet, max_windows: int = 1500,
                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Head-input vectors ``[n, d]`` and classes ``[n]`` of windows of single-label clips (at most ``max_windows``)."""
+    """Head-input vectors ``[n, d]`` and classes ``[n]`` of windows of single-label clips (at most
+    ``max_windows``; none when no clip has a single label)."""
     single = features.labels.sum(1) == 1
     idx = torch.nonzero(single.to(features.clip.device)[features.clip]).flatten().cpu().numpy()
+    if len(idx) == 0:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
     if len(idx) > max_windows:
         idx = np.sort(np.random.default_rng(seed).choice(idx, max_windows, replace=False))
     index = torch.as_tensor(idx, device=features.mel.device)

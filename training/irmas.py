@@ -92,8 +92,9 @@ def training_clips(corpus: str | Path, classes: tuple[str, ...] = CLASSES) -> li
     return clips
 
 
-def read_labels(path: str | Path, classes: tuple[str, ...] = CLASSES) -> tuple[str, ...]:
-    """The classes listed in an IRMAS label file (one per line, tab-terminated), in class order."""
+def read_labels(path: str | Path, classes: tuple[str, ...] = CLASSES, allow_empty: bool = False) -> tuple[str, ...]:
+    """The classes listed in an IRMAS label file (one per line, tab-terminated), in class order.
+    ``allow_empty``: an empty file means "no predominant instrument" (check sets), not an error."""
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"{path}: label file missing")
@@ -105,32 +106,40 @@ def read_labels(path: str | Path, classes: tuple[str, ...] = CLASSES) -> tuple[s
     unknown = sorted(labels - set(classes))
     if unknown:
         raise CorpusError(f"{path}: unknown label {unknown[0]!r}; classes are {' '.join(classes)}")
-    if not labels:
+    if not labels and not allow_empty:
         raise CorpusError(f"{path}: label file lists no class")
     return tuple(c for c in classes if c in labels)
 
 
 def test_clips(corpus: str | Path, classes: tuple[str, ...] = CLASSES) -> list[Clip]:
-    """Every test clip under ``corpus`` (the root, or one ``IRMAS-TestingData-PartN`` folder), sorted.
+    """Every test clip under ``corpus``, sorted: the IRMAS root or one ``IRMAS-TestingData-PartN``
+    folder, or else any folder of ``NAME.wav`` + ``NAME.txt`` pairs (real recordings, check sets),
+    where an empty label file means the clip has no predominant instrument.
 
     Raises
     ------
     CorpusError
-        No test part, a .wav without its .txt, a label file naming an unknown class, or no clip at all.
+        No test part and no labelled .wav, a .wav without its .txt, a label file naming an unknown
+        class, or no clip at all.
     """
     corpus = Path(corpus)
     if corpus.name in TEST_PARTS:
         root, parts = corpus.parent, [corpus]
     else:
         root, parts = corpus, [corpus / p for p in TEST_PARTS if (corpus / p).is_dir()]
+    flat = not parts and corpus.is_dir() and any(w.with_suffix(".txt").is_file() for w in corpus.rglob("*.wav"))
+    if flat:
+        root, parts = corpus, [corpus]
     if not parts:
-        raise CorpusError(f"{corpus}: no test part (expected one of {', '.join(TEST_PARTS)})")
+        raise CorpusError(f"{corpus}: no test part (expected one of {', '.join(TEST_PARTS)}) "
+                          "and no NAME.wav with its NAME.txt")
     fonts = read_manifest(root)
     clips = []
     for part in parts:
         for wav in sorted(part.rglob("*.wav")):
             name = wav.relative_to(root).as_posix()
-            clips.append(Clip(wav, name, read_labels(wav.with_suffix(".txt"), classes), fonts.get(name, "")))
+            labels = read_labels(wav.with_suffix(".txt"), classes, allow_empty=flat)
+            clips.append(Clip(wav, name, labels, fonts.get(name, "")))
     if not clips:
         raise CorpusError(f"{', '.join(map(str, parts))}: no .wav files")
     return clips
