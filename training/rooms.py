@@ -40,7 +40,7 @@ def simulate_rooms(count: int, sample_rate: int, seed: int = 0) -> np.ndarray:
             except ValueError:
                 continue
         room = pra.ShoeBox(dims, fs=sample_rate, materials=pra.Material(absorption),
-                           max_order=min(order, MAX_ORDER), use_rand_ism=True)
+                           max_order=min(order, MAX_ORDER))
         room.add_source(rng.uniform(0.5, dims - 0.5))
         room.add_microphone(rng.uniform(0.5, dims - 0.5))
         room.compute_rir()

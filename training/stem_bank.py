@@ -102,8 +102,9 @@ def _decode(path: Path, sample_rate: int, samples: int) -> np.ndarray:
 
 def load_bank(folder: str | Path, sample_rate: int, device: torch.device | str = "cpu",
               exclude_banks: tuple[str, ...] = (), on_progress: Callable[[int], None] | None = None,
-              threads: int = 8) -> StemBank:
-    """Decode the bank at ``folder`` onto ``device``, leaving out stems of ``exclude_banks``.
+              threads: int = 8, room_count: int = ROOM_COUNT) -> StemBank:
+    """Decode the bank at ``folder`` onto ``device``, leaving out stems of ``exclude_banks``, with
+    ``room_count`` room responses (simulated once and saved in the bank when it has none).
 
     Every role must keep at least one stem, and every class at least one ``pred`` stem.
     """
@@ -137,7 +138,7 @@ def load_bank(folder: str | Path, sample_rate: int, device: torch.device | str =
     label = torch.tensor([CLASSES.index(s["cls"]) for s in pred], dtype=torch.int64, device=device)
     banks = {role: [str(s.get("bank", "")) for s in stems if s["role"] == role] for role in ROLES}
     kinds = [str(s.get("kind", "")) for s in stems if s["role"] == "none"]
-    rooms = torch.from_numpy(load_or_simulate(folder, ROOM_COUNT, sample_rate)).to(device)
+    rooms = torch.from_numpy(load_or_simulate(folder, room_count, sample_rate)).to(device)
     return StemBank(sample_rate, audio, label, banks, kinds, rooms)
 
 

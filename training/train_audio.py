@@ -180,7 +180,7 @@ def train_from_audio(bank: StemBank, cfg: AudioTrainConfig = AudioTrainConfig(),
     model.eval()
     top = torch.softmax(validation_logits(model, val, cfg.amp), dim=1).amax(1).cpu().numpy()
     is_music = music.cpu().numpy()
-    decision = Decision(min_confidence=round(choose_min_confidence(top[is_music], cfg.keep_music), 4))
+    decision = Decision(min_confidence=math.floor(choose_min_confidence(top[is_music], cfg.keep_music) * 1e4) / 1e4)
     figures = {
         "music_named": float((top[is_music] >= decision.min_confidence).mean()),
         "none_rejected": float((top[~is_music] < decision.min_confidence).mean()) if (~is_music).any() else 0.0,

@@ -71,3 +71,37 @@ def prepared(irmas_shared, tmp_path_factory) -> Path:
     prepare(irmas_shared, out, "train", extractor, "torch", batch_size=16)
     prepare(irmas_shared, out, "test", extractor, "torch", batch_size=16)
     return out
+
+
+def write_stem_bank(root: Path, per_class: int = 2, seconds: float = 3.5) -> Path:
+    """A stem bank in ``instrumentd synth-stems``' layout, of tones: ``per_class`` solo stems a class
+    (two banks, "a" and "b"), two accompaniment, drum and non-music stems (FLAC)."""
+    import json
+
+    from instrumentd.model.classes import CLASSES
+
+    stems = []
+
+    def add(rel: str, audio: np.ndarray, **entry) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(root / rel, audio, SR)
+        stems.append({"path": rel, "seconds": seconds, **entry})
+
+    for k, cls in enumerate(CLASSES):
+        for i in range(per_class):
+            bank = "ab"[i % 2]
+            add(f"pred/{bank}/{cls}/{i}.flac", harmonic(110.0 * 2 ** (k / 6), seconds, i, 1)[:, 0],
+                role="pred", cls=cls, bank=bank)
+    noise = np.random.default_rng(1).standard_normal(int(seconds * SR)).astype(np.float32)
+    for i in range(2):
+        add(f"acc/a/{i}.flac", harmonic(196.0 + 20 * i, seconds, i, 1)[:, 0], role="acc", cls=None, bank="a")
+        add(f"drums/a/{i}.flac", 0.3 * noise * (np.arange(len(noise)) % 11025 < 800), role="drums", cls=None, bank="a")
+        add(f"none/noise/{i}.flac", 0.1 * noise, role="none", cls=None, bank="gen", kind="noise")
+    (root / "index.json").write_text(json.dumps({"sample_rate": SR, "stems": stems}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def stem_bank(tmp_path_factory) -> Path:
+    """A tiny stem bank of tones, shared: tests must not change it (rooms.npy is written on first use)."""
+    return write_stem_bank(tmp_path_factory.mktemp("stems"))

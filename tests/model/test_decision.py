@@ -1,0 +1,60 @@
+"""'No predominant instrument': window reasons, clip verdicts, the threshold chosen on validation."""
+
+import numpy as np
+import pytest
+
+from instrumentd.model.classes import CLASSES
+from instrumentd.model.decision import Decision, choose_min_confidence, clip_verdict, window_reasons
+
+
+def probs(*tops: tuple[int, float]) -> np.ndarray:
+    """One window per ``(class, top probability)``; the rest spread evenly over the other classes."""
+    out = np.zeros((len(tops), len(CLASSES)))
+    for i, (k, p) in enumerate(tops):
+        out[i] = (1 - p) / (len(CLASSES) - 1)
+        out[i, k] = p
+    return out
+
+
+def test_window_reasons():
+    decision = Decision(min_confidence=0.4, min_level_db=-60.0)
+    p = probs((0, 0.9), (0, 0.2), (0, 0.2), (3, 0.95))
+    levels = np.array([-20.0, -20.0, -20.0, -70.0])
+    assert window_reasons(p, levels, decision) == [None, "no instrument", "no instrument", "silence"]
+    speech = np.array([False, True, False, True])
+    assert window_reasons(p, levels, decision, speech) == [None, "speech", "no instrument", "silence"]
+    assert window_reasons(p[:1], np.array([np.nan]), decision) == ["silence"]
+
+
+def test_clip_verdict_names_s2_labels_over_named_windows():
+    decision = Decision(min_confidence=0.4, min_named=0.5)
+    p = probs((0, 0.9), (1, 0.9), (0, 0.9), (5, 0.2))
+    reasons = window_reasons(p, np.full(4, -20.0), decision)
+    scores, labels, none = clip_verdict(p, reasons, CLASSES, decision)
+    assert none is None and labels == ["cel", "cla"]  # S2: cla 0.92 / cel 1.81 >= 0.5; org's window is unsure
+    assert scores == pytest.approx(p[:3].mean(axis=0))
+    assert scores.sum() == pytest.approx(1.0)
+
+
+def test_clip_verdict_without_enough_named_windows():
+    decision = Decision(min_confidence=0.4, min_named=0.5)
+    p = probs((0, 0.9), (2, 0.2), (2, 0.2))
+    reasons = window_reasons(p, np.full(3, -20.0), decision, np.array([False, True, True]))
+    scores, labels, none = clip_verdict(p, reasons, CLASSES, decision)
+    assert labels == [] and none == "speech"
+    assert scores == pytest.approx(p[:1].mean(axis=0))
+    assert clip_verdict(np.zeros((0, len(CLASSES))), [], CLASSES, decision)[1:] == ([], "silence")
+
+
+def test_threshold_keeps_the_asked_share_of_music():
+    music = np.linspace(0.3, 1.0, 100)
+    t = choose_min_confidence(music, keep_music=0.97)
+    assert (music >= t).mean() == pytest.approx(0.97, abs=0.011)
+    assert choose_min_confidence(np.array([]), 0.97) == 0.0
+
+
+def test_decision_from_checkpoint_metadata():
+    assert Decision.from_meta({}) == Decision()
+    assert Decision.from_meta({"decision": {"min_confidence": 0.37, "bogus": 1}}).min_confidence == 0.37
+    assert Decision.from_meta({"decision": ["not", "a", "dict"]}) == Decision()
+    assert Decision.from_meta({"decision": {"min_confidence": "high"}}) == Decision()

@@ -1,0 +1,50 @@
+"""Training from a stem bank: a real (tiny) run on the CPU, its checkpoint, and the command."""
+
+import dataclasses
+
+import pytest
+
+from instrumentd.clients.cli import main
+from instrumentd.model.recognizer import Recognizer
+from instrumentd.pipeline.config import DEFAULT
+from instrumentd.pipeline.errors import ParameterError
+from instrumentd.training.stem_bank import load_bank
+from instrumentd.training.train_audio import AudioTrainConfig, save_audio_checkpoint, train_from_audio
+
+from .conftest import SR
+
+TINY = AudioTrainConfig(epochs=2, clips_per_epoch=12, validation_clips=8, chunk=8, batch_size=8, amp=False)
+
+
+def test_a_tiny_run_writes_a_checkpoint_with_its_decision(stem_bank, tmp_path):
+    bank = load_bank(stem_bank, SR, room_count=2)
+    epochs = []
+    result, decision, figures = train_from_audio(bank, TINY, on_epoch=epochs.append)
+    assert [e.epoch for e in epochs] == [1, 2] and result.best_epoch in (1, 2)
+    assert all(e.train_loss > 0 and 0 <= e.val_accuracy <= 1 for e in epochs)
+    assert 0 < decision.min_confidence < 1 and figures["music_named"] >= TINY.keep_music - 0.1
+    meta = save_audio_checkpoint(result, decision, figures, bank, TINY, DEFAULT, tmp_path / "m.safetensors", "tones")
+    assert meta["decision"]["min_confidence"] == decision.min_confidence
+    assert meta["training"]["data"]["stems"]["pred"] == 22 and meta["training"]["config"]["clips_per_epoch"] == 12
+    rec = Recognizer.from_checkpoint(tmp_path / "m.safetensors", "cpu")
+    assert rec.decision == decision and rec.trained
+
+
+def test_config_is_checked():
+    with pytest.raises(ParameterError, match="clips per epoch"):
+        dataclasses.replace(TINY, clips_per_epoch=0)
+    with pytest.raises(ParameterError, match="keep_music"):
+        dataclasses.replace(TINY, keep_music=1.5)
+
+
+def test_train_command_takes_a_stem_bank(stem_bank, tmp_path, capsys):
+    out = tmp_path / "cli.safetensors"
+    code = main(["train", str(stem_bank), "--out", str(out), "--epochs", "1", "--clips-per-epoch", "8",
+                 "--validation-clips", "8", "--batch-size", "8", "--device", "cpu", "--exclude-banks", "b"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "no-instrument threshold" in text and out.is_file()
+    assert (tmp_path / "cli.history.json").is_file() and (tmp_path / "cli.curves.png").is_file()
+    meta = Recognizer.from_checkpoint(out, "cpu").meta
+    assert meta["training"]["data"]["excluded_banks"] == ["b"]
+    assert meta["training"]["data"]["pred_stems_per_bank"] == {"a": 11}
