@@ -5,6 +5,7 @@ trained and tested alike, then the cross-attention model trained and tested on t
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +20,7 @@ from .evaluate import metrics, scores_from_features
 from .train import TrainConfig, save_checkpoint, train
 
 TABLE4 = ("mel", "mask", "concat", "cross")
+ROWS = (*TABLE4, "clean")  # Table 5's noisy row is Table 4's cross row
 
 
 def with_clean_mask(features: FeatureSet, cleaner: Callable[[torch.Tensor], torch.Tensor],
@@ -45,23 +47,40 @@ def _run(train_set: FeatureSet, test_set: FeatureSet, cfg: TrainConfig, out: Pat
 
 def ablation(train_set: FeatureSet, test_set: FeatureSet, cfg: TrainConfig, out: str | Path,
              cleaner: Callable[[torch.Tensor], torch.Tensor] | None,
-             on_epoch: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
-    """Train and test every row of Tables 4 and 5; checkpoints go to ``out``.
+             on_epoch: Callable[[str, Any], None] | None = None, rows: tuple[str, ...] = ROWS) -> dict[str, Any]:
+    """Train and test ``rows`` of Tables 4 and 5; checkpoints and one ``<row>.json`` each go to ``out``,
+    so rows run by separate processes (one GPU each) add up to one result (:func:`collect`).
 
     Without a ``cleaner`` Table 5 has its noisy row only.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"config": dataclasses.asdict(cfg), "table4": {}, "table5": {}}
-    for variant in TABLE4:
-        cb = (lambda s, v=variant: on_epoch(v, s)) if on_epoch else None
-        results["table4"][variant] = _run(train_set, test_set, dataclasses.replace(cfg, variant=variant), out,
-                                          variant, cb)
-    results["table5"]["noisy"] = results["table4"]["cross"]
-    if cleaner is not None:
-        cb = (lambda s: on_epoch("clean", s)) if on_epoch else None
-        results["table5"]["clean"] = _run(with_clean_mask(train_set, cleaner), with_clean_mask(test_set, cleaner),
-                                          dataclasses.replace(cfg, variant="cross"), out, "cross-clean", cb)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    for row in rows:
+        if row == "clean" and cleaner is None:
+            continue
+        cb = (lambda s, r=row: on_epoch(r, s)) if on_epoch else None
+        if row == "clean":
+            result = _run(with_clean_mask(train_set, cleaner), with_clean_mask(test_set, cleaner),
+                          dataclasses.replace(cfg, variant="cross"), out, "cross-clean", cb)
+        else:
+            result = _run(train_set, test_set, dataclasses.replace(cfg, variant=row), out, row, cb)
+        (out / f"{row}.json").write_text(json.dumps(result, indent=1))
+    return collect(out)
+
+
+def collect(out: str | Path) -> dict[str, Any]:
+    """Tables 4 and 5 from the row files in ``out`` (rows not run yet are left out)."""
+    out = Path(out)
+    config = out / "config.json"
+    results: dict[str, Any] = {"config": json.loads(config.read_text()) if config.is_file() else {},
+                               "table4": {}, "table5": {}}
+    for row in ROWS:
+        path = out / f"{row}.json"
+        if path.is_file():
+            results["table4" if row in TABLE4 else "table5"][row] = json.loads(path.read_text())
+    if "cross" in results["table4"]:
+        results["table5"] = {"noisy": results["table4"]["cross"], **results["table5"]}
     return results
 
 

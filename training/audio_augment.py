@@ -29,6 +29,7 @@ import math
 import torch
 
 from instrumentd.model.classes import CLASSES
+from instrumentd.pipeline.errors import ParameterError
 
 from .stem_bank import StemBank
 
@@ -63,6 +64,24 @@ class MixRecipe:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def with_changes(self, text: str) -> "MixRecipe":
+        """A copy with ``KEY=VALUE[,KEY=VALUE...]`` applied (a range as ``LOW:HIGH``), checked by name."""
+        changes: dict = {}
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, _, value = item.partition("=")
+            if key not in fields or not value:
+                raise ParameterError(f"bad recipe setting {item!r}; settings are {', '.join(fields)}")
+            try:
+                if isinstance(getattr(self, key), tuple):
+                    low, high = (float(v) for v in value.split(":"))
+                    changes[key] = (low, high)
+                else:
+                    changes[key] = float(value)
+            except ValueError:
+                raise ParameterError(f"bad recipe value {item!r} (a number, or LOW:HIGH for a range)") from None
+        return dataclasses.replace(self, **changes)
 
 
 def _uniform(gen: torch.Generator, n: int, low: float, high: float, device: torch.device) -> torch.Tensor:
@@ -194,14 +213,15 @@ class MixedBatch:
 
 @torch.no_grad()
 def mix_batch(bank: StemBank, pools: dict[str, torch.Tensor], size: int, length: int, recipe: MixRecipe,
-              gen: torch.Generator) -> MixedBatch:
-    """``size`` new clips of ``length`` samples from the stems at ``pools`` (indices per role)."""
+              gen: torch.Generator, first: torch.Tensor | None = None) -> MixedBatch:
+    """``size`` new clips of ``length`` samples from the stems at ``pools`` (indices per role); the
+    first solo part of each is the ``pred`` stem ``first[i]`` when given (int64 [size]), else drawn."""
     device = bank.label.device
     n_classes = len(CLASSES)
     is_none = _chance(gen, size, recipe.none_share, device)
     speed = 2.0 ** (_uniform(gen, size, -recipe.semitones, recipe.semitones, device) / 12)
 
-    first = _pick(gen, pools["pred"], size)
+    first = _pick(gen, pools["pred"], size) if first is None else first
     label = bank.label[first]
     solo = varispeed_crops(bank.audio["pred"], first, speed, length, gen)
     other = varispeed_crops(bank.audio["none"], _pick(gen, pools["none"], size), speed, length, gen)

@@ -53,6 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="stem bank only: clips mixed per epoch (default: 6600)")
     p.add_argument("--validation-clips", type=int, default=1100, metavar="N",
                    help="stem bank only: validation clips, mixed once from held-out stems (default: 1100)")
+    p.add_argument("--recipe", default="", metavar="KEY=VALUE,...",
+                   help="stem bank only: change the mixing recipe, e.g. none_share=0.25,acc_db=-24:-6 "
+                        "(settings and defaults: training/audio_augment.py MixRecipe)")
+    p.add_argument("--max-minutes", type=float, default=0.0, metavar="M",
+                   help="stem bank only: stop after the epoch that passes M minutes of training (default: no limit)")
     p.add_argument("--exclude-banks", default=None, metavar="LIST",
                    help="stem bank only: leave out the stems of these sample banks (comma list), e.g. to "
                         "measure how the model does on a bank it never heard")
@@ -148,12 +153,14 @@ def run_from_audio(args: argparse.Namespace, device) -> int:
     from instrumentd.pipeline.config import DEFAULT
 
     from . import train as T
+    from .audio_augment import MixRecipe
     from .stem_bank import load_bank
     from .train_audio import AudioTrainConfig, save_audio_checkpoint, train_from_audio
 
     excluded = soundfont_list(args.exclude_banks) or ()
     cfg = AudioTrainConfig(args.variant, args.epochs, args.clips_per_epoch, args.validation_clips, batch_size=args.batch_size, lr=args.lr,
-                           mask_noise=args.mask_noise, seed=args.seed, amp=not args.no_amp)
+                           mask_noise=args.mask_noise, seed=args.seed, amp=not args.no_amp,
+                           max_seconds=60 * args.max_minutes, recipe=MixRecipe().with_changes(args.recipe))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[status]}"))
     with Progress(*columns) as progress:

@@ -53,7 +53,8 @@ def simulate_rooms(count: int, sample_rate: int, seed: int = 0) -> np.ndarray:
 
 
 def load_or_simulate(folder: str | Path, count: int, sample_rate: int, seed: int = 0) -> np.ndarray:
-    """The responses saved in ``folder/rooms.npy``; simulated and saved there (when writable) otherwise."""
+    """The responses saved in ``folder/rooms.npy`` (float16: a bank travels light); simulated and saved
+    there (when writable) otherwise."""
     path = Path(folder) / ROOMS_FILE
     if path.is_file():
         rooms = np.load(path, allow_pickle=False)
@@ -61,7 +62,7 @@ def load_or_simulate(folder: str | Path, count: int, sample_rate: int, seed: int
             return rooms.astype(np.float32)
     rooms = simulate_rooms(count, sample_rate, seed)
     try:
-        np.save(path, rooms, allow_pickle=False)
+        np.save(path, rooms.astype(np.float16), allow_pickle=False)
     except OSError:  # a read-only bank: simulated again next time
         return rooms
     return rooms

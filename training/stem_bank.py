@@ -32,7 +32,7 @@ from .rooms import load_or_simulate
 
 INDEX = "index.json"
 ROLES = ("pred", "acc", "drums", "none")
-ROOM_COUNT = 128
+ROOM_COUNT = 64
 
 
 class BankError(InstrumentdError):

@@ -32,6 +32,7 @@ from instrumentd.pipeline.features import FeatureExtractor
 
 from .audio_augment import MixedBatch, MixRecipe, mix_batch
 from .augment import spec_augment
+from .dataset import FeatureSet, mask_to_band
 from .graphed import TrainStep, autocast
 from .stem_bank import StemBank, split_stems
 from .train import EVAL_BATCH, EpochStats, TrainResult
@@ -54,6 +55,7 @@ class AudioTrainConfig:
     chunk: int = 1024  # clips mixed and featurised at once
     val_fraction: float = 0.1  # share of each class's stems held out for validation
     keep_music: float = 0.97  # share of validation music windows the confidence threshold must keep
+    max_seconds: float = 0.0  # stop after the first epoch that ends past this much training time (0: never)
     recipe: MixRecipe = MixRecipe()
 
     def __post_init__(self) -> None:
@@ -176,6 +178,8 @@ def train_from_audio(bank: StemBank, cfg: AudioTrainConfig = AudioTrainConfig(),
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if on_epoch:
             on_epoch(stats)
+        if cfg.max_seconds and sum(h.seconds for h in history) >= cfg.max_seconds:
+            break
     model.load_state_dict(best_state)
     model.eval()
     top = torch.softmax(validation_logits(model, val, cfg.amp), dim=1).amax(1).cpu().numpy()
@@ -217,3 +221,42 @@ def save_audio_checkpoint(result: TrainResult, decision: Decision, figures: dict
             **{f"val_{k}": round(v, 4) for k, v in figures.items()},
         },
     )
+
+
+def fixed_feature_sets(bank: StemBank, train_clips: int, test_clips: int, seed: int = 0,
+                       features: FeatureConfig = DEFAULT, recipe: MixRecipe = MixRecipe(),
+                       chunk: int = 1024) -> tuple[FeatureSet, FeatureSet]:
+    """Clips mixed once from the bank (the paper's protocol then trains on them as on prepared features).
+
+    Training clips come from the training stems, one class each, no non-music; test clips from the
+    held-out stems, a share of them with a second predominant class (multi-label, as IRMAS's test
+    clips). Each clip is one window; both sets are on the bank's device.
+    """
+    train_pools, test_pools = split_stems(bank, 0.1, seed)
+    extractor = FeatureExtractor(features, "torch", bank.label.device)
+    gen = torch.Generator(device=bank.label.device)
+    gen.manual_seed(seed * 7919 + 2)
+    length = features.clip_samples
+
+    def mixed(pools: dict[str, torch.Tensor], n: int, rec: MixRecipe, split: str) -> FeatureSet:
+        mels, bands, labels = [], [], []
+        solo = pools["pred"]
+        by_class = [solo[bank.label[solo] == c] for c in range(len(CLASSES))]
+        for start in range(0, n, chunk):
+            turn = [(start + i) % len(CLASSES) for i in range(min(chunk, n - start))]
+            first = torch.stack([by_class[c][torch.randint(0, len(by_class[c]), (), generator=gen,
+                                                           device=solo.device)] for c in turn])
+            batch = mix_batch(bank, pools, len(turn), length, rec, gen, first)
+            mel, mask = featurise(batch, extractor)
+            mels.append(mel)
+            bands.append(mask_to_band(mask[:, 0], "mixed clips"))
+            labels.append((batch.target > 0.05).long())
+        mel, band, label = torch.cat(mels), torch.cat(bands), torch.cat(labels)
+        names = [f"mixed-{split}-{i:05d}" for i in range(n)]
+        return FeatureSet(mel, band, torch.arange(n, device=mel.device), label, names, [""] * n,
+                          {"split": split, "sample_rate": features.sample_rate, "hop_length": features.hop_length,
+                           "pitch_engine": "torch", "mask": "pyin", "source": "stem bank, mixed once"})
+
+    train = mixed(train_pools, train_clips, dataclasses.replace(recipe, none_share=0.0, second_share=0.0), "train")
+    test = mixed(test_pools, test_clips, dataclasses.replace(recipe, none_share=0.0), "test")
+    return train, test

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from instrumentd.training import dataset
-from instrumentd.training.ablation import TABLE4, ablation, markdown, with_clean_mask
+from instrumentd.clients.cli import main
+from instrumentd.training.ablation import TABLE4, ablation, collect, markdown, with_clean_mask
 from instrumentd.training.train import TrainConfig
 
 
@@ -49,3 +50,22 @@ def test_clean_mask_from_bands_equals_clean_mask_from_f0():
     f0[torch.rand(4, 100, generator=rng) < 0.3] = float("nan")
     f0[:, 40] = f0[:, 40] * 2  # octave jumps
     assert torch.equal(mask_cleaner()(f0_to_mask(f0)), clean_mask(f0))
+
+
+def test_rows_run_apart_add_up(prepared, tmp_path):
+    train_set, test_set = dataset.load(prepared, "train"), dataset.load(prepared, "test")
+    cfg = TrainConfig(epochs=1, batch_size=8)
+    first = ablation(train_set, test_set, cfg, tmp_path, None, rows=("mel",))
+    assert list(first["table4"]) == ["mel"] and first["table5"] == {}
+    both = ablation(train_set, test_set, cfg, tmp_path, None, rows=("cross",))
+    assert list(both["table4"]) == ["mel", "cross"] and list(both["table5"]) == ["noisy"]
+    assert collect(tmp_path) == both
+
+
+def test_ablation_command_on_a_stem_bank(stem_bank, tmp_path, capsys):
+    code = main(["ablation", str(stem_bank), "--out", str(tmp_path), "--rows", "mask", "--epochs", "1",
+                 "--clips", "66", "--test-clips", "8", "--batch-size", "8", "--device", "cpu"])
+    assert code == 0
+    assert "| MaskCNN-only |" in capsys.readouterr().out
+    assert (tmp_path / "mask.json").is_file() and (tmp_path / "mask.safetensors").is_file()
+    assert main(["ablation", str(stem_bank), "somewhere", "--out", str(tmp_path)]) == 2

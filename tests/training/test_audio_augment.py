@@ -98,3 +98,11 @@ def test_noise_and_hum():
         spectrum = np.abs(np.fft.rfft(h.numpy()))
         strongest = np.argsort(spectrum)[-3:]  # 1 Hz bins: every strong line is a multiple of 50 or 60 Hz
         assert all(k % 50 == 0 for k in strongest) or all(k % 60 == 0 for k in strongest)
+
+
+def test_recipe_changes_by_name():
+    recipe = A.MixRecipe().with_changes("none_share=0.3, acc_db=-24:-6")
+    assert recipe.none_share == 0.3 and recipe.acc_db == (-24.0, -6.0) and recipe.hum_prob == A.MixRecipe().hum_prob
+    for bad in ("nonesuch=1", "none_share=lots", "acc_db=3"):
+        with pytest.raises(A.ParameterError):
+            A.MixRecipe().with_changes(bad)

@@ -20,5 +20,6 @@ def test_rooms_are_saved_beside_the_bank(tmp_path):
     pytest.importorskip("pyroomacoustics")
     first = rooms.load_or_simulate(tmp_path, 2, 8000, seed=1)
     assert (tmp_path / rooms.ROOMS_FILE).is_file()
+    assert np.abs(np.load(tmp_path / rooms.ROOMS_FILE) - first).max() < 1e-3  # float16 on disk
     np.save(tmp_path / rooms.ROOMS_FILE, first * 0 + 0.5)  # what is on disk is what is read back
     assert (rooms.load_or_simulate(tmp_path, 2, 8000) == 0.5).all()
