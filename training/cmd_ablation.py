@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    import torch
+
     from instrumentd.model.recognizer import resolve_device
     from instrumentd.pipeline.errors import ParameterError
 
@@ -55,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from .train import TrainConfig
 
     device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # kernels, graphs and streams all on the chosen GPU
     rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
     unknown = [r for r in rows if r not in ROWS]
     if unknown or not rows:

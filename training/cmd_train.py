@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    import torch
+
     from instrumentd.model.recognizer import resolve_device
     from instrumentd.pipeline.errors import ParameterError
 
@@ -90,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     from .render import check_training_soundfonts
 
     device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # kernels, graphs and streams all on the chosen GPU
     if (Path(args.features) / "index.json").is_file():
         return run_from_audio(args, device)
     features = load(args.features, "train", soundfont_list(args.soundfonts), device)

@@ -82,6 +82,11 @@ class TrainStep:
         full = self.batch_size > 0 and self.device.type == "cuda" and mel.shape[0] == self.batch_size
         if not full:
             return self._eager(mel, mask, target)
+        with torch.cuda.device(self.device):  # capture and replay on the model's GPU, not the current one
+            return self._graphed(mel, mask, target)
+
+    def _graphed(self, mel: torch.Tensor, mask: torch.Tensor,
+                 target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._graph is None and self._full_steps < WARMUP_STEPS:
             self._full_steps += 1
             side = torch.cuda.Stream(self.device)

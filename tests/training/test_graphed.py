@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -85,3 +86,16 @@ def test_train_on_cuda_with_graphs_equals_eager_train(prepared, monkeypatch):
     assert graphed.best_epoch == eager.best_epoch
     for g, e in zip(graphed.model.state_dict().values(), eager.model.state_dict().values()):
         assert torch.allclose(g.float(), e.float(), atol=LR * 1e-2, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_graph_on_the_second_gpu_while_the_first_is_current():
+    # a run on cuda:1 from a process whose current device is cuda:0 (two trainings on one machine)
+    torch.cuda.set_device(0)
+    device = torch.device("cuda:1")
+    torch.manual_seed(0)
+    model = build("cross", len(CLASSES)).to(device).train()
+    step, losses = _run(model, _batches([16] * (WARMUP_STEPS + 3), device), graph=True)
+    assert step.captured and all(math.isfinite(x) for x in losses)
+    assert torch.cuda.current_device() == 0
