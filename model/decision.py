@@ -9,8 +9,8 @@ detector says so (pipeline/speech.py), "no instrument" otherwise.
 A clip's scores are the mean probabilities of its windows that name an instrument (every window's
 when none does): calibrated numbers, not S2's ratio to the top class, which always reads 1.00.
 Its labels are S2's (Han et al. 2017) over those windows, with the usual threshold, but only when
-at least ``min_named`` of its windows name an instrument; otherwise the clip has no label and the
-most frequent reason says why.
+at least ``min_named`` of its audible windows name an instrument (a note that dies away into
+silence still counts); otherwise the clip has no label and the most frequent reason says why.
 
 ``min_confidence`` is chosen on validation clips when a checkpoint is trained (stored in its
 metadata under ``decision``); checkpoints without one never reject on confidence.
@@ -38,7 +38,7 @@ class Decision:
 
     min_confidence: float = 0.0  # top window probability needed to name an instrument
     min_level_db: float = -60.0  # dBFS RMS of a window under which it is silence
-    min_named: float = 0.5  # share of a clip's windows that must name an instrument
+    min_named: float = 1 / 3  # share of a clip's audible windows that must name an instrument
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> "Decision":
@@ -85,7 +85,8 @@ def clip_verdict(probs: np.ndarray, reasons: list[str | None], classes: tuple[st
     if len(probs) == 0:
         return np.zeros(len(classes)), [], SILENCE
     scores = probs[named].mean(axis=0) if named.any() else probs.mean(axis=0)
-    if named.mean() < decision.min_named or not named.any():
+    audible = np.array([r != SILENCE for r in reasons], dtype=bool)
+    if not named.any() or named.sum() < decision.min_named * audible.sum():
         counts = Counter(r for r in reasons if r is not None)
         return scores, [], counts.most_common(1)[0][0]
     return scores, labels_from_scores(s2_scores(probs[named]), classes, threshold), None

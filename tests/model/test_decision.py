@@ -40,6 +40,9 @@ def test_clip_verdict_without_enough_named_windows():
     decision = Decision(min_confidence=0.4, min_named=0.5)
     p = probs((0, 0.9), (2, 0.2), (2, 0.2))
     reasons = window_reasons(p, np.full(3, -20.0), decision, np.array([False, True, True]))
+    # silent windows do not count against a clip: one named window of one audible window is enough
+    fading = clip_verdict(p, [None, "silence", "silence"], CLASSES, decision)
+    assert fading[1] == ["cel"] and fading[2] is None
     scores, labels, none = clip_verdict(p, reasons, CLASSES, decision)
     assert labels == [] and none == "speech"
     assert scores == pytest.approx(p[:1].mean(axis=0))
