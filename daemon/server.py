@@ -52,6 +52,7 @@ class Server:
         self.signals = Signals()
         self.notifier = Notifier()
         self.lock: LogLock | None = None
+        self.failed = False  # serving failed: shutdown publishes nothing more
         self.started = time.monotonic()
         self.sources: list[Source] = []
         self.log: EventLog | None = None
@@ -74,6 +75,7 @@ class Server:
                     self.main_loop()
                 except InstrumentdError as exc:
                     log.error("stopping: %s", exc)
+                    self.failed = True
                     return EXIT_RUNTIME
             finally:
                 self.shutdown()
@@ -141,13 +143,15 @@ class Server:
         for source in self.sources:
             source.stop()
         if self.worker is not None and self.publisher is not None:
-            # finish the windows whose audio is already in the rings, unless a second Ctrl-C said not to
-            while self.worker.active and not self.signals.force_exit:
+            # finish the windows whose audio is already in the rings, unless a second Ctrl-C said not
+            # to or serving failed (what failed would fail again)
+            while self.worker.active and not self.signals.force_exit and not self.failed:
                 self._emit(self.worker.step())
             self.worker.close()
-            for st in self.worker.streams:
+            for st in [] if self.failed else self.worker.streams:
                 self._emit_changes(st, st.segmenter.close("shutdown" if self.should_exit else "end of stream"))
-            self._heartbeat(force=True)
+            if not self.failed:
+                self._heartbeat(force=True)
         if self.replay is not None:
             self.replay.close()
         if self.log is not None:
