@@ -186,7 +186,7 @@ class EventLog:
         f = self._files.get(stream)
         if f is None or f.tell() >= self.rotate_bytes:
             if f is not None:
-                _close(f)
+                _close(self._files.pop(stream))
             try:
                 f = self._files[stream] = self._open_file(stream, seq)
             except OSError as exc:
