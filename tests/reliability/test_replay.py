@@ -17,8 +17,6 @@ from instrumentd.daemon.replay import MAX_REQUEST_BYTES, ReplayServer
 from instrumentd.daemon.security import client_context
 from instrumentd.model.classes import CLASSES
 
-from .conftest import windows_of
-
 
 def win(stream: str, seq: int) -> dict:
     return events.window_event(stream, seq, seq * 0.5, seq * 0.5 + 3.0, 1.7e9 + seq, np.full(11, 1 / 11), CLASSES,
