@@ -1,8 +1,9 @@
 """``Server(config).run()``: startup -> main_loop -> shutdown.
 
-startup loads the checkpoint, opens the sources, the event log, the publisher and the replay
-endpoint; main_loop steps the worker, logs and publishes its events, answers replay requests and
-sends a status heartbeat every ``config.heartbeat`` seconds; it ends when a signal (SIGINT,
+startup locks the log folder, loads the checkpoint, opens the sources, the event log, the publisher
+and the replay endpoint (answered on a thread of its own) and tells systemd it is ready; main_loop
+steps the worker, logs and publishes its events, pings systemd's watchdog and sends a status
+heartbeat every ``config.heartbeat`` seconds; it ends when a signal (SIGINT,
 SIGTERM or SIGHUP, caught by :class:`~instrumentd.daemon.signals.Signals`) asks or every source has
 ended. shutdown stops the sources, finishes the windows whose audio is already in (unless a second
 Ctrl-C forces the exit), publishes them, closes open segments, flushes the log.
