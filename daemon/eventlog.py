@@ -17,6 +17,7 @@ extended from where it stopped as the files grow, so an answer never re-reads a 
 from __future__ import annotations
 
 import bisect
+import errno
 import fcntl
 import json
 import logging
@@ -49,8 +50,6 @@ class LogLockedError(EventLogError):
 
 def _why(exc: OSError) -> str:
     """``exc``'s reason in words, "permission denied" spelled out whatever the locale."""
-    import errno
-
     return "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) else (exc.strerror or str(exc))
 
 
