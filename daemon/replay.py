@@ -93,9 +93,9 @@ class ReplayServer:
             if not isinstance(stream, str):
                 raise ValueError(f"stream must be a name, got {stream!r}"[:200])
             limit = req.get("limit", MAX_REPLAY)
-            for name, v in (("from_seq", from_seq), ("limit", limit)):
-                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                    raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+            for name, v, least, what in (("from_seq", from_seq, 0, "non-negative"), ("limit", limit, 1, "positive")):
+                if not isinstance(v, int) or isinstance(v, bool) or v < least:
+                    raise ValueError(f"{name} must be a {what} integer, got {v!r}"[:200])
             events = self.index.read(stream, from_seq, min(limit, MAX_REPLAY))
             last = self.index.last_seq(stream)
             next_seq = events[-1]["seq"] + 1 if events else max(from_seq, last + 1)
