@@ -29,16 +29,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "keys",
         help="make CurveZMQ certificates so a daemon can publish beyond this machine, encrypted",
+        usage="instrumentd keys DIR [--client NAME]...\n       instrumentd keys add-client NAME --dir DIR",
         description=(
             "Make CurveZMQ certificates in DIR: server.key and server.key_secret for the daemon, "
             "NAME.key and NAME.key_secret for each client, and DIR/clients with the clients' public "
             "certificates. Then: instrumentd serve --pub tcp://0.0.0.0:5555 --curve-key DIR/server.key_secret "
             "--curve-clients DIR/clients ...; instrumentd tail --connect tcp://HOST:5555 --server-key "
-            "DIR/server.key --client-key DIR/client.key_secret."
+            "DIR/server.key --client-key DIR/client.key_secret. `keys add-client NAME --dir DIR` adds one "
+            "more client to DIR later, leaving the daemon's pair alone; a running daemon lets it in at its "
+            "next handshake."
         ),
     )
-    p.add_argument("words", nargs="+", metavar="DIR | add-client NAME",
-                   help="DIR: folder for new certificates (created); add-client NAME: one more client for --dir")
+    p.add_argument("words", nargs="+", metavar="DIR",
+                   help="folder for new certificates (created), or: add-client NAME")
     p.add_argument("--client", action="append", metavar="NAME",
                    help="a client to make a certificate for, repeatable (default: one named client)")
     p.add_argument("--dir", metavar="DIR", help="with add-client: the folder made by `instrumentd keys DIR`")
