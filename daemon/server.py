@@ -148,6 +148,8 @@ class Server:
             # to or serving failed (what failed would fail again)
             while self.worker.active and not self.signals.force_exit and not self.failed:
                 self._emit(self.worker.step())
+            if self.worker.active and self.signals.force_exit:
+                log.warning("second SIGINT: the windows still in the rings are not analysed")
             self.worker.close()
             for st in [] if self.failed else self.worker.streams:
                 self._emit_changes(st, st.segmenter.close("shutdown" if self.should_exit else "end of stream"))

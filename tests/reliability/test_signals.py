@@ -74,3 +74,22 @@ def test_sighup_stops_serve_cleanly_with_its_segments_closed(daemon, subscriber,
     logged = read_log(d.log_dir, "a")
     assert logged[-1]["type"] == "segment" and logged[-1]["state"] == "end"
     assert [e["seq"] for e in logged] == list(range(len(logged))) and windows_of(got)
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_makes_serve_exit_without_finishing(daemon, subscriber, wav, monkeypatch):
+    monkeypatch.setenv("INSTRUMENTD_RING_SECONDS", "60")  # a minute of audio waits in each ring
+    clip = wav(120.0)
+    d = daemon([f"s{i}=file+fast:{clip}" for i in range(4)], "--hop", "0.5")
+    sub = subscriber(d.pub, ("window.",))
+    sub.events(lambda got: len(got) >= 1, timeout=90)
+    time.sleep(1.0)  # the fast files fill their rings
+    d.proc.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    assert d.proc.poll() is None, "still finishing the windows already heard"
+    d.proc.send_signal(signal.SIGINT)
+    assert d.wait(30) == 0, d.log_text()
+    text = d.log_text()
+    assert "SIGINT: finishing the windows already heard" in text
+    assert "second SIGINT: the windows still in the rings are not analysed" in text
+    assert "Traceback" not in text
