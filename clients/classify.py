@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
+import os
 import sys
 from typing import Any, Iterator
 
 from . import segments
 
 FORMATS = ("table", "jsonl", "csv")
+PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096  # bytes, with the final NUL
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -74,7 +77,15 @@ def classify_paths(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         raise ParameterError(f"--hop must be positive seconds, got {args.hop}")
     if not 0 < args.threshold <= 1:
         raise ParameterError(f"--threshold must be in (0, 1], got {args.threshold}")
-    files = find_audio(args.paths)
+    for p in args.paths:
+        size = len(os.fsencode(p))
+        if size >= PATH_MAX:
+            raise ParameterError(f"path {p[:40]!r}... is {size} bytes, longer than the system allows ({PATH_MAX - 1})")
+    try:
+        files = find_audio(args.paths)
+    except OSError as exc:
+        why = "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) else exc.strerror
+        raise AudioError(f"{str(exc.filename)[:200]}: {why}") from None
     if not files:
         raise AudioError(f"no audio files found in {' '.join(args.paths)}")
     recognizer = Recognizer.from_checkpoint(args.checkpoint, args.device)

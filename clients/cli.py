@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
 EXIT_OK = 0
 EXIT_ERROR = 1  # a runtime failure the user did not cause
 EXIT_USAGE = 2  # bad input: argparse's own code for usage errors
+EXIT_STARTUP = 3  # serve could not start: log folder locked or unwritable, endpoint taken, not enough memory
 EXIT_INTERRUPTED = 130
 
 
@@ -51,8 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from instrumentd.daemon.service import use_writable_numba_cache
     from instrumentd.pipeline.errors import InstrumentdError
 
+    use_writable_numba_cache()  # before anything imports librosa (a service account has no home)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import signal
 import sys
 import time
 from typing import Any
@@ -299,16 +298,13 @@ def run(args: argparse.Namespace) -> int:
         poller.register(keys.fd, zmq.POLLIN)
     board = Board(endpoints)
     console = Console()
-    stop = {"now": False}
+    from instrumentd.daemon.signals import Signals
 
-    def on_term(signum: int, frame: Any) -> None:
-        stop["now"] = True
-
-    previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        with keys, Live(console=console, screen=True, auto_refresh=False, redirect_stderr=False) as live:
+        with Signals() as signals, keys, Live(console=console, screen=True, auto_refresh=False,
+                                              redirect_stderr=False) as live:
             next_draw = 0.0
-            while not stop["now"]:
+            while not signals.should_exit:
                 ready = dict(poller.poll(1000 / FPS))
                 now = time.monotonic()
                 for sock, endpoint in sockets.items():
@@ -324,10 +320,7 @@ def run(args: argparse.Namespace) -> int:
                     width, height = console.size
                     live.update(render(board, width, height, now), refresh=True)
                     next_draw = now + 1 / FPS
-    except KeyboardInterrupt:
-        pass  # Ctrl-C quits like q
     finally:
-        signal.signal(signal.SIGTERM, previous)
         for sock in sockets:
             sock.close(linger=0)
     return 0

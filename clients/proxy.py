@@ -21,7 +21,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import signal
 import threading
 import time
 from typing import Any
@@ -330,35 +329,34 @@ def run(args: argparse.Namespace) -> int:
     import zmq
 
     from instrumentd.daemon.security import Guard, client_context
+    from instrumentd.daemon.signals import Signals
 
     check_args(args)
     back_context = client_context(args.server_key, args.client_key, zmq.Context())
     guard = Guard(args.curve_key or "", args.curve_clients or "", zmq.Context())
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     events = router = None
-    try:
-        events = EventProxy(args.backend, args.frontend, guard.context, back_context)
-        if args.replay_frontend:
-            router = ReplayRouter(args.replay_frontend, args.replay_backend, guard.context, back_context,
-                                  args.replay_timeout)
-        events.start()
-        log.info("proxy: events of %d daemon(s) on %s%s", len(args.backend), args.frontend,
-                    f"; replay of {len(args.replay_backend)} on {args.replay_frontend}" if router else "")
-        poller = zmq.Poller()
-        for sock in router.sockets if router else []:
-            poller.register(sock, zmq.POLLIN)
-        while not stop.is_set():
-            if router is None:
-                stop.wait(POLL_MS / 1000)
-                continue
-            poller.poll(POLL_MS)
-            router.serve()
-    finally:
-        if events is not None:
-            events.close()
-        if router is not None:
-            router.close()
-        guard.close()
+    with Signals() as signals:
+        try:
+            events = EventProxy(args.backend, args.frontend, guard.context, back_context)
+            if args.replay_frontend:
+                router = ReplayRouter(args.replay_frontend, args.replay_backend, guard.context, back_context,
+                                      args.replay_timeout)
+            events.start()
+            log.info("proxy: events of %d daemon(s) on %s%s", len(args.backend), args.frontend,
+                     f"; replay of {len(args.replay_backend)} on {args.replay_frontend}" if router else "")
+            poller = zmq.Poller()
+            for sock in router.sockets if router else []:
+                poller.register(sock, zmq.POLLIN)
+            while not signals.should_exit:
+                if router is None:
+                    signals.stop.wait(POLL_MS / 1000)
+                    continue
+                poller.poll(POLL_MS)
+                router.serve()
+        finally:
+            if events is not None:
+                events.close()
+            if router is not None:
+                router.close()
+            guard.close()
     return 0

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sqlite3
 import sys
 import time
@@ -153,7 +152,11 @@ class Recorder:
 
         self.store, self.sock, self.replayer, self.streams, self.backfill = store, sock, replayer, streams, backfill
         self.gaps = Gaps(store.next_seq())
-        self.should_exit = False
+        self.signals = None  # a daemon.signals.Signals whose flag ends run()
+
+    @property
+    def should_exit(self) -> bool:
+        return self.signals is not None and self.signals.should_exit
 
     def run(self) -> None:
         from .subscribe import receive
@@ -215,18 +218,15 @@ def run(args: argparse.Namespace) -> int:
     sock = sub_socket(endpoints, topic_prefixes(["window", "segment", "status"], args.stream))
     recorder = Recorder(store, sock, replayer, set(args.stream or ()), args.backfill)
 
-    def stop(signum: int, frame: Any) -> None:
-        recorder.should_exit = True
+    from instrumentd.daemon.signals import Signals
 
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        recorder.fill_gaps()
-        recorder.run()
-        recorder.fill_gaps()
+        with Signals() as recorder.signals:
+            recorder.fill_gaps()
+            recorder.run()
+            recorder.fill_gaps()
         missing = sum(b - a for _, a, b in store.open_gaps())
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         sock.close(linger=0)
         store.close()
     print(f"instrumentd record: {store.added['live']} events live, {store.added['replay']} replayed into {args.db}; "

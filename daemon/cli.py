@@ -18,8 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "predominant instrument of the last 3 s as JSON events on a ZeroMQ PUB socket (topics "
             "window.<stream>, segment.<stream>, status; docs/events.md). Events are logged first and "
             "can be replayed from --replay. Settings come from the defaults, then --config FILE, then "
-            "INSTRUMENTD_<SETTING> environment variables, then these flags. SIGINT/SIGTERM finish the "
-            "windows already heard, publish them and exit 0."
+            "INSTRUMENTD_<SETTING> environment variables, then these flags. SIGINT, SIGTERM and SIGHUP "
+            "(the terminal closed) finish the windows already heard, publish them, close the open segments "
+            "and exit 0; a second Ctrl-C exits without finishing. Exit codes: 0 stopped or every source "
+            "ended, 1 failed while serving, 2 bad flags, settings, checkpoint or sources, 3 could not start "
+            "(log folder locked by another daemon or not writable, endpoint taken, not enough memory)."
         ),
         epilog=(
             "SPEC: mic[:DEVICE] | file:PATH (real time) | file+fast:PATH | stdin:FORMAT:RATE:CHANNELS "
@@ -75,10 +78,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     level = "debug" if getattr(args, "verbose", 0) >= 2 else config.log_level
     logging.getLogger("instrumentd").setLevel(level.upper())
-    if config.processes > 1:
-        from .group import run_group
+    from .group import run_group
+    from .server import EXIT_STARTUP, STARTUP_FAILURES, Server
 
-        return run_group(config)
-    from .server import Server
-
-    return Server(config).run()
+    try:
+        return run_group(config) if config.processes > 1 else Server(config).run()
+    except STARTUP_FAILURES as exc:
+        print(f"instrumentd serve: error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP

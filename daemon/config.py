@@ -25,6 +25,19 @@ PCM_FORMATS = {"s16le": "<i2", "s32le": "<i4", "f32le": "<f4", "f64le": "<f8", "
 STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 HOP_RANGE = (0.1, 3.0)  # seconds
 MAX_PROCESSES = 64  # daemon processes of one group (serve --processes)
+MAX_CONFIG_BYTES = 1 << 20  # a config file larger than this is not one
+# upper bounds of what a setting can mean; start-up also checks the total against free memory (daemon/resources.py)
+LIMITS = {
+    "ring_seconds": 3600.0,  # an hour of audio per stream
+    "max_backlog": 3600.0,
+    "heartbeat": 3600.0,
+    "log_rotate_mb": 1 << 20,  # a terabyte per log file
+    "max_batch": 16384,  # windows per forward pass
+    "smooth": 1000,  # windows
+    "sndhwm": 1_000_000,  # messages per subscriber (a message is about 1 KB)
+    "pitch_lag": 1000,  # frames (30 s at the 30 ms hop)
+    "cpu_threads": os.cpu_count() or 1,
+}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PITCH_POLICIES = ("hold", "delay")
 
@@ -184,6 +197,9 @@ class Config:
             raise ParameterError(f"processes must be 1-{MAX_PROCESSES}, got {self.processes}")
         if self.pitch_lag < 1:
             raise ParameterError(f"pitch_lag must be >= 1 frame, got {self.pitch_lag}")
+        for name, limit in LIMITS.items():
+            if getattr(self, name) > limit:
+                raise ParameterError(f"{name} must be at most {limit} on this machine, got {getattr(self, name)}")
         if not 0 < self.off_threshold <= self.on_threshold <= 1:
             raise ParameterError(
                 f"need 0 < off_threshold <= on_threshold <= 1, got {self.off_threshold}, {self.on_threshold}"
@@ -209,6 +225,12 @@ class Config:
             value = getattr(self, f.name)
             lines.append(f"{f.name} = {json.dumps(value)}")
         return "\n".join(lines) + "\n"
+
+
+def _why(exc: OSError) -> str:
+    import errno
+
+    return "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) else (exc.strerror or str(exc))
 
 
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -251,9 +273,13 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None, **ov
     if path:
         path = Path(path)
         try:
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ParameterError(f"config {path}: larger than {MAX_CONFIG_BYTES} bytes, not a config file")
             data = tomllib.loads(path.read_text())
         except OSError as exc:
-            raise ParameterError(f"config {path}: cannot read ({exc.strerror})") from None
+            raise ParameterError(f"config {path}: cannot read ({_why(exc)})") from None
+        except RecursionError:
+            raise ParameterError(f"config {path}: nested too deeply to be a config file") from None
         except UnicodeDecodeError as exc:
             raise ParameterError(f"config {path}: not UTF-8 text, so not TOML (byte {exc.start})") from None
         except tomllib.TOMLDecodeError as exc:

@@ -14,8 +14,10 @@ each an ``instrumentd serve`` with every K-th source, and joins them:
 
 A child that fails is started again after a pause that doubles up to :data:`MAX_BACKOFF_S` (its
 streams resume from their logs); the others keep running. A child whose sources have all ended
-exits 0 and stays down; the group ends when every child has. SIGINT or SIGTERM stops the children
-(each finishes its windows, flushes its log and exits 0), then the proxy.
+exits 0 and stays down; the group ends when every child has. SIGINT, SIGTERM or SIGHUP stops the
+children (each finishes its windows, flushes its log and exits 0), then the proxy; a second Ctrl-C
+kills them. The parent holds the log folder's lock for the group (the children inherit its
+descriptor) and talks to systemd (READY, WATCHDOG); the children do not.
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from instrumentd.pipeline.errors import ParameterError
 
 from .config import ENV_PREFIX, Config
+from .signals import Signals
 
 log = logging.getLogger("instrumentd.daemon.group")
 
@@ -59,10 +61,10 @@ class _Child:
     started: float = 0.0  # time.monotonic() of the last start
     restart_at: float | None = None  # time.monotonic() at which a failed child starts again
 
-    def start(self, env: dict[str, str]) -> None:
+    def start(self, env: dict[str, str], keep_fds: tuple[int, ...] = ()) -> None:
         self.started = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-m", "instrumentd", "serve", "--config", str(self.config)],
-                                     env=env)
+                                     env=env, pass_fds=keep_fds)
         log.info("daemon %d (pid %d): %s", self.index, self.proc.pid, ", ".join(self.streams))
 
 
@@ -86,18 +88,40 @@ def run_group(config: Config) -> int:
     """Run the group until every child has ended or a signal came; returns the exit code (0)."""
     import zmq
 
-    from instrumentd.clients.proxy import EventProxy
-
-    from .eventlog import EventLog
-    from .replay import ReplayServer
+    from .eventlog import lock_folder, make_folder
     from .security import Guard
 
+    with Signals() as signals:
+        guard = Guard(config.curve_key, config.curve_clients, zmq.Context())
+        lock = None
+        if config.log_dir:
+            try:
+                lock = lock_folder(make_folder(config.log_dir, private=guard.secured))
+            except BaseException:
+                guard.close()
+                raise
+        try:
+            return _run(config, guard, signals, lock)
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+def _run(config: Config, guard, signals: Signals, lock) -> int:
+    """The group's life once its log folder is locked: children, proxy and replay up, watched, stopped."""
+    import zmq
+
+    from instrumentd.clients.proxy import EventProxy
+
+    from .eventlog import LOCK_FD_ENV
+    from .replay import ReplayServer
+    from .service import Notifier
+
+    notifier = Notifier()
     folder = Path(tempfile.mkdtemp(prefix="instrumentd-group-"))
-    stop = threading.Event()
-    _on_signals(stop)
-    guard = Guard(config.curve_key, config.curve_clients, zmq.Context())
     events = replay = None
     children: list[_Child] = []
+    keep = (lock.fd,) if lock is not None else ()
     try:
         for i, (child, streams) in enumerate(child_configs(config, folder)):
             path = folder / f"daemon-{i}.toml"
@@ -105,26 +129,27 @@ def run_group(config: Config) -> int:
             children.append(_Child(i, path, child.pub, streams))
         events = EventProxy([c.pub for c in children], config.pub, guard.context, zmq.Context())
         if config.replay and config.log_dir:
-            replay = ReplayServer(config.replay, EventLog(config.log_dir), guard.context)
+            replay = ReplayServer(config.replay, config.log_dir, guard.context)
+            replay.start()
         events.start()
         env = _child_env(len(children))
+        if lock is not None:
+            env[LOCK_FD_ENV] = str(lock.fd)
         for c in children:
-            c.start(env)
+            c.start(env, keep)
         log.info("group of %d daemons: events on %s%s%s", len(children), config.pub,
                  f", replay on {config.replay}" if replay else "", " (CurveZMQ)" if guard.secured else "")
-        poller = zmq.Poller()
-        if replay is not None:
-            poller.register(replay.socket, zmq.POLLIN)
-        while not stop.is_set() and not all(c.done for c in children):
-            _watch(children, env)
-            if replay is None:
-                stop.wait(POLL_S)
-            elif poller.poll(POLL_S * 1000):
-                replay.serve_pending()
+        notifier.ready(f"serving with {len(children)} daemons")
+        while not signals.should_exit and not all(c.done for c in children):
+            _watch(children, env, keep)
+            notifier.tick()
+            signals.stop.wait(POLL_S)
+        if signals.should_exit:
+            log.info("%s: stopping the daemons", signals.received)
     finally:
-        _stop(children)
+        notifier.stopping()
+        _stop(children, signals)
         if replay is not None:
-            replay.serve_pending()
             replay.close()
         if events is not None:
             events.close()
@@ -134,7 +159,7 @@ def run_group(config: Config) -> int:
     return 0
 
 
-def _watch(children: list[_Child], env: dict[str, str]) -> None:
+def _watch(children: list[_Child], env: dict[str, str], keep_fds: tuple[int, ...]) -> None:
     """Note children that exited; start failed ones again once their pause is over."""
     now = time.monotonic()
     for c in children:
@@ -152,20 +177,22 @@ def _watch(children: list[_Child], env: dict[str, str]) -> None:
             c.backoff = min(MAX_BACKOFF_S, 2 * c.backoff)
         elif c.proc is None and c.restart_at is not None and now >= c.restart_at:
             c.restart_at = None
-            c.start(env)
+            c.start(env, keep_fds)
 
 
-def _stop(children: list[_Child]) -> None:
-    """SIGTERM every running child, wait for them to finish their windows; kill those that do not."""
+def _stop(children: list[_Child], signals: Signals) -> None:
+    """SIGTERM every running child, wait for them to finish their windows; kill those that do not,
+    and all of them after a second Ctrl-C."""
     running = [c.proc for c in children if c.proc is not None]
     for p in running:
         p.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     for p in running:
-        try:
-            p.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.error("daemon pid %d did not stop within %g s; killed", p.pid, STOP_TIMEOUT_S)
+        while p.poll() is None and time.monotonic() < deadline and not signals.force_exit:
+            time.sleep(POLL_S)
+        if p.poll() is None:
+            log.error("daemon pid %d %s; killed", p.pid,
+                      "not waited for (second Ctrl-C)" if signals.force_exit else f"did not stop within {STOP_TIMEOUT_S:g} s")
             p.kill()
             p.wait()
 
@@ -173,7 +200,8 @@ def _stop(children: list[_Child]) -> None:
 def _child_env(k: int) -> dict[str, str]:
     """The children's environment: without ``INSTRUMENTD_*`` settings (the parent applied them; its
     configuration files carry them), with torch's CPU threads shared out over the cores."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(ENV_PREFIX) and name not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
     env.setdefault("OMP_NUM_THREADS", str(threads_per_process(k)))
     return env
 
@@ -181,10 +209,3 @@ def _child_env(k: int) -> dict[str, str]:
 def threads_per_process(k: int) -> int:
     """torch CPU threads for each of ``k`` processes on this machine: the cores shared out, at least 1."""
     return max(1, (os.cpu_count() or 1) // k)
-
-
-def _on_signals(stop: threading.Event) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())

@@ -5,32 +5,60 @@ Request (a REQ or DEALER socket, one JSON frame):
 Answer: ``{"schema": 1, "stream": ..., "events": [...], "next_seq": N, "last_seq": L}`` where
 ``next_seq`` is where to ask next (``> last_seq`` means up to date); ``{"schema": 1, "streams":
 {name: last_seq}}`` for the list; ``{"schema": 1, "error": "..."}`` for a bad request.
+
+A request over :data:`MAX_REQUEST_BYTES` or nested deeper than :data:`MAX_REQUEST_DEPTH` is
+refused before it is parsed. :meth:`ReplayServer.start` answers on a thread of its own (the socket
+is used by that thread alone), so a burst of requests never delays publishing; answers come from
+a :class:`~instrumentd.daemon.eventlog.LogIndex`, which seeks instead of re-reading a log.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+from pathlib import Path
 from typing import Any, Iterator
 
 import zmq
 
-from .eventlog import MAX_REPLAY, EventLog
+from .eventlog import MAX_REPLAY, EventLog, LogIndex
 from .events import SCHEMA, EventError
 from .publisher import bind
 
 log = logging.getLogger("instrumentd.daemon.replay")
 
+MAX_REQUEST_BYTES = 4096  # a request is a small flat object
+MAX_REQUEST_DEPTH = 4  # brackets open at once
+POLL_MS = 100  # the replay thread checks for its stop flag this often
+
 
 class ReplayServer:
-    """Answers replay requests from ``log`` on ``endpoint``; :meth:`serve_pending` never blocks."""
+    """Answers replay requests from the log folder of ``log_`` on ``endpoint``.
 
-    def __init__(self, endpoint: str, log_: EventLog, context: zmq.Context | None = None):
+    Either :meth:`start` a thread that answers until :meth:`close`, or call :meth:`serve_pending`
+    (never blocks) from the thread that made the server.
+    """
+
+    def __init__(self, endpoint: str, log_: EventLog | str | Path, context: zmq.Context | None = None):
         self.endpoint = endpoint
-        self.log = log_
+        self.index = LogIndex(log_.folder if isinstance(log_, EventLog) else log_)
         self.socket = (context or zmq.Context.instance()).socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         bind(self.socket, endpoint, "replay")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Answer on a thread of its own from now on; the socket belongs to that thread."""
+        self._thread = threading.Thread(target=self._serve, name="replay", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            if self.socket.poll(POLL_MS):
+                self.serve_pending()
+        self.serve_pending()
 
     def serve_pending(self) -> int:
         """Answer every request waiting; returns how many."""
@@ -41,7 +69,11 @@ class ReplayServer:
             except zmq.Again:
                 return n
             envelope, body = frames[:-1], frames[-1]
-            answer = self.answer(body)
+            try:
+                answer = self.answer(body)
+            except Exception:  # the request's fault or ours, the daemon must go on: logged with its traceback
+                log.exception("replay request of %d bytes could not be answered", len(body))
+                answer = {"schema": SCHEMA, "error": "internal error answering this request (logged by the daemon)"}
             try:
                 self.socket.send_multipart([*envelope, json.dumps(answer).encode()], flags=zmq.NOBLOCK)
             except zmq.Again:
@@ -51,25 +83,56 @@ class ReplayServer:
     def answer(self, body: bytes) -> dict[str, Any]:
         """One request body -> the answer object."""
         try:
+            _check_size(body)
             req = json.loads(body)
             if not isinstance(req, dict):
                 raise ValueError("request must be a JSON object")
             if "stream" not in req:
-                return {"schema": SCHEMA, "streams": self.log.streams()}
+                return {"schema": SCHEMA, "streams": self.index.streams()}
             stream, from_seq = req["stream"], req.get("from_seq", 0)
+            if not isinstance(stream, str):
+                raise ValueError(f"stream must be a name, got {stream!r}"[:200])
             limit = req.get("limit", MAX_REPLAY)
-            for name, v in (("from_seq", from_seq), ("limit", limit)):
-                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                    raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-            events = self.log.read(stream, from_seq, min(limit, MAX_REPLAY))
-            last = self.log.last_seq(stream)
+            for name, v, least, what in (("from_seq", from_seq, 0, "non-negative"), ("limit", limit, 1, "positive")):
+                if not isinstance(v, int) or isinstance(v, bool) or v < least:
+                    raise ValueError(f"{name} must be a {what} integer, got {v!r}"[:200])
+            events = self.index.read(stream, from_seq, min(limit, MAX_REPLAY))
+            last = self.index.last_seq(stream)
             next_seq = events[-1]["seq"] + 1 if events else max(from_seq, last + 1)
             return {"schema": SCHEMA, "stream": stream, "events": events, "next_seq": next_seq, "last_seq": last}
         except (ValueError, EventError, KeyError) as exc:
             return {"schema": SCHEMA, "error": str(exc)}
 
     def close(self) -> None:
+        """Stop the thread (after it answers what is waiting) and close the socket."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
         self.socket.close()
+
+
+def _check_size(body: bytes) -> None:
+    """Raise ValueError for a body too long or too deeply nested to be a request, without parsing it."""
+    if len(body) > MAX_REQUEST_BYTES:
+        raise ValueError(f"request of {len(body)} bytes; a request is at most {MAX_REQUEST_BYTES}")
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_REQUEST_DEPTH:
+                raise ValueError(f"request nested more than {MAX_REQUEST_DEPTH} deep; a request is a flat object")
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
 
 
 def replay(endpoint: str, stream: str, from_seq: int = 0, timeout: float = 5.0,

@@ -10,6 +10,10 @@ With a key every daemon socket is a CurveZMQ server: traffic is encrypted and on
 know the daemon's public key get through; with ``curve_clients`` (a folder of client public
 certificates) only those clients do. Clients give ``--server-key`` (the daemon's public
 certificate) and ``--client-key`` (their own secret certificate): :func:`client_context`.
+
+Every CurveZMQ handshake that reaches the key check goes through a ZAP handler
+(:class:`LoggingAuthenticator`): a client whose key is not listed is logged as a warning with its
+address and key id (the first 8 characters of its Z85 public key), once a minute per address and key.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,7 @@ log = logging.getLogger("instrumentd.daemon.security")
 
 __all__ = ["CurveKeyError", "Guard", "client_context", "is_local", "load_keypair", "require_protection"]
 
+DENIAL_LOG_INTERVAL_S = 60.0  # a refused client is logged again after this long
 _TCP = re.compile(r"tcp://(\[[0-9A-Fa-f:.]*\]|[^:/;\[\]]*):(\d+|\*)")
 
 
@@ -76,6 +82,59 @@ def load_keypair(path: str | Path, what: str, secret: bool = True) -> tuple[byte
     return public, secret_key
 
 
+def _authenticator_class() -> type:
+    from zmq.auth.thread import ThreadAuthenticator
+    from zmq.utils import z85
+
+    class LoggingAuthenticator(ThreadAuthenticator):
+        """pyzmq's ZAP handler, with every refused CurveZMQ client logged (address and key id)."""
+
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.denied = 0
+            self._peer = ""
+            self._logged: dict[tuple[str, str], float] = {}
+
+        async def handle_zap_message(self, msg: list[bytes]) -> None:
+            self._peer = msg[3].decode(errors="replace") if len(msg) > 3 else "?"
+            await super().handle_zap_message(msg)
+
+        async def _authenticate_curve(self, domain: str, client_key: bytes) -> tuple[bool, bytes]:
+            allowed, reason = await super()._authenticate_curve(domain, client_key)
+            if not allowed:
+                self.denied += 1
+                key_id = z85.encode(client_key).decode()[:8]
+                now = time.monotonic()
+                if now - self._logged.get((self._peer, key_id), -DENIAL_LOG_INTERVAL_S) >= DENIAL_LOG_INTERVAL_S:
+                    self._logged[(self._peer, key_id)] = now
+                    log.warning("CurveZMQ: refused a client from %s with key %s... (%s; %d refused so far): "
+                                "add its public certificate to the curve_clients folder to let it in",
+                                self._peer, key_id, reason.decode(errors="replace"), self.denied)
+            return allowed, reason
+
+    return LoggingAuthenticator
+
+
+class _ClientFolder:
+    """The public keys of the certificates in ``folder``, read again whenever the folder changes,
+    so a client added with ``instrumentd keys add-client`` gets in without a restart."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._stamp = -1
+        self._keys: set[bytes] = set()
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        import zmq.auth
+
+        stamp = self.folder.stat().st_mtime_ns
+        if stamp != self._stamp:
+            self._keys = set(zmq.auth.load_certificates(self.folder))
+            self._stamp = stamp
+            log.info("CurveZMQ: %d client certificate(s) allowed from %s", len(self._keys), self.folder)
+        return key in self._keys
+
+
 class Guard:
     """The ZeroMQ context for the daemon's public sockets, with CurveZMQ when ``curve_key`` is set.
 
@@ -104,13 +163,10 @@ class Guard:
                 raise CurveKeyError(f"curve_clients {folder}: no client public certificates (*.key) there")
             for cert in allowed:
                 load_keypair(cert, "curve_clients", secret=False)
-            from zmq.auth.thread import ThreadAuthenticator
-
             # the authenticator's own inproc sockets are made before the CurveZMQ defaults below
-            self.auth = ThreadAuthenticator(self.context, log=log)
+            self.auth = _authenticator_class()(self.context, log=log.getChild("zap"))
             self.auth.start()
-            self.auth.configure_curve(domain="*", location=str(folder))
-            log.info("CurveZMQ: %d client certificate(s) allowed from %s", len(allowed), folder)
+            self.auth.configure_curve_callback(domain="*", credentials_provider=_ClientFolder(folder))
         self.context.setsockopt(zmq.CURVE_SERVER, 1)
         self.context.setsockopt(zmq.CURVE_PUBLICKEY, public)
         self.context.setsockopt(zmq.CURVE_SECRETKEY, secret)

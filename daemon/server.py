@@ -1,38 +1,48 @@
 """``Server(config).run()``: startup -> main_loop -> shutdown.
 
-startup loads the checkpoint, opens the sources, the event log, the publisher and the replay
-endpoint; main_loop steps the worker, logs and publishes its events, answers replay requests and
-sends a status heartbeat every ``config.heartbeat`` seconds; it ends when a signal sets
-:attr:`Server.should_exit` or every source has ended. shutdown stops the sources, finishes the
-windows whose audio is already in, publishes them, closes open segments, flushes the log.
+startup locks the log folder, loads the checkpoint, opens the sources, the event log, the publisher
+and the replay endpoint (answered on a thread of its own) and tells systemd it is ready; main_loop
+steps the worker, logs and publishes its events, pings systemd's watchdog and sends a status
+heartbeat every ``config.heartbeat`` seconds; it ends when a signal (SIGINT,
+SIGTERM or SIGHUP, caught by :class:`~instrumentd.daemon.signals.Signals`) asks or every source has
+ended. shutdown stops the sources, finishes the windows whose audio is already in (unless a second
+Ctrl-C forces the exit), publishes them, closes open segments, flushes the log.
+
+``run()`` returns 0 after a signal or when every source ended, :data:`EXIT_RUNTIME` when serving
+failed after start-up; start-up raises what stopped it: one of :data:`STARTUP_FAILURES` (the log
+folder locked or unwritable, an endpoint taken, not enough memory: the command line's exit 3) or
+another InstrumentdError (a bad setting, checkpoint or source: exit 2).
 """
 
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 from typing import Any
 
 import zmq
 
-from instrumentd.pipeline.errors import ParameterError
+from instrumentd.pipeline.errors import InstrumentdError, ParameterError
 
 from . import events
 from .config import Config
-from .eventlog import EventLog
-from .publisher import Publisher
+from .eventlog import EventLog, EventLogError, LogLock, lock_folder
+from .publisher import EndpointError, Publisher
 from .replay import ReplayServer
+from .resources import ResourceError, check_memory
 from .segments import Change, Segmenter
 from .security import Guard
+from .service import Notifier
+from .signals import Signals
 from .sources import Source, open_sources
 from .worker import Stream, Window, WorkerPool, build_pool, resolve_devices
 
 log = logging.getLogger("instrumentd.daemon")
 
-TICK = 0.005  # seconds the loop waits for replay requests between worker steps
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+TICK = 0.005  # seconds the loop waits for subscriptions between worker steps
+EXIT_RUNTIME = 1
+EXIT_STARTUP = 3
+STARTUP_FAILURES = (EndpointError, EventLogError, ResourceError)  # the machine's doing, not the command line's
 
 
 class Server:
@@ -40,7 +50,10 @@ class Server:
 
     def __init__(self, config: Config):
         self.config = config
-        self.should_exit = False
+        self.signals = Signals()
+        self.notifier = Notifier()
+        self.lock: LogLock | None = None
+        self.failed = False  # serving failed: shutdown publishes nothing more
         self.started = time.monotonic()
         self.sources: list[Source] = []
         self.log: EventLog | None = None
@@ -51,13 +64,22 @@ class Server:
         self._next_seq: dict[str, int] = {}
         self._last_heartbeat = 0.0
 
+    @property
+    def should_exit(self) -> bool:
+        return self.signals.should_exit
+
     def run(self) -> int:
-        self._install_signal_handlers()
-        try:
-            self.startup()
-            self.main_loop()
-        finally:
-            self.shutdown()
+        with self.signals:
+            try:
+                self.startup()
+                try:
+                    self.main_loop()
+                except InstrumentdError as exc:
+                    log.error("stopping: %s", exc)
+                    self.failed = True
+                    return EXIT_RUNTIME
+            finally:
+                self.shutdown()
         return 0
 
     # -- life ------------------------------------------------------------------
@@ -68,11 +90,13 @@ class Server:
         specs = cfg.source_specs()
         if not specs:
             raise ParameterError("no sources: give at least one --source [NAME=]SPEC (or 'sources' in the config file)")
+        check_memory(cfg, len(specs))
+        if cfg.log_dir:  # one daemon per log folder: the lock before anything is written
+            self.log = EventLog(cfg.log_dir, int(cfg.log_rotate_mb * 2**20), private=bool(cfg.curve_key))
+            self.lock = lock_folder(self.log.folder)
         self.guard = Guard(cfg.curve_key, cfg.curve_clients)
         # endpoints first: a taken port fails before the model loads, and subscribers can join
         # during the seconds that loading takes instead of missing the first events
-        if cfg.log_dir:
-            self.log = EventLog(cfg.log_dir, int(cfg.log_rotate_mb * 2**20))
         context = self.guard.context
         self.publisher = Publisher(cfg.pub, cfg.sndhwm, context)
         if cfg.replay and self.log is not None:
@@ -92,49 +116,57 @@ class Server:
             self.worker.add(source, Segmenter(recognizer.classes, cfg.smooth, cfg.on_threshold, cfg.off_threshold))
         for source in self.sources:
             source.start()
+        if self.replay is not None:
+            self.replay.start()
         log.info("serving %d stream(s) on %s with %s; events on %s%s%s", len(self.sources), self.device,
                  recognizer.id, cfg.pub, f", replay on {cfg.replay}" if self.replay else "",
                  " (CurveZMQ)" if self.guard.secured else "")
         for source in self.sources:
             log.info("stream %s: %s, next seq %d", source.name, source.spec.spec, self._next_seq[source.name])
+        self.notifier.ready(f"serving {len(self.sources)} stream(s)")
 
     def main_loop(self) -> None:
         poller = zmq.Poller()
-        if self.replay is not None:
-            poller.register(self.replay.socket, zmq.POLLIN)
         poller.register(self.publisher.socket, zmq.POLLIN)
         while not self.should_exit:
             self._emit(self.worker.step())
             self._heartbeat()
+            self.notifier.tick()
             if not self.worker.active:
                 log.info("every source has ended")
                 return
             poller.poll(TICK * 1000)
             self.publisher.poll_subscriptions()
-            if self.replay is not None:
-                self.replay.serve_pending()
+        log.info("%s: finishing the windows already heard, then stopping", self.signals.received)
 
     def shutdown(self) -> None:
+        self.notifier.stopping()
         for source in self.sources:
             source.stop()
         if self.worker is not None and self.publisher is not None:
-            # finish the windows whose audio is already in the rings
-            while self.worker.active:
+            # finish the windows whose audio is already in the rings, unless a second Ctrl-C said not
+            # to or serving failed (what failed would fail again)
+            while self.worker.active and not self.signals.force_exit and not self.failed:
                 self._emit(self.worker.step())
+            if self.worker.active and self.signals.force_exit:
+                log.warning("second SIGINT: the windows still in the rings are not analysed")
             self.worker.close()
-            for st in self.worker.streams:
+            for st in [] if self.failed else self.worker.streams:
                 self._emit_changes(st, st.segmenter.close("shutdown" if self.should_exit else "end of stream"))
-            self._heartbeat(force=True)
+            if not self.failed:
+                self._heartbeat(force=True)
         if self.replay is not None:
-            self.replay.serve_pending()
             self.replay.close()
         if self.log is not None:
             self.log.close()
+        if self.lock is not None:
+            self.lock.release()
         if self.publisher is not None:
             self.publisher.close()
         if self.guard is not None:
             self.guard.close()
-        log.info("stopped")
+        if self.worker is not None:
+            log.info("stopped")
 
     # -- events ----------------------------------------------------------------
     def _emit(self, windows: list[Window]) -> None:
@@ -186,13 +218,3 @@ class Server:
             }
         self.publisher.publish(events.status_event(time.time(), now - self.started, self.device, rec.id,
                                                    rec.trained, self.publisher.drops, streams))
-
-    # -- signals ---------------------------------------------------------------
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in HANDLED_SIGNALS:
-            signal.signal(sig, self._handle_exit)
-
-    def _handle_exit(self, sig: int, frame: Any) -> None:
-        self.should_exit = True

@@ -109,12 +109,14 @@ class FileSource(Source):
     def __init__(self, spec: SourceSpec, ring_seconds: float, realtime: bool):
         self.live = realtime
         path = spec.target
+        if os.path.exists(path) and not os.path.isfile(path):  # a FIFO or device would block start-up
+            raise SourceError(f"source {spec.name}: {path!r} is not a regular file (for a pipe use stdin: or ffmpeg:)")
         try:
-            info = soundfile.info(path)
+            info = soundfile.info(os.fsencode(path))  # bytes: a name that is not UTF-8 opens as it is
         except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
             raise SourceError(f"source {spec.name}: cannot open {path!r} ({exc})") from None
         super().__init__(spec, int(info.samplerate), ring_seconds)
-        self.path = path
+        self.path = os.fsencode(path)
         self.block = max(1, self.rate // (50 if realtime else 2))  # 20 ms paced, 0.5 s fast
 
     def _run(self) -> None:
@@ -168,6 +170,8 @@ class StdinSource(Source):
         dtype, rate, channels = spec.pcm
         super().__init__(spec, rate, ring_seconds)
         self.reader = PcmReader(dtype, channels)
+        if stream is None and sys.stdin is None:
+            raise SourceError(f"source {spec.name}: stdin is closed (start serve with audio piped in)")
         self.fd = (stream or sys.stdin.buffer).fileno()
 
     def _run(self) -> None:

@@ -20,6 +20,7 @@ import safetensors
 import safetensors.torch
 import torch
 
+from instrumentd.model.checkpoint import honour_umask
 from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.config import TOP_DB
 
@@ -60,6 +61,7 @@ def write(features: FeatureSet, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     safetensors.torch.save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header)})
+    honour_umask(tmp)
     tmp.replace(path)
     return path
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -26,7 +28,7 @@ from instrumentd.pipeline.audio import load
 from instrumentd.pipeline.config import FeatureConfig
 from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
-from .conftest import SR, melody, one_line_error, read_log, samples_with, windows_of
+from .conftest import SR, free_port, melody, one_line_error, read_log, samples_with, windows_of
 
 RATES = (8000, 11025, 16000, 22050, 32000, 48000, 88200, 96000, 176400, 192000)  # hz
 
@@ -131,6 +133,48 @@ def test_malformed_flags_are_one_line(flags, fragments, capsys):
     one_line_error(capsys.readouterr().err, "serve", *fragments)
 
 
+@pytest.mark.parametrize("toml, fragments", [
+    ("ring_seconds = 1e12\n", ("ring_seconds must be at most 3600",)),
+    ("sndhwm = 99999999999999999999\n", ("sndhwm must be at most 1000000",)),
+    ("pitch_lag = 100000000\n", ("pitch_lag must be at most 1000",)),
+    ("cpu_threads = 100000\n", ("cpu_threads must be at most",)),
+    ("max_batch = 100000000\n", ("max_batch must be at most",)),
+    ("hop = " + "[" * 100_000 + "\n", ("nested too deeply",)),
+    ("x = " + "{a=" * 100_000 + "\n", ("nested too deeply",)),
+    ("# " + "x" * (1 << 21) + "\n", ("larger than",)),
+])
+def test_settings_that_cannot_be_honoured_are_one_line(toml, fragments, tmp_path, capsys):
+    path = tmp_path / "big.toml"
+    path.write_text(toml)
+    assert main(["serve", "--config", str(path), "--source", "file:x.wav", "--print-config"]) == 2
+    one_line_error(capsys.readouterr().err, "serve", *fragments)
+
+
+def test_streams_that_cannot_fit_in_memory_are_refused_at_start_up(tmp_path, capsys):
+    from instrumentd.daemon.config import Config
+    from instrumentd.daemon.resources import available_bytes, needed_bytes
+
+    sources = [f"s{i}=file:{tmp_path}/none-{i}.wav" for i in range(64)]
+    free = available_bytes()
+    if free is None or needed_bytes(Config(ring_seconds=3600.0), 64) < free:
+        pytest.skip("this machine has room for 64 hour-long rings")
+    args = ["serve", "--log-dir", str(tmp_path / "ev"), "--device", "cpu", "--replay", ""]
+    for source in sources:
+        args += ["--source", source]
+    os.environ["INSTRUMENTD_RING_SECONDS"] = "3600"
+    try:
+        assert main(args) == 3
+    finally:
+        del os.environ["INSTRUMENTD_RING_SECONDS"]
+    one_line_error(capsys.readouterr().err, "serve", "64 stream(s)", "GiB is free", "ring_seconds")
+
+
+def test_classify_on_a_path_longer_than_the_system_allows_is_one_line(capsys):
+    long_path = "a/" * 2100 + "x.wav"
+    assert main(["classify", long_path]) == 2
+    one_line_error(capsys.readouterr().err, "classify", "4205 bytes", "longer than the system allows")
+
+
 def test_flags_argparse_cannot_parse_end_in_one_error_line(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["serve", "--hop", "fast"])
@@ -196,13 +240,32 @@ def bad_checkpoints(tmp_path):
     out["bad_variant"] = _rewrite_metadata(DEFAULT_CHECKPOINT, tmp_path / "variant.safetensors",
                                            lambda m: m.update(variant="transformer"))
     out["missing"] = tmp_path / "missing.safetensors"
+    for kind, value in (("nan_weights", float("nan")), ("inf_weights", float("inf"))):
+        model = build("cross", 11)
+        with torch.no_grad():
+            next(model.parameters())[0].fill_(value)  # a diverged training run
+        out[kind] = tmp_path / f"{kind}.safetensors"
+        checkpoint.save(out[kind], model, "cross", FeatureConfig())
+    weights = safetensors.torch.load_file(str(DEFAULT_CHECKPOINT))
+    deep_object: dict = {}
+    for _ in range(100):
+        deep_object = {"x": deep_object}
+    for kind, raw in (("metadata_list", "[1, 2, 3]"), ("metadata_deep", "[" * 100_000 + "]" * 100_000),
+                      ("metadata_deep_object", json.dumps({"format": 1, "variant": "cross", "x": deep_object}))):
+        out[kind] = tmp_path / f"{kind}.safetensors"
+        safetensors.torch.save_file(weights, str(out[kind]), metadata={checkpoint.METADATA_KEY: raw})
+    out["huge_n_mels"] = _rewrite_metadata(DEFAULT_CHECKPOINT, tmp_path / "mels.safetensors",
+                                           lambda m: m["features"].update(n_mels=100_000))
     return out
 
 
 REASONS = {"truncated": "not a readable safetensors", "garbage": "not a readable safetensors",
            "tampered": "do not match their recorded digest", "other_classes": "is for classes ['a', 'b', 'c']",
            "bad_features": "bad feature config", "unknown_feature": "bad feature config",
-           "bad_variant": "unknown model variant 'transformer'", "missing": "no such checkpoint"}
+           "bad_variant": "unknown model variant 'transformer'", "missing": "no such checkpoint",
+           "nan_weights": "NaN or infinity", "inf_weights": "NaN or infinity", "metadata_list": "not an object",
+           "metadata_deep": "not valid JSON", "metadata_deep_object": "nested more than 32 deep",
+           "huge_n_mels": "features.n_mels = 100000"}
 
 
 @pytest.mark.parametrize("command", ["classify", "serve"])
@@ -223,6 +286,29 @@ def test_a_checkpoint_for_another_valid_feature_config_brings_its_own(tmp_path):
 
 
 # -- a daemon with bad streams next to good ones --------------------------------------------------
+
+@pytest.mark.slow
+def test_a_fifo_a_closed_stdin_and_a_non_utf8_name_leave_the_other_streams_running(tmp_path):
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    odd = os.fsdecode(bytes(tmp_path) + b"/take-\xff\xfe.wav")  # not UTF-8: a surrogate-escaped str
+    soundfile.write(os.fsencode(odd), melody(3.5), SR, subtype="PCM_16")
+    good = tmp_path / "good.wav"
+    soundfile.write(good, melody(3.5), SR, subtype="PCM_16")
+    log_dir = tmp_path / "events"
+    args = [sys.executable, "-m", "instrumentd", "serve", "--log-dir", str(log_dir), "--device", "cpu",
+            "--pub", f"tcp://127.0.0.1:{free_port()}", "--replay", "", "--hop", "1.0"]
+    for source in ("stdin:f32le:44100:1", f"odd=file+fast:{odd}", f"fifo=file+fast:{fifo}", f"good=file+fast:{good}"):
+        args += ["--source", source]
+    # stdin closed (not at its end: there is no file descriptor 0 at all)
+    run = subprocess.run(args, preexec_fn=lambda: os.close(0), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    assert len(windows_of(read_log(log_dir, "good"))) == 1 and len(windows_of(read_log(log_dir, "odd"))) == 1
+    failed = sorted(line for line in run.stderr.splitlines() if "the other streams go on" in line)
+    assert len(failed) == 2, run.stderr
+    assert any("is not a regular file" in ln for ln in failed) and any("stdin is closed" in ln for ln in failed), failed
+
 
 @pytest.mark.slow
 def test_a_daemon_runs_its_good_streams_next_to_bad_files(daemon, subscriber, bad_files, tmp_path):

@@ -211,11 +211,12 @@ class PacedWavServer:
     """A TCP server that streams a WAV (header + 16-bit PCM) in real time, one connection after another.
 
     ``plan[i]`` is how many seconds connection ``i`` gets before the server hangs up (None: until the
-    peer goes away). ``connections`` counts the connections accepted.
+    peer goes away); ``pause`` is how long it then takes to accept the next one (an outage).
+    ``connections`` counts the connections accepted.
     """
 
-    def __init__(self, plan: list[float | None], sr: int = 16000):
-        self.plan, self.sr = plan, sr
+    def __init__(self, plan: list[float | None], sr: int = 16000, pause: float = 0.0):
+        self.plan, self.sr, self.pause = plan, sr, pause
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(4)
@@ -230,6 +231,8 @@ class PacedWavServer:
         header = (b"RIFF" + struct.pack("<I", 0xFFFFFFF0) + b"WAVEfmt " +
                   struct.pack("<IHHIIHH", 16, 1, 1, self.sr, 2 * self.sr, 2, 16) + b"data" + struct.pack("<I", 0xFFFFFFD0))
         while not self._stop.is_set():
+            if self.connections and self._stop.wait(self.pause):
+                return
             try:
                 conn, _ = self.sock.accept()
             except OSError:

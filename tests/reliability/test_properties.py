@@ -150,3 +150,99 @@ def test_a_window_event_with_any_field_changed_is_valid_or_refused(field, value)
 def test_hostile_bodies_found_by_these_properties_are_refused(body):
     with pytest.raises(EventError, match="not JSON"):
         events.decode(body)
+
+
+# -- the replay endpoint and the config loader against anything -----------------------------------------
+
+_deep = st.recursive(st.integers(-10**30, 10**30) | st.floats() | st.text(max_size=5) | st.booleans(),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+                     max_leaves=20)
+
+
+def _toml_any(v) -> str:
+    """Any value as TOML text: nested arrays and inline tables, any integer, inf and nan."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and not math.isfinite(v):
+        return _toml_value(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_any(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_any(x)}" for k, x in v.items()) + "}"
+    return json.dumps(v)
+
+
+@EXAMPLES
+@given(settings_=st.dictionaries(st.sampled_from(FIELDS), _deep, max_size=4), depth=st.integers(0, 3000))
+def test_any_values_however_large_or_deep_give_a_bounded_config_or_one_error(tmp_path_factory, settings_, depth):
+    from instrumentd.daemon.config import LIMITS
+
+    path = tmp_path_factory.mktemp("cfg") / "c.toml"
+    text = "".join(f"{k} = {_toml_any(v)}\n" for k, v in settings_.items())
+    path.write_text(text + ("deep = " + "[" * depth + "]" * depth + "\n" if depth else ""))
+    try:
+        cfg = load(path, env={})
+    except ParameterError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert all(getattr(cfg, name) <= limit for name, limit in LIMITS.items())
+
+
+@pytest.fixture(scope="module")
+def replay_endpoint(tmp_path_factory):
+    """A ReplayServer on its own thread over a small real log; yields a REQ-socket factory's endpoint."""
+    import zmq
+
+    from instrumentd.daemon.eventlog import EventLog
+    from instrumentd.daemon.replay import ReplayServer
+
+    folder = tmp_path_factory.mktemp("events")
+    log = EventLog(folder)
+    log.open_stream("a")
+    for seq in range(30):
+        log.append(events.window_event("a", seq, seq, seq + 3, 1.7e9, [1 / 11] * 11, CLASSES, [], 1.0, "m", False))
+    log.close()
+    endpoint = "inproc://replay-fuzz"
+    server = ReplayServer(endpoint, folder, zmq.Context.instance())
+    server.start()
+    yield endpoint, server
+    server.close()
+
+
+_requests = (st.binary(max_size=6000)
+             | _deep.map(lambda v: json.dumps(v).encode())
+             | st.fixed_dictionaries({}, optional={"stream": _deep | st.sampled_from(["a", "b", "../a", ""]),
+                                                   "from_seq": _deep | st.integers(-5, 40),
+                                                   "limit": _deep | st.integers(-5, 2000)}).map(
+                 lambda d: json.dumps(d).encode())
+             | st.integers(1, 200_000).map(lambda n: b"[" * n))
+
+
+@EXAMPLES
+@given(body=_requests)
+def test_the_replay_endpoint_answers_anything_with_events_or_one_error(replay_endpoint, body):
+    import zmq
+
+    endpoint, server = replay_endpoint
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        sock.send(body)
+        assert sock.poll(10000), "the replay thread stopped answering"
+        answer = json.loads(sock.recv())
+    finally:
+        sock.close()
+    assert answer["schema"] == 1
+    if "error" in answer:
+        assert set(answer) == {"schema", "error"} and "\n" not in answer["error"]
+        assert "internal error" not in answer["error"], body[:100]
+    elif "streams" in answer:
+        assert answer["streams"] == {"a": 29}
+    else:
+        seqs = [e["seq"] for e in answer["events"]]
+        if seqs:
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and answer["next_seq"] == seqs[-1] + 1
+        else:  # nothing left: the answer must say the client is up to date, and be right
+            assert answer["next_seq"] > answer["last_seq"] == (29 if answer["stream"] == "a" else -1)
+    assert server._thread.is_alive()

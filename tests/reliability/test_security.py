@@ -10,6 +10,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from instrumentd.daemon.publisher import Publisher
 from instrumentd.daemon.security import CurveKeyError, Guard, client_context, is_local
 from instrumentd.daemon.sources import FfmpegSource
 from instrumentd.model.classes import CLASSES
+from instrumentd.model.recognizer import DEFAULT_CHECKPOINT
 from instrumentd.daemon import events
 from instrumentd.pipeline.errors import ParameterError
 
@@ -248,3 +250,123 @@ def test_stream_names_cannot_leave_the_log_folder(tmp_path):
             log.open_stream(name)
     assert list(outside.iterdir()) == []
     assert re.fullmatch(r".*/events/ok", str(log.stream_dir("ok")))
+
+
+# -- CurveZMQ you can operate ------------------------------------------------------------------------
+
+def _subscriber(endpoint: str, server_key: Path, client_key: Path | None) -> tuple[zmq.Context, zmq.Socket]:
+    ctx = zmq.Context()
+    client_context(str(server_key), client_key and str(client_key), ctx)
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(endpoint)
+    return ctx, sock
+
+
+def test_a_refused_client_is_logged_and_a_client_added_later_gets_in_without_a_restart(tmp_path, caplog, capsys):
+    keys = tmp_path / "keys"
+    make_keys(keys, ["first"])
+    server_secret = (keys / "server.key_secret").read_bytes()
+    guard = Guard(str(keys / "server.key_secret"), str(keys / "clients"))
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    pub = Publisher(endpoint, context=guard.context)
+    made = []
+    try:
+        with caplog.at_level("WARNING", logger="instrumentd.daemon.security"):
+            stranger = zmq.curve_keypair()
+            (tmp_path / "stranger.key_secret").write_text(
+                f'curve\n    public-key = "{stranger[0].decode()}"\n    secret-key = "{stranger[1].decode()}"\n')
+            made.append(_subscriber(endpoint, keys / "server.key", tmp_path / "stranger.key_secret"))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and "refused a client" not in caplog.text:
+                time.sleep(0.05)
+        line = next(r.getMessage() for r in caplog.records if "refused a client" in r.getMessage())
+        assert "127.0.0.1" in line and stranger[0].decode()[:8] in line and "Unknown key" in line
+        # one line per address and key a minute, however often the client retries
+        time.sleep(1.0)
+        assert sum("refused a client" in r.getMessage() for r in caplog.records) == 1
+
+        assert main(["keys", "add-client", "late", "--dir", str(keys)]) == 0
+        capsys.readouterr()
+        assert (keys / "server.key_secret").read_bytes() == server_secret
+        assert stat.S_IMODE((keys / "late.key_secret").stat().st_mode) == 0o600
+        assert (keys / "clients" / "late.key").is_file()
+        made.append(_subscriber(endpoint, keys / "server.key", keys / "late.key_secret"))
+        time.sleep(0.5)
+        for seq in range(5):
+            pub.publish(events.window_event("s", seq, seq, seq + 3, 1.7e9, [1 / 11] * 11, CLASSES, [], 1.0, "m", False))
+            pub.poll_subscriptions()
+        assert [e["seq"] for e in _receive(made[1][1], 1.0)] == list(range(5))
+        assert _receive(made[0][1], 0.2) == []
+        assert main(["keys", "add-client", "late", "--dir", str(keys)]) == 2
+        one_line_error(capsys.readouterr().err, "keys", "late.key", "never overwritten")
+        assert main(["keys", "add-client", "x", "--dir", str(tmp_path / "empty")]) == 2
+        one_line_error(capsys.readouterr().err, "keys", "no server.key")
+    finally:
+        for ctx, sock in made:
+            sock.close()
+            ctx.term()
+        pub.socket.close(0)
+        guard.close()
+        guard.context.term()
+
+
+@pytest.mark.parametrize("private, umask, folder_mode, file_mode", [
+    (True, 0o000, 0o700, 0o600), (False, 0o022, None, 0o644), (False, 0o077, None, 0o600)])
+def test_log_files_are_private_with_curvezmq_and_follow_the_umask_otherwise(tmp_path, private, umask, folder_mode,
+                                                                            file_mode):
+    old = os.umask(umask)
+    try:
+        log = EventLog(tmp_path / "events", private=private)
+        log.open_stream("a")
+        log.append(events.window_event("a", 0, 0, 3, 1.7e9, [1 / 11] * 11, CLASSES, [], 1.0, "m", False))
+        log.close()
+    finally:
+        os.umask(old)
+    path = next((tmp_path / "events" / "a").glob("*.jsonl"))
+    assert stat.S_IMODE(path.stat().st_mode) == file_mode
+    if folder_mode is not None:
+        assert stat.S_IMODE((tmp_path / "events").stat().st_mode) == folder_mode
+        assert stat.S_IMODE((tmp_path / "events" / "a").stat().st_mode) == folder_mode
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_checkpoints_and_bundles_follow_the_umask(tmp_path, umask, mode):
+    from instrumentd.model import checkpoint
+    from instrumentd.model.networks import build
+    from instrumentd.pipeline.config import FeatureConfig
+    from instrumentd.training import bundle
+    from instrumentd.training.dataset import FeatureSet
+
+    old = os.umask(umask)
+    try:
+        checkpoint.save(tmp_path / "c.safetensors", build("cross", 11), "cross", FeatureConfig())
+        features = FeatureSet(mel=torch.zeros(2, 1, 128, 100), band=torch.zeros(2, 100, dtype=torch.long),
+                              clip=torch.arange(2), labels=torch.zeros(2, len(CLASSES), dtype=torch.long),
+                              names=["x", "y"], soundfonts=["a", "a"], meta={})
+        bundle.write(features, tmp_path / "b.safetensors")
+    finally:
+        os.umask(old)
+    for name in ("c.safetensors", "b.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_a_checkpoint_another_user_cannot_read_says_permission_denied(tmp_path):
+    folder = Path(tempfile.mkdtemp(prefix="instrumentd-perm-", dir="/tmp"))
+    try:
+        folder.chmod(0o755)
+        path = folder / "private.safetensors"
+        shutil.copy(DEFAULT_CHECKPOINT, path)
+        path.chmod(0o600)
+        script = ("from instrumentd.model.checkpoint import read_metadata, CheckpointError\n"
+                  f"try:\n    read_metadata({str(path)!r})\nexcept CheckpointError as e:\n    print(e)\n")
+        run = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                              script], capture_output=True, text=True, env={"PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+                                                                            "HOME": "/nonexistent"})
+        if run.returncode != 0 and "Permission denied" in run.stderr and "python" in run.stderr:
+            pytest.skip("the interpreter is not reachable by nobody here")
+        assert run.stdout.strip() == f"{path}: cannot read (permission denied)", run.stderr
+    finally:
+        shutil.rmtree(folder)

@@ -1,0 +1,95 @@
+"""The one signal helper, with real signals: flags only, originals restored, a second Ctrl-C forces;
+and the commands that use it stopping cleanly on SIGHUP (the terminal closed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from instrumentd.daemon.signals import HANDLED_SIGNALS, Signals
+
+from .conftest import free_port, read_log, windows_of
+
+
+def _deliver(sig: int) -> None:
+    os.kill(os.getpid(), sig)
+    time.sleep(0.01)  # the handler runs at the next bytecode on the main thread
+
+
+def test_handlers_only_set_flags_and_the_originals_come_back():
+    before = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
+    with Signals() as signals:
+        assert all(signal.getsignal(sig) == signals.handle for sig in HANDLED_SIGNALS)
+        _deliver(signal.SIGHUP)
+        assert signals.should_exit and not signals.force_exit and signals.received == "SIGHUP"
+        assert signals.stop.is_set()
+        _deliver(signal.SIGTERM)  # a second SIGTERM asks again, it does not force
+        assert not signals.force_exit and signals.received == "SIGHUP"
+        _deliver(signal.SIGINT)  # a second Ctrl-C forces
+        assert signals.force_exit
+    assert {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS} == before
+
+
+def test_one_ctrl_c_asks_two_force():
+    with Signals() as signals:
+        _deliver(signal.SIGINT)
+        assert signals.should_exit and not signals.force_exit and signals.received == "SIGINT"
+        _deliver(signal.SIGINT)
+        assert signals.force_exit
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_the_proxy_stops_cleanly_on_sighup_and_sigterm(sig):
+    proc = subprocess.Popen([sys.executable, "-m", "instrumentd", "-v", "proxy", "--backend",
+                             f"tcp://127.0.0.1:{free_port()}", "--frontend", f"tcp://127.0.0.1:{free_port()}"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:  # its start-up line: the handlers are in place
+            if "proxy: events" in line:
+                break
+        proc.send_signal(sig)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_sighup_stops_serve_cleanly_with_its_segments_closed(daemon, subscriber, wav):
+    d = daemon([f"a=file:{wav(60.0)}"], "--hop", "0.5")
+    sub = subscriber(d.pub)
+    got = sub.events(lambda got: any(e["type"] == "segment" and e["state"] == "start" for e in got), timeout=90)
+    d.proc.send_signal(signal.SIGHUP)
+    assert d.wait(60) == 0, d.log_text()
+    got += sub.drain()
+    ends = [e for e in got if e["type"] == "segment" and e["state"] == "end"]
+    assert ends and all(e["reason"] == "shutdown" for e in ends), got[-3:]
+    assert "SIGHUP: finishing the windows already heard" in d.log_text()
+    logged = read_log(d.log_dir, "a")
+    assert logged[-1]["type"] == "segment" and logged[-1]["state"] == "end"
+    assert [e["seq"] for e in logged] == list(range(len(logged))) and windows_of(got)
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_makes_serve_exit_without_finishing(daemon, subscriber, wav, monkeypatch):
+    monkeypatch.setenv("INSTRUMENTD_RING_SECONDS", "60")  # a minute of audio waits in each ring
+    clip = wav(120.0)
+    d = daemon([f"s{i}=file+fast:{clip}" for i in range(4)], "--hop", "0.5")
+    sub = subscriber(d.pub, ("window.",))
+    sub.events(lambda got: len(got) >= 1, timeout=90)
+    time.sleep(1.0)  # the fast files fill their rings
+    d.proc.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    assert d.proc.poll() is None, "still finishing the windows already heard"
+    d.proc.send_signal(signal.SIGINT)
+    assert d.wait(30) == 0, d.log_text()
+    text = d.log_text()
+    assert "SIGINT: finishing the windows already heard" in text
+    assert "second SIGINT: the windows still in the rings are not analysed" in text
+    assert "Traceback" not in text
