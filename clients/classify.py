@@ -18,8 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "classify",
         help="label audio files or folders (IRMAS layout included)",
         description=(
-            "Label audio files with their predominant instruments. Folders are searched recursively "
-            "for .wav .flac .ogg .mp3 .aiff files. Each file is cut into 3 s windows every --hop "
+            "Label audio files with their predominant instruments: anything soundfile or ffmpeg decodes "
+            "(.wav .flac .ogg .mp3 .aiff, and through ffmpeg .m4a .aac .opus or a video's audio track). "
+            "Folders are searched recursively for those extensions. Each file is cut into 3 s windows every --hop "
             "seconds; window probabilities are summed per class and divided by the largest sum, and "
             "classes at or above --threshold are the file's labels."
         ),
