@@ -5,6 +5,11 @@ endpoint; main_loop steps the worker, logs and publishes its events, answers rep
 sends a status heartbeat every ``config.heartbeat`` seconds; it ends when a signal sets
 :attr:`Server.should_exit` or every source has ended. shutdown stops the sources, finishes the
 windows whose audio is already in, publishes them, closes open segments, flushes the log.
+
+A stream's lifecycle goes out as ``source`` events: ``starting`` at startup, then what its source
+and its dead-air detector note (``running down up silent sound``), and, once its last window is out,
+``ended`` or ``failed``, right after its open segments are closed (``end of stream``, ``source failed``,
+or ``shutdown`` when the daemon was stopped).
 """
 
 from __future__ import annotations
@@ -80,7 +85,7 @@ class Server:
         self.sources = open_sources(specs, cfg.ring_seconds)
         self.worker = build_pool(resolve_devices(cfg.device), cfg.checkpoint or None, cfg.hop, cfg.max_backlog,
                                  cfg.pitch_policy, cfg.pitch_lag, cfg.max_batch, cfg.gather, cfg.cpu_threads,
-                                 cfg.inference)
+                                 cfg.inference, cfg.silence_db, cfg.silence_s)
         recognizer = self.worker.recognizer
         self.device = ", ".join(w.name if w.recognizer.device.type == "cpu" else
                                 f"{w.name} ({torch.cuda.get_device_name(w.recognizer.device)})"
@@ -90,6 +95,8 @@ class Server:
         for source in self.sources:
             self._next_seq[source.name] = self.log.open_stream(source.name) if self.log else 0
             self.worker.add(source, Segmenter(recognizer.classes, cfg.smooth, cfg.on_threshold, cfg.off_threshold))
+        for st in self.worker.streams:
+            self._send_source(st, "starting", st.source.reason or "opening " + st.source.spec.spec)
         for source in self.sources:
             source.start()
         log.info("serving %d stream(s) on %s with %s; events on %s%s%s", len(self.sources), self.device,
@@ -105,6 +112,7 @@ class Server:
         poller.register(self.publisher.socket, zmq.POLLIN)
         while not self.should_exit:
             self._emit(self.worker.step())
+            self._emit_lifecycle()
             self._heartbeat()
             if not self.worker.active:
                 log.info("every source has ended")
@@ -121,9 +129,9 @@ class Server:
             # finish the windows whose audio is already in the rings
             while self.worker.active:
                 self._emit(self.worker.step())
+                self._emit_lifecycle()
             self.worker.close()
-            for st in self.worker.streams:
-                self._emit_changes(st, st.segmenter.close("shutdown" if self.should_exit else "end of stream"))
+            self._emit_lifecycle()
             self._heartbeat(force=True)
         if self.replay is not None:
             self.replay.serve_pending()
@@ -155,6 +163,27 @@ class Server:
         for c in changes:
             self._send(events.segment_event(st.name, self._next_seq[st.name], c.instrument, c.state, c.start,
                                             c.end, c.reason, time.time(), self.worker.recognizer.id))
+
+    def _emit_lifecycle(self) -> None:
+        """Publish what the sources and the dead-air detectors noted, then the end of every finished stream."""
+        for st in self.worker.streams:
+            for queue in (st.source.changes, st.notes):
+                while queue:
+                    self._send_source(st, *queue.popleft())
+        for st in self.worker.ended():
+            if self.should_exit:
+                state, reason, closing = "ended", "shutdown", "shutdown"
+            elif st.source.state == "failed":
+                state, reason, closing = "failed", st.source.reason, "source failed"
+            else:
+                state, reason, closing = "ended", st.source.reason or st.source.ending, "end of stream"
+            self._emit_changes(st, st.segmenter.close(closing))
+            self._send_source(st, state, reason)
+            log.info("stream %s %s (%s)", st.name, state, reason)
+
+    def _send_source(self, st: Stream, state: str, reason: str) -> None:
+        self._send(events.source_event(st.name, self._next_seq[st.name], state, reason, st.source.spec.spec,
+                                       time.time()))
 
     def _send(self, event: dict[str, Any]) -> None:
         t0 = time.perf_counter()
