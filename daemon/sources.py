@@ -58,6 +58,8 @@ MIC_QUERY_TIMEOUT = 30.0  # seconds allowed to look up an input device
 BLOCKING_RING_SECONDS = 5.0  # ring size for backpressured sources: a window, a hop and the pitch lag
 PERMANENT_TRIES = 3  # attempts at an input that fails with a permanent error before the source fails
 CHILD_LINES = 50  # last stderr lines of a child kept for its exit report
+NETWORK_STALL = 10.0  # seconds a network input may go without audio before its ffmpeg is killed and reopened
+NETWORK_FIRST_AUDIO = 30.0  # seconds a network input may take to connect and probe before its first audio
 HEAD_TIMEOUT = 5.0  # seconds allowed for the HEAD request that asks an HTTP server for an input's length
 FINITE_SLACK_S = 1.0  # seconds short of its stated duration an input may end and still count as complete
 
@@ -379,8 +381,8 @@ class FfmpegSource(_ChildSource):
     a network one when ffmpeg exits 0 having delivered its stated duration, or, where ffmpeg states
     none (Ogg over HTTP without range requests), when an HTTP server announced its length
     (``Content-Length`` in the answer to a ``HEAD`` request). A live input (no duration, no length: a
-    radio stream, a socket) that drops is an outage: ``down``, then reopened with backoff and ``up``
-    when audio returns. An error another try will not fix (``_PERMANENT``: no such
+    radio stream, a socket) that drops, or sends nothing for ``NETWORK_STALL`` s, is an outage: ``down``,
+    then reopened with backoff and ``up`` when audio returns. An error another try will not fix (``_PERMANENT``: no such
     file, a bad scheme, a 404, data no demuxer knows) fails the source after ``PERMANENT_TRIES`` tries;
     a local input that yields no audio counts as one too.
     """
@@ -395,6 +397,8 @@ class FfmpegSource(_ChildSource):
             raise SourceError(f"source {spec.name}: ffmpeg is not installed (needed for {spec.spec!r})")
         self.url = spec.target
         self.local = not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", self.url) or self.url.startswith("file:")
+        if not self.local:  # a connection that hangs without closing is an outage too
+            self.stall_s, self.first_s = NETWORK_STALL, NETWORK_FIRST_AUDIO
         self.duration_s: float | None = None  # the input's stated duration, None for a live input
         self.length: int | None = None  # bytes an HTTP server announced for the input, None if none
         self._asked = False

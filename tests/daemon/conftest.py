@@ -163,7 +163,8 @@ class AudioHTTPServer:
     missing one is a 404) and ``/live.wav``, an endless WAV sent chunked in real time, 50 ms at a time.
 
     :meth:`drop` makes the live stream hang up and answer 503 to every reconnection until
-    :meth:`resume`; ``drops`` and ``resumes`` hold the ``time.monotonic()`` of each.
+    :meth:`resume`; :meth:`stall` keeps the connection open and sends nothing until then. ``drops``
+    and ``resumes`` hold the ``time.monotonic()`` of each.
     """
 
     def __init__(self, folder: Path, sr: int = 16000):
@@ -175,6 +176,7 @@ class AudioHTTPServer:
         self.sr = sr
         self.on_air = threading.Event()
         self.on_air.set()
+        self.stalled = threading.Event()
         self.drops: list[float] = []
         self.resumes: list[float] = []
         self.connections = 0
@@ -203,6 +205,10 @@ class AudioHTTPServer:
                 try:
                     self._chunk(header)
                     while owner.on_air.is_set():
+                        if owner.stalled.is_set():
+                            time.sleep(0.05)
+                            t0 += 0.05  # the audio it would have sent meanwhile is lost, as on the air
+                            continue
                         self._chunk(pcm[(sent * chunk) % len(pcm):][:chunk])
                         sent += 1
                         time.sleep(max(0.0, t0 + sent * 0.05 - time.monotonic()))
@@ -229,12 +235,18 @@ class AudioHTTPServer:
         self.drops.append(time.monotonic())
         self.on_air.clear()
 
+    def stall(self) -> None:
+        self.drops.append(time.monotonic())
+        self.stalled.set()
+
     def resume(self) -> None:
         self.resumes.append(time.monotonic())
+        self.stalled.clear()
         self.on_air.set()
 
     def close(self) -> None:
         self.on_air.clear()
+        self.stalled.clear()
         self.server.shutdown()
         self.server.server_close()
 
