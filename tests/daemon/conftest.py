@@ -163,7 +163,8 @@ class AudioHTTPServer:
     missing one is a 404) and ``/live.wav``, an endless WAV sent chunked in real time, 50 ms at a time.
 
     :meth:`drop` makes the live stream hang up and answer 503 to every reconnection until
-    :meth:`resume`; :meth:`stall` keeps the connection open and sends nothing until then. ``drops``
+    :meth:`resume`; :meth:`stall` keeps the connection open and sends nothing until then; after
+    :meth:`remove` it hangs up and answers 404. ``drops``
     and ``resumes`` hold the ``time.monotonic()`` of each.
     """
 
@@ -177,6 +178,7 @@ class AudioHTTPServer:
         self.on_air = threading.Event()
         self.on_air.set()
         self.stalled = threading.Event()
+        self.removed = False  # /live.wav answers 404 from now on
         self.drops: list[float] = []
         self.resumes: list[float] = []
         self.connections = 0
@@ -192,6 +194,9 @@ class AudioHTTPServer:
                 if self.path != "/live.wav":
                     return super().do_GET()
                 owner.connections += 1
+                if owner.removed:
+                    self.send_error(404)
+                    return
                 if not owner.on_air.is_set():
                     self.send_error(503)
                     return
@@ -233,6 +238,11 @@ class AudioHTTPServer:
 
     def drop(self) -> None:
         self.drops.append(time.monotonic())
+        self.on_air.clear()
+
+    def remove(self) -> None:
+        """The live stream hangs up and is gone for good: 404 from now on."""
+        self.removed = True
         self.on_air.clear()
 
     def stall(self) -> None:

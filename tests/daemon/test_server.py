@@ -127,6 +127,29 @@ def test_a_live_stream_that_drops_goes_down_then_up_and_its_clock_jumps_by_the_o
     assert [e["seq"] for e in logged] == list(range(len(logged)))
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_a_live_stream_whose_url_is_gone_fails_and_closes_its_segments(daemon, subscriber, http_audio, tmp_path,
+                                                                       monkeypatch):
+    """Down when it hangs up, then 404 at every reconnection: after 3 tries the source fails, its open
+    segments close with ``source failed``, and the daemon, whose only stream it was, exits 0."""
+    for name, value in (("ON_THRESHOLD", "0.05"), ("OFF_THRESHOLD", "0.01")):  # any window opens a segment
+        monkeypatch.setenv(f"INSTRUMENTD_{name}", value)
+    server = http_audio(tmp_path)
+    d = daemon([f"radio=ffmpeg:{server.url}/live.wav"], "--hop", "0.5")
+    sub = subscriber(d.pub, ("window.radio", "segment.radio", "source.radio"))
+    sub.events(lambda ev: len(windows_of(ev)) >= 1, timeout=60)
+    server.remove()
+    assert d.wait(60) == 0, d.log_text()
+    logged = read_log(d.log_dir, "radio")
+    states = [e["state"] for e in logged if e["type"] == "source"]
+    assert states == ["starting", "running", "down", "failed"], states
+    assert logged[-1]["reason"].startswith("ffmpeg: ") and "404 Not Found" in logged[-1]["reason"]
+    closing = [e for e in logged if e["type"] == "segment" and e["state"] == "end" and e["reason"] == "source failed"]
+    assert closing and logged[-len(closing) - 1 : -1] == closing
+    assert not [e for e in logged if e["type"] == "segment" and e["reason"] in ("shutdown", "end of stream")]
+    assert "source radio failed after 3 tries" in d.log_text()
+
+
 def test_dead_air_and_an_ended_source_are_announced_at_once_while_the_others_run(daemon, subscriber, tmp_path,
                                                                                  wav, monkeypatch):
     """``quiet`` (2 s of tone, 2 s of silence, 3.5 s of tone) goes silent and back, and when it ends its open
