@@ -21,13 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "classify",
         help="label audio files or folders (IRMAS layout included)",
         description=(
-            "Label audio files with their predominant instruments. Folders are searched recursively "
-            "for .wav .flac .ogg .mp3 .aiff files. Each file is cut into 3 s windows every --hop "
-            "seconds. A window names no instrument when it is silent (under -60 dBFS) or when the "
+            "Label audio files with their predominant instruments: anything soundfile or ffmpeg decodes "
+            "(.wav .flac .ogg .mp3 .aiff, and through ffmpeg .m4a .aac .opus or a video's audio track). "
+            "Folders are searched recursively for those extensions. Each file is cut into 3 s windows every "
+            "--hop seconds. A window names no instrument when it is silent (under -60 dBFS) or when the "
             "model is unsure (speech, noise, drums alone...). Over the windows that name one, "
             "probabilities are summed per class and divided by the largest sum, and classes at or above "
-            "--threshold are the file's labels; a file where most windows name none gets no label and a "
-            "reason (\"none\": silence, speech or no instrument). Scores are the mean window probabilities."
+            "--threshold are the file's labels; a file where too few audible windows name one gets no label "
+            "and a reason (\"none\": silence, speech or no instrument). Scores are the mean window probabilities."
         ),
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio file or folder")

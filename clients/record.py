@@ -92,7 +92,8 @@ class Store:
         return dict(self.db.execute("SELECT stream, MAX(seq) + 1 FROM events GROUP BY stream"))
 
     def add(self, event: dict[str, Any], via: str) -> None:
-        """Store a window or segment event (a duplicate ``(stream, seq)`` is ignored) or a status event."""
+        """Store a window, segment or source event (a duplicate ``(stream, seq)`` is ignored) or a status event;
+        a source event has no start, end or instrument (NULL)."""
         body = json.dumps(event)
         if event["type"] == "status":
             self.db.execute("INSERT INTO status VALUES (?, ?)", (event["wall_time"], body))
@@ -100,8 +101,10 @@ class Store:
             return
         if event["type"] == "window":
             start, end, instrument = event["t_start"], event["t_end"], event["top"]
-        else:
+        elif event["type"] == "segment":
             start, end, instrument = event["start"], event["end"], event["instrument"]
+        else:
+            start, end, instrument = None, None, None
         cur = self.db.execute("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                               (event["stream"], event["seq"], event["type"], event["wall_time"], start, end,
                                instrument, body, via))
@@ -206,7 +209,7 @@ class Recorder:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .subscribe import Replayer, check_endpoint, connect_endpoints, sub_socket, topic_prefixes
+    from .subscribe import SEQ_TOPICS, Replayer, check_endpoint, connect_endpoints, sub_socket, topic_prefixes
 
     endpoints = connect_endpoints(args)
     replay = args.replay if args.replay is not None else ([] if args.connect else [DEFAULT_REPLAY])
@@ -215,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     if replayer is None:
         print("instrumentd record: no --replay endpoint: gaps are noted in the gaps table, not filled",
               file=sys.stderr)
-    sock = sub_socket(endpoints, topic_prefixes(["window", "segment", "status"], args.stream))
+    sock = sub_socket(endpoints, topic_prefixes([*SEQ_TOPICS, "status"], args.stream))
     recorder = Recorder(store, sock, replayer, set(args.stream or ()), args.backfill)
 
     from instrumentd.daemon.signals import Signals

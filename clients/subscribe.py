@@ -17,7 +17,8 @@ from instrumentd.daemon.config import Config
 
 DEFAULT_CONNECT = Config.pub  # the daemon's default PUB endpoint
 DEFAULT_REPLAY = Config.replay  # and its default replay endpoint
-TOPICS = ("window", "segment", "status")
+TOPICS = ("window", "segment", "source", "status")
+SEQ_TOPICS = ("window", "segment", "source")  # the kinds that share a stream's seq
 RECONNECT_MS = 250  # first retry after a lost connection; doubles up to RECONNECT_MAX_MS
 RECONNECT_MAX_MS = 2000
 HEARTBEAT_MS = 1000  # ZMTP heartbeats: a silent dead peer is noticed within a few of these

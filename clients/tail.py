@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from .subscribe import TOPICS, add_connect_argument
+from .subscribe import SEQ_TOPICS, TOPICS, add_connect_argument
 
 WAIT_NOTICE_S = 3.0  # seconds without an event before saying so on stderr
 
@@ -31,8 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "repeatable), and segments of it")
     p.add_argument("--min-prob", type=float, metavar="P",
                    help="only windows in which an instrument (one of --instrument, if given) has probability >= P")
-    p.add_argument("--topics", default="window,segment", metavar="LIST",
-                   help="comma-separated event kinds among window, segment, status (default: window,segment)")
+    p.add_argument("--topics", default="window,segment,source", metavar="LIST",
+                   help="comma-separated event kinds among window, segment, source, status "
+                        "(default: window,segment,source)")
     p.add_argument("--status", action="store_true",
                    help="also print status heartbeats (same as adding status to --topics)")
     p.add_argument("--replay", action="append", metavar="ENDPOINT",
@@ -92,6 +93,8 @@ class Filter:
             return True
         if self.streams and event["stream"] not in self.streams:
             return False  # a topic prefix also matches longer stream names
+        if kind == "source":
+            return True  # the stream's lifecycle: no instrument or probability to filter on
         if kind == "segment":
             return not self.instruments or event["instrument"] in self.instruments
         probs = event["probabilities"]
@@ -107,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
     keep = Filter(set(args.stream or ()), parse_instruments(args.instrument), args.min_prob, topics)
     endpoints = connect_endpoints(args)
     replayer = Replayer([check_endpoint(e, "--replay") for e in args.replay]) if args.replay else None
-    sock = sub_socket(endpoints, topic_prefixes(topics, args.stream))
+    # every kind that shares the seq is received, so that one not printed does not look like a loss
+    received = topics + [t for t in SEQ_TOPICS if t not in topics] if set(topics) & set(SEQ_TOPICS) else topics
+    sock = sub_socket(endpoints, topic_prefixes(received, args.stream))
     gaps = Gaps()
     quiet_since, told = time.monotonic(), False
     try:

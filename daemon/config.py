@@ -143,6 +143,8 @@ class Config:
     inference: str = "auto"  # network path on a GPU: auto (timed and checked at start-up) or a fixed mode
     pitch_lag: int = 20  # frames the streaming pYIN decoder waits before a frame is final
     pitch_policy: str = "hold"  # hold: newest frames hold the last final f0; delay: wait until final
+    silence_db: float = -60.0  # dBFS under which a stream's audio counts as dead air
+    silence_s: float = 10.0  # seconds of dead air before a stream is announced silent
     smooth: int = 3  # windows in the moving average behind labels and segments
     on_threshold: float = 0.5  # smoothed probability at which an instrument becomes predominant
     off_threshold: float = 0.35  # smoothed probability below which it stops being predominant
@@ -195,6 +197,10 @@ class Config:
                 raise ParameterError(f"{name} must be positive, got {getattr(self, name)}")
         if not 1 <= self.processes <= MAX_PROCESSES:
             raise ParameterError(f"processes must be 1-{MAX_PROCESSES}, got {self.processes}")
+        if not -120.0 <= self.silence_db <= 0.0:
+            raise ParameterError(f"silence_db must be -120-0 dBFS, got {self.silence_db}")
+        if not 0.1 <= self.silence_s <= 86400.0:
+            raise ParameterError(f"silence_s must be 0.1-86400 seconds, got {self.silence_s}")
         if self.pitch_lag < 1:
             raise ParameterError(f"pitch_lag must be >= 1 frame, got {self.pitch_lag}")
         for name, limit in LIMITS.items():

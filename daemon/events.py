@@ -1,12 +1,13 @@
 """Event schema 1: builders, encoding, decoding and validation against ``events.schema.json``.
 
-Three kinds, each a JSON object with ``"schema": 1`` and ``"type"``:
+Four kinds, each a JSON object with ``"schema": 1`` and ``"type"``:
 
 * ``window`` (topic ``window.<stream>``): one 3 s window's probabilities, top class, smoothed labels.
 * ``segment`` (topic ``segment.<stream>``): an instrument starts or stops being predominant.
+* ``source`` (topic ``source.<stream>``): the stream's source changes state (:data:`SOURCE_STATES`).
 * ``status`` (topic ``status``): a heartbeat with per-stream health.
 
-``seq`` counts a stream's window *and* segment events together, from 0, gapless, continuing
+``seq`` counts a stream's window, segment *and* source events together, from 0, gapless, continuing
 across restarts; ``status`` events have no seq and are not logged. docs/events.md has examples.
 """
 
@@ -24,6 +25,8 @@ from instrumentd.pipeline.errors import InstrumentdError
 SCHEMA = 1
 SCHEMA_FILE = Path(__file__).with_name("events.schema.json")
 STATUS_TOPIC = "status"
+TYPES = ("window", "segment", "source", "status")
+SOURCE_STATES = ("starting", "running", "down", "up", "silent", "sound", "ended", "failed")
 
 
 class EventError(InstrumentdError):
@@ -31,7 +34,7 @@ class EventError(InstrumentdError):
 
 
 def topic(event: dict[str, Any]) -> str:
-    """``window.<stream>``, ``segment.<stream>`` or ``status``."""
+    """``window.<stream>``, ``segment.<stream>``, ``source.<stream>`` or ``status``."""
     return STATUS_TOPIC if event["type"] == "status" else f"{event['type']}.{event['stream']}"
 
 
@@ -55,11 +58,20 @@ def window_event(stream: str, seq: int, t_start: float, t_end: float, epoch: flo
 
 def segment_event(stream: str, seq: int, instrument: str, state: str, start: float, end: float | None,
                   reason: str | None, epoch: float, model: str) -> dict[str, Any]:
-    """``state`` ``start`` (``end`` and ``reason`` None) or ``end`` (reason ``change``, ``end of stream``, ``shutdown``)."""
+    """``state`` ``start`` (``end`` and ``reason`` None) or ``end`` (reason ``change``, ``end of stream``,
+    ``source failed``, ``shutdown``)."""
     return {
         "schema": SCHEMA, "type": "segment", "stream": stream, "seq": seq, "instrument": instrument,
         "state": state, "start": round(start, 4), "end": None if end is None else round(end, 4),
         "reason": reason, "wall_time": wall_time(epoch), "model": model,
+    }
+
+
+def source_event(stream: str, seq: int, state: str, reason: str, source: str, epoch: float) -> dict[str, Any]:
+    """A lifecycle change: ``state`` one of :data:`SOURCE_STATES`, ``reason`` one line of why, ``source`` its spec."""
+    return {
+        "schema": SCHEMA, "type": "source", "stream": stream, "seq": seq, "state": state, "reason": reason,
+        "source": source, "wall_time": wall_time(epoch),
     }
 
 
@@ -104,7 +116,7 @@ def validate(event: Any) -> None:
         got = event.get("schema") if isinstance(event, dict) else type(event).__name__
         raise EventError(f"not a schema-{SCHEMA} event (schema: {got!r})")
     kind = event.get("type")
-    if kind not in ("window", "segment", "status"):
+    if kind not in TYPES:
         raise EventError(f"unknown event type {kind!r}")
     _check(event, schema()["$defs"][kind], kind)
 

@@ -39,7 +39,10 @@ class RingBuffer:
         self.read_pos = 0  # absolute index of the next sample to read
         self.dropped = 0  # samples overwritten before they were read
         self.breaks = 0  # discontinuities marked by the source (restarts)
-        self._break_at: list[int] = []
+        self._break_at: list[list[int]] = []  # [sample index, samples of wall-clock time missing there]
+        self._timing_break = False  # the next write measures the gap of the break just marked
+        self._resumed: float | None = None  # time.monotonic() when the audio after that break began, if known
+        self.last_gap = 0  # samples of time missing before the chunk the last read returned
         self.closed = False
         self._receipts = np.zeros((RECEIPTS, 2), dtype=np.float64)
         self._n_receipts = 0
@@ -50,6 +53,13 @@ class RingBuffer:
         if n == 0:
             return
         with self._lock:
+            if self._timing_break:
+                self._timing_break = False
+                if self._n_receipts and self._break_at and self._break_at[-1][0] == self.written:
+                    now = time.monotonic() if arrival is None else arrival
+                    began = now - n / self.rate if self._resumed is None else self._resumed
+                    last = self._receipts[(self._n_receipts - 1) % RECEIPTS, 1]
+                    self._break_at[-1][1] = max(0, int(round((began - last) * self.rate)))
             if self.blocking:
                 offset = 0
                 while offset < n and not self.closed:
@@ -82,11 +92,19 @@ class RingBuffer:
             self._buf[: n - first] = samples[first:]
         self.written += n
 
-    def mark_break(self) -> None:
-        """The source restarted: audio after this point does not continue what came before."""
+    def mark_break(self, resumed: float | None = None) -> None:
+        """The source restarted: audio after this point does not continue what came before.
+
+        The next write measures the outage, the break's gap (:attr:`last_gap` of the read that reaches
+        it), so that the stream clock can jump by the time the source was away: from the last write to
+        ``resumed`` (time.monotonic() when the new audio began, if the source knows it), else to the
+        start of the next write's block (its arrival less its duration).
+        """
         with self._lock:
             self.breaks += 1
-            self._break_at.append(self.written)
+            self._break_at.append([self.written, 0])
+            self._resumed = resumed
+            self._timing_break = True
 
     def close(self) -> None:
         """No more samples will come (end of file, stdin closed); wakes a waiting writer."""
@@ -111,6 +129,9 @@ class RingBuffer:
         samples : float32 [n], a copy
         start : absolute index of ``samples[0]``
         broken : True if samples were skipped or a break was marked since the previous read
+
+        :attr:`last_gap` is then the samples of wall-clock time the source was away before ``samples[0]``
+        (0 without a break).
         """
         with self._lock:
             skipped = False
@@ -124,12 +145,13 @@ class RingBuffer:
             if max_samples is not None:
                 n = min(n, max_samples)
             broken = skipped
-            # a chunk never spans a break: it ends at the break, the next read reports it
-            while self._break_at and self._break_at[0] <= start:
-                self._break_at.pop(0)
+            self.last_gap = 0
+            # a chunk never spans a break: it ends at the break, the next read with audio after it reports it
+            while self._break_at and self._break_at[0][0] <= start < self.written:
+                self.last_gap += self._break_at.pop(0)[1]
                 broken = True
-            if self._break_at and self._break_at[0] < start + n:
-                n = self._break_at[0] - start
+            if self._break_at and self._break_at[0][0] < start + n:
+                n = self._break_at[0][0] - start
             out = np.empty(n, dtype=np.float32)
             a = start % self.capacity
             first = min(n, self.capacity - a)

@@ -62,7 +62,8 @@ class Segmenter:
         return changes
 
     def close(self, reason: str) -> list[Change]:
-        """End every open segment at the last window's end (``reason``: ``end of stream`` or ``shutdown``)."""
+        """End every open segment at the last window's end (``reason``: ``end of stream``, ``source failed``
+        or ``shutdown``)."""
         changes = [Change(c, "end", self._open[c], self._last_end, reason) for c in self.labels]
         self._open.clear()
         return changes

@@ -12,6 +12,11 @@ Ctrl-C forces the exit), publishes them, closes open segments, flushes the log.
 failed after start-up; start-up raises what stopped it: one of :data:`STARTUP_FAILURES` (the log
 folder locked or unwritable, an endpoint taken, not enough memory: the command line's exit 3) or
 another InstrumentdError (a bad setting, checkpoint or source: exit 2).
+
+A stream's lifecycle goes out as ``source`` events: ``starting`` at startup, then what its source
+and its dead-air detector note (``running down up silent sound``), and, once its last window is out,
+``ended`` or ``failed``, right after its open segments are closed (``end of stream``, ``source failed``,
+or ``shutdown`` when the daemon was stopped).
 """
 
 from __future__ import annotations
@@ -104,7 +109,7 @@ class Server:
         self.sources = open_sources(specs, cfg.ring_seconds)
         self.worker = build_pool(resolve_devices(cfg.device), cfg.checkpoint or None, cfg.hop, cfg.max_backlog,
                                  cfg.pitch_policy, cfg.pitch_lag, cfg.max_batch, cfg.gather, cfg.cpu_threads,
-                                 cfg.inference)
+                                 cfg.inference, cfg.silence_db, cfg.silence_s)
         recognizer = self.worker.recognizer
         self.device = ", ".join(w.name if w.recognizer.device.type == "cpu" else
                                 f"{w.name} ({torch.cuda.get_device_name(w.recognizer.device)})"
@@ -114,6 +119,8 @@ class Server:
         for source in self.sources:
             self._next_seq[source.name] = self.log.open_stream(source.name) if self.log else 0
             self.worker.add(source, Segmenter(recognizer.classes, cfg.smooth, cfg.on_threshold, cfg.off_threshold))
+        for st in self.worker.streams:
+            self._send_source(st, "starting", st.source.reason or "opening " + st.source.spec.spec)
         for source in self.sources:
             source.start()
         if self.replay is not None:
@@ -130,6 +137,7 @@ class Server:
         poller.register(self.publisher.socket, zmq.POLLIN)
         while not self.should_exit:
             self._emit(self.worker.step())
+            self._emit_lifecycle()
             self._heartbeat()
             self.notifier.tick()
             if not self.worker.active:
@@ -148,12 +156,12 @@ class Server:
             # to or serving failed (what failed would fail again)
             while self.worker.active and not self.signals.force_exit and not self.failed:
                 self._emit(self.worker.step())
+                self._emit_lifecycle()
             if self.worker.active and self.signals.force_exit:
                 log.warning("second SIGINT: the windows still in the rings are not analysed")
             self.worker.close()
-            for st in [] if self.failed else self.worker.streams:
-                self._emit_changes(st, st.segmenter.close("shutdown" if self.should_exit else "end of stream"))
             if not self.failed:
+                self._emit_lifecycle()
                 self._heartbeat(force=True)
         if self.replay is not None:
             self.replay.close()
@@ -187,6 +195,27 @@ class Server:
         for c in changes:
             self._send(events.segment_event(st.name, self._next_seq[st.name], c.instrument, c.state, c.start,
                                             c.end, c.reason, time.time(), self.worker.recognizer.id))
+
+    def _emit_lifecycle(self) -> None:
+        """Publish what the sources and the dead-air detectors noted, then the end of every finished stream."""
+        for st in self.worker.streams:
+            for queue in (st.source.changes, st.notes):
+                while queue:
+                    self._send_source(st, *queue.popleft())
+        for st in self.worker.ended():
+            if self.should_exit:
+                state, reason, closing = "ended", "shutdown", "shutdown"
+            elif st.source.state == "failed":
+                state, reason, closing = "failed", st.source.reason, "source failed"
+            else:
+                state, reason, closing = "ended", st.source.reason or st.source.ending, "end of stream"
+            self._emit_changes(st, st.segmenter.close(closing))
+            self._send_source(st, state, reason)
+            log.info("stream %s %s (%s)", st.name, state, reason)
+
+    def _send_source(self, st: Stream, state: str, reason: str) -> None:
+        self._send(events.source_event(st.name, self._next_seq[st.name], state, reason, st.source.spec.spec,
+                                       time.time()))
 
     def _send(self, event: dict[str, Any]) -> None:
         t0 = time.perf_counter()

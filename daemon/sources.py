@@ -6,23 +6,34 @@
 | ``file:PATH`` | :class:`FileSource` | live: paced by the wall clock, as if it were being played |
 | ``file+fast:PATH`` | :class:`FileSource` | as fast as the worker reads (the ring makes it wait) |
 | ``stdin:FORMAT:RATE:CHANNELS`` | :class:`StdinSource` | as written; the ring makes the writer wait when full |
-| ``ffmpeg:URL`` | :class:`FfmpegSource` | as ffmpeg decodes; the child is restarted with backoff when it exits |
+| ``ffmpeg:URL`` | :class:`FfmpegSource` | as ffmpeg decodes; a finite input ends, a live one is reopened with backoff |
 
 A live ring drops its oldest audio when the worker falls behind (counted); the others apply
 backpressure. Resampling to 44.1 kHz happens on the reader's side (the worker), never in a callback.
+
+Lifecycle. Each source queues its changes in :attr:`Source.changes` as ``(state, reason)`` pairs for
+the daemon to publish: ``running`` at its first audio, ``down`` when a child source stops delivering
+(the child exited or stalled), ``up`` when its audio returns. How a source finishes is in
+:attr:`Source.state` (``ended`` or ``failed``) and :attr:`Source.reason`; the daemon announces it once
+the stream's last windows are out.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import http.client
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from typing import Callable
 
 import numpy as np
@@ -45,6 +56,12 @@ MIC_POLL = 0.1  # seconds between checks that the capture child's stream is stil
 CHILD_FIRST_AUDIO = 10.0  # seconds a watched child may take to start up before its first sample
 MIC_QUERY_TIMEOUT = 30.0  # seconds allowed to look up an input device
 BLOCKING_RING_SECONDS = 5.0  # ring size for backpressured sources: a window, a hop and the pitch lag
+PERMANENT_TRIES = 3  # attempts at an input that fails with a permanent error before the source fails
+CHILD_LINES = 50  # last stderr lines of a child kept for its exit report
+NETWORK_STALL = 10.0  # seconds a network input may go without audio before its ffmpeg is killed and reopened
+NETWORK_FIRST_AUDIO = 30.0  # seconds a network input may take to connect and probe before its first audio
+HEAD_TIMEOUT = 5.0  # seconds allowed for the HEAD request that asks an HTTP server for an input's length
+FINITE_SLACK_S = 1.0  # seconds short of its stated duration an input may end and still count as complete
 
 
 class SourceError(InstrumentdError):
@@ -54,10 +71,13 @@ class SourceError(InstrumentdError):
 class Source:
     """Base: owns a ring buffer; ``start()`` begins filling it, ``stop()`` ends and closes it.
 
-    ``state`` is one of ``starting``, ``running``, ``restarting``, ``ended``, ``failed``.
+    ``state`` (what the status heartbeat reports) is one of ``starting``, ``running``, ``restarting``,
+    ``ended``, ``failed``; ``reason`` says why it ended or failed. ``changes`` queues lifecycle events
+    ``(state, reason)`` (``running``, ``down``, ``up``) for the daemon, which takes them from another thread.
     """
 
     live = False
+    ending = "end of input"  # reason given when the input runs out
 
     def __init__(self, spec: SourceSpec, rate: int, ring_seconds: float):
         self.spec = spec
@@ -66,8 +86,12 @@ class Source:
         seconds = ring_seconds if self.live else BLOCKING_RING_SECONDS
         self.ring = RingBuffer(int(seconds * rate), rate, blocking=not self.live)
         self.state = "starting"
+        self.reason = ""
+        self.changes: collections.deque[tuple[str, str]] = collections.deque()
         self.restarts = 0
         self.xruns = 0  # PortAudio input overflows reported to the callback
+        self._flowing = False  # audio has come since the start or the last outage
+        self._down_since: float | None = None  # time.monotonic() when an outage began
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -77,18 +101,37 @@ class Source:
 
     def _run_guarded(self) -> None:
         try:
-            self.state = "running"
             self._run()
-            if self.state == "running":
-                self.state = "ended"
+            if self.state != "failed":
+                self.state, self.reason = "ended", self.reason or self.ending
         except (OSError, soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
-            self.state = "failed"
+            self.state, self.reason = "failed", str(exc)
             log.error("source %s failed: %s", self.name, exc)
         finally:
             self.ring.close()
 
     def _run(self) -> None:
         raise NotImplementedError
+
+    def _write(self, samples: np.ndarray) -> None:
+        """Put ``samples: float32 [n]`` in the ring; the first audio, and the first after an outage, is noted."""
+        if len(samples) and not self._flowing:
+            self._flowing = True
+            self.state = "running"
+            if self._down_since is None:
+                self.changes.append(("running", "audio flowing"))
+            else:
+                self.changes.append(("up", f"audio back after {time.monotonic() - self._down_since:.1f} s"))
+                self._down_since = None
+        self.ring.write(samples)
+
+    def _went_down(self, reason: str) -> None:
+        """The source stopped delivering; noted once per outage (also when it never delivered at all)."""
+        self.state = "restarting"
+        self._flowing = False
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self.changes.append(("down", reason))
 
     def stop(self) -> None:
         """Stop producing audio; what is already in the ring stays readable."""
@@ -105,6 +148,8 @@ class Source:
 
 class FileSource(Source):
     """A file soundfile can read, mixed to mono; ``realtime`` paces it by the wall clock."""
+
+    ending = "end of file"
 
     def __init__(self, spec: SourceSpec, ring_seconds: float, realtime: bool):
         self.live = realtime
@@ -131,7 +176,7 @@ class FileSource(Source):
                     delay = t0 + (done + len(block)) / self.rate - time.monotonic()
                     if delay > 0 and self._stop.wait(delay):
                         return
-                self.ring.write(_mono(block))
+                self._write(_mono(block))
                 done += len(block)
 
 
@@ -183,24 +228,46 @@ class StdinSource(Source):
                     log.warning("source %s: input ended mid-frame; the last %d byte(s) of a %d-byte frame dropped",
                                 self.name, self.reader.pending, self.reader.frame_bytes)
                 return
-            samples = self.reader.push(data)
-            if len(samples):
-                self.ring.write(samples)
+            self._write(self.reader.push(data))
+
+
+@dataclasses.dataclass
+class ChildExit:
+    """How one run of a child source ended: exit ``code`` (negative: killed by that signal), ``audio_s``
+    seconds of audio it delivered, ``stalled`` the seconds it went without a sample before it was killed
+    (0: it exited by itself), and its last stderr ``lines``."""
+
+    code: int
+    audio_s: float
+    stalled: float
+    lines: list[str]
+
+    @property
+    def last_line(self) -> str:
+        """The child's own last words, a hint (``Did you mean ...``) joined to the error it explains."""
+        lines = self.lines[-2:] if self.lines[-1:] and self.lines[-1].startswith("Did you mean") else self.lines[-1:]
+        return "; ".join(lines)
 
 
 class _ChildSource(Source):
     """A child process that writes mono little-endian ``float32`` samples at ``rate`` hz to its stdout.
 
-    The child is started from an argument list (no shell) and restarted with backoff (``BACKOFF_FIRST``
-    doubling to ``BACKOFF_MAX``, starting over after ``BACKOFF_RESET`` s of healthy running) whenever it
-    exits, or, when ``stall_s`` is set, when it writes nothing for ``stall_s`` seconds. Each restart counts
-    in ``restarts`` and marks a break in the ring: the stream's features start over. The child's stderr is
-    kept and its last line logged when it exits.
+    The child is started from an argument list (no shell). When it exits, or, when ``stall_s`` is set,
+    writes nothing for ``stall_s`` seconds, :meth:`verdict` decides: ``ended`` (a finite input read to its
+    end: the source ends), ``permanent`` (an error that another try will not fix: after
+    ``PERMANENT_TRIES`` tries in a row the source fails) or ``transient`` (an outage: the source is
+    ``down`` and the child is started again with backoff, ``BACKOFF_FIRST`` doubling to ``BACKOFF_MAX``,
+    starting over after ``BACKOFF_RESET`` s of healthy running). Each restart counts in ``restarts``
+    and marks a break in the ring: the stream's features start over and its clock jumps by the outage.
+    The child's stderr is kept and its last line logged when it exits.
     """
 
     what = "child"  # names the child in log lines
     stall_s: float | None = None  # seconds without a sample after which a running child is killed
     first_s = CHILD_FIRST_AUDIO  # seconds a new child may take to start before the first sample
+    # True: the audio of a new child begins when it starts (a network input, whose first seconds ffmpeg
+    # delivers in one burst once it has probed them); False: with its first block (a device)
+    audio_from_start = False
 
     def __init__(self, spec: SourceSpec, rate: int, ring_seconds: float):
         super().__init__(spec, rate, ring_seconds)
@@ -211,66 +278,86 @@ class _ChildSource(Source):
     def command(self) -> list[str]:
         raise NotImplementedError
 
-    def _stderr_line(self, line: bytes, errors: list[bytes]) -> None:
-        errors.append(line)
+    def verdict(self, run: ChildExit) -> str:
+        """``ended``, ``permanent`` or ``transient`` for a child that exited (default: always an outage)."""
+        return "transient"
 
-    def _drain(self, child: subprocess.Popen, errors: list[bytes]) -> None:
-        for line in child.stderr:
-            self._stderr_line(line, errors)
+    def _stderr_line(self, line: str, lines: collections.deque[str]) -> None:
+        lines.append(line)
+
+    def _drain(self, child: subprocess.Popen, lines: collections.deque[str]) -> None:
+        for raw in child.stderr:
+            line = raw.decode(errors="replace").strip()
+            if line:
+                self._stderr_line(line, lines)
 
     def _run(self) -> None:
+        tries = 0  # permanent failures in a row
         while not self._stop.is_set():
             started = time.monotonic()
-            got = self._run_child()
+            run = self._run_child()
             if self._stop.is_set():
+                return
+            verdict = self.verdict(run)
+            said = (f"no audio for {run.stalled:g} s" if run.stalled else
+                    f"code {run.code}" + (f": {run.last_line}" if run.last_line else ""))
+            if verdict == "ended":
+                self.reason = self.ending
+                log.info("source %s: %s reached the end of its input (%s)", self.name, self.what, said)
+                return
+            tries = tries + 1 if verdict == "permanent" else 0
+            if tries >= PERMANENT_TRIES:
+                self.state, self.reason = "failed", f"{self.what}: {run.last_line or said}"
+                log.error("source %s failed after %d tries: %s exited (%s)", self.name, tries, self.what, said)
                 return
             if time.monotonic() - started > BACKOFF_RESET:
                 self.backoff = BACKOFF_FIRST
-            self.state = "restarting"
+            if verdict == "transient":
+                self._went_down(f"{self.what} exited ({said})")
+            else:
+                self.state = "restarting"
             self.restarts += 1
-            log.warning("source %s: %s exited (%s); restarting in %.1f s", self.name, self.what, got, self.backoff)
+            log.warning("source %s: %s exited (%s); restarting in %.1f s", self.name, self.what, said, self.backoff)
             if self._stop.wait(self.backoff):
                 return
             self.backoff = min(BACKOFF_MAX, self.backoff * 2)
-            self.ring.mark_break()
+            self.ring.mark_break(time.monotonic() if self.audio_from_start else None)
 
-    def _run_child(self) -> str:
+    def _run_child(self) -> ChildExit:
         with self._lock:
             if self._stop.is_set():
-                return "stopped"
+                return ChildExit(0, 0.0, 0.0, [])
             self._child = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                            stderr=subprocess.PIPE)
         child = self._child
-        errors: list[bytes] = []
-        drain = threading.Thread(target=self._drain, args=(child, errors), daemon=True)
+        lines: collections.deque[str] = collections.deque(maxlen=CHILD_LINES)
+        drain = threading.Thread(target=self._drain, args=(child, lines), daemon=True)
         drain.start()
         pending = b""
-        stalled = False
+        stalled = 0.0
         wait = self.first_s
         fd = child.stdout.fileno()
+        samples = 0
         while True:
             if self.stall_s is not None and not select.select([fd], [], [], wait)[0]:
-                stalled = True
+                stalled = wait
                 child.kill()
                 break
             wait = self.stall_s
             data = os.read(fd, 4 * 4096)
             if not data:
                 break
-            self.state = "running"  # after a restart, only once audio flows again
             pending += data
             usable = len(pending) - len(pending) % 4
             if usable:
-                self.ring.write(_mono(np.frombuffer(pending[:usable], dtype="<f4").reshape(-1, 1)))
+                self._write(_mono(np.frombuffer(pending[:usable], dtype="<f4").reshape(-1, 1)))
+                samples += usable // 4
                 pending = pending[usable:]
         code = child.wait()
         drain.join(timeout=1)
         child.stdout.close()
         child.stderr.close()
-        if stalled:
-            return f"no audio for {wait:g} s"
-        last = errors[-1].decode(errors="replace").strip() if errors else ""
-        return f"code {code}" + (f": {last}" if last else "")
+        return ChildExit(code, samples / self.rate, stalled, list(lines))
 
     def stop(self) -> None:
         self._stop.set()
@@ -282,10 +369,30 @@ class _ChildSource(Source):
             self._child.kill()
 
 
+# ffmpeg errors that another try will not fix: a missing or unreadable file, a bad scheme, an HTTP 4xx,
+# data no demuxer knows, an input with no audio stream
+_PERMANENT = re.compile(r"No such file or directory|Protocol not found|Server returned 4\d\d|HTTP error 4\d\d"
+                        r"|Invalid data found when processing input|Permission denied|Is a directory"
+                        r"|does not contain any stream|matches no streams|Invalid argument")
+_DURATION = re.compile(r"^\s*Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_LEVEL = re.compile(r"^(?:\[[^\]]+ @ 0x[0-9a-f]+\] )?\[(\w+)\] ?")  # ffmpeg's "[ctx @ 0x..] [level] " prefix
+
+
 class FfmpegSource(_ChildSource):
-    """``ffmpeg -i URL`` decoded to 44.1 kHz mono float32 on a pipe; restarted with backoff when it exits."""
+    """``ffmpeg -i URL`` decoded to 44.1 kHz mono float32 on a pipe.
+
+    A finite input ends the source: a local file (a path, ``file:``) once ffmpeg has decoded anything,
+    a network one when ffmpeg exits 0 having delivered its stated duration, or, where ffmpeg states
+    none (Ogg over HTTP without range requests), when an HTTP server announced its length
+    (``Content-Length`` in the answer to a ``HEAD`` request). A live input (no duration, no length: a
+    radio stream, a socket) that drops, or sends nothing for ``NETWORK_STALL`` s, is an outage: ``down``,
+    then reopened with backoff and ``up`` when audio returns. An error another try will not fix (``_PERMANENT``: no such
+    file, a bad scheme, a 404, data no demuxer knows) fails the source after ``PERMANENT_TRIES`` tries;
+    a local input that yields no audio counts as one too.
+    """
 
     what = "ffmpeg"
+    audio_from_start = True
 
     def __init__(self, spec: SourceSpec, ring_seconds: float, ffmpeg: str | None = None):
         super().__init__(spec, FFMPEG_RATE, ring_seconds)
@@ -293,10 +400,58 @@ class FfmpegSource(_ChildSource):
         if not self.ffmpeg:
             raise SourceError(f"source {spec.name}: ffmpeg is not installed (needed for {spec.spec!r})")
         self.url = spec.target
+        self.local = not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", self.url) or self.url.startswith("file:")
+        if not self.local:  # a connection that hangs without closing is an outage too
+            self.stall_s, self.first_s = NETWORK_STALL, NETWORK_FIRST_AUDIO
+        self.duration_s: float | None = None  # the input's stated duration, None for a live input
+        self.length: int | None = None  # bytes an HTTP server announced for the input, None if none
+        self._asked = False
 
     def command(self) -> list[str]:
-        return [self.ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", self.url,
+        # info level for the "Duration:" line that tells a finite input from a live one; -nostats keeps it short
+        return [self.ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "repeat+level+info", "-i", self.url,
                 "-vn", "-ac", "1", "-ar", str(FFMPEG_RATE), "-f", "f32le", "pipe:1"]
+
+    def _stderr_line(self, line: str, lines: collections.deque[str]) -> None:
+        level = _LEVEL.match(line)
+        text = line[level.end():] if level else line
+        duration = _DURATION.match(text)
+        if duration:
+            h, m, sec = duration.groups()
+            self.duration_s = 3600 * int(h) + 60 * int(m) + float(sec)
+        elif level is None or level.group(1) in ("error", "fatal", "panic"):
+            lines.append(text)
+
+    def _run_child(self) -> ChildExit:
+        if not self._asked and re.match(r"https?://", self.url, re.IGNORECASE):
+            self._asked = True
+            self.length = _http_length(self.url)
+        self.duration_s = None
+        return super()._run_child()
+
+    def verdict(self, run: ChildExit) -> str:
+        if run.audio_s > 0 and not run.stalled:
+            if self.local:
+                return "ended"
+            if run.code == 0 and self.duration_s is not None and run.audio_s >= self.duration_s - FINITE_SLACK_S:
+                return "ended"
+            if run.code == 0 and self.duration_s is None and self.length is not None:
+                return "ended"
+        if run.audio_s == 0 and (self.local or any(_PERMANENT.search(line) for line in run.lines)):
+            return "permanent"
+        return "transient"
+
+
+def _http_length(url: str) -> int | None:
+    """The ``Content-Length`` an HTTP server gives for ``url`` in answer to ``HEAD``; None when it gives none
+    (a live stream) or the request fails (then ffmpeg, which tries next, reports why)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=HEAD_TIMEOUT) as answer:
+            length = answer.headers.get("Content-Length")
+            chunked = "chunked" in answer.headers.get("Transfer-Encoding", "").lower()
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    return int(length) if length and length.isdigit() and not chunked else None
 
 
 class MicSource(_ChildSource):
@@ -328,11 +483,11 @@ class MicSource(_ChildSource):
     def command(self) -> list[str]:
         return [sys.executable, "-m", __name__, "capture", self.spec.target, str(self.rate)]
 
-    def _stderr_line(self, line: bytes, errors: list[bytes]) -> None:
-        if line == _OVERFLOW:
+    def _stderr_line(self, line: str, lines: collections.deque[str]) -> None:
+        if line == _OVERFLOW.decode().strip():
             self.xruns += 1
         else:
-            errors.append(line)
+            lines.append(line)
 
 
 _OVERFLOW = b"input overflow\n"  # what the capture child writes to stderr for each PortAudio input overflow

@@ -44,9 +44,11 @@ import soxr
 import torch
 
 from instrumentd.pipeline.config import FeatureConfig
+from instrumentd.pipeline.devices import guard
 from instrumentd.pipeline.stream_features import StreamFeatures
 
 from . import oom
+from .deadair import DeadAir
 from .segments import Segmenter
 from .sources import Source
 
@@ -76,7 +78,8 @@ class Window:
 class Stream:
     """One named stream inside a worker: its source, resampler, features slot, window grid and counters."""
 
-    def __init__(self, source: Source, slot: int, cfg: FeatureConfig, hop_s: float, segmenter: Segmenter):
+    def __init__(self, source: Source, slot: int, cfg: FeatureConfig, hop_s: float, segmenter: Segmenter,
+                 deadair: DeadAir):
         self.name = source.name
         self.source = source
         self.slot = slot
@@ -86,6 +89,8 @@ class Stream:
             self.rate, cfg.sample_rate, 1, dtype="float32", quality="HQ")
         self.hop_frames = hop_s * cfg.sample_rate / cfg.hop_length  # frames per window hop, not an integer
         self.segmenter = segmenter
+        self.deadair = deadair
+        self.notes: collections.deque[tuple[str, str]] = collections.deque()  # (silent | sound, reason) to publish
         self.grid_origin = 0  # frame where window 0 of the current grid starts
         self.j = 0  # next window on the grid
         self.pos = 0  # 44.1 kHz grid index of the next sample to push
@@ -163,11 +168,13 @@ class Worker:
     name : how logs call this worker
     feed : aligned mode: seconds of unread live audio pushed between ticks (default a quarter hop;
         0 = only at the tick), so that the tick itself has little audio left to push
+    silence_db, silence_s : dead air: a stream under ``silence_db`` dBFS for ``silence_s`` seconds is
+        noted ``silent``, then ``sound`` when its level returns (:class:`~instrumentd.daemon.deadair.DeadAir`)
     """
 
     def __init__(self, recognizer, features: StreamFeatures, hop_s: float, max_backlog: float = 1.0,
                  pitch_policy: str = "hold", pitch_lag: int = 20, gather: float = 0.0, name: str = "",
-                 feed: float | None = None):
+                 feed: float | None = None, silence_db: float = -60.0, silence_s: float = 10.0):
         self.recognizer = recognizer
         self.features = features
         self.cfg = features.cfg
@@ -179,6 +186,7 @@ class Worker:
         self.gather = gather
         self.align = gather > 0
         self.feed = FEED_FRACTION * hop_s if feed is None else feed
+        self.silence_db, self.silence_s = silence_db, silence_s
         self._feed_cost = 0.0  # seconds, smoothed: how long a push between ticks takes
         self.name = name or str(recognizer.device)
         self.streams: list[Stream] = []
@@ -208,7 +216,8 @@ class Worker:
         self.features.seconds.update(mel=0.0, pitch=0.0)
 
     def add(self, source: Source, segmenter: Segmenter) -> Stream:
-        stream = Stream(source, self.features.add_stream(), self.cfg, self.hop_s, segmenter)
+        stream = Stream(source, self.features.add_stream(), self.cfg, self.hop_s, segmenter,
+                        DeadAir(self.silence_db, self.silence_s, source.ring.rate))
         stream.aligned = not (self.align and source.live)
         self.streams.append(stream)
         return stream
@@ -348,11 +357,12 @@ class Worker:
             keep_last = int(0.05 * st.rate)
         data, start, broken = ring.read(int(self.max_read_s * st.rate), keep_last)
         if broken or start != st.native_next:
-            self._reset(st, start)
+            self._reset(st, start, ring.last_gap)
         st.native_next = start + len(data)
         if len(data):
             rms = math.sqrt(float(np.dot(data, data)) / len(data))  # float32 dot: no temporary array
             st.level_db = round(max(-120.0, 20 * math.log10(max(rms, 1e-6))), 1)
+            st.notes.extend(st.deadair.push(data))
         if st.resampler is not None:
             data = st.resampler.resample_chunk(data, last=ring.closed and ring.available() == 0)
         st.remember(data, st.pos)
@@ -386,14 +396,19 @@ class Worker:
             st.grid_origin += shift
             st.phase_error += shift * frame_s
 
-    def _reset(self, st: Stream, native_start: int) -> None:
-        """Audio resumes at ring index ``native_start`` after a gap: start the features and the grid over."""
+    def _reset(self, st: Stream, native_start: int, outage: int = 0) -> None:
+        """Audio resumes at ring index ``native_start`` after a gap: start the features and the grid over.
+
+        The stream clock jumps by the audio skipped (overload; its windows count as dropped) and by
+        ``outage``, the samples of time the source was away (a reconnect; no windows were due then).
+        """
         skipped = native_start - st.native_next
         if skipped > 0:
             gap_frames = skipped * self.cfg.sample_rate / st.rate / self.cfg.hop_length / st.hop_frames
             st.dropped_windows += int(gap_frames)
         hop = self.cfg.hop_length
-        origin = -(-(st.pos + int(round(max(0, skipped) * self.cfg.sample_rate / st.rate))) // hop)
+        jump = max(0, skipped) + outage
+        origin = -(-(st.pos + int(round(jump * self.cfg.sample_rate / st.rate))) // hop)
         st.pos = origin * hop
         st.grid_origin, st.j = origin, 0
         st.anchor = (native_start, st.pos)
@@ -404,6 +419,7 @@ class Worker:
             st.resampler.clear()
         self.features.reset(st.slot, origin)
         st.segmenter.reset()
+        st.deadair.restart()
 
     def _due(self, st: Stream, now: float) -> list[Window]:
         out = []
@@ -452,6 +468,8 @@ class WorkerPool:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._n_active = 0
+        self._done: list[Stream] = []  # finished streams whose windows have all been returned by step()
+        self._announced: set[str] = set()  # names of the finished streams handed out by ended()
 
     def worker_of(self, st: Stream) -> Worker:
         return next(w for w in self.workers if st in w.streams)
@@ -479,12 +497,29 @@ class WorkerPool:
                 pass
         return [] if self._out.empty() else list(self.streams)
 
+    def ended(self) -> list[Stream]:
+        """Streams that finished since the last call, each once, after :meth:`step` returned their last window."""
+        done, self._done = self._done, []
+        if not self._threads:  # no step runs elsewhere: a finished stream's windows have all been returned
+            done += self._finishing()
+        return done
+
+    def _finishing(self) -> list[Stream]:
+        new = [st for st in self.streams if st.finished and st.name not in self._announced]
+        self._announced.update(st.name for st in new)
+        return new
+
     def step(self) -> list[Window]:
         """Windows finished since the last call (one worker: this call's step), probabilities filled."""
         if not self.threaded:
             return self.workers[0].step()
         if not self._threads:
             self._start()
+        finishing = self._finishing()
+        for w in self.workers if finishing else ():  # a step that finished a stream has queued its windows
+            with w.lock:
+                pass
+        self._done += finishing
         windows: list[Window] = []
         try:
             windows += self._out.get(timeout=POOL_IDLE_S)
@@ -522,8 +557,10 @@ class WorkerPool:
             self._threads.append(t)
 
     def _run(self, w: Worker) -> None:
-        if w.recognizer.device.type == "cuda":
-            torch.cuda.set_device(w.recognizer.device)
+        with guard(w.recognizer.device):
+            self._loop(w)
+
+    def _loop(self, w: Worker) -> None:
         while not self._stop.is_set():
             with w.lock:
                 windows = w.step()
@@ -561,13 +598,16 @@ def resolve_devices(spec: str) -> list[torch.device]:
             if (dev.index or 0) >= n:
                 raise ParameterError(
                     f"device {name!r} asked for, but only {n} CUDA device(s) are visible (cuda:0-{n - 1})")
+            # an index always: caches keyed by device (pYIN's tensors, graphs) must not mix "cuda" and "cuda:1"
+            dev = torch.device("cuda", torch.cuda.current_device() if dev.index is None else dev.index)
         out.append(dev)
     return out
 
 
 def build_pool(devices: list[torch.device], checkpoint: str | None = None, hop_s: float = 1.0,
                max_backlog: float = 1.0, pitch_policy: str = "hold", pitch_lag: int = 20, max_batch: int = 512,
-               gather: float = 0.0, cpu_threads: int = 1, inference: str = "auto") -> WorkerPool:
+               gather: float = 0.0, cpu_threads: int = 1, inference: str = "auto", silence_db: float = -60.0,
+               silence_s: float = 10.0) -> WorkerPool:
     """A warmed-up :class:`WorkerPool`: the checkpoint loaded on each device, its features and pitch engine there.
 
     Workers are named by their device (``cuda:1``), numbered when a device repeats (``cpu#0``, ``cpu#1``).
@@ -576,6 +616,7 @@ def build_pool(devices: list[torch.device], checkpoint: str | None = None, hop_s
     10 ms forward pass into hundreds; one thread per worker, and a worker per core, scales instead.
     ``inference`` picks a GPU worker's network path (:data:`~instrumentd.model.fast.MODES`): ``auto``
     times and checks every path at start-up (a minute or two with torch.compile); a fixed mode skips that.
+    ``silence_db`` (dBFS) and ``silence_s`` (seconds) set each worker's dead-air detection.
     """
     from instrumentd.model.recognizer import Recognizer
     from instrumentd.pipeline.stream_features import default_pitch
@@ -585,15 +626,17 @@ def build_pool(devices: list[torch.device], checkpoint: str | None = None, hop_s
     names = [str(d) for d in devices]
     workers = []
     for i, dev in enumerate(devices):
-        recognizer = Recognizer.from_checkpoint(checkpoint, dev, batch_size=max_batch)
-        if dev.type == "cuda":
-            recognizer.accelerate(inference, max_batch)  # auto: the fastest path that agrees with fp32
-        cfg = recognizer.features
-        features = StreamFeatures(cfg, default_pitch(cfg, pitch_lag, recognizer.device), recognizer.device,
-                                  keep=Worker.history_frames(cfg, hop_s, pitch_lag))
-        name = names[i] if names.count(names[i]) == 1 else f"{names[i]}#{names[:i].count(names[i])}"
-        worker = Worker(recognizer, features, hop_s, max_backlog, pitch_policy, pitch_lag, gather, name)
-        worker.warm_up()
+        with guard(dev):  # this thread builds every worker: each one's graphs, streams and caches on its own GPU
+            recognizer = Recognizer.from_checkpoint(checkpoint, dev, batch_size=max_batch)
+            if dev.type == "cuda":
+                recognizer.accelerate(inference, max_batch)  # auto: the fastest path that agrees with fp32
+            cfg = recognizer.features
+            features = StreamFeatures(cfg, default_pitch(cfg, pitch_lag, recognizer.device), recognizer.device,
+                                      keep=Worker.history_frames(cfg, hop_s, pitch_lag))
+            name = names[i] if names.count(names[i]) == 1 else f"{names[i]}#{names[:i].count(names[i])}"
+            worker = Worker(recognizer, features, hop_s, max_backlog, pitch_policy, pitch_lag, gather, name,
+                            silence_db=silence_db, silence_s=silence_s)
+            worker.warm_up()
         workers.append(worker)
     # everything loaded so far (torch, librosa, the model: about 240k objects) lives as long as the
     # daemon; frozen, the garbage collector's full passes skip it. On a 2-core CPU a full pass over

@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import torch
 
+from instrumentd.pipeline.devices import guard
 from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.mask import band_to_mask
 from instrumentd.pipeline.timing import time_call
@@ -221,7 +222,9 @@ class _Buckets:
                     fn(mel, mask)
             torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
+            # on this device's side stream: torch's default capture stream is made once, on whichever
+            # device was current then, and a capture there of another GPU's work fails
+            with torch.cuda.graph(graph, pool=pool, stream=side):
                 out = fn(mel, mask)
             self.graphs[size] = (graph, out)
 
@@ -306,7 +309,8 @@ class FastRecognizer:
         model = model.eval()
 
         def build(path: InferencePath) -> Runner:
-            return _build(model, path, device, sizes, n_mels, n_frames, compile_mode)
+            with guard(device):  # graphs, streams and compiled kernels made for this device, whichever is current
+                return _build(model, path, device, sizes, n_mels, n_frames, compile_mode)
 
         def new(runner: Runner, path: InferencePath, calibration: list[dict[str, Any]] | None = None
                 ) -> "FastRecognizer":
@@ -319,7 +323,8 @@ class FastRecognizer:
             except _BUILD_ERRORS as exc:
                 log.warning("inference path %s failed to build (%s); using eager fp32", path.name, _reason(exc))
                 return new(build(EAGER_FP32), EAGER_FP32, [{"path": path.name, "ok": False, "error": _reason(exc)}])
-        return new(*_calibrate(build, device, max_batch, n_mels, n_frames))
+        with guard(device):
+            return new(*_calibrate(build, device, max_batch, n_mels, n_frames))
 
     @torch.inference_mode()
     def predict(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -337,7 +342,8 @@ class FastRecognizer:
         if n == 0:
             return torch.zeros(0, self.n_classes, device=self.device)
         step = self.max_batch
-        out = [self._runner(mel[i : i + step].float(), mask[i : i + step].float()) for i in range(0, n, step)]
+        with guard(self.device):  # a graph replays, a compiled kernel launches, on the current device's stream
+            out = [self._runner(mel[i : i + step].float(), mask[i : i + step].float()) for i in range(0, n, step)]
         return out[0] if len(out) == 1 else torch.cat(out)
 
 

@@ -1,7 +1,14 @@
-"""Decoding and resampling: any file soundfile reads, any rate and channel count, to float32 mono at 44.1 kHz."""
+"""Decoding and resampling: any file soundfile or ffmpeg reads, any rate and channel count, to float32 mono at 44.1 kHz.
+
+soundfile (libsndfile) decodes WAV, FLAC, Ogg, MP3 and AIFF in-process; anything else ffmpeg decodes
+(``.m4a``, ``.aac``, ``.opus``, a video file's audio track) goes through an ffmpeg child that writes
+mono float32 at the wanted rate to a pipe.
+"""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +19,8 @@ from .config import SAMPLE_RATE
 from .errors import AudioError
 
 READ_BLOCK = 1 << 20  # frames per decoder call: 4 MiB of float32 per channel
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif",  # soundfile
+                    ".m4a", ".aac", ".opus", ".wma", ".mp4", ".m4v", ".mkv", ".webm", ".mov")  # ffmpeg
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:
@@ -56,13 +64,36 @@ def _read_blocks(path: Path) -> tuple[np.ndarray, int]:
         return (np.concatenate(blocks) if blocks else np.zeros((0, channels), np.float32)), f.samplerate
 
 
-def load(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Read an audio file as ``float32 [samples]``, mono, at ``sr`` hz.
+def _ffmpeg_decode(path: Path, sr: int) -> np.ndarray:
+    """Decode the first audio stream of ``path`` with an ffmpeg child -> ``float32 [samples]`` mono at ``sr`` hz.
 
     Raises
     ------
     AudioError
-        If the file is missing, empty, not audio or truncated past decoding.
+        Naming ffmpeg's own last error line, or saying that ffmpeg is not installed.
+    """
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise AudioError("ffmpeg is not installed")
+    # "file:" keeps a name with a colon from being read as a protocol
+    cmd = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", f"file:{path}", "-vn", "-ac", "1",
+           "-ar", str(sr), "-f", "f32le", "pipe:1"]
+    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        raise AudioError(lines[-1] if lines else f"ffmpeg exited with code {done.returncode}")
+    return np.frombuffer(done.stdout[: len(done.stdout) // 4 * 4], dtype="<f4").astype(np.float32)
+
+
+def load(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Read an audio file as ``float32 [samples]``, mono, at ``sr`` hz.
+
+    soundfile first; a file it cannot read goes to ffmpeg (:func:`_ffmpeg_decode`).
+
+    Raises
+    ------
+    AudioError
+        If the file is missing, empty, or neither soundfile nor ffmpeg can decode it (one line, both reasons).
     """
     path = Path(path)
     if not path.is_file():
@@ -70,7 +101,13 @@ def load(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     try:
         audio, file_sr = _read_blocks(path)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, MemoryError) as exc:
-        raise AudioError(f"{path}: cannot decode audio ({type(exc).__name__}: {exc})") from None
+        try:
+            mono = _ffmpeg_decode(path, sr)
+        except AudioError as ffmpeg_exc:
+            raise AudioError(f"{path}: cannot decode audio (soundfile: {exc}; ffmpeg: {ffmpeg_exc})") from None
+        if mono.shape[0] == 0:
+            raise AudioError(f"{path}: file holds no audio samples")
+        return sanitize(mono)
     if audio.shape[0] == 0:
         raise AudioError(f"{path}: file holds no audio samples")
     mono = to_mono(audio).astype(np.float32, copy=False)

@@ -25,6 +25,7 @@ import math
 
 import torch
 
+from .devices import guard
 from .pyin import LOG_TINY, PyinModel
 
 try:
@@ -244,12 +245,13 @@ def forward(scores: torch.Tensor, log_obs: torch.Tensor, t0: int, fresh: torch.T
     if fresh is None:
         fresh = torch.zeros(n_items, dtype=torch.bool, device=scores.device)
     grid = (triton.cdiv(n_items, ITEMS_PER_PROGRAM),)
-    _forward_kernel[grid](
-        scores, log_obs, band_t, fresh.to(torch.int8), n_items, t0, n, scores.stride(0), scores.stride(1),
-        log_obs.stride(0), log_obs.stride(1), model.n_bins, padded, model.log_stay, model.log_switch, LOG_TINY,
-        WIDTH=model.width, ITEMS=ITEMS_PER_PROGRAM, BLOCK=triton.next_power_of_2(model.n_bins),
-        num_warps=FORWARD_WARPS,
-    )
+    with guard(scores.device):  # Triton launches on the current device, which may be another GPU
+        _forward_kernel[grid](
+            scores, log_obs, band_t, fresh.to(torch.int8), n_items, t0, n, scores.stride(0), scores.stride(1),
+            log_obs.stride(0), log_obs.stride(1), model.n_bins, padded, model.log_stay, model.log_switch, LOG_TINY,
+            WIDTH=model.width, ITEMS=ITEMS_PER_PROGRAM, BLOCK=triton.next_power_of_2(model.n_bins),
+            num_warps=FORWARD_WARPS,
+        )
 
 
 def backtrack(rows: torch.Tensor, overall: torch.Tensor, start_row: torch.Tensor, start_state: torch.Tensor,
@@ -274,11 +276,12 @@ def backtrack(rows: torch.Tensor, overall: torch.Tensor, start_row: torch.Tensor
     if n_paths == 0 or n_steps == 0:
         return out
     band = model.tensors(rows.device, torch.float32)["log_band"]
-    _backtrack_kernel[(n_paths,)](
-        rows.contiguous(), overall.contiguous(), start_row.contiguous(), start_state.contiguous(), out, n_paths,
-        n_steps, row_step, model.n_bins, rows.shape[-1], band, model.log_stay, model.log_switch, LOG_TINY,
-        WIDTH=model.width, BLOCK=triton.next_power_of_2(2 * model.width), num_warps=4,
-    )
+    with guard(rows.device):
+        _backtrack_kernel[(n_paths,)](
+            rows.contiguous(), overall.contiguous(), start_row.contiguous(), start_state.contiguous(), out, n_paths,
+            n_steps, row_step, model.n_bins, rows.shape[-1], band, model.log_stay, model.log_switch, LOG_TINY,
+            WIDTH=model.width, BLOCK=triton.next_power_of_2(2 * model.width), num_warps=4,
+        )
     return out
 
 
@@ -318,14 +321,16 @@ def observe(frames: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch
     voiced_prob = torch.empty(n_frames, device=dev, dtype=torch.float32)
     if n_frames == 0:
         return log_voiced, voiced_prob
-    _observe_kernel[(n_frames,)](
-        acf, acf.stride(0), frames, frames.stride(0), scratch[0].view(torch.float32), t["thresholds"], t["log_beta"],
-        log_norm, t["beta_mass_below"], scratch[1], scratch[2], scratch[3].view(torch.float32), winner, log_voiced,
-        voiced_prob, model.max_period, model.min_period - 1, n_lags, model.n_bins, n_thr, n_live,
-        float(model.thresholds[n_live]), lam,
-        model.no_trough_prob, float(model.min_period), model.sr, model.fmin, float(12 * model.bins_per_semitone),
-        LOG_TINY, float(torch.finfo(torch.float32).tiny),
-        PERIODS=triton.next_power_of_2(model.max_period), LAGS=triton.next_power_of_2(n_lags),
-        BINS=triton.next_power_of_2(model.n_bins), THR=thr, CHUNK=TROUGH_CHUNK, num_warps=4, enable_fp_fusion=False,
-    )
+    with guard(dev):
+        _observe_kernel[(n_frames,)](
+            acf, acf.stride(0), frames, frames.stride(0), scratch[0].view(torch.float32), t["thresholds"],
+            t["log_beta"],
+            log_norm, t["beta_mass_below"], scratch[1], scratch[2], scratch[3].view(torch.float32), winner, log_voiced,
+            voiced_prob, model.max_period, model.min_period - 1, n_lags, model.n_bins, n_thr, n_live,
+            float(model.thresholds[n_live]), lam,
+            model.no_trough_prob, float(model.min_period), model.sr, model.fmin, float(12 * model.bins_per_semitone),
+            LOG_TINY, float(torch.finfo(torch.float32).tiny),
+            PERIODS=triton.next_power_of_2(model.max_period), LAGS=triton.next_power_of_2(n_lags),
+            BINS=triton.next_power_of_2(model.n_bins), THR=thr, CHUNK=TROUGH_CHUNK, num_warps=4, enable_fp_fusion=False,
+        )
     return log_voiced, voiced_prob

@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 
@@ -93,3 +94,19 @@ def test_user_errors_are_one_line(args, message, tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
     if message:
         assert message in out.stderr
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_files_only_ffmpeg_decodes_are_found_and_classified(clips, tmp_path):
+    """An .m4a and a video's audio track, found in a folder and labelled like any WAV."""
+    src, folder = str(clips / "b.flac"), tmp_path / "media"
+    folder.mkdir()
+    run = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error"]
+    subprocess.run([*run, "-i", src, "-c:a", "aac", str(folder / "a.m4a")], check=True, timeout=60)
+    subprocess.run([*run, "-i", src, "-f", "lavfi", "-i", "testsrc=duration=1:size=64x64:rate=10", "-c:v", "mpeg4",
+                    "-c:a", "aac", "-shortest", str(folder / "v.mp4")], check=True, timeout=60)
+    out = _run(str(folder), "--format", "jsonl")
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["path"].rsplit("/", 1)[1] for r in records] == ["a.m4a", "v.mp4"]
+    assert all(len(r["windows"]) == 1 and "error" not in r for r in records)

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from instrumentd.clients.tail import Filter, parse_instruments, parse_topics
-from instrumentd.daemon.events import decode, segment_event, status_event, window_event
+from instrumentd.daemon.events import decode, segment_event, source_event, status_event, window_event
 from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.errors import ParameterError
 
@@ -31,6 +31,9 @@ def test_filter_on_schema_events():
     assert by_instrument(_window(top="cel", labels=("cel", "vio")))  # in the labels, though not on top
     assert Filter(set(), {"pia"}, 0.6, ["window"])(window) and not Filter(set(), {"pia"}, 0.61, ["window"])(window)
     assert Filter(set(), set(), 0.5, ["window"])(window) and not Filter(set(), {"cla"}, 0.5, ["window"])(window)
+    down = source_event("a", 2, "down", "ffmpeg exited (code 0)", "a=ffmpeg:http://x/live", 0.0)
+    assert Filter(set(), {"vio"}, 0.5, ["source"])(down)  # a lifecycle change has no instrument to filter on
+    assert not Filter({"b"}, set(), None, ["source"])(down) and not keep(down)
 
 
 def test_parsing_flags():

@@ -156,3 +156,125 @@ def read_log(folder: Path, stream: str) -> list[dict]:
     return out
 
 
+
+
+class AudioHTTPServer:
+    """A real HTTP server on loopback, in a thread: the files of ``folder`` (with ``Content-Length``; a
+    missing one is a 404) and ``/live.wav``, an endless WAV sent chunked in real time, 50 ms at a time.
+
+    :meth:`drop` makes the live stream hang up and answer 503 to every reconnection until
+    :meth:`resume`; :meth:`stall` keeps the connection open and sends nothing until then; after
+    :meth:`remove` it hangs up and answers 404. ``drops``
+    and ``resumes`` hold the ``time.monotonic()`` of each.
+    """
+
+    def __init__(self, folder: Path, sr: int = 16000):
+        import functools
+        import http.server
+        import struct
+        import threading
+
+        self.sr = sr
+        self.on_air = threading.Event()
+        self.on_air.set()
+        self.stalled = threading.Event()
+        self.removed = False  # /live.wav answers 404 from now on
+        self.drops: list[float] = []
+        self.resumes: list[float] = []
+        self.connections = 0
+        pcm = (melody(20.0, sr)[:, 0] * 32767).astype("<i2").tobytes()
+        header = (b"RIFF" + struct.pack("<I", 0xFFFFFFF0) + b"WAVEfmt " +
+                  struct.pack("<IHHIIHH", 16, 1, 1, sr, 2 * sr, 2, 16) + b"data" + struct.pack("<I", 0xFFFFFFD0))
+        owner = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                if self.path != "/live.wav":
+                    return super().do_GET()
+                owner.connections += 1
+                if owner.removed:
+                    self.send_error(404)
+                    return
+                if not owner.on_air.is_set():
+                    self.send_error(503)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "audio/wav")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                chunk = sr // 20 * 2  # 50 ms
+                t0, sent = time.monotonic(), 0
+                try:
+                    self._chunk(header)
+                    while owner.on_air.is_set():
+                        if owner.stalled.is_set():
+                            time.sleep(0.05)
+                            t0 += 0.05  # the audio it would have sent meanwhile is lost, as on the air
+                            continue
+                        self._chunk(pcm[(sent * chunk) % len(pcm):][:chunk])
+                        sent += 1
+                        time.sleep(max(0.0, t0 + sent * 0.05 - time.monotonic()))
+                    self.wfile.write(b"0\r\n\r\n")
+                except OSError:
+                    pass
+                self.close_connection = True
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        handler = functools.partial(Handler, directory=str(folder))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def drop(self) -> None:
+        self.drops.append(time.monotonic())
+        self.on_air.clear()
+
+    def remove(self) -> None:
+        """The live stream hangs up and is gone for good: 404 from now on."""
+        self.removed = True
+        self.on_air.clear()
+
+    def stall(self) -> None:
+        self.drops.append(time.monotonic())
+        self.stalled.set()
+
+    def resume(self) -> None:
+        self.resumes.append(time.monotonic())
+        self.stalled.clear()
+        self.on_air.set()
+
+    def close(self) -> None:
+        self.on_air.clear()
+        self.stalled.clear()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def http_audio(tmp_path):
+    """``http_audio(folder) -> AudioHTTPServer``, shut down at the end."""
+    made = []
+
+    def make(folder: Path) -> AudioHTTPServer:
+        made.append(AudioHTTPServer(folder))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def source_events(events: list[dict], stream: str) -> list[tuple[str, str]]:
+    """``(state, reason)`` of each ``source`` event of ``stream``, in order."""
+    return [(e["state"], e["reason"]) for e in events if e["type"] == "source" and e["stream"] == stream]

@@ -60,3 +60,17 @@ def test_schema_file_lists_the_model_classes():
     schema = events.schema()
     assert schema["$defs"]["class"]["enum"] == list(CLASSES)
     assert schema["$defs"]["window"]["properties"]["probabilities"]["required"] == list(CLASSES)
+
+
+def test_source_events_carry_a_lifecycle_state_and_a_reason():
+    e = events.source_event("radio", 12, "down", "ffmpeg exited (code 0)", "radio=ffmpeg:http://x/live", 1_700_000_000.0)
+    assert decode(encode(e)) == e and events.topic(e) == "source.radio"
+    for state in events.SOURCE_STATES:
+        decode(encode({**e, "state": state}))
+    assert events.schema()["$defs"]["source"]["properties"]["state"]["enum"] == list(events.SOURCE_STATES)
+    with pytest.raises(EventError, match="source.state: must be one of"):
+        decode(encode({**e, "state": "restarting"}))
+    with pytest.raises(EventError, match="source: missing 'reason'"):
+        decode(encode({k: v for k, v in e.items() if k != "reason"}))
+    s = events.segment_event("radio", 13, "pia", "end", 1.0, 9.0, "source failed", 1_700_000_000.0, "cross-abc")
+    assert decode(encode(s)) == s

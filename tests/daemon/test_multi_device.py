@@ -16,6 +16,7 @@ from instrumentd.daemon.config import load, parse_source
 from instrumentd.daemon.segments import Segmenter
 from instrumentd.daemon.sources import open_source
 from instrumentd.daemon.worker import build_pool, resolve_devices
+from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.errors import ParameterError
 
 from .conftest import SR, melody, read_log, windows_of
@@ -23,9 +24,22 @@ from .conftest import SR, melody, read_log, windows_of
 HOP = 0.5  # seconds
 
 
-@pytest.mark.parametrize("device", ["auto", "cpu", "cuda:1", "cuda:0,cuda:1", "cpu,cpu", "cpu, cuda"])
-def test_device_lists_are_accepted(device):
-    assert load(env={}, device=device).device == device
+@pytest.mark.parametrize("device, resolved", [
+    ("cpu", ["cpu"]),
+    ("cpu,cpu", ["cpu", "cpu"]),
+    ("cuda:1", ["cuda:1"]),
+    ("cuda:0,cuda:1", ["cuda:0", "cuda:1"]),
+    ("cpu, cuda", ["cpu", "cuda:0"]),  # an index always: per-device caches must not tell "cuda" from "cuda:0"
+])
+def test_device_lists_resolve_to_one_indexed_device_each(device, resolved):
+    """A list passes validation and becomes one device per entry; a GPU this machine lacks is a clear error."""
+    spec = load(env={}, device=device).device
+    n = torch.cuda.device_count()
+    if all(r == "cpu" or int(r.split(":")[1]) < n for r in resolved):
+        assert resolve_devices(spec) == [torch.device(r) for r in resolved]
+    else:
+        with pytest.raises(ParameterError, match="CUDA device"):
+            resolve_devices(spec)
 
 
 @pytest.mark.parametrize("device, fragment", [
@@ -67,14 +81,14 @@ def _files(tmp_path, lengths: dict[str, float]) -> dict[str, str]:
     return out
 
 
-def _run(devices, files: dict[str, str], kind: str):
+def _run(devices, files: dict[str, str], kind: str, inference: str = "auto"):
     """Every file as a ``kind`` source through a pool over ``devices``; (pool, worker name per stream at
     the start, windows per stream).
 
     The pitch policy is ``delay``: a window is built from final pitch frames only, so its values do
     not depend on how the audio was cut into reads (live ``file:`` or ``file+fast:``).
     """
-    pool = build_pool(devices, hop_s=HOP, pitch_policy="delay")
+    pool = build_pool(devices, hop_s=HOP, pitch_policy="delay", inference=inference)
     sources = [open_source(parse_source(f"{name}={kind}:{path}"), 10.0) for name, path in files.items()]
     placed = {}
     for src in sources:
@@ -131,3 +145,35 @@ def test_every_visible_gpu_gets_streams(wav):
     pool, placed, got = _run(devices, {f"s{i}": clip for i in range(2 * len(devices))}, "file+fast")
     assert sorted(placed.values()) == sorted([str(d) for d in devices] * 2)
     assert all(len(v) == 3 for v in got.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+def test_two_gpus_build_capture_and_step_each_on_its_own_device(tmp_path):
+    """cuda:0 stays current in this thread while the pool builds, warms up (pYIN's Triton kernels) and
+    captures cuda:1's CUDA graphs: each GPU computes the same windows, and one worker alone on cuda:1
+    (stepped in this thread) does too."""
+    files = _files(tmp_path, {"a": 4.2, "b": 4.2})
+    files["b"] = files["a"]  # the same audio on both GPUs
+    devices = resolve_devices("cuda:0,cuda:1")
+    with torch.cuda.device(0):
+        pool = build_pool(devices, hop_s=HOP, pitch_policy="delay", inference="graphs-fp32")
+        assert [w.recognizer.fast.uses_graphs for w in pool.workers] == [True, True]
+        sources = [open_source(parse_source(f"{name}=file+fast:{path}"), 10.0) for name, path in files.items()]
+        placed = [pool.worker_of(pool.add(src, Segmenter(pool.recognizer.classes))).name for src in sources]
+        assert placed == ["cuda:0", "cuda:1"]
+        for src in sources:
+            src.start()
+        got: dict[str, list] = {"a": [], "b": []}
+        deadline = time.monotonic() + 120
+        while pool.active:
+            assert time.monotonic() < deadline, "the pool did not finish"
+            for w in pool.step():
+                got[w.stream.name].append(w)
+        pool.close()
+        _, _, alone = _run([torch.device("cuda", 1)], {"a": files["a"]}, "file+fast", "graphs-fp32")
+        assert torch.cuda.current_device() == 0
+    probs = {name: np.stack([w.probabilities for w in windows]) for name, windows in got.items()}
+    assert probs["a"].shape == (3, len(CLASSES))
+    np.testing.assert_allclose(probs["b"], probs["a"], atol=1e-4)
+    np.testing.assert_allclose(np.stack([w.probabilities for w in alone["a"]]), probs["a"], atol=1e-4)

@@ -81,3 +81,21 @@ def test_arrival_is_the_time_of_the_write_that_held_the_sample():
     rb.write(ramp(0, 10), arrival=1.0)
     rb.write(ramp(10, 20), arrival=2.0)
     assert rb.arrival(0) == 1.0 and rb.arrival(9) == 1.0 and rb.arrival(10) == 2.0 and rb.arrival(19) == 2.0
+
+
+def test_a_break_measures_the_outage_from_the_last_write_to_when_the_audio_resumed():
+    rb = RingBuffer(1000, 100)  # 100 hz: a sample is 10 ms
+    rb.write(ramp(0, 50), arrival=10.0)
+    rb.mark_break()
+    rb.mark_break()  # a reconnect that failed: one outage, measured once
+    rb.write(ramp(100, 120), arrival=13.2)  # 0.2 s of audio that ended arriving 3.2 s later: away 3.0 s
+    rb.read()
+    assert rb.last_gap == 0  # up to the break
+    out, start, broken = rb.read()
+    assert broken and start == 50 and len(out) == 20 and rb.last_gap == 300
+    rb.mark_break(resumed=20.0)  # a source that knows when its new audio began (a network connection)
+    rb.write(ramp(200, 250), arrival=25.0)  # a burst: 5 s of waiting, then 0.5 s of audio at once
+    rb.read()
+    assert rb.last_gap == 680  # 13.2 -> 20.0
+    rb.read()
+    assert rb.last_gap == 0

@@ -1,5 +1,6 @@
 """The daemon as a real subprocess: files, stdin pipes, ffmpeg children, JACK, signals, kill and replay."""
 
+import datetime
 import os
 import shutil
 import signal
@@ -7,11 +8,12 @@ import subprocess
 import time
 
 import pytest
+import soundfile
 
 from instrumentd.daemon.replay import replay
 
 from ..conftest import devices, start_jackd
-from .conftest import melody, read_log, windows_of
+from .conftest import melody, read_log, source_events, windows_of
 
 pytestmark = pytest.mark.slow
 
@@ -50,23 +52,139 @@ def test_stdin_pcm_is_resampled_and_ends_with_the_pipe(daemon, tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
-def test_ffmpeg_child_decodes_and_a_dying_one_is_restarted_with_backoff(daemon, subscriber, wav):
-    clip = wav(3.3, sr=22050, channels=2)
-    d = daemon([f"good=ffmpeg:{clip}", f"bad=ffmpeg:{clip.parent / 'missing.wav'}"], "--hop", "0.5")
-    sub = subscriber(d.pub, ("status",))
-    status = sub.events(lambda ev: ev and ev[-1]["streams"]["bad"]["restarts"] >= 3
-                        and ev[-1]["streams"]["good"]["windows"] >= 2, timeout=60)[-1]
-    d.proc.send_signal(signal.SIGTERM)
-    assert d.wait() == 0
+def test_ffmpeg_finite_inputs_end_and_permanent_errors_fail_after_a_few_tries(daemon, subscriber, wav, http_audio,
+                                                                               tmp_path):
+    """A local .m4a and an .opus over HTTP are analysed once and end; a missing file, a bad scheme, a 404 and
+    bytes no demuxer knows fail after PERMANENT_TRIES tries with ffmpeg's own words; the daemon then exits."""
+    clip = wav(4.2, sr=22050, channels=2)
+    media = tmp_path / "media"
+    media.mkdir()
+    for name, codec in (("clip.m4a", "aac"), ("clip.opus", "libopus")):
+        subprocess.run(["ffmpeg", "-nostdin", "-y", "-loglevel", "error", "-i", str(clip), "-c:a", codec,
+                        str(media / name)], check=True, timeout=60)
+    (media / "junk.m4a").write_bytes(bytes(range(256)) * 40)
+    web = http_audio(media)
+    d = daemon([f"local=ffmpeg:{media / 'clip.m4a'}", f"web=ffmpeg:{web.url}/clip.opus",
+                f"missing=ffmpeg:{media / 'missing.wav'}", "scheme=ffmpeg:htp://127.0.0.1/x.wav",
+                f"gone=ffmpeg:{web.url}/nothere.wav", f"junk=ffmpeg:{media / 'junk.m4a'}"], "--hop", "0.5")
+    sub = subscriber(d.pub, ("source.",))
+    assert d.wait(90) == 0, d.log_text()  # every source ended or failed: nothing restarts forever
+    got = sub.drain()
     text = d.log_text()
+    for name in ("local", "web"):
+        assert [s for s, _ in source_events(got, name)] == ["starting", "running", "ended"], name
+        assert source_events(got, name)[-1][1] == "end of input"
+        logged = read_log(d.log_dir, name)
+        assert [w["t_end"] for w in windows_of(logged)] == [3.0, 3.51, 3.99], name  # one pass, no restart
+        assert logged[-1]["type"] == "source" and logged[-1]["state"] == "ended"
+    said = {"missing": "No such file or directory", "scheme": "Protocol not found", "gone": "404 Not Found",
+            "junk": "Invalid"}
+    for name, words in said.items():
+        events = source_events(got, name)
+        assert [s for s, _ in events] == ["starting", "failed"], (name, events)
+        assert events[-1][1].startswith("ffmpeg: ") and words in events[-1][1], events
+        assert f"source {name} failed after 3 tries: ffmpeg exited (code 1: " in text and words in text
     waits = [float(line.rsplit("restarting in ", 1)[1].split()[0]) for line in text.splitlines()
-             if "source bad: ffmpeg exited" in line]
-    assert waits[:3] == [0.5, 1.0, 2.0], text
-    assert "missing.wav" in text  # ffmpeg's own last words are logged
-    assert status["streams"]["good"]["restarts"] >= 1  # the file ended, ffmpeg exited, it was restarted
-    good = windows_of(read_log(d.log_dir, "good"))
-    # one 3 s window per 3.3 s pass; after the restart the grid starts over where the stream resumed
-    assert good[0]["t_start"] == 0.0 and good[1]["t_start"] == pytest.approx(3.3, abs=0.031)
+             if "source missing: ffmpeg exited" in line]
+    assert waits == [0.5, 1.0], text  # backoff doubles between the tries
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_a_live_stream_that_drops_goes_down_then_up_and_its_clock_jumps_by_the_outage(daemon, subscriber,
+                                                                                      http_audio, tmp_path):
+    server = http_audio(tmp_path)
+    d = daemon([f"radio=ffmpeg:{server.url}/live.wav"], "--hop", "0.5")
+    sub = subscriber(d.pub, ("window.radio", "source.radio"))
+    # ffmpeg delivers the first ~5.5 s (what it probed) in one burst, then in real time: 2 windows past it
+    got = sub.events(lambda ev: len(windows_of(ev)) >= 8, timeout=60)
+    server.drop()
+    time.sleep(2.0)  # the server answers 503 meanwhile: the source keeps trying with backoff
+    server.resume()
+
+    def past_the_burst_after_up(ev: list[dict]) -> bool:
+        up = [e["seq"] for e in ev if e["type"] == "source" and e["state"] == "up"]
+        return bool(up) and sum(w["seq"] > up[0] for w in windows_of(ev)) >= 8
+
+    got += sub.events(past_the_burst_after_up, timeout=60)
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.wait(30) == 0, d.log_text()
+    got += sub.drain()
+    states = [s for s, _ in source_events(got, "radio")]
+    assert states == ["starting", "running", "down", "up", "ended"], source_events(got, "radio")
+    down, up = (e for e in got if e["type"] == "source" and e["state"] in ("down", "up"))
+    assert "ffmpeg exited (code 0)" in down["reason"] and up["reason"].startswith("audio back after ")
+    outage = (datetime.datetime.fromisoformat(up["wall_time"]) -
+              datetime.datetime.fromisoformat(down["wall_time"])).total_seconds()
+    assert outage >= 2.0
+    # a live stream's clock keeps pace with the wall clock across the outage: wall_time - t_end stays put
+    # (its largest value, that of windows past the burst in which ffmpeg delivers the audio it probed)
+    offset = [datetime.datetime.fromisoformat(w["wall_time"]).timestamp() - w["t_end"] for w in windows_of(got)]
+    before = [o for o, w in zip(offset, windows_of(got)) if w["seq"] < down["seq"]]
+    after = [o for o, w in zip(offset, windows_of(got)) if w["seq"] > up["seq"]]
+    assert before and after and abs(max(after) - max(before)) < 0.3, (before, after, outage)
+    assert "source radio: ffmpeg exited (code 0); restarting in 0.5 s" in d.log_text()
+    logged = read_log(d.log_dir, "radio")
+    assert [e["seq"] for e in logged] == list(range(len(logged)))
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_a_live_stream_whose_url_is_gone_fails_and_closes_its_segments(daemon, subscriber, http_audio, tmp_path,
+                                                                       monkeypatch):
+    """Down when it hangs up, then 404 at every reconnection: after 3 tries the source fails, its open
+    segments close with ``source failed``, and the daemon, whose only stream it was, exits 0."""
+    for name, value in (("ON_THRESHOLD", "0.05"), ("OFF_THRESHOLD", "0.01")):  # any window opens a segment
+        monkeypatch.setenv(f"INSTRUMENTD_{name}", value)
+    server = http_audio(tmp_path)
+    d = daemon([f"radio=ffmpeg:{server.url}/live.wav"], "--hop", "0.5")
+    sub = subscriber(d.pub, ("window.radio", "segment.radio", "source.radio"))
+    sub.events(lambda ev: len(windows_of(ev)) >= 1, timeout=60)
+    server.remove()
+    assert d.wait(60) == 0, d.log_text()
+    logged = read_log(d.log_dir, "radio")
+    states = [e["state"] for e in logged if e["type"] == "source"]
+    assert states == ["starting", "running", "down", "failed"], states
+    assert logged[-1]["reason"].startswith("ffmpeg: ") and "404 Not Found" in logged[-1]["reason"]
+    closing = [e for e in logged if e["type"] == "segment" and e["state"] == "end" and e["reason"] == "source failed"]
+    assert closing and logged[-len(closing) - 1 : -1] == closing
+    assert not [e for e in logged if e["type"] == "segment" and e["reason"] in ("shutdown", "end of stream")]
+    assert "source radio failed after 3 tries" in d.log_text()
+
+
+def test_dead_air_and_an_ended_source_are_announced_at_once_while_the_others_run(daemon, subscriber, tmp_path,
+                                                                                 wav, monkeypatch):
+    """``quiet`` (2 s of tone, 2 s of silence, 3.5 s of tone) goes silent and back, and when it ends its open
+    segments close with ``end of stream`` right before its ``ended``, while ``long`` plays on; SIGTERM then
+    ends ``long`` with ``shutdown``."""
+    tone = melody(7.5)
+    tone[2 * 44100 : 4 * 44100] = 0.0
+    quiet = tmp_path / "quiet.wav"
+    soundfile.write(quiet, tone, 44100, subtype="PCM_16")
+    # thresholds low enough that the top class of any window opens a segment
+    for name, value in (("SILENCE_S", "1.0"), ("ON_THRESHOLD", "0.05"), ("OFF_THRESHOLD", "0.01")):
+        monkeypatch.setenv(f"INSTRUMENTD_{name}", value)
+    d = daemon([f"quiet=file+fast:{quiet}", f"long=file:{wav(30.0)}"], "--hop", "0.5")
+    sub = subscriber(d.pub)
+    got = sub.events(lambda ev: ("ended", "end of file") in source_events(ev, "quiet"), timeout=60)
+    assert d.proc.poll() is None and ("ended", "shutdown") not in source_events(got, "long")
+    states = [s for s, _ in source_events(got, "quiet")]
+    assert states == ["starting", "running", "silent", "sound", "ended"], source_events(got, "quiet")
+    assert source_events(got, "quiet")[2][1].startswith("level under -60 dBFS for ")
+    quiet_events = [e for e in got if e.get("stream") == "quiet"]
+    closing = [e for e in quiet_events if e["type"] == "segment" and e["state"] == "end"
+               and e["reason"] == "end of stream"]
+    assert closing and quiet_events[-len(closing) - 1 : -1] == closing  # right before "ended"
+    assert all(c["end"] == windows_of(quiet_events)[-1]["t_end"] for c in closing)
+    got += sub.events(lambda ev: len(windows_of(got + ev, "long")) >= 2, timeout=60)
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.wait(30) == 0, d.log_text()
+    long = read_log(d.log_dir, "long")
+    assert long[-1]["type"] == "source" and (long[-1]["state"], long[-1]["reason"]) == ("ended", "shutdown")
+    assert {e["reason"] for e in long if e["type"] == "segment" and e["state"] == "end"} <= {"change", "shutdown"}
+    assert any(e["type"] == "segment" and e["reason"] == "shutdown" for e in long)
+    for name in ("quiet", "long"):
+        logged = read_log(d.log_dir, name)
+        assert [e["seq"] for e in logged] == list(range(len(logged)))
+    assert read_log(d.log_dir, "quiet") == quiet_events
 
 
 def test_sigterm_publishes_the_last_windows_and_exits_0(daemon, subscriber, wav):
@@ -89,8 +207,8 @@ def test_sigterm_publishes_the_last_windows_and_exits_0(daemon, subscriber, wav)
 def test_killed_daemon_restarts_with_seq_continuing_and_the_subscriber_replays_its_gap(daemon, subscriber, wav):
     clip = wav(30.0)
     d1 = daemon([f"radio=file:{clip}"], "--hop", "0.25")
-    sub = subscriber(d1.pub, ("window.radio", "segment.radio"))
-    first = sub.events(lambda ev: len(ev) >= 2, timeout=60)
+    sub = subscriber(d1.pub, ("window.radio", "segment.radio", "source.radio"))
+    first = sub.events(lambda ev: len(windows_of(ev)) >= 2, timeout=60)
     sub.close()  # the subscriber goes away for a while; the daemon keeps publishing
     time.sleep(1.0)
     os.kill(d1.proc.pid, signal.SIGKILL)
@@ -98,7 +216,7 @@ def test_killed_daemon_restarts_with_seq_continuing_and_the_subscriber_replays_i
     before = read_log(d1.log_dir, "radio")
     assert len(before) > len(first)
     d2 = daemon([f"radio=file:{clip}"], "--hop", "0.25", log_dir=d1.log_dir)
-    sub2 = subscriber(d2.pub, ("window.radio", "segment.radio"))
+    sub2 = subscriber(d2.pub, ("window.radio", "segment.radio", "source.radio"))
     later = sub2.events(lambda ev: len(ev) >= 1, timeout=60)
     assert later[0]["seq"] >= len(before)  # seq continued across the restart
     # the subscriber fills what it missed from the replay endpoint

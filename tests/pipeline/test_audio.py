@@ -1,3 +1,6 @@
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 import soundfile
@@ -53,3 +56,35 @@ def test_missing_and_find(tmp_path):
     assert [p.name for p in find_audio([tmp_path / "d"])] == ["b.wav", "a.flac"]
     with pytest.raises(AudioError):
         find_audio([tmp_path / "missing"])
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-y", "-loglevel", "error", *args], check=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+@pytest.mark.parametrize("name, codec", [("a.m4a", ["-c:a", "aac"]), ("a.aac", ["-c:a", "aac"]),
+                                          ("a.opus", ["-c:a", "libopus"]), ("a.mp4", ["-c:v", "mpeg4", "-c:a", "aac"])])
+def test_what_soundfile_cannot_read_ffmpeg_decodes(tmp_path, name, codec):
+    """The 1 kHz tone at 44.1 kHz from each; soundfile reads only the .opus (libsndfile >= 1.0.29), ffmpeg the
+    others (the .mp4 also holds a video track)."""
+    src = tmp_path / "tone.wav"
+    soundfile.write(src, np.stack([tone(1000.0, 1.0, 48000)] * 2, axis=1), 48000)
+    video = ["-f", "lavfi", "-i", "testsrc=duration=1:size=64x64:rate=10"] if name.endswith(".mp4") else []
+    _ffmpeg("-i", str(src), *video, *codec, "-shortest", str(tmp_path / name))
+    if not name.endswith(".opus"):
+        with pytest.raises(soundfile.LibsndfileError):
+            soundfile.info(tmp_path / name)
+    audio = load(tmp_path / name)
+    assert audio.dtype == np.float32 and abs(len(audio) - 44100) <= 3000  # encoder delay and padding
+    spectrum = np.abs(np.fft.rfft(audio[:32768]))
+    assert abs(np.argmax(spectrum) * 44100 / 32768 - 1000) < 5
+
+
+def test_a_file_neither_decoder_reads_is_one_line_naming_both(tmp_path):
+    p = tmp_path / "noise.m4a"
+    p.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(AudioError) as err:
+        load(p)
+    message = str(err.value)
+    assert "noise.m4a" in message and "soundfile:" in message and "ffmpeg:" in message and "\n" not in message

@@ -132,3 +132,26 @@ def test_kernels_compile_once_whatever_the_counts():
         sp.push({s: audio[s, start : start + 500 * n] for s in slots[: 1 + n % 3]})
         start += 500 * n
     assert compiled() == before
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+def test_kernels_run_on_their_tensors_gpu_whichever_is_current():
+    """With cuda:0 current, the kernels on cuda:1 tensors (Triton checks every pointer against the current
+    device) decode what the torch steps on the CPU decode, and stream what cuda:0 streams."""
+    model = model_for(DEFAULT)
+    audio = varied_audio()
+    log_obs = log_observations(*_observe(frame(torch.from_numpy(audio), model), model), model)
+    streamed = {}
+    with torch.cuda.device(0):
+        assert torch.equal(viterbi(log_obs.to("cuda:1"), model).cpu(), viterbi(log_obs, model))
+        for device in ("cuda:0", "cuda:1"):
+            sp = StreamingPyin(DEFAULT, lag=20, device=device)
+            slots = [sp.add_stream() for _ in audio]
+            got = [sp.push({s: audio[s, start : start + 4410] for s in slots})
+                   for start in range(0, audio.shape[1], 4410)]
+            none = np.zeros(0, np.float32)
+            streamed[device] = np.concatenate([np.concatenate([*(g.get(s, none) for g in got), sp.flush(s)])
+                                               for s in slots])
+        assert torch.cuda.current_device() == 0
+    a, b = streamed["cuda:0"], streamed["cuda:1"]
+    assert ((a == b) | (np.isnan(a) & np.isnan(b))).all()

@@ -1,0 +1,30 @@
+"""Dead air: silence for silence_s seconds is announced once, sound once when the level returns."""
+
+import numpy as np
+
+from instrumentd.daemon.deadair import DeadAir
+
+SR = 1000  # hz: 100-sample level blocks
+
+
+def test_silence_is_announced_after_silence_s_and_sound_when_a_block_is_loud_again():
+    d = DeadAir(-60.0, 1.0, SR)
+    tone = 0.1 * np.sin(np.arange(500) / 3).astype(np.float32)  # about -23 dBFS
+    quiet = np.full(400, 1e-4, np.float32)  # -80 dBFS
+    assert d.push(tone) == []
+    assert d.push(quiet) == [] and d.push(quiet) == []  # 0.8 s of silence
+    assert d.push(quiet) == [("silent", "level under -60 dBFS for 1.2 s")]
+    assert d.push(quiet) == []  # announced once
+    (state, reason), = d.push(np.concatenate([quiet[:200], tone]))
+    assert state == "sound" and reason.startswith("level -23.") and reason.endswith("after 1.8 s of silence")
+    assert d.push(tone) == []
+
+
+def test_a_short_pause_or_a_gap_in_the_audio_is_not_dead_air():
+    d = DeadAir(-60.0, 1.0, SR)
+    quiet = np.zeros(700, np.float32)
+    assert d.push(quiet) == []
+    d.restart()  # the source came back after an outage: the silence before it does not run on
+    assert d.push(quiet) == []
+    assert d.push(np.concatenate([np.full(100, 0.5, np.float32), quiet])) == []
+    assert d.quiet_s == 0.7
