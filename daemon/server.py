@@ -22,6 +22,7 @@ from instrumentd.pipeline.errors import ParameterError
 from . import events
 from .config import Config
 from .eventlog import EventLog
+from .metrics import MetricsServer
 from .publisher import Publisher
 from .replay import ReplayServer
 from .segments import Change, Segmenter
@@ -48,6 +49,7 @@ class Server:
         self.replay: ReplayServer | None = None
         self.worker: WorkerPool | None = None
         self.guard: Guard | None = None
+        self.metrics: MetricsServer | None = None
         self._next_seq: dict[str, int] = {}
         self._last_heartbeat = 0.0
 
@@ -73,6 +75,8 @@ class Server:
         # during the seconds that loading takes instead of missing the first events
         if cfg.log_dir:
             self.log = EventLog(cfg.log_dir, int(cfg.log_rotate_mb * 2**20))
+        if cfg.metrics:
+            self.metrics = MetricsServer(cfg.metrics, self)
         context = self.guard.context
         self.publisher = Publisher(cfg.pub, cfg.sndhwm, context)
         if cfg.replay and self.log is not None:
@@ -134,11 +138,15 @@ class Server:
             self.publisher.close()
         if self.guard is not None:
             self.guard.close()
+        if self.metrics is not None:
+            self.metrics.close()
         log.info("stopped")
 
     # -- events ----------------------------------------------------------------
     def _emit(self, windows: list[Window]) -> None:
         rec = self.worker.recognizer
+        if windows and self.metrics is not None:
+            self.metrics.metrics.observe_batch(len(windows))
         for w in windows:
             st = w.stream
             changes = st.segmenter.update(w.probabilities, w.t_start, w.t_end)
@@ -162,6 +170,8 @@ class Server:
             self.log.append(event)
         self._next_seq[event["stream"]] = event["seq"] + 1
         self.publisher.publish(event)
+        if self.metrics is not None:
+            self.metrics.metrics.observe(event)
         self.worker.seconds["publish"] += time.perf_counter() - t0
 
     def _heartbeat(self, force: bool = False) -> None:
