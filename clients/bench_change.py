@@ -1,8 +1,8 @@
 """``instrumentd bench change``: how late the daemon announces an instrument change, per hop and preset.
 
 The audio is one fluidsynth render (FluidR3 GM) of solo phrases back to back, flute -> trumpet ->
-piano -> violin -> ..., each :data:`PHRASE_S` seconds, so every phrase boundary is a change at a
-known time ``T``. For each setting the daemon itself (:class:`~instrumentd.daemon.server.Server`,
+piano -> violin -> ..., each about :data:`PHRASE_S` seconds (:func:`plan`), so every phrase boundary
+is a change at a known time ``T``. For each setting the daemon itself (:class:`~instrumentd.daemon.server.Server`,
 its worker, segmenter and event log) serves the render as ``file+fast`` and the logged events give:
 
 * **audio delay**: ``t_end - T`` of the window whose event first carries the new instrument in
@@ -13,7 +13,9 @@ its worker, segmenter and event log) serves the render as ``file+fast`` and the 
   second, real-time run (``file:``, paced) of the first change of each setting.
 
 What a performer experiences is their sum (``delay`` columns). A change never announced before the
-next phrase counts as missed; p50/p95 are over the announced ones.
+next phrase counts as missed; p50/p95 are over the announced ones. ``spurious`` counts segment
+starts of an instrument that plays nowhere in the audio of their window: the price of a low
+threshold or short smoothing.
 """
 
 from __future__ import annotations
@@ -43,45 +45,63 @@ class Setting:
     fields: dict[str, Any]
 
 
+@dataclasses.dataclass(frozen=True)
+class Phrase:
+    """One solo phrase: ``cls`` plays from ``start`` to ``end`` seconds of the render."""
+
+    cls: str
+    start: float
+    end: float
+
+
 def settings() -> list[Setting]:
     out = [Setting(f"hop-{h}", {"hop": h}) for h in HOPS]
     return out + [Setting(f"preset-{p}", {"preset": p}) for p in PRESETS]
 
 
-def phrase_tracks(order: tuple[str, ...], phrase_s: float, seed: int = 0) -> list:
-    """One :class:`~instrumentd.training.midi.Track` per phrase: a scale-wise melody in the class's
-    middle register, 0.25-0.5 s notes, starting at ``i * phrase_s`` seconds."""
+def plan(order: tuple[str, ...], phrase_s: float) -> list[Phrase]:
+    """Back-to-back phrases of ``phrase_s`` +- 0.5 s (golden-ratio steps), so that the changes fall at
+    every phase of any hop's window grid rather than always on it."""
+    out, t = [], 0.0
+    for i, cls in enumerate(order):
+        length = round(phrase_s + (i * 0.618034) % 1 - 0.5, 3)
+        out.append(Phrase(cls, t, t + length))
+        t += length
+    return out
+
+
+def phrase_tracks(phrases: list[Phrase], seed: int = 0) -> list:
+    """One :class:`~instrumentd.training.midi.Track` per phrase: a scale-wise melody of 0.25-0.5 s notes
+    in the class's middle register (the piano over a fifth, as a pianist's right hand might play it)."""
     from instrumentd.training.midi import Note, Track
     from instrumentd.training.synth import PROGRAMS, RANGES
 
     rng = np.random.default_rng(seed)
     channels = [c for c in range(16) if c != 9]  # channel 10 is General MIDI's drum kit
     tracks = []
-    for i, cls in enumerate(order):
-        lo, hi = RANGES[cls]
+    for i, ph in enumerate(phrases):
+        lo, hi = RANGES[ph.cls]
         mid = (lo + hi) // 2
         scale = [p for p in range(mid - 7, mid + 8) if p % 12 in (0, 2, 4, 5, 7, 9, 11)]
-        notes, t, k = [], 0.0, len(scale) // 2
-        while t < phrase_s - 0.3:
+        notes, t, k = [], ph.start, len(scale) // 2
+        while t < ph.end - 0.2:
             dur = float(rng.choice([0.25, 0.375, 0.5]))
             k = int(np.clip(k + rng.integers(-2, 3), 0, len(scale) - 1))
-            chord = cls == "pia"  # the piano plays its melody over a fifth, as a pianist's right hand might
-            for p in ([scale[k], scale[k] - 7] if chord else [scale[k]]):
-                notes.append(Note(p, i * phrase_s + t, min(dur * 0.95, phrase_s - t), 90))
+            for p in ([scale[k], scale[k] - 7] if ph.cls == "pia" else [scale[k]]):
+                notes.append(Note(p, t, min(dur * 0.95, ph.end - t), 90))
             t += dur
-        tracks.append(Track(PROGRAMS[cls][0], channels[i % len(channels)], notes, 100, i * phrase_s))
+        tracks.append(Track(PROGRAMS[ph.cls][0], channels[i % len(channels)], notes, 100, ph.start))
     return tracks
 
 
-def render_changes(order: tuple[str, ...], phrase_s: float, path: Path) -> list[tuple[float, str]]:
-    """Write the phrases to ``path`` (16-bit WAV, 44.1 kHz); returns the changes ``[(T seconds, new class)]``."""
+def render_phrases(phrases: list[Phrase], path: Path) -> None:
+    """Render ``phrases`` with FluidR3 GM to ``path`` (16-bit WAV, 44.1 kHz)."""
     import soundfile
 
     from instrumentd.training.render import render
 
-    audio = render(phrase_tracks(order, phrase_s), "fluidr3", phrase_s * len(order), SR)
+    audio = render(phrase_tracks(phrases), "fluidr3", phrases[-1].end, SR)
     soundfile.write(path, audio, SR, subtype="PCM_16")
-    return [(i * phrase_s, cls) for i, cls in enumerate(order) if i > 0]
 
 
 def serve_file(spec: str, fields: dict[str, Any], device: str, log_dir: Path) -> list[dict]:
@@ -111,22 +131,20 @@ def serve_file(spec: str, fields: dict[str, Any], device: str, log_dir: Path) ->
     return sorted(events, key=lambda e: e["seq"])
 
 
-def announced(events: list[dict], changes: list[tuple[float, str]], phrase_s: float) -> list[dict | None]:
-    """For each change, the first window event after ``T`` whose labels hold the new class (None if missed)."""
+def announced(events: list[dict], phrases: list[Phrase]) -> list[dict | None]:
+    """For each change (each phrase but the first), the first window event that ends inside the new
+    phrase and carries its class in ``labels``; None where the phrase ended first (missed)."""
     windows = [e for e in events if e["type"] == "window"]
-    out = []
-    for t, cls in changes:
-        hit = next((w for w in windows if t < w["t_end"] <= t + phrase_s and cls in w["labels"]), None)
-        out.append(hit)
-    return out
+    return [next((w for w in windows if ph.start < w["t_end"] <= ph.end and ph.cls in w["labels"]), None)
+            for ph in phrases[1:]]
 
 
-def spurious(events: list[dict], order: tuple[str, ...], phrase_s: float) -> int:
-    """Segment starts of an instrument that plays in none of the audio its window heard."""
+def spurious(events: list[dict], phrases: list[Phrase]) -> int:
+    """Segment starts of an instrument that plays nowhere in the 3 s its window heard."""
     count = 0
     for e in events:
         if e["type"] == "segment" and e["state"] == "start":
-            heard = {order[min(int(t // phrase_s), len(order) - 1)] for t in (e["start"], e["start"] + 2.99)}
+            heard = {ph.cls for ph in phrases if ph.start < e["start"] + 3.0 and ph.end > e["start"]}
             count += e["instrument"] not in heard
     return count
 
@@ -144,24 +162,23 @@ def change(device, quick: bool, args: argparse.Namespace):
 
     from instrumentd.clients.bench import BenchResult
 
-    order = ORDER[:5] if quick else ORDER
+    phrases = plan(ORDER[:5] if quick else ORDER, PHRASE_S)
     rows, summary = [], {}
     with tempfile.TemporaryDirectory(prefix="instrumentd-bench-change-") as tmp:
         tmp = Path(tmp)
-        audio = tmp / "changes.wav"
-        changes = render_changes(order, PHRASE_S, audio)
-        first = tmp / "first-change.wav"
-        render_changes(order[:2], PHRASE_S, first)
+        audio, first = tmp / "changes.wav", tmp / "first-change.wav"
+        render_phrases(phrases, audio)
+        render_phrases(phrases[:2], first)
         for s in track(settings(), description="settings", transient=True):
             fast = serve_file(f"file+fast:{audio}", s.fields, str(device), tmp / f"{s.name}-fast")
-            hits = announced(fast, changes, PHRASE_S)
-            audio_delays = [w["t_end"] - t for w, (t, _) in zip(hits, changes) if w is not None]
+            hits = announced(fast, phrases)
+            audio_delays = [w["t_end"] - ph.start for w, ph in zip(hits, phrases[1:]) if w is not None]
             paced = serve_file(f"file:{first}", s.fields, str(device), tmp / f"{s.name}-paced")
-            latency = [e["latency_ms"] / 1000 for e in paced if e["type"] == "window"]
-            lat50, lat95 = percentiles(latency)
+            lat50, lat95 = percentiles([e["latency_ms"] / 1000 for e in paced if e["type"] == "window"])
             a50, a95 = percentiles(audio_delays)
             row = {
-                "setting": s.name, "changes": len(changes), "missed": len(changes) - len(audio_delays),
+                "setting": s.name, "changes": len(phrases) - 1, "missed": len(phrases) - 1 - len(audio_delays),
+                "spurious": spurious(fast, phrases),
                 "audio delay p50 s": a50, "audio delay p95 s": a95,
                 "latency_ms p50": None if lat50 is None else round(lat50 * 1000, 1),
                 "delay p50 s": None if a50 is None else round(a50 + lat50, 3),
@@ -169,6 +186,5 @@ def change(device, quick: bool, args: argparse.Namespace):
             }
             rows.append(row)
             summary[s.name] = {k: v for k, v in row.items() if k != "setting"}
-    summary["phrase_s"] = PHRASE_S
-    summary["order"] = list(order)
+    summary["phrases"] = [dataclasses.asdict(ph) for ph in phrases]
     return BenchResult("Change-detection delay (change in the audio -> its event)", rows, summary)

@@ -1,6 +1,7 @@
 """``serve --metrics``: a real daemon subprocess scraped over real HTTP; probes; bad addresses refused."""
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -76,6 +78,12 @@ def test_metrics_and_probes_of_a_served_daemon(daemon, subscriber, wav):
     assert m[("process_resident_memory_bytes", ())] > 10e6
     assert not any(name == "instrumentd_device_memory_bytes" for name, _ in m)  # a CPU has no device memory
     assert get(base + "/nothing")[0] == 404
+    # every series the Grafana dashboard asks for is one this daemon serves (device memory: CUDA only)
+    dashboard = json.loads((Path(__file__).parents[2] / "docs" / "grafana-instrumentd.json").read_text())
+    asked = {name for p in dashboard["panels"] for t in p["targets"]
+             for name in re.findall(r"\b(?:instrumentd|process)_[a-z_]+", t["expr"])}
+    served = {name for name, _ in m}
+    assert asked - served == {"instrumentd_device_memory_bytes"}
     d.proc.send_signal(signal.SIGINT)
     assert d.wait() == 0
     assert get(base + "/healthz")[0] == 0  # the endpoint closed with the daemon
