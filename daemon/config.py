@@ -30,8 +30,9 @@ PITCH_POLICIES = ("hold", "delay")
 # Named defaults (``--preset``): each sits above the built-in defaults and below the TOML file, the
 # environment and the flags, so ``--preset live --hop 0.1`` keeps the preset's smoothing at hop 0.1.
 PRESETS: dict[str, dict[str, Any]] = {
-    # a performer's change announced within about a second and a half (docs/PERFORMANCE.md, bench change)
-    "live": {"hop": 0.25, "smooth": 2},
+    # for a performer: a window every 0.25 s, no moving average, a lower threshold held steady by
+    # hysteresis; a change is announced about 0.4 s sooner (docs/PERFORMANCE.md, `bench change`)
+    "live": {"hop": 0.25, "smooth": 1, "on_threshold": 0.25, "off_threshold": 0.15},
 }
 
 

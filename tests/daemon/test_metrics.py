@@ -62,7 +62,7 @@ def test_metrics_and_probes_of_a_served_daemon(daemon, subscriber, wav):
     m = samples(text)
     clip = (("stream", "clip"),)
     published = m[("instrumentd_windows_published_total", clip)]
-    assert published >= len(seen) >= 4
+    assert published >= len(seen) - 1 >= 3  # a scrape may fall between a window's publishing and its count
     # the histogram is fed as each event goes out, the counter read at scrape time: one may lead by a window
     assert abs(m[("instrumentd_latency_seconds_count", clip)] - published) <= 1
     assert 0 < m[("instrumentd_latency_seconds_sum", clip)] < published * 1.0  # under a second a window
