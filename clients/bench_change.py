@@ -10,7 +10,8 @@ its worker, segmenter and event log) serves the render as ``file+fast`` and the 
   cannot publish that window before its last sample is heard, so this is the part of the delay that
   hop, window length, smoothing and thresholds set.
 * **processing latency**: ``latency_ms`` (last sample received -> event published), measured in a
-  second, real-time run (``file:``, paced) of the first change of each setting.
+  second, real-time run (``file:``, paced) of the first change of each setting (half-length
+  phrases with ``--quick``).
 
 What a performer experiences is their sum (``delay`` columns). A change never announced before the
 next phrase counts as missed; p50/p95 are over the announced ones. ``spurious`` counts segment
@@ -168,7 +169,7 @@ def change(device, quick: bool, args: argparse.Namespace):
         tmp = Path(tmp)
         audio, first = tmp / "changes.wav", tmp / "first-change.wav"
         render_phrases(phrases, audio)
-        render_phrases(phrases[:2], first)
+        render_phrases(plan(ORDER[:2], PHRASE_S / 2) if quick else phrases[:2], first)
         for s in track(settings(), description="settings", transient=True):
             fast = serve_file(f"file+fast:{audio}", s.fields, str(device), tmp / f"{s.name}-fast")
             hits = announced(fast, phrases)

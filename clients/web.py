@@ -23,14 +23,11 @@ import argparse
 import asyncio
 import collections
 import json
-import logging
 import threading
 from importlib import resources
 from typing import Any
 
 from .subscribe import DEFAULT_REPLAY, add_connect_argument
-
-log = logging.getLogger("instrumentd.clients.web")
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 HISTORY_S = 300.0  # seconds of windows the page shows and a newly opened page gets
@@ -198,7 +195,7 @@ def build_app(feed: Feed) -> Any:
                 if event is None:
                     break
                 await response.write(_sse(event["type"], event))
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the page was closed
             pass
         finally:
             feed.listeners.discard(queue)
