@@ -65,9 +65,9 @@ def plan(order: tuple[str, ...], phrase_s: float) -> list[Phrase]:
     every phase of any hop's window grid rather than always on it."""
     out, t = [], 0.0
     for i, cls in enumerate(order):
-        length = round(phrase_s + (i * 0.618034) % 1 - 0.5, 3)
-        out.append(Phrase(cls, t, t + length))
-        t += length
+        end = round(t + phrase_s + (i * 0.618034) % 1 - 0.5, 3)
+        out.append(Phrase(cls, t, end))
+        t = end
     return out
 
 
@@ -180,8 +180,8 @@ def change(device, quick: bool, args: argparse.Namespace):
             row = {
                 "setting": s.name, "changes": len(phrases) - 1, "missed": len(phrases) - 1 - len(audio_delays),
                 "spurious": spurious(fast, phrases),
-                "audio delay p50 s": a50, "audio delay p95 s": a95,
-                "latency_ms p50": None if lat50 is None else round(lat50 * 1000, 1),
+                "audio p50 s": a50, "audio p95 s": a95,
+                "latency p50 ms": None if lat50 is None else round(lat50 * 1000, 1),
                 "delay p50 s": None if a50 is None else round(a50 + lat50, 3),
                 "delay p95 s": None if a95 is None else round(a95 + lat95, 3),
             }
