@@ -216,16 +216,12 @@ def _sse(kind: str, data: Any) -> bytes:
 def run(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from instrumentd.daemon.metrics import parse_listen
-    from instrumentd.daemon.security import is_local
+    from instrumentd.daemon.metrics import require_local_listen
     from instrumentd.pipeline.errors import ParameterError
 
     from .subscribe import check_endpoint, connect_endpoints
 
-    host, port = parse_listen(args.listen, "--listen")
-    if not is_local(f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}") and not args.insecure:
-        raise ParameterError(f"--listen {args.listen!r} is reachable from other machines over plain HTTP: listen "
-                             "on 127.0.0.1 (and reach it through a tunnel or proxy) or accept it with --insecure")
+    host, port = require_local_listen(args.listen, "--listen", args.insecure)
     if not args.history > 0:
         raise ParameterError(f"--history must be positive seconds, got {args.history}")
     endpoints = connect_endpoints(args)

@@ -58,8 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="serve Prometheus /metrics and the /healthz, /readyz probes over HTTP there, e.g. "
                         "127.0.0.1:9108 (default off; another machine's address needs --insecure)")
     p.add_argument("--preset", choices=sorted(PRESETS),
-                   help="named defaults under every other setting: live = hop 0.25 s and short smoothing, for "
-                        "a performer (docs/PERFORMANCE.md)")
+                   help="named defaults under every other setting: live = a window every 0.25 s, no moving "
+                        "average, thresholds 0.25/0.15: changes announced sooner, for a performer "
+                        "(docs/PERFORMANCE.md)")
     p.add_argument("--print-config", action="store_true", help="print the resulting configuration as TOML and exit")
     p.set_defaults(run=run)
 

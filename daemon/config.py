@@ -176,17 +176,14 @@ class Config:
             value = getattr(self, name)
             if value and not re.fullmatch(r"(tcp|ipc|inproc)://\S+", value):
                 raise ParameterError(f"{name} endpoint {value!r} is not tcp://HOST:PORT, ipc://PATH or inproc://NAME")
-        from .security import is_local, require_protection
+        from .security import require_protection
 
         for name in ("pub", "replay"):
             require_protection(name, getattr(self, name), self.curve_key, self.insecure)
         if self.metrics:
-            from .metrics import parse_listen
+            from .metrics import require_local_listen
 
-            host, port = parse_listen(self.metrics)
-            if not is_local(f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}") and not self.insecure:
-                raise ParameterError(f"metrics {self.metrics!r} is reachable from other machines over plain HTTP: "
-                                     "listen on 127.0.0.1 (and scrape through a tunnel or proxy) or accept it with --insecure")
+            require_local_listen(self.metrics, "metrics", self.insecure)
             if self.processes > 1:
                 raise ParameterError("metrics serves one daemon process: give each of a group's processes its own "
                                      "daemon with --metrics, or leave --processes at 1")

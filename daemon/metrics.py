@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("instrumentd.daemon.metrics")
 
-__all__ = ["Metrics", "MetricsServer", "parse_listen", "LATENCY_BUCKETS", "SOURCE_STATES", "STALL_S"]
+__all__ = ["Metrics", "MetricsServer", "parse_listen", "require_local_listen", "LATENCY_BUCKETS", "SOURCE_STATES", "STALL_S"]
 
 STALL_S = 30.0  # seconds without a heartbeat after which /healthz reports the main loop stalled
 SOURCE_STATES = ("starting", "running", "restarting", "ended", "failed")
@@ -76,6 +76,18 @@ def parse_listen(text: str, flag: str = "metrics") -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ParameterError(f"{flag} {text!r} is not HOST:PORT (e.g. 127.0.0.1:9108)")
     return host, int(port)
+
+
+def require_local_listen(text: str, flag: str, insecure: bool) -> tuple[str, int]:
+    """:func:`parse_listen`, refusing an address other machines can reach unless ``insecure``:
+    plain HTTP carries no key, so loopback is the default for it as for every endpoint."""
+    from .security import is_local
+
+    host, port = parse_listen(text, flag)
+    if not is_local(f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}") and not insecure:
+        raise ParameterError(f"{flag} {text!r} is reachable from other machines over plain HTTP: listen on "
+                             "127.0.0.1 (and reach it through a tunnel or proxy) or accept it with --insecure")
+    return host, port
 
 
 class Metrics:
@@ -237,6 +249,13 @@ class MetricsServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.25,), name="metrics", daemon=True)
         self._thread.start()
         log.info("metrics on http://%s/metrics (and /healthz, /readyz)", listen)
+
+    def observe(self, event: dict[str, Any]) -> None:
+        """Count one published event (see :meth:`Metrics.observe`)."""
+        self.metrics.observe(event)
+
+    def observe_batch(self, n_windows: int) -> None:
+        self.metrics.observe_batch(n_windows)
 
     def close(self) -> None:
         self.httpd.shutdown()

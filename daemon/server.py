@@ -146,7 +146,7 @@ class Server:
     def _emit(self, windows: list[Window]) -> None:
         rec = self.worker.recognizer
         if windows and self.metrics is not None:
-            self.metrics.metrics.observe_batch(len(windows))
+            self.metrics.observe_batch(len(windows))
         for w in windows:
             st = w.stream
             changes = st.segmenter.update(w.probabilities, w.t_start, w.t_end)
@@ -171,7 +171,7 @@ class Server:
         self._next_seq[event["stream"]] = event["seq"] + 1
         self.publisher.publish(event)
         if self.metrics is not None:
-            self.metrics.metrics.observe(event)
+            self.metrics.observe(event)
         self.worker.seconds["publish"] += time.perf_counter() - t0
 
     def _heartbeat(self, force: bool = False) -> None:
