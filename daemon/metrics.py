@@ -26,7 +26,9 @@ Metric names (``stream`` label on the per-stream ones):
 ``instrumentd_source_state``               stateset   starting, running, restarting, ended, failed
 ``instrumentd_source_restarts_total``      counter    source restarts (a lost device, a dead ffmpeg)
 ``instrumentd_publisher_drops_total``      counter    events the PUB socket dropped (slow subscribers)
-``instrumentd_batch_windows``              histogram  windows per batch the worker delivered
+``instrumentd_batch_windows``              histogram  windows per batch the worker delivered (one forward
+                                                      pass; with several devices, what their passes
+                                                      finished between two steps of the main loop)
 ``instrumentd_forward_passes_total``       counter    forward passes, label ``worker``
 ``instrumentd_device_memory_bytes``        gauge      CUDA memory, labels ``device``, ``kind``
                                                       (allocated, reserved); absent on a CPU

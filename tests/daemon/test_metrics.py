@@ -114,3 +114,21 @@ def test_a_public_address_needs_insecure():
                           "0.0.0.0:9108"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert out.stderr.strip().startswith("instrumentd serve: error: metrics '0.0.0.0:9108' is reachable from other")
+
+
+@pytest.mark.gpu
+def test_device_memory_on_cuda(daemon, wav):
+    port = free_port()
+    d = daemon([f"clip=file:{wav(12)}"], "--metrics", f"127.0.0.1:{port}", device="cuda")
+    for _ in range(1800):  # start-up on a GPU times and checks the inference paths first
+        assert d.proc.poll() is None, d.log_text()
+        status, text = get(f"http://127.0.0.1:{port}/metrics")
+        m = samples(text) if status == 200 else {}
+        if m.get(("instrumentd_windows_published_total", (("stream", "clip"),)), 0) >= 1:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("no window published")
+    memory = {labels: v for (name, labels), v in m.items() if name == "instrumentd_device_memory_bytes"}
+    allocated = [v for labels, v in memory.items() if ("kind", "allocated") in labels]
+    assert allocated and all(v > 0 for v in allocated)  # the network's weights at least
