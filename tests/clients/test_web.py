@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from instrumentd.clients.web import LISTENER_QUEUE, Feed
-from instrumentd.daemon.events import segment_event, status_event, wall_time, window_event
+from instrumentd.daemon.events import segment_event, status_event, window_event
 from instrumentd.model.classes import CLASSES, NAMES
 
 from .conftest import free_port, wait_for
