@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "proxy": "instrumentd.clients.proxy",
     "keys": "instrumentd.clients.keys",
     "bench": "instrumentd.clients.bench",
+    "web": "instrumentd.clients.web",
     "synth": "instrumentd.training.cmd_synth",
     "prepare": "instrumentd.training.cmd_prepare",
     "train": "instrumentd.training.cmd_train",

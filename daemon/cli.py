@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from .config import HOP_RANGE, LOG_LEVELS, PITCH_POLICIES, SOURCE_KINDS
+from .config import HOP_RANGE, LOG_LEVELS, PITCH_POLICIES, PRESETS, SOURCE_KINDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +57,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="only clients whose public certificate (*.key) is in DIR get in (e.g. DIR/clients)")
     p.add_argument("--insecure", action="store_true", default=None,
                    help="allow a --pub or --replay endpoint other machines can reach, in clear text, without keys")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics and the /healthz, /readyz probes over HTTP there, e.g. "
+                        "127.0.0.1:9108 (default off; another machine's address needs --insecure)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="named defaults under every other setting: live = a window every 0.25 s, no moving "
+                        "average, thresholds 0.25/0.15: changes announced sooner, for a performer "
+                        "(docs/PERFORMANCE.md)")
     p.add_argument("--print-config", action="store_true", help="print the resulting configuration as TOML and exit")
     p.set_defaults(run=run)
 
@@ -68,7 +75,8 @@ def build_config(args: argparse.Namespace):
     return load(args.config, sources=args.source, pub=args.pub, replay=args.replay, device=args.device,
                 hop=args.hop, checkpoint=args.checkpoint, inference=args.inference, log_dir=args.log_dir,
                 pitch_policy=args.pitch_policy, log_level=args.log_level, curve_key=args.curve_key,
-                curve_clients=args.curve_clients, insecure=args.insecure, processes=args.processes)
+                curve_clients=args.curve_clients, insecure=args.insecure, processes=args.processes,
+                metrics=args.metrics, preset=args.preset)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -40,6 +40,13 @@ LIMITS = {
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PITCH_POLICIES = ("hold", "delay")
+# Named defaults (``--preset``): each sits above the built-in defaults and below the TOML file, the
+# environment and the flags, so ``--preset live --hop 0.1`` keeps the preset's smoothing at hop 0.1.
+PRESETS: dict[str, dict[str, Any]] = {
+    # for a performer: a window every 0.25 s, no moving average, a lower threshold held steady by
+    # hysteresis; a change is announced about 0.4 s sooner (docs/PERFORMANCE.md, `bench change`)
+    "live": {"hop": 0.25, "smooth": 1, "on_threshold": 0.25, "off_threshold": 0.15},
+}
 
 
 def default_log_dir() -> str:
@@ -151,7 +158,9 @@ class Config:
     sndhwm: int = 10000  # messages queued per subscriber before the publisher drops (and counts)
     curve_key: str = ""  # the daemon's CurveZMQ secret certificate (`instrumentd keys`); "" = plain ZeroMQ
     curve_clients: str = ""  # folder of client public certificates let in; "" = any client with the daemon's public key
-    insecure: bool = False  # allow a non-loopback pub/replay endpoint without a CurveZMQ key
+    insecure: bool = False  # allow a non-loopback pub/replay endpoint without a CurveZMQ key (and metrics)
+    metrics: str = ""  # HOST:PORT for /metrics, /healthz, /readyz over HTTP (daemon/metrics.py); "" = off
+    preset: str = ""  # a named set of defaults (PRESETS), under the file, environment and flags; "" = none
 
     def validate(self) -> "Config":
         """Check every field; raise ParameterError naming the first bad one. Returns self."""
@@ -186,6 +195,15 @@ class Config:
 
         for name in ("pub", "replay"):
             require_protection(name, getattr(self, name), self.curve_key, self.insecure)
+        if self.metrics:
+            from .metrics import require_local_listen
+
+            require_local_listen(self.metrics, "metrics", self.insecure)
+            if self.processes > 1:
+                raise ParameterError("metrics serves one daemon process: give each of a group's processes its own "
+                                     "daemon with --metrics, or leave --processes at 1")
+        if self.preset and self.preset not in PRESETS:
+            raise ParameterError(f"preset {self.preset!r} is not one of {', '.join(PRESETS)}")
         if self.curve_clients and not self.curve_key:
             raise ParameterError(f"curve_clients {self.curve_clients!r} needs curve_key (the daemon's secret certificate)")
         if self.pub and self.pub == self.replay:
@@ -304,4 +322,4 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None, **ov
             raise ParameterError(f"unknown setting {name!r}")
         if value is not None:
             values[name] = value
-    return Config(**values).validate()
+    return Config(**{**PRESETS.get(values.get("preset", ""), {}), **values}).validate()

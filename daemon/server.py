@@ -32,6 +32,7 @@ from instrumentd.pipeline.errors import InstrumentdError, ParameterError
 from . import events
 from .config import Config
 from .eventlog import EventLog, EventLogError, LogLock, lock_folder
+from .metrics import MetricsServer
 from .publisher import EndpointError, Publisher
 from .replay import ReplayServer
 from .resources import ResourceError, check_memory
@@ -66,6 +67,7 @@ class Server:
         self.replay: ReplayServer | None = None
         self.worker: WorkerPool | None = None
         self.guard: Guard | None = None
+        self.metrics: MetricsServer | None = None
         self._next_seq: dict[str, int] = {}
         self._last_heartbeat = 0.0
 
@@ -102,6 +104,8 @@ class Server:
         self.guard = Guard(cfg.curve_key, cfg.curve_clients)
         # endpoints first: a taken port fails before the model loads, and subscribers can join
         # during the seconds that loading takes instead of missing the first events
+        if cfg.metrics:
+            self.metrics = MetricsServer(cfg.metrics, self)
         context = self.guard.context
         self.publisher = Publisher(cfg.pub, cfg.sndhwm, context)
         if cfg.replay and self.log is not None:
@@ -173,12 +177,16 @@ class Server:
             self.publisher.close()
         if self.guard is not None:
             self.guard.close()
+        if self.metrics is not None:
+            self.metrics.close()
         if self.worker is not None:
             log.info("stopped")
 
     # -- events ----------------------------------------------------------------
     def _emit(self, windows: list[Window]) -> None:
         rec = self.worker.recognizer
+        if windows and self.metrics is not None:
+            self.metrics.observe_batch(len(windows))
         for w in windows:
             st = w.stream
             changes = st.segmenter.update(w.probabilities, w.t_start, w.t_end)
@@ -223,6 +231,8 @@ class Server:
             self.log.append(event)
         self._next_seq[event["stream"]] = event["seq"] + 1
         self.publisher.publish(event)
+        if self.metrics is not None:
+            self.metrics.observe(event)
         self.worker.seconds["publish"] += time.perf_counter() - t0
 
     def _heartbeat(self, force: bool = False) -> None:

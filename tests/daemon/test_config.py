@@ -109,3 +109,35 @@ def test_a_group_needs_a_source_per_process(tmp_path):
     assert all(c.replay == "" and c.processes == 1 and c.log_dir == str(tmp_path) for c, _ in children)
     with pytest.raises(ParameterError, match="processes = 4 but only 3 source"):
         child_configs(load(env={}, sources=cfg.sources, processes=4), tmp_path)
+
+
+def test_live_preset_sits_under_file_env_and_flags(tmp_path):
+    from instrumentd.daemon.config import PRESETS
+
+    live = PRESETS["live"]
+    assert load(env={}, preset="live").hop == live["hop"] and load(env={}, preset="live").smooth == live["smooth"]
+    toml = tmp_path / "d.toml"
+    toml.write_text('preset = "live"\nsmooth = 5\n')
+    cfg = load(toml, env={}, hop=0.1)
+    assert (cfg.preset, cfg.hop, cfg.smooth) == ("live", 0.1, 5)  # the file and the flag beat the preset
+    assert load(env={"INSTRUMENTD_PRESET": "live"}).hop == live["hop"]
+
+
+@pytest.mark.parametrize("settings, fragment", [
+    ({"preset": "fast"}, "preset 'fast' is not one of live"),
+    ({"metrics": "9108"}, "metrics '9108' is not HOST:PORT"),
+    ({"metrics": "127.0.0.1:70000"}, "is not HOST:PORT"),
+    ({"metrics": "0.0.0.0:9108"}, "reachable from other machines over plain HTTP"),
+    ({"metrics": "[::]:9108"}, "reachable from other machines"),
+    ({"metrics": "127.0.0.1:9108", "processes": 2, "sources": ["a=mic", "b=mic"]}, "metrics serves one daemon"),
+])
+def test_bad_metrics_and_preset_settings(settings, fragment):
+    with pytest.raises(ParameterError) as err:
+        load(env={}, **settings)
+    assert fragment in str(err.value)
+
+
+def test_metrics_on_loopback_or_with_insecure():
+    assert load(env={}, metrics="127.0.0.1:9108").metrics == "127.0.0.1:9108"
+    assert load(env={}, metrics="[::1]:9108").metrics == "[::1]:9108"
+    assert load(env={}, metrics="0.0.0.0:9108", insecure=True).metrics == "0.0.0.0:9108"
