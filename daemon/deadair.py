@@ -2,7 +2,8 @@
 until a block of its audio reaches that level again (``sound``).
 
 The level is the RMS in dBFS of each 100 ms block of the audio as read, at the source's own rate; a
-read that is not a whole number of blocks counts its last, shorter block as one.
+read that is not a whole number of blocks counts its last, shorter block as one. :class:`WindowLevels`
+gives each window its level, for the decision that silence names no instrument (model/decision.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from instrumentd.pipeline.windows import LEVEL_FLOOR_DB
 
 BLOCK_S = 0.1  # seconds of audio per level measurement
 
@@ -59,3 +62,45 @@ class DeadAir:
     def restart(self) -> None:
         """After a gap in the audio: the silence so far no longer runs on (the state stays)."""
         self.quiet_s = 0.0
+
+
+class WindowLevels:
+    """The RMS level of any recent window of a stream, from the energy of each 30 ms frame heard.
+
+    Audio is pushed at its grid position (samples at 44.1 kHz since the stream began); the energy
+    of the newest ``frames_kept`` frames is kept in a ring, so a window is measured exactly even when
+    its audio was read in one large block with audio after it (``file+fast:``).
+    """
+
+    def __init__(self, hop_length: int, frames_kept: int):
+        self.hop = hop_length
+        self.size = frames_kept
+        self.energy = np.zeros(frames_kept)
+        self.count = np.zeros(frames_kept, np.int64)
+        self.newest = -1  # newest frame with audio
+
+    def push(self, audio: np.ndarray, start: int) -> None:
+        """Add ``audio: float32 [n]`` whose first sample has grid index ``start``."""
+        if not len(audio):
+            return
+        first, last = start // self.hop, (start + len(audio) - 1) // self.hop
+        fresh = np.arange(max(first, self.newest + 1, last - self.size + 1), last + 1) % self.size
+        self.energy[fresh] = 0.0
+        self.count[fresh] = 0
+        frames = (start + np.arange(len(audio))) // self.hop - first
+        slots = (first + np.arange(last - first + 1)) % self.size
+        np.add.at(self.energy, slots, np.bincount(frames, weights=audio.astype(np.float64) ** 2))
+        np.add.at(self.count, slots, np.bincount(frames))
+        self.newest = max(self.newest, last)
+
+    def level_db(self, first_frame: int, n_frames: int) -> float:
+        """dBFS of frames ``first_frame .. first_frame + n_frames - 1`` (-120 when none was heard or kept)."""
+        lo = max(first_frame, self.newest - self.size + 1)
+        hi = min(first_frame + n_frames, self.newest + 1)
+        if hi <= lo:
+            return LEVEL_FLOOR_DB
+        slots = np.arange(lo, hi) % self.size
+        count = int(self.count[slots].sum())
+        if count == 0:
+            return LEVEL_FLOOR_DB
+        return max(LEVEL_FLOOR_DB, 10 * math.log10(max(float(self.energy[slots].sum()) / count, 1e-30)))

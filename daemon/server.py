@@ -25,9 +25,12 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 import zmq
 
 from instrumentd.pipeline.errors import InstrumentdError, ParameterError
+
+from instrumentd.model.decision import window_reasons
 
 from . import events
 from .config import Config
@@ -189,11 +192,16 @@ class Server:
             self.metrics.observe_batch(len(windows))
         for w in windows:
             st = w.stream
-            changes = st.segmenter.update(w.probabilities, w.t_start, w.t_end)
+            level = st.levels.level_db(w.start_frame, st.cfg.n_frames)
+            none = window_reasons(w.probabilities[None], np.array([level]), rec.decision)[0]
+            # a window that names no instrument (silence, speech, noise...) weighs as no probability at all
+            heard = w.probabilities if none is None else np.zeros_like(w.probabilities)
+            changes = st.segmenter.update(heard, w.t_start, w.t_end)
             age = time.monotonic() - w.arrival
             event = events.window_event(
                 st.name, self._next_seq[st.name], w.t_start, w.t_end, time.time() - age, w.probabilities,
-                rec.classes, st.segmenter.labels, age * 1000, rec.id, rec.trained)
+                rec.classes, st.segmenter.labels if none is None else [], age * 1000, rec.id, rec.trained,
+                none, level)
             self._send(event)
             st.windows += 1
             st.latencies.append(event["latency_ms"])

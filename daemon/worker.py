@@ -48,7 +48,7 @@ from instrumentd.pipeline.devices import guard
 from instrumentd.pipeline.stream_features import StreamFeatures
 
 from . import oom
-from .deadair import DeadAir
+from .deadair import DeadAir, WindowLevels
 from .segments import Segmenter
 from .sources import Source
 
@@ -90,6 +90,8 @@ class Stream:
         self.hop_frames = hop_s * cfg.sample_rate / cfg.hop_length  # frames per window hop, not an integer
         self.segmenter = segmenter
         self.deadair = deadair
+        # each window's level, for the decision that silence names no instrument: 20 s of frames kept
+        self.levels = WindowLevels(cfg.hop_length, int(20 * cfg.sample_rate / cfg.hop_length))
         self.notes: collections.deque[tuple[str, str]] = collections.deque()  # (silent | sound, reason) to publish
         self.grid_origin = 0  # frame where window 0 of the current grid starts
         self.j = 0  # next window on the grid
@@ -366,6 +368,7 @@ class Worker:
         if st.resampler is not None:
             data = st.resampler.resample_chunk(data, last=ring.closed and ring.available() == 0)
         st.remember(data, st.pos)
+        st.levels.push(data, st.pos)
         st.pos += len(data)
         if not st.aligned and len(data):
             self._align(st)

@@ -1,6 +1,7 @@
 """Dead air: silence for silence_s seconds is announced once, sound once when the level returns."""
 
 import numpy as np
+import pytest
 
 from instrumentd.daemon.deadair import DeadAir
 
@@ -28,3 +29,18 @@ def test_a_short_pause_or_a_gap_in_the_audio_is_not_dead_air():
     assert d.push(quiet) == []
     assert d.push(np.concatenate([np.full(100, 0.5, np.float32), quiet])) == []
     assert d.quiet_s == 0.7
+
+
+def test_window_levels_measure_exactly_the_frames_asked():
+    from instrumentd.daemon.deadair import WindowLevels
+
+    levels = WindowLevels(hop_length=100, frames_kept=50)
+    loud = np.full(1000, 0.5, np.float32)  # frames 0-9 at -6 dBFS
+    levels.push(np.concatenate([loud, np.zeros(1000, np.float32)]), 0)  # frames 10-19 silent, one read
+    assert levels.level_db(0, 10) == pytest.approx(20 * np.log10(0.5))
+    assert levels.level_db(10, 10) == -120.0
+    assert levels.level_db(5, 10) == pytest.approx(20 * np.log10(0.5) - 10 * np.log10(2))
+    levels.push(np.full(150, 0.1, np.float32), 2050)  # a read that starts and ends mid-frame, after a gap
+    assert levels.level_db(20, 3) == pytest.approx(-20.0)  # frame 20 unheard: counted by samples heard
+    levels.push(np.zeros(10_000, np.float32), 2200)  # 100 frames later: the first frames are gone
+    assert levels.level_db(0, 10) == -120.0 and levels.newest == 121

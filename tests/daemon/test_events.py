@@ -32,6 +32,15 @@ def test_builders_make_valid_events_that_round_trip():
     assert [events.topic(e) for e in (w, s, st)] == ["window.studio", "segment.studio", "status"]
 
 
+def test_a_window_that_names_no_instrument_says_why():
+    w = events.window_event("studio", 7, 1.0, 4.0, 1_700_000_000.25, PROBS / PROBS.sum(), CLASSES, [], 12.5,
+                            "cross-abc", True, "no instrument", -31.26)
+    assert w["none"] == "no instrument" and w["labels"] == [] and w["level_db"] == -31.3
+    assert decode(encode(w)) == w
+    with pytest.raises(EventError, match="none"):
+        events.validate({**w, "none": "jazz"})
+
+
 @pytest.mark.parametrize("over, fragment", [
     ({"schema": 2}, "schema: 2"),
     ({"seq": -1}, "window.seq: must be >= 0"),

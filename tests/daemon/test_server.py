@@ -7,13 +7,15 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 import soundfile
 
+from instrumentd.daemon import events
 from instrumentd.daemon.replay import replay
 
 from ..conftest import devices, start_jackd
-from .conftest import melody, read_log, source_events, windows_of
+from .conftest import SR, melody, read_log, source_events, windows_of
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +39,22 @@ def test_file_fast_publishes_every_window_logs_it_and_exits_0(daemon, subscriber
                      timeout=10)
     assert [e for e in got if "seq" in e] == logged
     assert got[-1]["streams"]["take1"]["windows"] == len(wins) and got[-1]["streams"]["take1"]["state"] == "ended"
+
+
+def test_silence_between_music_names_no_instrument(daemon, wav, tmp_path):
+    """Music, 7 s of digital silence, music: the silent windows carry no label, say why, and end the segment."""
+    music = soundfile.read(wav(4.5))[0].astype(np.float32)
+    path = tmp_path / "gap.wav"
+    soundfile.write(path, np.concatenate([music, np.zeros(7 * SR, np.float32), music]), SR)
+    d = daemon([f"gap=file+fast:{path}"], "--hop", "1.0")
+    assert d.wait() == 0, d.log_text()
+    wins = windows_of(read_log(d.log_dir, "gap"))
+    silent = [w for w in wins if 5.0 <= w["t_start"] and w["t_end"] <= 11.0]
+    assert silent and all(w["none"] == "silence" and w["labels"] == [] for w in silent)
+    assert all(w["level_db"] == -120.0 for w in silent)
+    assert wins[0]["level_db"] > -40 and wins[0]["none"] in (None, "no instrument")
+    for w in wins:
+        events.validate(w)
 
 
 def test_stdin_pcm_is_resampled_and_ends_with_the_pipe(daemon, tmp_path):
