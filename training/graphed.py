@@ -69,7 +69,8 @@ class TrainStep:
         self._static = (mel.clone(), mask.clone(), target.clone())
         self.optimizer.zero_grad(set_to_none=True)  # the graph's backward allocates the gradients it writes
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # a capture stream of the model's GPU: torch's default one belongs to whichever GPU was current first
+        with torch.cuda.graph(graph, stream=torch.cuda.Stream(self.device)):
             with autocast(self.device, self.amp):
                 logits = self.model(self._static[0], self._static[1])
             loss = self.loss_fn(logits.float(), self._static[2])
