@@ -38,7 +38,7 @@ class Decision:
 
     min_confidence: float = 0.0  # top window probability needed to name an instrument
     min_level_db: float = -60.0  # dBFS RMS of a window under which it is silence
-    min_named: float = 1 / 3  # share of a clip's audible windows that must name an instrument
+    min_named: float = 0.5  # share of a clip's audible windows that must name an instrument
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> "Decision":
