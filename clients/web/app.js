@@ -81,7 +81,7 @@ function showNow(s) {
     inst.classList.remove("none");
     conf.textContent = `${Math.round(100 * Math.max(...w.labels.map(c => w.probabilities[c])))} %`;
   } else {
-    inst.textContent = "no predominant instrument";
+    inst.textContent = w.none ? `no instrument: ${w.none}` : "no predominant instrument";
     inst.classList.add("none");
     conf.textContent = "";
   }
