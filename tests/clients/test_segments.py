@@ -182,7 +182,9 @@ def test_boundary_found_near_the_join(archive, fitted):
         (a_start, a_end), = _spans(rec["segments"], first)
         (b_start, b_end), = _spans(rec["segments"], second)
         assert a_start == 0.0 and b_end == 6.0 and a_end == b_start
-        assert abs(a_end - 3.0) <= 0.5
+        # a window straddling the join may be called either instrument: the boundary lies within half a
+        # window (1.5 s) of the join, on the window-centre grid
+        assert abs(a_end - 3.0) <= 1.5
         assert all(s["mean_probability"] > 0.6 for s in rec["segments"])
 
     csv_out = _run(str(archive / "a-flute-violin.wav"), "--segments", "--format", "csv", "--hop", "0.5",

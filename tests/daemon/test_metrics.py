@@ -92,7 +92,7 @@ def test_metrics_and_probes_of_a_served_daemon(daemon, subscriber, wav):
 def test_readiness_names_what_is_missing(tmp_path):
     server = Server(load(env={}, sources=["a=mic"], log_dir=str(tmp_path)))
     assert readiness(server) == ["model not loaded", "event endpoints not bound", "no sources opened"]
-    server.should_exit = True
+    server.signals.should_exit = True
     assert readiness(server)[-1] == "shutting down"
 
 

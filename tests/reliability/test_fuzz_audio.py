@@ -82,12 +82,17 @@ def test_mutated_audio_decodes_or_raises_audio_error(seed_name, tmp_path):
     assert sum(outcomes.values()) == CASES
 
 
-def test_a_flac_header_that_claims_billions_of_samples_is_an_audio_error(tmp_path):
+def test_a_flac_header_that_claims_billions_of_samples_is_refused_or_read_for_what_it_holds(tmp_path):
     data = bytearray(SEEDS["flac"]())
     # STREAMINFO: bytes 18-25 hold rate (20 bits), channels (3), bits (5) and the total sample count (36)
     fields = int.from_bytes(data[18:26], "big") | (2**36 - 1)
     data[18:26] = fields.to_bytes(8, "big")
     path = tmp_path / "liar.flac"
     path.write_bytes(bytes(data))
-    with pytest.raises(AudioError, match="liar.flac"):
-        load(path)
+    # soundfile refuses the header; the ffmpeg fallback decodes the frames actually there, never billions
+    try:
+        audio = load(path)
+    except AudioError as exc:
+        assert "liar.flac" in str(exc)
+    else:
+        assert len(audio) < 60 * 44100 and np.isfinite(audio).all()

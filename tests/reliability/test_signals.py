@@ -72,7 +72,9 @@ def test_sighup_stops_serve_cleanly_with_its_segments_closed(daemon, subscriber,
     assert ends and all(e["reason"] == "shutdown" for e in ends), got[-3:]
     assert "SIGHUP: finishing the windows already heard" in d.log_text()
     logged = read_log(d.log_dir, "a")
-    assert logged[-1]["type"] == "segment" and logged[-1]["state"] == "end"
+    # the stream's last events: its segments closed, then the source's end (reason shutdown)
+    assert logged[-1]["type"] == "source" and logged[-1]["state"] == "ended" and logged[-1]["reason"] == "shutdown"
+    assert logged[-2]["type"] == "segment" and logged[-2]["state"] == "end"
     assert [e["seq"] for e in logged] == list(range(len(logged))) and windows_of(got)
 
 
