@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "keys": "instrumentd.clients.keys",
     "bench": "instrumentd.clients.bench",
     "synth": "instrumentd.training.cmd_synth",
+    "synth-stems": "instrumentd.training.cmd_stems",
     "prepare": "instrumentd.training.cmd_prepare",
     "train": "instrumentd.training.cmd_train",
     "evaluate": "instrumentd.training.cmd_evaluate",
