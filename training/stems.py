@@ -13,7 +13,9 @@ Four roles of stem, all ``seconds`` long (default 4 s, so that 3-s training crop
     (wind, applause, clicks, rain, sound effects).
 
 Musical stems are rendered from generated MIDI by every installed sample bank (:data:`BANKS`), each
-stem by one bank; a class is rendered only by banks that hold one of its programs. Every stem is
+stem by one bank; a class is rendered only by banks that hold one of its programs. Seven of every
+eight ``voi`` stems are sung (bank ``world``: espeak-ng syllables re-sung through the WORLD vocoder,
+see :mod:`voice`), the others are General MIDI choirs and voices. Every stem is
 drawn from a random generator seeded by ``(seed, role, class or kind, number)``, so a bank is the
 same on every machine, and growing ``per_class`` keeps the stems already drawn.
 
@@ -44,7 +46,7 @@ from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.config import SAMPLE_RATE
 from instrumentd.pipeline.errors import ParameterError
 
-from . import noise, speech
+from . import noise, speech, voice
 from .midi import DRUM_CHANNEL, Note, Track
 from .render import (TIMIDITY_CONFIGS, RenderError, find_soundfont, render, render_timidity,
                      soundfont_presets, timidity_presets)
@@ -103,7 +105,9 @@ BANKS: dict[str, Bank] = {
     "fluidr3mono": Bank("fluidsynth", "fluidr3mono"),
     "freepats": Bank("timidity", str(TIMIDITY_CONFIGS["freepats"])),
 }
-GENERATED = ("espeak-ng", "numpy")  # the "bank" of none stems made without MIDI
+SUNG = "world"  # voi stems sung by espeak-ng syllables through the WORLD vocoder (voice.py)
+SUNG_SHARE = 7  # of every 8 voi stems, when SUNG is among the banks; the others are GM choirs and voices
+GENERATED = ("espeak-ng", "numpy", SUNG)  # "banks" of stems made without MIDI
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,8 +132,8 @@ class StemSpec:
 
 
 def installed_banks() -> tuple[str, ...]:
-    """Names of the :data:`BANKS` installed here."""
-    return tuple(name for name, bank in BANKS.items() if bank.installed())
+    """Names of the :data:`BANKS` installed here, and :data:`SUNG` where espeak-ng and pyworld are."""
+    return tuple(name for name, bank in BANKS.items() if bank.installed()) + ((SUNG,) if voice.available() else ())
 
 
 def counts(per_class: int) -> dict[str, int]:
@@ -177,29 +181,34 @@ def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, se
         raise ParameterError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     banks = installed_banks() if banks is None else banks
     for b in banks:
-        if b not in BANKS:
-            raise ParameterError(f"unknown bank {b!r}; choose from {', '.join(BANKS)}")
-        if not BANKS[b].installed():
+        if b not in BANKS and b != SUNG:
+            raise ParameterError(f"unknown bank {b!r}; choose from {', '.join(BANKS)}, {SUNG}")
+        if b not in installed_banks():
             raise ParameterError(f"bank {b!r} is not installed here (installed: {', '.join(installed_banks())})")
     n = counts(per_class)
     ext = fmt
+    midi_banks = tuple(b for b in banks if b in BANKS)
     specs: list[StemSpec] = []
     for ci, cls in enumerate(CLASSES):
-        players = [b for b in banks if _programs_in(b, PROGRAMS[cls])]
-        if per_class and not players:
+        players = [b for b in midi_banks if _programs_in(b, PROGRAMS[cls])]
+        sung = cls == "voi" and SUNG in banks
+        if per_class and not players and not sung:
             raise ParameterError(f"none of the banks {', '.join(banks)} plays class {cls!r}")
         for k in range(n["pred"]):
-            b = players[k % len(players)]
+            if sung and (k % 8 < SUNG_SHARE or not players):
+                b = SUNG
+            else:
+                b = players[k % len(players)]
             specs.append(StemSpec(f"pred/{b}/{cls}/{k:05d}.{ext}", "pred", cls, None, b, seconds, (seed, 0, ci, k)))
     for role, ri, fits in (("acc", 1, _has_gm), ("drums", 2, _has_drums)):
-        players = [b for b in banks if fits(b)]
+        players = [b for b in midi_banks if fits(b)]
         if n[role] and not players:
             raise ParameterError(f"none of the banks {', '.join(banks)} can render {role} stems")
         for k in range(n[role]):
             b = players[k % len(players)]
             specs.append(StemSpec(f"{role}/{b}/{k:05d}.{ext}", role, None, None, b, seconds, (seed, ri, 0, k)))
-    drum_banks = [b for b in banks if _has_drums(b)]
-    sfx_banks = [b for b in banks if _sfx_presets(b)]
+    drum_banks = [b for b in midi_banks if _has_drums(b)]
+    sfx_banks = [b for b in midi_banks if _sfx_presets(b)]
     for ki, kind in enumerate(NONE_KINDS):
         for k in range(n[kind]):
             if kind == "speech":
@@ -265,9 +274,12 @@ def compose(spec: StemSpec, offset: float = 0.0) -> list[Track]:
 
 
 def generate(spec: StemSpec) -> np.ndarray:
-    """A stem made without MIDI: speech, noise, hum, near-silence or a numpy environment sound."""
+    """A stem made without MIDI: a sung part, speech, noise, hum, near-silence or a numpy environment sound."""
     rng = _rng(spec.key, 1)
     n = int(round(spec.seconds * SAMPLE_RATE))
+    if spec.bank == SUNG:  # mostly one singer; some doubled, some a small group
+        layers = int(rng.choice([1, 2, 3, 4], p=[0.8, 0.1, 0.06, 0.04]))
+        return voice.sing(rng, spec.seconds, SAMPLE_RATE, layers=layers)[0]
     if spec.kind == "speech":
         return speech.talk(rng, n, SAMPLE_RATE, "train")
     if spec.kind == "noise":

@@ -47,8 +47,13 @@ def test_banks_are_taken_in_turn_and_only_for_classes_they_play():
         banks = [s.bank for s in specs if s.cls == cls]
         assert len(set(banks)) >= min(2, len(banks))
         for s in specs:
-            if s.cls == cls:
+            if s.cls == cls and s.bank == stems.SUNG:
+                assert cls == "voi"
+            elif s.cls == cls:
                 assert stems._programs_in(s.bank, PROGRAMS[cls])
+    if stems.SUNG in installed:  # mostly sung voices, a few General MIDI ones
+        voi = [s.bank for s in stems.plan(16, installed, seed=0) if s.cls == "voi"]
+        assert voi.count(stems.SUNG) == 14
 
 
 def test_bad_arguments_are_refused():
@@ -78,7 +83,8 @@ def test_tiny_bank_renders_every_role(tmp_path):
     _need_timgm6mb()
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed (make system-deps)")
-    specs = stems.plan(1, ("timgm6mb",), seed=5, seconds=2.0, fmt="flac")
+    banks = ("timgm6mb", stems.SUNG) if stems.SUNG in stems.installed_banks() else ("timgm6mb",)
+    specs = stems.plan(1, banks, seed=5, seconds=2.0, fmt="flac")
     index = stems.synthesize_stems(tmp_path, specs, processes=2)
     data = json.loads(index.read_text())
     assert data["sample_rate"] == 44100 and len(data["stems"]) == len(specs)
