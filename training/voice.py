@@ -9,7 +9,8 @@ General MIDI "choir aahs" are not a singer; this module makes a voice that sings
    process: :func:`analyse` caches its WORLD parameters.
 3. Analysis: Harvest (f0, only to tell voiced frames; DIO misses some espeak voices), CheapTrick (spectral envelope),
    D4C (aperiodicity), 5 ms frames. Each syllable is cut into onset consonants, the vowel nucleus
-   (voiced frames within 10 dB of the loudest) and coda consonants.
+   (the longest run of voiced, periodic frames with most energy below 1.5 kHz, within 12 dB of the
+   loudest) and coda consonants.
 4. Timing: each note's onset consonants come just before the note, so the vowel lands on the
    beat; the nucleus is time-stretched to the note (its first and last quarter at natural speed,
    the steady middle stretched, so diphthongs glide at the end); the coda closes the note.
@@ -121,7 +122,10 @@ def analyse(word: str, voice: str, pitch: int) -> Syllable:
     voiced = _fill_gaps(f0 > 0, 3)
     if not voiced.any():
         raise RenderError(f"espeak-ng voice {voice} said {word!r} without a voiced frame")
-    start, end = _longest_run(voiced & (energy > energy[voiced].max() - 12))
+    low = np.arange(sp.shape[1]) * WORLD_SR / (2 * (sp.shape[1] - 1)) < 1500
+    vowel_like = (sp[:, low].sum(1) > 0.5 * sp.sum(1)) & (ap[:, low].mean(1) < 0.5)  # not a sibilant or noise
+    nucleus = voiced & (energy > energy[voiced].max() - 12)
+    start, end = _longest_run(nucleus & vowel_like if (nucleus & vowel_like).any() else nucleus)
     audible = np.flatnonzero(energy > energy[voiced].max() - 45)
     first, last = min(int(audible[0]), start), max(int(audible[-1]) + 1, end)
     last = min(last, end + int(150 / FRAME_MS))  # codas longer than 150 ms are release tails
