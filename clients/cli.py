@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "bench": "instrumentd.clients.bench",
     "synth": "instrumentd.training.cmd_synth",
     "synth-stems": "instrumentd.training.cmd_stems",
+    "synth-nonmusic": "instrumentd.training.cmd_nonmusic",
     "prepare": "instrumentd.training.cmd_prepare",
     "train": "instrumentd.training.cmd_train",
     "evaluate": "instrumentd.training.cmd_evaluate",
