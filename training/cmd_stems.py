@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--seconds", type=float, default=STEM_SECONDS, help=f"stem length (default: {STEM_SECONDS})")
     p.add_argument("--format", choices=("ogg", "flac"), default="ogg",
-                   help="ogg (Vorbis, about 50 kbit/s) or flac (lossless, 16 bit) (default: ogg)")
+                   help="ogg (Vorbis, about 45 kbit/s) or flac (lossless, 16 bit) (default: ogg)")
     p.add_argument("--processes", type=int, default=None, help="parallel renders (default: CPU count, at most 4)")
     p.set_defaults(run=run)
 
