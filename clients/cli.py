@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "bench": "instrumentd.clients.bench",
     "web": "instrumentd.clients.web",
     "synth": "instrumentd.training.cmd_synth",
+    "synth-stems": "instrumentd.training.cmd_stems",
+    "synth-nonmusic": "instrumentd.training.cmd_nonmusic",
     "prepare": "instrumentd.training.cmd_prepare",
     "train": "instrumentd.training.cmd_train",
     "evaluate": "instrumentd.training.cmd_evaluate",

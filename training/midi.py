@@ -8,6 +8,7 @@ from pathlib import Path
 
 TICKS_PER_QUARTER = 480
 DRUM_CHANNEL = 9
+PITCH_BEND = -1  # Control.number of a pitch-bend event
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,12 +21,25 @@ class Note:
     velocity: int = 100
 
 
+@dataclasses.dataclass(frozen=True)
+class Control:
+    """A controller change at ``time`` seconds: ``number`` 0-127 with ``value`` 0-127, or
+    ``number=PITCH_BEND`` with ``value`` -8192..8191 (a full bend is ``Track.bend_range`` semitones).
+    """
+
+    time: float
+    number: int
+    value: int
+
+
 @dataclasses.dataclass
 class Track:
     """Notes played by one General MIDI ``program`` (0-127) on one ``channel`` (9 = drums).
 
-    The channel is set up (volume, program) at ``start`` seconds; a track starting later than 0
-    first silences what the channel still sounds, so one file can hold clips one after another.
+    The channel is set up (volume, bank, program) at ``start`` seconds; a track starting later than 0
+    first silences what the channel still sounds and resets its controllers, so one file can hold
+    clips one after another. ``controls`` (expression, modulation, pitch bends...) are sent before
+    notes that start at the same time.
     """
 
     program: int
@@ -33,6 +47,9 @@ class Track:
     notes: list[Note]
     volume: int = 100  # controller 7, 0-127
     start: float = 0.0  # seconds
+    bank: int = 0  # bank select (controller 0), for variation sounds
+    controls: list[Control] = dataclasses.field(default_factory=list)
+    bend_range: int = 2  # semitones of a full pitch bend (RPN 0)
 
 
 def _vlq(n: int) -> bytes:
@@ -54,9 +71,24 @@ def to_bytes(tracks: list[Track], tempo_bpm: float = 120.0) -> bytes:
         setup = int(round(tr.start * ticks_per_second))
         if setup > 0:
             events.append((setup, 1, bytes([0xB0 | ch, 120, 0])))  # all sound off
+        if setup > 0 or tr.controls:
+            events.append((setup, 1, bytes([0xB0 | ch, 121, 0])))  # reset all controllers
+            events.append((setup, 1, bytes([0xE0 | ch, 0, 0x40])))  # pitch bend centred
+        if tr.controls:  # RPN 0: pitch-bend range in semitones, then RPN null
+            events += [(setup, 1, bytes([0xB0 | ch, c, v])) for c, v in
+                       ((101, 0), (100, 0), (6, tr.bend_range & 0x7F), (38, 0), (101, 127), (100, 127))]
         events.append((setup, 1, bytes([0xB0 | ch, 7, tr.volume & 0x7F])))
+        if tr.bank:
+            events.append((setup, 1, bytes([0xB0 | ch, 0, tr.bank & 0x7F])))
         if ch != DRUM_CHANNEL:
             events.append((setup, 1, bytes([0xC0 | ch, tr.program & 0x7F])))
+        for c in tr.controls:
+            tick = max(setup, int(round(c.time * ticks_per_second)))
+            if c.number == PITCH_BEND:
+                v = max(0, min(16383, c.value + 8192))
+                events.append((tick, 1, bytes([0xE0 | ch, v & 0x7F, v >> 7])))
+            else:
+                events.append((tick, 1, bytes([0xB0 | ch, c.number & 0x7F, max(0, min(127, c.value))])))
         for n in tr.notes:
             on = int(round(n.start * ticks_per_second))
             off = max(on + 1, int(round((n.start + n.duration) * ticks_per_second)))

@@ -34,7 +34,7 @@ from instrumentd.pipeline.config import SAMPLE_RATE
 from instrumentd.pipeline.errors import ParameterError
 
 from .midi import DRUM_CHANNEL, Note, Track
-from .render import SOUNDFONTS, TRAINING_SOUNDFONTS, RenderError, find_soundfont, render
+from .render import SOUNDFONTS, TEST_SOUNDFONTS, TRAINING_SOUNDFONTS, RenderError, find_soundfont, render
 
 MANIFEST = "synth.csv"
 TRAIN_DIR = "IRMAS-TrainingData"
@@ -141,7 +141,7 @@ def _test_spec(seed: int, number: int, soundfont: str) -> ClipSpec:
 
 
 def plan(per_class: int, test_clips: int, soundfonts: tuple[str, ...] = TRAINING_SOUNDFONTS,
-         test_soundfonts: tuple[str, ...] = tuple(SOUNDFONTS), seed: int = 0) -> list[ClipSpec]:
+         test_soundfonts: tuple[str, ...] = TEST_SOUNDFONTS, seed: int = 0) -> list[ClipSpec]:
     """Every clip of a corpus: ``per_class`` training clips per class, their SoundFonts taken in turn
     from ``soundfonts``, and ``test_clips`` test compositions, each rendered with every ``test_soundfonts``.
 

@@ -1,0 +1,107 @@
+"""Stem bank: reproducible plans, bank choice per class, and a real tiny render (fluidsynth, espeak-ng, numpy)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile
+
+from instrumentd.model.classes import CLASSES
+from instrumentd.pipeline.errors import ParameterError
+from instrumentd.training import stems
+from instrumentd.training.render import RenderError, find_soundfont
+from instrumentd.training.synth import PROGRAMS, RANGES, SAX_RANGES
+
+
+def _need_timgm6mb():
+    if shutil.which("fluidsynth") is None:
+        pytest.skip("fluidsynth not installed (make system-deps)")
+    try:
+        find_soundfont("timgm6mb")
+    except RenderError:
+        pytest.skip("TimGM6mb SoundFont not installed (make system-deps)")
+
+
+def test_plan_is_reproducible_and_grows_without_changing_stems():
+    _need_timgm6mb()
+    small = stems.plan(2, ("timgm6mb",), seed=3)
+    assert stems.plan(2, ("timgm6mb",), seed=3) == small
+    assert set(small) <= set(stems.plan(4, ("timgm6mb",), seed=3))
+    assert {s.key for s in stems.plan(2, ("timgm6mb",), seed=4)}.isdisjoint({s.key for s in small})
+    by_role = {r: [s for s in small if s.role == r] for r in stems.ROLES}
+    assert len(by_role["pred"]) == 2 * len(CLASSES) and {s.cls for s in by_role["pred"]} == set(CLASSES)
+    assert len(by_role["acc"]) == 2 and len(by_role["drums"]) == 1
+    assert {s.kind for s in by_role["none"]} == set(stems.NONE_KINDS)
+    assert len({s.path for s in small}) == len(small)
+
+
+def test_banks_are_taken_in_turn_and_only_for_classes_they_play():
+    installed = stems.installed_banks()
+    if len(installed) < 2:
+        pytest.skip("needs two installed sample banks")
+    specs = stems.plan(len(installed), installed, seed=0)
+    for cls in CLASSES:
+        banks = [s.bank for s in specs if s.cls == cls]
+        assert len(set(banks)) >= min(2, len(banks))
+        for s in specs:
+            if s.cls == cls and s.bank == stems.SUNG:
+                assert cls == "voi"
+            elif s.cls == cls:
+                assert stems._programs_in(s.bank, PROGRAMS[cls])
+    if stems.SUNG in installed:  # mostly sung voices, a few General MIDI ones
+        voi = [s.bank for s in stems.plan(16, installed, seed=0) if s.cls == "voi"]
+        assert voi.count(stems.SUNG) == 14
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ParameterError, match="unknown bank 'nope'"):
+        stems.plan(1, ("nope",))
+    with pytest.raises(ParameterError, match="--per-class must be >= 0"):
+        stems.plan(-1, ())
+    with pytest.raises(ParameterError, match="at least 1 s"):
+        stems.plan(1, (), seconds=0.5)
+    with pytest.raises(ParameterError, match="unknown format 'mp3'"):
+        stems.plan(1, (), fmt="mp3")
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_solo_parts_play_the_class_in_its_range(cls):
+    _need_timgm6mb()
+    for spec in [s for s in stems.plan(6, ("timgm6mb",), seed=1) if s.cls == cls]:
+        (track,) = stems.compose(spec)
+        assert track.program in PROGRAMS[cls]
+        lo, hi = SAX_RANGES[track.program] if cls == "sax" else RANGES[cls]
+        assert track.notes and all(lo <= n.pitch <= hi for n in track.notes)
+        assert all(0 <= n.start and n.start + n.duration <= spec.seconds + 1e-9 for n in track.notes)
+
+
+@pytest.mark.slow
+def test_tiny_bank_renders_every_role(tmp_path):
+    _need_timgm6mb()
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed (make system-deps)")
+    banks = ("timgm6mb", stems.SUNG) if stems.SUNG in stems.installed_banks() else ("timgm6mb",)
+    specs = stems.plan(1, banks, seed=5, seconds=2.0, fmt="flac")
+    index = stems.synthesize_stems(tmp_path, specs, processes=2)
+    data = json.loads(index.read_text())
+    assert data["sample_rate"] == 44100 and len(data["stems"]) == len(specs)
+    for entry in data["stems"]:
+        assert set(entry) == {"path", "role", "cls", "bank", "kind", "seconds"}
+        audio, sr = soundfile.read(tmp_path / entry["path"], dtype="float32")
+        assert sr == 44100 and audio.shape == (88200,), entry["path"]
+        peak = np.abs(audio).max()
+        if entry["kind"] == "silence":
+            assert peak < 0.01
+        else:  # normalised to -3 dBFS and sounding for a good part of the stem
+            assert abs(20 * np.log10(peak) + 3) < 0.1, entry["path"]
+            assert np.mean(np.abs(audio) > 0.01 * peak) > 0.2, entry["path"]
+    # the same seed renders the same audio, also when the stem is rendered in another batch
+    again = tmp_path / "again"
+    vio = next(s for s in specs if s.cls == "vio")
+    stems.synthesize_stems(again, [vio], processes=1)
+    first, _ = soundfile.read(tmp_path / vio.path, dtype="float32")
+    second, _ = soundfile.read(again / vio.path, dtype="float32")
+    assert np.sum((first - second) ** 2) / np.sum(first**2) < 1e-4

@@ -1,0 +1,52 @@
+"""``instrumentd synth-stems OUT``: render a stem bank (solo parts, accompaniment, drums, non-music) for mixing."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from .stems import BANKS, STEM_SECONDS
+
+    p = subparsers.add_parser(
+        "synth-stems",
+        help="render a stem bank (solo parts, accompaniment, drums, non-music) for on-the-fly mixing",
+        description=(
+            "Render mono stems a trainer mixes on the fly: pred (a solo part of one class), acc "
+            "(chords, pads, bass), drums (grooves) and none (speech, noise, hum, drums alone, near-silence, "
+            "other sounds), listed in OUT/index.json. Musical stems come from generated MIDI played by "
+            "every installed sample bank in turn; speech from espeak-ng. The same --seed gives the same "
+            "bank; stems already on disk are kept, so an interrupted run resumes."
+        ),
+    )
+    p.add_argument("out", metavar="OUT", help="stem bank folder to write")
+    p.add_argument("--per-class", type=int, default=200,
+                   help="solo stems per class; as many accompaniments and speech stems, half as many of "
+                        "each other kind (default: 200)")
+    p.add_argument("--banks", default=None,
+                   help=f"comma-separated sample banks, taken in turn (default: every installed one of "
+                        f"{', '.join(BANKS)})")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seconds", type=float, default=STEM_SECONDS, help=f"stem length (default: {STEM_SECONDS})")
+    p.add_argument("--format", choices=("ogg", "flac"), default="ogg",
+                   help="ogg (Vorbis, about 45 kbit/s) or flac (lossless, 16 bit) (default: ogg)")
+    p.add_argument("--processes", type=int, default=None, help="parallel renders (default: CPU count, at most 4)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .stems import plan, synthesize_stems
+    from .synth import default_processes
+
+    banks = None if args.banks is None else tuple(b.strip() for b in args.banks.split(",") if b.strip())
+    specs = plan(args.per_class, banks, args.seed, args.seconds, args.format)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns) as progress:
+        task = progress.add_task("rendering stems", total=len(specs))
+        index = synthesize_stems(args.out, specs, args.processes or default_processes(),
+                                 lambda n: progress.advance(task, n))
+    used = sorted({s.bank for s in specs})
+    print(f"{len(specs)} stems in {args.out} from {', '.join(used)} ({index.name} lists them)")
+    return 0
