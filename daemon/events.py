@@ -42,15 +42,19 @@ def wall_time(epoch: float) -> str:
 
 def window_event(stream: str, seq: int, t_start: float, t_end: float, epoch: float, probabilities,
                  classes: tuple[str, ...], labels: list[str], latency_ms: float, model: str,
-                 trained: bool) -> dict[str, Any]:
-    """A window event. ``probabilities: [n_classes]`` in class order; times in seconds of stream time."""
+                 trained: bool, level_db: float | None = None) -> dict[str, Any]:
+    """A window event. ``probabilities: [n_classes]`` in class order; times in seconds of stream time;
+    ``level_db``: the stream's input level (RMS dBFS of the last audio read), left out when unknown."""
     probs = {c: round(float(p), 6) for c, p in zip(classes, probabilities)}
-    return {
+    event = {
         "schema": SCHEMA, "type": "window", "stream": stream, "seq": seq,
         "t_start": round(t_start, 4), "t_end": round(t_end, 4), "wall_time": wall_time(epoch),
         "probabilities": probs, "top": max(probs, key=probs.get), "labels": list(labels),
         "latency_ms": round(max(0.0, latency_ms), 2), "model": model, "trained": trained,
     }
+    if level_db is not None:
+        event["level_db"] = level_db
+    return event
 
 
 def segment_event(stream: str, seq: int, instrument: str, state: str, start: float, end: float | None,

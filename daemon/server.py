@@ -145,7 +145,7 @@ class Server:
             age = time.monotonic() - w.arrival
             event = events.window_event(
                 st.name, self._next_seq[st.name], w.t_start, w.t_end, time.time() - age, w.probabilities,
-                rec.classes, st.segmenter.labels, age * 1000, rec.id, rec.trained)
+                rec.classes, st.segmenter.labels, age * 1000, rec.id, rec.trained, st.level_db)
             self._send(event)
             st.windows += 1
             st.latencies.append(event["latency_ms"])
