@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build: on machines with a local wheel of it pip takes that one; never the CUDA wheels.
 TORCH_SPEC ?= torch==2.13.0
 APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small \
-	ffmpeg libportaudio2 libsndfile1 jackd2 tmux
+	ffmpeg libportaudio2 libsndfile1 jackd2 tmux mosquitto
 PYTEST_ARGS ?=
 
 .PHONY: demo test install system-deps bench clean

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "dashboard": "instrumentd.clients.dashboard",
     "proxy": "instrumentd.clients.proxy",
     "keys": "instrumentd.clients.keys",
+    "bridge": "instrumentd.clients.bridge",
     "bench": "instrumentd.clients.bench",
     "synth": "instrumentd.training.cmd_synth",
     "prepare": "instrumentd.training.cmd_prepare",

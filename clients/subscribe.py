@@ -17,7 +17,7 @@ from instrumentd.daemon.config import Config
 
 DEFAULT_CONNECT = Config.pub  # the daemon's default PUB endpoint
 DEFAULT_REPLAY = Config.replay  # and its default replay endpoint
-TOPICS = ("window", "segment", "status")
+TOPICS = ("window", "segment", "source", "status")
 RECONNECT_MS = 250  # first retry after a lost connection; doubles up to RECONNECT_MAX_MS
 RECONNECT_MAX_MS = 2000
 HEARTBEAT_MS = 1000  # ZMTP heartbeats: a silent dead peer is noticed within a few of these
@@ -73,7 +73,7 @@ def sub_socket(endpoints: list[str], prefixes: list[str], context: Any = None) -
 
 
 def topic_prefixes(topics: list[str], streams: list[str] | None) -> list[str]:
-    """ZeroMQ prefixes for ``topics`` (``window``, ``segment``, ``status``), narrowed to ``streams`` if given."""
+    """ZeroMQ prefixes for ``topics`` (``window``, ``segment``, ``source``, ``status``), narrowed to ``streams`` if given."""
     out = []
     for t in topics:
         if t == "status":
@@ -190,3 +190,43 @@ def fill(replayer: Replayer | None, stream: str, missed: tuple[int, int], comman
         yield from replayer.fetch(stream, *missed)
     except (TimeoutError, EventError) as exc:
         print(f"instrumentd {command}: stream {stream}: missed seq {missed[0]}-{missed[1] - 1}: {exc}", file=sys.stderr)
+
+
+class Feed:
+    """The events of one or more daemons, each stream's in seq order: a SUB socket whose gaps are
+    noticed and, given a replayer, filled before the event that revealed them.
+
+    Parameters
+    ----------
+    endpoints : the daemons' PUB endpoints
+    topics : event kinds among :data:`TOPICS`
+    streams : only these streams (None or empty: all)
+    replayer : fills gaps from the daemons' replay endpoints; None reports each gap on stderr
+    command : the command named in messages
+    """
+
+    def __init__(self, endpoints: list[str], topics: list[str], streams: list[str] | None,
+                 replayer: Replayer | None, command: str):
+        self.sock = sub_socket(endpoints, topic_prefixes(topics, streams))
+        self.streams = set(streams or ())
+        self.replayer = replayer
+        self.command = command
+        self.gaps = Gaps()
+
+    def next(self, timeout_s: float) -> list[dict[str, Any]]:
+        """The next live event, after the replayed events of the gap it reveals; [] after
+        ``timeout_s`` seconds without one (or for a duplicate)."""
+        event = receive(self.sock, timeout_s, self.command)
+        if event is None or event["type"] == "status":
+            return [] if event is None else [event]
+        if self.streams and event["stream"] not in self.streams:
+            return []  # a topic prefix also matches longer stream names
+        if "seq" not in event:
+            return [event]
+        missed = self.gaps.seen(event)
+        if missed == "old":
+            return []
+        return [*fill(self.replayer, event["stream"], missed, self.command), event] if missed else [event]
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
