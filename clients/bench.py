@@ -25,6 +25,7 @@ BENCHES: dict[str, str] = {
     "prepare": "instrumentd.training.bench:prepare",
     "train": "instrumentd.training.bench:train_bench",
     "tag": "instrumentd.clients.bench_tag:tag",
+    "bridge": "instrumentd.clients.bench_bridge:bridge",
 }
 
 

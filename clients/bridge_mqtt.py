@@ -26,6 +26,7 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -207,6 +208,8 @@ class MqttBridge:
             log.warning("broker %s refused the connection: %s; retrying", self.settings.broker, reason)
             return
         log.info("connected to %s", self.settings.broker)
+        # small messages at once: Nagle's algorithm would hold each until the last is acknowledged
+        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.publish(self.status_topic, b"online", qos=1, retain=True)
         with self.lock:
             for topic, payload in self.retained.items():
