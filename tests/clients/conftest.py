@@ -219,12 +219,12 @@ class Publishing:
         return self._out(event, send)
 
     def status(self, states: dict[str, str]) -> dict:
-        """Publish a heartbeat whose streams have these source states."""
+        """Publish a heartbeat whose streams have these source states (and their last logged seqs)."""
         from instrumentd.daemon.events import status_event
 
         streams = {name: {"source": f"{name}=file:x.wav", "state": state, "level_db": -20.0, "windows": 1,
                           "drops": {"audio_s": 0.0, "windows": 0}, "queue_s": 0.0,
-                          "latency_ms": {"p50": 20.0, "p99": 30.0}, "restarts": 0, "seq": 0}
+                          "latency_ms": {"p50": 20.0, "p99": 30.0}, "restarts": 0, "seq": self._next_seq(name) - 1}
                    for name, state in states.items()}
         event = status_event(time.time(), 1.0, "cpu", "cross-test", True, 0, streams)
         self.publisher.publish(event)
