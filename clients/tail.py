@@ -1,12 +1,19 @@
-"""``instrumentd tail``: print the daemons' events as JSON lines, one per event, as they come."""
+"""``instrumentd tail``: print the daemons' events as they come, one line each: JSON, or text for people.
+
+``--format text`` prints ``12:03:04 radio Violin 0.97``: the local time the window ended, the
+stream, the predominant instrument(s) with their probabilities (or ``-`` and the top class when
+none is predominant); a segment as ``start Violin`` or ``end Violin 41.0-47.5 s``; a source
+lifecycle event as ``source ended``; a heartbeat as ``status`` and its streams' states.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .subscribe import TOPICS, add_connect_argument
 
@@ -16,10 +23,11 @@ WAIT_NOTICE_S = 3.0  # seconds without an event before saying so on stderr
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "tail",
-        help="print the daemon's events as JSON lines",
+        help="print the daemon's events as JSON lines or text",
         description=(
             "Subscribe to one or more running `instrumentd serve` daemons and print each event as one "
-            "JSON line (docs/events.md). Filters keep the events of some streams, some instruments or "
+            "JSON line (docs/events.md) or, with --format text, one line for people "
+            "(12:03:04 radio Violin 0.97). Filters keep the events of some streams, some instruments or "
             "confident windows only. With --replay, a gap in a stream's seq (a subscriber that was cut "
             "off, a daemon restart) is filled from the daemon's event log before the next event is printed."
         ),
@@ -31,12 +39,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "repeatable), and segments of it")
     p.add_argument("--min-prob", type=float, metavar="P",
                    help="only windows in which an instrument (one of --instrument, if given) has probability >= P")
-    p.add_argument("--topics", default="window,segment", metavar="LIST",
-                   help="comma-separated event kinds among window, segment, status (default: window,segment)")
+    p.add_argument("--topics", default="window,segment,source", metavar="LIST",
+                   help="comma-separated event kinds among window, segment, source, status "
+                        "(default: window,segment,source)")
     p.add_argument("--status", action="store_true",
                    help="also print status heartbeats (same as adding status to --topics)")
     p.add_argument("--replay", action="append", metavar="ENDPOINT",
                    help="fill seq gaps from this replay endpoint (e.g. tcp://127.0.0.1:5556), repeatable")
+    p.add_argument("--format", choices=sorted(FORMATS), default="json",
+                   help="json: each event as one JSON line (default); text: one short line for people")
     p.set_defaults(run=run)
 
 
@@ -92,6 +103,8 @@ class Filter:
             return True
         if self.streams and event["stream"] not in self.streams:
             return False  # a topic prefix also matches longer stream names
+        if kind == "source":
+            return True
         if kind == "segment":
             return not self.instruments or event["instrument"] in self.instruments
         probs = event["probabilities"]
@@ -109,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     replayer = Replayer([check_endpoint(e, "--replay") for e in args.replay]) if args.replay else None
     sock = sub_socket(endpoints, topic_prefixes(topics, args.stream))
     gaps = Gaps()
+    write = FORMATS[args.format]
     quiet_since, told = time.monotonic(), False
     try:
         while True:
@@ -120,20 +134,49 @@ def run(args: argparse.Namespace) -> int:
                     told = True
                 continue
             quiet_since, told = time.monotonic(), False
-            if event["type"] != "status":
+            if "seq" in event:
                 missed = gaps.seen(event)
                 if missed == "old":
                     continue
                 if missed and replayer is not None:
                     for old in fill(replayer, event["stream"], missed, "tail"):
                         if keep(old):
-                            _print(old)
+                            write(old)
             if keep(event):
-                _print(event)
+                write(event)
     finally:
         sock.close(linger=0)
 
 
-def _print(event: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
+def _print(line: str) -> None:
+    sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def text_line(event: dict[str, Any]) -> str:
+    """One event as a line for people: ``12:03:04 radio Violin 0.97`` (local time)."""
+    from instrumentd.model.classes import NAMES
+
+    clock = datetime.datetime.fromisoformat(event["wall_time"]).astimezone().strftime("%H:%M:%S")
+    kind = event["type"]
+    if kind == "status":
+        states = " ".join(f"{name}={st['state']}" for name, st in event["streams"].items())
+        return f"{clock} status up {event['uptime_s']:.0f} s {states}".rstrip()
+    head = f"{clock} {event['stream']}"
+    if kind == "window":
+        probs = event["probabilities"]
+        if event["labels"]:
+            return f"{head} " + ", ".join(f"{NAMES[c]} {probs[c]:.2f}" for c in event["labels"])
+        return f"{head} - (top {NAMES[event['top']]} {probs[event['top']]:.2f})"
+    if kind == "segment":
+        if event["state"] == "start":
+            return f"{head} start {NAMES[event['instrument']]}"
+        reason = "" if event["reason"] == "change" else f" ({event['reason']})"
+        return f"{head} end {NAMES[event['instrument']]} {event['start']:.1f}-{event['end']:.1f} s{reason}"
+    return f"{head} source {event['state']}"
+
+
+FORMATS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "json": lambda event: _print(json.dumps(event)),
+    "text": lambda event: _print(text_line(event)),
+}
