@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "proxy": "instrumentd.clients.proxy",
     "keys": "instrumentd.clients.keys",
     "bridge": "instrumentd.clients.bridge",
+    "devices": "instrumentd.clients.devices",
     "bench": "instrumentd.clients.bench",
     "synth": "instrumentd.training.cmd_synth",
     "prepare": "instrumentd.training.cmd_prepare",
