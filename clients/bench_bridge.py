@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -41,7 +42,9 @@ def bridge(device: Any, quick: bool, args: argparse.Namespace) -> BenchResult:
         raise InstrumentdError("bench bridge needs the mosquitto broker (apt-get install mosquitto)")
     n = int(RATE * (QUICK_SECONDS if quick else SECONDS))
     rows = [_measure("mqtt", n, _with_mqtt), _measure("osc", n, _with_osc)]
-    summary: dict[str, Any] = {"rate_per_s": RATE, "events": n, "streams": STREAMS, "target_p99_ms": 5.0}
+    # the tail depends on what else the CPUs run: the load average goes with the figures
+    summary: dict[str, Any] = {"rate_per_s": RATE, "events": n, "streams": STREAMS, "target_p99_ms": 5.0,
+                               "load_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
     for row in rows:
         for key in ("p50_ms", "p99_ms", "max_ms", "lost"):
             summary[f"{row['bridge']}_{key}"] = row[key]
