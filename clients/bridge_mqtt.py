@@ -185,6 +185,7 @@ class MqttBridge:
         self.sources: dict[str, str] = {}  # stream -> source state last published
         self.lifecycle: set[str] = set()  # streams with source lifecycle events: the heartbeat's state is not used
         self.lock = threading.Lock()  # the retained cache is read by paho's thread on (re)connection
+        self.connected = False  # since the broker's last CONNACK, as paho's thread saw it
         self.published = 0
         self.unsent = 0
         self._warned_at = -WARN_EVERY_S
@@ -209,6 +210,7 @@ class MqttBridge:
             log.warning("broker %s refused the connection: %s; retrying", self.settings.broker, reason)
             return
         log.info("connected to %s", self.settings.broker)
+        self.connected = True
         # small messages at once: Nagle's algorithm would hold each until the last is acknowledged
         client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.publish(self.status_topic, b"online", qos=1, retain=True)
@@ -217,8 +219,9 @@ class MqttBridge:
                 client.publish(topic, payload, qos=0, retain=True)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if reason.is_failure:
+        if reason.is_failure and self.connected:  # not after a refused connection: that was said
             log.warning("lost the broker %s (%s); reconnecting", self.settings.broker, reason)
+        self.connected = False
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         log.warning("cannot reach the broker %s; retrying", self.settings.broker)

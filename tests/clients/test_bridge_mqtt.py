@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -216,3 +217,63 @@ def test_settings_from_a_config_file(tmp_path, broker, publishing):
     finally:
         bridge.kill()
         live.close()
+
+
+def _tls_files(tmp_path) -> dict:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate it signed, made with openssl."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp_path, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
+            "-keyout", "ca.key", "-out", "ca.crt")
+    for name, extra in (("server", ["-addext", "subjectAltName=IP:127.0.0.1"]), ("client", [])):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+                "-out", f"{name}.csr", *extra)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "2", "-copy_extensions", "copy", "-out", f"{name}.crt")
+    return {name: str(tmp_path / name) for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None,
+                    reason="openssl or mosquitto_passwd not installed")
+def test_tls_with_a_client_certificate_and_a_password(tmp_path, publishing):
+    files = _tls_files(tmp_path)
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(tmp_path / "passwords"), "house", "s3cret"], check=True,
+                   capture_output=True, timeout=30)
+    port, plain = free_port(), free_port()
+    conf = tmp_path / "mosquitto.conf"
+    stay = "user root\n" if os.geteuid() == 0 else ""  # as root it would become `mosquitto`, who cannot read tmp_path
+    conf.write_text(f"{stay}per_listener_settings true\n"
+                    f"listener {port} 127.0.0.1\ncafile {files['ca.crt']}\ncertfile {files['server.crt']}\n"
+                    f"keyfile {files['server.key']}\nrequire_certificate true\nallow_anonymous false\n"
+                    f"password_file {tmp_path / 'passwords'}\n"
+                    f"listener {plain} 127.0.0.1\nallow_anonymous true\n")  # the same broker, read back in the clear
+    broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    live = Reader(plain, "instrumentd/#")
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "instrumentd", "bridge", "mqtt", "--connect", publishing.pub,
+         "--broker", f"mqtts://127.0.0.1:{port}", "--ca-file", files["ca.crt"], "--cert", files["client.crt"],
+         "--key", files["client.key"], "--username", "house"],
+        env={**os.environ, "INSTRUMENTD_MQTT_PASSWORD": "s3cret"}, stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "bridge.log", "wb"))
+    try:
+        publishing.wait_subscribers()
+        wait_for(lambda: live.on("instrumentd/status"), 30, "the bridge online over TLS")
+        publishing.window("radio", "sax", 0.9, labels=("sax",))
+        wait_for(lambda: live.json("instrumentd/radio/instrument"), 10, "the state over TLS")
+        assert live.json("instrumentd/radio/instrument")[0]["names"] == "Saxophone"
+        bridge.kill()
+        wrong = tmp_path / "wrong.log"
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "instrumentd", "bridge", "mqtt", "--connect", publishing.pub,
+             "--broker", f"mqtts://127.0.0.1:{port}", "--ca-file", files["ca.crt"], "--cert", files["client.crt"],
+             "--key", files["client.key"], "--username", "house", "--password", "wrong"],
+            stdout=subprocess.DEVNULL, stderr=open(wrong, "wb"))
+        wait_for(lambda: "refused the connection" in wrong.read_text(), 30, "the broker's refusal, logged")
+        assert "Traceback" not in wrong.read_text()
+    finally:
+        bridge.kill()
+        live.close()
+        broker.kill()
+        broker.wait()
