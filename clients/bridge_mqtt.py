@@ -174,10 +174,18 @@ def discovery_configs(stream: str, prefix: str, ha_prefix: str) -> dict[str, dic
 
 
 class MqttBridge:
-    """Publishes events on a broker through paho's network thread, which reconnects by itself."""
+    """Publishes events on a broker through paho's network thread, which reconnects by itself.
+
+    The thread also writes: several messages queued while it was waking go out in one send, which
+    costs less than one system call per message from the bridge's own loop (measured).
+    """
 
     def __init__(self, settings: Settings):
+        import ssl
+
         import paho.mqtt.client as mqtt
+
+        from instrumentd.pipeline.errors import ParameterError
 
         self.settings = settings
         self.status_topic = f"{settings.prefix}/status"
@@ -194,7 +202,10 @@ class MqttBridge:
         if settings.username:
             self.client.username_pw_set(settings.username, settings.password)
         if settings.tls:
-            self.client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert, keyfile=settings.key)
+            try:
+                self.client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert, keyfile=settings.key)
+            except (ssl.SSLError, OSError) as exc:
+                raise ParameterError(f"--ca-file, --cert or --key: cannot load ({exc})") from None
         self.client.max_queued_messages_set(QUEUE_LIMIT)
         self.client.max_inflight_messages_set(INFLIGHT_LIMIT)
         self.client.reconnect_delay_set(1, RECONNECT_MAX_S)
