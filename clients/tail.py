@@ -114,38 +114,30 @@ class Filter:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .subscribe import Gaps, Replayer, check_endpoint, connect_endpoints, fill, receive, sub_socket, topic_prefixes
+    from .subscribe import Feed, Replayer, check_endpoint, connect_endpoints
 
     topics = parse_topics(args.topics, args.status)
     keep = Filter(set(args.stream or ()), parse_instruments(args.instrument), args.min_prob, topics)
     endpoints = connect_endpoints(args)
     replayer = Replayer([check_endpoint(e, "--replay") for e in args.replay]) if args.replay else None
-    sock = sub_socket(endpoints, topic_prefixes(topics, args.stream))
-    gaps = Gaps()
+    feed = Feed(endpoints, topics, args.stream, replayer, "tail")
     write = FORMATS[args.format]
     quiet_since, told = time.monotonic(), False
     try:
         while True:
-            event = receive(sock, 1.0, "tail")
-            if event is None:
+            events = feed.next(1.0)
+            if not events:
                 if not told and time.monotonic() - quiet_since > WAIT_NOTICE_S:
                     print(f"instrumentd tail: no events from {', '.join(endpoints)} in {WAIT_NOTICE_S:g} s; "
                           "waiting", file=sys.stderr, flush=True)
                     told = True
                 continue
             quiet_since, told = time.monotonic(), False
-            if "seq" in event:
-                missed = gaps.seen(event)
-                if missed == "old":
-                    continue
-                if missed and replayer is not None:
-                    for old in fill(replayer, event["stream"], missed, "tail"):
-                        if keep(old):
-                            write(old)
-            if keep(event):
-                write(event)
+            for event in events:
+                if keep(event):
+                    write(event)
     finally:
-        sock.close(linger=0)
+        feed.close()
 
 
 def _print(line: str) -> None:
