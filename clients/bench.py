@@ -26,6 +26,7 @@ BENCHES: dict[str, str] = {
     "train": "instrumentd.training.bench:train_bench",
     "tag": "instrumentd.clients.bench_tag:tag",
     "change": "instrumentd.clients.bench_change:change",
+    "bridge": "instrumentd.clients.bench_bridge:bridge",
 }
 
 

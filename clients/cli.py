@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "dashboard": "instrumentd.clients.dashboard",
     "proxy": "instrumentd.clients.proxy",
     "keys": "instrumentd.clients.keys",
+    "bridge": "instrumentd.clients.bridge",
+    "devices": "instrumentd.clients.devices",
     "bench": "instrumentd.clients.bench",
     "web": "instrumentd.clients.web",
     "synth": "instrumentd.training.cmd_synth",

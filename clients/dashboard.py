@@ -1,10 +1,12 @@
 """``instrumentd dashboard``: a live terminal screen of one or more daemons, one panel per stream.
 
 A panel shows the predominant instrument(s) now, the 11 class probabilities as bars, a timeline
-of recent windows coloured by their top class, the recent segment log, and the stream's health
-from the daemon's heartbeats (level, windows, drops, queue, latency p50/p99). A header line per
-daemon says whether it answers. The screen fits 80x24 and gives panels more lines (all 11 bars,
-a longer segment log) and more columns as the terminal grows.
+of recent windows coloured by their top class over a time axis, the recent segment log, and the
+stream's health from the daemon's heartbeats (level, windows, drops, queue, latency p50/p99); a
+stream whose source ended or failed says so. A header line per daemon says whether it answers.
+When a daemon first answers, its recent windows and segments are fetched from its replay
+endpoint, so the timeline and the log start full. The screen fits 80x24 and gives panels more
+lines (all 11 bars, a longer segment log) and more columns as the terminal grows.
 
 :class:`Board` holds what the events said; :func:`render` draws a board at a given size (a pure
 function, so the layout is testable without a terminal); :func:`run` is the loop: ZeroMQ
@@ -20,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from .subscribe import add_connect_argument
+from .subscribe import DEFAULT_REPLAY, add_connect_argument
 
 COLOURS = {  # one per class, distinct on 256-colour terminals
     "cel": "dark_orange3", "cla": "turquoise2", "flu": "sky_blue1", "gac": "khaki3", "gel": "red1",
@@ -33,6 +35,8 @@ HISTORY = 400  # windows kept per stream for the timeline
 SEGMENT_LOG = 40  # segment events kept per stream
 PANEL_WIDTH = 60  # columns a panel needs at least; wider terminals get more panels side by side
 BLOCKS = " ▏▎▍▌▋▊▉█"  # eighths of a cell, for bars finer than a character
+TICK_CELLS = 16  # timeline cells between two labels of its time axis
+ENDED = ("ended", "failed")  # source states after which a stream makes no more windows
 DRAIN = 10000  # messages read from one daemon between redraws, at most
 
 
@@ -44,10 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "A live screen of one or more running daemons: per stream the predominant instrument(s), "
             "the 11 probabilities as bars, a timeline of recent windows coloured by instrument, the "
             "segment log, latency and drops, and each daemon's status. Waits for a daemon that does "
-            "not answer yet and reconnects by itself. q or Ctrl-C quits."
+            "not answer yet and reconnects by itself; fills the timeline from the daemon's replay "
+            "endpoint when it first answers. q or Ctrl-C quits."
         ),
     )
     add_connect_argument(p)
+    p.add_argument("--replay", action="append", metavar="ENDPOINT",
+                   help="the replay endpoint of each --connect daemon, in the same order, to start with its recent "
+                        f"events (default {DEFAULT_REPLAY} with the default --connect, none otherwise)")
     p.set_defaults(run=run)
 
 
@@ -55,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 @dataclasses.dataclass
 class StreamView:
-    """One stream: its latest window, recent tops, segment log and last heartbeat entry."""
+    """One stream: its latest window, recent ``(top, predominant, t_end)``, segment log, last heartbeat
+    entry and the state of its last ``source`` lifecycle event."""
 
     name: str
     endpoint: str
@@ -63,6 +72,13 @@ class StreamView:
     history: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=HISTORY))
     segments: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=SEGMENT_LOG))
     status: dict[str, Any] | None = None
+    lifecycle: str | None = None
+    next_seq: int = 0  # events with a smaller seq were had already (live or replayed)
+
+    @property
+    def state(self) -> str:
+        """The source's state: from its lifecycle events, else from the heartbeat ("" before either)."""
+        return self.lifecycle or (self.status or {}).get("state", "")
 
 
 @dataclasses.dataclass
@@ -90,12 +106,23 @@ class Board:
             for name, st in event["streams"].items():
                 self._stream(name, endpoint).status = st
             return
+        self.take(endpoint, event)
+
+    def take(self, endpoint: str, event: dict[str, Any]) -> None:
+        """Take a window, segment or source event of one of ``endpoint``'s streams, live or replayed;
+        one already had (by seq) is left out."""
         view = self._stream(event["stream"], endpoint)
+        if "seq" in event:
+            if event["seq"] < view.next_seq:
+                return
+            view.next_seq = event["seq"] + 1
         if event["type"] == "window":
             view.window = event
-            view.history.append((event["top"], bool(event["labels"])))
-        else:
+            view.history.append((event["top"], bool(event["labels"]), event["t_end"]))
+        elif event["type"] == "segment":
             view.segments.append(event)
+        elif event["type"] == "source":
+            view.lifecycle = event["state"]
 
     def _stream(self, name: str, endpoint: str) -> StreamView:
         view = self.streams.get((endpoint, name))
@@ -118,12 +145,13 @@ def render(board: Board, width: int, height: int, now: float) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    header = [_daemon_line(board, d, now, width) for d in board.daemons.values()][: max(1, height // 4)]
+    header = [_daemon_line(board, d, now, width - (len(QUITS) if i == 0 else 0))
+              for i, d in enumerate(board.daemons.values())][: max(1, height // 4)]
     if all(d.last_seen is None for d in board.daemons.values()) or not board.streams:
         msg = Text.assemble(("Waiting for daemon", "bold yellow"), " at ", ", ".join(board.daemons),
-                            "\nreconnects by itself · q quits", justify="center")
+                            "\nreconnects by itself", justify="center")
         body_height = max(3, height - len(header))
-        return Group(*header, Panel(Align.center(msg, vertical="middle"), height=body_height))
+        return Group(_with_quits(header, width), Panel(Align.center(msg, vertical="middle"), height=body_height))
     order = list(board.daemons)
     keys = sorted(board.streams, key=lambda key: (order.index(key[0]), key[1]))
     columns = max(1, min(len(keys), width // PANEL_WIDTH))
@@ -141,10 +169,26 @@ def render(board: Board, width: int, height: int, now: float) -> Any:
         cells = [_panel(board.streams[n], board, panel_width, panel_heights[r], now)
                  for n in shown[r * columns : (r + 1) * columns]]
         grid.add_row(*cells, *[""] * (columns - len(cells)))
-    parts = [*header, grid]
+    parts = [_with_quits(header, width), grid]
     if more:
         parts.append(Text(f"+{more} more stream(s): enlarge the terminal to see them", style="yellow"))
     return Group(*parts)
+
+
+QUITS = "  q quits"  # said once, at the right of the first header line
+
+
+def _with_quits(header: list[Any], width: int) -> Any:
+    """The header lines, the first with "q quits" at its right end."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    first = Table.grid(expand=True)
+    first.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+    first.add_column(justify="right", no_wrap=True)
+    first.add_row(header[0], Text(QUITS, "dim"))
+    return Group(first, *header[1:])
 
 
 def _daemon_line(board: Board, daemon: DaemonView, now: float, width: int) -> Any:
@@ -166,7 +210,6 @@ def _daemon_line(board: Board, daemon: DaemonView, now: float, width: int) -> An
         if not st["trained"]:
             line.append(" UNTRAINED", "bold red")
         line.append(f"  up {_duration(st['uptime_s'])}  pub drops {st['publisher_drops']}")
-    line.append("  q quits", "dim")
     line.truncate(width, overflow="ellipsis")
     return line
 
@@ -181,8 +224,10 @@ def _panel(view: StreamView, board: Board, width: int, height: int, now: float) 
 
     inner_w, inner_h = max(10, width - 4), max(1, height - 2)
     live = board.answering(view.endpoint, now)
+    ended = view.state in ENDED
     w = view.window
-    lines: list[Any] = [_now_line(w, NAMES), _health_line(view.status), _timeline(view.history, inner_w)]
+    lines: list[Any] = [_now_line(w, NAMES, view.state if ended else None), *_health_lines(view.status, inner_w),
+                        _timeline(view.history, inner_w), _axis(view.history, inner_w)]
     n_bars = min(len(CLASSES), max(0, inner_h - len(lines)))
     if w and n_bars:
         probs = w["probabilities"]
@@ -190,18 +235,24 @@ def _panel(view: StreamView, board: Board, width: int, height: int, now: float) 
         lines += [_bar(c, probs[c], c in w["labels"], inner_w, NAMES) for c in order]
     lines += [_segment_line(e, NAMES) for e in list(view.segments)[::-1][: max(0, inner_h - len(lines))]]
     lines = lines[:inner_h] + [Text("")] * max(0, inner_h - len(lines))
-    state = (view.status or {}).get("state", "")
+    state = view.state
     where = f" @ {view.endpoint.split('://', 1)[-1]}" if len(board.daemons) > 1 else ""
-    title = Text.assemble((view.name, "bold"), (where, "dim"), f"  {state}" if state else "",
+    title = Text.assemble((view.name, "bold"), (where, "dim"),
+                          (f"  {state}", "bold red" if state == "failed" else "bold" if ended else "") if state else "",
                           ("" if live else "  (stale)", "red"))
-    return Panel(Group(*lines), title=title, title_align="left", height=height, width=width,
-                 border_style="blue" if live else "red")
+    border = "red" if not live or state == "failed" else "grey50" if ended else "blue"
+    return Panel(Group(*lines), title=title, title_align="left", height=height, width=width, border_style=border)
 
 
-def _now_line(w: dict[str, Any] | None, names: dict[str, str]) -> Any:
+def _now_line(w: dict[str, Any] | None, names: dict[str, str], ended: str | None = None) -> Any:
+    """What is predominant now; for a stream whose source ended or failed (``ended``), what was last."""
     from rich.text import Text
 
-    line = Text(no_wrap=True, overflow="ellipsis").append("now ", "dim")
+    line = Text(no_wrap=True, overflow="ellipsis")
+    if ended:
+        line.append(ended.upper(), "bold red" if ended == "failed" else "bold").append(" · last ", "dim")
+    else:
+        line.append("now ", "dim")
     if w is None:
         return line.append("no window yet", "yellow")
     if w["labels"]:
@@ -212,21 +263,30 @@ def _now_line(w: dict[str, Any] | None, names: dict[str, str]) -> Any:
     return line.append(f"  {w['t_end']:.1f} s", "dim")
 
 
-def _health_line(st: dict[str, Any] | None) -> Any:
+def _health_lines(st: dict[str, Any] | None, width: int) -> list[Any]:
+    """The heartbeat's figures, " · " between them, on as many lines of ``width`` as they need (one
+    from about 75 columns on): nothing is cut off."""
     from rich.text import Text
 
-    line = Text(no_wrap=True, overflow="ellipsis")
     if st is None:
-        return line.append("no heartbeat yet", "dim")
+        return [Text("no heartbeat yet", "dim", no_wrap=True)]
     lat = st["latency_ms"]
     p50 = "-" if lat["p50"] is None else f"{lat['p50']:.0f}"
     p99 = "-" if lat["p99"] is None else f"{lat['p99']:.0f}"
     drops = st["drops"]
     level = "-" if st["level_db"] is None else f"{st['level_db']:.0f} dB"
-    line.append(f"p50 {p50} p99 {p99} ms · ")
     dropped = drops["windows"] or drops["audio_s"]
-    line.append(f"drops {drops['windows']} ({drops['audio_s']:.1f} s)", "red" if dropped else "")
-    return line.append(f" · windows {st['windows']} · queue {st['queue_s']:.2f} s · {level}")
+    parts = [Text(f"p50 {p50} p99 {p99} ms"),
+             Text(f"drops {drops['windows']} ({drops['audio_s']:.1f} s)", "red" if dropped else ""),
+             Text(f"windows {st['windows']}"), Text(f"queue {st['queue_s']:.2f} s"), Text(level)]
+    lines = [Text(no_wrap=True, overflow="ellipsis")]
+    for part in parts:
+        if lines[-1].cell_len and lines[-1].cell_len + 3 + part.cell_len > width:
+            lines.append(Text(no_wrap=True, overflow="ellipsis"))
+        if lines[-1].cell_len:
+            lines[-1].append(" · ")
+        lines[-1].append_text(part)
+    return lines
 
 
 def _timeline(history: collections.deque, width: int) -> Any:
@@ -238,9 +298,38 @@ def _timeline(history: collections.deque, width: int) -> Any:
     cells = width - len("timeline ")
     recent = list(history)[-cells:]
     line.append(" " * (cells - len(recent)))
-    for top, predominant in recent:
+    for top, predominant, _ in recent:
         line.append("█" if predominant else "▄", COLOURS[top] if predominant else f"dim {COLOURS[top]}")
     return line
+
+
+def _axis(history: collections.deque, width: int) -> Any:
+    """The timeline's time axis: ``now`` under the newest window and, every :data:`TICK_CELLS` cells, a
+    tick with how long before it that window ended (stream time, so a gap in the audio shows as a jump)."""
+    from rich.text import Text
+
+    cells = width - len("timeline ")
+    recent = list(history)[-cells:]
+    axis = [" "] * cells
+    if recent:
+        newest = recent[-1][2]
+        free_until = cells - len("now")  # labels may not run into the ones to their right
+        axis[free_until:] = "now"
+        for k in range(TICK_CELLS, len(recent), TICK_CELLS):
+            pos = cells - 1 - k
+            label = "╵-" + _ago(newest - recent[-1 - k][2])
+            if pos + len(label) < free_until:
+                axis[pos : pos + len(label)] = label
+                free_until = pos
+    return Text(" " * len("timeline ") + "".join(axis), "dim", no_wrap=True)
+
+
+def _ago(seconds: float) -> str:
+    """``42s``, ``1m05s``, ``2h03m``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    return f"{s // 60}m{s % 60:02d}s" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _bar(cls: str, p: float, predominant: bool, width: int, names: dict[str, str]) -> Any:
@@ -283,12 +372,17 @@ def run(args: argparse.Namespace) -> int:
 
     from instrumentd.pipeline.errors import InstrumentdError
 
-    from .subscribe import connect_endpoints, receive, sub_socket, topic_prefixes
+    from .subscribe import Replayer, check_endpoint, connect_endpoints, receive, sub_socket, topic_prefixes
 
     endpoints = connect_endpoints(args)
+    replays = args.replay if args.replay is not None else ([] if args.connect else [DEFAULT_REPLAY])
+    if len(replays) > len(endpoints):
+        raise InstrumentdError(f"{len(replays)} --replay endpoints for {len(endpoints)} --connect endpoint(s): "
+                               "give one per daemon, in the same order")
+    replayers = {e: Replayer([check_endpoint(r, "--replay")]) for e, r in zip(endpoints, replays)}
     if not sys.stdout.isatty():
         raise InstrumentdError("the dashboard needs a terminal; use `instrumentd tail` to print events instead")
-    prefixes = topic_prefixes(["window", "segment", "status"], None)
+    prefixes = topic_prefixes(["window", "segment", "source", "status"], None)
     sockets = {sub_socket([e], prefixes): e for e in endpoints}  # one per daemon: who said what
     poller = zmq.Poller()
     for sock in sockets:
@@ -311,6 +405,8 @@ def run(args: argparse.Namespace) -> int:
                     for _ in range(DRAIN if ready.get(sock) else 0):
                         event = receive(sock, 0, "dashboard")
                         if event is not None:
+                            if endpoint in replayers and not backfill(board, endpoint, event, replayers[endpoint]):
+                                del replayers[endpoint]  # no answer: not asked again for each new stream
                             board.apply(endpoint, event, now)
                         if not sock.poll(0):
                             break
@@ -324,6 +420,29 @@ def run(args: argparse.Namespace) -> int:
         for sock in sockets:
             sock.close(linger=0)
     return 0
+
+
+def backfill(board: Board, endpoint: str, event: dict[str, Any], replayer: Any) -> bool:
+    """Before ``event`` from ``endpoint`` goes on the board: the recent events of each stream it
+    shows for the first time, from the daemon's replay endpoint (up to :data:`HISTORY`). False if
+    the endpoint did not answer: those panels start empty, as without a replay endpoint."""
+    from instrumentd.daemon.events import EventError
+
+    if event["type"] == "status":
+        upto = {name: st["seq"] + 1 for name, st in event["streams"].items()}
+    elif "seq" in event:
+        upto = {event["stream"]: event["seq"]}
+    else:
+        return True
+    for name, seq in upto.items():
+        if (endpoint, name) in board.streams or seq <= 0:
+            continue
+        try:
+            for old in replayer.fetch(name, max(0, seq - HISTORY), seq):
+                board.take(endpoint, old)
+        except (TimeoutError, EventError):
+            return False
+    return True
 
 
 class _Keys:

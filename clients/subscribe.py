@@ -74,7 +74,7 @@ def sub_socket(endpoints: list[str], prefixes: list[str], context: Any = None) -
 
 
 def topic_prefixes(topics: list[str], streams: list[str] | None) -> list[str]:
-    """ZeroMQ prefixes for ``topics`` (``window``, ``segment``, ``status``), narrowed to ``streams`` if given."""
+    """ZeroMQ prefixes for ``topics`` (``window``, ``segment``, ``source``, ``status``), narrowed to ``streams`` if given."""
     out = []
     for t in topics:
         if t == "status":
@@ -191,3 +191,47 @@ def fill(replayer: Replayer | None, stream: str, missed: tuple[int, int], comman
         yield from replayer.fetch(stream, *missed)
     except (TimeoutError, EventError) as exc:
         print(f"instrumentd {command}: stream {stream}: missed seq {missed[0]}-{missed[1] - 1}: {exc}", file=sys.stderr)
+
+
+class Feed:
+    """The events of one or more daemons, each stream's in seq order: a SUB socket whose gaps are
+    noticed and, given a replayer, filled before the event that revealed them.
+
+    Parameters
+    ----------
+    endpoints : the daemons' PUB endpoints
+    topics : event kinds among :data:`TOPICS`
+    streams : only these streams (None or empty: all)
+    replayer : fills gaps from the daemons' replay endpoints; None reports each gap on stderr
+    command : the command named in messages
+    """
+
+    def __init__(self, endpoints: list[str], topics: list[str], streams: list[str] | None,
+                 replayer: Replayer | None, command: str):
+        # every kind that shares a stream's seq is received, so that one not asked for is no false gap
+        received = [*topics, *(t for t in SEQ_TOPICS if t not in topics)] if set(topics) & set(SEQ_TOPICS) else topics
+        self.sock = sub_socket(endpoints, topic_prefixes(received, streams))
+        self.topics = set(topics)
+        self.streams = set(streams or ())
+        self.replayer = replayer
+        self.command = command
+        self.gaps = Gaps()
+
+    def next(self, timeout_s: float) -> list[dict[str, Any]]:
+        """The next live event, after the replayed events of the gap it reveals; [] after
+        ``timeout_s`` seconds without one (or for a duplicate)."""
+        event = receive(self.sock, timeout_s, self.command)
+        if event is None or event["type"] == "status":
+            return [] if event is None else [event]
+        if self.streams and event["stream"] not in self.streams:
+            return []  # a topic prefix also matches longer stream names
+        if "seq" not in event:
+            return [event]
+        missed = self.gaps.seen(event)
+        if missed == "old":
+            return []
+        out = [*fill(self.replayer, event["stream"], missed, self.command), event] if missed else [event]
+        return [e for e in out if e["type"] in self.topics]
+
+    def close(self) -> None:
+        self.sock.close(linger=0)

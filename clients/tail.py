@@ -1,14 +1,21 @@
-"""``instrumentd tail``: print the daemons' events as JSON lines, one per event, as they come."""
+"""``instrumentd tail``: print the daemons' events as they come, one line each: JSON, or text for people.
+
+``--format text`` prints ``12:03:04 radio Violin 0.97``: the local time the window ended, the
+stream, the predominant instrument(s) with their probabilities (or ``-`` and the top class when
+none is predominant); a segment as ``start Violin`` or ``end Violin 41.0-47.5 s``; a source
+lifecycle event as ``source ended``; a heartbeat as ``status`` and its streams' states.
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
-from .subscribe import SEQ_TOPICS, TOPICS, add_connect_argument
+from .subscribe import TOPICS, add_connect_argument
 
 WAIT_NOTICE_S = 3.0  # seconds without an event before saying so on stderr
 
@@ -16,10 +23,11 @@ WAIT_NOTICE_S = 3.0  # seconds without an event before saying so on stderr
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "tail",
-        help="print the daemon's events as JSON lines",
+        help="print the daemon's events as JSON lines or text",
         description=(
             "Subscribe to one or more running `instrumentd serve` daemons and print each event as one "
-            "JSON line (docs/events.md). Filters keep the events of some streams, some instruments or "
+            "JSON line (docs/events.md) or, with --format text, one line for people "
+            "(12:03:04 radio Violin 0.97). Filters keep the events of some streams, some instruments or "
             "confident windows only. With --replay, a gap in a stream's seq (a subscriber that was cut "
             "off, a daemon restart) is filled from the daemon's event log before the next event is printed."
         ),
@@ -38,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also print status heartbeats (same as adding status to --topics)")
     p.add_argument("--replay", action="append", metavar="ENDPOINT",
                    help="fill seq gaps from this replay endpoint (e.g. tcp://127.0.0.1:5556), repeatable")
+    p.add_argument("--format", choices=sorted(FORMATS), default="json",
+                   help="json: each event as one JSON line (default); text: one short line for people")
     p.set_defaults(run=run)
 
 
@@ -104,41 +114,63 @@ class Filter:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .subscribe import Gaps, Replayer, check_endpoint, connect_endpoints, fill, receive, sub_socket, topic_prefixes
+    from .subscribe import Feed, Replayer, check_endpoint, connect_endpoints
 
     topics = parse_topics(args.topics, args.status)
     keep = Filter(set(args.stream or ()), parse_instruments(args.instrument), args.min_prob, topics)
     endpoints = connect_endpoints(args)
     replayer = Replayer([check_endpoint(e, "--replay") for e in args.replay]) if args.replay else None
-    # every kind that shares the seq is received, so that one not printed does not look like a loss
-    received = topics + [t for t in SEQ_TOPICS if t not in topics] if set(topics) & set(SEQ_TOPICS) else topics
-    sock = sub_socket(endpoints, topic_prefixes(received, args.stream))
-    gaps = Gaps()
+    feed = Feed(endpoints, topics, args.stream, replayer, "tail")
+    write = FORMATS[args.format]
     quiet_since, told = time.monotonic(), False
     try:
         while True:
-            event = receive(sock, 1.0, "tail")
-            if event is None:
+            events = feed.next(1.0)
+            if not events:
                 if not told and time.monotonic() - quiet_since > WAIT_NOTICE_S:
                     print(f"instrumentd tail: no events from {', '.join(endpoints)} in {WAIT_NOTICE_S:g} s; "
                           "waiting", file=sys.stderr, flush=True)
                     told = True
                 continue
             quiet_since, told = time.monotonic(), False
-            if event["type"] != "status":
-                missed = gaps.seen(event)
-                if missed == "old":
-                    continue
-                if missed and replayer is not None:
-                    for old in fill(replayer, event["stream"], missed, "tail"):
-                        if keep(old):
-                            _print(old)
-            if keep(event):
-                _print(event)
+            for event in events:
+                if keep(event):
+                    write(event)
     finally:
-        sock.close(linger=0)
+        feed.close()
 
 
-def _print(event: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
+def _print(line: str) -> None:
+    sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def text_line(event: dict[str, Any]) -> str:
+    """One event as a line for people: ``12:03:04 radio Violin 0.97`` (local time)."""
+    from instrumentd.model.classes import NAMES
+
+    clock = datetime.datetime.fromisoformat(event["wall_time"]).astimezone().strftime("%H:%M:%S")
+    kind = event["type"]
+    if kind == "status":
+        states = " ".join(f"{name}={st['state']}" for name, st in event["streams"].items())
+        return f"{clock} status up {event['uptime_s']:.0f} s {states}".rstrip()
+    head = f"{clock} {event['stream']}"
+    if kind == "window":
+        probs = event["probabilities"]
+        if event["labels"]:
+            return f"{head} " + ", ".join(f"{NAMES[c]} {probs[c]:.2f}" for c in event["labels"])
+        if event.get("none"):
+            return f"{head} - {event['none']}"
+        return f"{head} - (top {NAMES[event['top']]} {probs[event['top']]:.2f})"
+    if kind == "segment":
+        if event["state"] == "start":
+            return f"{head} start {NAMES[event['instrument']]}"
+        reason = "" if event["reason"] == "change" else f" ({event['reason']})"
+        return f"{head} end {NAMES[event['instrument']]} {event['start']:.1f}-{event['end']:.1f} s{reason}"
+    return f"{head} source {event['state']}"
+
+
+FORMATS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "json": lambda event: _print(json.dumps(event)),
+    "text": lambda event: _print(text_line(event)),
+}

@@ -154,3 +154,98 @@ def fitted(tmp_path_factory, renders):
     path = tmp_path_factory.mktemp("ckpt") / "flute-violin.safetensors"
     save(path, model.eval(), "cross", DEFAULT, trained=True)
     return path
+
+
+class Publishing:
+    """What a daemon serves, without audio: a real ZeroMQ PUB and a replay endpoint over a real event
+    log, on free loopback ports. Events are built with the daemon's own builders, logged, then sent."""
+
+    def __init__(self, tmp_path: Path):
+        import threading
+
+        from instrumentd.daemon.eventlog import EventLog
+        from instrumentd.daemon.publisher import Publisher
+
+        self.pub = f"tcp://127.0.0.1:{free_port()}"
+        self.replay = f"tcp://127.0.0.1:{free_port()}"
+        self.publisher = Publisher(self.pub)
+        self.log = EventLog(tmp_path / f"log-{free_port()}")
+        self._stop = threading.Event()
+        self._replay_thread = threading.Thread(target=self._serve_replay, daemon=True)
+        self._replay_thread.start()
+
+    def _serve_replay(self) -> None:
+        from instrumentd.daemon.replay import ReplayServer
+
+        server = ReplayServer(self.replay, self.log)
+        while not self._stop.wait(0.01):
+            server.serve_pending()
+        server.close()
+
+    def wait_subscribers(self, n: int = 1, timeout: float = 30.0) -> None:
+        def enough():
+            self.publisher.poll_subscriptions()
+            return self.publisher.subscriptions >= n
+
+        wait_for(enough, timeout, f"{n} subscriber(s) on {self.pub}")
+        time.sleep(0.2)  # a subscriber's remaining topic prefixes arrive right after the first
+
+    def _next_seq(self, stream: str) -> int:
+        try:
+            return self.log.next_seq(stream)
+        except KeyError:
+            return self.log.open_stream(stream)
+
+    def window(self, stream: str, top: str, p_top: float = 0.9, labels: tuple[str, ...] = (),
+               level_db: float | None = -20.0, send: bool = True) -> dict:
+        """Log a window event whose ``top`` has ``p_top`` (the rest shared evenly) and, if ``send``, publish it."""
+        from instrumentd.daemon.events import window_event
+        from instrumentd.model.classes import CLASSES
+
+        probs = [(1 - p_top) / (len(CLASSES) - 1)] * len(CLASSES)
+        probs[CLASSES.index(top)] = p_top
+        seq = self._next_seq(stream)
+        event = window_event(stream, seq, seq * 0.5, seq * 0.5 + 3.0, time.time(), probs, CLASSES, list(labels),
+                             20.0, "cross-test", True, level_db)
+        return self._out(event, send)
+
+    def segment(self, stream: str, instrument: str, state: str, send: bool = True) -> dict:
+        from instrumentd.daemon.events import segment_event
+
+        seq = self._next_seq(stream)
+        end = None if state == "start" else seq * 0.5 + 3.0
+        event = segment_event(stream, seq, instrument, state, seq * 0.5, end, None if state == "start" else "change",
+                              time.time(), "cross-test")
+        return self._out(event, send)
+
+    def status(self, states: dict[str, str]) -> dict:
+        """Publish a heartbeat whose streams have these source states (and their last logged seqs)."""
+        from instrumentd.daemon.events import status_event
+
+        streams = {name: {"source": f"{name}=file:x.wav", "state": state, "level_db": -20.0, "windows": 1,
+                          "drops": {"audio_s": 0.0, "windows": 0}, "queue_s": 0.0,
+                          "latency_ms": {"p50": 20.0, "p99": 30.0}, "restarts": 0, "seq": self._next_seq(name) - 1}
+                   for name, state in states.items()}
+        event = status_event(time.time(), 1.0, "cpu", "cross-test", True, 0, streams)
+        self.publisher.publish(event)
+        return event
+
+    def _out(self, event: dict, send: bool) -> dict:
+        self.log.append(event)
+        if send:
+            self.publisher.publish(event)
+        return event
+
+    def close(self) -> None:
+        self._stop.set()
+        self._replay_thread.join(5)
+        self.publisher.close()
+        self.log.close()
+
+
+@pytest.fixture
+def publishing(tmp_path):
+    """A :class:`Publishing` for the test, closed at its end."""
+    p = Publishing(tmp_path)
+    yield p
+    p.close()

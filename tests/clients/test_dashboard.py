@@ -163,3 +163,89 @@ def test_needs_a_terminal():
     out = subprocess.run([sys.executable, "-m", "instrumentd", "dashboard"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2 and "tail" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_time_axis_under_the_timeline():
+    board = _board(["a"])
+    for seq in range(11, 60):  # 1 s apart in stream time
+        board.apply(ENDPOINT, window_event("a", seq, seq, seq + 3.0, 0.0, [1 / 11] * 11, CLASSES, [], 9.0, "m", True), 0.0)
+    lines = _text(board, 80, 24)
+    timeline = next(i for i, line in enumerate(lines) if "timeline" in line)
+    axis = lines[timeline + 1]
+    assert axis.rstrip(" │").endswith("now") and "╵-16s" in axis and "╵-32s" in axis
+    assert axis.index("╵-16s") == axis.index("╵-32s") + 16  # one cell per window, labels 16 windows apart
+
+
+def test_ended_and_failed_streams_say_so():
+    board = _board(["a", "b"])
+    board.apply(ENDPOINT, status_event(0.0, 9.0, "cpu", "m", True, 0, {
+        "a": {**_stream_status(), "state": "ended"}, "b": {**_stream_status(), "state": "failed"}}), 0.0)
+    text = "\n".join(_text(board, 160, 30))
+    assert "a  ended" in text and "b  failed" in text
+    assert "ENDED · last" in text and "FAILED · last" in text and "│ now" not in text
+
+
+def test_source_lifecycle_events_set_the_state():
+    board = _board(["a"])
+    board.take(ENDPOINT, {"schema": 1, "type": "source", "stream": "a", "state": "ended",
+                          "wall_time": "2026-01-05T10:00:00.000+00:00"})
+    assert board.streams[ENDPOINT, "a"].state == "ended"  # over the heartbeat's "running"
+    assert "ENDED · last" in "\n".join(_text(board, 80, 24))
+
+
+def test_status_line_whole_at_120_columns_and_q_quits_once():
+    board = _board(["a", "b"])
+    board.daemons["tcp://127.0.0.1:6555"] = DaemonView("tcp://127.0.0.1:6555")
+    board.apply("tcp://127.0.0.1:6555", status_event(0.0, 5.0, "cpu", "m", True, 0, {}), 0.0)
+    for width in (80, 120, 200):
+        text = "\n".join(_text(board, width, 30))
+        assert "…" not in text  # nothing cut off
+        assert text.count("queue 0.10 s") == 2 and text.count("-12 dB") == 2
+        assert text.count("q quits") == 1
+
+
+def test_replayed_events_fill_the_board_once(publishing):
+    from instrumentd.clients.dashboard import backfill
+    from instrumentd.clients.subscribe import Replayer
+
+    for seq in range(30):
+        publishing.window("radio", "vio" if seq % 2 else "flu", 0.8, labels=("vio",) if seq % 2 else (), send=False)
+    publishing.segment("radio", "vio", "start", send=False)
+    live = publishing.window("radio", "vio", 0.9, labels=("vio",), send=False)
+    board = Board([publishing.pub])
+    assert backfill(board, publishing.pub, live, Replayer([publishing.replay]))
+    board.apply(publishing.pub, live, 0.0)
+    board.apply(publishing.pub, live, 0.0)  # had already: not twice
+    view = board.streams[publishing.pub, "radio"]
+    assert len(view.history) == 31 and [e["seq"] for e in view.segments] == [30]
+    assert board.daemons[publishing.pub].last_seen == 0.0
+    nobody = Board([ENDPOINT])
+    assert not backfill(nobody, ENDPOINT, live, Replayer([f"tcp://127.0.0.1:{free_port()}"], timeout_s=0.3))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed (make system-deps)")
+def test_opens_filled_from_replay_and_shows_an_ended_stream_at_120_columns(tmp_path, publishing):
+    for _ in range(40):  # logged before the dashboard opens, never seen by it live
+        publishing.window("radio", "vio", 0.9, labels=("vio",), send=False)
+    status_file = tmp_path / "exit-code"
+    command = [sys.executable, "-m", "instrumentd", "dashboard", "--connect", publishing.pub,
+               "--replay", publishing.replay]
+    term = Tmux(["sh", "-c", f"'{' '.join(command)}; echo $? > {status_file}'"], width=120, height=30)
+    try:
+        wait_for(lambda: "Waiting for daemon" in term.capture(), 60, "the waiting screen")
+        publishing.wait_subscribers()
+        publishing.status({"radio": "running"})
+        screen = wait_for(lambda: term.capture_if(lambda s: "timeline" in s), 30, "the stream's panel")
+        timeline = next(line for line in screen.split("\n") if "timeline" in line)
+        assert timeline.count("█") == 40  # the replayed windows, before any live one
+        assert "╵-16s" in screen and "now" in screen and "Violin" in screen
+        assert screen.count("q quits") == 1 and "-20 dB" in screen and "…" not in screen
+        publishing.status({"radio": "ended"})
+        wait_for(lambda: "ENDED · last Violin" in term.capture(), 20, "the stream shown as ended")
+        assert "radio  ended" in term.capture()
+        term.tmux(["send-keys", "-t", "dash", "q"])
+        wait_for(lambda: status_file.exists() and status_file.read_text().strip(), 20, "the dashboard to exit")
+        assert status_file.read_text().strip() == "0"
+    finally:
+        term.close()

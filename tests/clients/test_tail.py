@@ -136,3 +136,45 @@ def test_no_daemon_waits_then_ctrl_c():
     assert proc.wait(20) == 130
     out, err = proc.communicate()
     assert out == "" and "Traceback" not in err
+
+
+def test_text_lines(monkeypatch):
+    import time
+
+    from instrumentd.clients.tail import text_line
+
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        w = _window(stream="radio", top="vio", p_top=0.97, labels=("vio",))
+        w["wall_time"] = "2026-01-05T11:03:04.250+00:00"
+        assert text_line(w) == "12:03:04 radio Violin 0.97"
+        none = {**_window(top="cla", p_top=0.4, labels=()), "wall_time": w["wall_time"]}
+        assert text_line(none) == "12:03:04 a - (top Clarinet 0.40)"
+        start = segment_event("radio", 3, "vio", "start", 41.0, None, None, 1767611000.0, "m")
+        end = segment_event("radio", 9, "vio", "end", 41.0, 47.5, "end of stream", 1767611000.0, "m")
+        assert text_line(start).endswith(" radio start Violin")
+        assert text_line(end).endswith(" radio end Violin 41.0-47.5 s (end of stream)")
+        source = {"schema": 1, "type": "source", "stream": "radio", "state": "ended", "wall_time": w["wall_time"]}
+        assert text_line(source) == "12:03:04 radio source ended"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_tail_text_against_a_publisher(publishing):
+    import re
+
+    proc = _tail("--connect", publishing.pub, "--format", "text", "--topics", "window,segment,status")
+    try:
+        publishing.wait_subscribers()
+        publishing.window("radio", "vio", 0.97, labels=("vio",))
+        publishing.segment("radio", "vio", "start")
+        publishing.status({"radio": "running"})
+        lines = [proc.stdout.readline().rstrip("\n") for _ in range(3)]  # flushed line by line
+        assert re.fullmatch(r"\d\d:\d\d:\d\d radio Violin 0\.97", lines[0])
+        assert re.fullmatch(r"\d\d:\d\d:\d\d radio start Violin", lines[1])
+        assert re.fullmatch(r"\d\d:\d\d:\d\d status up 1 s radio=running", lines[2])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)

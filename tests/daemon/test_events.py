@@ -29,6 +29,8 @@ def test_builders_make_valid_events_that_round_trip():
         "drops": {"audio_s": 0.0, "windows": 0}, "queue_s": 0.1, "latency_ms": {"p50": 30.0, "p99": None},
         "restarts": 0, "seq": 8}})
     assert decode(encode(st)) == st
+    leveled = events.window_event("studio", 7, 1.0, 4.0, 0.0, PROBS / PROBS.sum(), CLASSES, [], 1.0, "m", True, -18.5)
+    assert "level_db" not in w and decode(encode(leveled))["level_db"] == -18.5
     assert [events.topic(e) for e in (w, s, st)] == ["window.studio", "segment.studio", "status"]
 
 
@@ -51,6 +53,8 @@ def test_a_window_that_names_no_instrument_says_why():
     ({"probabilities": {c: 0.1 for c in CLASSES[:10]}}, "missing 'voi'"),
     ({"wall_time": "yesterday"}, "window.wall_time"),
     ({"extra": 1}, "unexpected field 'extra'"),
+    ({"level_db": 3.0}, "window.level_db: must be <= 0"),
+    ({"level_db": None}, "window.level_db: must be number"),
 ])
 def test_validation_names_the_bad_field(over, fragment):
     with pytest.raises(EventError) as err:

@@ -34,6 +34,7 @@ def test_file_fast_publishes_every_window_logs_it_and_exits_0(daemon, subscriber
         assert w["t_end"] - w["t_start"] == pytest.approx(3.0)
         assert sum(w["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
         assert w["model"].startswith("cross-") and w["latency_ms"] >= 0
+        assert w["level_db"] == pytest.approx(-11.0, abs=1.0)  # the 0.4-amplitude melody: RMS 0.28
     # the daemon takes seconds to load its model, so the subscriber is connected before the first event
     got = sub.events(lambda ev: len([e for e in ev if "seq" in e]) == len(logged) and ev[-1]["type"] == "status",
                      timeout=10)
