@@ -45,10 +45,10 @@ def wall_time(epoch: float) -> str:
 
 def window_event(stream: str, seq: int, t_start: float, t_end: float, epoch: float, probabilities,
                  classes: tuple[str, ...], labels: list[str], latency_ms: float, model: str,
-                 trained: bool, none: str | None = None, level_db: float | None = None) -> dict[str, Any]:
+                 trained: bool, level_db: float | None = None, none: str | None = None) -> dict[str, Any]:
     """A window event. ``probabilities: [n_classes]`` in class order; times in seconds of stream time;
-    ``none``: why the window names no instrument (model/decision.py), None when it names one;
-    ``level_db``: the window's RMS, dBFS."""
+    ``level_db``: the window's RMS, dBFS (left out when unknown); ``none``: why the window names no
+    instrument (model/decision.py), None when it names one."""
     probs = {c: round(float(p), 6) for c, p in zip(classes, probabilities)}
     event = {
         "schema": SCHEMA, "type": "window", "stream": stream, "seq": seq,

@@ -201,7 +201,7 @@ class Server:
             event = events.window_event(
                 st.name, self._next_seq[st.name], w.t_start, w.t_end, time.time() - age, w.probabilities,
                 rec.classes, st.segmenter.labels if none is None else [], age * 1000, rec.id, rec.trained,
-                none, level)
+                level_db=level, none=none)
             self._send(event)
             st.windows += 1
             st.latencies.append(event["latency_ms"])

@@ -36,7 +36,7 @@ def test_builders_make_valid_events_that_round_trip():
 
 def test_a_window_that_names_no_instrument_says_why():
     w = events.window_event("studio", 7, 1.0, 4.0, 1_700_000_000.25, PROBS / PROBS.sum(), CLASSES, [], 12.5,
-                            "cross-abc", True, "no instrument", -31.26)
+                            "cross-abc", True, level_db=-31.26, none="no instrument")
     assert w["none"] == "no instrument" and w["labels"] == [] and w["level_db"] == -31.3
     assert decode(encode(w)) == w
     with pytest.raises(EventError, match="none"):
