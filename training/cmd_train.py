@@ -140,14 +140,21 @@ def run(args: argparse.Namespace) -> int:
         result = T.train(features, cfg, sidecar(args.out, ".state.pt"), args.resume, on_epoch,
                            cuda_graph=not args.no_cuda_graph)
     T.save_checkpoint(result, features, cfg, args.out, Path(args.features).name)
-    T.write_history(result.history, sidecar(args.out, ".history.json"))
-    T.plot_curves(result.history, sidecar(args.out, ".curves.png"), f"{cfg.variant}, {features.n_clips} clips")
-    b = result.best
-    total = sum(h.seconds for h in result.history)
-    print(f"best epoch {b.epoch}: validation accuracy {b.val_accuracy:.4f}, loss {b.val_loss:.4f}; "
-          f"{total:.1f} s training ({total / len(result.history):.2f} s/epoch)")
+    report_run(result, args.out, f"{cfg.variant}, {features.n_clips} clips", "")
     print(f"checkpoint: {args.out}")
     return 0
+
+
+def report_run(result, out: str | Path, title: str, which: str) -> None:
+    """History and curves beside the checkpoint ``out``; the best epoch and the time on stdout."""
+    from . import train as T
+
+    T.write_history(result.history, sidecar(out, ".history.json"))
+    T.plot_curves(result.history, sidecar(out, ".curves.png"), title)
+    b = result.best
+    total = sum(h.seconds for h in result.history)
+    print(f"best epoch {b.epoch}: validation accuracy {b.val_accuracy:.4f}{which}, loss {b.val_loss:.4f}; "
+          f"{total:.1f} s training ({total / len(result.history):.2f} s/epoch)")
 
 
 def run_from_audio(args: argparse.Namespace, device) -> int:
@@ -156,14 +163,13 @@ def run_from_audio(args: argparse.Namespace, device) -> int:
 
     from instrumentd.pipeline.config import DEFAULT
 
-    from . import train as T
     from .audio_augment import MixRecipe
     from .stem_bank import load_bank
     from .train_audio import AudioTrainConfig, save_audio_checkpoint, train_from_audio
 
     excluded = soundfont_list(args.exclude_banks) or ()
-    cfg = AudioTrainConfig(args.variant, args.epochs, args.clips_per_epoch, args.validation_clips, batch_size=args.batch_size, lr=args.lr,
-                           mask_noise=args.mask_noise, seed=args.seed, amp=not args.no_amp,
+    cfg = AudioTrainConfig(args.variant, args.epochs, args.clips_per_epoch, args.validation_clips,
+                           batch_size=args.batch_size, lr=args.lr, mask_noise=args.mask_noise, seed=args.seed, amp=not args.no_amp,
                            max_seconds=60 * args.max_minutes, recipe=MixRecipe().with_changes(args.recipe))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[status]}"))
@@ -183,12 +189,7 @@ def run_from_audio(args: argparse.Namespace, device) -> int:
         result, decision, figures = train_from_audio(bank, cfg, DEFAULT, on_epoch, cuda_graph=not args.no_cuda_graph)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save_audio_checkpoint(result, decision, figures, bank, cfg, DEFAULT, args.out, Path(args.features).name, excluded)
-    T.write_history(result.history, sidecar(args.out, ".history.json"))
-    T.plot_curves(result.history, sidecar(args.out, ".curves.png"), f"{cfg.variant}, stems mixed on the fly")
-    b = result.best
-    total = sum(h.seconds for h in result.history)
-    print(f"best epoch {b.epoch}: validation accuracy {b.val_accuracy:.4f} (music clips), loss {b.val_loss:.4f}; "
-          f"{total:.1f} s training ({total / len(result.history):.2f} s/epoch)")
+    report_run(result, args.out, f"{cfg.variant}, stems mixed on the fly", " (music clips)")
     print(f"no-instrument threshold {decision.min_confidence:.3f}: names an instrument in "
           f"{figures['music_named']:.1%} of validation music windows, rejects {figures['none_rejected']:.1%} "
           "of non-music ones")
