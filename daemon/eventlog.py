@@ -40,6 +40,17 @@ LOCK_FILE = ".lock"
 LOCK_FD_ENV = "_INSTRUMENTD_LOG_LOCK_FD"  # a lock inherited from the group's parent (daemon/group.py)
 
 
+
+def stream_folder(folder: Path, stream: str) -> Path:
+    """``folder/stream`` (``folder`` resolved); a name that is not a plain stream name, or would leave
+    the folder, is refused."""
+    if not isinstance(stream, str) or not STREAM_NAME.fullmatch(stream):
+        raise ParameterError(f"stream name {stream!r} is not 1-64 letters, digits, '_' or '-'")
+    path = (folder / stream).resolve()
+    if path.parent != folder:
+        raise ParameterError(f"stream name {stream!r} leaves the log folder")
+    return path
+
 class EventLogError(InstrumentdError):
     """The log folder cannot be created, written or read."""
 
@@ -139,12 +150,7 @@ class EventLog:
 
     def stream_dir(self, stream: str) -> Path:
         """``folder/stream``; a name that is not a plain stream name, or would leave the folder, is refused."""
-        if not isinstance(stream, str) or not STREAM_NAME.fullmatch(stream):
-            raise ParameterError(f"stream name {stream!r} is not 1-64 letters, digits, '_' or '-'")
-        path = (self.folder / stream).resolve()
-        if path.parent != self.folder:
-            raise ParameterError(f"stream name {stream!r} leaves the log folder")
-        return path
+        return stream_folder(self.folder, stream)
 
     def _segments(self, stream: str) -> list[tuple[int, Path]]:
         folder = self.stream_dir(stream)
@@ -321,12 +327,7 @@ class LogIndex:
         self._count: dict[str, int] = {}  # stream -> events indexed
 
     def _stream_dir(self, stream: str) -> Path:
-        if not isinstance(stream, str) or not STREAM_NAME.fullmatch(stream):
-            raise ParameterError(f"stream name {stream!r} is not 1-64 letters, digits, '_' or '-'")
-        path = (self.folder / stream).resolve()
-        if path.parent != self.folder:
-            raise ParameterError(f"stream name {stream!r} leaves the log folder")
-        return path
+        return stream_folder(self.folder, stream)
 
     def _refresh(self, stream: str) -> None:
         folder = self._stream_dir(stream)
