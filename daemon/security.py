@@ -14,6 +14,9 @@ certificate) and ``--client-key`` (their own secret certificate): :func:`client_
 Every CurveZMQ handshake that reaches the key check goes through a ZAP handler
 (:class:`LoggingAuthenticator`): a client whose key is not listed is logged as a warning with its
 address and key id (the first 8 characters of its Z85 public key), once a minute per address and key.
+A client that fails the handshake before that check (no CurveZMQ at all, or the wrong server key)
+never reaches ZAP: :meth:`Guard.watch` logs those from the socket's monitor, once a minute per
+endpoint and cause (ZeroMQ does not tell such a peer's address).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -151,6 +155,8 @@ class Guard:
 
         self.auth = None
         self.secured = bool(curve_key)
+        self._watchers: list[threading.Thread] = []
+        self._stop = threading.Event()
         if not curve_key:
             self.context = context or zmq.Context.instance()
             return
@@ -171,8 +177,51 @@ class Guard:
         self.context.setsockopt(zmq.CURVE_PUBLICKEY, public)
         self.context.setsockopt(zmq.CURVE_SECRETKEY, secret)
 
+    def watch(self, socket: Any, endpoint: str) -> None:
+        """Log the CurveZMQ handshakes that fail on ``socket`` (bound at ``endpoint``) before the key check.
+
+        Call it from the thread that owns ``socket``; a thread of the guard's reads the monitor.
+        """
+        import zmq
+
+        if not self.secured:
+            return
+        kinds = {zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the peer is not a CurveZMQ client of this key",
+                 zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "a protocol error (no CurveZMQ, or the wrong server key)",
+                 zmq.EVENT_HANDSHAKE_FAILED_AUTH: "refused"}
+        monitor = socket.get_monitor_socket(sum(kinds))
+        thread = threading.Thread(target=self._log_failures, args=(monitor, endpoint, kinds),
+                                  name="curve-monitor", daemon=True)
+        thread.start()
+        self._watchers.append(thread)
+
+    def _log_failures(self, monitor: Any, endpoint: str, kinds: dict[int, str]) -> None:
+        import zmq
+        from zmq.utils.monitor import recv_monitor_message
+
+        last: dict[int, float] = {}
+        try:
+            while not self._stop.is_set():
+                if not monitor.poll(200):
+                    continue
+                event = recv_monitor_message(monitor)["event"]
+                now = time.monotonic()
+                if event in kinds and now - last.get(event, -DENIAL_LOG_INTERVAL_S) >= DENIAL_LOG_INTERVAL_S:
+                    last[event] = now
+                    log.warning("CurveZMQ handshake failed on %s: %s (a client needs --server-key with the "
+                                "daemon's public certificate, and --client-key when clients are listed)",
+                                endpoint, kinds[event])
+        except zmq.ZMQError:
+            pass  # the socket was closed under the monitor: the daemon is stopping
+        finally:
+            monitor.close(linger=0)
+
     def close(self) -> None:
-        """Stop the authenticator; the context ends with its sockets."""
+        """Stop the authenticator and the monitors; the context ends with its sockets."""
+        self._stop.set()
+        for thread in self._watchers:
+            thread.join(timeout=1.0)
+        self._watchers.clear()
         if self.auth is not None:
             self.auth.stop()
             self.auth = None

@@ -111,6 +111,7 @@ class Server:
             self.metrics = MetricsServer(cfg.metrics, self)
         context = self.guard.context
         self.publisher = Publisher(cfg.pub, cfg.sndhwm, context)
+        self.guard.watch(self.publisher.socket, cfg.pub)
         if cfg.replay and self.log is not None:
             self.replay = ReplayServer(cfg.replay, self.log, context)
         self.sources = open_sources(specs, cfg.ring_seconds)

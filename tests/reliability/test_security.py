@@ -370,3 +370,35 @@ def test_a_checkpoint_another_user_cannot_read_says_permission_denied(tmp_path):
         assert run.stdout.strip() == f"{path}: cannot read (permission denied)", run.stderr
     finally:
         shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("client", ["plain", "wrong server key"])
+def test_a_client_that_fails_the_handshake_before_the_key_check_is_logged(client, tmp_path, caplog):
+    keys = tmp_path / "keys"
+    make_keys(keys, ["first"])
+    guard = Guard(str(keys / "server.key_secret"), str(keys / "clients"))
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    pub = Publisher(endpoint, context=guard.context)
+    guard.watch(pub.socket, endpoint)
+    if client == "plain":
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(endpoint)
+    else:
+        impostor = zmq.curve_keypair()
+        (tmp_path / "impostor.key").write_text(f'curve\n    public-key = "{impostor[0].decode()}"\n')
+        ctx, sock = _subscriber(endpoint, tmp_path / "impostor.key", keys / "first.key_secret")
+    try:
+        with caplog.at_level("WARNING", logger="instrumentd.daemon.security"):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and "handshake failed" not in caplog.text:
+                time.sleep(0.05)
+        lines = [r.getMessage() for r in caplog.records if "handshake failed" in r.getMessage()]
+        assert len(lines) == 1 and endpoint in lines[0] and "--server-key" in lines[0]
+    finally:
+        sock.close()
+        ctx.term()
+        pub.socket.close(0)
+        guard.close()
+        guard.context.term()
