@@ -185,7 +185,7 @@ def test_boundary_found_near_the_join(archive, fitted):
         # a window straddling the join may be called either instrument: the boundary lies within half a
         # window (1.5 s) of the join, on the window-centre grid
         assert abs(a_end - 3.0) <= 1.5
-        assert all(s["mean_probability"] > 0.6 for s in rec["segments"])
+        assert all(s["mean_probability"] > 0.5 for s in rec["segments"])  # straddling windows lower the mean
 
     csv_out = _run(str(archive / "a-flute-violin.wav"), "--segments", "--format", "csv", "--hop", "0.5",
                    "--checkpoint", str(fitted))
