@@ -65,3 +65,13 @@ def start_jackd(name: str) -> subprocess.Popen:
     if proc.poll() is not None:
         pytest.skip("jackd would not start here")
     return proc
+
+
+def until(check, timeout: float) -> bool:
+    """Poll ``check()`` every 50 ms until it is true (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False

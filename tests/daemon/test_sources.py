@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 
 import pytest
 
 from instrumentd.daemon import sources
 from instrumentd.daemon.config import parse_source
 
-
-def _until(check, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
+from ..conftest import until
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
@@ -37,13 +29,13 @@ def test_a_network_input_that_stalls_without_hanging_up_goes_down_and_comes_back
     reader.start()
     try:
         radio.start()
-        assert _until(lambda: radio.ring.written > 0, 30), "no audio from the live stream"
+        assert until(lambda: radio.ring.written > 0, 30), "no audio from the live stream"
         assert list(radio.changes) == [("running", "audio flowing")]
         server.stall()  # the connection stays open; nothing comes
-        assert _until(lambda: len(radio.changes) >= 2, 10)
+        assert until(lambda: len(radio.changes) >= 2, 10)
         assert radio.changes[1] == ("down", "ffmpeg exited (no audio for 1 s)") and radio.state == "restarting"
         server.resume()
-        assert _until(lambda: len(radio.changes) >= 3, 30)
+        assert until(lambda: len(radio.changes) >= 3, 30)
         state, reason = radio.changes[2]
         assert state == "up" and reason.startswith("audio back after ") and radio.state == "running"
         assert radio.restarts >= 1 and radio.ring.breaks == radio.restarts and server.connections >= 2

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
 from instrumentd.daemon.config import parse_source
 from instrumentd.daemon.sources import open_source
 
-from ..conftest import start_jackd
+from ..conftest import start_jackd, until
+
 
 pytestmark = pytest.mark.slow
-
-
-def _until(check, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_mic_reopens_after_its_jack_server_dies_and_returns(monkeypatch, wav, caplog):
@@ -34,23 +25,23 @@ def test_mic_reopens_after_its_jack_server_dies_and_returns(monkeypatch, wav, ca
     try:
         mic.start()
         other.start()
-        assert _until(lambda: mic.ring.written >= mic.rate // 2, 15), "no audio from the JACK device"
+        assert until(lambda: mic.ring.written >= mic.rate // 2, 15), "no audio from the JACK device"
         assert mic.state == "running" and mic.restarts == 0
 
         jack.kill()  # the device disappears mid-run
         jack.wait()
-        assert _until(lambda: mic.state == "restarting" and mic.restarts >= 1, 5)
+        assert until(lambda: mic.state == "restarting" and mic.restarts >= 1, 5)
         written = mic.ring.written
         other_before = other.ring.written
         # at least one reopen fails while the server is gone; each reopen starts a Python child, which
         # takes a second or more on a loaded 2-core machine before it can fail
-        assert _until(lambda: mic.restarts >= 2, 15), mic.restarts
+        assert until(lambda: mic.restarts >= 2, 15), mic.restarts
         assert mic.state == "restarting"
         assert mic.ring.written == written and not mic.ring.closed
         assert other.state == "running" and other.ring.written > other_before  # the other stream went on
 
         jack = start_jackd(name)  # the device comes back
-        assert _until(lambda: mic.state == "running" and mic.ring.written >= written + mic.rate // 2, 15)
+        assert until(lambda: mic.state == "running" and mic.ring.written >= written + mic.rate // 2, 15)
         assert mic.ring.breaks == mic.restarts  # each reopen marks a break: the features start over
         before, _, _ = mic.ring.read()  # a read stops at the break ...
         after, start, broken = mic.ring.read()  # ... and the next one reports it
