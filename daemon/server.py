@@ -194,7 +194,7 @@ class Server:
         for w in windows:
             st = w.stream
             level = st.levels.level_db(w.start_frame, st.cfg.n_frames)
-            none = window_reasons(w.probabilities[None], np.array([level]), rec.decision)[0]
+            none = window_reasons(w.probabilities[None], np.array([level]), rec.decision, voiced=[w.voiced])[0]
             # a window that names no instrument (silence, speech, noise...) weighs as no probability at all
             heard = w.probabilities if none is None else np.zeros_like(w.probabilities)
             changes = st.segmenter.update(heard, w.t_start, w.t_end)

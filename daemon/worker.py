@@ -45,6 +45,7 @@ import torch
 
 from instrumentd.pipeline.config import FeatureConfig
 from instrumentd.pipeline.devices import guard
+from instrumentd.pipeline.mask import voiced_share
 from instrumentd.pipeline.stream_features import StreamFeatures
 
 from . import oom
@@ -73,6 +74,7 @@ class Window:
     t_end: float
     arrival: float  # time.monotonic() when its last sample arrived
     probabilities: np.ndarray | None = None
+    voiced: float = 1.0  # share of its frames with a pitch, filled with the probabilities
 
 
 class Stream:
@@ -299,8 +301,8 @@ class Worker:
             self.seconds["windows"] += t2 - t1
             self.seconds["model"] += time.perf_counter() - t2
             self.passes += 1
-            for w, p in zip(windows, probs):
-                w.probabilities = p
+            for w, p, v in zip(windows, probs, voiced_share(feats.mask)):
+                w.probabilities, w.voiced = p, float(v)
         for st in ending:
             st.finished = True
         self.seconds["mel"] = self.features.seconds["mel"]

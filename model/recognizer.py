@@ -12,6 +12,7 @@ import torch
 from instrumentd.pipeline.config import FeatureConfig
 from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.features import FeatureExtractor, Features
+from instrumentd.pipeline.mask import voiced_share
 from instrumentd.pipeline.speech import SpeechDetector, speech_detector
 from instrumentd.pipeline.windows import cut_windows, levels_dbfs
 
@@ -127,14 +128,16 @@ class Recognizer:
         (model/decision.py: scores, labels by S2 over the windows that name an instrument, or a reason)."""
         cfg = self.features
         windows, starts = cut_windows(audio, cfg.clip_samples, max(1, int(round(hop_seconds * cfg.sample_rate))))
-        probs = self.predict(extractor(windows))
+        features = extractor(windows)
+        probs = self.predict(features)
         levels = levels_dbfs(windows)
-        reasons = window_reasons(probs, levels, self.decision)
+        voiced = voiced_share(features.mask)
+        reasons = window_reasons(probs, levels, self.decision, voiced=voiced)
         unsure = [i for i, r in enumerate(reasons) if r == NO_INSTRUMENT]
         detector = self.speech() if unsure else None
         if detector is not None:
             speech = np.zeros(len(reasons), dtype=bool)
             speech[unsure] = detector(windows[unsure], cfg.sample_rate)
-            reasons = window_reasons(probs, levels, self.decision, speech)
+            reasons = window_reasons(probs, levels, self.decision, speech, voiced)
         scores, labels, none = clip_verdict(probs, reasons, self.classes, self.decision, threshold)
         return ClipResult(starts / cfg.sample_rate, probs, levels, reasons, scores, labels, none)

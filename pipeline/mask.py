@@ -42,3 +42,11 @@ def f0_to_mask(f0: np.ndarray | torch.Tensor, cfg: FeatureConfig = DEFAULT) -> t
 def predominant_spectrogram(mel_db: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``pred_spec = mel_db * mask`` (element-wise, in the dB domain, as the paper does)."""
     return mel_db * mask
+
+
+def voiced_share(mask: torch.Tensor) -> np.ndarray:
+    """``mask: [n, (1,) n_mels, frames]`` -> the share of each window's frames that have a pitch,
+    ``float32 [n]`` in [0, 1]. Drums, noise and most environmental sounds have almost none."""
+    if mask.dim() == 4:
+        mask = mask[:, 0]
+    return (mask.detach().amax(dim=1) > 0).float().mean(dim=1).cpu().numpy()

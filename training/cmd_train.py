@@ -170,7 +170,8 @@ def run_from_audio(args: argparse.Namespace, device) -> int:
     excluded = soundfont_list(args.exclude_banks) or ()
     cfg = AudioTrainConfig(args.variant, args.epochs, args.clips_per_epoch, args.validation_clips,
                            batch_size=args.batch_size, lr=args.lr, mask_noise=args.mask_noise, seed=args.seed, amp=not args.no_amp,
-                           max_seconds=60 * args.max_minutes, recipe=MixRecipe().with_changes(args.recipe))
+                           max_seconds=60 * args.max_minutes, recipe=MixRecipe().with_changes(args.recipe),
+                           init=args.init)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[status]}"))
     with Progress(*columns) as progress:

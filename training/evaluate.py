@@ -25,6 +25,7 @@ from instrumentd.model.decision import clip_verdict, window_reasons
 from instrumentd.model.recognizer import Recognizer
 from instrumentd.pipeline.audio import load as load_audio
 from instrumentd.pipeline.features import FeatureExtractor, Features
+from instrumentd.pipeline.mask import voiced_share
 
 from .dataset import FeatureSet
 
@@ -70,24 +71,25 @@ def scores_from_audio(recognizer: Recognizer, clips: list, extractor: FeatureExt
                       np.array(scores).reshape(-1, len(CLASSES)), np.array(predicted).reshape(-1, len(CLASSES)), none)
 
 
-def window_probabilities(recognizer: Recognizer, features: FeatureSet) -> np.ndarray:
-    """Softmax probabilities ``[N, n_classes]`` of every window of ``features``."""
-    out = []
+def window_outputs(recognizer: Recognizer, features: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities ``[N, n_classes]`` and voiced shares ``[N]`` of every window of ``features``."""
+    probs, voiced = [], []
     for i in range(0, len(features), recognizer.batch_size):
         idx = torch.arange(i, min(i + recognizer.batch_size, len(features)), device=features.mel.device)
-        batch = Features(features.mel[idx], features.mask(idx), features.mel[idx] * features.mask(idx))
-        out.append(recognizer.predict(batch))
-    return np.concatenate(out)
+        mask = features.mask(idx)
+        probs.append(recognizer.predict(Features(features.mel[idx], mask, features.mel[idx] * mask)))
+        voiced.append(voiced_share(mask))
+    return np.concatenate(probs), np.concatenate(voiced)
 
 
 def scores_from_features(recognizer: Recognizer, features: FeatureSet, threshold: float = THRESHOLD) -> ClipScores:
     """Each clip's verdict from prepared test windows (their level is not known: all count as audible)."""
-    probs = window_probabilities(recognizer, features)
+    probs, voiced = window_outputs(recognizer, features)
     clip = features.clip.cpu().numpy()
     scores, predicted, none = [], [], []
     for i in range(features.n_clips):
         p = probs[clip == i]
-        reasons = window_reasons(p, np.zeros(len(p)), recognizer.decision)
+        reasons = window_reasons(p, np.zeros(len(p)), recognizer.decision, voiced=voiced[clip == i])
         s, labels, reason = clip_verdict(p, reasons, recognizer.classes, recognizer.decision, threshold)
         scores.append(s)
         predicted.append(_multi_hot(labels))

@@ -15,7 +15,8 @@ Four roles of stem, all ``seconds`` long (default 4 s, so that 3-s training crop
 Musical stems are rendered from generated MIDI by every installed sample bank (:data:`BANKS`), each
 stem by one bank; a class is rendered only by banks that hold one of its programs. Seven of every
 eight ``voi`` stems are sung (bank ``world``: espeak-ng syllables re-sung through the WORLD vocoder,
-see :mod:`voice`), the others are General MIDI choirs and voices. Every stem is
+see :mod:`voice`), the others are General MIDI choirs and voices. Where recordings of a class's notes
+are installed (:mod:`sampler`), every other solo stem of that class is played from them. Every stem is
 drawn from a random generator seeded by ``(seed, role, class or kind, number)``, so a bank is the
 same on every machine, and growing ``per_class`` keeps the stems already drawn.
 
@@ -46,7 +47,7 @@ from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.config import SAMPLE_RATE
 from instrumentd.pipeline.errors import ParameterError
 
-from . import noise, speech, voice
+from . import noise, sampler, speech, voice
 from .midi import DRUM_CHANNEL, Note, Track
 from .render import (TIMIDITY_CONFIGS, RenderError, find_soundfont, render, render_timidity,
                      soundfont_presets, timidity_presets)
@@ -67,29 +68,38 @@ SFX_PROGRAMS = (121, 122, 123, 124, 125, 126, 127)  # GM sound effects: breath .
 
 @dataclasses.dataclass(frozen=True)
 class Bank:
-    """A sample bank: ``engine`` ``"fluidsynth"`` (``source``: a SoundFont short name) or
-    ``"timidity"`` (``source``: a patch-set config)."""
+    """A sample bank: ``engine`` ``"fluidsynth"`` (``source``: a SoundFont short name),
+    ``"timidity"`` (``source``: a patch-set config) or ``"sampler"`` (``source``: a name in
+    :data:`sampler.SAMPLE_PACKAGES`, recordings of one instrument's notes)."""
 
     engine: str
     source: str
 
     def presets(self) -> frozenset[tuple[int, int]]:
-        """The ``(bank, program)`` pairs it plays; drum kits are bank 128."""
+        """The ``(bank, program)`` pairs it plays; drum kits are bank 128. A sampler plays every
+        program of its one class."""
         if self.engine == "timidity":
             return timidity_presets(self.source)
+        if self.engine == "sampler":
+            return frozenset((0, p) for p in PROGRAMS[sampler.SAMPLE_PACKAGES[self.source].cls])
         return soundfont_presets(str(find_soundfont(self.source)))
 
     def installed(self) -> bool:
         if self.engine == "timidity":
             return Path(self.source).is_file()
+        if self.engine == "sampler":
+            return sampler.SAMPLE_PACKAGES[self.source].installed()
         try:
             find_soundfont(self.source)
         except RenderError:
             return False
         return True
 
-    def render(self, tracks: list[Track], seconds: float) -> np.ndarray:
-        """``float32 [seconds * SAMPLE_RATE]`` mono."""
+    def render(self, tracks: list[Track], seconds: float, seed: tuple[int, ...] = (0,)) -> np.ndarray:
+        """``float32 [seconds * SAMPLE_RATE]`` mono; ``seed`` draws a sampler's vibratos."""
+        if self.engine == "sampler":
+            package = sampler.SAMPLE_PACKAGES[self.source]
+            return sampler.render_sampled(tracks, package, seconds, SAMPLE_RATE, np.random.default_rng(list(seed)))
         if self.engine == "timidity":
             return render_timidity(tracks, self.source, seconds, SAMPLE_RATE, MIDI_TEMPO)
         return render(tracks, self.source, seconds, SAMPLE_RATE, MIDI_TEMPO, RENDER_GAIN)
@@ -104,6 +114,7 @@ BANKS: dict[str, Bank] = {
     "csound": Bank("fluidsynth", "csound"),
     "fluidr3mono": Bank("fluidsynth", "fluidr3mono"),
     "freepats": Bank("timidity", str(TIMIDITY_CONFIGS["freepats"])),
+    **{name: Bank("sampler", name) for name in sampler.SAMPLE_PACKAGES},
 }
 SUNG = "world"  # voi stems sung by espeak-ng syllables through the WORLD vocoder (voice.py)
 SUNG_SHARE = 7  # of every 8 voi stems, when SUNG is among the banks; the others are GM choirs and voices
@@ -194,11 +205,15 @@ def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, se
         sung = cls == "voi" and SUNG in banks
         if per_class and not players and not sung:
             raise ParameterError(f"none of the banks {', '.join(banks)} plays class {cls!r}")
+        recorded = [b for b in players if BANKS[b].engine == "sampler"]
+        synthetic = [b for b in players if BANKS[b].engine != "sampler"] or recorded
         for k in range(n["pred"]):
             if sung and (k % 8 < SUNG_SHARE or not players):
                 b = SUNG
+            elif recorded and k % 2 == 0:
+                b = recorded[(k // 2) % len(recorded)]
             else:
-                b = players[k % len(players)]
+                b = synthetic[(k // 2 if recorded else k) % len(synthetic)]
             specs.append(StemSpec(f"pred/{b}/{cls}/{k:05d}.{ext}", "pred", cls, None, b, seconds, (seed, 0, ci, k)))
     for role, ri, fits in (("acc", 1, _has_gm), ("drums", 2, _has_drums)):
         players = [b for b in midi_banks if fits(b)]
@@ -325,7 +340,7 @@ def render_stems(specs: list[StemSpec], out: str | Path) -> int:
         offsets.append(t)
         tracks += compose(spec, t)
         t += ALIGN_SECONDS * np.ceil((spec.seconds + GAP_SECONDS) / ALIGN_SECONDS)
-    audio = BANKS[specs[0].bank].render(tracks, t)
+    audio = BANKS[specs[0].bank].render(tracks, t, specs[0].key)
     for spec, t0 in zip(specs, offsets):
         start = int(round(t0 * SAMPLE_RATE))
         _write(spec, audio[start : start + int(round(spec.seconds * SAMPLE_RATE))], out)

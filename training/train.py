@@ -176,11 +176,11 @@ def fingerprint(features: FeatureSet) -> str:
     return f"{features.n_clips}-{h.hexdigest()[:16]}"
 
 
-def _initial_weights(cfg: TrainConfig, features: FeatureSet) -> dict[str, torch.Tensor]:
-    """The weights of checkpoint ``cfg.init``, which must be of ``cfg.variant`` and of the features' config."""
-    model, meta = checkpoint.load(cfg.init, expect_features=feature_config(features))
-    if meta["variant"] != cfg.variant:
-        raise ParameterError(f"--init {cfg.init}: a {meta['variant']!r} checkpoint cannot start a {cfg.variant!r} run")
+def initial_weights(path: str, variant: str, features: FeatureConfig) -> dict[str, torch.Tensor]:
+    """The weights of checkpoint ``path`` (``--init``), which must be of ``variant`` and ``features``."""
+    model, meta = checkpoint.load(path, expect_features=features)
+    if meta["variant"] != variant:
+        raise ParameterError(f"--init {path}: a {meta['variant']!r} checkpoint cannot start a {variant!r} run")
     return model.state_dict()
 
 
@@ -209,7 +209,7 @@ def train(features: FeatureSet, cfg: TrainConfig = TrainConfig(), state_path: st
     torch.manual_seed(cfg.seed)
     model = build(cfg.variant, len(CLASSES)).to(device)
     if cfg.init:
-        model.load_state_dict(_initial_weights(cfg, features))
+        model.load_state_dict(initial_weights(cfg.init, cfg.variant, feature_config(features)))
     opt_kwargs: dict[str, Any] = {"lr": cfg.lr}
     graphed = cuda_graph and device.type == "cuda" and cfg.optimizer == "adam"
     if device.type == "cuda" and cfg.optimizer == "adam":

@@ -24,18 +24,19 @@ from torch import nn
 
 from instrumentd.model import checkpoint
 from instrumentd.model.classes import CLASSES
-from instrumentd.model.decision import Decision, choose_min_confidence
+from instrumentd.model.decision import Decision, choose_minimum
 from instrumentd.model.networks import build
 from instrumentd.pipeline.config import DEFAULT, FeatureConfig
 from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.features import FeatureExtractor
+from instrumentd.pipeline.mask import voiced_share
 
 from .audio_augment import MixedBatch, MixRecipe, mix_batch
 from .augment import spec_augment
 from .dataset import FeatureSet, mask_to_band
 from .graphed import TrainStep, autocast
 from .stem_bank import StemBank, split_stems
-from .train import EVAL_BATCH, EpochStats, TrainResult
+from .train import EVAL_BATCH, EpochStats, TrainResult, initial_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,9 @@ class AudioTrainConfig:
     chunk: int = 1024  # clips mixed and featurised at once
     val_fraction: float = 0.1  # share of each class's stems held out for validation
     keep_music: float = 0.97  # share of validation music windows the confidence threshold must keep
+    keep_voiced: float = 0.99  # share of validation music windows the voiced-share threshold must keep
     max_seconds: float = 0.0  # stop after the first epoch that ends past this much training time (0: never)
+    init: str = ""  # checkpoint whose weights start the run (fine-tuning); "" = the seed's random weights
     recipe: MixRecipe = MixRecipe()
 
     def __post_init__(self) -> None:
@@ -66,8 +69,9 @@ class AudioTrainConfig:
             raise ParameterError(f"learning rate must be positive, got {self.lr}")
         if not 0 < self.val_fraction < 1:
             raise ParameterError(f"validation fraction must be in (0, 1), got {self.val_fraction}")
-        if not 0 < self.keep_music <= 1:
-            raise ParameterError(f"keep_music must be in (0, 1], got {self.keep_music}")
+        for name in ("keep_music", "keep_voiced"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ParameterError(f"{name} must be in (0, 1], got {getattr(self, name)}")
 
 
 @dataclasses.dataclass
@@ -136,7 +140,10 @@ def train_from_audio(bank: StemBank, cfg: AudioTrainConfig = AudioTrainConfig(),
     music = val.label >= 0
 
     torch.manual_seed(cfg.seed)
-    model = build(cfg.variant, len(CLASSES)).to(device)
+    model = build(cfg.variant, len(CLASSES))
+    if cfg.init:
+        model.load_state_dict(initial_weights(cfg.init, cfg.variant, features))
+    model = model.to(device)
     graphed = cuda_graph and device.type == "cuda"
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr,
                                  **({"fused": True, "capturable": graphed} if device.type == "cuda" else {}))
@@ -184,10 +191,13 @@ def train_from_audio(bank: StemBank, cfg: AudioTrainConfig = AudioTrainConfig(),
     model.eval()
     top = torch.softmax(validation_logits(model, val, cfg.amp), dim=1).amax(1).cpu().numpy()
     is_music = music.cpu().numpy()
-    decision = Decision(min_confidence=math.floor(choose_min_confidence(top[is_music], cfg.keep_music) * 1e4) / 1e4)
+    voiced = voiced_share(val.mask)
+    decision = Decision(min_confidence=choose_minimum(top[is_music], cfg.keep_music),
+                        min_voiced=choose_minimum(voiced[is_music], cfg.keep_voiced))
+    named = (top >= decision.min_confidence) & (voiced >= decision.min_voiced)
     figures = {
-        "music_named": float((top[is_music] >= decision.min_confidence).mean()),
-        "none_rejected": float((top[~is_music] < decision.min_confidence).mean()) if (~is_music).any() else 0.0,
+        "music_named": float(named[is_music].mean()),
+        "none_rejected": float((~named[~is_music]).mean()) if (~is_music).any() else 0.0,
     }
     split = {"train_stems": {r: len(v) for r, v in train_pools.items()},
              "validation_stems": {r: len(v) for r, v in val_pools.items()}}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from instrumentd.model.classes import CLASSES
-from instrumentd.model.decision import Decision, choose_min_confidence, clip_verdict, window_reasons
+from instrumentd.model.decision import Decision, choose_minimum, clip_verdict, window_reasons
 
 
 def probs(*tops: tuple[int, float]) -> np.ndarray:
@@ -49,11 +49,22 @@ def test_clip_verdict_without_enough_named_windows():
     assert clip_verdict(np.zeros((0, len(CLASSES))), [], CLASSES, decision)[1:] == ([], "silence")
 
 
+def test_windows_with_too_few_pitched_frames_name_no_instrument():
+    decision = Decision(min_confidence=0.3, min_voiced=0.2)
+    p = np.full((3, len(CLASSES)), 0.02)
+    p[:, 5] = 0.8  # confident "org" on all three
+    levels = np.array([-20.0, -20.0, -20.0])
+    voiced = np.array([0.9, 0.05, 0.2])
+    assert window_reasons(p, levels, decision, voiced=voiced) == [None, "no instrument", None]
+    assert window_reasons(p, levels, decision, speech=np.array([False, True, False]), voiced=voiced)[1] == "speech"
+    assert window_reasons(p, levels, decision) == [None, None, None]  # voiced share not known: no gate
+
+
 def test_threshold_keeps_the_asked_share_of_music():
     music = np.linspace(0.3, 1.0, 100)
-    t = choose_min_confidence(music, keep_music=0.97)
+    t = choose_minimum(music, keep_music=0.97)
     assert (music >= t).mean() == pytest.approx(0.97, abs=0.011)
-    assert choose_min_confidence(np.array([]), 0.97) == 0.0
+    assert choose_minimum(np.array([]), 0.97) == 0.0
 
 
 def test_decision_from_checkpoint_metadata():

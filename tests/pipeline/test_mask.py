@@ -4,7 +4,7 @@ import torch
 
 from instrumentd.pipeline.config import DEFAULT
 from instrumentd.pipeline.features import FeatureExtractor
-from instrumentd.pipeline.mask import band_to_mask, f0_to_band, f0_to_mask, predominant_spectrogram
+from instrumentd.pipeline.mask import band_to_mask, f0_to_band, f0_to_mask, predominant_spectrogram, voiced_share
 from instrumentd.pipeline.mel import mel_band_centres
 
 from ..conftest import tone
@@ -62,3 +62,14 @@ def test_feature_extractor_on_a_tone_marks_its_band():
     assert len(bands) > 90
     expected = int(f0_to_band(np.array([[440.0]]))[0, 0])
     assert (bands == expected).float().mean() > 0.95
+
+
+def test_voiced_share_is_one_for_tones_and_zero_for_drum_hits():
+    rng = np.random.default_rng(0)
+    hits = np.zeros(3 * 44100, np.float32)  # a decaying noise burst every 250 ms, as a hi-hat or snare
+    for start in range(0, len(hits), 11025):
+        hits[start : start + 2205] = 0.8 * rng.standard_normal(2205) * np.exp(-np.arange(2205) / 300)
+    share = voiced_share(FeatureExtractor()(np.stack([tone(440.0), tone(220.0, amp=0.1), hits])).mask)
+    assert share.shape == (3,)
+    assert share[0] > 0.95 and share[1] > 0.95
+    assert share[2] < 0.05

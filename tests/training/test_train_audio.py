@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+import torch
 
 from instrumentd.clients.cli import main
 from instrumentd.model.recognizer import Recognizer
@@ -27,7 +28,13 @@ def test_a_tiny_run_writes_a_checkpoint_with_its_decision(stem_bank, tmp_path):
     assert meta["decision"]["min_confidence"] == decision.min_confidence
     assert meta["training"]["data"]["stems"]["pred"] == 22 and meta["training"]["config"]["clips_per_epoch"] == 12
     rec = Recognizer.from_checkpoint(tmp_path / "m.safetensors", "cpu")
-    assert rec.decision == decision and rec.trained
+    assert rec.decision == decision and rec.trained and 0 <= decision.min_voiced <= 1
+    # fine-tuning starts from the checkpoint's weights: with a vanishing rate it ends where it began
+    tuned, _, _ = train_from_audio(bank, dataclasses.replace(TINY, epochs=1, lr=1e-12,
+                                                             init=str(tmp_path / "m.safetensors")))
+    start = rec.model.state_dict()
+    assert all(torch.allclose(v.float(), start[k].float(), atol=1e-5) for k, v in tuned.model.state_dict().items()
+               if v.is_floating_point() and "running" not in k)
 
 
 def test_config_is_checked():
@@ -35,6 +42,8 @@ def test_config_is_checked():
         dataclasses.replace(TINY, clips_per_epoch=0)
     with pytest.raises(ParameterError, match="keep_music"):
         dataclasses.replace(TINY, keep_music=1.5)
+    with pytest.raises(ParameterError, match="keep_voiced"):
+        dataclasses.replace(TINY, keep_voiced=0)
 
 
 def test_train_command_takes_a_stem_bank(stem_bank, tmp_path, capsys):
