@@ -16,8 +16,8 @@ from instrumentd import __version__
 
 COMMANDS: dict[str, str] = {
     "classify": "instrumentd.clients.classify",
-    "model-summary": "instrumentd.clients.model_summary",
-    "serve": "instrumentd.daemon.cli",
+    "model-summary": "instrumentd.clients.commands.model_summary",
+    "serve": "instrumentd.clients.commands.serve",
     "tail": "instrumentd.clients.tail",
     "record": "instrumentd.clients.record",
     "dashboard": "instrumentd.clients.dashboard",
@@ -27,13 +27,13 @@ COMMANDS: dict[str, str] = {
     "devices": "instrumentd.clients.devices",
     "bench": "instrumentd.clients.bench",
     "web": "instrumentd.clients.web",
-    "synth": "instrumentd.training.cmd_synth",
-    "synth-stems": "instrumentd.training.cmd_stems",
-    "synth-nonmusic": "instrumentd.training.cmd_nonmusic",
-    "prepare": "instrumentd.training.cmd_prepare",
-    "train": "instrumentd.training.cmd_train",
-    "evaluate": "instrumentd.training.cmd_evaluate",
-    "ablation": "instrumentd.training.cmd_ablation",
+    "synth": "instrumentd.clients.commands.synth",
+    "synth-stems": "instrumentd.clients.commands.synth_stems",
+    "synth-nonmusic": "instrumentd.clients.commands.synth_nonmusic",
+    "prepare": "instrumentd.clients.commands.prepare",
+    "train": "instrumentd.clients.commands.train",
+    "evaluate": "instrumentd.clients.commands.evaluate",
+    "ablation": "instrumentd.clients.commands.ablation",
 }
 
 EXIT_OK = 0

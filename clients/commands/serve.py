@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from .config import HOP_RANGE, LOG_LEVELS, PITCH_POLICIES, PRESETS, SOURCE_KINDS
+from instrumentd.daemon.config import HOP_RANGE, LOG_LEVELS, PITCH_POLICIES, PRESETS, SOURCE_KINDS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace):
     """The Config these flags, the --config file and the environment make."""
-    from .config import load
+    from instrumentd.daemon.config import load
 
     return load(args.config, sources=args.source, pub=args.pub, replay=args.replay, device=args.device,
                 hop=args.hop, checkpoint=args.checkpoint, inference=args.inference, log_dir=args.log_dir,
@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     level = "debug" if getattr(args, "verbose", 0) >= 2 else config.log_level
     logging.getLogger("instrumentd").setLevel(level.upper())
-    from .group import run_group
-    from .server import EXIT_STARTUP, STARTUP_FAILURES, Server
+    from instrumentd.daemon.group import run_group
+    from instrumentd.daemon.server import EXIT_STARTUP, STARTUP_FAILURES, Server
 
     try:
         return run_group(config) if config.processes > 1 else Server(config).run()
