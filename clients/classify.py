@@ -10,6 +10,8 @@ import os
 import sys
 from typing import Any, Iterator
 
+from instrumentd.pipeline.errors import EXIT_ERROR, EXIT_OK
+
 from . import segments
 
 FORMATS = ("table", "jsonl", "csv")
@@ -128,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         failed = _write_csv(records)
     else:
         failed = _print_table(records)
-    return 2 if failed else 0
+    return EXIT_ERROR if failed else EXIT_OK
 
 
 def _write_csv(records: Iterator[dict[str, Any]]) -> int:

@@ -32,6 +32,7 @@ import numpy as np
 
 from instrumentd.daemon.config import Config
 from instrumentd.model.decision import window_reasons
+from instrumentd.pipeline.errors import EXIT_ERROR, EXIT_OK
 from instrumentd.pipeline.windows import levels_dbfs
 
 SMOOTH = Config.smooth  # windows in the moving average
@@ -340,7 +341,7 @@ def _audio_seconds(files: list[Path]) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``classify --segments``: tag ``args.paths`` and write segments as ``args.format``; exit 2 if a file failed."""
+    """``classify --segments``: tag ``args.paths`` and write segments as ``args.format``; exit 1 if a file failed."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
@@ -379,7 +380,7 @@ def _write_jsonl(records: Iterator[dict[str, Any]]) -> int:
     for rec in records:
         failed += "error" in rec
         print(json.dumps(rec), flush=True)
-    return 2 if failed else 0
+    return EXIT_ERROR if failed else EXIT_OK
 
 
 CSV_COLUMNS = ("path", "start", "end", "instrument", "mean_probability", "error")
@@ -399,7 +400,7 @@ def _write_csv(records: Iterator[dict[str, Any]]) -> int:
             writer.writerow([rec["path"], f"{s['start']:.3f}", f"{s['end']:.3f}", s["instrument"],
                              f"{s['mean_probability']:.4f}", ""])
         sys.stdout.flush()
-    return 2 if failed else 0
+    return EXIT_ERROR if failed else EXIT_OK
 
 
 def _print_table(records: Iterator[dict[str, Any]]) -> int:
@@ -426,7 +427,7 @@ def _print_table(records: Iterator[dict[str, Any]]) -> int:
     if model:
         table.caption = f"model {model[0]}" + ("" if model[1] else " — UNTRAINED stand-in: labels are meaningless")
     Console().print(table)
-    return 2 if failed else 0
+    return EXIT_ERROR if failed else EXIT_OK
 
 
 _WRITERS = {"jsonl": _write_jsonl, "csv": _write_csv, "table": _print_table}

@@ -1,9 +1,12 @@
+import socket
 import subprocess
 import sys
 
 import pytest
 
 from instrumentd.clients.cli import COMMANDS, build_parser
+from instrumentd.daemon.config import Config
+from instrumentd.pipeline.errors import EXIT_ERROR, EXIT_OK, EXIT_STARTUP, EXIT_USAGE
 
 
 def _run(*args, **kw):
@@ -44,3 +47,50 @@ def test_model_summary_other_variant_and_bad_value():
 def test_no_command_prints_help_and_fails():
     out = _run()
     assert out.returncode == 2 and "usage" in out.stdout
+
+
+def test_help_documents_the_exit_codes():
+    out = _run("--help")
+    text = " ".join(out.stdout.split())
+    for code, meaning in ((EXIT_ERROR, "failed while running"), (EXIT_USAGE, "bad flags"), (EXIT_STARTUP, "could not start")):
+        assert f"{code} {meaning}" in text
+
+
+def test_exit_0_when_done(tmp_path):
+    out = _run("serve", "--print-config", "--log-dir", str(tmp_path))
+    assert out.returncode == EXIT_OK, out.stderr
+
+
+@pytest.mark.parametrize("args", [["--max-batch", "many"], ["--hop", "9"], ["--source", "a=tape:x"]])
+def test_exit_2_for_bad_flags_and_settings(args, tmp_path):
+    out = _run("serve", "--print-config", "--log-dir", str(tmp_path), *args)
+    assert out.returncode == EXIT_USAGE
+    assert "Traceback" not in out.stderr
+
+
+def test_exit_1_when_an_input_fails_while_running(tmp_path):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF....WAVE")
+    out = _run("classify", str(broken), "--device", "cpu", "--format", "jsonl")
+    assert out.returncode == EXIT_ERROR, out.stderr
+    assert "broken.wav" in out.stdout
+
+
+def test_exit_3_when_the_endpoint_is_taken(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        endpoint = "tcp://127.0.0.1:%d" % taken.getsockname()[1]
+        out = _run("serve", "--source", "a=file:missing.wav", "--pub", endpoint, "--replay", "",
+                   "--log-dir", str(tmp_path), "--device", "cpu")
+    assert out.returncode == EXIT_STARTUP, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("instrumentd serve: error:")
+
+
+def test_every_config_setting_is_a_serve_flag():
+    import dataclasses
+
+    text = _run("serve", "--help").stdout
+    for field in dataclasses.fields(Config):
+        assert (field.metadata["flag"] or "--" + field.name.replace("_", "-")) + " " in text, field.name
+    assert "--max-batch N" in text  # the out-of-memory advice names it
