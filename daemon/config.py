@@ -136,6 +136,24 @@ def _default_name(kind: str, target: str) -> str:
     return kind
 
 
+@dataclasses.dataclass(frozen=True)
+class PoolSettings:
+    """What every worker of a pool is built with (:func:`~instrumentd.daemon.worker.build_pool`); the
+    fields of :class:`Config` of the same names, which :meth:`Config.pool_settings` copies."""
+
+    checkpoint: str = ""  # "" = the bundled one
+    hop_s: float = 1.0  # seconds between windows
+    max_backlog: float = 1.0  # seconds a live stream may fall behind
+    pitch_policy: str = "hold"
+    pitch_lag: int = 20  # frames
+    max_batch: int = 512  # windows per forward pass
+    gather: float = 0.0  # seconds; 0 = streams keep their own phases
+    cpu_threads: int = 1  # torch threads per CPU worker
+    inference: str = "auto"  # a GPU worker's network path (model/fast.py MODES)
+    silence_db: float = -60.0  # dBFS
+    silence_s: float = 10.0  # seconds of dead air before a stream is silent
+
+
 def _setting(default: Any, help: str, metavar: str | None = None, flag: str | None = None,
              shown: str | None = None) -> Any:
     """A :class:`Config` field with what ``instrumentd serve --help`` says of it.
@@ -280,6 +298,9 @@ class Config:
         if sum(s.kind == "stdin" for s in specs) > 1:
             raise ParameterError("only one source can read stdin")
         return self
+
+    def pool_settings(self) -> PoolSettings:
+        return PoolSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PoolSettings)})
 
     def source_specs(self) -> list[SourceSpec]:
         return [parse_source(s) for s in self.sources]

@@ -112,9 +112,7 @@ class Server:
         if cfg.replay and self.log is not None:
             self.replay = ReplayServer(cfg.replay, self.log, context)
         self.sources = open_sources(specs, cfg.ring_seconds)
-        self.worker = build_pool(resolve_devices(cfg.device), cfg.checkpoint or None, cfg.hop_s, cfg.max_backlog,
-                                 cfg.pitch_policy, cfg.pitch_lag, cfg.max_batch, cfg.gather, cfg.cpu_threads,
-                                 cfg.inference, cfg.silence_db, cfg.silence_s)
+        self.worker = build_pool(resolve_devices(cfg.device), cfg.pool_settings())
         recognizer = self.worker.recognizer
         self.device = ", ".join(w.name if w.recognizer.device.type == "cpu" else
                                 f"{w.name} ({torch.cuda.get_device_name(w.recognizer.device)})"
