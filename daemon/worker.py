@@ -620,22 +620,24 @@ def build_pool(devices: list[torch.device], settings: PoolSettings = PoolSetting
     from instrumentd.model.recognizer import Recognizer
     from instrumentd.pipeline.stream_features import default_pitch
 
-    s = settings
     if any(d.type == "cpu" for d in devices):
-        torch.set_num_threads(s.cpu_threads)
+        torch.set_num_threads(settings.cpu_threads)
     names = [str(d) for d in devices]
     workers = []
     for i, dev in enumerate(devices):
         with guard(dev):  # this thread builds every worker: each one's graphs, streams and caches on its own GPU
-            recognizer = Recognizer.from_checkpoint(s.checkpoint or None, dev, batch_size=s.max_batch)
+            recognizer = Recognizer.from_checkpoint(settings.checkpoint or None, dev, batch_size=settings.max_batch)
             if dev.type == "cuda":
-                recognizer.accelerate(s.inference, s.max_batch)  # auto: the fastest path that agrees with fp32
+                # auto: the fastest path that agrees with fp32
+                recognizer.accelerate(settings.inference, settings.max_batch)
             cfg = recognizer.features
-            features = StreamFeatures(cfg, default_pitch(cfg, s.pitch_lag, recognizer.device), recognizer.device,
-                                      keep=Worker.history_frames(cfg, s.hop_s, s.pitch_lag))
+            features = StreamFeatures(cfg, default_pitch(cfg, settings.pitch_lag, recognizer.device),
+                                      recognizer.device, keep=Worker.history_frames(cfg, settings.hop_s,
+                                                                                    settings.pitch_lag))
             name = names[i] if names.count(names[i]) == 1 else f"{names[i]}#{names[:i].count(names[i])}"
-            worker = Worker(recognizer, features, s.hop_s, s.max_backlog, s.pitch_policy, s.pitch_lag, s.gather,
-                            name, silence_db=s.silence_db, silence_s=s.silence_s)
+            worker = Worker(recognizer, features, settings.hop_s, settings.max_backlog, settings.pitch_policy,
+                            settings.pitch_lag, settings.gather, name, silence_db=settings.silence_db,
+                            silence_s=settings.silence_s)
             worker.warm_up()
         workers.append(worker)
     # everything loaded so far (torch, librosa, the model: about 240k objects) lives as long as the
