@@ -47,7 +47,7 @@ def classify_paths(paths: list[str], checkpoint: str | None = None, device: str 
     from rich.progress import Progress
 
     from instrumentd.model.recognizer import Recognizer
-    from instrumentd.pipeline import DEFAULT, AudioError, FeatureExtractor, ParameterError, find_audio, load
+    from instrumentd.pipeline import AudioError, FeatureExtractor, ParameterError, find_audio, load
 
     if hop_s <= 0:
         raise ParameterError(f"--hop must be positive seconds, got {hop_s}")
@@ -71,7 +71,7 @@ def classify_paths(paths: list[str], checkpoint: str | None = None, device: str 
         print(f"instrumentd classify: warning: checkpoint {recognizer.id} is UNTRAINED; its labels are meaningless",
               file=sys.stderr)
     engine = pitch_engine or _default_engine()
-    extractor = FeatureExtractor(recognizer.features or DEFAULT, engine, recognizer.device)
+    extractor = FeatureExtractor(recognizer.features, engine, recognizer.device)
     with Progress(transient=True, disable=len(files) < 2 or not sys.stderr.isatty()) as progress:
         task = progress.add_task("classifying", total=len(files))
         for f in files:

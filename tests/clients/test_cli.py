@@ -94,3 +94,13 @@ def test_every_config_setting_is_a_serve_flag():
     for field in dataclasses.fields(Config):
         assert (field.metadata["flag"] or "--" + field.name.replace("_", "-")) + " " in text, field.name
     assert "--max-batch N" in text  # the out-of-memory advice names it
+
+
+def test_every_subcommand_is_a_command_module():
+    import importlib
+
+    for name, module in COMMANDS.items():
+        if name != "bench":  # each benchmark owns its flags
+            assert module.startswith("instrumentd.clients.commands."), name
+        loaded = importlib.import_module(module)
+        assert callable(loaded.register) and callable(loaded.run), name

@@ -103,7 +103,7 @@ def test_stdin_pcm_cut_mid_frame_keeps_every_whole_frame_and_says_so(caplog):
     ("hop = 0.5\nhop = 0.6\n", ("not valid TOML",)),
     ("hopp = 0.5\n", ("unknown settings hopp",)),
     ('hop = "fast"\n', ("hop = 'fast'",)),
-    ("hop = 99.0\n", ("hop must be", "99.0")),
+    ("hop = 99.0\n", ("hop_s (--hop) must be", "99.0")),
     ("max_batch = 1.5\n", ("max_batch = 1.5",)),
     ("heartbeat = inf\n", ("heartbeat must be a finite number",)),
     ('sources = ["tape:x.wav"]\n', ("'tape'",)),
@@ -118,7 +118,7 @@ def test_a_malformed_config_file_is_one_line(toml, fragments, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, fragments", [
-    (["--hop", "99"], ("hop must be", "99")),
+    (["--hop", "99"], ("hop_s (--hop) must be", "99")),
     (["--hop", "nan"], ("nan",)),
     (["--source", "tape:x.wav"], ("'tape'",)),
     (["--source", "stdin:s16le:48000"], ("FORMAT:RATE:CHANNELS",)),
