@@ -38,7 +38,7 @@ RATES = (8000, 11025, 16000, 22050, 32000, 48000, 88200, 96000, 176400, 192000) 
 def test_classify_names_each_bad_file_in_one_line_and_still_labels_the_good_one(bad_files, wav, capsys):
     good = wav(3.2)
     paths = [str(p) for p in bad_files.values()]
-    assert main(["classify", *paths, str(good), "--format", "jsonl", "--device", "cpu"]) == 2
+    assert main(["classify", *paths, str(good), "--format", "jsonl", "--device", "cpu"]) == 1  # ran; the bad files could not be read
     out = capsys.readouterr()
     records = [json.loads(line) for line in out.out.splitlines()]
     by_path = {r["path"]: r for r in records}
