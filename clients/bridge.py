@@ -2,9 +2,10 @@
 
 A bridge is a client like ``tail``: it subscribes to one or more daemons (or a proxy), ZeroMQ
 reconnects it by itself, and a restart of the bridge leaves the daemons alone. Each bridge module
-(:data:`BRIDGES`) has a typed ``Settings`` dataclass, ``add_arguments(parser)`` for its own flags
-and ``open(settings)``, which returns a sink with ``handle(event)`` and ``close()``. Settings come
-from the defaults, then the ``[bridge.<kind>]`` table of ``--config FILE``, then the flags.
+(:data:`BRIDGES`) has a typed ``Settings`` dataclass (its flags are in
+:mod:`instrumentd.clients.commands.bridge`) and ``open(settings)``, which returns a sink with
+``handle(event)`` and ``close()``. Settings come from the defaults, then the ``[bridge.<kind>]``
+table of ``--config FILE``, then the flags (:func:`load_settings`); :func:`carry` runs a bridge.
 """
 
 from __future__ import annotations
