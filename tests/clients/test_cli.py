@@ -104,3 +104,14 @@ def test_every_subcommand_is_a_command_module():
             assert module.startswith("instrumentd.clients.commands."), name
         loaded = importlib.import_module(module)
         assert callable(loaded.register) and callable(loaded.run), name
+
+
+def test_generated_serve_flags_reach_the_config(tmp_path):
+    import tomllib
+
+    out = _run("serve", "--print-config", "--log-dir", str(tmp_path), "--max-batch", "64", "--silence-db", "-50",
+               "--pitch-policy", "delay", "--hop", "0.5", "--source", "a=mic", "--source", "b=mic")
+    assert out.returncode == EXIT_OK, out.stderr
+    printed = tomllib.loads(out.stdout)
+    assert (printed["max_batch"], printed["silence_db"], printed["pitch_policy"]) == (64, -50.0, "delay")
+    assert printed["hop_s"] == 0.5 and printed["sources"] == ["a=mic", "b=mic"]
