@@ -1,4 +1,4 @@
-"""``instrumentd dashboard``: a live terminal screen of the daemons' streams (see :mod:`instrumentd.clients.dashboard`)."""
+"""``instrumentd dashboard``: a live terminal screen of the daemons' streams (:mod:`~instrumentd.clients.dashboard`)."""
 
 from __future__ import annotations
 

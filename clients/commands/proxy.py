@@ -1,4 +1,4 @@
-"""``instrumentd proxy``: several daemons' events (and replay) joined on one endpoint (see :mod:`instrumentd.clients.proxy`)."""
+"""``instrumentd proxy``: several daemons' events and replay on one endpoint (:mod:`~instrumentd.clients.proxy`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``instrumentd record``: every event of one or more daemons in an SQLite file (see :mod:`instrumentd.clients.record`)."""
+"""``instrumentd record``: the daemons' events in an SQLite file (:mod:`~instrumentd.clients.record`)."""
 
 from __future__ import annotations
 
