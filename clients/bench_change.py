@@ -56,7 +56,7 @@ class Phrase:
 
 
 def settings() -> list[Setting]:
-    out = [Setting(f"hop-{h}", {"hop": h}) for h in HOPS]
+    out = [Setting(f"hop-{h}", {"hop_s": h}) for h in HOPS]
     return out + [Setting(f"preset-{p}", {"preset": p}) for p in PRESETS]
 
 

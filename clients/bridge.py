@@ -2,23 +2,20 @@
 
 A bridge is a client like ``tail``: it subscribes to one or more daemons (or a proxy), ZeroMQ
 reconnects it by itself, and a restart of the bridge leaves the daemons alone. Each bridge module
-(:data:`BRIDGES`) has a typed ``Settings`` dataclass, ``add_arguments(parser)`` for its own flags
-and ``open(settings)``, which returns a sink with ``handle(event)`` and ``close()``. Settings come
-from the defaults, then the ``[bridge.<kind>]`` table of ``--config FILE``, then the flags.
+(:data:`BRIDGES`) has a typed ``Settings`` dataclass (its flags are in
+:mod:`instrumentd.clients.commands.bridge`) and ``open(settings)``, which returns a sink with
+``handle(event)`` and ``close()``. Settings come from the defaults, then the ``[bridge.<kind>]``
+table of ``--config FILE``, then the flags (:func:`load_settings`); :func:`carry` runs a bridge.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import signal
-import sys
 import typing
 from pathlib import Path
-from typing import Any
-
-from .subscribe import add_connect_argument
+from typing import Any, Mapping
 
 BRIDGES: dict[str, str] = {
     "mqtt": "instrumentd.clients.bridge_mqtt",
@@ -35,45 +32,23 @@ class BridgeSettings:
     stream: list[str] = dataclasses.field(default_factory=list)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "bridge",
-        help="carry the events to MQTT (Home Assistant) or OSC (TouchDesigner, Max)",
-        description=(
-            "Subscribe to one or more daemons and carry their events on: `bridge mqtt` to an MQTT broker "
-            "(with Home Assistant discovery), `bridge osc` to an OSC receiver over UDP. Each reconnects by "
-            "itself; settings may also come from the [bridge.mqtt] or [bridge.osc] table of a TOML file."
-        ),
-    )
-    kinds = p.add_subparsers(dest="bridge", metavar="KIND", required=True)
-    for name, module_name in BRIDGES.items():
-        module = importlib.import_module(module_name)
-        sp = kinds.add_parser(name, help=module.HELP, description=module.DESCRIPTION,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_connect_argument(sp)
-        sp.add_argument("--stream", action="append", metavar="NAME", help="only this stream (repeatable)")
-        sp.add_argument("--config", metavar="FILE", help=f"TOML file whose [bridge.{name}] table holds these settings "
-                                                          "(flags win over it)")
-        module.add_arguments(sp)
-        sp.set_defaults(run=run)
-
-
-def load_settings(cls: type, args: argparse.Namespace, section: str) -> Any:
-    """A ``cls`` dataclass from its defaults, the ``[section]`` table of ``args.config`` and the flags
-    given (those not None), in that order; a wrong key or type is a ParameterError naming it."""
+def load_settings(cls: type, config: str | None, flags: Mapping[str, Any], section: str) -> Any:
+    """A ``cls`` dataclass from its defaults, the ``[section]`` table of the TOML file ``config`` (None:
+    none) and ``flags`` (setting -> value; None = not given), in that order; a wrong key or type is a
+    ParameterError naming it."""
     values: dict[str, Any] = {}
-    if getattr(args, "config", None):
+    if config:
         hints = typing.get_type_hints(cls)
-        for key, value in _table(Path(args.config), section).items():
+        for key, value in _table(Path(config), section).items():
             name = key.replace("-", "_")
             if name not in hints:
                 from instrumentd.pipeline.errors import ParameterError
 
-                raise ParameterError(f"{args.config}: [{section}] has no setting {key!r} "
+                raise ParameterError(f"{config}: [{section}] has no setting {key!r} "
                                      f"(known: {', '.join(sorted(hints))})")
-            values[name] = _typed(value, hints[name], f"{args.config}: [{section}] {key}")
+            values[name] = _typed(value, hints[name], f"{config}: [{section}] {key}")
     for f in dataclasses.fields(cls):
-        given = getattr(args, f.name, None)
+        given = flags.get(f.name)
         if given is not None:
             values[f.name] = given
     return cls(**values)
@@ -113,18 +88,16 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def run(args: argparse.Namespace) -> int:
-    from instrumentd.daemon.security import client_context
-
+def carry(kind: str, settings: Any) -> str:
+    """Carry the events ``settings`` (the ``Settings`` of bridge ``kind``) subscribe to into that bridge's
+    sink until SIGINT or SIGTERM; returns the sink's summary of what it carried."""
     from .subscribe import DEFAULT_CONNECT, Feed, Replayer, check_endpoint
 
-    module = importlib.import_module(BRIDGES[args.bridge])
-    settings = load_settings(module.Settings, args, f"bridge.{args.bridge}")
+    module = importlib.import_module(BRIDGES[kind])
     endpoints = [check_endpoint(e, "--connect") for e in settings.connect or [DEFAULT_CONNECT]]
     replay = [check_endpoint(e, "--replay") for e in getattr(settings, "replay", None) or []]
-    client_context(args.server_key, args.client_key)
     sink = module.open(settings)
-    feed = Feed(endpoints, module.TOPICS, settings.stream, Replayer(replay) if replay else None, f"bridge {args.bridge}")
+    feed = Feed(endpoints, module.TOPICS, settings.stream, Replayer(replay) if replay else None, f"bridge {kind}")
     stop = {"now": False}
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -140,5 +113,4 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(s, handler)
         feed.close()
         sink.close()
-    print(f"instrumentd bridge {args.bridge}: {sink.summary()}", file=sys.stderr)
-    return 0
+    return sink.summary()

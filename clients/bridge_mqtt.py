@@ -23,7 +23,6 @@ the broker round trips at a high event rate. ``online``/``offline`` go at QoS 1.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -93,25 +92,6 @@ class Settings(BridgeSettings):
         self.password = self.password or os.environ.get(ENV_PASSWORD) or None
         if self.password and not self.username:
             raise ParameterError(f"a password needs a --username (or {ENV_USERNAME})")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", metavar="URL", help=f"mqtt://HOST[:PORT] or mqtts://HOST[:PORT] for TLS (default {DEFAULT_BROKER})")
-    p.add_argument("--replay", action="append", metavar="ENDPOINT",
-                   help="fill seq gaps from this replay endpoint (e.g. tcp://127.0.0.1:5556), repeatable, "
-                        "so that a missed segment does not leave a wrong retained state")
-    p.add_argument("--prefix", metavar="TOPIC", help="topic prefix (default instrumentd)")
-    p.add_argument("--qos", type=int, metavar="N", help="QoS of window and segment messages, 0-2 (default 0)")
-    p.add_argument("--client-id", metavar="ID", help="MQTT client id (default: one the broker assigns)")
-    p.add_argument("--username", metavar="NAME", help=f"broker user (default ${ENV_USERNAME})")
-    p.add_argument("--password", metavar="PASSWORD",
-                   help=f"broker password (default ${ENV_PASSWORD}; the environment keeps it out of `ps`)")
-    p.add_argument("--ca-file", metavar="FILE", help="CA certificate(s) to verify an mqtts:// broker (default: the system's)")
-    p.add_argument("--cert", metavar="FILE", help="client certificate for an mqtts:// broker that asks for one")
-    p.add_argument("--key", metavar="FILE", help="the client certificate's private key")
-    p.add_argument("--ha-discovery", action="store_true", default=None,
-                   help="announce each stream to Home Assistant (MQTT discovery) as a device with sensors")
-    p.add_argument("--ha-prefix", metavar="TOPIC", help="Home Assistant's discovery prefix (default homeassistant)")
 
 
 def parse_broker(url: str) -> tuple[str, int, bool]:

@@ -17,7 +17,6 @@ stream's seq are reported on stderr, not filled).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import socket
@@ -49,11 +48,6 @@ class Settings(BridgeSettings):
         self.host, self.port = parse_target(self.osc)
         if not self.prefix.startswith("/") or self.prefix.endswith("/") or any(c in self.prefix for c in " #*?[]{},"):
             raise ParameterError(f"--prefix {self.prefix!r} must be an OSC address like /instrumentd")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--osc", metavar="URL", help=f"the receiver, udp://HOST:PORT (default {DEFAULT_OSC})")
-    p.add_argument("--prefix", metavar="ADDRESS", help="address prefix (default /instrumentd)")
 
 
 def parse_target(url: str) -> tuple[str, int]:

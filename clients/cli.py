@@ -1,8 +1,10 @@
 """The ``instrumentd`` command: one parser, one subcommand per module.
 
-Each module named in :data:`COMMANDS` has ``register(subparsers)``, which adds its parser and
-sets ``run=function(args) -> exit code`` as default. Modules import heavy libraries (torch,
-zmq) inside ``run`` so that ``--help`` stays fast.
+Each module named in :data:`COMMANDS` (all in :mod:`instrumentd.clients.commands` but ``bench``,
+whose benchmarks own their flags) has ``register(subparsers)``, which adds its parser and sets
+``run=function(args) -> exit code`` as default. Modules import heavy libraries (torch, zmq)
+inside ``run`` so that ``--help`` stays fast. An :class:`InstrumentdError` stops the command
+with one line on stderr and its ``exit_code`` (see :data:`EPILOG`).
 """
 
 from __future__ import annotations
@@ -13,40 +15,43 @@ import logging
 import sys
 
 from instrumentd import __version__
+from instrumentd.pipeline.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, InstrumentdError
 
 COMMANDS: dict[str, str] = {
-    "classify": "instrumentd.clients.classify",
-    "model-summary": "instrumentd.clients.model_summary",
-    "serve": "instrumentd.daemon.cli",
-    "tail": "instrumentd.clients.tail",
-    "record": "instrumentd.clients.record",
-    "dashboard": "instrumentd.clients.dashboard",
-    "proxy": "instrumentd.clients.proxy",
-    "keys": "instrumentd.clients.keys",
-    "bridge": "instrumentd.clients.bridge",
-    "devices": "instrumentd.clients.devices",
+    "classify": "instrumentd.clients.commands.classify",
+    "model-summary": "instrumentd.clients.commands.model_summary",
+    "serve": "instrumentd.clients.commands.serve",
+    "tail": "instrumentd.clients.commands.tail",
+    "record": "instrumentd.clients.commands.record",
+    "dashboard": "instrumentd.clients.commands.dashboard",
+    "proxy": "instrumentd.clients.commands.proxy",
+    "keys": "instrumentd.clients.commands.keys",
+    "bridge": "instrumentd.clients.commands.bridge",
+    "devices": "instrumentd.clients.commands.devices",
     "bench": "instrumentd.clients.bench",
-    "web": "instrumentd.clients.web",
-    "synth": "instrumentd.training.cmd_synth",
-    "synth-stems": "instrumentd.training.cmd_stems",
-    "synth-nonmusic": "instrumentd.training.cmd_nonmusic",
-    "prepare": "instrumentd.training.cmd_prepare",
-    "train": "instrumentd.training.cmd_train",
-    "evaluate": "instrumentd.training.cmd_evaluate",
-    "ablation": "instrumentd.training.cmd_ablation",
+    "web": "instrumentd.clients.commands.web",
+    "synth": "instrumentd.clients.commands.synth",
+    "synth-stems": "instrumentd.clients.commands.synth_stems",
+    "synth-nonmusic": "instrumentd.clients.commands.synth_nonmusic",
+    "prepare": "instrumentd.clients.commands.prepare",
+    "train": "instrumentd.clients.commands.train",
+    "evaluate": "instrumentd.clients.commands.evaluate",
+    "ablation": "instrumentd.clients.commands.ablation",
 }
 
-EXIT_OK = 0
-EXIT_ERROR = 1  # a runtime failure the user did not cause
-EXIT_USAGE = 2  # bad input: argparse's own code for usage errors
-EXIT_STARTUP = 3  # serve could not start: log folder locked or unwritable, endpoint taken, not enough memory
-EXIT_INTERRUPTED = 130
+EPILOG = (
+    "exit codes: 0 done; 1 failed while running (some input could not be processed, serving failed, "
+    "or an unexpected error, printed with its traceback); 2 bad flags, settings or input named on the "
+    "command line; 3 could not start (endpoint taken, log folder locked or not writable, not enough "
+    "memory); 130 interrupted (Ctrl-C)."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instrumentd",
         description="Real-time predominant-instrument recognition: audio streams in, instrument events out.",
+        epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"instrumentd {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
@@ -58,7 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from instrumentd.daemon.service import use_writable_numba_cache
-    from instrumentd.pipeline.errors import InstrumentdError
 
     use_writable_numba_cache()  # before anything imports librosa (a service account has no home)
     parser = build_parser()
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except InstrumentdError as exc:
         print(f"instrumentd {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

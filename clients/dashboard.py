@@ -15,14 +15,11 @@ sockets and the keyboard polled together, the screen redrawn a few times a secon
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import sys
 import time
 from typing import Any
-
-from .subscribe import DEFAULT_REPLAY, add_connect_argument
 
 COLOURS = {  # one per class, distinct on 256-colour terminals
     "cel": "dark_orange3", "cla": "turquoise2", "flu": "sky_blue1", "gac": "khaki3", "gel": "red1",
@@ -38,25 +35,6 @@ BLOCKS = " ▏▎▍▌▋▊▉█"  # eighths of a cell, for bars finer than a
 TICK_CELLS = 16  # timeline cells between two labels of its time axis
 ENDED = ("ended", "failed")  # source states after which a stream makes no more windows
 DRAIN = 10000  # messages read from one daemon between redraws, at most
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "dashboard",
-        help="live terminal screen of the daemon's streams",
-        description=(
-            "A live screen of one or more running daemons: per stream the predominant instrument(s), "
-            "the 11 probabilities as bars, a timeline of recent windows coloured by instrument, the "
-            "segment log, latency and drops, and each daemon's status. Waits for a daemon that does "
-            "not answer yet and reconnects by itself; fills the timeline from the daemon's replay "
-            "endpoint when it first answers. q or Ctrl-C quits."
-        ),
-    )
-    add_connect_argument(p)
-    p.add_argument("--replay", action="append", metavar="ENDPOINT",
-                   help="the replay endpoint of each --connect daemon, in the same order, to start with its recent "
-                        f"events (default {DEFAULT_REPLAY} with the default --connect, none otherwise)")
-    p.set_defaults(run=run)
 
 
 # ---- what the events said -------------------------------------------------------------------------
@@ -365,23 +343,19 @@ def _duration(seconds: float) -> str:
 
 # ---- the loop ---------------------------------------------------------------------------------------
 
-def run(args: argparse.Namespace) -> int:
+
+def show(endpoints: list[str], replays: list[str]) -> None:
+    """The live screen of the daemons at ``endpoints`` until q, Ctrl-C or SIGTERM; ``replays[i]`` (one per
+    daemon, in the same order, or fewer) fills daemon ``i``'s timeline when it first answers."""
     import zmq
     from rich.console import Console
     from rich.live import Live
 
-    from instrumentd.pipeline.errors import InstrumentdError
+    from instrumentd.daemon.signals import Signals
 
-    from .subscribe import Replayer, check_endpoint, connect_endpoints, receive, sub_socket, topic_prefixes
+    from .subscribe import Replayer, receive, sub_socket, topic_prefixes
 
-    endpoints = connect_endpoints(args)
-    replays = args.replay if args.replay is not None else ([] if args.connect else [DEFAULT_REPLAY])
-    if len(replays) > len(endpoints):
-        raise InstrumentdError(f"{len(replays)} --replay endpoints for {len(endpoints)} --connect endpoint(s): "
-                               "give one per daemon, in the same order")
-    replayers = {e: Replayer([check_endpoint(r, "--replay")]) for e, r in zip(endpoints, replays)}
-    if not sys.stdout.isatty():
-        raise InstrumentdError("the dashboard needs a terminal; use `instrumentd tail` to print events instead")
+    replayers = {e: Replayer([r]) for e, r in zip(endpoints, replays)}
     prefixes = topic_prefixes(["window", "segment", "source", "status"], None)
     sockets = {sub_socket([e], prefixes): e for e in endpoints}  # one per daemon: who said what
     poller = zmq.Poller()
@@ -392,8 +366,6 @@ def run(args: argparse.Namespace) -> int:
         poller.register(keys.fd, zmq.POLLIN)
     board = Board(endpoints)
     console = Console()
-    from instrumentd.daemon.signals import Signals
-
     try:
         with Signals() as signals, keys, Live(console=console, screen=True, auto_refresh=False,
                                               redirect_stderr=False) as live:
@@ -419,7 +391,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sock in sockets:
             sock.close(linger=0)
-    return 0
 
 
 def backfill(board: Board, endpoint: str, event: dict[str, Any], replayer: Any) -> bool:

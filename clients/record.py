@@ -17,15 +17,12 @@ up each stream where the file ends.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sqlite3
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-from .subscribe import DEFAULT_REPLAY, add_connect_argument
 
 DB_VERSION = 1
 RETRY_S = 5.0  # seconds between attempts at the gaps still open
@@ -43,27 +40,6 @@ CREATE TABLE IF NOT EXISTS gaps (
 );
 CREATE INDEX IF NOT EXISTS events_by_time ON events (wall_time);
 """
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "record",
-        help="store every event in an SQLite file, filling seq gaps from the daemon's replay endpoint",
-        description=(
-            "Subscribe to one or more daemons and store every window, segment and status event in an "
-            "SQLite file (tables events, status, gaps). A gap in a stream's seq (this recorder was cut "
-            "off, stopped, or the publisher dropped a message) is filled from the daemon's replay "
-            "endpoint. Stops cleanly on Ctrl-C or SIGTERM."
-        ),
-    )
-    p.add_argument("--db", required=True, metavar="FILE", help="SQLite file (created if missing)")
-    add_connect_argument(p)
-    p.add_argument("--replay", action="append", metavar="ENDPOINT",
-                   help=f"a daemon's replay endpoint, repeatable (default {DEFAULT_REPLAY} when no --connect is given)")
-    p.add_argument("--stream", action="append", metavar="NAME", help="only this stream (repeatable)")
-    p.add_argument("--backfill", action="store_true",
-                   help="for a stream new to the file, fetch its logged history from seq 0 first")
-    p.set_defaults(run=run)
 
 
 class Store:
@@ -208,21 +184,22 @@ class Recorder:
         self.store.commit()
 
 
-def run(args: argparse.Namespace) -> int:
-    from .subscribe import SEQ_TOPICS, Replayer, check_endpoint, connect_endpoints, sub_socket, topic_prefixes
-
-    endpoints = connect_endpoints(args)
-    replay = args.replay if args.replay is not None else ([] if args.connect else [DEFAULT_REPLAY])
-    replayer = Replayer([check_endpoint(e, "--replay") for e in replay]) if replay else None
-    store = Store(args.db)
-    if replayer is None:
-        print("instrumentd record: no --replay endpoint: gaps are noted in the gaps table, not filled",
-              file=sys.stderr)
-    sock = sub_socket(endpoints, topic_prefixes([*SEQ_TOPICS, "status"], args.stream))
-    recorder = Recorder(store, sock, replayer, set(args.stream or ()), args.backfill)
-
+def record(db: str | Path, endpoints: list[str], replay: list[str], streams: list[str] | None = None,
+           backfill: bool = False) -> tuple[dict[str, int], int]:
+    """Store the events of the daemons at ``endpoints`` (of ``streams``; None = all) in the SQLite file
+    ``db`` until SIGINT or SIGTERM, gaps filled from the ``replay`` endpoints (none: only noted), a new
+    stream's logged history first with ``backfill``. Returns the events added (``{"live", "replay"}``)
+    and the seqs still missing."""
     from instrumentd.daemon.signals import Signals
 
+    from .subscribe import SEQ_TOPICS, Replayer, sub_socket, topic_prefixes
+
+    store = Store(db)
+    if not replay:
+        print("instrumentd record: no --replay endpoint: gaps are noted in the gaps table, not filled",
+              file=sys.stderr)
+    sock = sub_socket(endpoints, topic_prefixes([*SEQ_TOPICS, "status"], streams))
+    recorder = Recorder(store, sock, Replayer(replay) if replay else None, set(streams or ()), backfill)
     try:
         with Signals() as recorder.signals:
             recorder.fill_gaps()
@@ -232,6 +209,4 @@ def run(args: argparse.Namespace) -> int:
     finally:
         sock.close(linger=0)
         store.close()
-    print(f"instrumentd record: {store.added['live']} events live, {store.added['replay']} replayed into {args.db}; "
-          f"{missing} missing", file=sys.stderr)
-    return 0
+    return dict(store.added), missing

@@ -18,12 +18,8 @@ segment as one row with its path alone, a file that cannot be read as one row wi
 
 from __future__ import annotations
 
-import argparse
-import csv
 import dataclasses
-import json
 import queue
-import sys
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -111,20 +107,6 @@ def segment(probs: np.ndarray, starts: np.ndarray, clip_seconds: float, duration
             column = probs[first:stop, classes.index(ch.instrument)]
             out.append(Segment(ch.instrument, ch.start, ch.end, float(column.mean()), int(stop - first)))
     return sorted(out, key=lambda s: (s.start, classes.index(s.instrument)))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``classify --segments``."""
-    g = parser.add_argument_group("segments (with --segments)")
-    g.add_argument("--segments", action="store_true",
-                   help="per file, the instrument segments (start, end, instrument, mean probability) "
-                        "instead of clip labels; windows of many files are batched together")
-    g.add_argument("--smooth", type=int, default=SMOOTH, metavar="WINDOWS",
-                   help=f"moving average over this many windows (default: {SMOOTH}, as the daemon)")
-    g.add_argument("--on", type=float, default=ON, metavar="P",
-                   help=f"smoothed probability at which an instrument starts (default: {ON})")
-    g.add_argument("--off", type=float, default=OFF, metavar="P",
-                   help=f"smoothed probability below which it ends (default: {OFF})")
 
 
 # ---- reading: one file -> fixed-length windows, block by block ---------------------------------
@@ -327,109 +309,3 @@ def _record(f: _File, recognizer: Any, smooth: int, on: float, off: float) -> di
     segs = segment(np.stack(f.probs), starts, cfg.clip_seconds, duration, recognizer.classes, smooth, on, off)
     return {"path": str(f.path), "duration": round(duration, 3), "windows": len(f.probs),
             "segments": [s.to_dict() for s in segs], "model": recognizer.id, "trained": recognizer.trained}
-
-
-def _audio_seconds(files: list[Path]) -> float:
-    """Total length of ``files`` from their headers, seconds; unreadable files count 0."""
-    import soundfile
-
-    total = 0.0
-    for f in files:
-        try:
-            total += soundfile.info(str(f)).duration
-        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError):
-            continue
-    return total
-
-
-def run(args: argparse.Namespace) -> int:
-    """``classify --segments``: tag ``args.paths`` and write segments as ``args.format``; exit 2 if a file failed."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-
-    from instrumentd.model.recognizer import Recognizer, resolve_device
-    from instrumentd.pipeline import AudioError, FeatureExtractor, ParameterError, find_audio
-    from instrumentd.pipeline.pitch import DEFAULT_ENGINE
-
-    if args.hop <= 0:
-        raise ParameterError(f"--hop must be positive seconds, got {args.hop}")
-    check_settings(args.smooth, args.on, args.off)
-    files = find_audio(args.paths)
-    if not files:
-        raise AudioError(f"no audio files found in {' '.join(args.paths)}")
-    device = resolve_device(args.device)
-    recognizer = Recognizer.from_checkpoint(args.checkpoint, device, batch_size=BATCH.get(device.type, 64))
-    if recognizer.device.type == "cuda":
-        recognizer.accelerate("auto", recognizer.batch_size)  # the fastest path that agrees with fp32
-    if not recognizer.trained:
-        print(f"instrumentd classify: warning: checkpoint {recognizer.id} is UNTRAINED; its labels are meaningless",
-              file=sys.stderr)
-    extractor = FeatureExtractor(recognizer.features, args.pitch_engine or DEFAULT_ENGINE, recognizer.device)
-    stderr = Console(stderr=True)
-    progress = Progress(TextColumn("tagging"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[hours]}"),
-                        TimeRemainingColumn(), console=stderr, transient=True, disable=not stderr.is_terminal,
-                        redirect_stdout=sys.stdout.isatty(), redirect_stderr=False)
-    with progress:
-        seconds = _audio_seconds(files)
-        task = progress.add_task("tagging", total=seconds, hours=f"{seconds / 3600:.2f} h of audio")
-        records = tag_files(files, recognizer, extractor, args.hop, args.smooth, args.on, args.off,
-                            on_windows=lambda n: progress.advance(task, n * args.hop))
-        return _WRITERS[args.format](records)
-
-
-def _write_jsonl(records: Iterator[dict[str, Any]]) -> int:
-    failed = 0
-    for rec in records:
-        failed += "error" in rec
-        print(json.dumps(rec), flush=True)
-    return 2 if failed else 0
-
-
-CSV_COLUMNS = ("path", "start", "end", "instrument", "mean_probability", "error")
-
-
-def _write_csv(records: Iterator[dict[str, Any]]) -> int:
-    writer = csv.writer(sys.stdout)
-    writer.writerow(CSV_COLUMNS)
-    failed = 0
-    for rec in records:
-        if "error" in rec:
-            failed += 1
-            writer.writerow([rec["path"], "", "", "", "", rec["error"]])
-        elif not rec["segments"]:
-            writer.writerow([rec["path"], "", "", "", "", ""])  # read, but nothing was predominant
-        for s in rec.get("segments", ()):
-            writer.writerow([rec["path"], f"{s['start']:.3f}", f"{s['end']:.3f}", s["instrument"],
-                             f"{s['mean_probability']:.4f}", ""])
-        sys.stdout.flush()
-    return 2 if failed else 0
-
-
-def _print_table(records: Iterator[dict[str, Any]]) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from instrumentd.model.classes import NAMES
-
-    table = Table()
-    for name, justify in (("file", "left"), ("start", "right"), ("end", "right"), ("instrument", "left"),
-                          ("mean p", "right")):
-        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    failed = 0
-    model = None
-    for rec in records:
-        if "error" in rec:
-            failed += 1
-            table.add_row(rec["path"], "", "", "[red]error[/red]", rec["error"])
-            continue
-        model = model or (rec["model"], rec["trained"])
-        for s in rec["segments"]:
-            table.add_row(rec["path"], f"{s['start']:.1f}", f"{s['end']:.1f}", NAMES[s["instrument"]],
-                          f"{s['mean_probability']:.2f}")
-    if model:
-        table.caption = f"model {model[0]}" + ("" if model[1] else " — UNTRAINED stand-in: labels are meaningless")
-    Console().print(table)
-    return 2 if failed else 0
-
-
-_WRITERS = {"jsonl": _write_jsonl, "csv": _write_csv, "table": _print_table}

@@ -8,7 +8,6 @@ drop) is filled by asking the replay endpoint that serves the stream (docs/event
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Any, Iterator
@@ -23,28 +22,6 @@ RECONNECT_MS = 250  # first retry after a lost connection; doubles up to RECONNE
 RECONNECT_MAX_MS = 2000
 HEARTBEAT_MS = 1000  # ZMTP heartbeats: a silent dead peer is noticed within a few of these
 REPLAY_TIMEOUT_S = 3.0
-
-
-def add_connect_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--connect", action="append", metavar="ENDPOINT",
-                        help=f"a daemon's PUB endpoint, repeatable for several daemons (default {DEFAULT_CONNECT})")
-    parser.add_argument("--server-key", metavar="FILE",
-                        help="the daemon's CurveZMQ public certificate (server.key from `instrumentd keys`)")
-    parser.add_argument("--client-key", metavar="FILE",
-                        help="this client's CurveZMQ secret certificate (client.key_secret from `instrumentd keys`)")
-
-
-def connect_endpoints(args: argparse.Namespace) -> list[str]:
-    """``--connect`` values, or the daemon's default endpoint; a malformed one is a ParameterError.
-
-    With ``--server-key`` every socket this process makes from here on (subscriptions and replay
-    requests) is a CurveZMQ client of that daemon.
-    """
-    from instrumentd.daemon.security import client_context
-
-    endpoints = [check_endpoint(e, "--connect") for e in (args.connect or [DEFAULT_CONNECT])]
-    client_context(getattr(args, "server_key", None), getattr(args, "client_key", None))
-    return endpoints
 
 
 def check_endpoint(endpoint: str, flag: str) -> str:

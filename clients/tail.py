@@ -8,47 +8,15 @@ lifecycle event as ``source ended``; a heartbeat as ``status`` and its streams' 
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import sys
 import time
 from typing import Any, Callable
 
-from .subscribe import TOPICS, add_connect_argument
+from .subscribe import TOPICS
 
 WAIT_NOTICE_S = 3.0  # seconds without an event before saying so on stderr
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "tail",
-        help="print the daemon's events as JSON lines or text",
-        description=(
-            "Subscribe to one or more running `instrumentd serve` daemons and print each event as one "
-            "JSON line (docs/events.md) or, with --format text, one line for people "
-            "(12:03:04 radio Violin 0.97). Filters keep the events of some streams, some instruments or "
-            "confident windows only. With --replay, a gap in a stream's seq (a subscriber that was cut "
-            "off, a daemon restart) is filled from the daemon's event log before the next event is printed."
-        ),
-    )
-    add_connect_argument(p)
-    p.add_argument("--stream", action="append", metavar="NAME", help="only this stream (repeatable)")
-    p.add_argument("--instrument", action="append", metavar="CLASS",
-                   help="only windows whose top class or labels include CLASS (code like pia or name like piano; "
-                        "repeatable), and segments of it")
-    p.add_argument("--min-prob", type=float, metavar="P",
-                   help="only windows in which an instrument (one of --instrument, if given) has probability >= P")
-    p.add_argument("--topics", default="window,segment,source", metavar="LIST",
-                   help="comma-separated event kinds among window, segment, source, status "
-                        "(default: window,segment,source)")
-    p.add_argument("--status", action="store_true",
-                   help="also print status heartbeats (same as adding status to --topics)")
-    p.add_argument("--replay", action="append", metavar="ENDPOINT",
-                   help="fill seq gaps from this replay endpoint (e.g. tcp://127.0.0.1:5556), repeatable")
-    p.add_argument("--format", choices=sorted(FORMATS), default="json",
-                   help="json: each event as one JSON line (default); text: one short line for people")
-    p.set_defaults(run=run)
 
 
 def parse_topics(text: str, status: bool = False) -> list[str]:
@@ -113,15 +81,14 @@ class Filter:
         return not self.instruments or event["top"] in self.instruments or bool(self.instruments & set(event["labels"]))
 
 
-def run(args: argparse.Namespace) -> int:
-    from .subscribe import Feed, Replayer, check_endpoint, connect_endpoints
+def follow(endpoints: list[str], topics: list[str], streams: list[str] | None, keep: Filter,
+           write: Callable[[dict[str, Any]], None], replayer: Any = None) -> None:
+    """Hand every event of ``topics`` (of ``streams``; None = all) from the daemons at ``endpoints`` that
+    ``keep`` accepts to ``write``, seq gaps filled by ``replayer`` (a :class:`~.subscribe.Replayer` or
+    None), until interrupted. A daemon silent for :data:`WAIT_NOTICE_S` seconds is noted on stderr once."""
+    from .subscribe import Feed
 
-    topics = parse_topics(args.topics, args.status)
-    keep = Filter(set(args.stream or ()), parse_instruments(args.instrument), args.min_prob, topics)
-    endpoints = connect_endpoints(args)
-    replayer = Replayer([check_endpoint(e, "--replay") for e in args.replay]) if args.replay else None
-    feed = Feed(endpoints, topics, args.stream, replayer, "tail")
-    write = FORMATS[args.format]
+    feed = Feed(endpoints, topics, streams, replayer, "tail")
     quiet_since, told = time.monotonic(), False
     try:
         while True:

@@ -19,7 +19,6 @@ event as it comes.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import json
@@ -27,41 +26,12 @@ import threading
 from importlib import resources
 from typing import Any
 
-from .subscribe import DEFAULT_REPLAY, add_connect_argument
-
 DEFAULT_LISTEN = "127.0.0.1:8080"
 HISTORY_S = 300.0  # seconds of windows the page shows and a newly opened page gets
 REPLAY_EVENTS = 3000  # events asked from replay when a stream is first seen: 5 minutes at the shortest hop
 SEGMENTS_KEPT = 500  # segment events kept per stream
 LISTENER_QUEUE = 1000  # events a slow page may fall behind before it is cut off (its browser reconnects)
 PING_S = 15.0  # seconds between SSE comments that keep idle connections open through proxies
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "web",
-        help="a live web page of the daemons' streams (heat map, segment timeline, levels)",
-        description=(
-            "Subscribe to one or more running `instrumentd serve` daemons and serve a live page: per "
-            "stream the current instrument and confidence, the probabilities of the last minutes as a "
-            "heat map, the segments on a timeline, the source state and level. The page is filled from "
-            "the daemons' replay endpoints when it opens and updated with server-sent events. Nothing is "
-            "loaded from the internet. Example: instrumentd web --connect tcp://127.0.0.1:5555, then "
-            f"open http://{DEFAULT_LISTEN}/"
-        ),
-    )
-    add_connect_argument(p)
-    p.add_argument("--replay", action="append", metavar="ENDPOINT",
-                   help=f"replay endpoint to fill the last minutes from, repeatable (default {DEFAULT_REPLAY}; "
-                        "'' = none)")
-    p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
-                   help=f"where the page is served (default {DEFAULT_LISTEN}; another machine's address needs "
-                        "--insecure)")
-    p.add_argument("--history", type=float, default=HISTORY_S, metavar="SECONDS",
-                   help=f"seconds of probabilities and segments on the page (default {HISTORY_S:g})")
-    p.add_argument("--insecure", action="store_true",
-                   help="serve the page, in clear text and without a login, to other machines")
-    p.set_defaults(run=run)
 
 
 class Feed:
@@ -213,21 +183,17 @@ def _sse(kind: str, data: Any) -> bytes:
     return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def run(args: argparse.Namespace) -> int:
+def serve_page(host: str, port: int, endpoints: list[str], replay: list[str], history_s: float = HISTORY_S) -> None:
+    """Serve the page at ``http://host:port/`` with the events of the daemons at ``endpoints`` (the last
+    ``history_s`` seconds filled from the ``replay`` endpoints), until interrupted; a port that cannot be
+    listened on is a ParameterError."""
     from aiohttp import web
 
-    from instrumentd.daemon.metrics import require_local_listen
     from instrumentd.pipeline.errors import ParameterError
 
-    from .subscribe import check_endpoint, connect_endpoints
-
-    host, port = require_local_listen(args.listen, "--listen", args.insecure)
-    if not args.history > 0:
-        raise ParameterError(f"--history must be positive seconds, got {args.history}")
-    endpoints = connect_endpoints(args)
-    replay = [check_endpoint(e, "--replay") for e in (args.replay or [DEFAULT_REPLAY]) if e]
-    feed = Feed(args.history)
+    feed = Feed(history_s)
     stop = threading.Event()
+    listen = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -239,8 +205,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             await web.TCPSite(runner, host, port, shutdown_timeout=0.5).start()
         except OSError as exc:
-            raise ParameterError(f"--listen {args.listen!r}: cannot listen there ({exc.strerror})") from None
-        print(f"instrumentd web: http://{args.listen}/ (events from {', '.join(endpoints)})", flush=True)
+            raise ParameterError(f"--listen {listen!r}: cannot listen there ({exc.strerror})") from None
+        print(f"instrumentd web: http://{listen}/ (events from {', '.join(endpoints)})", flush=True)
         try:
             await asyncio.Event().wait()
         finally:
@@ -248,4 +214,3 @@ def run(args: argparse.Namespace) -> int:
             await runner.cleanup()
 
     asyncio.run(main())
-    return 0

@@ -46,6 +46,7 @@ from .group import threads_per_process
 from .publisher import Publisher
 from .segments import Segmenter
 from .sources import Source
+from .config import PoolSettings
 from .worker import GATHER_S, build_pool, resolve_devices
 
 HOP = 1.0  # seconds, the target's hop
@@ -138,7 +139,8 @@ def _run(devices: list[torch.device], n: int, seconds: float, policy: str, lag: 
 
     ``ready`` is called once the pool is built, before the clock starts (processes start together).
     """
-    pool = build_pool(devices, None, HOP, 1.0, policy, lag, 1024, gather, inference=inference)
+    pool = build_pool(devices, PoolSettings(hop_s=HOP, pitch_policy=policy, pitch_lag=lag, max_batch=1024,
+                                            gather=gather, inference=inference))
     sources = [_SyntheticSource(i) for i in range(n)]
     for src in sources:
         pool.add(src, Segmenter(pool.recognizer.classes))

@@ -1,9 +1,11 @@
 """The daemon's one typed configuration: defaults < TOML file < environment < command-line flags.
 
-Every field can be set in all three places under the same name: ``hop = 0.5`` in the TOML file,
-``INSTRUMENTD_HOP=0.5`` in the environment, ``--hop 0.5`` on the command line. Sources are a list:
-``sources = ["a=file:x.wav"]`` in TOML, ``INSTRUMENTD_SOURCES="a=file:x.wav,b=mic"`` in the
-environment (comma separated), ``--source`` repeated on the command line.
+Every field can be set in all three places under the same name: ``max_batch = 256`` in the TOML
+file, ``INSTRUMENTD_MAX_BATCH=256`` in the environment, ``--max-batch 256`` on the command line,
+whose flags are made from the fields (``instrumentd serve``). Two flags keep their own names:
+``--hop`` sets ``hop_s`` (``hop`` is still read in files and the environment) and ``--source``,
+repeated, fills ``sources``: ``sources = ["a=file:x.wav"]`` in TOML,
+``INSTRUMENTD_SOURCES="a=file:x.wav,b=mic"`` in the environment (comma separated).
 """
 
 from __future__ import annotations
@@ -45,8 +47,15 @@ PITCH_POLICIES = ("hold", "delay")
 PRESETS: dict[str, dict[str, Any]] = {
     # for a performer: a window every 0.25 s, no moving average, a lower threshold held steady by
     # hysteresis; a change is announced about 0.4 s sooner (docs/PERFORMANCE.md, `bench change`)
-    "live": {"hop": 0.25, "smooth": 1, "on_threshold": 0.25, "off_threshold": 0.15},
+    "live": {"hop_s": 0.25, "smooth": 1, "on_threshold": 0.25, "off_threshold": 0.15},
 }
+# the settings that take one of a few names: Config.validate checks them and `serve` offers them as choices
+CHOICES: dict[str, tuple[str, ...]] = {
+    "log_level": LOG_LEVELS,
+    "pitch_policy": PITCH_POLICIES,
+    "preset": ("", *PRESETS),  # "" = none
+}
+RENAMED = {"hop": "hop_s"}  # old setting names still read from TOML files and the environment
 
 
 def default_log_dir() -> str:
@@ -127,40 +136,94 @@ def _default_name(kind: str, target: str) -> str:
     return kind
 
 
+@dataclasses.dataclass(frozen=True)
+class PoolSettings:
+    """What every worker of a pool is built with (:func:`~instrumentd.daemon.worker.build_pool`); the
+    fields of :class:`Config` of the same names, which :meth:`Config.pool_settings` copies."""
+
+    checkpoint: str = ""  # "" = the bundled one
+    hop_s: float = 1.0  # seconds between windows
+    max_backlog: float = 1.0  # seconds a live stream may fall behind
+    pitch_policy: str = "hold"
+    pitch_lag: int = 20  # frames
+    max_batch: int = 512  # windows per forward pass
+    gather: float = 0.0  # seconds; 0 = streams keep their own phases
+    cpu_threads: int = 1  # torch threads per CPU worker
+    inference: str = "auto"  # a GPU worker's network path (model/fast.py MODES)
+    silence_db: float = -60.0  # dBFS
+    silence_s: float = 10.0  # seconds of dead air before a stream is silent
+
+
+def _setting(default: Any, help: str, metavar: str | None = None, flag: str | None = None,
+             shown: str | None = None) -> Any:
+    """A :class:`Config` field with what ``instrumentd serve --help`` says of it.
+
+    ``default`` may be a function that makes the default, which ``shown`` then describes; ``flag``
+    names a flag other than ``--field-name``.
+    """
+    meta = {"help": help, "metavar": metavar, "flag": flag, "shown": shown}
+    if callable(default):
+        return dataclasses.field(default_factory=default, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
 @dataclasses.dataclass
 class Config:
-    """Everything ``instrumentd serve`` can be told. Times in seconds unless named otherwise."""
+    """Everything ``instrumentd serve`` can be told. Times in seconds unless named otherwise.
 
-    sources: list[str] = dataclasses.field(default_factory=list)  # [NAME=]SPEC, see parse_source
-    pub: str = "tcp://127.0.0.1:5555"  # ZeroMQ PUB endpoint for events
-    replay: str = "tcp://127.0.0.1:5556"  # ZeroMQ ROUTER endpoint for replay requests; "" = off
-    device: str = "auto"  # auto (every visible GPU, else the CPU), cpu, cuda, cuda:N or a list: cuda:0,cuda:1
-    hop: float = 1.0  # seconds between windows, 0.1-3
-    checkpoint: str = ""  # "" = the bundled default
-    log_dir: str = dataclasses.field(default_factory=default_log_dir)  # event log; "" = no log, no replay
-    log_rotate_mb: float = 64.0  # a stream's log file is rotated past this size
-    log_level: str = "info"
-    heartbeat: float = 5.0  # seconds between status events
-    ring_seconds: float = 10.0  # audio buffered per live stream before the oldest is dropped
-    max_backlog: float = 1.0  # seconds a live stream may fall behind before stale audio is skipped
-    max_batch: int = 512  # windows per forward pass
-    gather: float = 0.0  # > 0: live streams share one tick, a due window waits this long for the others (GPU)
-    processes: int = 1  # daemon processes that share the sources, joined on pub and replay (docs/SCALING.md)
-    cpu_threads: int = 1  # torch threads per CPU worker (more threads lose to other processes' load)
-    inference: str = "auto"  # network path on a GPU: auto (timed and checked at start-up) or a fixed mode
-    pitch_lag: int = 20  # frames the streaming pYIN decoder waits before a frame is final
-    pitch_policy: str = "hold"  # hold: newest frames hold the last final f0; delay: wait until final
-    silence_db: float = -60.0  # dBFS under which a stream's audio counts as dead air
-    silence_s: float = 10.0  # seconds of dead air before a stream is announced silent
-    smooth: int = 3  # windows in the moving average behind labels and segments
-    on_threshold: float = 0.5  # smoothed probability at which an instrument becomes predominant
-    off_threshold: float = 0.35  # smoothed probability below which it stops being predominant
-    sndhwm: int = 10000  # messages queued per subscriber before the publisher drops (and counts)
-    curve_key: str = ""  # the daemon's CurveZMQ secret certificate (`instrumentd keys`); "" = plain ZeroMQ
-    curve_clients: str = ""  # folder of client public certificates let in; "" = any client with the daemon's public key
-    insecure: bool = False  # allow a non-loopback pub/replay endpoint without a CurveZMQ key (and metrics)
-    metrics: str = ""  # HOST:PORT for /metrics, /healthz, /readyz over HTTP (daemon/metrics.py); "" = off
-    preset: str = ""  # a named set of defaults (PRESETS), under the file, environment and flags; "" = none
+    Each field's metadata holds its flag's help (``metavar`` and ``flag`` where they are not the
+    default ones): the command line is made from these fields.
+    """
+
+    sources: list[str] = _setting(list, "a stream to listen to, repeatable; kinds: " + ", ".join(SOURCE_KINDS),
+                                  "[NAME=]SPEC", flag="--source")
+    pub: str = _setting("tcp://127.0.0.1:5555", "ZeroMQ PUB endpoint for events", "ENDPOINT")
+    replay: str = _setting("tcp://127.0.0.1:5556", "ZeroMQ ROUTER endpoint for replay requests ('' = off)",
+                           "ENDPOINT")
+    device: str = _setting("auto", "auto (every visible GPU, else the CPU), cpu, cuda, cuda:N or a comma list such "
+                                   "as cuda:0,cuda:1 (streams spread over them; cpu,cpu exercises that on a CPU)")
+    hop_s: float = _setting(1.0, f"seconds between windows, {HOP_RANGE[0]}-{HOP_RANGE[1]}", "SECONDS", flag="--hop")
+    checkpoint: str = _setting("", "model checkpoint ('' = the bundled one)", "PATH")
+    log_dir: str = _setting(default_log_dir, "event log folder ('' = no log and no replay)", "DIR",
+                            shown="$XDG_STATE_HOME/instrumentd/events")
+    log_rotate_mb: float = _setting(64.0, "a stream's log file is rotated past this size", "MB")
+    log_level: str = _setting("info", "stderr log level")
+    heartbeat: float = _setting(5.0, "seconds between status events", "SECONDS")
+    ring_seconds: float = _setting(10.0, "seconds of audio buffered per live stream before the oldest is dropped",
+                                   "SECONDS")
+    max_backlog: float = _setting(1.0, "seconds a live stream may fall behind before stale audio is skipped",
+                                  "SECONDS")
+    max_batch: int = _setting(512, "windows per forward pass", "N")
+    gather: float = _setting(0.0, "> 0: live streams share one tick, a due window waits this long for the others "
+                                  "(GPU), 0-0.5", "SECONDS")
+    processes: int = _setting(1, "spread the sources over K daemon processes on the same devices, joined on --pub "
+                                 "and --replay (for hundreds of streams, where one process's core is the limit; "
+                                 "docs/SCALING.md)", "K")
+    cpu_threads: int = _setting(1, "torch threads per CPU worker (more threads lose to other processes' load)", "N")
+    inference: str = _setting("auto", "network path on a GPU: auto (every path timed and checked against fp32 at "
+                                      "start-up) or a fixed mode such as compile-fp16-tail (a wrong name lists them)",
+                              "MODE")
+    pitch_lag: int = _setting(20, "frames the streaming pYIN decoder waits before a frame is final", "FRAMES")
+    pitch_policy: str = _setting("hold", "newest pitch frames: hold the last final f0, or delay the window until "
+                                         "they are final")
+    silence_db: float = _setting(-60.0, "dBFS under which a stream's audio counts as dead air", "DBFS")
+    silence_s: float = _setting(10.0, "seconds of dead air before a stream is announced silent", "SECONDS")
+    smooth: int = _setting(3, "windows in the moving average behind labels and segments", "N")
+    on_threshold: float = _setting(0.5, "smoothed probability at which an instrument becomes predominant", "P")
+    off_threshold: float = _setting(0.35, "smoothed probability below which it stops being predominant", "P")
+    sndhwm: int = _setting(10000, "messages queued per subscriber before the publisher drops (and counts)", "N")
+    curve_key: str = _setting("", "the daemon's CurveZMQ secret certificate (`instrumentd keys DIR` makes "
+                                  "DIR/server.key_secret): every endpoint encrypted, only clients with the public "
+                                  "key get in ('' = plain ZeroMQ)", "FILE")
+    curve_clients: str = _setting("", "only clients whose public certificate (*.key) is in DIR get in, e.g. "
+                                      "DIR/clients ('' = any client with the daemon's public key)", "DIR")
+    insecure: bool = _setting(False, "allow a --pub or --replay endpoint other machines can reach, in clear text, "
+                                     "without keys (and --metrics on another machine's address)")
+    metrics: str = _setting("", "serve Prometheus /metrics and the /healthz, /readyz probes over HTTP there, e.g. "
+                                "127.0.0.1:9108 ('' = off)", "HOST:PORT")
+    preset: str = _setting("", "named defaults under every other setting: live = a window every 0.25 s, no moving "
+                               "average, thresholds 0.25/0.15: changes announced sooner, for a performer "
+                               "(docs/PERFORMANCE.md)")
 
     def validate(self) -> "Config":
         """Check every field; raise ParameterError naming the first bad one. Returns self."""
@@ -168,8 +231,8 @@ class Config:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ParameterError(f"{f.name} must be a finite number, got {value}")
-        if not HOP_RANGE[0] <= self.hop <= HOP_RANGE[1]:
-            raise ParameterError(f"hop must be {HOP_RANGE[0]}-{HOP_RANGE[1]} seconds, got {self.hop}")
+        if not HOP_RANGE[0] <= self.hop_s <= HOP_RANGE[1]:
+            raise ParameterError(f"hop_s (--hop) must be {HOP_RANGE[0]}-{HOP_RANGE[1]} seconds, got {self.hop_s}")
         devices = [d.strip() for d in self.device.split(",")]
         if self.device != "auto" and not all(re.fullmatch(r"cpu|cuda(:\d+)?", d) for d in devices):
             raise ParameterError(
@@ -183,10 +246,9 @@ class Config:
 
         if self.inference not in MODES:
             raise ParameterError(f"inference must be one of {', '.join(MODES)}, got {self.inference!r}")
-        if self.log_level not in LOG_LEVELS:
-            raise ParameterError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
-        if self.pitch_policy not in PITCH_POLICIES:
-            raise ParameterError(f"pitch_policy must be one of {', '.join(PITCH_POLICIES)}, got {self.pitch_policy!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ParameterError(f"{name} {getattr(self, name)!r} is not one of {', '.join(filter(None, allowed))}")
         for name in ("pub", "replay"):
             value = getattr(self, name)
             if value and not re.fullmatch(r"(tcp|ipc|inproc)://\S+", value):
@@ -202,8 +264,6 @@ class Config:
             if self.processes > 1:
                 raise ParameterError("metrics serves one daemon process: give each of a group's processes its own "
                                      "daemon with --metrics, or leave --processes at 1")
-        if self.preset and self.preset not in PRESETS:
-            raise ParameterError(f"preset {self.preset!r} is not one of {', '.join(PRESETS)}")
         if self.curve_clients and not self.curve_key:
             raise ParameterError(f"curve_clients {self.curve_clients!r} needs curve_key (the daemon's secret certificate)")
         if self.pub and self.pub == self.replay:
@@ -239,6 +299,9 @@ class Config:
             raise ParameterError("only one source can read stdin")
         return self
 
+    def pool_settings(self) -> PoolSettings:
+        return PoolSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PoolSettings)})
+
     def source_specs(self) -> list[SourceSpec]:
         return [parse_source(s) for s in self.sources]
 
@@ -260,8 +323,10 @@ def _why(exc: OSError) -> str:
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
-def _coerce(name: str, raw: Any, origin: str) -> Any:
-    """Turn ``raw`` (TOML value or environment string) into field ``name``'s type."""
+def _coerce(name: str, raw: Any, origin: str, key: str = "") -> Any:
+    """Turn ``raw`` (TOML value or environment string) into field ``name``'s type; errors call it ``key``
+    (the name it was given under, default ``name``)."""
+    key = key or name
     default = getattr(Config(), name)
     if name == "device" and isinstance(raw, list) and raw and all(isinstance(s, str) for s in raw):
         return ",".join(raw)  # a TOML list of devices
@@ -277,7 +342,7 @@ def _coerce(name: str, raw: Any, origin: str) -> Any:
                 return raw
             if isinstance(raw, str) and raw.lower() in _BOOLS:
                 return _BOOLS[raw.lower()]
-            raise ParameterError(f"{origin}: {name} = {raw!r} is not true or false")
+            raise ParameterError(f"{origin}: {key} = {raw!r} is not true or false")
         try:
             if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
                 value = kind(raw)
@@ -286,7 +351,7 @@ def _coerce(name: str, raw: Any, origin: str) -> Any:
                 return value
         except (TypeError, ValueError, OverflowError):
             pass
-    raise ParameterError(f"{origin}: {name} = {raw!r} is not a valid {type(default).__name__}")
+    raise ParameterError(f"{origin}: {key} = {raw!r} is not a valid {type(default).__name__}")
 
 
 def load(path: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Config:
@@ -308,15 +373,16 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None, **ov
             raise ParameterError(f"config {path}: not UTF-8 text, so not TOML (byte {exc.start})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ParameterError(f"config {path}: not valid TOML ({exc})") from None
-        unknown = sorted(set(data) - names)
+        unknown = sorted(set(data) - names - set(RENAMED))
         if unknown:
             raise ParameterError(f"config {path}: unknown settings {', '.join(unknown)}")
-        values.update({k: _coerce(k, v, f"config {path}") for k, v in data.items()})
+        values.update({RENAMED.get(k, k): _coerce(RENAMED.get(k, k), v, f"config {path}", k) for k, v in data.items()})
     env = os.environ if env is None else env
-    for name in names:
-        raw = env.get(ENV_PREFIX + name.upper())
+    for key in [*RENAMED, *sorted(names)]:  # a setting's own name beats its old one
+        raw = env.get(ENV_PREFIX + key.upper())
         if raw is not None:
-            values[name] = _coerce(name, raw, f"environment {ENV_PREFIX + name.upper()}")
+            name = RENAMED.get(key, key)
+            values[name] = _coerce(name, raw, f"environment {ENV_PREFIX + key.upper()}", key)
     for name, value in overrides.items():
         if name not in names:
             raise ParameterError(f"unknown setting {name!r}")

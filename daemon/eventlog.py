@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any, IO
 
-from instrumentd.pipeline.errors import InstrumentdError, ParameterError
+from instrumentd.pipeline.errors import EXIT_STARTUP, InstrumentdError, ParameterError
 
 from .config import STREAM_NAME
 from .events import encode
@@ -53,6 +53,8 @@ def stream_folder(folder: Path, stream: str) -> Path:
 
 class EventLogError(InstrumentdError):
     """The log folder cannot be created, written or read."""
+
+    exit_code = EXIT_STARTUP
 
 
 class LogLockedError(EventLogError):

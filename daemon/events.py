@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Callable
 
-from instrumentd.pipeline.errors import InstrumentdError
+from instrumentd.pipeline.errors import EXIT_ERROR, InstrumentdError
 
 SCHEMA = 1
 SCHEMA_FILE = Path(__file__).with_name("events.schema.json")
@@ -31,6 +31,8 @@ SOURCE_STATES = ("starting", "running", "down", "up", "silent", "sound", "ended"
 
 class EventError(InstrumentdError):
     """A message that is not a valid schema-1 event."""
+
+    exit_code = EXIT_ERROR
 
 
 def topic(event: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import torch
 
-from instrumentd.pipeline.errors import InstrumentdError
+from instrumentd.pipeline.errors import EXIT_ERROR, InstrumentdError
 
 log = logging.getLogger("instrumentd.daemon.oom")
 
@@ -25,6 +25,8 @@ __all__ = ["OutOfMemory", "predict", "shrink"]
 
 class OutOfMemory(InstrumentdError):
     """Out of memory with one window on the CPU: nothing smaller is left to try."""
+
+    exit_code = EXIT_ERROR
 
 
 def predict(recognizer, features) -> np.ndarray:

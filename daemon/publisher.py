@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from instrumentd.pipeline.errors import InstrumentdError
+from instrumentd.pipeline.errors import EXIT_STARTUP, InstrumentdError
 
 from .events import encode, topic
 
@@ -30,6 +30,8 @@ HEARTBEAT_TIMEOUT_MS = 5000  # and disconnects one that has not answered for thi
 
 class EndpointError(InstrumentdError):
     """An endpoint that cannot be bound (in use, bad address)."""
+
+    exit_code = EXIT_STARTUP
 
 
 def bind(socket: zmq.Socket, endpoint: str, what: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from instrumentd.pipeline.errors import InstrumentdError
+from instrumentd.pipeline.errors import EXIT_STARTUP, InstrumentdError
 
 from .config import Config
 
@@ -22,6 +22,8 @@ MESSAGE_BYTES = 1024  # about one window event
 
 class ResourceError(InstrumentdError):
     """The configuration needs more memory than this machine has free."""
+
+    exit_code = EXIT_STARTUP
 
 
 def available_bytes() -> int | None:

@@ -8,10 +8,10 @@ SIGTERM or SIGHUP, caught by :class:`~instrumentd.daemon.signals.Signals`) asks 
 ended. shutdown stops the sources, finishes the windows whose audio is already in (unless a second
 Ctrl-C forces the exit), publishes them, closes open segments, flushes the log.
 
-``run()`` returns 0 after a signal or when every source ended, :data:`EXIT_RUNTIME` when serving
-failed after start-up; start-up raises what stopped it: one of :data:`STARTUP_FAILURES` (the log
-folder locked or unwritable, an endpoint taken, not enough memory: the command line's exit 3) or
-another InstrumentdError (a bad setting, checkpoint or source: exit 2).
+``run()`` returns 0 after a signal or when every source ended, ``EXIT_ERROR`` (1) when serving
+failed after start-up; start-up raises what stopped it, an InstrumentdError whose ``exit_code`` the
+command line exits with: 3 for the machine's doing (the log folder locked or unwritable, an endpoint
+taken, not enough memory), 2 for a bad setting, checkpoint or source.
 
 A stream's lifecycle goes out as ``source`` events: ``starting`` at startup, then what its source
 and its dead-air detector note (``running down up silent sound``), and, once its last window is out,
@@ -28,17 +28,17 @@ from typing import Any
 import numpy as np
 import zmq
 
-from instrumentd.pipeline.errors import InstrumentdError, ParameterError
+from instrumentd.pipeline.errors import EXIT_ERROR, EXIT_OK, InstrumentdError, ParameterError
 
 from instrumentd.model.decision import window_reasons
 
 from . import events
 from .config import Config
-from .eventlog import EventLog, EventLogError, LogLock, lock_folder
+from .eventlog import EventLog, LogLock, lock_folder
 from .metrics import MetricsServer
-from .publisher import EndpointError, Publisher
+from .publisher import Publisher
 from .replay import ReplayServer
-from .resources import ResourceError, check_memory
+from .resources import check_memory
 from .segments import Change, Segmenter
 from .security import Guard
 from .service import Notifier
@@ -49,9 +49,6 @@ from .worker import Stream, Window, WorkerPool, build_pool, resolve_devices
 log = logging.getLogger("instrumentd.daemon")
 
 TICK = 0.005  # seconds the loop waits for subscriptions between worker steps
-EXIT_RUNTIME = 1
-EXIT_STARTUP = 3
-STARTUP_FAILURES = (EndpointError, EventLogError, ResourceError)  # the machine's doing, not the command line's
 
 
 class Server:
@@ -87,10 +84,10 @@ class Server:
                 except InstrumentdError as exc:
                     log.error("stopping: %s", exc)
                     self.failed = True
-                    return EXIT_RUNTIME
+                    return EXIT_ERROR
             finally:
                 self.shutdown()
-        return 0
+        return EXIT_OK
 
     # -- life ------------------------------------------------------------------
     def startup(self) -> None:
@@ -115,9 +112,7 @@ class Server:
         if cfg.replay and self.log is not None:
             self.replay = ReplayServer(cfg.replay, self.log, context)
         self.sources = open_sources(specs, cfg.ring_seconds)
-        self.worker = build_pool(resolve_devices(cfg.device), cfg.checkpoint or None, cfg.hop, cfg.max_backlog,
-                                 cfg.pitch_policy, cfg.pitch_lag, cfg.max_batch, cfg.gather, cfg.cpu_threads,
-                                 cfg.inference, cfg.silence_db, cfg.silence_s)
+        self.worker = build_pool(resolve_devices(cfg.device), cfg.pool_settings())
         recognizer = self.worker.recognizer
         self.device = ", ".join(w.name if w.recognizer.device.type == "cpu" else
                                 f"{w.name} ({torch.cuda.get_device_name(w.recognizer.device)})"

@@ -49,6 +49,7 @@ from instrumentd.pipeline.mask import voiced_share
 from instrumentd.pipeline.stream_features import StreamFeatures
 
 from . import oom
+from .config import PoolSettings
 from .deadair import DeadAir, WindowLevels
 from .segments import Segmenter
 from .sources import Source
@@ -170,15 +171,13 @@ class Worker:
     gather : 0 (default): live streams keep their own phases; > 0: they are aligned to one tick and a
         due window waits up to this many seconds for the others (see the module's docstring)
     name : how logs call this worker
-    feed : aligned mode: seconds of unread live audio pushed between ticks (default a quarter hop;
-        0 = only at the tick), so that the tick itself has little audio left to push
     silence_db, silence_s : dead air: a stream under ``silence_db`` dBFS for ``silence_s`` seconds is
         noted ``silent``, then ``sound`` when its level returns (:class:`~instrumentd.daemon.deadair.DeadAir`)
     """
 
     def __init__(self, recognizer, features: StreamFeatures, hop_s: float, max_backlog: float = 1.0,
                  pitch_policy: str = "hold", pitch_lag: int = 20, gather: float = 0.0, name: str = "",
-                 feed: float | None = None, silence_db: float = -60.0, silence_s: float = 10.0):
+                 silence_db: float = -60.0, silence_s: float = 10.0):
         self.recognizer = recognizer
         self.features = features
         self.cfg = features.cfg
@@ -189,7 +188,7 @@ class Worker:
         self.max_read_s = self.cfg.clip_seconds + hop_s + 0.5
         self.gather = gather
         self.align = gather > 0
-        self.feed = FEED_FRACTION * hop_s if feed is None else feed
+        self.feed = FEED_FRACTION * hop_s  # aligned mode: unread live audio pushed between ticks
         self.silence_db, self.silence_s = silence_db, silence_s
         self._feed_cost = 0.0  # seconds, smoothed: how long a push between ticks takes
         self.name = name or str(recognizer.device)
@@ -609,38 +608,38 @@ def resolve_devices(spec: str) -> list[torch.device]:
     return out
 
 
-def build_pool(devices: list[torch.device], checkpoint: str | None = None, hop_s: float = 1.0,
-               max_backlog: float = 1.0, pitch_policy: str = "hold", pitch_lag: int = 20, max_batch: int = 512,
-               gather: float = 0.0, cpu_threads: int = 1, inference: str = "auto", silence_db: float = -60.0,
-               silence_s: float = 10.0) -> WorkerPool:
+def build_pool(devices: list[torch.device], settings: PoolSettings = PoolSettings()) -> WorkerPool:
     """A warmed-up :class:`WorkerPool`: the checkpoint loaded on each device, its features and pitch engine there.
 
     Workers are named by their device (``cuda:1``), numbered when a device repeats (``cpu#0``, ``cpu#1``).
-    With a CPU worker, torch's maths get ``cpu_threads`` threads per worker (process-wide): the
+    With a CPU worker, torch's maths get ``settings.cpu_threads`` threads per worker (process-wide): the
     streaming ops are small, and a thread pool that waits for a core another process holds turns a
     10 ms forward pass into hundreds; one thread per worker, and a worker per core, scales instead.
-    ``inference`` picks a GPU worker's network path (:data:`~instrumentd.model.fast.MODES`): ``auto``
+    ``settings.inference`` picks a GPU worker's network path (:data:`~instrumentd.model.fast.MODES`): ``auto``
     times and checks every path at start-up (a minute or two with torch.compile); a fixed mode skips that.
-    ``silence_db`` (dBFS) and ``silence_s`` (seconds) set each worker's dead-air detection.
+    ``settings.silence_db`` (dBFS) and ``settings.silence_s`` (seconds) set each worker's dead-air detection.
     """
     from instrumentd.model.recognizer import Recognizer
     from instrumentd.pipeline.stream_features import default_pitch
 
     if any(d.type == "cpu" for d in devices):
-        torch.set_num_threads(cpu_threads)
+        torch.set_num_threads(settings.cpu_threads)
     names = [str(d) for d in devices]
     workers = []
     for i, dev in enumerate(devices):
         with guard(dev):  # this thread builds every worker: each one's graphs, streams and caches on its own GPU
-            recognizer = Recognizer.from_checkpoint(checkpoint, dev, batch_size=max_batch)
+            recognizer = Recognizer.from_checkpoint(settings.checkpoint or None, dev, batch_size=settings.max_batch)
             if dev.type == "cuda":
-                recognizer.accelerate(inference, max_batch)  # auto: the fastest path that agrees with fp32
+                # auto: the fastest path that agrees with fp32
+                recognizer.accelerate(settings.inference, settings.max_batch)
             cfg = recognizer.features
-            features = StreamFeatures(cfg, default_pitch(cfg, pitch_lag, recognizer.device), recognizer.device,
-                                      keep=Worker.history_frames(cfg, hop_s, pitch_lag))
+            features = StreamFeatures(cfg, default_pitch(cfg, settings.pitch_lag, recognizer.device),
+                                      recognizer.device, keep=Worker.history_frames(cfg, settings.hop_s,
+                                                                                    settings.pitch_lag))
             name = names[i] if names.count(names[i]) == 1 else f"{names[i]}#{names[:i].count(names[i])}"
-            worker = Worker(recognizer, features, hop_s, max_backlog, pitch_policy, pitch_lag, gather, name,
-                            silence_db=silence_db, silence_s=silence_s)
+            worker = Worker(recognizer, features, settings.hop_s, settings.max_backlog, settings.pitch_policy,
+                            settings.pitch_lag, settings.gather, name, silence_db=settings.silence_db,
+                            silence_s=settings.silence_s)
             worker.warm_up()
         workers.append(worker)
     # everything loaded so far (torch, librosa, the model: about 240k objects) lives as long as the

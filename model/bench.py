@@ -52,13 +52,12 @@ def model(device: torch.device, quick: bool, args: argparse.Namespace):
 
     recognizer = Recognizer.from_checkpoint(device=device)
     modes, batches, n_check, min_seconds = _plan(device, quick)
-    compile_mode = COMPILE_MODE
     mel, mask = realistic_inputs(n_check, recognizer.features.n_mels, recognizer.features.n_frames, device, seed=2)
     rows, paths, failed = [], {}, {}
     reference = None
     for mode in modes:
         t0 = time.perf_counter()
-        fast = FastRecognizer.from_recognizer(recognizer, mode, max_batch=max(batches), compile_mode=compile_mode)
+        fast = FastRecognizer.from_recognizer(recognizer, mode, max_batch=max(batches))
         build_s = time.perf_counter() - t0
         print(f"bench model: {mode} -> {fast.path.name}, built in {build_s:.1f} s", file=sys.stderr, flush=True)
         if mode != "eager" and fast.path.name == "fp32+eager":
@@ -95,7 +94,7 @@ def model(device: torch.device, quick: bool, args: argparse.Namespace):
         "target_windows_per_s": TARGET_WINDOWS_PER_S,
         "target_single_window_ms": TARGET_SINGLE_WINDOW_MS,
         "agreement_windows": n_check,
-        "compile_mode": compile_mode,
+        "compile_mode": COMPILE_MODE,
         "paths": paths,
         "failed": failed,
         "rows": rows,

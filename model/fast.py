@@ -177,12 +177,13 @@ def _fp32_first_layer(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _compiled(module: torch.nn.Module, compile_mode: str) -> Runner:
-    """``module`` through ``torch.compile`` with a dynamic batch dimension (batch 1 is its own graph)."""
+def _compiled(module: torch.nn.Module) -> Runner:
+    """``module`` through ``torch.compile`` (mode :data:`COMPILE_MODE`) with a dynamic batch dimension (batch 1
+    is its own graph)."""
     # guards on batch ranges (channels_last, padded matmuls) recompile up to once per bucket; past
     # dynamo's default limit of 8 the remaining buckets would quietly run eager
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(buckets(MAX_BATCH)))
-    compiled = torch.compile(module, mode=compile_mode)
+    compiled = torch.compile(module, mode=COMPILE_MODE)
 
     def run(mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if mel.shape[0] > 1:
@@ -271,17 +272,16 @@ class FastRecognizer:
         return isinstance(self._runner, _Buckets) and bool(self._runner.graphs)
 
     @classmethod
-    def from_recognizer(cls, recognizer: Any, mode: str = "auto", max_batch: int | None = None,
-                        compile_mode: str | None = None) -> "FastRecognizer":
+    def from_recognizer(cls, recognizer: Any, mode: str = "auto", max_batch: int | None = None) -> "FastRecognizer":
         """A fast path for a :class:`~instrumentd.model.recognizer.Recognizer`'s network on its device."""
         return cls.from_model(recognizer.model, recognizer.device, mode, max_batch, recognizer.features.n_mels,
-                              recognizer.features.n_frames, len(recognizer.classes), compile_mode)
+                              recognizer.features.n_frames, len(recognizer.classes))
 
     @classmethod
     @torch.inference_mode()
     def from_model(cls, model: torch.nn.Module, device: str | torch.device, mode: str = "auto",
                    max_batch: int | None = None, n_mels: int = 128, n_frames: int = 100, n_classes: int = 11,
-                   compile_mode: str | None = None) -> "FastRecognizer":
+                   ) -> "FastRecognizer":
         """Build ``mode`` (one of :data:`MODES`) for ``model`` (in eval mode, on ``device``).
 
         ``auto`` calibrates (see the module's description). The others build one path without a
@@ -295,7 +295,6 @@ class FastRecognizer:
         max_batch : largest batch per forward pass and largest CUDA graph bucket
             (default :data:`MAX_BATCH` on CUDA, 64 on CPU)
         n_mels, n_frames : the input shape ``[B, 1, n_mels, n_frames]`` the graphs are captured for
-        compile_mode : ``torch.compile`` mode of the ``compile`` executor (default :data:`COMPILE_MODE`)
         """
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
@@ -310,7 +309,7 @@ class FastRecognizer:
 
         def build(path: InferencePath) -> Runner:
             with guard(device):  # graphs, streams and compiled kernels made for this device, whichever is current
-                return _build(model, path, device, sizes, n_mels, n_frames, compile_mode)
+                return _build(model, path, device, sizes, n_mels, n_frames)
 
         def new(runner: Runner, path: InferencePath, calibration: list[dict[str, Any]] | None = None
                 ) -> "FastRecognizer":
@@ -376,12 +375,12 @@ def _reason(exc: BaseException) -> str:
 
 
 def _build(model: torch.nn.Module, path: InferencePath, device: torch.device, sizes: tuple[int, ...], n_mels: int,
-           n_frames: int, compile_mode: str | None) -> Runner:
+           n_frames: int) -> Runner:
     """The runner of ``path``: ``(mel, mask)`` of at most ``sizes[-1]`` windows -> probabilities."""
     module: Runner = _Probabilities(model, path, device)
     cuda = device.type == "cuda"
     if path.executor == "compile":
-        module = _compiled(module, compile_mode or COMPILE_MODE)
+        module = _compiled(module)
         compiled = _Buckets(module, sizes, n_mels, n_frames, device, graphs=False)  # a compile error raises here
         if not cuda:
             return compiled

@@ -98,6 +98,38 @@ def scores_from_features(recognizer: Recognizer, features: FeatureSet, threshold
                       np.array(scores), np.array(predicted), none)
 
 
+def is_features(path: str | Path) -> bool:
+    """A bundle file or a folder holding prepared test features (rather than audio)."""
+    path = Path(path)
+    return path.is_file() or (path / "test").is_dir()
+
+
+def evaluate_path(recognizer, test: str | Path, soundfonts: tuple[str, ...] | None, pitch_engine: str | None = None,
+                  progress=None, threshold: float = 0.5):
+    """``(ClipScores, FeatureSet or None)`` for a test corpus, feature folder or bundle."""
+    from instrumentd.pipeline.errors import ParameterError
+    from instrumentd.pipeline.pitch import DEFAULT_ENGINE
+
+    from .dataset import load
+    from .irmas import test_clips
+
+    if is_features(test):
+        features = load(test, "test", soundfonts, recognizer.device)
+        return scores_from_features(recognizer, features, threshold), features
+    clips = test_clips(test)
+    if soundfonts:
+        have = sorted({c.soundfont for c in clips})
+        missing = [s for s in soundfonts if s not in have]
+        if missing:
+            raise ParameterError(f"no test clips rendered with SoundFont {missing[0]!r} in {test}; they hold {have}")
+        clips = [c for c in clips if c.soundfont in soundfonts]
+    extractor = FeatureExtractor(recognizer.features, pitch_engine or DEFAULT_ENGINE, recognizer.device)
+    task = progress.add_task("classifying", total=len(clips)) if progress else None
+    scores = scores_from_audio(recognizer, clips, extractor, threshold,
+                               (lambda n: progress.advance(task, n)) if progress else None)
+    return scores, None
+
+
 def metrics(truth: np.ndarray, predicted: np.ndarray, classes: tuple[str, ...] = CLASSES) -> dict[str, Any]:
     """Table 3: per-class precision, recall, F1 and support, and the micro, macro and weighted rows.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 
@@ -14,20 +13,16 @@ from instrumentd.clients.bridge_osc import Settings as OscSettings
 from instrumentd.pipeline.errors import ParameterError
 
 
-def _args(config=None, **flags) -> argparse.Namespace:
-    return argparse.Namespace(config=config, **flags)
-
-
 def test_defaults_then_table_then_flags(tmp_path):
     config = tmp_path / "instrumentd.toml"
     config.write_text('[bridge.mqtt]\nconnect = ["tcp://10.0.0.5:5555"]\nbroker = "mqtts://broker.lan"\n'
                       'qos = 1\nha-discovery = true\n\n[bridge.osc]\nosc = "udp://10.0.0.9:7000"\n')
-    mqtt = load_settings(MqttSettings, _args(str(config), prefix="studio", qos=None), "bridge.mqtt")
+    mqtt = load_settings(MqttSettings, str(config), {"prefix": "studio", "qos": None}, "bridge.mqtt")
     assert mqtt.connect == ["tcp://10.0.0.5:5555"] and (mqtt.host, mqtt.port, mqtt.tls) == ("broker.lan", 8883, True)
     assert mqtt.qos == 1 and mqtt.ha_discovery is True and mqtt.prefix == "studio" and mqtt.ha_prefix == "homeassistant"
-    osc = load_settings(OscSettings, _args(str(config), osc="udp://127.0.0.1:9001"), "bridge.osc")
+    osc = load_settings(OscSettings, str(config), {"osc": "udp://127.0.0.1:9001"}, "bridge.osc")
     assert (osc.host, osc.port, osc.prefix) == ("127.0.0.1", 9001, "/instrumentd")
-    assert load_settings(OscSettings, _args(), "bridge.osc").osc == "udp://127.0.0.1:9000"
+    assert load_settings(OscSettings, None, {}, "bridge.osc").osc == "udp://127.0.0.1:9000"
 
 
 @pytest.mark.parametrize("text,message", [
@@ -42,7 +37,7 @@ def test_bad_tables_are_named(tmp_path, text, message):
     config = tmp_path / "bad.toml"
     config.write_text(text)
     with pytest.raises(ParameterError) as err:
-        load_settings(MqttSettings, _args(str(config)), "bridge.mqtt")
+        load_settings(MqttSettings, str(config), {}, "bridge.mqtt")
     assert message in str(err.value)
 
 

@@ -170,7 +170,7 @@ def _spans(segs, instrument):
 def test_boundary_found_near_the_join(archive, fitted):
     """Two renders end to end: one segment each, meeting within a window hop of the join at 3 s."""
     out = _run(str(archive), "--segments", "--format", "jsonl", "--hop", "0.5", "--checkpoint", str(fitted))
-    assert out.returncode == 2, out.stderr  # the broken file
+    assert out.returncode == 1, out.stderr  # ran, but the broken file could not be read
     records = [json.loads(line) for line in out.stdout.splitlines()]
     names = [r["path"].rsplit("/", 1)[1] for r in records]
     assert names == ["a-flute-violin.wav", "b-violin-flute.flac", "c-broken.wav"]

@@ -46,16 +46,33 @@ def test_bad_sources_name_the_value(text, fragment):
 def test_precedence_file_env_flags(tmp_path):
     toml = tmp_path / "d.toml"
     toml.write_text('hop = 0.5\npub = "tcp://127.0.0.1:6000"\nsources = ["a=mic"]\nsmooth = 5\n')
-    cfg = load(toml, env={"INSTRUMENTD_HOP": "0.25", "INSTRUMENTD_SMOOTH": "4"}, hop=2.0, sources=None)
-    assert cfg.hop == 2.0  # flag beats environment beats file
+    cfg = load(toml, env={"INSTRUMENTD_HOP": "0.25", "INSTRUMENTD_SMOOTH": "4"}, hop_s=2.0, sources=None)
+    assert cfg.hop_s == 2.0  # flag beats environment beats file
     assert cfg.smooth == 4  # environment beats file
     assert cfg.pub == "tcp://127.0.0.1:6000"  # file beats default
     assert cfg.sources == ["a=mic"]  # flag not given: the file's
 
 
+def test_old_name_hop_is_read_and_the_new_one_wins(tmp_path):
+    toml = tmp_path / "d.toml"
+    toml.write_text("hop = 0.5\n")
+    assert load(toml, env={}).hop_s == 0.5
+    assert load(env={"INSTRUMENTD_HOP": "0.25"}).hop_s == 0.25
+    assert load(env={"INSTRUMENTD_HOP": "0.25", "INSTRUMENTD_HOP_S": "2"}).hop_s == 2.0
+
+
+def test_choices_are_checked_from_one_map():
+    from instrumentd.daemon.config import CHOICES
+
+    for name, allowed in CHOICES.items():
+        assert getattr(load(env={}, **{name: allowed[-1]}), name) == allowed[-1]
+        with pytest.raises(ParameterError, match=f"{name} 'no-such' is not one of"):
+            load(env={}, **{name: "no-such"})
+
+
 @pytest.mark.parametrize("settings, fragment", [
-    ({"hop": 0.05}, "hop must be 0.1-3.0 seconds, got 0.05"),
-    ({"hop": 3.5}, "got 3.5"),
+    ({"hop_s": 0.05}, "hop_s (--hop) must be 0.1-3.0 seconds, got 0.05"),
+    ({"hop_s": 3.5}, "got 3.5"),
     ({"device": "gpu"}, "'gpu'"),
     ({"pub": "localhost:5555"}, "'localhost:5555'"),
     ({"pub": "tcp://127.0.0.1:1", "replay": "tcp://127.0.0.1:1"}, "must differ"),
@@ -90,13 +107,13 @@ def test_print_config_round_trips(tmp_path):
                          timeout=60)
     assert out.returncode == 0, out.stderr
     printed = tomllib.loads(out.stdout)
-    assert printed["hop"] == 0.5 and printed["sources"] == ["a=file:x.wav"]
+    assert printed["hop_s"] == 0.5 and printed["sources"] == ["a=file:x.wav"]
     (tmp_path / "c.toml").write_text(out.stdout)
     assert load(tmp_path / "c.toml", env={}) == Config(**printed)
     bad = subprocess.run([sys.executable, "-m", "instrumentd", "serve", "--print-config", "--hop", "9"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
-    assert bad.stderr.strip() == "instrumentd serve: error: hop must be 0.1-3.0 seconds, got 9.0"
+    assert bad.stderr.strip() == "instrumentd serve: error: hop_s (--hop) must be 0.1-3.0 seconds, got 9.0"
 
 
 def test_a_group_needs_a_source_per_process(tmp_path):
@@ -115,12 +132,12 @@ def test_live_preset_sits_under_file_env_and_flags(tmp_path):
     from instrumentd.daemon.config import PRESETS
 
     live = PRESETS["live"]
-    assert load(env={}, preset="live").hop == live["hop"] and load(env={}, preset="live").smooth == live["smooth"]
+    assert load(env={}, preset="live").hop_s == live["hop_s"] and load(env={}, preset="live").smooth == live["smooth"]
     toml = tmp_path / "d.toml"
     toml.write_text('preset = "live"\nsmooth = 5\n')
-    cfg = load(toml, env={}, hop=0.1)
-    assert (cfg.preset, cfg.hop, cfg.smooth) == ("live", 0.1, 5)  # the file and the flag beat the preset
-    assert load(env={"INSTRUMENTD_PRESET": "live"}).hop == live["hop"]
+    cfg = load(toml, env={}, hop_s=0.1)
+    assert (cfg.preset, cfg.hop_s, cfg.smooth) == ("live", 0.1, 5)  # the file and the flag beat the preset
+    assert load(env={"INSTRUMENTD_PRESET": "live"}).hop_s == live["hop_s"]
 
 
 @pytest.mark.parametrize("settings, fragment", [

@@ -15,6 +15,7 @@ import torch
 from instrumentd.daemon.config import load, parse_source
 from instrumentd.daemon.segments import Segmenter
 from instrumentd.daemon.sources import open_source
+from instrumentd.daemon.config import PoolSettings
 from instrumentd.daemon.worker import build_pool, resolve_devices
 from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.errors import ParameterError
@@ -88,7 +89,7 @@ def _run(devices, files: dict[str, str], kind: str, inference: str = "auto"):
     The pitch policy is ``delay``: a window is built from final pitch frames only, so its values do
     not depend on how the audio was cut into reads (live ``file:`` or ``file+fast:``).
     """
-    pool = build_pool(devices, hop_s=HOP, pitch_policy="delay", inference=inference)
+    pool = build_pool(devices, PoolSettings(hop_s=HOP, pitch_policy="delay", inference=inference))
     sources = [open_source(parse_source(f"{name}={kind}:{path}"), 10.0) for name, path in files.items()]
     placed = {}
     for src in sources:
@@ -157,7 +158,7 @@ def test_two_gpus_build_capture_and_step_each_on_its_own_device(tmp_path):
     files["b"] = files["a"]  # the same audio on both GPUs
     devices = resolve_devices("cuda:0,cuda:1")
     with torch.cuda.device(0):
-        pool = build_pool(devices, hop_s=HOP, pitch_policy="delay", inference="graphs-fp32")
+        pool = build_pool(devices, PoolSettings(hop_s=HOP, pitch_policy="delay", inference="graphs-fp32"))
         assert [w.recognizer.fast.uses_graphs for w in pool.workers] == [True, True]
         sources = [open_source(parse_source(f"{name}=file+fast:{path}"), 10.0) for name, path in files.items()]
         placed = [pool.worker_of(pool.add(src, Segmenter(pool.recognizer.classes))).name for src in sources]

@@ -10,6 +10,7 @@ from instrumentd.daemon.bench import _inference_mode, _SyntheticSource, run_stre
 from instrumentd.daemon.config import parse_source
 from instrumentd.daemon.segments import Segmenter
 from instrumentd.daemon.sources import open_source
+from instrumentd.daemon.config import PoolSettings
 from instrumentd.daemon.worker import build_pool
 from instrumentd.pipeline.errors import ParameterError
 
@@ -22,7 +23,7 @@ FRAME = 1323 / SR  # seconds, one 30 ms frame
 @pytest.fixture(scope="module")
 def pool():
     """One CPU worker in aligned mode; a stale window is never dropped (its audio is written ahead of time)."""
-    return build_pool([torch.device("cpu")], hop_s=HOP, max_backlog=1e6, gather=0.05)
+    return build_pool([torch.device("cpu")], PoolSettings(hop_s=HOP, max_backlog=1e6, gather=0.05))
 
 
 def play(pool, sources, audio: np.ndarray, t0s: list[float], speed: float = 1.0, block: int = 882) -> dict[str, list]:
@@ -94,8 +95,8 @@ def test_a_drifting_clock_is_followed_one_frame_at_a_time(pool):
 def test_a_moved_stream_goes_on_exactly_as_if_it_had_stayed(wav, policy):
     """Worker A makes the first windows, worker B the rest from A's re-fed audio; the same windows as one worker."""
     path = wav(9.0)
-    a, b = build_pool([torch.device("cpu")] * 2, hop_s=HOP, pitch_policy=policy).workers
-    reference = build_pool([torch.device("cpu")], hop_s=HOP, pitch_policy=policy).workers[0]
+    a, b = build_pool([torch.device("cpu")] * 2, PoolSettings(hop_s=HOP, pitch_policy=policy)).workers
+    reference = build_pool([torch.device("cpu")], PoolSettings(hop_s=HOP, pitch_policy=policy)).workers[0]
 
     def start(worker):
         src = open_source(parse_source(f"m=file+fast:{path}"), 10.0)

@@ -15,6 +15,7 @@ from instrumentd.model.fast import (
     buckets,
     realistic_inputs,
 )
+from instrumentd.model import fast as fast_module
 from instrumentd.model.recognizer import Recognizer
 from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.features import Features
@@ -89,9 +90,10 @@ def test_cpu_compile_agrees_with_fp32(cpu_recognizer, cpu_inputs):
         assert top1 == 1.0 and diff <= CPU_PROB_TOLERANCE
 
 
-def test_failed_compile_degrades_to_eager(cpu_recognizer, cpu_inputs, caplog):
+def test_failed_compile_degrades_to_eager(cpu_recognizer, cpu_inputs, caplog, monkeypatch):
     caplog.set_level(logging.WARNING, logger="instrumentd.model.fast")  # other tests set the package's level
-    fast = FastRecognizer.from_model(cpu_recognizer.model, "cpu", "compile", max_batch=4, compile_mode="no-such-mode")
+    monkeypatch.setattr(fast_module, "COMPILE_MODE", "no-such-mode")  # torch.compile refuses an unknown mode
+    fast = FastRecognizer.from_model(cpu_recognizer.model, "cpu", "compile", max_batch=4)
     assert fast.path == EAGER_FP32
     assert not fast.calibration[0]["ok"] and "no-such-mode" in fast.calibration[0]["error"]
     assert "failed to build" in caplog.text
@@ -169,8 +171,7 @@ def cuda_setup():
 def test_cuda_modes_agree_with_fp32(cuda_setup, mode):
     recognizer, mel, mask, ref = cuda_setup
     # max_batch 256: 2048 windows are 8 chunks; 1000 end in a padded bucket; 1 and 3 are tiny buckets.
-    # The default compile mode keeps the test short; the benchmark checks max-autotune's result.
-    fast = FastRecognizer.from_recognizer(recognizer, mode, max_batch=256, compile_mode="default")
+    fast = FastRecognizer.from_recognizer(recognizer, mode, max_batch=256)
     expected = mode.split("-")[0] if mode.startswith(("graphs", "compile")) else "eager"
     assert fast.path.executor == expected, fast.calibration
     assert fast.uses_graphs == mode.startswith(("graphs", "compile"))
@@ -194,7 +195,7 @@ def test_cuda_graph_outputs_survive_the_next_call(cuda_setup):
 @pytest.mark.gpu
 def test_cuda_auto_picks_a_checked_path(cuda_setup):
     recognizer, mel, mask, ref = cuda_setup
-    fast = FastRecognizer.from_recognizer(recognizer, "auto", max_batch=512, compile_mode="default")
+    fast = FastRecognizer.from_recognizer(recognizer, "auto", max_batch=512)
     chosen = [e for e in fast.calibration if e["chosen"]]
     assert len(chosen) == 1 and chosen[0]["ok"] and chosen[0]["path"] == fast.path.name
     assert {e["path"] for e in fast.calibration} >= {"fp32+eager", "fp16+eager"}

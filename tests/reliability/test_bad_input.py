@@ -38,7 +38,7 @@ RATES = (8000, 11025, 16000, 22050, 32000, 48000, 88200, 96000, 176400, 192000) 
 def test_classify_names_each_bad_file_in_one_line_and_still_labels_the_good_one(bad_files, wav, capsys):
     good = wav(3.2)
     paths = [str(p) for p in bad_files.values()]
-    assert main(["classify", *paths, str(good), "--format", "jsonl", "--device", "cpu"]) == 2
+    assert main(["classify", *paths, str(good), "--format", "jsonl", "--device", "cpu"]) == 1  # ran; the bad files could not be read
     out = capsys.readouterr()
     records = [json.loads(line) for line in out.out.splitlines()]
     by_path = {r["path"]: r for r in records}
@@ -103,7 +103,7 @@ def test_stdin_pcm_cut_mid_frame_keeps_every_whole_frame_and_says_so(caplog):
     ("hop = 0.5\nhop = 0.6\n", ("not valid TOML",)),
     ("hopp = 0.5\n", ("unknown settings hopp",)),
     ('hop = "fast"\n', ("hop = 'fast'",)),
-    ("hop = 99.0\n", ("hop must be", "99.0")),
+    ("hop = 99.0\n", ("hop_s (--hop) must be", "99.0")),
     ("max_batch = 1.5\n", ("max_batch = 1.5",)),
     ("heartbeat = inf\n", ("heartbeat must be a finite number",)),
     ('sources = ["tape:x.wav"]\n', ("'tape'",)),
@@ -118,7 +118,7 @@ def test_a_malformed_config_file_is_one_line(toml, fragments, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, fragments", [
-    (["--hop", "99"], ("hop must be", "99")),
+    (["--hop", "99"], ("hop_s (--hop) must be", "99")),
     (["--hop", "nan"], ("nan",)),
     (["--source", "tape:x.wav"], ("'tape'",)),
     (["--source", "stdin:s16le:48000"], ("FORMAT:RATE:CHANNELS",)),

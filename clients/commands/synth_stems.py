@@ -6,7 +6,7 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .stems import BANKS, STEM_SECONDS
+    from instrumentd.training.stems import BANKS, STEM_SECONDS
 
     p = subparsers.add_parser(
         "synth-stems",
@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .stems import plan, synthesize_stems
-    from .synth import default_processes
+    from instrumentd.training.stems import plan, synthesize_stems
+    from instrumentd.training.synth import default_processes
 
     banks = None if args.banks is None else tuple(b.strip() for b in args.banks.split(",") if b.strip())
     specs = plan(args.per_class, banks, args.seed, args.seconds, args.format)

@@ -38,7 +38,7 @@ def _names(text: str) -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .synth import default_processes, plan, synthesize
+    from instrumentd.training.synth import default_processes, plan, synthesize
 
     specs = plan(args.per_class, args.test_clips, _names(args.soundfonts), _names(args.test_soundfonts), args.seed)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .ablation import ROWS
+from instrumentd.training.ablation import ROWS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,12 +49,12 @@ def run(args: argparse.Namespace) -> int:
     from instrumentd.model.recognizer import resolve_device
     from instrumentd.pipeline.errors import ParameterError
 
-    from .ablation import ablation, markdown
-    from .cmd_train import soundfont_list
-    from .dataset import load
-    from .prepare import mask_cleaner
-    from .render import check_training_soundfonts
-    from .train import TrainConfig
+    from instrumentd.training.ablation import ablation, markdown
+    from .train import soundfont_list
+    from instrumentd.training.dataset import load
+    from instrumentd.training.prepare import mask_cleaner
+    from instrumentd.training.render import check_training_soundfonts
+    from instrumentd.training.train import TrainConfig
 
     device = resolve_device(args.device)
     if device.type == "cuda":
@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
                                  "and no --soundfonts")
         from instrumentd.pipeline.config import DEFAULT
 
-        from .stem_bank import load_bank
-        from .train_audio import fixed_feature_sets
+        from instrumentd.training.stem_bank import load_bank
+        from instrumentd.training.train_audio import fixed_feature_sets
 
         bank = load_bank(args.features, DEFAULT.sample_rate, device)
         train_set, test_set = fixed_feature_sets(bank, args.clips, args.test_clips, args.seed)

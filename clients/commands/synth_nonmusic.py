@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from .nonmusic import KINDS, write_check_set
+    from instrumentd.training.nonmusic import KINDS, write_check_set
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()) as progress:
         task = progress.add_task("writing clips", total=args.clips * len(KINDS))

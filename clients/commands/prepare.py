@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from instrumentd.pipeline import DEFAULT, FeatureExtractor, ParameterError
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
-    from .bundle import pack
-    from .prepare import jobs, mask_cleaner, prepare
+    from instrumentd.training.bundle import pack
+    from instrumentd.training.prepare import jobs, mask_cleaner, prepare
 
     if args.batch_size is not None and args.batch_size < 1:
         raise ParameterError(f"--batch-size must be at least 1, got {args.batch_size}")

@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
     from instrumentd.model.recognizer import resolve_device
     from instrumentd.pipeline.errors import ParameterError
 
-    from . import train as T
-    from .dataset import load
-    from .render import check_training_soundfonts
+    from instrumentd.training import train as T
+    from instrumentd.training.dataset import load
+    from instrumentd.training.render import check_training_soundfonts
 
     device = resolve_device(args.device)
     if device.type == "cuda":
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
 def report_run(result, out: str | Path, title: str, which: str) -> None:
     """History and curves beside the checkpoint ``out``; the best epoch and the time on stdout."""
-    from . import train as T
+    from instrumentd.training import train as T
 
     T.write_history(result.history, sidecar(out, ".history.json"))
     T.plot_curves(result.history, sidecar(out, ".curves.png"), title)
@@ -163,9 +163,9 @@ def run_from_audio(args: argparse.Namespace, device) -> int:
 
     from instrumentd.pipeline.config import DEFAULT
 
-    from .audio_augment import MixRecipe
-    from .stem_bank import load_bank
-    from .train_audio import AudioTrainConfig, save_audio_checkpoint, train_from_audio
+    from instrumentd.training.audio_augment import MixRecipe
+    from instrumentd.training.stem_bank import load_bank
+    from instrumentd.training.train_audio import AudioTrainConfig, save_audio_checkpoint, train_from_audio
 
     excluded = soundfont_list(args.exclude_banks) or ()
     cfg = AudioTrainConfig(args.variant, args.epochs, args.clips_per_epoch, args.validation_clips,

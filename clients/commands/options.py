@@ -1,0 +1,31 @@
+"""Flags that several subcommands share, and their turning into typed values."""
+
+from __future__ import annotations
+
+import argparse
+
+from instrumentd.clients.subscribe import DEFAULT_CONNECT
+
+
+def add_connect_argument(parser: argparse.ArgumentParser) -> None:
+    """``--connect`` (repeatable), ``--server-key`` and ``--client-key``: how a client reaches its daemons."""
+    parser.add_argument("--connect", action="append", metavar="ENDPOINT",
+                        help=f"a daemon's PUB endpoint, repeatable for several daemons (default {DEFAULT_CONNECT})")
+    parser.add_argument("--server-key", metavar="FILE",
+                        help="the daemon's CurveZMQ public certificate (server.key from `instrumentd keys`)")
+    parser.add_argument("--client-key", metavar="FILE",
+                        help="this client's CurveZMQ secret certificate (client.key_secret from `instrumentd keys`)")
+
+
+def connect_endpoints(args: argparse.Namespace) -> list[str]:
+    """``--connect`` values, or the daemon's default endpoint; a malformed one is a ParameterError.
+
+    With ``--server-key`` every socket this process makes from here on (subscriptions and replay
+    requests) is a CurveZMQ client of that daemon.
+    """
+    from instrumentd.clients.subscribe import check_endpoint
+    from instrumentd.daemon.security import client_context
+
+    endpoints = [check_endpoint(e, "--connect") for e in (args.connect or [DEFAULT_CONNECT])]
+    client_context(args.server_key, args.client_key)
+    return endpoints
