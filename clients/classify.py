@@ -72,7 +72,7 @@ def classify_paths(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     from rich.progress import Progress
 
     from instrumentd.model.recognizer import Recognizer
-    from instrumentd.pipeline import DEFAULT, AudioError, FeatureExtractor, ParameterError, find_audio, load
+    from instrumentd.pipeline import DEFAULT, AudioError, FeatureExtractor, ParameterError, find_audio, load_audio
 
     if args.hop <= 0:
         raise ParameterError(f"--hop must be positive seconds, got {args.hop}")
@@ -101,7 +101,7 @@ def classify_paths(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         task = progress.add_task("classifying", total=len(files))
         for f in files:
             try:
-                audio = load(f, recognizer.features.sample_rate)
+                audio = load_audio(f, recognizer.features.sample_rate)
                 result = recognizer.classify_clip(audio, extractor, args.hop, args.threshold)
                 yield _result_record(str(f), result, recognizer)
             except AudioError as exc:

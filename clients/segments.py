@@ -344,7 +344,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-    from instrumentd.model.recognizer import Recognizer, resolve_device
+    from instrumentd.model.recognizer import Recognizer
+    from instrumentd.pipeline.devices import resolve_device
     from instrumentd.pipeline import AudioError, FeatureExtractor, ParameterError, find_audio
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 

@@ -70,9 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace):
     """The Config these flags, the --config file and the environment make."""
-    from .config import load
+    from .config import load_config
 
-    return load(args.config, sources=args.source, pub=args.pub, replay=args.replay, device=args.device,
+    return load_config(args.config, sources=args.source, pub=args.pub, replay=args.replay, device=args.device,
                 hop=args.hop, checkpoint=args.checkpoint, inference=args.inference, log_dir=args.log_dir,
                 pitch_policy=args.pitch_policy, log_level=args.log_level, curve_key=args.curve_key,
                 curve_clients=args.curve_clients, insecure=args.insecure, processes=args.processes,

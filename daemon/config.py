@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from instrumentd.pipeline.devices import check_devices
 from instrumentd.pipeline.errors import ParameterError
 
 ENV_PREFIX = "INSTRUMENTD_"
@@ -170,13 +171,7 @@ class Config:
                 raise ParameterError(f"{f.name} must be a finite number, got {value}")
         if not HOP_RANGE[0] <= self.hop <= HOP_RANGE[1]:
             raise ParameterError(f"hop must be {HOP_RANGE[0]}-{HOP_RANGE[1]} seconds, got {self.hop}")
-        devices = [d.strip() for d in self.device.split(",")]
-        if self.device != "auto" and not all(re.fullmatch(r"cpu|cuda(:\d+)?", d) for d in devices):
-            raise ParameterError(
-                f"device must be auto, cpu, cuda, cuda:N or a comma list (cuda:0,cuda:1), got {self.device!r}")
-        repeated = sorted({d for d in devices if d.startswith("cuda") and devices.count(d) > 1})
-        if repeated:
-            raise ParameterError(f"device {self.device!r} names {', '.join(repeated)} twice (only cpu may repeat)")
+        check_devices(self.device)
         if not 0 <= self.gather <= 0.5:
             raise ParameterError(f"gather must be 0-0.5 seconds, got {self.gather}")
         from instrumentd.model.fast import MODES
@@ -243,7 +238,7 @@ class Config:
         return [parse_source(s) for s in self.sources]
 
     def to_toml(self) -> str:
-        """The configuration as a TOML file that :func:`load` reads back to an equal Config."""
+        """The configuration as a TOML file that :func:`load_config` reads back to an equal Config."""
         lines = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -289,7 +284,7 @@ def _coerce(name: str, raw: Any, origin: str) -> Any:
     raise ParameterError(f"{origin}: {name} = {raw!r} is not a valid {type(default).__name__}")
 
 
-def load(path: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Config:
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Config:
     """Build the Config: defaults, then the TOML file at ``path``, then ``INSTRUMENTD_*`` variables, then
     ``overrides`` (command-line flags; None means not given). Validated before it is returned."""
     values: dict[str, Any] = {}

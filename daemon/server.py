@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from instrumentd.pipeline.devices import resolve_devices
 from instrumentd.pipeline.errors import InstrumentdError, ParameterError
 
 from instrumentd.model.decision import window_reasons
@@ -44,7 +45,7 @@ from .security import Guard
 from .service import Notifier
 from .signals import Signals
 from .sources import Source, open_sources
-from .worker import Stream, Window, WorkerPool, build_pool, resolve_devices
+from .worker import Stream, Window, WorkerPool, build_pool
 
 log = logging.getLogger("instrumentd.daemon")
 
@@ -55,10 +56,15 @@ STARTUP_FAILURES = (EndpointError, EventLogError, ResourceError)  # the machine'
 
 
 class Server:
-    """The daemon. ``run()`` returns the exit code (0 after a signal or when every source ended)."""
+    """The daemon. ``run()`` returns the exit code (0 after a signal or when every source ended).
 
-    def __init__(self, config: Config):
+    ``sources``: streams already made (a benchmark's paced synthetic ones) instead of those the
+    config's ``sources`` name; everything after their ring buffers is the same.
+    """
+
+    def __init__(self, config: Config, sources: list[Source] | None = None):
         self.config = config
+        self._given_sources = sources
         self.signals = Signals()
         self.notifier = Notifier()
         self.lock: LogLock | None = None
@@ -97,7 +103,7 @@ class Server:
         import torch
 
         cfg = self.config
-        specs = cfg.source_specs()
+        specs = [s.spec for s in self._given_sources] if self._given_sources else cfg.source_specs()
         if not specs:
             raise ParameterError("no sources: give at least one --source [NAME=]SPEC (or 'sources' in the config file)")
         check_memory(cfg, len(specs))
@@ -114,7 +120,7 @@ class Server:
         self.guard.watch(self.publisher.socket, cfg.pub)
         if cfg.replay and self.log is not None:
             self.replay = ReplayServer(cfg.replay, self.log, context)
-        self.sources = open_sources(specs, cfg.ring_seconds)
+        self.sources = self._given_sources or open_sources(specs, cfg.ring_seconds)
         self.worker = build_pool(resolve_devices(cfg.device), cfg.checkpoint or None, cfg.hop, cfg.max_backlog,
                                  cfg.pitch_policy, cfg.pitch_lag, cfg.max_batch, cfg.gather, cfg.cpu_threads,
                                  cfg.inference, cfg.silence_db, cfg.silence_s)

@@ -127,7 +127,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load(path: str | Path, device: torch.device | str = "cpu",
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu",
          expect_classes: tuple[str, ...] | None = CLASSES,
          expect_features: FeatureConfig | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The one loader: checkpoint -> ``(model in eval mode on device, metadata)``.

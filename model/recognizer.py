@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from instrumentd.pipeline.config import FeatureConfig
+from instrumentd.pipeline.devices import resolve_device
 from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.features import FeatureExtractor, Features
 from instrumentd.pipeline.speech import SpeechDetector, speech_detector
@@ -35,23 +36,6 @@ class ClipResult:
     scores: np.ndarray  # [n_classes], mean probabilities of the windows that name an instrument
     labels: list[str]  # S2 over those windows; empty when the clip names no instrument
     none: str | None  # why the clip has no label ("silence", "speech", "no instrument"), else None
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` when present, else ``cpu``; anything else as torch names it."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ParameterError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ParameterError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ParameterError(f"device {device!r} asked for, but no CUDA device is available; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ParameterError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
-    return dev
 
 
 class Recognizer:
@@ -83,7 +67,7 @@ class Recognizer:
                         batch_size: int = 64) -> "Recognizer":
         """Load ``path`` (the bundled default checkpoint when None) onto ``device``."""
         dev = resolve_device(device)
-        model, meta = checkpoint.load(path or DEFAULT_CHECKPOINT, dev)
+        model, meta = checkpoint.load_checkpoint(path or DEFAULT_CHECKPOINT, dev)
         return cls(model, meta, dev, batch_size)
 
     def accelerate(self, mode: str = "auto", max_batch: int | None = None) -> FastRecognizer:

@@ -45,12 +45,12 @@ def evaluate_path(recognizer, test: str | Path, soundfonts: tuple[str, ...] | No
     from instrumentd.pipeline.errors import ParameterError
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
-    from .dataset import load
+    from .dataset import load_features
     from .evaluate import scores_from_audio, scores_from_features
     from .irmas import test_clips
 
     if is_features(test):
-        features = load(test, "test", soundfonts, recognizer.device)
+        features = load_features(test, "test", soundfonts, recognizer.device)
         return scores_from_features(recognizer, features, threshold), features
     clips = test_clips(test)
     if soundfonts:

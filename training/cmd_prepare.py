@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from instrumentd.model.recognizer import resolve_device
+    from instrumentd.pipeline.devices import resolve_device
     from instrumentd.pipeline import DEFAULT, FeatureExtractor, ParameterError
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 

@@ -138,7 +138,7 @@ def load_folder(folder: str | Path, split: str = "train") -> FeatureSet:
                       {**meta, "split": split})
 
 
-def load(path: str | Path, split: str = "train", soundfonts: tuple[str, ...] | None = None,
+def load_features(path: str | Path, split: str = "train", soundfonts: tuple[str, ...] | None = None,
          device: torch.device | str = "cpu") -> FeatureSet:
     """A feature folder or a ``.safetensors`` bundle, optionally only some SoundFonts, on ``device``."""
     from .bundle import read

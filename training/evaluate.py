@@ -23,7 +23,7 @@ from instrumentd.model.aggregate import THRESHOLD
 from instrumentd.model.classes import CLASSES, NAMES
 from instrumentd.model.decision import clip_verdict, window_reasons
 from instrumentd.model.recognizer import Recognizer
-from instrumentd.pipeline.audio import load as load_audio
+from instrumentd.pipeline.audio import load_audio
 from instrumentd.pipeline.features import FeatureExtractor, Features
 
 from .dataset import FeatureSet

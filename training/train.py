@@ -178,7 +178,7 @@ def fingerprint(features: FeatureSet) -> str:
 
 def _initial_weights(cfg: TrainConfig, features: FeatureSet) -> dict[str, torch.Tensor]:
     """The weights of checkpoint ``cfg.init``, which must be of ``cfg.variant`` and of the features' config."""
-    model, meta = checkpoint.load(cfg.init, expect_features=feature_config(features))
+    model, meta = checkpoint.load_checkpoint(cfg.init, expect_features=feature_config(features))
     if meta["variant"] != cfg.variant:
         raise ParameterError(f"--init {cfg.init}: a {meta['variant']!r} checkpoint cannot start a {cfg.variant!r} run")
     return model.state_dict()

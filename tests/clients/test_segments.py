@@ -11,7 +11,7 @@ import torch
 
 from instrumentd.clients.segments import Segment, _Windows, segment, tag_files, window_cells
 from instrumentd.model.classes import CLASSES
-from instrumentd.pipeline import DEFAULT, FeatureExtractor, ParameterError, cut_windows, load
+from instrumentd.pipeline import DEFAULT, FeatureExtractor, ParameterError, cut_windows, load_audio
 
 from ..conftest import tone
 
@@ -77,7 +77,7 @@ def test_block_reader_gives_the_windows_of_cut_windows(tmp_path, renders, second
     soundfile.write(path, audio, SR, subtype="FLOAT")
     reader = _Windows(path, SR, DEFAULT.clip_samples, hop, block_seconds=0.7)
     got = list(reader)
-    windows, starts = cut_windows(load(path), DEFAULT.clip_samples, hop)
+    windows, starts = cut_windows(load_audio(path), DEFAULT.clip_samples, hop)
     assert [s for s, _ in got] == starts.tolist()
     np.testing.assert_array_equal(np.stack([w for _, w in got]), windows)
     assert reader.total == len(audio)
@@ -89,7 +89,7 @@ def test_block_reader_resamples_like_load(tmp_path, renders):
     path = tmp_path / "x48k.flac"
     soundfile.write(path, soxr.resample(np.concatenate([renders["piano"], renders["mix"]]), SR, 48000), 48000)
     got = list(_Windows(path, SR, DEFAULT.clip_samples, SR, block_seconds=1.1))
-    windows, starts = cut_windows(load(path), DEFAULT.clip_samples, SR)
+    windows, starts = cut_windows(load_audio(path), DEFAULT.clip_samples, SR)
     assert [s for s, _ in got] == starts.tolist()
     np.testing.assert_allclose(np.stack([w for _, w in got]), windows, atol=2e-3)
 
@@ -108,7 +108,7 @@ def test_batches_across_files_match_one_file_at_a_time(tmp_path, renders):
     tagged = list(tag_files(files, rec, extractor, 1.5, smooth=1, on=0.05, off=0.05))
     assert [t["path"] for t in tagged] == [str(f) for f in files]
     for f, t in zip(files, tagged):
-        audio = load(f)
+        audio = load_audio(f)
         clip = rec.classify_clip(audio, extractor, 1.5)
         expect = segment(clip.window_probs, clip.window_starts, 3.0, len(audio) / SR, CLASSES, smooth=1,
                          on=0.05, off=0.05)
@@ -215,13 +215,3 @@ def test_cli_bad_settings_are_one_line(archive, args, message):
     out = _run(str(archive / "a-flute-violin.wav"), "--segments", *args)
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr
-
-
-@pytest.mark.slow
-def test_bench_tag_quick():
-    out = subprocess.run([sys.executable, "-m", "instrumentd", "bench", "tag", "--quick", "--json", "--device", "cpu"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["bench"] == "tag" and summary["batch_size"] == 16
-    assert all(summary[k] > 0 for k in ("short_x_realtime", "long_x_realtime", "one_at_a_time_x_realtime"))

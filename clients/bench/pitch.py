@@ -11,27 +11,26 @@ from __future__ import annotations
 
 import argparse
 import time
-from importlib import resources
 
 import librosa
 import numpy as np
 import torch
 
-from .audio import load
-from .config import DEFAULT, TEN_MS
-from .pitch import pyin_settings
-from .pyin import pyin
-from .pyin_stream import StreamingPyin
-from .timing import sync, time_call
+from instrumentd.pipeline.config import DEFAULT, TEN_MS
+from instrumentd.pipeline.demo import demo_audio
+from instrumentd.pipeline.pitch import pyin_settings
+from instrumentd.pipeline.pyin import pyin
+from instrumentd.pipeline.pyin_stream import StreamingPyin
+from instrumentd.pipeline.timing import sync, time_call
+
+from . import BenchResult
 
 __all__ = ["pitch"]
 
 
 def _demo(seconds: float) -> np.ndarray:
     """``float32 [seconds * 44100]``: the demo clip, repeated as needed."""
-    clip = load(resources.files("instrumentd.clients") / "data" / "demo.flac")
-    n = int(seconds * DEFAULT.sample_rate)
-    return np.resize(clip, n).astype(np.float32)
+    return demo_audio(int(seconds * DEFAULT.sample_rate))
 
 
 def _agreement(ref: tuple, ours: tuple) -> tuple[float, float]:
@@ -43,8 +42,6 @@ def _agreement(ref: tuple, ours: tuple) -> tuple[float, float]:
 
 
 def pitch(device: torch.device, quick: bool, args: argparse.Namespace):
-    from instrumentd.clients.bench import BenchResult
-
     threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(1)  # librosa.pyin runs on one core: compare on one core
