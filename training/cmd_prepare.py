@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from instrumentd.pipeline import DEFAULT, FeatureExtractor, ParameterError
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
-    from .bundle import pack
+    from .dataset import pack
     from .prepare import jobs, mask_cleaner, prepare
 
     if args.batch_size is not None and args.batch_size < 1:

@@ -33,9 +33,9 @@ from instrumentd.pipeline.config import DEFAULT, FeatureConfig
 from instrumentd.pipeline.features import FeatureExtractor
 from instrumentd.pipeline.windows import cut_windows
 
+from .dataset import TEST_FOLDER
 from .irmas import Clip, test_clips, training_clips
 
-TEST_FOLDER = "test"
 SPLITS = ("train", "test")
 # 3 s windows per feature-extractor call, the fastest measured per device type (docs/PERFORMANCE.md):
 # on a 2-core CPU batch 64 ran 5x slower than batch 4; on an H100 256 and 512 beat 64

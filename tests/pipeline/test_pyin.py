@@ -6,7 +6,8 @@ import torch
 from instrumentd.pipeline.config import DEFAULT, TEN_MS, FeatureConfig
 from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.pitch import DEFAULT_ENGINE, get_engine
-from instrumentd.pipeline.pyin import _log_transition_band, pyin, pyin_model
+from instrumentd.pipeline.pyin import pyin
+from instrumentd.pipeline.pyin_model import _log_transition_band, pyin_model
 
 from ..conftest import SR, devices, tone
 

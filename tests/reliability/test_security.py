@@ -336,8 +336,7 @@ def test_checkpoints_and_bundles_follow_the_umask(tmp_path, umask, mode):
     from instrumentd.model import checkpoint
     from instrumentd.model.networks import build
     from instrumentd.pipeline.config import FeatureConfig
-    from instrumentd.training import bundle
-    from instrumentd.training.dataset import FeatureSet
+    from instrumentd.training.dataset import FeatureSet, write
 
     old = os.umask(umask)
     try:
@@ -345,7 +344,7 @@ def test_checkpoints_and_bundles_follow_the_umask(tmp_path, umask, mode):
         features = FeatureSet(mel=torch.zeros(2, 1, 128, 100), band=torch.zeros(2, 100, dtype=torch.long),
                               clip=torch.arange(2), labels=torch.zeros(2, len(CLASSES), dtype=torch.long),
                               names=["x", "y"], soundfonts=["a", "a"], meta={})
-        bundle.write(features, tmp_path / "b.safetensors")
+        write(features, tmp_path / "b.safetensors")
     finally:
         os.umask(old)
     for name in ("c.safetensors", "b.safetensors"):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from instrumentd.pipeline import DEFAULT, AudioError, FeatureExtractor
-from instrumentd.training import bundle, dataset
+from instrumentd.training import dataset
 from instrumentd.training.prepare import prepare
 
 from .conftest import TEST_FILES, TRAIN_FILES
@@ -60,7 +60,7 @@ def test_test_clips_hold_all_windows(prepared):
 
 def test_bundle_round_trip(prepared, tmp_path):
     out = prepared
-    path, n = bundle.pack(out, tmp_path / "train.safetensors")
+    path, n = dataset.pack(out, tmp_path / "train.safetensors")
     full, packed = dataset.load_features(out), dataset.load_features(path)
     assert n == packed.n_clips == full.n_clips
     assert packed.names == full.names and torch.equal(packed.label, full.label)
@@ -71,7 +71,7 @@ def test_bundle_round_trip(prepared, tmp_path):
     assert 12_800 < size_per_clip < 16_000  # 128 x 100 bytes of mel + 200 of bands + header
     with pytest.raises(dataset.FeatureError, match="a 'train' bundle, expected 'test'"):
         dataset.load_features(path, "test")
-    test_path, n_test = bundle.pack(out, tmp_path / "test.safetensors", "test")
+    test_path, n_test = dataset.pack(out, tmp_path / "test.safetensors", "test")
     test_full, test_packed = dataset.load_features(out, "test"), dataset.load_features(test_path, "test")
     assert n_test == len(TEST_FILES) and torch.equal(test_packed.clip, test_full.clip)
     assert torch.equal(test_packed.labels, test_full.labels) and torch.equal(test_packed.band, test_full.band)
