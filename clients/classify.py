@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any, Iterator
 
-from . import segments
+from . import archive
 
 FORMATS = ("table", "jsonl", "csv")
 PATH_MAX = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096  # bytes, with the final NUL
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hop", type=float, default=1.5, metavar="SECONDS", help="window hop (default: 1.5)")
     p.add_argument("--threshold", type=float, default=0.5, help="label threshold on aggregated scores (default: 0.5)")
     p.add_argument("--pitch-engine", default=None, help="pitch engine name (default: the pipeline's default)")
-    segments.add_arguments(p)
+    archive.add_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -117,7 +117,7 @@ def _default_engine() -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.segments:
-        return segments.run(args)
+        return archive.run(args)
     records = classify_paths(args)
     failed = 0
     if args.format == "jsonl":

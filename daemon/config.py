@@ -20,6 +20,8 @@ from typing import Any
 from instrumentd.pipeline.devices import check_devices
 from instrumentd.pipeline.errors import ParameterError
 
+from .segments import OFF, ON, SMOOTH
+
 ENV_PREFIX = "INSTRUMENTD_"
 SOURCE_KINDS = ("mic", "file", "file+fast", "stdin", "ffmpeg")
 PCM_FORMATS = {"s16le": "<i2", "s32le": "<i4", "f32le": "<f4", "f64le": "<f8", "u8": "u1"}
@@ -153,9 +155,9 @@ class Config:
     pitch_policy: str = "hold"  # hold: newest frames hold the last final f0; delay: wait until final
     silence_db: float = -60.0  # dBFS under which a stream's audio counts as dead air
     silence_s: float = 10.0  # seconds of dead air before a stream is announced silent
-    smooth: int = 3  # windows in the moving average behind labels and segments
-    on_threshold: float = 0.5  # smoothed probability at which an instrument becomes predominant
-    off_threshold: float = 0.35  # smoothed probability below which it stops being predominant
+    smooth: int = SMOOTH  # windows in the moving average behind labels and segments
+    on_threshold: float = ON  # smoothed probability at which an instrument becomes predominant
+    off_threshold: float = OFF  # smoothed probability below which it stops being predominant
     sndhwm: int = 10000  # messages queued per subscriber before the publisher drops (and counts)
     curve_key: str = ""  # the daemon's CurveZMQ secret certificate (`instrumentd keys`); "" = plain ZeroMQ
     curve_clients: str = ""  # folder of client public certificates let in; "" = any client with the daemon's public key

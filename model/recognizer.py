@@ -11,7 +11,6 @@ import torch
 
 from instrumentd.pipeline.config import FeatureConfig
 from instrumentd.pipeline.devices import resolve_device
-from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.features import FeatureExtractor, Features
 from instrumentd.pipeline.speech import SpeechDetector, speech_detector
 from instrumentd.pipeline.windows import cut_windows, levels_dbfs

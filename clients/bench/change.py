@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from . import BenchResult
+
 SR = 44100
 PHRASE_S = 8.0  # seconds of each solo phrase
 ORDER = ("flu", "tru", "pia", "vio", "cla", "cel", "flu", "pia", "tru", "vio", "cel", "cla", "flu")

@@ -2,7 +2,7 @@
 
 Two folders of generated audio (harmonic notes in noise, so that pYIN has voiced frames to track):
 many short files, where batching windows across files matters, and one long file. Each is tagged
-by :func:`instrumentd.clients.segments.tag_files`; the short files also one file at a time, as
+by :func:`instrumentd.clients.archive.tag_files`; the short files also one file at a time, as
 plain ``classify`` does, for comparison. Time is split into decoding (the reader thread's wait),
 features (mel + pitch) and the network.
 """
@@ -42,7 +42,7 @@ def tag(device: Any, quick: bool, args: argparse.Namespace) -> Any:
     from instrumentd.pipeline import FeatureExtractor, load_audio
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
-    from instrumentd.clients.segments import BATCH, tag_files
+    from instrumentd.clients.archive import BATCH, tag_files
     from instrumentd.training.tones import harmonic_notes
 
     n_short, short_s, long_s = (6, 10.0, 60.0) if quick else (48, 10.0, 600.0)

@@ -82,10 +82,10 @@ def end_to_end(extractor: FeatureExtractor, n: int, batch_size: int) -> dict:
             mono = clips[i % len(clips)]
             soundfile.write(folder / f"[{cls}][nod][cla]{i:04d}__1.wav", np.stack([mono, mono], 1), 44100,
                             subtype="PCM_16")
-        _sync(extractor.device)
+        sync(extractor.device)
         t0 = time.perf_counter()
         written = prepare_corpus(corpus, Path(tmp) / "features", "train", extractor, DEFAULT_ENGINE, batch_size)
-        _sync(extractor.device)
+        sync(extractor.device)
         seconds = time.perf_counter() - t0
     return {"clips": written, "seconds": seconds, "clips_per_s": written / seconds,
             "irmas_train_s": seconds * IRMAS_TRAINING_CLIPS / written}

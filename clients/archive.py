@@ -1,13 +1,9 @@
 """Archive tagging: ``instrumentd classify --segments``, per file the stretches of time in which each
 instrument is predominant, from per-window probabilities batched across many files.
 
-The rule is the daemon's (:class:`instrumentd.daemon.segments.Segmenter`, with its defaults from
-:class:`instrumentd.daemon.config.Config`): a moving average over the last ``smooth`` windows, an
-instrument starts at ``on`` and ends below ``off``. So an archive is tagged as the live service
-would have tagged the same audio at the same hop. Only the times differ: here each window stands
-for the stretch of time nearer to its centre than to any other window's centre (the first from 0,
-the last to the end of the file), so segments tile the file instead of overlapping by a window.
-A window that names no instrument (model/decision.py: silence, speech, noise...) counts as all
+Files are read block by block (:class:`instrumentd.pipeline.windows.FileWindows`) and segmented by
+the daemon's rule (:func:`instrumentd.daemon.segments.segment`): a moving average over the last
+``smooth`` windows, an instrument starts at ``on`` and ends below ``off``. A window that names no instrument (model/decision.py: silence, speech, noise...) counts as all
 probabilities 0, so talk between two pieces ends the first piece's segment.
 
 Output: ``jsonl``, one object per file ``{"path", "duration", "windows", "segments": [{"start", "end",
@@ -30,86 +26,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from instrumentd.daemon.config import Config
+from instrumentd.daemon.segments import OFF, ON, SMOOTH, check_settings, segment
 from instrumentd.model.decision import window_reasons
-from instrumentd.pipeline.windows import levels_dbfs
-
-SMOOTH = Config.smooth  # windows in the moving average
-ON = Config.on_threshold  # smoothed probability at which an instrument becomes predominant
-OFF = Config.off_threshold  # smoothed probability below which it stops being predominant
-READ_SECONDS = 20.0  # seconds of audio decoded per block: memory stays flat on hour-long files
+from instrumentd.pipeline.windows import FileWindows, levels_dbfs
 # windows per batch: on a CPU, batches past 16 windows fall out of cache and cost 2-4x more per
 # window (features and network alike, `instrumentd bench tag`); a GPU wants large ones
 BATCH = {"cpu": 16, "cuda": 256}
-
-
-@dataclasses.dataclass(frozen=True)
-class Segment:
-    """One stretch of time in which one instrument is predominant."""
-
-    instrument: str  # class code, e.g. "pia"
-    start: float  # seconds from the start of the file
-    end: float  # seconds
-    mean_probability: float  # mean of the instrument's window probabilities over the segment
-    windows: int  # windows in the segment
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"start": round(self.start, 3), "end": round(self.end, 3), "instrument": self.instrument,
-                "mean_probability": round(self.mean_probability, 6), "windows": self.windows}
-
-
-def check_settings(smooth: int, on: float, off: float) -> None:
-    """Raise ParameterError naming the bad value unless ``smooth >= 1`` and ``0 < off <= on <= 1``."""
-    from instrumentd.pipeline.errors import ParameterError
-
-    if smooth < 1:
-        raise ParameterError(f"--smooth must be at least 1 window, got {smooth}")
-    if not 0 < off <= on <= 1:
-        raise ParameterError(f"need 0 < --off <= --on <= 1, got --on {on}, --off {off}")
-
-
-def window_cells(starts: np.ndarray, clip_seconds: float, duration: float) -> tuple[np.ndarray, np.ndarray]:
-    """The stretch of time each window stands for: ``(cell_start [n], cell_end [n])``, seconds.
-
-    ``starts: [n]`` window starts, seconds, increasing. Boundaries lie halfway between
-    consecutive window centres; the first cell starts at 0 and the last ends at ``duration``.
-    """
-    starts = np.asarray(starts, dtype=np.float64)
-    centres = starts + clip_seconds / 2
-    inner = (centres[:-1] + centres[1:]) / 2
-    return np.concatenate([[0.0], inner]), np.concatenate([inner, [duration]])
-
-
-def segment(probs: np.ndarray, starts: np.ndarray, clip_seconds: float, duration: float,
-            classes: tuple[str, ...], smooth: int = SMOOTH, on: float = ON, off: float = OFF) -> list[Segment]:
-    """Per-window probabilities of one file -> its segments, sorted by start, then class order.
-
-    Parameters
-    ----------
-    probs : float [n_windows, n_classes], softmax probabilities
-    starts : float [n_windows], window start times, seconds, increasing
-    clip_seconds : window length, seconds
-    duration : length of the file, seconds
-    classes : class codes in the order of ``probs``' columns
-    smooth, on, off : the daemon's segmenting settings (windows, probability, probability)
-    """
-    from instrumentd.daemon.segments import Segmenter
-
-    check_settings(smooth, on, off)
-    probs = np.asarray(probs, dtype=np.float64)
-    cell_start, cell_end = window_cells(starts, clip_seconds, duration)
-    segmenter = Segmenter(classes, smooth, on, off)
-    changes = []
-    for p, a, b in zip(probs, cell_start, cell_end):
-        changes += segmenter.update(p, float(a), float(b))
-    changes += segmenter.close("end of stream")
-    out = []
-    for ch in changes:
-        if ch.state == "end":
-            first, stop = np.searchsorted(cell_start, ch.start), np.searchsorted(cell_end, ch.end, side="right")
-            column = probs[first:stop, classes.index(ch.instrument)]
-            out.append(Segment(ch.instrument, ch.start, ch.end, float(column.mean()), int(stop - first)))
-    return sorted(out, key=lambda s: (s.start, classes.index(s.instrument)))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,71 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"smoothed probability at which an instrument starts (default: {ON})")
     g.add_argument("--off", type=float, default=OFF, metavar="P",
                    help=f"smoothed probability below which it ends (default: {OFF})")
-
-
-# ---- reading: one file -> fixed-length windows, block by block ---------------------------------
-
-class _Windows:
-    """Decode ``path`` block by block, resample to ``sr`` and yield ``(start_sample, window [window])``.
-
-    ``window`` and ``hop`` are samples at ``sr``; blocks of ``block_seconds`` are decoded at a time.
-
-    The windows are those of :func:`instrumentd.pipeline.windows.cut_windows` on the whole file;
-    after the last one, :attr:`total` holds the file's length in samples at ``sr``.
-    """
-
-    def __init__(self, path: Path, sr: int, window: int, hop: int, block_seconds: float = READ_SECONDS):
-        self.path, self.sr, self.window, self.hop = path, sr, window, hop
-        self.block_seconds = block_seconds
-        self.total = 0
-
-    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        import soundfile
-        import soxr
-
-        from instrumentd.pipeline.audio import sanitize, to_mono
-        from instrumentd.pipeline.errors import AudioError
-        from instrumentd.pipeline.windows import window_starts
-
-        if not self.path.is_file():
-            raise AudioError(f"{self.path}: no such file")
-        try:
-            f = soundfile.SoundFile(str(self.path))
-        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-            raise AudioError(f"{self.path}: cannot decode audio ({exc})") from None
-        with f:
-            resampler = soxr.ResampleStream(f.samplerate, self.sr, 1, dtype="float32", quality="HQ") \
-                if f.samplerate != self.sr else None
-            buf = np.zeros(0, np.float32)  # samples from buf_start on
-            buf_start = next_start = emitted = 0
-            block = max(1, int(self.block_seconds * f.samplerate))
-            while True:
-                try:
-                    raw = f.read(block, dtype="float32", always_2d=True)
-                except (soundfile.LibsndfileError, RuntimeError) as exc:
-                    raise AudioError(f"{self.path}: cannot decode audio ({exc})") from None
-                last = len(raw) < block
-                mono = to_mono(raw).astype(np.float32, copy=False)
-                if resampler is not None:
-                    mono = resampler.resample_chunk(mono, last=last)
-                buf = np.concatenate([buf, sanitize(np.array(mono, np.float32))])
-                while next_start + self.window <= buf_start + len(buf):
-                    o = next_start - buf_start
-                    yield next_start, buf[o : o + self.window].copy()
-                    next_start += self.hop
-                    emitted += 1
-                if last:
-                    break
-                # keep at least one window's worth: the last window of a file ends at its very end
-                keep = max(0, min(next_start - buf_start, len(buf) - self.window))
-                buf, buf_start = buf[keep:], buf_start + keep
-        self.total = buf_start + len(buf)
-        if self.total == 0:
-            raise AudioError(f"{self.path}: file holds no audio samples")
-        # the regular windows are a prefix of window_starts(); what is left is the tail window
-        for s in window_starts(self.total, self.window, self.hop)[emitted:]:
-            piece = buf[int(s) - buf_start : int(s) - buf_start + self.window]
-            yield int(s), np.pad(piece, (0, self.window - len(piece)))
 
 
 # ---- tagging: many files, their windows batched together ------------------------------------------
@@ -226,7 +83,7 @@ def _read_ahead(files: list[Path], sr: int, window: int, hop: int, out: queue.Qu
 
     try:
         for i, path in enumerate(files):
-            reader = _Windows(path, sr, window, hop)
+            reader = FileWindows(path, sr, window, hop)
             try:
                 for start, audio in reader:
                     if not put(("window", i, start, audio)):
