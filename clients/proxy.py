@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from instrumentd.daemon.proxy import POLL_MS, REPLAY_TIMEOUT_S
+from instrumentd.daemon.proxy import POLL_MS
+from instrumentd.daemon.replay import REPLAY_TIMEOUT_S
 
 from .subscribe import check_endpoint
 

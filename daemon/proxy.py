@@ -28,13 +28,13 @@ import zmq
 
 from .events import SCHEMA
 from .publisher import bind
+from .replay import REPLAY_TIMEOUT_S, merge_streams
 
-__all__ = ["EventProxy", "HWM", "OWNER_TTL_S", "POLL_MS", "REPLAY_TIMEOUT_S", "ReplayRouter"]
+__all__ = ["EventProxy", "HWM", "OWNER_TTL_S", "POLL_MS", "ReplayRouter"]
 
 log = logging.getLogger("instrumentd.proxy")
 
 HWM = 100_000  # messages queued per peer on each side before ZeroMQ drops (subscribers then replay)
-REPLAY_TIMEOUT_S = 3.0  # how long a replay backend may take to answer
 OWNER_TTL_S = 10.0  # seconds a learned stream -> daemon map is trusted before the daemons are asked again
 POLL_MS = 100  # the replay loop's wait between checks of timeouts and signals
 
@@ -211,14 +211,10 @@ class ReplayRouter:
             self.front.send_multipart([*p.envelope, body])
             return
         try:
-            streams = json.loads(body).get("streams", {})
+            listed = json.loads(body).get("streams", {})
         except (ValueError, AttributeError):
-            streams = {}
-        for name, last in streams.items() if isinstance(streams, dict) else ():
-            if name not in p.streams or last > p.streams[name]:
-                if name in p.owners and p.owners[name] != endpoint:
-                    log.warning("stream %s is served by %s and %s; the newer log wins", name, p.owners[name], endpoint)
-                p.streams[name], p.owners[name] = last, endpoint
+            listed = {}
+        merge_streams(p.streams, p.owners, listed, endpoint)
         if not p.waiting:
             self._finish_list(token)
 
