@@ -216,9 +216,8 @@ def run(args: argparse.Namespace) -> int:
     recognizer = Recognizer.from_checkpoint(args.checkpoint, device, batch_size=BATCH.get(device.type, 64))
     if recognizer.device.type == "cuda":
         recognizer.accelerate("auto", recognizer.batch_size)  # the fastest path that agrees with fp32
-    if not recognizer.trained:
-        print(f"instrumentd classify: warning: checkpoint {recognizer.id} is UNTRAINED; its labels are meaningless",
-              file=sys.stderr)
+    if recognizer.untrained_warning:
+        print(f"instrumentd classify: warning: {recognizer.untrained_warning}", file=sys.stderr)
     extractor = FeatureExtractor(recognizer.features, args.pitch_engine or DEFAULT_ENGINE, recognizer.device)
     stderr = Console(stderr=True)
     progress = Progress(TextColumn("tagging"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[hours]}"),

@@ -72,7 +72,7 @@ def classify_paths(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     from rich.progress import Progress
 
     from instrumentd.model.recognizer import Recognizer
-    from instrumentd.pipeline import DEFAULT, AudioError, FeatureExtractor, ParameterError, find_audio, load_audio
+    from instrumentd.pipeline import AudioError, FeatureExtractor, ParameterError, find_audio, load_audio
 
     if args.hop <= 0:
         raise ParameterError(f"--hop must be positive seconds, got {args.hop}")
@@ -92,11 +92,10 @@ def classify_paths(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     recognizer = Recognizer.from_checkpoint(args.checkpoint, args.device)
     if recognizer.device.type == "cuda":
         recognizer.accelerate("auto")  # the fastest path that agrees with fp32 (model/fast.py)
-    if not recognizer.trained:
-        print(f"instrumentd classify: warning: checkpoint {recognizer.id} is UNTRAINED; its labels are meaningless",
-              file=sys.stderr)
+    if recognizer.untrained_warning:
+        print(f"instrumentd classify: warning: {recognizer.untrained_warning}", file=sys.stderr)
     engine = args.pitch_engine or _default_engine()
-    extractor = FeatureExtractor(recognizer.features or DEFAULT, engine, recognizer.device)
+    extractor = FeatureExtractor(recognizer.features, engine, recognizer.device)
     with Progress(transient=True, disable=len(files) < 2 or not sys.stderr.isatty()) as progress:
         task = progress.add_task("classifying", total=len(files))
         for f in files:

@@ -128,8 +128,8 @@ class Server:
         self.device = ", ".join(w.name if w.recognizer.device.type == "cpu" else
                                 f"{w.name} ({torch.cuda.get_device_name(w.recognizer.device)})"
                                 for w in self.worker.workers)
-        if not recognizer.trained:
-            log.warning("checkpoint %s is UNTRAINED: its labels are meaningless", recognizer.id)
+        if recognizer.untrained_warning:
+            log.warning("%s", recognizer.untrained_warning)
         for source in self.sources:
             self._next_seq[source.name] = self.log.open_stream(source.name) if self.log else 0
             self.worker.add(source, Segmenter(recognizer.classes, cfg.smooth, cfg.on_threshold, cfg.off_threshold))

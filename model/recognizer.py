@@ -61,6 +61,11 @@ class Recognizer:
         self._speech: SpeechDetector | None | bool = False  # loaded on first need; None when unavailable
         self.fast: FastRecognizer | None = None  # a FastRecognizer once accelerate() has run; predict then goes through it
 
+    @property
+    def untrained_warning(self) -> str | None:
+        """What to tell the user about an untrained stand-in checkpoint; None for a trained one."""
+        return None if self.trained else f"checkpoint {self.id} is UNTRAINED: its labels are meaningless"
+
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "auto",
                         batch_size: int = 64) -> "Recognizer":

@@ -31,7 +31,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from instrumentd.model.checkpoint import honour_umask
+from instrumentd.model.checkpoint import write_safetensors
 from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.config import TOP_DB
 from instrumentd.pipeline.errors import InstrumentdError, ParameterError
@@ -202,11 +202,7 @@ def write(features: FeatureSet, path: str | Path) -> Path:
         "soundfonts": features.soundfonts,
         "meta": features.meta,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    safetensors.torch.save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header)})
-    honour_umask(tmp)
-    tmp.replace(path)
+    write_safetensors(path, tensors, METADATA_KEY, header)
     return path
 
 
