@@ -25,7 +25,7 @@ from instrumentd.pipeline.timing import sync, time_call
 
 from . import BenchResult
 
-__all__ = ["pitch"]
+__all__ = ["agreement", "pitch"]
 
 
 def _demo(seconds: float) -> np.ndarray:
@@ -33,7 +33,9 @@ def _demo(seconds: float) -> np.ndarray:
     return demo_audio(int(seconds * DEFAULT.sample_rate))
 
 
-def _agreement(ref: tuple, ours: tuple) -> tuple[float, float]:
+def agreement(ref: tuple, ours: tuple) -> tuple[float, float]:
+    """``(f0, voiced)`` of librosa and of ours, ``[frames]`` each -> (share of frames whose voicing agrees,
+    share of frames voiced in both whose f0 is within 10 cents)."""
     v_ref, v_our = ref[1], ours[1]
     voicing = float(np.mean(v_ref == v_our))
     both = v_ref & v_our
@@ -64,7 +66,7 @@ def _measure(device: torch.device, quick: bool) -> tuple[list[dict], dict]:
         on_device = torch.from_numpy(audio).to(device)
         ours_s = time_call(lambda: pyin(on_device, **pyin_settings(cfg)), device, 0.5 if quick else 2.0, warmup=1)
         ours = [x.cpu().numpy() for x in pyin(on_device, **pyin_settings(cfg))]
-        voicing, cents = _agreement(ref, ours)
+        voicing, cents = agreement(ref, ours)
         rows.append({
             "what": f"{seconds:g} s, hop {cfg.hop_length}", "seconds": seconds, "librosa_s": librosa_s,
             "ours_s": ours_s, "speedup": librosa_s / ours_s, "x_realtime": seconds / ours_s,
