@@ -216,7 +216,7 @@ def _sse(kind: str, data: Any) -> bytes:
 def run(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from instrumentd.daemon.metrics import require_local_listen
+    from instrumentd.daemon.security import require_local_listen
     from instrumentd.pipeline.errors import ParameterError
 
     from .subscribe import check_endpoint, connect_endpoints

@@ -20,6 +20,7 @@ from typing import Any
 from instrumentd.pipeline.devices import check_devices
 from instrumentd.pipeline.errors import ParameterError
 
+from .security import require_local_listen, require_protection
 from .segments import OFF, ON, SMOOTH
 
 ENV_PREFIX = "INSTRUMENTD_"
@@ -188,13 +189,9 @@ class Config:
             value = getattr(self, name)
             if value and not re.fullmatch(r"(tcp|ipc|inproc)://\S+", value):
                 raise ParameterError(f"{name} endpoint {value!r} is not tcp://HOST:PORT, ipc://PATH or inproc://NAME")
-        from .security import require_protection
-
         for name in ("pub", "replay"):
             require_protection(name, getattr(self, name), self.curve_key, self.insecure)
         if self.metrics:
-            from .metrics import require_local_listen
-
             require_local_listen(self.metrics, "metrics", self.insecure)
             if self.processes > 1:
                 raise ParameterError("metrics serves one daemon process: give each of a group's processes its own "
