@@ -3,10 +3,12 @@
 One process synthesises the N streams: a pacing thread writes each stream's next block into its
 live ring buffer when the wall clock says that audio has been "recorded" (block = 20 ms, 100 ms
 past 100 streams), exactly as N microphones would. The streams' phases are spread evenly over one
-hop, as independent sources would be. Everything after the ring buffer is the daemon's own code:
-:class:`~instrumentd.daemon.worker.WorkerPool` over one :class:`~instrumentd.daemon.worker.Worker`
-per device (phase alignment to the tick, resampling, incremental mel + streaming pYIN, one batched
-forward pass per step), event building, the event log and the ZeroMQ publisher.
+hop, as independent sources would be. Everything after the ring buffer is the daemon itself:
+:class:`~instrumentd.daemon.server.Server` with these sources given to it, its main loop over
+:class:`~instrumentd.daemon.worker.WorkerPool` (one :class:`~instrumentd.daemon.worker.Worker` per
+device: phase alignment to the tick, resampling, incremental mel + streaming pYIN, one batched
+forward pass per step), the "no instrument" decision, segments, the event log and the ZeroMQ
+publisher. The latencies are read back from its event log.
 
 Latency is the daemon's ``latency_ms``: the last sample of a window written into its ring ->
 that window's event published. A run passes when no window was dropped and p99 <= the target.
