@@ -143,32 +143,12 @@ def _run(devices: list[torch.device], n: int, seconds: float, policy: str, lag: 
                         device=",".join(str(d) for d in devices), hop=HOP, pitch_policy=policy, pitch_lag=lag,
                         max_batch=1024, gather=gather, inference=inference, sndhwm=100000).validate()
         server = Server(config, sources)
-        server.startup()
-        if ready is not None:
-            ready()
-        pool = server.worker
-        stop = threading.Event()
-        block = 882 if n <= 100 else 4410
-        t0 = time.monotonic() + 0.2
-        offsets = np.arange(n) * HOP / n
-        pacer = threading.Thread(target=_pace, args=(sources, _clip(), block, offsets, t0, stop), daemon=True)
-        # the first windows of every stream come due together with 3 s of audio each: a start-up
-        # transient, not the steady state the target is about; counting starts 2 hops later, half
-        # a phase step away from any stream's window ends so that clock jitter moves no window across
-        warmup = pool.recognizer.features.clip_seconds + 2 * HOP + HOP / (2 * n)
-        before: dict = {}
-        after: dict = {}
-        marks = [threading.Timer(t0 + t - time.monotonic(), _mark, (pool, counters))
-                 for t, counters in ((warmup, before), (warmup + seconds, after))]
-        finish = threading.Timer(t0 + warmup + seconds - time.monotonic(), _finish, (server, stop))
-        pacer.start()
-        for timer in (*marks, finish):
-            timer.start()
         try:
-            server.main_loop()
+            server.startup()
+            if ready is not None:
+                ready()
+            before, after = _serve(server, sources, n, seconds)
         finally:
-            stop.set()
-            pacer.join()
             server.shutdown()
         latencies = [e["latency_ms"] for e in _window_events(tmp)
                      if before["wall"] <= _epoch(e["wall_time"]) < after["wall"]]
@@ -181,6 +161,36 @@ def _run(devices: list[torch.device], n: int, seconds: float, policy: str, lag: 
         "passes": after["passes"] - before["passes"],
         "busy": busy,
     }
+
+
+def _serve(server: Server, sources: list[PacedSource], n: int, seconds: float) -> tuple[dict, dict]:
+    """Pace ``sources`` into the started ``server`` and run its main loop until ``seconds`` after the
+    warm-up; returns the pool's counters (:func:`_mark`) at the start and at the end of that time."""
+    pool = server.worker
+    stop = threading.Event()
+    block = 882 if n <= 100 else 4410
+    t0 = time.monotonic() + 0.2
+    offsets = np.arange(n) * HOP / n
+    pacer = threading.Thread(target=_pace, args=(sources, _clip(), block, offsets, t0, stop), daemon=True)
+    # the first windows of every stream come due together with 3 s of audio each: a start-up
+    # transient, not the steady state the target is about; counting starts 2 hops later, half
+    # a phase step away from any stream's window ends so that clock jitter moves no window across
+    warmup = pool.recognizer.features.clip_seconds + 2 * HOP + HOP / (2 * n)
+    before: dict = {}
+    after: dict = {}
+    timers = [threading.Timer(t0 + warmup - time.monotonic(), _mark, (pool, before)),
+              threading.Timer(t0 + warmup + seconds - time.monotonic(), _finish, (server, stop, after))]
+    pacer.start()
+    for timer in timers:
+        timer.start()
+    try:
+        server.main_loop()
+    finally:
+        for timer in timers:
+            timer.cancel()
+        stop.set()
+        pacer.join()
+    return before, after
 
 
 def _mark(pool, counters: dict) -> None:
@@ -198,10 +208,13 @@ def _epoch(wall_time: str) -> float:
     return datetime.datetime.fromisoformat(wall_time).timestamp()
 
 
-def _finish(server, stop: threading.Event) -> None:
-    """End of the measured time: stop pacing and ask the daemon to stop, as a signal would."""
+def _finish(server: Server, stop: threading.Event, counters: dict) -> None:
+    """End of the measured time: the counters (:func:`_mark`), then stop pacing and ask the daemon to
+    stop, as a signal would."""
+    _mark(server.worker, counters)
     stop.set()
     server.signals.should_exit = True
+    server.signals.stop.set()
 
 
 def _window_events(folder: str) -> list[dict]:
