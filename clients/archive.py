@@ -264,6 +264,7 @@ def _print_table(records: Iterator[dict[str, Any]]) -> int:
     from rich.table import Table
 
     from instrumentd.model.classes import NAMES
+    from instrumentd.model.recognizer import UNTRAINED
 
     table = Table()
     for name, justify in (("file", "left"), ("start", "right"), ("end", "right"), ("instrument", "left"),
@@ -281,7 +282,7 @@ def _print_table(records: Iterator[dict[str, Any]]) -> int:
             table.add_row(rec["path"], f"{s['start']:.1f}", f"{s['end']:.1f}", NAMES[s["instrument"]],
                           f"{s['mean_probability']:.2f}")
     if model:
-        table.caption = f"model {model[0]}" + ("" if model[1] else " — UNTRAINED stand-in: labels are meaningless")
+        table.caption = f"model {model[0]}" + ("" if model[1] else f" — stand-in, {UNTRAINED}")
     Console().print(table)
     return 2 if failed else 0
 

@@ -152,6 +152,7 @@ def _print_table(records: Iterator[dict[str, Any]]) -> int:
     from rich.table import Table
 
     from instrumentd.model.classes import NAMES
+    from instrumentd.model.recognizer import UNTRAINED
 
     table = Table()
     table.add_column("file", overflow="fold")
@@ -170,6 +171,6 @@ def _print_table(records: Iterator[dict[str, Any]]) -> int:
         table.add_row(rec["path"], ", ".join(NAMES[c] for c in rec["labels"]) or f"- ({rec['none']})",
                       "  ".join(f"{c} {s:.2f}" for c, s in top), str(len(rec["windows"])))
     if model:
-        table.caption = f"model {model[0]}" + ("" if model[1] else " — UNTRAINED stand-in: labels are meaningless")
+        table.caption = f"model {model[0]}" + ("" if model[1] else f" — stand-in, {UNTRAINED}")
     Console().print(table)
     return failed

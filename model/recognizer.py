@@ -37,6 +37,9 @@ class ClipResult:
     none: str | None  # why the clip has no label ("silence", "speech", "no instrument"), else None
 
 
+UNTRAINED = "UNTRAINED: its labels are meaningless"  # said of a stand-in checkpoint wherever it is used
+
+
 class Recognizer:
     """A network in eval mode with the metadata it was saved with.
 
@@ -64,7 +67,7 @@ class Recognizer:
     @property
     def untrained_warning(self) -> str | None:
         """What to tell the user about an untrained stand-in checkpoint; None for a trained one."""
-        return None if self.trained else f"checkpoint {self.id} is UNTRAINED: its labels are meaningless"
+        return None if self.trained else f"checkpoint {self.id} is {UNTRAINED}"
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "auto",
