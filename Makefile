@@ -54,7 +54,7 @@ $(SAMPLES)/.installed:
 demo: install system-deps
 	@if [ -t 0 ] && [ -t 1 ]; then viewer=dashboard; else viewer=tail; fi; \
 	pidfile=$$(mktemp); \
-	$(BIN)/instrumentd serve --source demo=file:clients/data/demo.flac --log-dir "" & serve=$$!; \
+	$(BIN)/instrumentd serve --source demo=file:pipeline/data/demo.flac --log-dir "" & serve=$$!; \
 	( while kill -0 $$serve 2>/dev/null; do sleep 0.5; done; sleep 1; kill $$(cat $$pidfile) 2>/dev/null ) & \
 	sh -c 'echo $$$$ > "$$1"; shift; exec "$$@"' sh $$pidfile $(BIN)/instrumentd $$viewer; \
 	if kill -0 $$serve 2>/dev/null; then kill $$serve; wait $$serve; status=0; else wait $$serve; status=$$?; fi; \

@@ -47,7 +47,7 @@ def classify_paths(paths: list[str], checkpoint: str | None = None, device: str 
     from rich.progress import Progress
 
     from instrumentd.model.recognizer import Recognizer
-    from instrumentd.pipeline import AudioError, FeatureExtractor, ParameterError, find_audio, load
+    from instrumentd.pipeline import AudioError, FeatureExtractor, ParameterError, find_audio, load_audio
 
     if hop_s <= 0:
         raise ParameterError(f"--hop must be positive seconds, got {hop_s}")
@@ -67,16 +67,15 @@ def classify_paths(paths: list[str], checkpoint: str | None = None, device: str 
     recognizer = Recognizer.from_checkpoint(checkpoint, device)
     if recognizer.device.type == "cuda":
         recognizer.accelerate("auto")  # the fastest path that agrees with fp32 (model/fast.py)
-    if not recognizer.trained:
-        print(f"instrumentd classify: warning: checkpoint {recognizer.id} is UNTRAINED; its labels are meaningless",
-              file=sys.stderr)
+    if recognizer.untrained_warning:
+        print(f"instrumentd classify: warning: {recognizer.untrained_warning}", file=sys.stderr)
     engine = pitch_engine or _default_engine()
     extractor = FeatureExtractor(recognizer.features, engine, recognizer.device)
     with Progress(transient=True, disable=len(files) < 2 or not sys.stderr.isatty()) as progress:
         task = progress.add_task("classifying", total=len(files))
         for f in files:
             try:
-                audio = load(f, recognizer.features.sample_rate)
+                audio = load_audio(f, recognizer.features.sample_rate)
                 result = recognizer.classify_clip(audio, extractor, hop_s, threshold)
                 yield _result_record(str(f), result, recognizer)
             except AudioError as exc:

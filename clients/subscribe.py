@@ -8,11 +8,11 @@ drop) is filled by asking the replay endpoint that serves the stream (docs/event
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any, Iterator
 
 from instrumentd.daemon.config import Config
+from instrumentd.daemon.replay import REPLAY_TIMEOUT_S
 
 DEFAULT_CONNECT = Config.pub  # the daemon's default PUB endpoint
 DEFAULT_REPLAY = Config.replay  # and its default replay endpoint
@@ -21,7 +21,6 @@ SEQ_TOPICS = ("window", "segment", "source")  # the kinds that share a stream's 
 RECONNECT_MS = 250  # first retry after a lost connection; doubles up to RECONNECT_MAX_MS
 RECONNECT_MAX_MS = 2000
 HEARTBEAT_MS = 1000  # ZMTP heartbeats: a silent dead peer is noticed within a few of these
-REPLAY_TIMEOUT_S = 3.0
 
 
 def check_endpoint(endpoint: str, flag: str) -> str:
@@ -138,22 +137,15 @@ class Replayer:
         return out
 
     def _find_owners(self) -> None:
-        import zmq
+        from instrumentd.daemon.events import EventError
+        from instrumentd.daemon.replay import list_streams, merge_streams
 
+        streams: dict[str, int] = {}
         for endpoint in self.endpoints:
-            sock = zmq.Context.instance().socket(zmq.REQ)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.RCVTIMEO, int(self.timeout_s * 1000))
-            sock.connect(endpoint)
             try:
-                sock.send(b"{}")
-                answer = json.loads(sock.recv())
-            except (zmq.Again, json.JSONDecodeError):
+                merge_streams(streams, self._owner, list_streams(endpoint, self.timeout_s), endpoint)
+            except (TimeoutError, EventError):
                 continue
-            finally:
-                sock.close()
-            for stream in answer.get("streams", {}) if isinstance(answer, dict) else ():
-                self._owner.setdefault(stream, endpoint)
 
 
 def fill(replayer: Replayer | None, stream: str, missed: tuple[int, int], command: str) -> Iterator[dict[str, Any]]:

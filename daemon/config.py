@@ -19,7 +19,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from instrumentd.pipeline.devices import check_devices
 from instrumentd.pipeline.errors import ParameterError
+
+from .security import require_local_listen, require_protection
+from .segments import OFF, ON, SMOOTH
 
 ENV_PREFIX = "INSTRUMENTD_"
 SOURCE_KINDS = ("mic", "file", "file+fast", "stdin", "ffmpeg")
@@ -208,9 +212,9 @@ class Config:
                                          "they are final")
     silence_db: float = _setting(-60.0, "dBFS under which a stream's audio counts as dead air", "DBFS")
     silence_s: float = _setting(10.0, "seconds of dead air before a stream is announced silent", "SECONDS")
-    smooth: int = _setting(3, "windows in the moving average behind labels and segments", "N")
-    on_threshold: float = _setting(0.5, "smoothed probability at which an instrument becomes predominant", "P")
-    off_threshold: float = _setting(0.35, "smoothed probability below which it stops being predominant", "P")
+    smooth: int = _setting(SMOOTH, "windows in the moving average behind labels and segments", "N")
+    on_threshold: float = _setting(ON, "smoothed probability at which an instrument becomes predominant", "P")
+    off_threshold: float = _setting(OFF, "smoothed probability below which it stops being predominant", "P")
     sndhwm: int = _setting(10000, "messages queued per subscriber before the publisher drops (and counts)", "N")
     curve_key: str = _setting("", "the daemon's CurveZMQ secret certificate (`instrumentd keys DIR` makes "
                                   "DIR/server.key_secret): every endpoint encrypted, only clients with the public "
@@ -233,13 +237,7 @@ class Config:
                 raise ParameterError(f"{f.name} must be a finite number, got {value}")
         if not HOP_RANGE[0] <= self.hop_s <= HOP_RANGE[1]:
             raise ParameterError(f"hop_s (--hop) must be {HOP_RANGE[0]}-{HOP_RANGE[1]} seconds, got {self.hop_s}")
-        devices = [d.strip() for d in self.device.split(",")]
-        if self.device != "auto" and not all(re.fullmatch(r"cpu|cuda(:\d+)?", d) for d in devices):
-            raise ParameterError(
-                f"device must be auto, cpu, cuda, cuda:N or a comma list (cuda:0,cuda:1), got {self.device!r}")
-        repeated = sorted({d for d in devices if d.startswith("cuda") and devices.count(d) > 1})
-        if repeated:
-            raise ParameterError(f"device {self.device!r} names {', '.join(repeated)} twice (only cpu may repeat)")
+        check_devices(self.device)
         if not 0 <= self.gather <= 0.5:
             raise ParameterError(f"gather must be 0-0.5 seconds, got {self.gather}")
         from instrumentd.model.fast import MODES
@@ -253,13 +251,9 @@ class Config:
             value = getattr(self, name)
             if value and not re.fullmatch(r"(tcp|ipc|inproc)://\S+", value):
                 raise ParameterError(f"{name} endpoint {value!r} is not tcp://HOST:PORT, ipc://PATH or inproc://NAME")
-        from .security import require_protection
-
         for name in ("pub", "replay"):
             require_protection(name, getattr(self, name), self.curve_key, self.insecure)
         if self.metrics:
-            from .metrics import require_local_listen
-
             require_local_listen(self.metrics, "metrics", self.insecure)
             if self.processes > 1:
                 raise ParameterError("metrics serves one daemon process: give each of a group's processes its own "
@@ -306,7 +300,7 @@ class Config:
         return [parse_source(s) for s in self.sources]
 
     def to_toml(self) -> str:
-        """The configuration as a TOML file that :func:`load` reads back to an equal Config."""
+        """The configuration as a TOML file that :func:`load_config` reads back to an equal Config."""
         lines = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -354,7 +348,7 @@ def _coerce(name: str, raw: Any, origin: str, key: str = "") -> Any:
     raise ParameterError(f"{origin}: {key} = {raw!r} is not a valid {type(default).__name__}")
 
 
-def load(path: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Config:
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Config:
     """Build the Config: defaults, then the TOML file at ``path``, then ``INSTRUMENTD_*`` variables, then
     ``overrides`` (command-line flags; None means not given). Validated before it is returned."""
     values: dict[str, Any] = {}

@@ -5,7 +5,7 @@ streams its one core is the limit (docs/SCALING.md). A group's parent process st
 each an ``instrumentd serve`` with every K-th source, and joins them:
 
 - events: each child publishes on its own ``ipc://`` endpoint in a private folder; the parent runs
-  ``instrumentd proxy``'s :class:`~instrumentd.clients.proxy.EventProxy` from those to ``pub``, with
+  ``instrumentd proxy``'s :class:`~instrumentd.daemon.proxy.EventProxy` from those to ``pub``, with
   the group's CurveZMQ settings;
 - the event log: the children share ``log_dir`` (a folder per stream, so a stream's ``seq`` goes on
   across restarts whichever child serves it); the parent answers ``replay`` from that folder;
@@ -111,9 +111,8 @@ def _run(config: Config, guard, signals: Signals, lock) -> int:
     """The group's life once its log folder is locked: children, proxy and replay up, watched, stopped."""
     import zmq
 
-    from instrumentd.clients.proxy import EventProxy
-
     from .eventlog import LOCK_FD_ENV
+    from .proxy import EventProxy
     from .replay import ReplayServer
     from .service import Notifier
 

@@ -58,38 +58,19 @@ from prometheus_client.process_collector import ProcessCollector
 
 from instrumentd.pipeline.errors import ParameterError
 
+from .security import parse_listen
+
 if TYPE_CHECKING:
     from .server import Server
 
 log = logging.getLogger("instrumentd.daemon.metrics")
 
-__all__ = ["Metrics", "MetricsServer", "parse_listen", "require_local_listen", "LATENCY_BUCKETS", "SOURCE_STATES", "STALL_S"]
+__all__ = ["Metrics", "MetricsServer", "LATENCY_BUCKETS", "SOURCE_STATES", "STALL_S"]
 
 STALL_S = 30.0  # seconds without a heartbeat after which /healthz reports the main loop stalled
 SOURCE_STATES = ("starting", "running", "restarting", "ended", "failed")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)  # seconds
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)  # windows
-
-
-def parse_listen(text: str, flag: str = "metrics") -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> ``(host, port)``; ParameterError naming a bad one."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ParameterError(f"{flag} {text!r} is not HOST:PORT (e.g. 127.0.0.1:9108)")
-    return host, int(port)
-
-
-def require_local_listen(text: str, flag: str, insecure: bool) -> tuple[str, int]:
-    """:func:`parse_listen`, refusing an address other machines can reach unless ``insecure``:
-    plain HTTP carries no key, so loopback is the default for it as for every endpoint."""
-    from .security import is_local
-
-    host, port = parse_listen(text, flag)
-    if not is_local(f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}") and not insecure:
-        raise ParameterError(f"{flag} {text!r} is reachable from other machines over plain HTTP: listen on "
-                             "127.0.0.1 (and reach it through a tunnel or proxy) or accept it with --insecure")
-    return host, port
 
 
 class Metrics:

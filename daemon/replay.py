@@ -10,6 +10,10 @@ A request over :data:`MAX_REQUEST_BYTES` or nested deeper than :data:`MAX_REQUES
 refused before it is parsed. :meth:`ReplayServer.start` answers on a thread of its own (the socket
 is used by that thread alone), so a burst of requests never delays publishing; answers come from
 a :class:`~instrumentd.daemon.eventlog.LogIndex`, which seeks instead of re-reading a log.
+
+Clients: :func:`replay` pages through one stream, :func:`list_streams` asks for the list, and
+:func:`merge_streams` decides which of several daemons owns a stream (the one with the newer log),
+for the subscribers' replayer and the proxy's router alike.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ log = logging.getLogger("instrumentd.daemon.replay")
 MAX_REQUEST_BYTES = 4096  # a request is a small flat object
 MAX_REQUEST_DEPTH = 4  # brackets open at once
 POLL_MS = 100  # the replay thread checks for its stop flag this often
+REPLAY_TIMEOUT_S = 3.0  # how long a client waits for a replay endpoint's answer
 
 
 class ReplayServer:
@@ -160,3 +165,44 @@ def replay(endpoint: str, stream: str, from_seq: int = 0, timeout: float = 5.0,
             from_seq = answer["next_seq"]
     finally:
         sock.close()
+
+
+def list_streams(endpoint: str, timeout: float = REPLAY_TIMEOUT_S,
+                 context: zmq.Context | None = None) -> dict[str, int]:
+    """The streams ``endpoint`` has logged: name -> last seq.
+
+    Raises TimeoutError when it does not answer within ``timeout`` seconds, EventError when the answer
+    is not a stream list.
+    """
+    sock = (context or zmq.Context.instance()).socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
+    sock.connect(endpoint)
+    try:
+        sock.send(b"{}")
+        try:
+            answer = json.loads(sock.recv())
+        except zmq.Again:
+            raise TimeoutError(f"no answer from replay endpoint {endpoint} within {timeout} s") from None
+        except ValueError:
+            raise EventError(f"replay endpoint {endpoint}: the answer is not JSON") from None
+    finally:
+        sock.close()
+    streams = answer.get("streams") if isinstance(answer, dict) else None
+    if not isinstance(streams, dict):
+        raise EventError(f"replay endpoint {endpoint}: no stream list in its answer")
+    return streams
+
+
+def merge_streams(streams: dict[str, int], owners: dict[str, str], listed: Any, endpoint: str) -> None:
+    """Fold the stream list ``listed`` (name -> last seq) that ``endpoint`` gave into ``streams`` (name ->
+    last seq) and ``owners`` (name -> endpoint), in place: where two daemons list a stream, the newer log
+    (the higher last seq) owns it. Entries that are not ``name: integer`` are passed over."""
+    for name, last in listed.items() if isinstance(listed, dict) else ():
+        if not isinstance(name, str) or not isinstance(last, int) or isinstance(last, bool):
+            continue
+        if name in streams and last <= streams[name]:
+            continue
+        if name in owners and owners[name] != endpoint:
+            log.warning("stream %s is served by %s and %s; the newer log wins", name, owners[name], endpoint)
+        streams[name], owners[name] = last, endpoint

@@ -33,7 +33,10 @@ from instrumentd.pipeline.errors import InstrumentdError, ParameterError
 
 log = logging.getLogger("instrumentd.daemon.security")
 
-__all__ = ["CurveKeyError", "Guard", "client_context", "is_local", "load_keypair", "require_protection"]
+__all__ = [
+    "CurveKeyError", "Guard", "client_context", "is_local", "load_keypair", "parse_listen", "require_local_listen",
+    "require_protection",
+]
 
 DENIAL_LOG_INTERVAL_S = 60.0  # a refused client is logged again after this long
 _TCP = re.compile(r"tcp://(\[[0-9A-Fa-f:.]*\]|[^:/;\[\]]*):(\d+|\*)")
@@ -68,6 +71,25 @@ def require_protection(name: str, endpoint: str, curve_key: str, insecure: bool)
         f"{name} endpoint {endpoint!r} is reachable from other machines: give the daemon a CurveZMQ key "
         f"(`instrumentd keys DIR`, then --curve-key DIR/server.key_secret) or accept clear text with --insecure"
     )
+
+
+def parse_listen(text: str, flag: str = "metrics") -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> ``(host, port)``; ParameterError naming a bad one."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ParameterError(f"{flag} {text!r} is not HOST:PORT (e.g. 127.0.0.1:9108)")
+    return host, int(port)
+
+
+def require_local_listen(text: str, flag: str, insecure: bool) -> tuple[str, int]:
+    """:func:`parse_listen`, refusing an address other machines can reach unless ``insecure``:
+    plain HTTP carries no key, so loopback is the default for it as for every endpoint."""
+    host, port = parse_listen(text, flag)
+    if not is_local(f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}") and not insecure:
+        raise ParameterError(f"{flag} {text!r} is reachable from other machines over plain HTTP: listen on "
+                             "127.0.0.1 (and reach it through a tunnel or proxy) or accept it with --insecure")
+    return host, port
 
 
 def load_keypair(path: str | Path, what: str, secret: bool = True) -> tuple[bytes, bytes | None]:

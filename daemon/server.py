@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from instrumentd.pipeline.devices import resolve_devices
 from instrumentd.pipeline.errors import EXIT_ERROR, EXIT_OK, InstrumentdError, ParameterError
 
 from instrumentd.model.decision import window_reasons
@@ -44,7 +45,7 @@ from .security import Guard
 from .service import Notifier
 from .signals import Signals
 from .sources import Source, open_sources
-from .worker import Stream, Window, WorkerPool, build_pool, resolve_devices
+from .worker import Stream, Window, WorkerPool, build_pool
 
 log = logging.getLogger("instrumentd.daemon")
 
@@ -52,10 +53,15 @@ TICK = 0.005  # seconds the loop waits for subscriptions between worker steps
 
 
 class Server:
-    """The daemon. ``run()`` returns the exit code (0 after a signal or when every source ended)."""
+    """The daemon. ``run()`` returns the exit code (0 after a signal or when every source ended).
 
-    def __init__(self, config: Config):
+    ``sources``: streams already made (a benchmark's paced synthetic ones) instead of those the
+    config's ``sources`` name; everything after their ring buffers is the same.
+    """
+
+    def __init__(self, config: Config, sources: list[Source] | None = None):
         self.config = config
+        self._given_sources = sources
         self.signals = Signals()
         self.notifier = Notifier()
         self.lock: LogLock | None = None
@@ -94,7 +100,7 @@ class Server:
         import torch
 
         cfg = self.config
-        specs = cfg.source_specs()
+        specs = [s.spec for s in self._given_sources] if self._given_sources else cfg.source_specs()
         if not specs:
             raise ParameterError("no sources: give at least one --source [NAME=]SPEC (or 'sources' in the config file)")
         check_memory(cfg, len(specs))
@@ -111,14 +117,14 @@ class Server:
         self.guard.watch(self.publisher.socket, cfg.pub)
         if cfg.replay and self.log is not None:
             self.replay = ReplayServer(cfg.replay, self.log, context)
-        self.sources = open_sources(specs, cfg.ring_seconds)
+        self.sources = self._given_sources or open_sources(specs, cfg.ring_seconds)
         self.worker = build_pool(resolve_devices(cfg.device), cfg.pool_settings())
         recognizer = self.worker.recognizer
         self.device = ", ".join(w.name if w.recognizer.device.type == "cpu" else
                                 f"{w.name} ({torch.cuda.get_device_name(w.recognizer.device)})"
                                 for w in self.worker.workers)
-        if not recognizer.trained:
-            log.warning("checkpoint %s is UNTRAINED: its labels are meaningless", recognizer.id)
+        if recognizer.untrained_warning:
+            log.warning("%s", recognizer.untrained_warning)
         for source in self.sources:
             self._next_seq[source.name] = self.log.open_stream(source.name) if self.log else 0
             self.worker.add(source, Segmenter(recognizer.classes, cfg.smooth, cfg.on_threshold, cfg.off_threshold))

@@ -581,33 +581,6 @@ class WorkerPool:
         self._threads = []
 
 
-def resolve_devices(spec: str) -> list[torch.device]:
-    """``auto`` -> every visible CUDA device, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` or a comma list of them.
-
-    A list may name ``cpu`` more than once (several CPU workers, to exercise the multi-device path);
-    a CUDA device that is not there raises ParameterError naming it.
-    """
-    from instrumentd.pipeline.errors import ParameterError
-
-    if spec == "auto":
-        n = torch.cuda.device_count()
-        return [torch.device("cuda", i) for i in range(n)] if n else [torch.device("cpu")]
-    out = []
-    for name in spec.split(","):
-        dev = torch.device(name.strip())
-        if dev.type == "cuda":
-            n = torch.cuda.device_count()
-            if not n:
-                raise ParameterError(f"device {name!r} asked for, but no CUDA device is available; use --device cpu")
-            if (dev.index or 0) >= n:
-                raise ParameterError(
-                    f"device {name!r} asked for, but only {n} CUDA device(s) are visible (cuda:0-{n - 1})")
-            # an index always: caches keyed by device (pYIN's tensors, graphs) must not mix "cuda" and "cuda:1"
-            dev = torch.device("cuda", torch.cuda.current_device() if dev.index is None else dev.index)
-        out.append(dev)
-    return out
-
-
 def build_pool(devices: list[torch.device], settings: PoolSettings = PoolSettings()) -> WorkerPool:
     """A warmed-up :class:`WorkerPool`: the checkpoint loaded on each device, its features and pitch engine there.
 

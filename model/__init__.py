@@ -1,9 +1,9 @@
 """The networks, their checkpoint format and the Recognizer (features -> probabilities)."""
 
-from .checkpoint import CheckpointError, load, read_metadata, save
+from .checkpoint import CheckpointError, load_checkpoint, read_metadata, save
 from .classes import CLASSES, NAMES
 from .networks import DESCRIPTIONS, VARIANTS, build, count_parameters
-from .recognizer import DEFAULT_CHECKPOINT, ClipResult, Recognizer, resolve_device
+from .recognizer import DEFAULT_CHECKPOINT, ClipResult, Recognizer
 
 __all__ = [
     "CLASSES",
@@ -16,8 +16,7 @@ __all__ = [
     "VARIANTS",
     "build",
     "count_parameters",
-    "load",
+    "load_checkpoint",
     "read_metadata",
-    "resolve_device",
     "save",
 ]

@@ -55,6 +55,16 @@ def honour_umask(path: str | Path) -> None:
     os.chmod(path, 0o666 & ~mask)
 
 
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], key: str, header: dict[str, Any]) -> None:
+    """Write ``tensors`` with ``header`` as JSON under metadata ``key``, all or nothing: a temporary file
+    beside ``path``, the umask's mode, then a rename (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    safetensors.torch.save_file(tensors, str(tmp), metadata={key: json.dumps(header)})
+    honour_umask(tmp)
+    tmp.replace(path)
+
+
 def _why(exc: OSError) -> str:
     return "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) else (exc.strerror or str(exc))
 
@@ -85,12 +95,7 @@ def save(path: str | Path, model: torch.nn.Module, variant: str, features: Featu
         **extra,
         "weights_sha256": weights_digest(state),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    safetensors.torch.save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
-    honour_umask(tmp)
-    tmp.replace(path)
+    write_safetensors(Path(path), state, METADATA_KEY, meta)
     return meta
 
 
@@ -127,7 +132,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load(path: str | Path, device: torch.device | str = "cpu",
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu",
          expect_classes: tuple[str, ...] | None = CLASSES,
          expect_features: FeatureConfig | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The one loader: checkpoint -> ``(model in eval mode on device, metadata)``.

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from instrumentd.pipeline.config import FeatureConfig
-from instrumentd.pipeline.errors import ParameterError
+from instrumentd.pipeline.devices import resolve_device
 from instrumentd.pipeline.features import FeatureExtractor, Features
 from instrumentd.pipeline.mask import voiced_share
 from instrumentd.pipeline.speech import SpeechDetector, speech_detector
@@ -38,21 +38,7 @@ class ClipResult:
     none: str | None  # why the clip has no label ("silence", "speech", "no instrument"), else None
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` when present, else ``cpu``; anything else as torch names it."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ParameterError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ParameterError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ParameterError(f"device {device!r} asked for, but no CUDA device is available; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ParameterError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
-    return dev
+UNTRAINED = "UNTRAINED: its labels are meaningless"  # said of a stand-in checkpoint wherever it is used
 
 
 class Recognizer:
@@ -79,12 +65,17 @@ class Recognizer:
         self._speech: SpeechDetector | None | bool = False  # loaded on first need; None when unavailable
         self.fast: FastRecognizer | None = None  # a FastRecognizer once accelerate() has run; predict then goes through it
 
+    @property
+    def untrained_warning(self) -> str | None:
+        """What to tell the user about an untrained stand-in checkpoint; None for a trained one."""
+        return None if self.trained else f"checkpoint {self.id} is {UNTRAINED}"
+
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "auto",
                         batch_size: int = 64) -> "Recognizer":
         """Load ``path`` (the bundled default checkpoint when None) onto ``device``."""
         dev = resolve_device(device)
-        model, meta = checkpoint.load(path or DEFAULT_CHECKPOINT, dev)
+        model, meta = checkpoint.load_checkpoint(path or DEFAULT_CHECKPOINT, dev)
         return cls(model, meta, dev, batch_size)
 
     def accelerate(self, mode: str = "auto", max_batch: int | None = None) -> FastRecognizer:

@@ -1,6 +1,6 @@
 """Audio in, network inputs out: decoding, windows, mel front-end, pitch engines and masks."""
 
-from .audio import find_audio, load, resample, to_mono
+from .audio import find_audio, load_audio, resample, to_mono
 from .config import DEFAULT, TEN_MS, FeatureConfig
 from .errors import AudioError, InstrumentdError, ParameterError
 from .features import FeatureExtractor, Features
@@ -26,7 +26,7 @@ __all__ = [
     "find_audio",
     "get_engine",
     "librosa_pyin",
-    "load",
+    "load_audio",
     "resample",
     "to_mono",
 ]

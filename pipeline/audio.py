@@ -85,7 +85,7 @@ def _ffmpeg_decode(path: Path, sr: int) -> np.ndarray:
     return np.frombuffer(done.stdout[: len(done.stdout) // 4 * 4], dtype="<f4").astype(np.float32)
 
 
-def load(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
+def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Read an audio file as ``float32 [samples]``, mono, at ``sr`` hz.
 
     soundfile first; a file it cannot read goes to ffmpeg (:func:`_ffmpeg_decode`).

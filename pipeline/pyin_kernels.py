@@ -26,7 +26,7 @@ import math
 import torch
 
 from .devices import guard
-from .pyin import LOG_TINY, PyinModel
+from .pyin_model import LOG_TINY, PyinModel, autocorrelation
 
 try:
     import triton
@@ -299,8 +299,6 @@ def observe(frames: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch
     log_voiced : float32 [n, n_bins], log P(observation | voiced, bin), floored at ``LOG_TINY``
     voiced_prob : float32 [n]
     """
-    from .pyin import autocorrelation  # it imports this module
-
     n_frames = frames.shape[0]
     dev = frames.device
     if frames.stride(-1) != 1:

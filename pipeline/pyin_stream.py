@@ -22,9 +22,9 @@ from . import pyin_kernels
 from .config import DEFAULT, FeatureConfig
 from .errors import ParameterError
 from .pyin import (
-    PyinModel, best_state, frame_observations, log_observations, normalise, padded_scores, predecessor, pyin_model,
-    viterbi_step,
+    best_state, frame_observations, log_observations, normalise, padded_scores, predecessor, viterbi_step,
 )
+from .pyin_model import PyinModel, pyin_model
 
 __all__ = ["StreamingPyin"]
 

@@ -23,7 +23,7 @@ from instrumentd.model.aggregate import THRESHOLD
 from instrumentd.model.classes import CLASSES, NAMES
 from instrumentd.model.decision import clip_verdict, window_reasons
 from instrumentd.model.recognizer import Recognizer
-from instrumentd.pipeline.audio import load as load_audio
+from instrumentd.pipeline.audio import load_audio
 from instrumentd.pipeline.features import FeatureExtractor, Features
 from instrumentd.pipeline.mask import voiced_share
 
@@ -110,11 +110,11 @@ def evaluate_path(recognizer, test: str | Path, soundfonts: tuple[str, ...] | No
     from instrumentd.pipeline.errors import ParameterError
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
-    from .dataset import load
+    from .dataset import load_features
     from .irmas import test_clips
 
     if is_features(test):
-        features = load(test, "test", soundfonts, recognizer.device)
+        features = load_features(test, "test", soundfonts, recognizer.device)
         return scores_from_features(recognizer, features, threshold), features
     clips = test_clips(test)
     if soundfonts:

@@ -28,14 +28,14 @@ import torch
 from instrumentd import __version__
 from instrumentd.model.classes import CLASSES
 from instrumentd.model.recognizer import CLIP_HOP_SECONDS
-from instrumentd.pipeline.audio import load
+from instrumentd.pipeline.audio import load_audio
 from instrumentd.pipeline.config import DEFAULT, FeatureConfig
 from instrumentd.pipeline.features import FeatureExtractor
 from instrumentd.pipeline.windows import cut_windows
 
+from .dataset import TEST_FOLDER
 from .irmas import Clip, test_clips, training_clips
 
-TEST_FOLDER = "test"
 SPLITS = ("train", "test")
 # 3 s windows per feature-extractor call, the fastest measured per device type (docs/PERFORMANCE.md):
 # on a 2-core CPU batch 64 ran 5x slower than batch 4; on an H100 256 and 512 beat 64
@@ -128,12 +128,12 @@ def prepare(corpus: str | Path, out: str | Path, split: str = "train", extractor
         per_batch = batch_size
 
         def read(job: Job) -> tuple[np.ndarray, np.ndarray]:
-            return _fit(load(job.clip.path, cfg.sample_rate), cfg.clip_samples)[None], np.zeros(1)
+            return _fit(load_audio(job.clip.path, cfg.sample_rate), cfg.clip_samples)[None], np.zeros(1)
     else:
         per_batch = max(1, batch_size // 8)  # a test clip holds 3-13 windows
 
         def read(job: Job) -> tuple[np.ndarray, np.ndarray]:
-            windows, starts = cut_windows(load(job.clip.path, cfg.sample_rate), cfg.clip_samples, hop)
+            windows, starts = cut_windows(load_audio(job.clip.path, cfg.sample_rate), cfg.clip_samples, hop)
             return windows, starts / cfg.sample_rate
 
     written = 0

@@ -178,7 +178,7 @@ def fingerprint(features: FeatureSet) -> str:
 
 def initial_weights(path: str, variant: str, features: FeatureConfig) -> dict[str, torch.Tensor]:
     """The weights of checkpoint ``path`` (``--init``), which must be of ``variant`` and ``features``."""
-    model, meta = checkpoint.load(path, expect_features=features)
+    model, meta = checkpoint.load_checkpoint(path, expect_features=features)
     if meta["variant"] != variant:
         raise ParameterError(f"--init {path}: a {meta['variant']!r} checkpoint cannot start a {variant!r} run")
     return model.state_dict()

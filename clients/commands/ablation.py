@@ -46,12 +46,12 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from instrumentd.model.recognizer import resolve_device
+    from instrumentd.pipeline.devices import resolve_device
     from instrumentd.pipeline.errors import ParameterError
 
     from instrumentd.training.ablation import ablation, markdown
     from .train import soundfont_list
-    from instrumentd.training.dataset import load
+    from instrumentd.training.dataset import load_features
     from instrumentd.training.prepare import mask_cleaner
     from instrumentd.training.render import check_training_soundfonts
     from instrumentd.training.train import TrainConfig
@@ -78,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.test:
             raise ParameterError("TEST (prepared test features) is needed unless FEATURES is a stem bank")
-        train_set = load(args.features, "train", soundfont_list(args.soundfonts), device)
+        train_set = load_features(args.features, "train", soundfont_list(args.soundfonts), device)
         check_training_soundfonts(train_set.soundfonts)
-        test_set = load(args.test, "test", None, device)
+        test_set = load_features(args.test, "test", None, device)
     try:
         cleaner = mask_cleaner()
     except ParameterError as exc:

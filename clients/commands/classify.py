@@ -1,7 +1,7 @@
 """``instrumentd classify``: label audio files, or find their instrument segments (``--segments``).
 
 The labels come from :func:`instrumentd.clients.classify.classify_paths`, the segments from
-:func:`instrumentd.clients.segments.tag_files`; this module turns the flags into their values and
+:func:`instrumentd.clients.archive.tag_files`; this module turns the flags into their values and
 writes the records as a table, JSON lines or CSV. A file that cannot be read is reported in its
 row and makes the exit code 1.
 """
@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from instrumentd.clients.segments import OFF, ON, SMOOTH
+from instrumentd.daemon.segments import OFF, ON, SMOOTH
+from instrumentd.model.recognizer import UNTRAINED
 from instrumentd.pipeline.errors import EXIT_ERROR, EXIT_OK
 
 FORMATS = ("table", "jsonl", "csv")
@@ -107,7 +108,7 @@ def _labels_table(records: Iterator[dict[str, Any]]) -> int:
         table.add_row(rec["path"], ", ".join(NAMES[c] for c in rec["labels"]) or f"- ({rec['none']})",
                       "  ".join(f"{c} {s:.2f}" for c, s in top), str(len(rec["windows"])))
     if model:
-        table.caption = f"model {model[0]}" + ("" if model[1] else " — UNTRAINED stand-in: labels are meaningless")
+        table.caption = f"model {model[0]}" + ("" if model[1] else f" — stand-in, {UNTRAINED}")
     Console().print(table)
     return failed
 
@@ -147,8 +148,10 @@ def _segments(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-    from instrumentd.clients.segments import BATCH, check_settings, tag_files
-    from instrumentd.model.recognizer import Recognizer, resolve_device
+    from instrumentd.clients.archive import BATCH, tag_files
+    from instrumentd.daemon.segments import check_settings
+    from instrumentd.model.recognizer import Recognizer
+    from instrumentd.pipeline.devices import resolve_device
     from instrumentd.pipeline import AudioError, FeatureExtractor, ParameterError, find_audio
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
@@ -162,9 +165,8 @@ def _segments(args: argparse.Namespace) -> int:
     recognizer = Recognizer.from_checkpoint(args.checkpoint, device, batch_size=BATCH.get(device.type, 64))
     if recognizer.device.type == "cuda":
         recognizer.accelerate("auto", recognizer.batch_size)  # the fastest path that agrees with fp32
-    if not recognizer.trained:
-        print(f"instrumentd classify: warning: checkpoint {recognizer.id} is UNTRAINED; its labels are meaningless",
-              file=sys.stderr)
+    if recognizer.untrained_warning:
+        print(f"instrumentd classify: warning: {recognizer.untrained_warning}", file=sys.stderr)
     extractor = FeatureExtractor(recognizer.features, args.pitch_engine or DEFAULT_ENGINE, recognizer.device)
     stderr = Console(stderr=True)
     progress = Progress(TextColumn("tagging"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[hours]}"),
@@ -220,7 +222,7 @@ def _segments_table(records: Iterator[dict[str, Any]]) -> int:
             table.add_row(rec["path"], f"{s['start']:.1f}", f"{s['end']:.1f}", NAMES[s["instrument"]],
                           f"{s['mean_probability']:.2f}")
     if model:
-        table.caption = f"model {model[0]}" + ("" if model[1] else " — UNTRAINED stand-in: labels are meaningless")
+        table.caption = f"model {model[0]}" + ("" if model[1] else f" — stand-in, {UNTRAINED}")
     Console().print(table)
     return failed
 

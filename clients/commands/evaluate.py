@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.threshold <= 1:
         raise ParameterError(f"--threshold must be in (0, 1], got {args.threshold}")
     recognizer = Recognizer.from_checkpoint(args.checkpoint, args.device)
-    if not recognizer.trained:
-        print(f"instrumentd evaluate: warning: checkpoint {recognizer.id} is UNTRAINED", file=sys.stderr)
+    if recognizer.untrained_warning:
+        print(f"instrumentd evaluate: warning: {recognizer.untrained_warning}", file=sys.stderr)
     out = Path(args.out) if args.out else sidecar(args.checkpoint, "-eval")
     with Progress(transient=True) as progress:
         scores, features = evaluate_path(recognizer, args.test, soundfont_list(args.soundfont), args.pitch_engine,

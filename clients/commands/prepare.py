@@ -33,11 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from instrumentd.model.recognizer import resolve_device
+    from instrumentd.pipeline.devices import resolve_device
     from instrumentd.pipeline import DEFAULT, FeatureExtractor, ParameterError
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
-    from instrumentd.training.bundle import pack
+    from instrumentd.training.dataset import pack
     from instrumentd.training.prepare import jobs, mask_cleaner, prepare
 
     if args.batch_size is not None and args.batch_size < 1:

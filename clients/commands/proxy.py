@@ -1,11 +1,11 @@
-"""``instrumentd proxy``: several daemons' events and replay on one endpoint (:mod:`~instrumentd.clients.proxy`)."""
+"""``instrumentd proxy``: several daemons' events and replay on one endpoint (:mod:`~instrumentd.daemon.proxy`)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
-from instrumentd.clients.proxy import REPLAY_TIMEOUT_S
+from instrumentd.daemon.replay import REPLAY_TIMEOUT_S
 
 log = logging.getLogger("instrumentd.proxy")
 
@@ -69,7 +69,7 @@ def _check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     import zmq
 
-    from instrumentd.clients.proxy import POLL_MS, EventProxy, ReplayRouter
+    from instrumentd.daemon.proxy import POLL_MS, EventProxy, ReplayRouter
     from instrumentd.daemon.security import Guard, client_context
     from instrumentd.daemon.signals import Signals
 

@@ -84,11 +84,11 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from instrumentd.model.recognizer import resolve_device
+    from instrumentd.pipeline.devices import resolve_device
     from instrumentd.pipeline.errors import ParameterError
 
     from instrumentd.training import train as T
-    from instrumentd.training.dataset import load
+    from instrumentd.training.dataset import load_features
     from instrumentd.training.render import check_training_soundfonts
 
     device = resolve_device(args.device)
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         torch.cuda.set_device(device)  # kernels, graphs and streams all on the chosen GPU
     if (Path(args.features) / "index.json").is_file():
         return run_from_audio(args, device)
-    features = load(args.features, "train", soundfont_list(args.soundfonts), device)
+    features = load_features(args.features, "train", soundfont_list(args.soundfonts), device)
     check_training_soundfonts(features.soundfonts)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[status]}"))

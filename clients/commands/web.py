@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from instrumentd.clients.subscribe import check_endpoint
     from instrumentd.clients.web import serve_page
-    from instrumentd.daemon.metrics import require_local_listen
+    from instrumentd.daemon.security import require_local_listen
     from instrumentd.pipeline.errors import ParameterError
 
     from .options import connect_endpoints

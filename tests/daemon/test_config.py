@@ -4,7 +4,7 @@ import tomllib
 
 import pytest
 
-from instrumentd.daemon.config import Config, load, parse_source
+from instrumentd.daemon.config import Config, load_config, parse_source
 from instrumentd.pipeline.errors import ParameterError
 
 
@@ -46,7 +46,7 @@ def test_bad_sources_name_the_value(text, fragment):
 def test_precedence_file_env_flags(tmp_path):
     toml = tmp_path / "d.toml"
     toml.write_text('hop = 0.5\npub = "tcp://127.0.0.1:6000"\nsources = ["a=mic"]\nsmooth = 5\n')
-    cfg = load(toml, env={"INSTRUMENTD_HOP": "0.25", "INSTRUMENTD_SMOOTH": "4"}, hop_s=2.0, sources=None)
+    cfg = load_config(toml, env={"INSTRUMENTD_HOP": "0.25", "INSTRUMENTD_SMOOTH": "4"}, hop_s=2.0, sources=None)
     assert cfg.hop_s == 2.0  # flag beats environment beats file
     assert cfg.smooth == 4  # environment beats file
     assert cfg.pub == "tcp://127.0.0.1:6000"  # file beats default
@@ -56,18 +56,18 @@ def test_precedence_file_env_flags(tmp_path):
 def test_old_name_hop_is_read_and_the_new_one_wins(tmp_path):
     toml = tmp_path / "d.toml"
     toml.write_text("hop = 0.5\n")
-    assert load(toml, env={}).hop_s == 0.5
-    assert load(env={"INSTRUMENTD_HOP": "0.25"}).hop_s == 0.25
-    assert load(env={"INSTRUMENTD_HOP": "0.25", "INSTRUMENTD_HOP_S": "2"}).hop_s == 2.0
+    assert load_config(toml, env={}).hop_s == 0.5
+    assert load_config(env={"INSTRUMENTD_HOP": "0.25"}).hop_s == 0.25
+    assert load_config(env={"INSTRUMENTD_HOP": "0.25", "INSTRUMENTD_HOP_S": "2"}).hop_s == 2.0
 
 
 def test_choices_are_checked_from_one_map():
     from instrumentd.daemon.config import CHOICES
 
     for name, allowed in CHOICES.items():
-        assert getattr(load(env={}, **{name: allowed[-1]}), name) == allowed[-1]
+        assert getattr(load_config(env={}, **{name: allowed[-1]}), name) == allowed[-1]
         with pytest.raises(ParameterError, match=f"{name} 'no-such' is not one of"):
-            load(env={}, **{name: "no-such"})
+            load_config(env={}, **{name: "no-such"})
 
 
 @pytest.mark.parametrize("settings, fragment", [
@@ -83,7 +83,7 @@ def test_choices_are_checked_from_one_map():
 ])
 def test_bad_settings(settings, fragment):
     with pytest.raises(ParameterError) as err:
-        load(env={}, **settings)
+        load_config(env={}, **settings)
     assert fragment in str(err.value)
 
 
@@ -91,12 +91,12 @@ def test_bad_toml(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("hop = 'slow'\n")
     with pytest.raises(ParameterError, match="hop = 'slow'"):
-        load(bad, env={})
+        load_config(bad, env={})
     bad.write_text("hops = 1\n")
     with pytest.raises(ParameterError, match="unknown settings hops"):
-        load(bad, env={})
+        load_config(bad, env={})
     with pytest.raises(ParameterError, match="INSTRUMENTD_MAX_BATCH"):
-        load(env={"INSTRUMENTD_MAX_BATCH": "1.5"})
+        load_config(env={"INSTRUMENTD_MAX_BATCH": "1.5"})
 
 
 @pytest.mark.slow
@@ -109,7 +109,7 @@ def test_print_config_round_trips(tmp_path):
     printed = tomllib.loads(out.stdout)
     assert printed["hop_s"] == 0.5 and printed["sources"] == ["a=file:x.wav"]
     (tmp_path / "c.toml").write_text(out.stdout)
-    assert load(tmp_path / "c.toml", env={}) == Config(**printed)
+    assert load_config(tmp_path / "c.toml", env={}) == Config(**printed)
     bad = subprocess.run([sys.executable, "-m", "instrumentd", "serve", "--print-config", "--hop", "9"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
@@ -119,25 +119,25 @@ def test_print_config_round_trips(tmp_path):
 def test_a_group_needs_a_source_per_process(tmp_path):
     from instrumentd.daemon.group import child_configs
 
-    cfg = load(env={}, sources=["a=mic", "b=mic", "c=mic"], processes=2, log_dir=str(tmp_path))
+    cfg = load_config(env={}, sources=["a=mic", "b=mic", "c=mic"], processes=2, log_dir=str(tmp_path))
     children = child_configs(cfg, tmp_path)
     assert [names for _, names in children] == [["a", "c"], ["b"]]
     assert [c.pub for c, _ in children] == [f"ipc://{tmp_path}/pub-0", f"ipc://{tmp_path}/pub-1"]
     assert all(c.replay == "" and c.processes == 1 and c.log_dir == str(tmp_path) for c, _ in children)
     with pytest.raises(ParameterError, match="processes = 4 but only 3 source"):
-        child_configs(load(env={}, sources=cfg.sources, processes=4), tmp_path)
+        child_configs(load_config(env={}, sources=cfg.sources, processes=4), tmp_path)
 
 
 def test_live_preset_sits_under_file_env_and_flags(tmp_path):
     from instrumentd.daemon.config import PRESETS
 
     live = PRESETS["live"]
-    assert load(env={}, preset="live").hop_s == live["hop_s"] and load(env={}, preset="live").smooth == live["smooth"]
+    assert load_config(env={}, preset="live").hop_s == live["hop_s"] and load_config(env={}, preset="live").smooth == live["smooth"]
     toml = tmp_path / "d.toml"
     toml.write_text('preset = "live"\nsmooth = 5\n')
-    cfg = load(toml, env={}, hop_s=0.1)
+    cfg = load_config(toml, env={}, hop_s=0.1)
     assert (cfg.preset, cfg.hop_s, cfg.smooth) == ("live", 0.1, 5)  # the file and the flag beat the preset
-    assert load(env={"INSTRUMENTD_PRESET": "live"}).hop_s == live["hop_s"]
+    assert load_config(env={"INSTRUMENTD_PRESET": "live"}).hop_s == live["hop_s"]
 
 
 @pytest.mark.parametrize("settings, fragment", [
@@ -150,11 +150,11 @@ def test_live_preset_sits_under_file_env_and_flags(tmp_path):
 ])
 def test_bad_metrics_and_preset_settings(settings, fragment):
     with pytest.raises(ParameterError) as err:
-        load(env={}, **settings)
+        load_config(env={}, **settings)
     assert fragment in str(err.value)
 
 
 def test_metrics_on_loopback_or_with_insecure():
-    assert load(env={}, metrics="127.0.0.1:9108").metrics == "127.0.0.1:9108"
-    assert load(env={}, metrics="[::1]:9108").metrics == "[::1]:9108"
-    assert load(env={}, metrics="0.0.0.0:9108", insecure=True).metrics == "0.0.0.0:9108"
+    assert load_config(env={}, metrics="127.0.0.1:9108").metrics == "127.0.0.1:9108"
+    assert load_config(env={}, metrics="[::1]:9108").metrics == "[::1]:9108"
+    assert load_config(env={}, metrics="0.0.0.0:9108", insecure=True).metrics == "0.0.0.0:9108"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from instrumentd.daemon.config import load
+from instrumentd.daemon.config import load_config
 from instrumentd.daemon.metrics import readiness
 from instrumentd.daemon.server import Server
 
@@ -90,7 +90,7 @@ def test_metrics_and_probes_of_a_served_daemon(daemon, subscriber, wav):
 
 
 def test_readiness_names_what_is_missing(tmp_path):
-    server = Server(load(env={}, sources=["a=mic"], log_dir=str(tmp_path)))
+    server = Server(load_config(env={}, sources=["a=mic"], log_dir=str(tmp_path)))
     assert readiness(server) == ["model not loaded", "event endpoints not bound", "no sources opened"]
     server.signals.should_exit = True
     assert readiness(server)[-1] == "shutting down"

@@ -12,11 +12,12 @@ import pytest
 import soundfile
 import torch
 
-from instrumentd.daemon.config import load, parse_source
+from instrumentd.daemon.config import load_config, parse_source
 from instrumentd.daemon.segments import Segmenter
 from instrumentd.daemon.sources import open_source
 from instrumentd.daemon.config import PoolSettings
-from instrumentd.daemon.worker import build_pool, resolve_devices
+from instrumentd.daemon.worker import build_pool
+from instrumentd.pipeline.devices import resolve_devices
 from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.errors import ParameterError
 
@@ -34,7 +35,7 @@ HOP = 0.5  # seconds
 ])
 def test_device_lists_resolve_to_one_indexed_device_each(device, resolved):
     """A list passes validation and becomes one device per entry; a GPU this machine lacks is a clear error."""
-    spec = load(env={}, device=device).device
+    spec = load_config(env={}, device=device).device
     n = torch.cuda.device_count()
     if all(r == "cpu" or int(r.split(":")[1]) < n for r in resolved):
         assert resolve_devices(spec) == [torch.device(r) for r in resolved]
@@ -51,18 +52,18 @@ def test_device_lists_resolve_to_one_indexed_device_each(device, resolved):
 ])
 def test_bad_device_lists_name_the_value(device, fragment):
     with pytest.raises(ParameterError) as err:
-        load(env={}, device=device)
+        load_config(env={}, device=device)
     assert fragment in str(err.value)
 
 
 def test_a_toml_list_of_devices(tmp_path):
     toml = tmp_path / "d.toml"
     toml.write_text('device = ["cuda:0", "cuda:1"]\ngather = 0.05\n')
-    cfg = load(toml, env={})
+    cfg = load_config(toml, env={})
     assert (cfg.device, cfg.gather) == ("cuda:0,cuda:1", 0.05)
-    assert load(env={"INSTRUMENTD_DEVICE": "cpu,cpu"}).device == "cpu,cpu"
+    assert load_config(env={"INSTRUMENTD_DEVICE": "cpu,cpu"}).device == "cpu,cpu"
     with pytest.raises(ParameterError, match="gather must be 0-0.5 seconds, got 2.0"):
-        load(env={}, gather=2.0)
+        load_config(env={}, gather=2.0)
 
 
 def test_resolve_devices():

@@ -1,6 +1,9 @@
 import numpy as np
+import pytest
 
-from instrumentd.daemon.segments import Change, Segmenter
+from instrumentd.daemon.segments import Change, Segment, Segmenter, segment, window_cells
+from instrumentd.model.classes import CLASSES as IRMAS
+from instrumentd.pipeline.errors import ParameterError
 
 CLASSES = ("a", "b", "c")
 
@@ -29,3 +32,48 @@ def test_a_value_hovering_between_thresholds_does_not_flicker():
     seg = Segmenter(CLASSES, smooth=1, on=0.5, off=0.3)
     changes = [c for i, p in enumerate([0.55, 0.45, 0.52, 0.35, 0.5]) for c in seg.update(probs(p, 0.8 - p), i, i + 3)]
     assert changes == [Change("a", "start", 0, None, None)]
+
+
+# ---- a whole file's windows: segment() ------------------------------------------------------------
+
+def test_cells_split_halfway_between_window_centres():
+    start, end = window_cells(np.array([0.0, 1.0, 2.0, 2.5]), 3.0, 5.5)
+    np.testing.assert_allclose(start, [0.0, 2.0, 3.0, 3.75])
+    np.testing.assert_allclose(end, [2.0, 3.0, 3.75, 5.5])
+
+
+def _switch(n_first: int, n_second: int, a: int, b: int) -> np.ndarray:
+    p = np.full((n_first + n_second, len(IRMAS)), 0.01)
+    p[:n_first, a] = p[n_first:, b] = 0.9
+    return p
+
+
+def test_segments_of_a_switch_exact_times():
+    pia, vio = IRMAS.index("pia"), IRMAS.index("vio")
+    p = _switch(5, 5, pia, vio)
+    starts = np.arange(10.0)  # 1 s hop, 3 s windows, 12 s file: centres 1.5 .. 10.5, cells split at 2, 3, ... 11
+    segs = segment(p, starts, 3.0, 12.0, IRMAS, smooth=1)
+    assert segs == [Segment("pia", 0.0, 6.0, pytest.approx(0.9), 5), Segment("vio", 6.0, 12.0, pytest.approx(0.9), 5)]
+    # a moving average over the last 3 windows: at window 5 pia is (0.9 + 0.9 + 0.01) / 3 >= off and vio
+    # (0.01 + 0.01 + 0.9) / 3 < on; at window 6 pia falls below off and vio reaches on
+    segs = segment(p, starts, 3.0, 12.0, IRMAS, smooth=3, on=0.5, off=0.35)
+    assert [(s.instrument, s.start, s.end, s.windows) for s in segs] == [("pia", 0.0, 7.0, 6), ("vio", 7.0, 12.0, 4)]
+    assert segs[0].mean_probability == pytest.approx((5 * 0.9 + 0.01) / 6)
+    assert segs[1].mean_probability == pytest.approx(0.9)
+
+
+def test_hysteresis_keeps_a_dip_and_cuts_a_drop():
+    sax = IRMAS.index("sax")
+    p = np.zeros((6, len(IRMAS)))
+    p[:, sax] = [0.2, 0.5, 0.4, 0.3, 0.45, 0.55]  # on at 0.5, stays at 0.4, ends at 0.3, stays off at 0.45
+    segs = segment(p, np.arange(6) * 1.5, 3.0, 10.5, IRMAS, smooth=1, on=0.5, off=0.35)
+    assert segs == [Segment("sax", 2.25, 5.25, pytest.approx(0.45), 2),
+                    Segment("sax", 8.25, 10.5, pytest.approx(0.55), 1)]
+
+
+def test_nothing_predominant_and_bad_settings():
+    assert segment(np.full((4, 11), 1 / 11), np.arange(4.0), 3.0, 6.0, IRMAS) == []
+    with pytest.raises(ParameterError, match="got 0"):
+        segment(np.ones((3, 11)), np.arange(3.0), 3.0, 5.0, IRMAS, smooth=0)
+    with pytest.raises(ParameterError, match="--off 0.6"):
+        segment(np.ones((3, 11)), np.arange(3.0), 3.0, 5.0, IRMAS, on=0.5, off=0.6)

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from instrumentd.daemon.bench import _inference_mode, _SyntheticSource, run_streams
+from instrumentd.clients.bench.stream import PacedSource
 from instrumentd.daemon.config import parse_source
 from instrumentd.daemon.segments import Segmenter
 from instrumentd.daemon.sources import open_source
 from instrumentd.daemon.config import PoolSettings
 from instrumentd.daemon.worker import build_pool
-from instrumentd.pipeline.errors import ParameterError
 
 from .conftest import SR, melody
 
@@ -60,7 +59,7 @@ def on_tick(arrival: float) -> float:
 
 
 def test_live_streams_of_any_phase_end_their_windows_on_the_tick(pool):
-    sources = [_SyntheticSource(100 + i) for i in range(3)]
+    sources = [PacedSource(100 + i) for i in range(3)]
     for src in sources:
         pool.add(src, Segmenter(pool.recognizer.classes))
     # phases 0, 170 and 340 ms into the hop
@@ -80,7 +79,7 @@ def test_live_streams_of_any_phase_end_their_windows_on_the_tick(pool):
 
 def test_a_drifting_clock_is_followed_one_frame_at_a_time(pool):
     """A source 0.4 % slow: without correction its window ends would slide 40 ms off the tick every 10 s."""
-    src = _SyntheticSource(200)
+    src = PacedSource(200)
     pool.add(src, Segmenter(pool.recognizer.classes))
     wins = play(pool, [src], melody(30.0)[:, 0], [2000.0], speed=0.996)[src.name]
     errors = np.array([on_tick(w.arrival) for w in wins])
@@ -126,32 +125,7 @@ def test_a_moved_stream_goes_on_exactly_as_if_it_had_stayed(wav, policy):
                                np.stack([w.probabilities for w in expected]), atol=1e-4)
 
 
-@pytest.mark.slow
-def test_aligned_live_streams_share_one_forward_pass():
-    """Three real-time streams spread over the hop: aligned, one forward pass serves all three."""
-    r = run_streams([torch.device("cpu")], 3, 2.0, gather=0.05)
-    assert r["dropped_windows"] == 0 and r["windows"] == 6
-    assert r["windows_per_pass"] >= 2.5, r
-
-
-@pytest.mark.slow
-def test_bench_splits_streams_over_daemon_processes():
-    """Two processes, each a daemon with its own pool and rings, started together; the figures add up."""
-    r = run_streams([torch.device("cpu")], 3, 2.0, processes=2)
-    assert r["processes"] == 2 and r["expected_windows"] == 6
-    assert r["dropped_windows"] == 0 and r["windows"] == 6, r
-    with pytest.raises(ParameterError, match="between 2 and the stream count 3, got 4"):
-        run_streams([torch.device("cpu")], 3, 2.0, processes=4)
-
-
 def test_a_built_pool_freezes_the_start_up_heap(pool):
     import gc
 
     assert gc.get_freeze_count() > 100_000  # torch, the model...: the collector's full passes skip them
-
-
-def test_bench_inference_mode_is_checked_and_kept_on_cpu():
-    with pytest.raises(ParameterError, match="'fastest'"):
-        _inference_mode(torch.device("cpu"), "fastest")
-    assert _inference_mode(torch.device("cpu"), "auto") == "auto"  # no GPU calibration on a CPU
-    assert _inference_mode(torch.device("cpu"), "graphs-fp32") == "graphs-fp32"

@@ -24,7 +24,7 @@ def saved(tmp_path):
 
 def test_round_trip_gives_same_outputs(saved):
     path, model = saved
-    loaded, meta = checkpoint.load(path)
+    loaded, meta = checkpoint.load_checkpoint(path)
     assert not loaded.training
     assert meta["variant"] == "cross" and meta["metrics"] == {"micro_f1": 0.5}
     x = torch.randn(2, 1, 128, 100)
@@ -42,7 +42,7 @@ def test_tampered_weight_is_refused(saved):
     data[-100] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="digest"):
-        checkpoint.load(path)
+        checkpoint.load_checkpoint(path)
 
 
 def _rewrite_metadata(path, change):
@@ -71,12 +71,12 @@ def test_mismatched_metadata_is_refused(saved, change, message):
     path, _ = saved
     _rewrite_metadata(path, change)
     with pytest.raises(CheckpointError, match=message):
-        checkpoint.load(path)
+        checkpoint.load_checkpoint(path)
 
 
 def test_other_feature_config_refused_when_expected(saved):
     with pytest.raises(CheckpointError, match="features"):
-        checkpoint.load(saved[0], expect_features=TEN_MS)
+        checkpoint.load_checkpoint(saved[0], expect_features=TEN_MS)
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 50, b"\x08\x00\x00\x00\x00\x00\x00\x00{}"])
@@ -84,19 +84,19 @@ def test_corrupt_files(tmp_path, content):
     p = tmp_path / "bad.safetensors"
     p.write_bytes(content)
     with pytest.raises(CheckpointError, match="bad.safetensors"):
-        checkpoint.load(p)
+        checkpoint.load_checkpoint(p)
 
 
 def test_truncated_file(saved):
     path, _ = saved
     path.write_bytes(path.read_bytes()[:-1000])
     with pytest.raises(CheckpointError):
-        checkpoint.load(path)
+        checkpoint.load_checkpoint(path)
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint"):
-        checkpoint.load(tmp_path / "none.safetensors")
+        checkpoint.load_checkpoint(tmp_path / "none.safetensors")
 
 
 def test_default_checkpoint_loads_and_predicts():

@@ -9,7 +9,7 @@ import pytest
 
 from instrumentd.model.recognizer import Recognizer
 from instrumentd.pipeline import FeatureExtractor
-from instrumentd.pipeline.audio import load
+from instrumentd.pipeline.audio import load_audio
 
 SR = 44100
 
@@ -38,7 +38,7 @@ def test_speech_names_no_instrument(recognizer, extractor, tmp_path):
     text = ("Good evening and welcome to the late news. Tonight the council voted on the new budget, "
             "and the weather stays cold and windy until the weekend.")
     subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True, capture_output=True)
-    result = recognizer.classify_clip(load(wav, SR), extractor)
+    result = recognizer.classify_clip(load_audio(wav, SR), extractor)
     assert result.labels == [] and result.none in ("speech", "no instrument")
 
 

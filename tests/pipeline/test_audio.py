@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from instrumentd.pipeline.audio import find_audio, load
+from instrumentd.pipeline.audio import find_audio, load_audio
 from instrumentd.pipeline.errors import AudioError
 
 from ..conftest import tone
@@ -18,7 +18,7 @@ def test_formats_rates_and_channels(tmp_path, fmt, ext):
     stereo = np.stack([x, x], axis=1)
     path = tmp_path / f"a{ext}"
     soundfile.write(path, stereo, sr, format=fmt)
-    audio = load(path)
+    audio = load_audio(path)
     assert audio.dtype == np.float32
     assert abs(len(audio) - 44100) <= 1200  # mp3 adds encoder delay and padding
     spectrum = np.abs(np.fft.rfft(audio[:44100] if len(audio) >= 44100 else audio))
@@ -28,7 +28,7 @@ def test_formats_rates_and_channels(tmp_path, fmt, ext):
 def test_mono_is_channel_mean(tmp_path):
     x = tone(440.0, 0.5)
     soundfile.write(tmp_path / "s.wav", np.stack([x, np.zeros_like(x)], 1), 44100, subtype="FLOAT")
-    np.testing.assert_allclose(load(tmp_path / "s.wav"), x / 2, atol=1e-6)
+    np.testing.assert_allclose(load_audio(tmp_path / "s.wav"), x / 2, atol=1e-6)
 
 
 @pytest.mark.parametrize("content", [b"", b"not audio at all" * 10, b"RIFF\x00\x00\x00\x00WAVEfmt "])
@@ -36,7 +36,7 @@ def test_bad_files_give_audio_error(tmp_path, content):
     p = tmp_path / "bad.wav"
     p.write_bytes(content)
     with pytest.raises(AudioError, match="bad.wav"):
-        load(p)
+        load_audio(p)
 
 
 def test_truncated_file(tmp_path):
@@ -44,12 +44,12 @@ def test_truncated_file(tmp_path):
     soundfile.write(p, tone(440.0, 1.0), 44100)
     p.write_bytes(p.read_bytes()[:30])
     with pytest.raises(AudioError):
-        load(p)
+        load_audio(p)
 
 
 def test_missing_and_find(tmp_path):
     with pytest.raises(AudioError, match="no such file"):
-        load(tmp_path / "nope.wav")
+        load_audio(tmp_path / "nope.wav")
     (tmp_path / "d" / "e").mkdir(parents=True)
     for name in ("d/b.wav", "d/e/a.flac", "d/notes.txt"):
         (tmp_path / name).write_bytes(b"x")
@@ -75,7 +75,7 @@ def test_what_soundfile_cannot_read_ffmpeg_decodes(tmp_path, name, codec):
     if not name.endswith(".opus"):
         with pytest.raises(soundfile.LibsndfileError):
             soundfile.info(tmp_path / name)
-    audio = load(tmp_path / name)
+    audio = load_audio(tmp_path / name)
     assert audio.dtype == np.float32 and abs(len(audio) - 44100) <= 3000  # encoder delay and padding
     spectrum = np.abs(np.fft.rfft(audio[:32768]))
     assert abs(np.argmax(spectrum) * 44100 / 32768 - 1000) < 5
@@ -85,6 +85,6 @@ def test_a_file_neither_decoder_reads_is_one_line_naming_both(tmp_path):
     p = tmp_path / "noise.m4a"
     p.write_bytes(bytes(range(256)) * 40)
     with pytest.raises(AudioError) as err:
-        load(p)
+        load_audio(p)
     message = str(err.value)
     assert "noise.m4a" in message and "soundfile:" in message and "ffmpeg:" in message and "\n" not in message

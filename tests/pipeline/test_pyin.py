@@ -6,7 +6,7 @@ import torch
 from instrumentd.pipeline.config import DEFAULT, TEN_MS, FeatureConfig
 from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.pitch import DEFAULT_ENGINE, get_engine
-from instrumentd.pipeline.pyin import _log_transition_band, pyin, pyin_model
+from instrumentd.pipeline.pyin import pyin
 
 from ..conftest import SR, devices, tone
 
@@ -97,26 +97,6 @@ def test_float64_agrees_with_float32():
     double = pyin(audio, dtype=torch.float64, **settings(DEFAULT))
     assert torch.equal(single[1], double[1])
     assert torch.allclose(single[0], double[0], equal_nan=True)
-
-
-@pytest.mark.parametrize("n_bins,width", [(600, 131), (600, 41), (12, 7)])
-def test_transition_band_is_librosas_local_matrix(n_bins, width):
-    dense = librosa.sequence.transition_local(n_bins, width, window="triangle", wrap=False)
-    band = np.exp(_log_transition_band(n_bins, width))
-    half = width // 2
-    rebuilt = np.zeros_like(dense)
-    for j in range(n_bins):
-        for d in range(width):
-            if 0 <= j + d - half < n_bins:
-                rebuilt[j + d - half, j] = band[j, d]
-    np.testing.assert_allclose(rebuilt, dense, rtol=1e-12, atol=0)
-
-
-def test_model_matches_librosas_constants():
-    m = pyin_model(SR, DEFAULT.pitch_fmin, DEFAULT.pitch_fmax, 4096, DEFAULT.hop_length)
-    assert (m.min_period, m.max_period, m.n_bins, m.width) == (21, 675, 600, 131)
-    assert pyin_model(SR, DEFAULT.pitch_fmin, DEFAULT.pitch_fmax, 4096, 441).width == 41
-    assert m.beta_probs.sum() == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,10 @@ import torch
 from instrumentd.pipeline import pyin_kernels
 from instrumentd.pipeline.config import DEFAULT, TEN_MS
 from instrumentd.pipeline.pyin import (
-    LOG_TINY, _observe, cmndf, frame, log_observations, normalise, observations, padded_scores, parabolic_shifts,
-    pyin_model, viterbi, viterbi_step,
+    _observe, cmndf, frame, log_observations, normalise, observations, padded_scores, parabolic_shifts, viterbi,
+    viterbi_step,
 )
+from instrumentd.pipeline.pyin_model import LOG_TINY, pyin_model
 from instrumentd.pipeline.pyin_stream import StreamingPyin
 
 from ..conftest import SR

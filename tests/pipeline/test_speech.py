@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from instrumentd.pipeline.audio import load
+from instrumentd.pipeline.audio import load_audio
 from instrumentd.pipeline.speech import speech_detector
 
 SR = 44100
@@ -25,7 +25,7 @@ def test_speech_is_speech_and_a_tone_is_not(detector, tmp_path):
     wav = tmp_path / "news.wav"
     subprocess.run(["espeak-ng", "-w", str(wav), "Good evening. Here is the news, read to you at nine o'clock."],
                    check=True, capture_output=True)
-    speech = load(wav, SR)[: 3 * SR]
+    speech = load_audio(wav, SR)[: 3 * SR]
     speech = np.pad(speech, (0, 3 * SR - len(speech)))
     t = np.arange(3 * SR) / SR
     tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)

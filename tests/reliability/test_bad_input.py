@@ -24,7 +24,7 @@ from instrumentd.model import checkpoint
 from instrumentd.model.networks import build
 from instrumentd.model.recognizer import DEFAULT_CHECKPOINT, Recognizer
 from instrumentd.pipeline import FeatureExtractor
-from instrumentd.pipeline.audio import load
+from instrumentd.pipeline.audio import load_audio
 from instrumentd.pipeline.config import FeatureConfig
 from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
@@ -56,7 +56,7 @@ def test_any_rate_8_to_192_khz_and_1_to_8_channels_load_at_44_1_khz(rate, tmp_pa
         x = melody(0.5, rate, channels)
         x[:, 1:] *= 0.5  # channels differ: the mean is what counts
         soundfile.write(path, x, rate, subtype="PCM_24")
-        audio = load(path)
+        audio = load_audio(path)
         assert audio.dtype == np.float32 and len(audio) == pytest.approx(SR / 2, abs=2)
         assert np.all(np.isfinite(audio))
         rms = np.sqrt(np.mean(audio**2))
@@ -73,7 +73,7 @@ def recognizer():
 def test_nan_inf_dc_clipped_silent_and_huge_samples_give_finite_probabilities(kind, recognizer, tmp_path):
     path = tmp_path / f"{kind}.wav"
     soundfile.write(path, samples_with(kind), SR, subtype="FLOAT")
-    audio = load(path)
+    audio = load_audio(path)
     assert np.all(np.isfinite(audio)) and np.all(np.abs(audio) <= 1)
     result = recognizer.classify_clip(audio, FeatureExtractor(recognizer.features, DEFAULT_ENGINE, "cpu"))
     assert np.all(np.isfinite(result.window_probs))

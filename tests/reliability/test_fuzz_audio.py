@@ -1,4 +1,4 @@
-"""A bounded fuzz run over audio decoding: mutated WAV and FLAC bytes into ``pipeline.audio.load``.
+"""A bounded fuzz run over audio decoding: mutated WAV and FLAC bytes into ``pipeline.audio.load_audio``.
 
 Every mutant either decodes to finite float32 mono samples in [-1, 1] at 44.1 kHz or raises
 AudioError; no other exception may escape. The run is seeded (the same mutants every time) and
@@ -14,7 +14,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from instrumentd.pipeline.audio import load
+from instrumentd.pipeline.audio import load_audio
 from instrumentd.pipeline.errors import AudioError
 
 from .conftest import wav_bytes
@@ -68,7 +68,7 @@ def test_mutated_audio_decodes_or_raises_audio_error(seed_name, tmp_path):
         kind, data = mutate(seed, rng)
         path.write_bytes(data)
         try:
-            audio = load(path)
+            audio = load_audio(path)
         except AudioError as exc:
             assert str(path) in str(exc) and "\n" not in str(exc)
             outcomes["AudioError"] += 1
@@ -91,7 +91,7 @@ def test_a_flac_header_that_claims_billions_of_samples_is_refused_or_read_for_wh
     path.write_bytes(bytes(data))
     # soundfile refuses the header; the ffmpeg fallback decodes the frames actually there, never billions
     try:
-        audio = load(path)
+        audio = load_audio(path)
     except AudioError as exc:
         assert "liar.flac" in str(exc)
     else:

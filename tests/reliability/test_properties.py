@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from instrumentd.daemon import events
-from instrumentd.daemon.config import PCM_FORMATS, STREAM_NAME, Config, load, parse_source
+from instrumentd.daemon.config import PCM_FORMATS, STREAM_NAME, Config, load_config, parse_source
 from instrumentd.daemon.events import EventError
 from instrumentd.daemon.sources import PcmReader
 from instrumentd.model.classes import CLASSES
@@ -67,11 +67,11 @@ def test_config_file_gives_a_valid_config_or_one_parameter_error(tmp_path_factor
     path = tmp_path_factory.mktemp("cfg") / "c.toml"
     path.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in settings_.items()))
     try:
-        cfg = load(path, env={})
+        cfg = load_config(path, env={})
     except ParameterError as exc:
         assert "\n" not in str(exc)
         return
-    assert load(_write(path, cfg.to_toml()), env={}) == cfg  # what it prints, it reads back
+    assert load_config(_write(path, cfg.to_toml()), env={}) == cfg  # what it prints, it reads back
     cfg.validate()
 
 
@@ -86,7 +86,7 @@ def test_any_text_as_config_file_is_a_config_or_one_parameter_error(tmp_path_fac
     path = tmp_path_factory.mktemp("cfg") / "c.toml"
     path.write_text(text)
     try:
-        load(path, env={})
+        load_config(path, env={})
     except ParameterError as exc:
         assert "\n" not in str(exc)
 
@@ -97,7 +97,7 @@ def test_any_text_as_config_file_is_a_config_or_one_parameter_error(tmp_path_fac
                                    max_size=30), max_size=4))
 def test_environment_gives_a_valid_config_or_one_parameter_error(env):
     try:
-        load(env=env)
+        load_config(env=env)
     except ParameterError as exc:
         assert "\n" not in str(exc)
 
@@ -181,7 +181,7 @@ def test_any_values_however_large_or_deep_give_a_bounded_config_or_one_error(tmp
     text = "".join(f"{k} = {_toml_any(v)}\n" for k, v in settings_.items())
     path.write_text(text + ("deep = " + "[" * depth + "]" * depth + "\n" if depth else ""))
     try:
-        cfg = load(path, env={})
+        cfg = load_config(path, env={})
     except ParameterError as exc:
         assert "\n" not in str(exc)
         return

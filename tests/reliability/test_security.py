@@ -20,7 +20,7 @@ import zmq
 
 from instrumentd.clients.cli import main
 from instrumentd.clients.keys import make_keys
-from instrumentd.daemon.config import Config, load, parse_source
+from instrumentd.daemon.config import Config, load_config, parse_source
 from instrumentd.daemon.eventlog import EventLog
 from instrumentd.daemon.publisher import Publisher
 from instrumentd.daemon.security import CurveKeyError, Guard, client_context, is_local
@@ -63,11 +63,11 @@ def test_a_non_loopback_endpoint_is_refused_without_keys_or_insecure(flag, capsy
     make_keys(tmp_path / "keys", ["client"])
     assert main([*base, "--curve-key", str(tmp_path / "keys" / "server.key_secret")]) == 0
     # the environment and the TOML file fill the same fields
-    assert load(env={"INSTRUMENTD_PUB": endpoint, "INSTRUMENTD_INSECURE": "yes"}).insecure is True
+    assert load_config(env={"INSTRUMENTD_PUB": endpoint, "INSTRUMENTD_INSECURE": "yes"}).insecure is True
     toml = tmp_path / "c.toml"
     toml.write_text(f'pub = "{endpoint}"\ninsecure = "maybe"\n')
     with pytest.raises(ParameterError, match="insecure = 'maybe' is not true or false"):
-        load(toml, env={})
+        load_config(toml, env={})
 
 
 def test_keys_command_makes_owner_only_certificates_and_never_overwrites(tmp_path, capsys):
@@ -336,8 +336,7 @@ def test_checkpoints_and_bundles_follow_the_umask(tmp_path, umask, mode):
     from instrumentd.model import checkpoint
     from instrumentd.model.networks import build
     from instrumentd.pipeline.config import FeatureConfig
-    from instrumentd.training import bundle
-    from instrumentd.training.dataset import FeatureSet
+    from instrumentd.training.dataset import FeatureSet, write
 
     old = os.umask(umask)
     try:
@@ -345,7 +344,7 @@ def test_checkpoints_and_bundles_follow_the_umask(tmp_path, umask, mode):
         features = FeatureSet(mel=torch.zeros(2, 1, 128, 100), band=torch.zeros(2, 100, dtype=torch.long),
                               clip=torch.arange(2), labels=torch.zeros(2, len(CLASSES), dtype=torch.long),
                               names=["x", "y"], soundfonts=["a", "a"], meta={})
-        bundle.write(features, tmp_path / "b.safetensors")
+        write(features, tmp_path / "b.safetensors")
     finally:
         os.umask(old)
     for name in ("c.safetensors", "b.safetensors"):

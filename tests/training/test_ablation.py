@@ -19,7 +19,7 @@ def drop_every_other_frame(mask: torch.Tensor) -> torch.Tensor:
 
 
 def test_clean_mask_replaces_bands(prepared):
-    features = dataset.load(prepared, "train")
+    features = dataset.load_features(prepared, "train")
     clean = with_clean_mask(features, drop_every_other_frame)
     assert torch.equal(clean.band[:, ::2], features.band[:, ::2])
     assert (clean.band[:, 1::2] == -1).all() and clean.meta["mask"] == "clean"
@@ -27,7 +27,7 @@ def test_clean_mask_replaces_bands(prepared):
 
 @pytest.mark.slow
 def test_tables_4_and_5(prepared, tmp_path):
-    train_set, test_set = dataset.load(prepared, "train"), dataset.load(prepared, "test")
+    train_set, test_set = dataset.load_features(prepared, "train"), dataset.load_features(prepared, "test")
     results = ablation(train_set, test_set, TrainConfig(epochs=1, batch_size=8), tmp_path, drop_every_other_frame)
     assert list(results["table4"]) == list(TABLE4)
     assert set(results["table5"]) == {"noisy", "clean"}
@@ -53,7 +53,7 @@ def test_clean_mask_from_bands_equals_clean_mask_from_f0():
 
 
 def test_rows_run_apart_add_up(prepared, tmp_path):
-    train_set, test_set = dataset.load(prepared, "train"), dataset.load(prepared, "test")
+    train_set, test_set = dataset.load_features(prepared, "train"), dataset.load_features(prepared, "test")
     cfg = TrainConfig(epochs=1, batch_size=8)
     first = ablation(train_set, test_set, cfg, tmp_path, None, rows=("mel",))
     assert list(first["table4"]) == ["mel"] and first["table5"] == {}

@@ -77,7 +77,7 @@ def test_train_on_cuda_with_graphs_equals_eager_train(prepared, monkeypatch):
         return model
 
     monkeypatch.setattr(T, "build", build_without_dropout)
-    features = dataset.load(prepared, "train", device="cuda")
+    features = dataset.load_features(prepared, "train", device="cuda")
     # 6 training clips in batches of 2: 3 warm-up steps, then the capture and 5 replays
     cfg = T.TrainConfig(epochs=3, batch_size=2, amp=False, mask_noise=0.0, lr=LR)
     graphed = T.train(features, cfg)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from instrumentd.pipeline import DEFAULT, AudioError, FeatureExtractor
-from instrumentd.training import bundle, dataset
+from instrumentd.training import dataset
 from instrumentd.training.prepare import prepare
 
 from .conftest import TEST_FILES, TRAIN_FILES
@@ -54,14 +54,14 @@ def test_test_clips_hold_all_windows(prepared):
     assert d["mel"].shape == (4, 1, 128, 100)
     assert d["starts"].tolist() == pytest.approx([0.0, 1.5, 3.0, 3.4], abs=1e-4)
     assert d["labels"].tolist() == [1, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0]  # cel pia vio
-    test = dataset.load(out, "test")
+    test = dataset.load_features(out, "test")
     assert test.n_clips == len(TEST_FILES) and len(test) == int(test.clip.bincount().sum())
 
 
 def test_bundle_round_trip(prepared, tmp_path):
     out = prepared
-    path, n = bundle.pack(out, tmp_path / "train.safetensors")
-    full, packed = dataset.load(out), dataset.load(path)
+    path, n = dataset.pack(out, tmp_path / "train.safetensors")
+    full, packed = dataset.load_features(out), dataset.load_features(path)
     assert n == packed.n_clips == full.n_clips
     assert packed.names == full.names and torch.equal(packed.label, full.label)
     assert torch.equal(packed.band, full.band)  # the mask exactly
@@ -70,9 +70,9 @@ def test_bundle_round_trip(prepared, tmp_path):
     size_per_clip = path.stat().st_size / n
     assert 12_800 < size_per_clip < 16_000  # 128 x 100 bytes of mel + 200 of bands + header
     with pytest.raises(dataset.FeatureError, match="a 'train' bundle, expected 'test'"):
-        dataset.load(path, "test")
-    test_path, n_test = bundle.pack(out, tmp_path / "test.safetensors", "test")
-    test_full, test_packed = dataset.load(out, "test"), dataset.load(test_path, "test")
+        dataset.load_features(path, "test")
+    test_path, n_test = dataset.pack(out, tmp_path / "test.safetensors", "test")
+    test_full, test_packed = dataset.load_features(out, "test"), dataset.load_features(test_path, "test")
     assert n_test == len(TEST_FILES) and torch.equal(test_packed.clip, test_full.clip)
     assert torch.equal(test_packed.labels, test_full.labels) and torch.equal(test_packed.band, test_full.band)
 
@@ -88,9 +88,9 @@ def test_broken_feature_file_is_named(tmp_path):
     (tmp_path / "cel").mkdir()
     (tmp_path / "cel" / "x.pt").write_bytes(b"not a tensor file")
     with pytest.raises(dataset.FeatureError, match="x.pt: not a readable feature file"):
-        dataset.load(tmp_path)
+        dataset.load_features(tmp_path)
     with pytest.raises(dataset.FeatureError, match="no such feature folder or bundle"):
-        dataset.load(tmp_path / "missing.safetensors")
+        dataset.load_features(tmp_path / "missing.safetensors")
 
 
 @pytest.mark.gpu
@@ -98,7 +98,7 @@ def test_gpu_features_match_cpu(irmas_shared, prepared, tmp_path):
 
     device = torch.device("cuda")
     prepare(irmas_shared, tmp_path, "train", FeatureExtractor(DEFAULT, "torch", device), "torch")
-    cpu, gpu = dataset.load(prepared), dataset.load(tmp_path)
+    cpu, gpu = dataset.load_features(prepared), dataset.load_features(tmp_path)
     assert gpu.names == cpu.names
     assert (gpu.mel - cpu.mel).abs().max() < 1e-2
     assert (gpu.band == cpu.band).float().mean() > 0.99
@@ -108,7 +108,7 @@ def test_clean_mask_option(irmas_shared, prepared, tmp_path, extractor):
     from instrumentd.training.prepare import mask_cleaner
 
     prepare(irmas_shared, tmp_path, "train", extractor, "torch", batch_size=16, mask_transform=mask_cleaner())
-    raw, clean = dataset.load(prepared), dataset.load(tmp_path)
+    raw, clean = dataset.load_features(prepared), dataset.load_features(tmp_path)
     assert clean.meta["mask"] == "clean" and raw.meta["mask"] == "pyin"
     assert torch.equal(clean.mask()[:, 0], mask_cleaner()(raw.mask()[:, 0]))
     d = torch.load(tmp_path / "cel" / "[cel][cla]0001__1.pt", weights_only=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from instrumentd.model import Recognizer, load, read_metadata
+from instrumentd.model import Recognizer, load_checkpoint, read_metadata
 from instrumentd.pipeline.errors import ParameterError
 from instrumentd.training import dataset
 from instrumentd.training.render import check_training_soundfonts
@@ -30,7 +30,7 @@ def test_stratified_split_keeps_class_proportions():
 @pytest.mark.slow
 @pytest.mark.parametrize("device", devices())
 def test_short_run_writes_a_loadable_checkpoint(prepared, tmp_path, device):
-    features = dataset.load(prepared, "train", device=device)
+    features = dataset.load_features(prepared, "train", device=device)
     cfg = TrainConfig(epochs=2, batch_size=4)
     result = train(features, cfg)
     assert [h.epoch for h in result.history] == [1, 2]
@@ -41,7 +41,7 @@ def test_short_run_writes_a_loadable_checkpoint(prepared, tmp_path, device):
     meta = read_metadata(path)
     assert meta["trained"] is True and meta["training"]["data"]["clips"] == 9
     assert meta["training"]["config"]["lr"] == 1e-4 and meta["metrics"]["best_epoch"] in (1, 2)
-    model, _ = load(path)
+    model, _ = load_checkpoint(path)
     x = features.mel[:2].cpu()
     with torch.no_grad():
         expected = result.model.cpu()(x, features.mask(slice(0, 2)).cpu())
@@ -51,7 +51,7 @@ def test_short_run_writes_a_loadable_checkpoint(prepared, tmp_path, device):
 
 @pytest.mark.slow
 def test_resume_equals_a_straight_run(prepared, tmp_path):
-    features = dataset.load(prepared, "train")
+    features = dataset.load_features(prepared, "train")
     cfg = TrainConfig(epochs=2, batch_size=4, amp=False)
     straight = train(features, cfg)
     state = tmp_path / "run.state.pt"
@@ -67,7 +67,7 @@ def test_resume_equals_a_straight_run(prepared, tmp_path):
 
 
 def test_resume_refuses_another_run(prepared, tmp_path):
-    features = dataset.load(prepared, "train")
+    features = dataset.load_features(prepared, "train")
     state = tmp_path / "run.state.pt"
     train(features, TrainConfig(epochs=1, batch_size=8), state)
     with pytest.raises(Exception, match="saved state is of another run"):
@@ -107,14 +107,14 @@ def test_optimizer_comparison_writes_one_figure(prepared, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_init_starts_from_a_checkpoint_and_refuses_another_variant(prepared, tmp_path):
-    features = dataset.load(prepared, "train")
+    features = dataset.load_features(prepared, "train")
     first = train(features, TrainConfig(epochs=1, batch_size=4, amp=False))
     path = tmp_path / "first.safetensors"
     save_checkpoint(first, features, TrainConfig(epochs=1, batch_size=4, amp=False), path, "fixture")
     # a learning rate too small to move float32 weights: the fine-tuned model is the checkpoint
     tuned = train(features, TrainConfig(epochs=1, batch_size=4, amp=False, lr=1e-30, init=str(path), timbre=True,
                                           mix=0.5))
-    start = load(path)[0].state_dict()
+    start = load_checkpoint(path)[0].state_dict()
     assert all(torch.allclose(v.cpu(), start[k], rtol=0, atol=1e-20) for k, v in tuned.model.state_dict().items()
                if v.is_floating_point() and "running" not in k)
     with pytest.raises(ParameterError, match="'cross' checkpoint cannot start a 'mel' run"):

@@ -23,40 +23,31 @@ import numpy as np
 import soundfile
 import torch
 
-from instrumentd.model.bench import time_call
 from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.config import DEFAULT
 from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.features import FeatureExtractor
 from instrumentd.pipeline.pitch import DEFAULT_ENGINE
+from instrumentd.pipeline.timing import sync, time_call
+from instrumentd.training.dataset import FeatureSet
+from instrumentd.training.irmas import TRAIN_DIR
+from instrumentd.training.prepare import prepare as prepare_corpus
+from instrumentd.training.tones import harmonic_notes
+from instrumentd.training.train import TrainConfig, train
 
-from .dataset import FeatureSet
-from .irmas import TRAIN_DIR
-from .prepare import prepare as prepare_corpus
-from .train import TrainConfig, train
+from . import BenchResult
 
 IRMAS_TRAINING_CLIPS = 6705
 DISTINCT_CLIPS = 64  # different signals among the end-to-end run's files (the rest repeat them)
 
 
-def harmonic_clips(n: int, seconds: float = 3.0, sr: int = 44100, seed: int = 0) -> np.ndarray:
+def harmonic_clips(n: int, seconds: float = 3.0, sr: int = 44100) -> np.ndarray:
     """``float32 [n, seconds * sr]``: notes of 5 harmonics with vibrato, a new pitch every 0.5 s, plus noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(round(seconds * sr))) / sr
-    out = np.empty((n, len(t)), np.float32)
-    for i in range(n):
-        f0 = np.repeat(110.0 * 2 ** (rng.integers(0, 36, int(np.ceil(seconds / 0.5))) / 12), int(0.5 * sr))[: len(t)]
-        f0 = f0 * (1 + 0.005 * np.sin(2 * np.pi * 5.5 * t))
-        phase = 2 * np.pi * np.cumsum(f0) / sr
-        x = sum(np.sin(k * phase) / k for k in range(1, 6)) + 0.05 * rng.standard_normal(len(t))
-        out[i] = 0.3 * x / np.abs(x).max()
-    return out
+    return np.stack([harmonic_notes(seconds, sr, vibrato=0.005, seed=i) for i in range(n)])
 
 
 def prepare(device: torch.device, quick: bool, args: argparse.Namespace):
     """Feature extraction throughput, clips per second, by batch size."""
-    from instrumentd.clients.bench import BenchResult
-
     extractor = FeatureExtractor(DEFAULT, DEFAULT_ENGINE, device)
     batches = (4, 16) if quick else ((16, 64) if device.type == "cpu" else (64, 256, 512))
     clips = harmonic_clips(max(batches))
@@ -91,10 +82,10 @@ def end_to_end(extractor: FeatureExtractor, n: int, batch_size: int) -> dict:
             mono = clips[i % len(clips)]
             soundfile.write(folder / f"[{cls}][nod][cla]{i:04d}__1.wav", np.stack([mono, mono], 1), 44100,
                             subtype="PCM_16")
-        _sync(extractor.device)
+        sync(extractor.device)
         t0 = time.perf_counter()
         written = prepare_corpus(corpus, Path(tmp) / "features", "train", extractor, DEFAULT_ENGINE, batch_size)
-        _sync(extractor.device)
+        sync(extractor.device)
         seconds = time.perf_counter() - t0
     return {"clips": written, "seconds": seconds, "clips_per_s": written / seconds,
             "irmas_train_s": seconds * IRMAS_TRAINING_CLIPS / written}
@@ -110,15 +101,15 @@ def random_features(n: int, device: torch.device, frames: int = 100, seed: int =
     return FeatureSet(mel, band, torch.arange(n), labels, names, [""] * n, {"split": "train"}).to(device)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def add_flags(p: argparse.ArgumentParser) -> None:
+    """``instrumentd bench train``'s own flag (``prepare`` has none of its own)."""
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="for 'train': run N whole epochs of the protocol's default precision and time them all "
+                        "(default: 2 epochs per precision, the last one timed and extrapolated)")
 
 
 def train_bench(device: torch.device, quick: bool, args: argparse.Namespace):
     """Seconds per epoch (80 % of the clips, batch 16, plus validation) and samples per second."""
-    from instrumentd.clients.bench import BenchResult
-
     n = 48 if quick else (640 if device.type == "cpu" else IRMAS_TRAINING_CLIPS)
     features = random_features(n, device)
     epochs = getattr(args, "epochs", None)
@@ -132,10 +123,10 @@ def train_bench(device: torch.device, quick: bool, args: argparse.Namespace):
         setups = [(True, True)] if epochs else [(True, True), (True, False), (False, True), (False, False)]
     for amp, graph in setups:
         cfg = TrainConfig(epochs=epochs or (2 if not quick else 1), amp=amp)
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         result = train(features, cfg, cuda_graph=graph)
-        _sync(device)
+        sync(device)
         wall = time.perf_counter() - t0
         epoch_s = result.history[-1].seconds  # the last epoch: warm-up (cuDNN autotune, allocator) excluded
         train_clips = len(result.split["train"])

@@ -1,3 +1,5 @@
+"""Archive tagging (``classify --segments``): windows of many files batched, segments as one file at a time."""
+
 import csv
 import io
 import json
@@ -9,9 +11,10 @@ import pytest
 import soundfile
 import torch
 
-from instrumentd.clients.segments import Segment, _Windows, segment, tag_files, window_cells
+from instrumentd.clients.archive import tag_files
+from instrumentd.daemon.segments import segment
 from instrumentd.model.classes import CLASSES
-from instrumentd.pipeline import DEFAULT, FeatureExtractor, ParameterError, cut_windows, load
+from instrumentd.pipeline import FeatureExtractor, load_audio
 
 from ..conftest import tone
 
@@ -23,76 +26,7 @@ def _run(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-# ---- the segmenter on hand-built probabilities ---------------------------------------------------
-
-def test_cells_split_halfway_between_window_centres():
-    start, end = window_cells(np.array([0.0, 1.0, 2.0, 2.5]), 3.0, 5.5)
-    np.testing.assert_allclose(start, [0.0, 2.0, 3.0, 3.75])
-    np.testing.assert_allclose(end, [2.0, 3.0, 3.75, 5.5])
-
-
-def _switch(n_first: int, n_second: int, a: int, b: int) -> np.ndarray:
-    p = np.full((n_first + n_second, len(CLASSES)), 0.01)
-    p[:n_first, a] = p[n_first:, b] = 0.9
-    return p
-
-
-def test_segments_of_a_switch_exact_times():
-    pia, vio = CLASSES.index("pia"), CLASSES.index("vio")
-    p = _switch(5, 5, pia, vio)
-    starts = np.arange(10.0)  # 1 s hop, 3 s windows, 12 s file: centres 1.5 .. 10.5, cells split at 2, 3, ... 11
-    segs = segment(p, starts, 3.0, 12.0, CLASSES, smooth=1)
-    assert segs == [Segment("pia", 0.0, 6.0, pytest.approx(0.9), 5), Segment("vio", 6.0, 12.0, pytest.approx(0.9), 5)]
-    # a moving average over the last 3 windows: at window 5 pia is (0.9 + 0.9 + 0.01) / 3 >= off and vio
-    # (0.01 + 0.01 + 0.9) / 3 < on; at window 6 pia falls below off and vio reaches on
-    segs = segment(p, starts, 3.0, 12.0, CLASSES, smooth=3, on=0.5, off=0.35)
-    assert [(s.instrument, s.start, s.end, s.windows) for s in segs] == [("pia", 0.0, 7.0, 6), ("vio", 7.0, 12.0, 4)]
-    assert segs[0].mean_probability == pytest.approx((5 * 0.9 + 0.01) / 6)
-    assert segs[1].mean_probability == pytest.approx(0.9)
-
-
-def test_hysteresis_keeps_a_dip_and_cuts_a_drop():
-    sax = CLASSES.index("sax")
-    p = np.zeros((6, len(CLASSES)))
-    p[:, sax] = [0.2, 0.5, 0.4, 0.3, 0.45, 0.55]  # on at 0.5, stays at 0.4, ends at 0.3, stays off at 0.45
-    segs = segment(p, np.arange(6) * 1.5, 3.0, 10.5, CLASSES, smooth=1, on=0.5, off=0.35)
-    assert segs == [Segment("sax", 2.25, 5.25, pytest.approx(0.45), 2),
-                    Segment("sax", 8.25, 10.5, pytest.approx(0.55), 1)]
-
-
-def test_nothing_predominant_and_bad_settings():
-    assert segment(np.full((4, 11), 1 / 11), np.arange(4.0), 3.0, 6.0, CLASSES) == []
-    with pytest.raises(ParameterError, match="got 0"):
-        segment(np.ones((3, 11)), np.arange(3.0), 3.0, 5.0, CLASSES, smooth=0)
-    with pytest.raises(ParameterError, match="--off 0.6"):
-        segment(np.ones((3, 11)), np.arange(3.0), 3.0, 5.0, CLASSES, on=0.5, off=0.6)
-
-
-# ---- reading and batching on real renders -------------------------------------------------------------
-
-@pytest.mark.parametrize("seconds,hop", [(7.3, 44100), (2.0, 22050), (6.0, 66150)])
-def test_block_reader_gives_the_windows_of_cut_windows(tmp_path, renders, seconds, hop):
-    audio = np.tile(np.concatenate([renders["flute"], renders["violin"]]), 2)[: int(seconds * SR)]
-    path = tmp_path / "x.wav"
-    soundfile.write(path, audio, SR, subtype="FLOAT")
-    reader = _Windows(path, SR, DEFAULT.clip_samples, hop, block_seconds=0.7)
-    got = list(reader)
-    windows, starts = cut_windows(load(path), DEFAULT.clip_samples, hop)
-    assert [s for s, _ in got] == starts.tolist()
-    np.testing.assert_array_equal(np.stack([w for _, w in got]), windows)
-    assert reader.total == len(audio)
-
-
-def test_block_reader_resamples_like_load(tmp_path, renders):
-    import soxr
-
-    path = tmp_path / "x48k.flac"
-    soundfile.write(path, soxr.resample(np.concatenate([renders["piano"], renders["mix"]]), SR, 48000), 48000)
-    got = list(_Windows(path, SR, DEFAULT.clip_samples, SR, block_seconds=1.1))
-    windows, starts = cut_windows(load(path), DEFAULT.clip_samples, SR)
-    assert [s for s, _ in got] == starts.tolist()
-    np.testing.assert_allclose(np.stack([w for _, w in got]), windows, atol=2e-3)
-
+# ---- batching on real renders -------------------------------------------------------------
 
 @pytest.mark.slow
 def test_batches_across_files_match_one_file_at_a_time(tmp_path, renders):
@@ -108,7 +42,7 @@ def test_batches_across_files_match_one_file_at_a_time(tmp_path, renders):
     tagged = list(tag_files(files, rec, extractor, 1.5, smooth=1, on=0.05, off=0.05))
     assert [t["path"] for t in tagged] == [str(f) for f in files]
     for f, t in zip(files, tagged):
-        audio = load(f)
+        audio = load_audio(f)
         clip = rec.classify_clip(audio, extractor, 1.5)
         expect = segment(clip.window_probs, clip.window_starts, 3.0, len(audio) / SR, CLASSES, smooth=1,
                          on=0.05, off=0.05)
@@ -215,13 +149,3 @@ def test_cli_bad_settings_are_one_line(archive, args, message):
     out = _run(str(archive / "a-flute-violin.wav"), "--segments", *args)
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr
-
-
-@pytest.mark.slow
-def test_bench_tag_quick():
-    out = subprocess.run([sys.executable, "-m", "instrumentd", "bench", "tag", "--quick", "--json", "--device", "cpu"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["bench"] == "tag" and summary["batch_size"] == 16
-    assert all(summary[k] > 0 for k in ("short_x_realtime", "long_x_realtime", "one_at_a_time_x_realtime"))

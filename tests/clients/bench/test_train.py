@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from instrumentd.pipeline.errors import ParameterError
-from instrumentd.training import bench
+from instrumentd.clients.bench import train as bench
 
 
 def test_harmonic_clips_are_voiced_notes():

@@ -2,7 +2,7 @@
 
 Two folders of generated audio (harmonic notes in noise, so that pYIN has voiced frames to track):
 many short files, where batching windows across files matters, and one long file. Each is tagged
-by :func:`instrumentd.clients.segments.tag_files`; the short files also one file at a time, as
+by :func:`instrumentd.clients.archive.tag_files`; the short files also one file at a time, as
 plain ``classify`` does, for comparison. Time is split into decoding (the reader thread's wait),
 features (mel + pitch) and the network.
 """
@@ -15,21 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from . import BenchResult
 
 SR = 44100  # hz
 HOP_S = 1.5  # seconds, classify's default window hop
-
-
-def _program(seconds: float, seed: int) -> np.ndarray:
-    """``float32 [seconds * SR]``: 0.4 s harmonic notes on random pitches with a little noise."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * SR)
-    note = int(0.4 * SR)
-    f0 = np.repeat(110.0 * 2 ** (rng.integers(0, 36, n // note + 1) / 12), note)[:n]
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    x = sum(np.sin(k * phase) / k for k in range(1, 6)) * 0.2 + 0.01 * rng.standard_normal(n)
-    return x.astype(np.float32)
 
 
 class _Timed:
@@ -49,12 +38,12 @@ def tag(device: Any, quick: bool, args: argparse.Namespace) -> Any:
     import soundfile
     import torch
 
-    from instrumentd.clients.bench import BenchResult
     from instrumentd.model.recognizer import Recognizer
-    from instrumentd.pipeline import FeatureExtractor, load
+    from instrumentd.pipeline import FeatureExtractor, load_audio
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
-    from .segments import BATCH, tag_files
+    from instrumentd.clients.archive import BATCH, tag_files
+    from instrumentd.training.tones import harmonic_notes
 
     n_short, short_s, long_s = (6, 10.0, 60.0) if quick else (48, 10.0, 600.0)
     rec = Recognizer.from_checkpoint(device=device, batch_size=BATCH.get(device.type, 64))
@@ -62,9 +51,9 @@ def tag(device: Any, quick: bool, args: argparse.Namespace) -> Any:
     with tempfile.TemporaryDirectory(prefix="instrumentd-bench-tag-") as tmp:
         short = [Path(tmp) / f"short-{i:03d}.flac" for i in range(n_short)]
         for i, f in enumerate(short):
-            soundfile.write(f, _program(short_s, i), SR)
+            soundfile.write(f, harmonic_notes(short_s, SR, note_s=0.4, peak=0.45, seed=i), SR)
         long = [Path(tmp) / "long.flac"]
-        soundfile.write(long[0], _program(long_s, 999), SR)
+        soundfile.write(long[0], harmonic_notes(long_s, SR, note_s=0.4, peak=0.45, seed=999), SR)
         cases = (("short, batched", short, n_short * short_s), ("long file", long, long_s))
         for name, files, seconds in cases:
             extractor = FeatureExtractor(rec.features, DEFAULT_ENGINE, rec.device)
@@ -82,7 +71,7 @@ def tag(device: Any, quick: bool, args: argparse.Namespace) -> Any:
         # the same short files one at a time, as plain classify does: small batches, no reader thread
         extractor = FeatureExtractor(rec.features, DEFAULT_ENGINE, rec.device)
         t = time.perf_counter()
-        windows = sum(len(rec.classify_clip(load(f), extractor, HOP_S).window_probs) for f in short)
+        windows = sum(len(rec.classify_clip(load_audio(f), extractor, HOP_S).window_probs) for f in short)
         rows.append(_row("short, 1 by 1", n_short, n_short * short_s, windows,
                          time.perf_counter() - t, float("nan"), float("nan")))
     summary = {

@@ -2,7 +2,7 @@
 
 import pytest
 
-from instrumentd.clients.bench_change import Phrase, announced, plan, render_phrases, serve_file, spurious
+from instrumentd.clients.bench.change import Phrase, announced, plan, render_phrases, serve_file, spurious
 from instrumentd.daemon.events import segment_event, window_event
 from instrumentd.model.classes import CLASSES
 

@@ -14,9 +14,7 @@ import time
 
 import torch
 
-from instrumentd.pipeline.timing import time_call
-
-from .fast import (
+from instrumentd.model.fast import (
     COMPILE_MODE,
     PROB_TOLERANCE,
     TOP1_AGREEMENT,
@@ -24,9 +22,12 @@ from .fast import (
     agreement,
     realistic_inputs,
 )
-from .recognizer import Recognizer
+from instrumentd.model.recognizer import Recognizer
+from instrumentd.pipeline.timing import time_call
 
-__all__ = ["model", "time_call"]
+from . import BenchResult
+
+__all__ = ["model"]
 
 TARGET_WINDOWS_PER_S = 100_000  # one H100, best path
 TARGET_SINGLE_WINDOW_MS = 0.5  # one H100, batch 1
@@ -48,8 +49,6 @@ def _plan(device: torch.device, quick: bool) -> tuple[tuple[str, ...], tuple[int
 
 
 def model(device: torch.device, quick: bool, args: argparse.Namespace):
-    from instrumentd.clients.bench import BenchResult
-
     recognizer = Recognizer.from_checkpoint(device=device)
     modes, batches, n_check, min_seconds = _plan(device, quick)
     mel, mask = realistic_inputs(n_check, recognizer.features.n_mels, recognizer.features.n_frames, device, seed=2)

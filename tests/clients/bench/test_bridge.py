@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from instrumentd.clients import bench_bridge
+from instrumentd.clients.bench import bridge as bench_bridge
 
 
 @pytest.mark.slow

@@ -3,10 +3,12 @@
 One process synthesises the N streams: a pacing thread writes each stream's next block into its
 live ring buffer when the wall clock says that audio has been "recorded" (block = 20 ms, 100 ms
 past 100 streams), exactly as N microphones would. The streams' phases are spread evenly over one
-hop, as independent sources would be. Everything after the ring buffer is the daemon's own code:
-:class:`~instrumentd.daemon.worker.WorkerPool` over one :class:`~instrumentd.daemon.worker.Worker`
-per device (phase alignment to the tick, resampling, incremental mel + streaming pYIN, one batched
-forward pass per step), event building, the event log and the ZeroMQ publisher.
+hop, as independent sources would be. Everything after the ring buffer is the daemon itself:
+:class:`~instrumentd.daemon.server.Server` with these sources given to it, its main loop over
+:class:`~instrumentd.daemon.worker.WorkerPool` (one :class:`~instrumentd.daemon.worker.Worker` per
+device: phase alignment to the tick, resampling, incremental mel + streaming pYIN, one batched
+forward pass per step), the "no instrument" decision, segments, the event log and the ZeroMQ
+publisher. The latencies are read back from its event log.
 
 Latency is the daemon's ``latency_ms``: the last sample of a window written into its ring ->
 that window's event published. A run passes when no window was dropped and p99 <= the target.
@@ -28,6 +30,7 @@ the scaling (streams on N devices / streams on one) and its efficiency (scaling 
 from __future__ import annotations
 
 import argparse
+import datetime
 import multiprocessing
 import tempfile
 import threading
@@ -37,17 +40,17 @@ from typing import Callable
 import numpy as np
 import torch
 
+from instrumentd.daemon.config import Config, SourceSpec
+from instrumentd.daemon.eventlog import LogIndex
+from instrumentd.daemon.group import threads_per_process
+from instrumentd.daemon.server import Server
+from instrumentd.daemon.sources import Source
+from instrumentd.daemon.worker import GATHER_S
+from instrumentd.pipeline.devices import resolve_devices
 from instrumentd.pipeline.errors import ParameterError
+from instrumentd.training.tones import harmonic_notes
 
-from .config import SourceSpec
-from .eventlog import EventLog
-from .events import window_event
-from .group import threads_per_process
-from .publisher import Publisher
-from .segments import Segmenter
-from .sources import Source
-from .config import PoolSettings
-from .worker import GATHER_S, build_pool, resolve_devices
+from . import BenchResult
 
 HOP = 1.0  # seconds, the target's hop
 TARGET_P99_MS = {"cpu": 250.0, "cuda": 100.0}
@@ -56,7 +59,7 @@ CHILD_TIMEOUT_S = 300.0  # seconds a bench process may take to build its pool (t
 STAGES = ("read", "mel", "pitch", "windows", "model", "publish")
 
 
-class _SyntheticSource(Source):
+class PacedSource(Source):
     """A live source whose ring is filled by the bench's pacing thread (no thread of its own)."""
 
     live = True
@@ -69,7 +72,7 @@ class _SyntheticSource(Source):
         pass
 
 
-def _pace(sources: list[_SyntheticSource], audio: np.ndarray, block: int, offsets: np.ndarray,
+def _pace(sources: list[PacedSource], audio: np.ndarray, block: int, offsets: np.ndarray,
           t0: float, stop: threading.Event) -> None:
     """Write each source's audio as the clock reaches it; source i starts ``offsets[i]`` s after ``t0``.
 
@@ -92,15 +95,8 @@ def _pace(sources: list[_SyntheticSource], audio: np.ndarray, block: int, offset
 
 
 def _clip(seconds: float = 20.0) -> np.ndarray:
-    """A varied test signal: notes of a scale with harmonics, a noise floor, silences."""
-    sr = 44100
-    t = np.arange(int(seconds * sr)) / sr
-    rng = np.random.default_rng(0)
-    notes = 110.0 * 2 ** (rng.integers(0, 36, size=int(seconds * 4)) / 12)
-    f = notes[(t * 4).astype(int)]
-    phase = 2 * np.pi * np.cumsum(f) / sr
-    x = sum(0.3 / k * np.sin(k * phase) for k in (1, 2, 3)) * ((t * 4) % 1 < 0.85)
-    return (x + 0.003 * rng.standard_normal(len(t))).astype(np.float32)
+    """A varied test signal: notes of 3 harmonics, 0.25 s each with a short gap, in a noise floor."""
+    return harmonic_notes(seconds, 44100, note_s=0.25, harmonics=3, noise=0.006, legato=0.85, peak=0.5)
 
 
 def run_streams(devices: list[torch.device], n: int, seconds: float, policy: str = "hold", lag: int = 20,
@@ -137,74 +133,95 @@ def _run(devices: list[torch.device], n: int, seconds: float, policy: str, lag: 
          ready: Callable[[], object] | None = None) -> dict:
     """One daemon's share of a run: its latencies (ms, ``float [windows]``) and counters.
 
-    ``ready`` is called once the pool is built, before the clock starts (processes start together).
+    The daemon is :class:`~instrumentd.daemon.server.Server` itself, its sources the paced synthetic
+    ones; its event log (in a temporary folder) is read back for the latencies. ``ready`` is called
+    once the pool is built, before the clock starts (processes start together).
     """
-    pool = build_pool(devices, PoolSettings(hop_s=HOP, pitch_policy=policy, pitch_lag=lag, max_batch=1024,
-                                            gather=gather, inference=inference))
-    sources = [_SyntheticSource(i) for i in range(n)]
-    for src in sources:
-        pool.add(src, Segmenter(pool.recognizer.classes))
-    if ready is not None:
-        ready()
-    recognizer = pool.recognizer
-    latencies: list[float] = []
+    sources = [PacedSource(i) for i in range(n)]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Config(pub=f"inproc://bench-stream-{id(sources)}", replay="", log_dir=tmp, heartbeat=3600.0,
+                        device=",".join(str(d) for d in devices), hop_s=HOP, pitch_policy=policy, pitch_lag=lag,
+                        max_batch=1024, gather=gather, inference=inference, sndhwm=100000).validate()
+        server = Server(config, sources)
+        try:
+            server.startup()
+            if ready is not None:
+                ready()
+            before, after = _serve(server, sources, n, seconds)
+        finally:
+            server.shutdown()
+        latencies = [e["latency_ms"] for e in _window_events(tmp)
+                     if before["wall"] <= _epoch(e["wall_time"]) < after["wall"]]
+    busy = {k: (after["busy"][k] - before["busy"][k]) / seconds for k in STAGES}
+    return {
+        "latencies": np.array(latencies, dtype=float),
+        "expected_windows": int(seconds / HOP) * n,
+        "dropped_windows": after["dropped"] - before["dropped"],
+        "dropped_audio_s": sum(src.ring.dropped for src in sources) / 44100,
+        "passes": after["passes"] - before["passes"],
+        "busy": busy,
+    }
+
+
+def _serve(server: Server, sources: list[PacedSource], n: int, seconds: float) -> tuple[dict, dict]:
+    """Pace ``sources`` into the started ``server`` and run its main loop until ``seconds`` after the
+    warm-up; returns the pool's counters (:func:`_mark`) at the start and at the end of that time."""
+    pool = server.worker
     stop = threading.Event()
     block = 882 if n <= 100 else 4410
     t0 = time.monotonic() + 0.2
     offsets = np.arange(n) * HOP / n
     pacer = threading.Thread(target=_pace, args=(sources, _clip(), block, offsets, t0, stop), daemon=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        log = EventLog(tmp)
-        publisher = Publisher(f"inproc://bench-stream-{id(pool)}", 100000)
-        seq = {src.name: log.open_stream(src.name) for src in sources}
-        pacer.start()
-        # the first windows of every stream come due together with 3 s of audio each: a start-up
-        # transient, not the steady state the target is about; counting starts 2 hops later
-        measure_from = t0 + recognizer.features.clip_seconds + 2 * HOP
-        end = measure_from + seconds
-        drops_before = None
-        while time.monotonic() < end:
-            if drops_before is None and time.monotonic() >= measure_from:
-                drops_before = sum(st.dropped_windows for st in pool.streams)
-                counted = len(latencies)
-                for w in pool.workers:
-                    with w.lock:
-                        w.seconds.clear()
-                        w.features.seconds.update(mel=0.0, pitch=0.0)
-                        w.passes = 0
-                pool.seconds.clear()
-            windows = pool.step()
-            tp = time.perf_counter()
-            for w in windows:
-                st = w.stream
-                st.segmenter.update(w.probabilities, w.t_start, w.t_end)
-                age = time.monotonic() - w.arrival
-                event = window_event(st.name, seq[st.name], w.t_start, w.t_end, time.time() - age,
-                                     w.probabilities, recognizer.classes, st.segmenter.labels, age * 1000,
-                                     recognizer.id, recognizer.trained)
-                log.append(event)
-                seq[st.name] += 1
-                publisher.publish(event)
-                latencies.append(event["latency_ms"])
-            pool.seconds["publish"] += time.perf_counter() - tp
-            if not windows and not pool.threaded:
-                time.sleep(0.002)
+    # the first windows of every stream come due together with 3 s of audio each: a start-up
+    # transient, not the steady state the target is about; counting starts 2 hops later, half
+    # a phase step away from any stream's window ends so that clock jitter moves no window across
+    warmup = pool.recognizer.features.clip_seconds + 2 * HOP + HOP / (2 * n)
+    before: dict = {}
+    after: dict = {}
+    timers = [threading.Timer(t0 + warmup - time.monotonic(), _mark, (pool, before)),
+              threading.Timer(t0 + warmup + seconds - time.monotonic(), _finish, (server, stop, after))]
+    pacer.start()
+    for timer in timers:
+        timer.start()
+    try:
+        server.main_loop()
+    finally:
+        for timer in timers:
+            timer.cancel()
         stop.set()
         pacer.join()
-        pool.close()
-        log.close()
-        publisher.socket.close(0)
+    return before, after
+
+
+def _mark(pool, counters: dict) -> None:
+    """Record the pool's counters now: the wall clock, dropped windows, forward passes, each stage's seconds (mean per worker)."""
     workers = pool.workers
-    busy = {k: sum(w.seconds[k] for w in workers) / len(workers) / seconds for k in STAGES[:-1]}
-    busy["publish"] = pool.seconds["publish"] / seconds
-    return {
-        "latencies": np.array(latencies[counted:], dtype=float),
-        "expected_windows": int(seconds / HOP) * n,
-        "dropped_windows": sum(st.dropped_windows for st in pool.streams) - drops_before,
-        "dropped_audio_s": sum(src.ring.dropped for src in sources) / 44100,
-        "passes": sum(w.passes for w in workers),
-        "busy": busy,
-    }
+    counters["wall"] = time.time()
+    counters["dropped"] = sum(st.dropped_windows for st in pool.streams)
+    counters["passes"] = sum(w.passes for w in workers)
+    counters["busy"] = {k: sum(w.seconds[k] for w in workers) / len(workers) for k in STAGES[:-1]}
+    counters["busy"]["publish"] = pool.seconds["publish"]
+
+
+def _epoch(wall_time: str) -> float:
+    """An event's ``wall_time`` (UTC ISO-8601) -> seconds since the epoch."""
+    return datetime.datetime.fromisoformat(wall_time).timestamp()
+
+
+def _finish(server: Server, stop: threading.Event, counters: dict) -> None:
+    """End of the measured time: the counters (:func:`_mark`), then stop pacing and ask the daemon to
+    stop, as a signal would."""
+    _mark(server.worker, counters)
+    stop.set()
+    server.signals.should_exit = True
+    server.signals.stop.set()
+
+
+def _window_events(folder: str) -> list[dict]:
+    """Every window event of the event log in ``folder``."""
+    index = LogIndex(folder)
+    return [e for stream, last in index.streams().items() for e in index.read(stream, 0, last + 1)
+            if e["type"] == "window"]
 
 
 def _run_processes(devices: list[torch.device], n: int, seconds: float, policy: str, lag: int, gather: float,
@@ -294,7 +311,7 @@ def capacity(devices: list[torch.device], quick: bool, target: float, seconds: f
     return best, failed is None, rows
 
 
-def _inference_mode(device: torch.device, requested: str) -> str:
+def inference_mode(device: torch.device, requested: str) -> str:
     """The network path every run uses: ``requested``, or on a GPU for ``auto`` the mode of the path that
     one calibration picks, so that each run's pool builds it directly instead of timing every path again."""
     from instrumentd.model.fast import MODES, mode_of
@@ -315,29 +332,34 @@ def _passes(r: dict, target: float) -> bool:
 
 def parse_devices(text: str) -> list[torch.device]:
     """``--devices`` value -> devices: ``all`` = every visible CUDA device (at least one), else a comma list."""
-    if text == "all":
-        devices = resolve_devices("auto")
-        if devices[0].type != "cuda":
-            raise ParameterError("--devices all: no CUDA device is visible; give a list such as --devices cpu,cpu "
-                                 "to exercise the multi-device path on the CPU")
-        return devices
-    names = [d.strip() for d in text.split(",") if d.strip()]
-    bad = [d for d in names if d != "cpu" and not (d == "cuda" or d.startswith("cuda:") and d[5:].isdigit())]
-    if not names or bad:
-        raise ParameterError(f"--devices {text!r}: give 'all' or a comma list of cpu, cuda, cuda:N")
-    return resolve_devices(",".join(names))
+    if text != "all":
+        return resolve_devices(text)
+    devices = resolve_devices("auto")
+    if devices[0].type != "cuda":
+        raise ParameterError("--devices all: no CUDA device is visible; give a list such as --devices cpu,cpu "
+                             "to exercise the multi-device path on the CPU")
+    return devices
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
+    """``instrumentd bench stream``'s own flags."""
+    p.add_argument("--devices", default=None, help="'all' or a comma list of devices to spread the streams over")
+    p.add_argument("--processes", type=int, default=1, metavar="K",
+                   help="split the streams over K daemon processes on the device, as "
+                        "'instrumentd serve --processes K' runs them (default: 1)")
+    p.add_argument("--inference", default="auto", metavar="MODE",
+                   help="the network path on a GPU, auto (calibrated once) or a fixed mode "
+                        "such as compile-fp16-tail (a wrong name lists them)")
 
 
 def stream(device: torch.device, quick: bool, args: argparse.Namespace):
-    """Bench entry (see clients/bench.py): rows per stream count, summary = the largest count within target;
+    """Bench entry (see clients/bench/__init__.py): rows per stream count, summary = the largest count within target;
     with ``--devices``, that count on one device and on all of them, and the scaling between."""
-    from instrumentd.clients.bench import BenchResult
-
     seconds = 10.0 if quick else 30.0
     devices = parse_devices(args.devices) if getattr(args, "devices", None) else [device]
     kind = devices[0].type
     target = TARGET_P99_MS[kind]
-    inference = _inference_mode(devices[0], getattr(args, "inference", "auto"))
+    inference = inference_mode(devices[0], getattr(args, "inference", "auto"))
     processes = getattr(args, "processes", 1)
     if processes < 1:
         raise ParameterError(f"--processes must be at least 1, got {processes}")

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from . import BenchResult
+
 SR = 44100
 PHRASE_S = 8.0  # seconds of each solo phrase
 ORDER = ("flu", "tru", "pia", "vio", "cla", "cel", "flu", "pia", "tru", "vio", "cel", "cla", "flu")
@@ -110,10 +112,10 @@ def serve_file(spec: str, fields: dict[str, Any], device: str, log_dir: Path) ->
 
     The daemon runs in a thread of its own, so that it leaves this process's signal handlers alone.
     """
-    from instrumentd.daemon.config import load
+    from instrumentd.daemon.config import load_config
     from instrumentd.daemon.server import Server
 
-    cfg = load(env={}, sources=[f"s={spec}"], pub=f"inproc://bench-change-{log_dir.name}", replay="",
+    cfg = load_config(env={}, sources=[f"s={spec}"], pub=f"inproc://bench-change-{log_dir.name}", replay="",
                log_dir=str(log_dir), device=device, heartbeat=60.0, **fields)
     failure: list[BaseException] = []
 
@@ -161,7 +163,6 @@ def change(device, quick: bool, args: argparse.Namespace):
     """Change-detection delay per hop and preset (see the module docstring)."""
     from rich.progress import track
 
-    from instrumentd.clients.bench import BenchResult
 
     phrases = plan(ORDER[:5] if quick else ORDER, PHRASE_S)
     rows, summary = [], {}

@@ -1,17 +1,17 @@
-"""``instrumentd proxy``: many daemons, one feed (events and replay).
+"""Many daemons, one feed: the event proxy and the replay router behind ``instrumentd proxy`` and
+``instrumentd serve --processes K``.
 
 Events go through ZeroMQ's own XSUB/XPUB proxy (``zmq.proxy_steerable``, in a thread): an XSUB
-socket connected to every daemon's PUB endpoint (``--backend``) and an XPUB socket bound on
-``--frontend``. Subscriptions travel upstream through it, so each daemon sends only what some
-subscriber asked for; dashboard, tail and record connect to the frontend as to one daemon. The
-proxy adds no copy of its own and keeps no state: a subscriber that misses events fills the gap
-from the replay frontend, as it would from one daemon.
+socket connected to every daemon's PUB endpoint and an XPUB socket bound on the frontend.
+Subscriptions travel upstream through it, so each daemon sends only what some subscriber asked
+for. The proxy adds no copy of its own and keeps no state: a subscriber that misses events fills
+the gap from the replay frontend, as it would from one daemon.
 
-Replay (``--replay-frontend`` with one ``--replay-backend`` per daemon) speaks the daemons' own
-protocol (docs/events.md). ``{}`` is sent to every backend and the answer lists the streams of all
-that answered; a request for a stream goes to the daemon that listed it (learned from those lists,
-asked again when a stream is unknown or the list is older than :data:`OWNER_TTL_S`), and its answer
-comes back unchanged. Stream names must be unique across the daemons behind one proxy.
+Replay speaks the daemons' own protocol (docs/events.md). ``{}`` is sent to every backend and the
+answer lists the streams of all that answered; a request for a stream goes to the daemon that
+listed it (learned from those lists, asked again when a stream is unknown or the list is older than
+:data:`OWNER_TTL_S`), and its answer comes back unchanged. Stream names must be unique across the
+daemons behind one proxy.
 """
 
 from __future__ import annotations
@@ -24,10 +24,17 @@ import threading
 import time
 from typing import Any
 
+import zmq
+
+from .events import SCHEMA
+from .publisher import bind
+from .replay import REPLAY_TIMEOUT_S, merge_streams
+
+__all__ = ["EventProxy", "HWM", "OWNER_TTL_S", "POLL_MS", "ReplayRouter"]
+
 log = logging.getLogger("instrumentd.proxy")
 
 HWM = 100_000  # messages queued per peer on each side before ZeroMQ drops (subscribers then replay)
-REPLAY_TIMEOUT_S = 3.0  # how long a replay backend may take to answer
 OWNER_TTL_S = 10.0  # seconds a learned stream -> daemon map is trusted before the daemons are asked again
 POLL_MS = 100  # the replay loop's wait between checks of timeouts and signals
 
@@ -44,10 +51,6 @@ class EventProxy:
     """
 
     def __init__(self, backends: list[str], frontend: str, front_context: Any, back_context: Any, hwm: int = HWM):
-        import zmq
-
-        from instrumentd.daemon.publisher import bind
-
         self.xpub = front_context.socket(zmq.XPUB)
         self.xpub.setsockopt(zmq.SNDHWM, hwm)
         self.xpub.setsockopt(zmq.LINGER, 0)
@@ -70,8 +73,6 @@ class EventProxy:
         self._thread.start()
 
     def _run(self) -> None:
-        import zmq
-
         try:
             zmq.proxy_steerable(self.xsub, self.xpub, None, self._control_peer)
         except zmq.ContextTerminated:
@@ -109,10 +110,6 @@ class ReplayRouter:
 
     def __init__(self, frontend: str, backends: list[str], front_context: Any, back_context: Any,
                  timeout_s: float = REPLAY_TIMEOUT_S):
-        import zmq
-
-        from instrumentd.daemon.publisher import bind
-
         self.timeout_s = timeout_s
         self.front = front_context.socket(zmq.ROUTER)
         self.front.setsockopt(zmq.LINGER, 0)
@@ -136,8 +133,6 @@ class ReplayRouter:
 
     def serve(self) -> None:
         """Take every request and answer waiting, then answer whatever timed out."""
-        import zmq
-
         while True:
             try:
                 frames = self.front.recv_multipart(zmq.NOBLOCK)
@@ -198,8 +193,6 @@ class ReplayRouter:
 
     def _send(self, endpoint: str, token: bytes, body: bytes) -> bool:
         """Queue a request to a backend; False when its queue is full (a backend long gone)."""
-        import zmq
-
         try:
             self.backs[endpoint].send_multipart([token, b"", body], flags=zmq.NOBLOCK)
         except zmq.Again:
@@ -218,14 +211,10 @@ class ReplayRouter:
             self.front.send_multipart([*p.envelope, body])
             return
         try:
-            streams = json.loads(body).get("streams", {})
+            listed = json.loads(body).get("streams", {})
         except (ValueError, AttributeError):
-            streams = {}
-        for name, last in streams.items() if isinstance(streams, dict) else ():
-            if name not in p.streams or last > p.streams[name]:
-                if name in p.owners and p.owners[name] != endpoint:
-                    log.warning("stream %s is served by %s and %s; the newer log wins", name, p.owners[name], endpoint)
-                p.streams[name], p.owners[name] = last, endpoint
+            listed = {}
+        merge_streams(p.streams, p.owners, listed, endpoint)
         if not p.waiting:
             self._finish_list(token)
 
@@ -255,8 +244,6 @@ class ReplayRouter:
                     self._reply(envelope, {"error": f"no replay backend serves stream {stream!r}"})
 
     def _reply(self, envelope: list[bytes], answer: dict[str, Any]) -> None:
-        from instrumentd.daemon.events import SCHEMA
-
         self.front.send_multipart([*envelope, json.dumps({"schema": SCHEMA, **answer}).encode()])
 
     def _token(self) -> bytes:

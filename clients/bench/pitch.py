@@ -11,30 +11,31 @@ from __future__ import annotations
 
 import argparse
 import time
-from importlib import resources
 
 import librosa
 import numpy as np
 import torch
 
-from .audio import load
-from .config import DEFAULT, TEN_MS
-from .pitch import pyin_settings
-from .pyin import pyin
-from .pyin_stream import StreamingPyin
-from .timing import sync, time_call
+from instrumentd.pipeline.config import DEFAULT, TEN_MS
+from instrumentd.pipeline.demo import demo_audio
+from instrumentd.pipeline.pitch import pyin_settings
+from instrumentd.pipeline.pyin import pyin
+from instrumentd.pipeline.pyin_stream import StreamingPyin
+from instrumentd.pipeline.timing import sync, time_call
 
-__all__ = ["pitch"]
+from . import BenchResult
+
+__all__ = ["agreement", "pitch"]
 
 
 def _demo(seconds: float) -> np.ndarray:
     """``float32 [seconds * 44100]``: the demo clip, repeated as needed."""
-    clip = load(resources.files("instrumentd.clients") / "data" / "demo.flac")
-    n = int(seconds * DEFAULT.sample_rate)
-    return np.resize(clip, n).astype(np.float32)
+    return demo_audio(int(seconds * DEFAULT.sample_rate))
 
 
-def _agreement(ref: tuple, ours: tuple) -> tuple[float, float]:
+def agreement(ref: tuple, ours: tuple) -> tuple[float, float]:
+    """``(f0, voiced)`` of librosa and of ours, ``[frames]`` each -> (share of frames whose voicing agrees,
+    share of frames voiced in both whose f0 is within 10 cents)."""
     v_ref, v_our = ref[1], ours[1]
     voicing = float(np.mean(v_ref == v_our))
     both = v_ref & v_our
@@ -43,8 +44,6 @@ def _agreement(ref: tuple, ours: tuple) -> tuple[float, float]:
 
 
 def pitch(device: torch.device, quick: bool, args: argparse.Namespace):
-    from instrumentd.clients.bench import BenchResult
-
     threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(1)  # librosa.pyin runs on one core: compare on one core
@@ -67,7 +66,7 @@ def _measure(device: torch.device, quick: bool) -> tuple[list[dict], dict]:
         on_device = torch.from_numpy(audio).to(device)
         ours_s = time_call(lambda: pyin(on_device, **pyin_settings(cfg)), device, 0.5 if quick else 2.0, warmup=1)
         ours = [x.cpu().numpy() for x in pyin(on_device, **pyin_settings(cfg))]
-        voicing, cents = _agreement(ref, ours)
+        voicing, cents = agreement(ref, ours)
         rows.append({
             "what": f"{seconds:g} s, hop {cfg.hop_length}", "seconds": seconds, "librosa_s": librosa_s,
             "ours_s": ours_s, "speedup": librosa_s / ours_s, "x_realtime": seconds / ours_s,

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .bench import BenchResult
+from . import BenchResult
 
 RATE = 1000  # window events per second, over all streams
 STREAMS = 4

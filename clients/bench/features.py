@@ -6,41 +6,39 @@ batch. The torch pYIN engine (``"torch"`` in :data:`~instrumentd.pipeline.pitch.
 used when it is registered; otherwise only the mel is measured and the summary says so. The
 reference, ``librosa.feature.melspectrogram`` + ``librosa.power_to_db`` + ``librosa.pyin`` one
 window at a time on the CPU, is measured on a few windows in the same run. Uploads are timed
-twice: from pageable memory and through :class:`~instrumentd.pipeline.transfer.PinnedUploader`.
+twice: from pageable memory and through :class:`PinnedUploader`.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import librosa
 import numpy as np
 import torch
 
-from .audio import load
-from .config import DEFAULT, FeatureConfig
-from .mask import f0_to_mask
-from .mel import MelFrontEnd
-from .pitch import ENGINES, librosa_pyin
-from .timing import sync, time_call
-from .transfer import PinnedUploader
+from instrumentd.pipeline.config import DEFAULT, FeatureConfig
+from instrumentd.pipeline.demo import demo_audio
+from instrumentd.pipeline.errors import ParameterError
+from instrumentd.pipeline.mask import f0_to_mask
+from instrumentd.pipeline.mel import MelFrontEnd
+from instrumentd.pipeline.pitch import ENGINES, librosa_pyin
+from instrumentd.pipeline.timing import sync, time_call
+from instrumentd.pipeline.windows import cut_windows
 
-__all__ = ["demo_windows", "features", "librosa_mel"]
+from . import BenchResult
 
-DEMO = Path(__file__).resolve().parent.parent / "clients" / "data" / "demo.flac"
+__all__ = ["PinnedUploader", "demo_windows", "features", "librosa_mel"]
+
 TARGET_MS_PER_1024 = 50.0  # one H100: mel + pitch mask for 1,024 windows of 3 s
 WINDOW_HOP_SECONDS = 0.75  # overlap of the benchmark's windows, as a daemon with a 0.75 s hop cuts them
 
 
 def demo_windows(n: int, cfg: FeatureConfig = DEFAULT) -> np.ndarray:
     """``n`` overlapping 3 s windows of the demo clip, repeated as needed: ``float32 [n, clip_samples]``."""
-    audio = load(DEMO, cfg.sample_rate)
     hop = int(WINDOW_HOP_SECONDS * cfg.sample_rate)
-    need = (n - 1) * hop + cfg.clip_samples
-    tiled = np.tile(audio, -(-need // len(audio)))[:need]
-    view = np.lib.stride_tricks.sliding_window_view(tiled, cfg.clip_samples)[::hop][:n]
-    return np.ascontiguousarray(view)
+    windows, _ = cut_windows(demo_audio((n - 1) * hop + cfg.clip_samples, cfg.sample_rate), cfg.clip_samples, hop)
+    return windows
 
 
 def librosa_mel(window: np.ndarray, cfg: FeatureConfig = DEFAULT) -> np.ndarray:
@@ -58,8 +56,6 @@ def _plan(device: torch.device, quick: bool) -> tuple[int, int, float]:
 
 
 def features(device: torch.device, quick: bool, args: argparse.Namespace):
-    from instrumentd.clients.bench import BenchResult
-
     cfg = DEFAULT
     n, n_ref, min_seconds = _plan(device, quick)
     windows = demo_windows(n, cfg)
@@ -129,3 +125,52 @@ def features(device: torch.device, quick: bool, args: argparse.Namespace):
         "rows": rows,
     }
     return BenchResult(f"features for {n} windows of 3 s (mel + pitch mask)", rows, summary)
+
+
+class PinnedUploader:
+    """Copies host arrays to a device through a ring of reusable page-locked (pinned) buffers.
+
+    :meth:`upload` copies the array into the next pinned buffer, enqueues a non-blocking copy to
+    the device on the current CUDA stream and returns the device tensor at once, so the host
+    can prepare the next batch while the copy runs. A buffer is written again only after its
+    previous copy has finished (one CUDA event per buffer), so data in flight is never
+    overwritten. Buffers grow to the largest array seen and are then reused.
+
+    On a CPU device :meth:`upload` returns a plain copy.
+
+    Parameters
+    ----------
+    device : where tensors go
+    n_buffers : staging buffers in the ring; 2 lets one copy run while the next is filled
+    """
+
+    def __init__(self, device: torch.device | str, n_buffers: int = 2):
+        if n_buffers < 1:
+            raise ParameterError(f"n_buffers must be at least 1, got {n_buffers}")
+        self.device = torch.device(device)
+        self._buffers: list[torch.Tensor | None] = [None] * n_buffers
+        self._events: list[torch.cuda.Event | None] = [None] * n_buffers
+        self._next = 0
+
+    def upload(self, array: np.ndarray) -> torch.Tensor:
+        """``array: [...]`` of numbers -> ``float32`` tensor of the same shape on :attr:`device`."""
+        array = np.asarray(array, dtype=np.float32)
+        if self.device.type != "cuda":
+            return torch.from_numpy(array.copy())
+        slot = self._next
+        self._next = (slot + 1) % len(self._buffers)
+        event = self._events[slot]
+        if event is not None:
+            event.synchronize()  # the copy that last read this buffer has finished
+        buffer = self._buffers[slot]
+        if buffer is None or buffer.numel() < array.size:
+            buffer = torch.empty(array.size, dtype=torch.float32, pin_memory=True)
+            self._buffers[slot] = buffer
+        staged = buffer[: array.size].view(array.shape)
+        staged.numpy()[...] = array
+        out = torch.empty(array.shape, dtype=torch.float32, device=self.device)
+        out.copy_(staged, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self.device))
+        self._events[slot] = event
+        return out

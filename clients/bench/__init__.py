@@ -1,8 +1,10 @@
-"""``instrumentd bench KIND``: benchmarks, each a function in the package it measures.
+"""``instrumentd bench KIND``: benchmarks, one module per kind in this package.
 
 A benchmark is ``fn(device: torch.device, quick: bool, args: argparse.Namespace) -> BenchResult``,
-named in :data:`BENCHES` as ``"module:function"``. The command prints its rows as a table and,
-with ``--json``, one JSON object as the last line: the summary plus device, date and commit.
+named in :data:`BENCHES` as ``"module:function"``. A bench module with flags of its own has
+``add_flags(parser)``: ``instrumentd bench KIND --help`` lists them, and they are parsed only once
+KIND is known, so that ``instrumentd --help`` imports no bench. The command prints the rows as a
+table and, with ``--json``, one JSON object as the last line: the summary plus device, date and commit.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+__all__ = ["BENCHES", "BenchResult", "register"]
+
 BENCHES: dict[str, str] = {
-    "model": "instrumentd.model.bench:model",
-    "stream": "instrumentd.daemon.bench:stream",
-    "features": "instrumentd.pipeline.bench_features:features",
-    "pitch": "instrumentd.pipeline.bench:pitch",
-    "prepare": "instrumentd.training.bench:prepare",
-    "train": "instrumentd.training.bench:train_bench",
-    "tag": "instrumentd.clients.bench_tag:tag",
-    "change": "instrumentd.clients.bench_change:change",
-    "bridge": "instrumentd.clients.bench_bridge:bridge",
+    "model": "instrumentd.clients.bench.model:model",
+    "stream": "instrumentd.clients.bench.stream:stream",
+    "features": "instrumentd.clients.bench.features:features",
+    "pitch": "instrumentd.clients.bench.pitch:pitch",
+    "prepare": "instrumentd.clients.bench.train:prepare",
+    "train": "instrumentd.clients.bench.train:train_bench",
+    "tag": "instrumentd.clients.bench.tag:tag",
+    "change": "instrumentd.clients.bench.change:change",
+    "bridge": "instrumentd.clients.bench.bridge:bridge",
 }
 
 
@@ -46,24 +50,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Run a benchmark and print a table; with --json the last line printed is one JSON object "
             "with the device, date, commit and the benchmark's figures. References (librosa, eager "
-            "fp32) are measured in the same run, so ratios compare like with like."
+            "fp32) are measured in the same run, so ratios compare like with like. "
+            "`instrumentd bench KIND --help` lists the flags of one benchmark."
         ),
     )
     p.add_argument("kind", choices=sorted(BENCHES), help="what to measure")
+    p.add_argument("flags", nargs=argparse.REMAINDER, help="--device D, --quick, --json and the benchmark's own")
+    p.set_defaults(run=run)
+
+
+def kind_parser(kind: str) -> argparse.ArgumentParser:
+    """The flags of ``instrumentd bench KIND``: the common ones, then the bench module's ``add_flags``."""
+    p = argparse.ArgumentParser(prog=f"instrumentd bench {kind}")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
     p.add_argument("--quick", action="store_true", help="small sizes: finishes within a minute on a 2-core CPU")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    p.add_argument("--devices", default=None, help="for 'stream': 'all' or a comma list of devices to spread over")
-    p.add_argument("--processes", type=int, default=1, metavar="K",
-                   help="for 'stream': split the streams over K daemon processes on the device, as "
-                        "'instrumentd serve --processes K' runs them (default: 1)")
-    p.add_argument("--epochs", type=int, default=None, metavar="N",
-                   help="for 'train': run N whole epochs of the protocol's default precision and time them all "
-                        "(default: 2 epochs per precision, the last one timed and extrapolated)")
-    p.add_argument("--inference", default="auto", metavar="MODE",
-                   help="for 'stream': the network path on a GPU, auto (calibrated once) or a fixed mode "
-                        "such as compile-fp16-tail (a wrong name lists them)")
-    p.set_defaults(run=run)
+    module = importlib.import_module(BENCHES[kind].split(":")[0])
+    if hasattr(module, "add_flags"):
+        module.add_flags(p)
+    return p
 
 
 def device_name(device: Any) -> str:
@@ -77,7 +82,7 @@ def device_name(device: Any) -> str:
 def _commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent.parent, timeout=5)
+                             cwd=Path(__file__).resolve().parent, timeout=5)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -87,24 +92,25 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from instrumentd.model.recognizer import resolve_device
+    from instrumentd.pipeline.devices import resolve_device
 
-    device = resolve_device(args.device)
+    flags = kind_parser(args.kind).parse_args(args.flags)
+    device = resolve_device(flags.device)
     module, func = BENCHES[args.kind].split(":")
-    result: BenchResult = getattr(importlib.import_module(module), func)(device, args.quick, args)
+    result: BenchResult = getattr(importlib.import_module(module), func)(device, flags.quick, flags)
     table = Table(title=f"{result.title} — {device_name(device)}")
     for key in result.rows[0] if result.rows else []:
         table.add_column(key, justify="right")
     for row in result.rows:
         table.add_row(*(f"{v:,.3f}" if isinstance(v, float) else str(v) for v in row.values()))
-    Console(stderr=args.json).print(table)
-    if args.json:
+    Console(stderr=flags.json).print(table)
+    if flags.json:
         summary = {
             "bench": args.kind,
             "device": device_name(device),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "commit": _commit(),
-            "quick": args.quick,
+            "quick": flags.quick,
             **result.summary,
         }
         print(json.dumps(summary), flush=True)

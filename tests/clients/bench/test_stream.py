@@ -1,0 +1,41 @@
+"""``bench stream``: paced synthetic streams through the real daemon; the figures add up (speed is not asserted)."""
+
+import pytest
+import torch
+
+from instrumentd.clients.bench.stream import inference_mode, parse_devices, run_streams
+from instrumentd.pipeline.errors import ParameterError
+
+
+@pytest.mark.slow
+def test_aligned_live_streams_share_one_forward_pass():
+    """Three real-time streams spread over the hop: aligned, one forward pass serves all three."""
+    r = run_streams([torch.device("cpu")], 3, 2.0, gather=0.05)
+    assert r["dropped_windows"] == 0 and r["windows"] == 6
+    assert r["windows_per_pass"] >= 2.5, r
+
+
+@pytest.mark.slow
+def test_bench_splits_streams_over_daemon_processes():
+    """Two processes, each a daemon with its own pool and rings, started together; the figures add up."""
+    r = run_streams([torch.device("cpu")], 3, 2.0, processes=2)
+    assert r["processes"] == 2 and r["expected_windows"] == 6
+    assert r["dropped_windows"] == 0 and r["windows"] == 6, r
+    with pytest.raises(ParameterError, match="between 2 and the stream count 3, got 4"):
+        run_streams([torch.device("cpu")], 3, 2.0, processes=4)
+
+
+def test_benchinference_mode_is_checked_and_kept_on_cpu():
+    with pytest.raises(ParameterError, match="'fastest'"):
+        inference_mode(torch.device("cpu"), "fastest")
+    assert inference_mode(torch.device("cpu"), "auto") == "auto"  # no GPU calibration on a CPU
+    assert inference_mode(torch.device("cpu"), "graphs-fp32") == "graphs-fp32"
+
+
+def test_devices_flag_takes_a_list_or_all():
+    assert parse_devices("cpu,cpu") == [torch.device("cpu")] * 2
+    with pytest.raises(ParameterError, match="'gpu'"):
+        parse_devices("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="no CUDA device is visible"):
+            parse_devices("all")

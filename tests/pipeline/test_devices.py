@@ -1,0 +1,51 @@
+"""Device specs -> torch devices: one resolver for the daemon, the commands and the benchmarks."""
+
+import contextlib
+
+import pytest
+import torch
+
+from instrumentd.pipeline.devices import check_devices, guard, resolve_device, resolve_devices
+from instrumentd.pipeline.errors import ParameterError
+
+
+@pytest.mark.parametrize("spec, names", [
+    ("auto", ["auto"]),
+    ("cpu", ["cpu"]),
+    ("cpu, cpu", ["cpu", "cpu"]),
+    ("cuda:0,cuda:1", ["cuda:0", "cuda:1"]),
+])
+def test_specs_are_read_without_touching_cuda(spec, names):
+    assert check_devices(spec) == names
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("gpu", "got 'gpu'"),
+    ("auto,cpu", "got 'auto,cpu'"),
+    ("cuda:0,", "got 'cuda:0,'"),
+    ("cuda:1,cuda:1", "names cuda:1 twice"),
+])
+def test_bad_specs_name_the_value(spec, fragment):
+    with pytest.raises(ParameterError, match=fragment):
+        check_devices(spec)
+
+
+def test_auto_is_every_gpu_else_the_cpu_and_one_device_is_its_first():
+    n = torch.cuda.device_count()
+    every = [torch.device("cuda", i) for i in range(n)] or [torch.device("cpu")]
+    assert resolve_devices("auto") == every
+    assert resolve_device("auto") == every[0]
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_devices("cpu,cpu") == [torch.device("cpu")] * 2
+
+
+def test_one_device_is_refused_a_list_and_a_missing_gpu_is_named():
+    with pytest.raises(ParameterError, match="one device is needed here"):
+        resolve_device("cpu,cpu")
+    n = torch.cuda.device_count()
+    with pytest.raises(ParameterError, match=f"'cuda:{n}' asked for"):
+        resolve_device(f"cuda:{n}")
+
+
+def test_guard_on_a_cpu_device_changes_nothing():
+    assert isinstance(guard("cpu"), contextlib.nullcontext)
