@@ -32,6 +32,7 @@ from instrumentd.pipeline.windows import FileWindows, levels_dbfs
 BATCH = {"cpu": 16, "cuda": 256}
 
 
+@dataclasses.dataclass
 class _File:
     """What is known about one file while its windows are in flight."""
 

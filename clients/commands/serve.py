@@ -65,10 +65,10 @@ def add_setting(parser: argparse.ArgumentParser, field: dataclasses.Field) -> No
 
 
 def run(args: argparse.Namespace) -> int:
-    from instrumentd.daemon.config import load
+    from instrumentd.daemon.config import load_config
 
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
-    config = load(args.config, **settings)
+    config = load_config(args.config, **settings)
     if args.print_config:
         sys.stdout.write(config.to_toml())
         return 0
