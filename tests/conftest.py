@@ -15,10 +15,11 @@ SR = 44100
 
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
-    if not torch.cuda.is_available():
-        for item in items:
-            if "gpu" in item.keywords:
-                item.add_marker(skip_gpu)
+    for item in items:
+        if "fluidsynth_available" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)  # every fluidsynth render goes through that fixture
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
 
 
 def devices() -> list:
@@ -36,6 +37,19 @@ def tone(freq: float, seconds: float = 3.0, sr: int = SR, amp: float = 0.5) -> n
     """A sine at ``freq`` hz, ``float32 [seconds * sr]``."""
     t = np.arange(int(round(seconds * sr))) / sr
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def notes(freqs, note_s: float = 0.4, rest_s: float = 0.1, sr: int = SR, seed: int = 0) -> np.ndarray:
+    """Harmonic notes (4 partials, 1/k) at each of ``freqs`` hz, each ``note_s`` s then ``rest_s`` s of
+    silence, over a little white noise: ``float32 [len(freqs) * (note_s + rest_s) * sr]``."""
+    t = np.arange(int(round(note_s * sr))) / sr
+    fade = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.01)  # 10 ms ramps: no clicks
+    parts = []
+    for f in freqs:
+        x = sum(np.sin(2 * np.pi * k * f * t) / k for k in range(1, 5))
+        parts += [0.3 * fade * x / np.abs(x).max(), np.zeros(int(round(rest_s * sr)))]
+    x = np.concatenate(parts)
+    return (x + 0.003 * np.random.default_rng(seed).standard_normal(len(x))).astype(np.float32)
 
 
 @pytest.fixture(scope="session")

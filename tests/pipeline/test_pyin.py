@@ -6,7 +6,7 @@ import torch
 from instrumentd.pipeline.config import DEFAULT, TEN_MS, FeatureConfig
 from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.pitch import DEFAULT_ENGINE, get_engine
-from instrumentd.pipeline.pyin import _log_transition_band, pyin, pyin_model
+from instrumentd.pipeline.pyin import pyin, pyin_model
 
 from ..conftest import SR, devices, tone
 
@@ -99,10 +99,12 @@ def test_float64_agrees_with_float32():
     assert torch.allclose(single[0], double[0], equal_nan=True)
 
 
-@pytest.mark.parametrize("n_bins,width", [(600, 131), (600, 41), (12, 7)])
-def test_transition_band_is_librosas_local_matrix(n_bins, width):
+@pytest.mark.parametrize("cfg", [DEFAULT, TEN_MS], ids=["hop1323", "hop441"])
+def test_transition_band_is_librosas_local_matrix(cfg):
+    model = pyin_model(SR, cfg.pitch_fmin, cfg.pitch_fmax, cfg.pitch_frame_length, cfg.hop_length)
+    n_bins, width = model.n_bins, model.width
     dense = librosa.sequence.transition_local(n_bins, width, window="triangle", wrap=False)
-    band = np.exp(_log_transition_band(n_bins, width))
+    band = np.exp(model.log_band)
     half = width // 2
     rebuilt = np.zeros_like(dense)
     for j in range(n_bins):
