@@ -27,19 +27,28 @@ HOP = 0.5  # seconds
 @pytest.mark.parametrize("device, resolved", [
     ("cpu", ["cpu"]),
     ("cpu,cpu", ["cpu", "cpu"]),
-    ("cuda:1", ["cuda:1"]),
-    ("cuda:0,cuda:1", ["cuda:0", "cuda:1"]),
-    ("cpu, cuda", ["cpu", "cuda:0"]),  # an index always: per-device caches must not tell "cuda" from "cuda:0"
+    ("cpu, cpu ,cpu", ["cpu", "cpu", "cpu"]),
 ])
-def test_device_lists_resolve_to_one_indexed_device_each(device, resolved):
-    """A list passes validation and becomes one device per entry; a GPU this machine lacks is a clear error."""
-    spec = load(env={}, device=device).device
+def test_cpu_lists_resolve_to_one_worker_device_each(device, resolved):
+    assert resolve_devices(load(env={}, device=device).device) == [torch.device(r) for r in resolved]
+
+
+def test_auto_is_every_gpu_or_else_the_cpu():
     n = torch.cuda.device_count()
-    if all(r == "cpu" or int(r.split(":")[1]) < n for r in resolved):
-        assert resolve_devices(spec) == [torch.device(r) for r in resolved]
-    else:
-        with pytest.raises(ParameterError, match="CUDA device"):
-            resolve_devices(spec)
+    expected = [torch.device("cuda", i) for i in range(n)] or [torch.device("cpu")]
+    assert resolve_devices(load(env={}, device="auto").device) == expected
+
+
+@pytest.mark.parametrize("device", ["cuda:99", "cpu,cuda:99"])
+def test_a_gpu_this_machine_lacks_is_named(device):
+    with pytest.raises(ParameterError, match="'cuda:99' asked for"):
+        resolve_devices(load(env={}, device=device).device)
+
+
+@pytest.mark.gpu
+def test_an_indexless_cuda_gets_the_current_index():
+    # per-device caches must not tell "cuda" from "cuda:0"
+    assert resolve_devices("cpu, cuda") == [torch.device("cpu"), torch.device("cuda", torch.cuda.current_device())]
 
 
 @pytest.mark.parametrize("device, fragment", [
