@@ -19,7 +19,8 @@ from instrumentd.daemon.worker import build_pool, resolve_devices
 from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.errors import ParameterError
 
-from .conftest import SR, melody, read_log, windows_of
+from ..conftest import read_log
+from .conftest import SR, melody, windows_of
 
 HOP = 0.5  # seconds
 

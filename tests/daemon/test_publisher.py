@@ -13,7 +13,7 @@ from instrumentd.daemon.replay import ReplayServer, replay
 from instrumentd.daemon.events import EventError
 from instrumentd.model.classes import CLASSES
 
-from .conftest import free_port
+from ..conftest import free_port
 
 
 def win(stream: str, seq: int) -> dict:

@@ -14,8 +14,8 @@ import soundfile
 from instrumentd.daemon import events
 from instrumentd.daemon.replay import replay
 
-from ..conftest import devices, start_jackd
-from .conftest import SR, melody, read_log, source_events, windows_of
+from ..conftest import devices, read_log, run_server, start_jackd
+from .conftest import SR, melody, source_events, windows_of
 
 pytestmark = pytest.mark.slow
 
@@ -42,14 +42,14 @@ def test_file_fast_publishes_every_window_logs_it_and_exits_0(daemon, subscriber
     assert got[-1]["streams"]["take1"]["windows"] == len(wins) and got[-1]["streams"]["take1"]["state"] == "ended"
 
 
-def test_silence_between_music_names_no_instrument(daemon, wav, tmp_path):
+def test_silence_between_music_names_no_instrument(wav, tmp_path):
     """Music, 7 s of digital silence, music: the silent windows carry no label, say why, and end the segment."""
     music = soundfile.read(wav(4.5))[0].astype(np.float32)
     path = tmp_path / "gap.wav"
     soundfile.write(path, np.concatenate([music, np.zeros(7 * SR, np.float32), music]), SR)
-    d = daemon([f"gap=file+fast:{path}"], "--hop", "1.0")
-    assert d.wait() == 0, d.log_text()
-    wins = windows_of(read_log(d.log_dir, "gap"))
+    with run_server(tmp_path, [f"gap=file+fast:{path}"], hop=1.0) as d:
+        assert d.wait() == 0
+    wins = windows_of(d.logged("gap"))
     silent = [w for w in wins if 5.0 <= w["t_start"] and w["t_end"] <= 11.0]
     assert silent and all(w["none"] == "silence" and w["labels"] == [] for w in silent)
     assert all(w["level_db"] == -120.0 for w in silent)

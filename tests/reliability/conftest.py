@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from ..daemon.conftest import Daemon, Subscriber, daemon, free_port, melody, read_log, subscriber, wav, windows_of  # noqa: F401
+from ..daemon.conftest import Subscriber, melody, subscriber, wav, windows_of  # noqa: F401
 
 SR = 44100
 

@@ -30,7 +30,8 @@ from instrumentd.model.recognizer import DEFAULT_CHECKPOINT
 from instrumentd.daemon import events
 from instrumentd.pipeline.errors import ParameterError
 
-from .conftest import free_port, one_line_error
+from ..conftest import free_port
+from .conftest import one_line_error
 
 PACKAGES = ("pipeline", "model", "daemon", "clients", "training")
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,8 @@ import pytest
 
 from instrumentd.daemon.service import Notifier, notify, use_writable_numba_cache
 
-from .conftest import free_port, one_line_error, read_log, windows_of
+from ..conftest import free_port, read_log
+from .conftest import one_line_error, windows_of
 
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 

@@ -13,7 +13,8 @@ import pytest
 
 from instrumentd.daemon.signals import HANDLED_SIGNALS, Signals
 
-from .conftest import free_port, read_log, windows_of
+from ..conftest import free_port, read_log
+from .conftest import windows_of
 
 
 def _deliver(sig: int) -> None:
