@@ -3,6 +3,10 @@ itself is tests/conftest.py's."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -211,3 +215,43 @@ def http_audio(tmp_path):
 def source_events(events: list[dict], stream: str) -> list[tuple[str, str]]:
     """``(state, reason)`` of each ``source`` event of ``stream``, in order."""
     return [(e["state"], e["reason"]) for e in events if e["type"] == "source" and e["stream"] == stream]
+
+
+class NotifySocket:
+    """A datagram unix socket standing in for systemd's ``NOTIFY_SOCKET``."""
+
+    def __init__(self, abstract: bool = False):
+        self.folder = Path(tempfile.mkdtemp(prefix="notify-", dir="/tmp"))
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if abstract:
+            name = f"instrumentd-test-{os.getpid()}-{time.monotonic_ns()}"
+            self.sock.bind("\0" + name)
+            self.address = "@" + name
+        else:
+            self.address = str(self.folder / "notify")
+            self.sock.bind(self.address)
+
+    def wait_for(self, state: str, timeout: float = 90.0) -> list[str]:
+        """Every message until one holding ``state``."""
+        got, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                got.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                break
+            if state in got[-1].split("\n"):
+                return got
+        raise AssertionError(f"no {state} within {timeout} s; got {got}")
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def notify_socket(monkeypatch):
+    made = NotifySocket()
+    monkeypatch.setenv("NOTIFY_SOCKET", made.address)
+    yield made
+    made.close()

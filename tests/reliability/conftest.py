@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from ..daemon.conftest import Subscriber, melody, subscriber, wav, windows_of  # noqa: F401
+from ..daemon.conftest import Subscriber, melody, notify_socket, subscriber, wav, windows_of  # noqa: F401
 
 SR = 44100
 
