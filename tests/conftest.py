@@ -282,3 +282,14 @@ def run_server(folder: Path, sources: list[str], **settings) -> Iterator[InProce
     finally:
         code = d.interrupt()
     assert code == 0, f"the server returned {code}"
+
+
+def one_line_error(text: str, command: str, *fragments: str) -> str:
+    """Assert ``text`` (stderr) is exactly one line ``instrumentd COMMAND: error: ...`` naming every fragment."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert len(lines) == 1, text
+    assert lines[0].startswith(f"instrumentd {command}: error: "), text
+    assert "Traceback" not in text
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]

@@ -14,17 +14,6 @@ from ..daemon.conftest import Subscriber, melody, notify_socket, subscriber, wav
 SR = 44100
 
 
-def one_line_error(text: str, command: str, *fragments: str) -> str:
-    """Assert ``text`` (stderr) is exactly one line ``instrumentd COMMAND: error: ...`` naming every fragment."""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    assert len(lines) == 1, text
-    assert lines[0].startswith(f"instrumentd {command}: error: "), text
-    assert "Traceback" not in text
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
-
-
 def wav_bytes(seconds: float = 0.5, sr: int = 22050, channels: int = 1, fmt: str = "WAV",
               subtype: str = "PCM_16") -> bytes:
     """A real encoded file of :func:`melody` in memory."""

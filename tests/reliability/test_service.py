@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import free_port, read_log
-from .conftest import one_line_error, windows_of
+from ..conftest import free_port, one_line_error, read_log
+from .conftest import windows_of
 
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
