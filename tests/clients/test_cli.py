@@ -60,21 +60,6 @@ def test_no_two_subcommands_share_a_description(capsys):
     assert len(set(descriptions)) == len(descriptions)
 
 
-def test_model_summary_total():
-    out = run_command("model-summary")
-    assert out.returncode == 0, out.stderr
-    assert "878,331" in out.stdout
-    assert "[4, 192, 256]" in out.stdout
-
-
-def test_model_summary_other_variant_and_bad_value():
-    out = run_command("model-summary", "--variant", "han", "--frames", "300")
-    assert out.returncode == 0 and "Total parameters" in out.stdout
-    bad = run_command("model-summary", "--frames", "2")
-    assert bad.returncode == 2
-    assert bad.stderr.strip().count("\n") == 0 and "--frames" in bad.stderr
-
-
 def test_no_command_prints_help_and_fails():
     out = run_command()
     assert out.returncode == 2 and "usage" in out.stdout
