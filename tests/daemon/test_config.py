@@ -99,18 +99,6 @@ def test_print_config_round_trips(tmp_path):
     assert bad.stderr.strip() == "instrumentd serve: error: hop must be 0.1-3.0 seconds, got 9.0"
 
 
-def test_a_group_needs_a_source_per_process(tmp_path):
-    from instrumentd.daemon.group import child_configs
-
-    cfg = load(env={}, sources=["a=mic", "b=mic", "c=mic"], processes=2, log_dir=str(tmp_path))
-    children = child_configs(cfg, tmp_path)
-    assert [names for _, names in children] == [["a", "c"], ["b"]]
-    assert [c.pub for c, _ in children] == [f"ipc://{tmp_path}/pub-0", f"ipc://{tmp_path}/pub-1"]
-    assert all(c.replay == "" and c.processes == 1 and c.log_dir == str(tmp_path) for c, _ in children)
-    with pytest.raises(ParameterError, match="processes = 4 but only 3 source"):
-        child_configs(load(env={}, sources=cfg.sources, processes=4), tmp_path)
-
-
 def test_live_preset_sits_under_file_env_and_flags(tmp_path):
     from instrumentd.daemon.config import PRESETS
 
