@@ -293,3 +293,9 @@ def one_line_error(text: str, command: str, *fragments: str) -> str:
     for f in fragments:
         assert f in lines[0], (f, lines[0])
     return lines[0]
+
+
+def instrumentd(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    """``python -m instrumentd ARGS...`` as a user runs it: its exit code, stdout and stderr as text."""
+    return subprocess.run([sys.executable, "-m", "instrumentd", *args], capture_output=True, text=True,
+                          timeout=timeout, **kw)
