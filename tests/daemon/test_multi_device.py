@@ -5,6 +5,7 @@ Without several GPUs the same code runs on several CPU workers (``--device cpu,c
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -19,7 +20,7 @@ from instrumentd.daemon.worker import build_pool, resolve_devices
 from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.errors import ParameterError
 
-from ..conftest import read_log
+from ..conftest import read_log, run_server
 from .conftest import SR, melody, windows_of
 
 HOP = 0.5  # seconds
@@ -133,13 +134,13 @@ def test_streams_are_balanced_and_rebalanced_when_some_end(tmp_path):
     assert sum(st.dropped_windows for st in pool.streams) == 0
 
 
-@pytest.mark.slow
-def test_daemon_on_two_cpu_workers(daemon, wav, tmp_path):
+def test_daemon_on_two_cpu_workers(wav, tmp_path, caplog):
     clip = wav(4.2)
-    d = daemon([f"a=file+fast:{clip}", f"b=file+fast:{clip}", f"c=file+fast:{clip}"], "--hop", "0.5",
-               device="cpu,cpu")
-    assert d.wait() == 0, d.log_text()
-    text = d.log_text()
+    with caplog.at_level(logging.INFO, "instrumentd"), \
+            run_server(tmp_path, [f"a=file+fast:{clip}", f"b=file+fast:{clip}", f"c=file+fast:{clip}"], hop=0.5,
+                       device="cpu,cpu") as d:
+        assert d.wait() == 0
+    text = caplog.text
     assert "stream a on cpu#0" in text and "stream b on cpu#1" in text and "stream c on cpu#0" in text
     assert "serving 3 stream(s) on cpu#0, cpu#1" in text
     for name in "abc":
