@@ -1,10 +1,12 @@
-"""``instrumentd synth-stems``, the real command: bad counts, lengths and banks are one line each."""
+"""``instrumentd synth-stems`` through the command's entry point: bad counts, lengths and banks are one line each."""
 
 from __future__ import annotations
 
 import pytest
 
-from ..conftest import instrumentd, one_line_error
+from instrumentd.clients.cli import main
+
+from ..conftest import one_line_error
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -12,8 +14,7 @@ from ..conftest import instrumentd, one_line_error
     (["--seconds", "0.5"], "stems must be at least 1 s long, got 0.5"),
     (["--banks", "nosuchbank"], "unknown bank 'nosuchbank'; choose from"),
 ])
-def test_bad_values_are_one_line_and_write_nothing(tmp_path, flags, message):
-    run = instrumentd("synth-stems", str(tmp_path / "bank"), *flags)
-    assert run.returncode == 2
-    one_line_error(run.stderr, "synth-stems", message)
+def test_bad_values_are_one_line_and_write_nothing(tmp_path, capsys, flags, message):
+    assert main(["synth-stems", str(tmp_path / "bank"), *flags]) == 2
+    one_line_error(capsys.readouterr().err, "synth-stems", message)
     assert not (tmp_path / "bank").exists()
