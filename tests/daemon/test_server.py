@@ -1,4 +1,5 @@
-"""The daemon as a real subprocess: files, stdin pipes, ffmpeg children, JACK, signals, kill and replay."""
+"""The daemon served: in this process where a test needs only its events and log (run_server), a real
+subprocess for stdin pipes, ffmpeg children, JACK, signals, kill and replay (the daemon fixture)."""
 
 import datetime
 import os
@@ -14,19 +15,20 @@ import soundfile
 from instrumentd.daemon import events
 from instrumentd.daemon.replay import replay
 
-from ..conftest import devices, read_log, run_server, start_jackd
+from ..conftest import devices, loopback, read_log, run_server, start_jackd
 from .conftest import SR, melody, source_events, windows_of
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("device", devices())
-def test_file_fast_publishes_every_window_logs_it_and_exits_0(daemon, subscriber, wav, device):
+def test_file_fast_publishes_every_window_logs_it_and_exits_0(subscriber, wav, device, tmp_path):
     clip = wav(4.2)
-    d = daemon([f"take1=file+fast:{clip}"], "--hop", "0.5", device=device)
-    sub = subscriber(d.pub)
-    assert d.wait() == 0, d.log_text()
-    logged = read_log(d.log_dir, "take1")
+    pub = loopback()
+    sub = subscriber(pub)  # connected before the server binds: it sees every event
+    with run_server(tmp_path, [f"take1=file+fast:{clip}"], hop=0.5, device=device, pub=pub) as d:
+        assert d.wait() == 0
+    logged = d.logged("take1")
     wins = windows_of(logged)
     assert [w["t_end"] for w in wins] == [3.0, 3.51, 3.99]  # ends on the 30 ms frame grid, 0.5 s apart on average
     assert [e["seq"] for e in logged] == list(range(len(logged)))
@@ -35,7 +37,6 @@ def test_file_fast_publishes_every_window_logs_it_and_exits_0(daemon, subscriber
         assert sum(w["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
         assert w["model"].startswith("cross-") and w["latency_ms"] >= 0
         assert w["level_db"] == pytest.approx(-11.0, abs=1.0)  # the 0.4-amplitude melody: RMS 0.28
-    # the daemon takes seconds to load its model, so the subscriber is connected before the first event
     got = sub.events(lambda ev: len([e for e in ev if "seq" in e]) == len(logged) and ev[-1]["type"] == "status",
                      timeout=10)
     assert [e for e in got if "seq" in e] == logged
