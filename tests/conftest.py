@@ -299,3 +299,18 @@ def instrumentd(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedP
     """``python -m instrumentd ARGS...`` as a user runs it: its exit code, stdout and stderr as text."""
     return subprocess.run([sys.executable, "-m", "instrumentd", *args], capture_output=True, text=True,
                           timeout=timeout, **kw)
+
+
+def live_children() -> dict[int, str]:
+    """``{pid: command}`` of this process's children still running (an exited one not yet reaped is gone)."""
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except FileNotFoundError:
+                continue
+            command, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
+            if state != "Z":
+                out[int(pid)] = command
+    return out
