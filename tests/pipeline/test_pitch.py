@@ -54,3 +54,13 @@ def test_settings_are_designs():
 def test_an_unknown_engine_is_named_with_the_choices():
     with pytest.raises(ParameterError, match=r"'crepe'.*\['librosa', 'torch'\]"):
         get_engine("crepe")
+
+
+def test_the_engines_agree_on_renders(renders):
+    audio = np.stack([renders["flute"], renders["mix"]])
+    ours = get_engine("torch")(audio, DEFAULT)
+    ref = get_engine("librosa")(audio, DEFAULT)
+    assert ours.shape == ref.shape == (2, DEFAULT.n_frames) and ours.dtype == np.float32
+    assert np.mean(np.isnan(ours) == np.isnan(ref)) >= 0.995
+    both = ~np.isnan(ours) & ~np.isnan(ref)
+    assert np.mean(np.abs(1200 * np.log2(ours[both] / ref[both])) <= 10) >= 0.995
