@@ -150,7 +150,7 @@ def _longest_run(mask: np.ndarray) -> tuple[int, int]:
     return int(starts[k]), int(ends[k])
 
 
-def _stretch_index(n: int, length: int) -> np.ndarray:
+def stretch_index(n: int, length: int) -> np.ndarray:
     """Frame positions (floats) into a nucleus of ``n`` frames for ``length`` output frames: first and
     last quarters at natural speed, the middle stretched (or everything squeezed when too short)."""
     q = max(1, n // 4)
@@ -303,7 +303,7 @@ def sing_world(rng: np.random.Generator, notes: list[Note], singer: Singer, seco
         coda = min(len(syl.sp) - syl.end, (b - a) // 3)
         pos = np.concatenate([
             np.arange(syl.start - (a - onset_at), syl.start, dtype=np.float64),
-            syl.start + _stretch_index(syl.end - syl.start, b - a - coda),
+            syl.start + stretch_index(syl.end - syl.start, b - a - coda),
             syl.end + np.arange(coda, dtype=np.float64),
         ]).clip(0, len(syl.sp) - 1)
         sp[onset_at:b] = _frames(syl.sp, pos)

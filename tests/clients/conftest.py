@@ -1,13 +1,8 @@
-"""Client fixtures: a real ``instrumentd serve`` on free loopback ports, fed real fluidsynth renders."""
+"""Client fixtures: a program of real fluidsynth renders for a served daemon (tests/conftest.py) to play,
+a checkpoint fitted to it, and what a daemon publishes without audio."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,15 +10,10 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-import zmq
+
+from ..conftest import free_port
 
 SR = 44100
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -35,86 +25,6 @@ def wait_for(predicate, timeout: float, what: str):
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-class Serve:
-    """``instrumentd serve`` as a child process: ``pub``, ``replay`` endpoints, ``log_dir``.
-
-    Heartbeats every 0.5 s so clients see status soon. Keeps its ports across :meth:`restart`.
-    """
-
-    def __init__(self, tmp_path: Path, sources: list[str], *extra: str, pub: str | None = None):
-        self.pub = pub or f"tcp://127.0.0.1:{free_port()}"
-        self.replay = f"tcp://127.0.0.1:{free_port()}"
-        self.log_dir = tmp_path / f"events-{free_port()}"
-        self.stderr_path = tmp_path / f"serve-{free_port()}.log"
-        self.args = [sys.executable, "-m", "instrumentd", "serve", "--pub", self.pub, "--replay", self.replay,
-                     "--log-dir", str(self.log_dir), "--device", "cpu", *extra]
-        for s in sources:
-            self.args += ["--source", s]
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        env = {**os.environ, "INSTRUMENTD_HEARTBEAT": "0.5"}
-        with open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=err, env=env)
-
-    def wait_ready(self, timeout: float = 90.0) -> dict:
-        """Block until the daemon publishes a status event; returns it."""
-        sock = zmq.Context.instance().socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt_string(zmq.SUBSCRIBE, "status")
-        sock.connect(self.pub)
-        try:
-            def status():
-                assert self.proc.poll() is None, f"daemon exited {self.proc.returncode}: {self.log_text()[-2000:]}"
-                return json.loads(sock.recv_multipart()[1]) if sock.poll(100) else None
-
-            return wait_for(status, timeout, "the daemon's first status event")
-        finally:
-            sock.close()
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self) -> int:
-        """SIGINT, as Ctrl-C: the daemon finishes its windows and exits 0."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.proc.returncode
-
-    def log_text(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def logged(self, stream: str) -> list[dict]:
-        """Every event in the daemon's log for ``stream``, in file order."""
-        out = []
-        for path in sorted((self.log_dir / stream).glob("*.jsonl")):
-            complete = path.read_text().split("\n")[:-1]  # the last piece may be a line being written
-            out += [json.loads(line) for line in complete if line.strip()]
-        return out
-
-
-@pytest.fixture
-def serve(tmp_path):
-    """``serve(sources, *flags, pub=None) -> Serve``; every daemon started is killed at the end of the test."""
-    started: list[Serve] = []
-
-    def start(sources: list[str], *extra: str, pub: str | None = None) -> Serve:
-        d = Serve(tmp_path, sources, *extra, pub=pub)
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        d.kill()
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ import pytest
 from instrumentd.clients.bridge_mqtt import Settings, discovery_configs, instrument_state, parse_broker
 from instrumentd.pipeline.errors import ParameterError
 
-from .conftest import free_port, wait_for
+from ..conftest import free_port
+from .conftest import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto not installed (make system-deps)")
 

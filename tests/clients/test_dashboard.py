@@ -11,7 +11,8 @@ from instrumentd.clients.dashboard import STALE_S, Board, DaemonView, render
 from instrumentd.daemon.events import segment_event, status_event, window_event
 from instrumentd.model.classes import CLASSES, NAMES
 
-from .conftest import free_port, wait_for
+from ..conftest import free_port
+from .conftest import wait_for
 
 ENDPOINT = "tcp://127.0.0.1:5555"
 
@@ -118,14 +119,14 @@ def _bars(screen: str) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed (make system-deps)")
-def test_dashboard_in_tmux_against_a_real_daemon(tmp_path, serve, program, fitted):
+def test_dashboard_in_tmux_against_a_real_daemon(tmp_path, daemon, program, fitted):
     """Started before its daemon it waits; then it shows the daemon's streams with moving bars; q quits it."""
     pub, status_file = f"tcp://127.0.0.1:{free_port()}", tmp_path / "exit-code"
     command = [sys.executable, "-m", "instrumentd", "dashboard", "--connect", pub]
     term = Tmux(["sh", "-c", f"'{' '.join(command)}; echo $? > {status_file}'"])
     try:
         wait_for(lambda: "Waiting for daemon" in term.capture(), 60, "the waiting screen")
-        serve([f"duo=file:{program}"], "--hop", "0.5", "--checkpoint", str(fitted), pub=pub)
+        daemon([f"duo=file:{program}"], "--hop", "0.5", "--checkpoint", str(fitted), pub=pub)
         first = wait_for(lambda: term.capture_if(lambda s: len(_bars(s)) == 11), 90, "all 11 bars")
         assert "duo" in first and "Flute" in first and "Violin" in first
         assert "Waiting for daemon" not in first

@@ -18,7 +18,8 @@ from instrumentd.daemon.events import EventError, decode, window_event
 from instrumentd.daemon.replay import ReplayServer, replay
 from instrumentd.model.classes import CLASSES
 
-from .conftest import Serve, free_port, wait_for
+from ..conftest import ServedDaemon, free_port
+from .conftest import wait_for
 
 
 class Proxy:
@@ -128,7 +129,7 @@ def test_replay_is_routed_to_the_owner_and_a_dead_backend_times_out(tmp_path):
 
 @pytest.mark.slow
 def test_three_daemons_one_proxy_subscribe_tail_and_replay(tmp_path, program):
-    daemons = [Serve(tmp_path, [f"{name}=file:{program}"], "--hop", "0.5") for name in ("a", "b", "c")]
+    daemons = [ServedDaemon(tmp_path, [f"{name}=file:{program}"], "--hop", "0.5") for name in ("a", "b", "c")]
     proxy = Proxy([d.pub for d in daemons], [d.replay for d in daemons])
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)

@@ -11,7 +11,8 @@ from instrumentd.daemon.events import segment_event, status_event, window_event
 from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.errors import InstrumentdError
 
-from .conftest import free_port, wait_for
+from ..conftest import free_port
+from .conftest import wait_for
 
 
 def _window(seq, stream="a"):
@@ -89,8 +90,8 @@ def _record(db, *args):
 
 
 @pytest.mark.slow
-def test_record_cut_off_and_daemon_restart_lose_nothing(tmp_path, serve, program):
-    daemon = serve([f"a=file:{program}"], "--hop", "0.5")
+def test_record_cut_off_and_daemon_restart_lose_nothing(tmp_path, daemon, program):
+    daemon = daemon([f"a=file:{program}"], "--hop", "0.5")
     daemon.wait_ready()
     proxy = Proxy(daemon.pub)
     db = tmp_path / "events.sqlite"

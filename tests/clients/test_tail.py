@@ -10,7 +10,8 @@ from instrumentd.daemon.events import decode, segment_event, source_event, statu
 from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.errors import ParameterError
 
-from .conftest import Serve, wait_for
+from ..conftest import served_daemon
+from .conftest import wait_for
 
 
 def _window(stream="a", seq=0, top="pia", p_top=0.6, labels=("pia",)):
@@ -83,14 +84,11 @@ def _lines(proc: subprocess.Popen, until, timeout: float = 60.0) -> list[dict]:
 def two_daemons(tmp_path_factory, program):
     """Two daemons, streams ``a`` and ``b``, at a 0.5 s hop on the same real-time program."""
     tmp = tmp_path_factory.mktemp("tail")
-    daemons = [Serve(tmp, [f"{name}=file:{program}"], "--hop", "0.5") for name in ("a", "b")]
-    try:
-        for d in daemons:
+    with served_daemon(tmp, ["a=file:" + str(program)], "--hop", "0.5") as a, \
+            served_daemon(tmp, ["b=file:" + str(program)], "--hop", "0.5") as b:
+        for d in (a, b):
             d.wait_ready()
-        yield daemons
-    finally:
-        for d in daemons:
-            d.kill()
+        yield a, b
 
 
 @pytest.mark.slow

@@ -12,7 +12,8 @@ from instrumentd.clients.web import LISTENER_QUEUE, Feed
 from instrumentd.daemon.events import segment_event, status_event, window_event
 from instrumentd.model.classes import CLASSES, NAMES
 
-from .conftest import free_port, wait_for
+from ..conftest import free_port
+from .conftest import wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -69,8 +70,8 @@ def browser():
 
 
 @pytest.mark.slow
-def test_the_page_fills_from_replay_then_shows_live_events(serve, program, browser, tmp_path):
-    d = serve([f"concert=file:{program}"], "--hop", "0.5")
+def test_the_page_fills_from_replay_then_shows_live_events(daemon, program, browser, tmp_path):
+    d = daemon([f"concert=file:{program}"], "--hop", "0.5")
     d.wait_ready()
     wait_for(lambda: sum(e["type"] == "window" for e in d.logged("concert")) >= 4, 60, "4 logged windows")
     before_web = [e["seq"] for e in d.logged("concert")]

@@ -1,12 +1,12 @@
-"""Daemon fixtures: free loopback ports, short real audio files, a daemon run as a real subprocess."""
+"""Daemon fixtures: short real audio files, subscribers, a real HTTP audio server. The served daemon
+itself is tests/conftest.py's."""
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import socket
-import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,12 +18,6 @@ import zmq
 from instrumentd.daemon.events import decode
 
 SR = 44100
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def melody(seconds: float, sr: int = SR, channels: int = 1) -> np.ndarray:
@@ -45,54 +39,6 @@ def wav(tmp_path):
         return path
 
     return make
-
-
-class Daemon:
-    """``instrumentd serve`` as a child process on free loopback ports, with its own log folder."""
-
-    def __init__(self, tmp_path: Path, sources: list[str], *extra: str, stdin=None, log_dir: Path | None = None,
-                 device: str = "cpu"):
-        self.pub = f"tcp://127.0.0.1:{free_port()}"
-        self.replay = f"tcp://127.0.0.1:{free_port()}"
-        self.log_dir = log_dir or tmp_path / "events"
-        self.stderr_path = tmp_path / f"daemon-{time.monotonic_ns()}.log"
-        args = [sys.executable, "-m", "instrumentd", "serve", "--pub", self.pub, "--replay", self.replay,
-                "--log-dir", str(self.log_dir), "--device", device, "--log-level", "debug", *extra]
-        for s in sources:
-            args += ["--source", s]
-        env = {**os.environ, "INSTRUMENTD_HEARTBEAT": "0.5"}
-        self.stderr = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(args, stdin=stdin, stdout=subprocess.PIPE, stderr=self.stderr, env=env)
-
-    def wait(self, timeout: float = 120) -> int:
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self.stderr.close()
-
-    def log_text(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.stderr.close()
-
-
-@pytest.fixture
-def daemon(tmp_path):
-    """``daemon(sources, *flags, stdin=None) -> Daemon``; every daemon started is killed at the end."""
-    started = []
-
-    def start(sources, *extra, stdin=None, log_dir=None, device="cpu") -> Daemon:
-        d = Daemon(tmp_path, sources, *extra, stdin=stdin, log_dir=log_dir, device=device)
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        d.stop()
 
 
 class Subscriber:
@@ -147,15 +93,6 @@ def subscriber():
 
 def windows_of(events: list[dict], stream: str | None = None) -> list[dict]:
     return [e for e in events if e["type"] == "window" and (stream is None or e["stream"] == stream)]
-
-
-def read_log(folder: Path, stream: str) -> list[dict]:
-    out = []
-    for path in sorted((folder / stream).glob("*.jsonl")):
-        out += [json.loads(line) for line in path.read_text().splitlines()]
-    return out
-
-
 
 
 class AudioHTTPServer:
@@ -278,3 +215,43 @@ def http_audio(tmp_path):
 def source_events(events: list[dict], stream: str) -> list[tuple[str, str]]:
     """``(state, reason)`` of each ``source`` event of ``stream``, in order."""
     return [(e["state"], e["reason"]) for e in events if e["type"] == "source" and e["stream"] == stream]
+
+
+class NotifySocket:
+    """A datagram unix socket standing in for systemd's ``NOTIFY_SOCKET``."""
+
+    def __init__(self, abstract: bool = False):
+        self.folder = Path(tempfile.mkdtemp(prefix="notify-", dir="/tmp"))
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if abstract:
+            name = f"instrumentd-test-{os.getpid()}-{time.monotonic_ns()}"
+            self.sock.bind("\0" + name)
+            self.address = "@" + name
+        else:
+            self.address = str(self.folder / "notify")
+            self.sock.bind(self.address)
+
+    def wait_for(self, state: str, timeout: float = 90.0) -> list[str]:
+        """Every message until one holding ``state``."""
+        got, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                got.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                break
+            if state in got[-1].split("\n"):
+                return got
+        raise AssertionError(f"no {state} within {timeout} s; got {got}")
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def notify_socket(monkeypatch):
+    made = NotifySocket()
+    monkeypatch.setenv("NOTIFY_SOCKET", made.address)
+    yield made
+    made.close()

@@ -18,7 +18,7 @@ from instrumentd.daemon.config import load_config
 from instrumentd.daemon.metrics import readiness
 from instrumentd.daemon.server import Server
 
-from .conftest import free_port
+from ..conftest import free_port
 
 pytestmark = pytest.mark.slow
 

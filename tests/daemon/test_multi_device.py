@@ -5,6 +5,7 @@ Without several GPUs the same code runs on several CPU workers (``--device cpu,c
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -21,7 +22,8 @@ from instrumentd.pipeline.devices import resolve_devices
 from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.errors import ParameterError
 
-from .conftest import SR, melody, read_log, windows_of
+from ..conftest import read_log, run_server
+from .conftest import SR, melody, windows_of
 
 HOP = 0.5  # seconds
 
@@ -29,19 +31,28 @@ HOP = 0.5  # seconds
 @pytest.mark.parametrize("device, resolved", [
     ("cpu", ["cpu"]),
     ("cpu,cpu", ["cpu", "cpu"]),
-    ("cuda:1", ["cuda:1"]),
-    ("cuda:0,cuda:1", ["cuda:0", "cuda:1"]),
-    ("cpu, cuda", ["cpu", "cuda:0"]),  # an index always: per-device caches must not tell "cuda" from "cuda:0"
+    ("cpu, cpu ,cpu", ["cpu", "cpu", "cpu"]),
 ])
-def test_device_lists_resolve_to_one_indexed_device_each(device, resolved):
-    """A list passes validation and becomes one device per entry; a GPU this machine lacks is a clear error."""
-    spec = load_config(env={}, device=device).device
+def test_cpu_lists_resolve_to_one_worker_device_each(device, resolved):
+    assert resolve_devices(load_config(env={}, device=device).device) == [torch.device(r) for r in resolved]
+
+
+def test_auto_is_every_gpu_or_else_the_cpu():
     n = torch.cuda.device_count()
-    if all(r == "cpu" or int(r.split(":")[1]) < n for r in resolved):
-        assert resolve_devices(spec) == [torch.device(r) for r in resolved]
-    else:
-        with pytest.raises(ParameterError, match="CUDA device"):
-            resolve_devices(spec)
+    expected = [torch.device("cuda", i) for i in range(n)] or [torch.device("cpu")]
+    assert resolve_devices(load_config(env={}, device="auto").device) == expected
+
+
+@pytest.mark.parametrize("device", ["cuda:99", "cpu,cuda:99"])
+def test_a_gpu_this_machine_lacks_is_named(device):
+    with pytest.raises(ParameterError, match="'cuda:99' asked for"):
+        resolve_devices(load_config(env={}, device=device).device)
+
+
+@pytest.mark.gpu
+def test_an_indexless_cuda_gets_the_current_index():
+    # per-device caches must not tell "cuda" from "cuda:0"
+    assert resolve_devices("cpu, cuda") == [torch.device("cpu"), torch.device("cuda", torch.cuda.current_device())]
 
 
 @pytest.mark.parametrize("device, fragment", [
@@ -125,13 +136,13 @@ def test_streams_are_balanced_and_rebalanced_when_some_end(tmp_path):
     assert sum(st.dropped_windows for st in pool.streams) == 0
 
 
-@pytest.mark.slow
-def test_daemon_on_two_cpu_workers(daemon, wav, tmp_path):
+def test_daemon_on_two_cpu_workers(wav, tmp_path, caplog):
     clip = wav(4.2)
-    d = daemon([f"a=file+fast:{clip}", f"b=file+fast:{clip}", f"c=file+fast:{clip}"], "--hop", "0.5",
-               device="cpu,cpu")
-    assert d.wait() == 0, d.log_text()
-    text = d.log_text()
+    with caplog.at_level(logging.INFO, "instrumentd"), \
+            run_server(tmp_path, [f"a=file+fast:{clip}", f"b=file+fast:{clip}", f"c=file+fast:{clip}"], hop=0.5,
+                       device="cpu,cpu") as d:
+        assert d.wait() == 0
+    text = caplog.text
     assert "stream a on cpu#0" in text and "stream b on cpu#1" in text and "stream c on cpu#0" in text
     assert "serving 3 stream(s) on cpu#0, cpu#1" in text
     for name in "abc":

@@ -1,5 +1,4 @@
 import json
-import threading
 import time
 
 import numpy as np
@@ -7,13 +6,10 @@ import pytest
 import zmq
 
 from instrumentd.daemon import events
-from instrumentd.daemon.eventlog import EventLog
 from instrumentd.daemon.publisher import EndpointError, Publisher
-from instrumentd.daemon.replay import ReplayServer, replay
-from instrumentd.daemon.events import EventError
 from instrumentd.model.classes import CLASSES
 
-from .conftest import free_port
+from ..conftest import free_port
 
 
 def win(stream: str, seq: int) -> dict:
@@ -50,41 +46,3 @@ def test_binding_a_taken_endpoint_is_a_one_line_error():
     with pytest.raises(EndpointError, match=f"tcp://127.0.0.1:{port}.*--pub"):
         Publisher(f"tcp://127.0.0.1:{port}")
     first.socket.close(0)
-
-
-def test_replay_serves_pages_and_names_bad_requests(tmp_path):
-    log = EventLog(tmp_path)
-    log.open_stream("s")
-    for i in range(2500):
-        log.append(win("s", i))
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    server = ReplayServer(endpoint, log)
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            if server.socket.poll(20):
-                server.serve_pending()
-
-    thread = threading.Thread(target=serve)
-    thread.start()
-    try:
-        got = [e["seq"] for e in replay(endpoint, "s", 1200)]
-        assert got == list(range(1200, 2500))  # two pages of 1000 and 300
-        assert list(replay(endpoint, "s", 2500)) == []
-        assert list(replay(endpoint, "nobody", 0)) == []
-        with pytest.raises(EventError, match="from_seq must be a non-negative integer, got -3"):
-            list(replay(endpoint, "s", -3))
-        with pytest.raises(EventError, match="stream name '../s'"):
-            list(replay(endpoint, "../s", 0))
-        req = zmq.Context.instance().socket(zmq.REQ)
-        req.connect(endpoint)
-        req.send(b"{}")
-        assert json.loads(req.recv()) == {"schema": 1, "streams": {"s": 2499}}
-        req.send(b"not json")
-        assert "error" in json.loads(req.recv())
-        req.close(0)
-    finally:
-        stop.set()
-        thread.join()
-        server.close()

@@ -1,4 +1,5 @@
-"""The daemon as a real subprocess: files, stdin pipes, ffmpeg children, JACK, signals, kill and replay."""
+"""The daemon served: in this process where a test needs only its events and log (run_server), a real
+subprocess for stdin pipes, ffmpeg children, JACK, signals, kill and replay (the daemon fixture)."""
 
 import datetime
 import os
@@ -14,19 +15,20 @@ import soundfile
 from instrumentd.daemon import events
 from instrumentd.daemon.replay import replay
 
-from ..conftest import devices, start_jackd
-from .conftest import SR, melody, read_log, source_events, windows_of
+from ..conftest import devices, loopback, read_log, run_server, start_jackd
+from .conftest import SR, melody, source_events, windows_of
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("device", devices())
-def test_file_fast_publishes_every_window_logs_it_and_exits_0(daemon, subscriber, wav, device):
+def test_file_fast_publishes_every_window_logs_it_and_exits_0(subscriber, wav, device, tmp_path):
     clip = wav(4.2)
-    d = daemon([f"take1=file+fast:{clip}"], "--hop", "0.5", device=device)
-    sub = subscriber(d.pub)
-    assert d.wait() == 0, d.log_text()
-    logged = read_log(d.log_dir, "take1")
+    pub = loopback()
+    sub = subscriber(pub)  # connected before the server binds: it sees every event
+    with run_server(tmp_path, [f"take1=file+fast:{clip}"], hop=0.5, device=device, pub=pub) as d:
+        assert d.wait() == 0
+    logged = d.logged("take1")
     wins = windows_of(logged)
     assert [w["t_end"] for w in wins] == [3.0, 3.51, 3.99]  # ends on the 30 ms frame grid, 0.5 s apart on average
     assert [e["seq"] for e in logged] == list(range(len(logged)))
@@ -35,21 +37,20 @@ def test_file_fast_publishes_every_window_logs_it_and_exits_0(daemon, subscriber
         assert sum(w["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
         assert w["model"].startswith("cross-") and w["latency_ms"] >= 0
         assert w["level_db"] == pytest.approx(-11.0, abs=1.0)  # the 0.4-amplitude melody: RMS 0.28
-    # the daemon takes seconds to load its model, so the subscriber is connected before the first event
     got = sub.events(lambda ev: len([e for e in ev if "seq" in e]) == len(logged) and ev[-1]["type"] == "status",
                      timeout=10)
     assert [e for e in got if "seq" in e] == logged
     assert got[-1]["streams"]["take1"]["windows"] == len(wins) and got[-1]["streams"]["take1"]["state"] == "ended"
 
 
-def test_silence_between_music_names_no_instrument(daemon, wav, tmp_path):
+def test_silence_between_music_names_no_instrument(wav, tmp_path):
     """Music, 7 s of digital silence, music: the silent windows carry no label, say why, and end the segment."""
     music = soundfile.read(wav(4.5))[0].astype(np.float32)
     path = tmp_path / "gap.wav"
     soundfile.write(path, np.concatenate([music, np.zeros(7 * SR, np.float32), music]), SR)
-    d = daemon([f"gap=file+fast:{path}"], "--hop", "1.0")
-    assert d.wait() == 0, d.log_text()
-    wins = windows_of(read_log(d.log_dir, "gap"))
+    with run_server(tmp_path, [f"gap=file+fast:{path}"], hop=1.0) as d:
+        assert d.wait() == 0
+    wins = windows_of(d.logged("gap"))
     silent = [w for w in wins if 5.0 <= w["t_start"] and w["t_end"] <= 11.0]
     assert silent and all(w["none"] == "silence" and w["labels"] == [] for w in silent)
     assert all(w["level_db"] == -120.0 for w in silent)
@@ -246,45 +247,6 @@ def test_killed_daemon_restarts_with_seq_continuing_and_the_subscriber_replays_i
     assert everything[: len(before)] == before
     d2.proc.send_signal(signal.SIGTERM)
     assert d2.wait(30) == 0
-
-
-@pytest.mark.parametrize("device", devices())
-def test_group_of_daemons_publishes_and_replays_every_stream_on_one_endpoint(daemon, subscriber, wav, device):
-    a, b = wav(4.2, name="a.wav"), wav(4.8, name="b.wav")
-    d = daemon([f"a=file+fast:{a}", f"b=file+fast:{b}", f"c=file+fast:{a}"], "--hop", "0.5", "--processes", "2",
-               device=device)
-    sub = subscriber(d.pub)
-    assert d.wait() == 0, d.log_text()
-    text = d.log_text()
-    assert "daemon 0 (pid" in text and "daemon 1 (pid" in text and text.count("serving ") == 2
-    logged = {s: read_log(d.log_dir, s) for s in "abc"}
-    for s, events in logged.items():
-        assert [e["seq"] for e in events] == list(range(len(events))) and windows_of(events), s
-    got = sub.events(lambda ev: sum(1 for e in ev if "seq" in e) == sum(map(len, logged.values())), timeout=10)
-    for s in "abc":
-        assert [e for e in got if e.get("stream") == s] == logged[s]  # every event of both daemons came out here
-    assert "group stopped" in text
-
-
-def test_group_restarts_a_killed_daemon_and_stops_on_sigterm(daemon, subscriber, wav):
-    clip = wav(30.0)
-    d = daemon([f"a=file:{clip}", f"b=file:{clip}"], "--hop", "0.5", "--processes", "2")
-    sub = subscriber(d.pub, ("window.",))
-    sub.events(lambda ev: {e["stream"] for e in ev} == {"a", "b"}, timeout=60)
-    pid = int(d.log_text().split("daemon 0 (pid ")[1].split(")")[0])
-    os.kill(pid, signal.SIGKILL)
-    before = len(read_log(d.log_dir, "a"))
-    later = sub.events(lambda ev: any(e["stream"] == "a" and e["seq"] >= before for e in ev), timeout=60)
-    assert "daemon 0 (a) exited with -9; starting it again in 1 s" in d.log_text()
-    assert any(e["stream"] == "b" for e in later)  # the other daemon went on
-    logged = read_log(d.log_dir, "a")
-    assert list(replay(d.replay, "a", 0))[: len(logged)] == logged  # the group's replay endpoint reads the log
-    d.proc.send_signal(signal.SIGTERM)
-    assert d.wait(60) == 0, d.log_text()
-    for s in "ab":
-        events = read_log(d.log_dir, s)
-        assert [e["seq"] for e in events] == list(range(len(events))), s  # gapless across the restart
-    assert "group stopped" in d.log_text()
 
 
 @pytest.fixture

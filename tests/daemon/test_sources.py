@@ -10,7 +10,7 @@ import pytest
 from instrumentd.daemon import sources
 from instrumentd.daemon.config import parse_source
 
-from ..conftest import until
+from ..conftest import live_children, until
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
@@ -27,6 +27,7 @@ def test_a_network_input_that_stalls_without_hanging_up_goes_down_and_comes_back
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    children = live_children()
     try:
         radio.start()
         assert until(lambda: radio.ring.written > 0, 30), "no audio from the live stream"
@@ -43,4 +44,4 @@ def test_a_network_input_that_stalls_without_hanging_up_goes_down_and_comes_back
         radio.stop()
         done.set()
         reader.join()
-    assert radio._child.poll() is not None
+    assert live_children().items() <= children.items()  # no ffmpeg child left behind

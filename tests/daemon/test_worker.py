@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from instrumentd.clients.bench.stream import PacedSource
-from instrumentd.daemon.config import parse_source
+from instrumentd.daemon.config import PoolSettings, SourceSpec, parse_source
 from instrumentd.daemon.segments import Segmenter
-from instrumentd.daemon.sources import open_source
-from instrumentd.daemon.config import PoolSettings
+from instrumentd.daemon.sources import Source, open_source
 from instrumentd.daemon.worker import build_pool
 
 from .conftest import SR, melody
@@ -23,6 +21,19 @@ FRAME = 1323 / SR  # seconds, one 30 ms frame
 def pool():
     """One CPU worker in aligned mode; a stale window is never dropped (its audio is written ahead of time)."""
     return build_pool([torch.device("cpu")], PoolSettings(hop_s=HOP, max_backlog=1e6, gather=0.05))
+
+
+class FedSource(Source):
+    """A live source whose ring the test writes (no thread of its own), as a microphone's callback would."""
+
+    live = True
+
+    def __init__(self, index: int):
+        super().__init__(SourceSpec(f"s{index}", "mic"), SR, 10.0)
+        self.state = "running"
+
+    def start(self) -> None:
+        pass
 
 
 def play(pool, sources, audio: np.ndarray, t0s: list[float], speed: float = 1.0, block: int = 882) -> dict[str, list]:
@@ -59,7 +70,7 @@ def on_tick(arrival: float) -> float:
 
 
 def test_live_streams_of_any_phase_end_their_windows_on_the_tick(pool):
-    sources = [PacedSource(100 + i) for i in range(3)]
+    sources = [FedSource(100 + i) for i in range(3)]
     for src in sources:
         pool.add(src, Segmenter(pool.recognizer.classes))
     # phases 0, 170 and 340 ms into the hop
@@ -79,7 +90,7 @@ def test_live_streams_of_any_phase_end_their_windows_on_the_tick(pool):
 
 def test_a_drifting_clock_is_followed_one_frame_at_a_time(pool):
     """A source 0.4 % slow: without correction its window ends would slide 40 ms off the tick every 10 s."""
-    src = PacedSource(200)
+    src = FedSource(200)
     pool.add(src, Segmenter(pool.recognizer.classes))
     wins = play(pool, [src], melody(30.0)[:, 0], [2000.0], speed=0.996)[src.name]
     errors = np.array([on_tick(w.arrival) for w in wins])

@@ -1,4 +1,5 @@
-"""Device specs -> torch devices: one resolver for the daemon, the commands and the benchmarks."""
+"""Device specs -> torch devices (one resolver for the daemon, the commands and the benchmarks), and
+device guards: a CPU device changes nothing; a CUDA device is current inside the block only."""
 
 import contextlib
 
@@ -49,3 +50,18 @@ def test_one_device_is_refused_a_list_and_a_missing_gpu_is_named():
 
 def test_guard_on_a_cpu_device_changes_nothing():
     assert isinstance(guard("cpu"), contextlib.nullcontext)
+
+
+@pytest.mark.parametrize("device", ["cpu", torch.device("cpu")])
+def test_a_cpu_guard_is_a_no_op(device):
+    with guard(device) as inside:
+        assert inside is None
+
+
+@pytest.mark.gpu
+def test_a_cuda_guard_makes_its_device_current_for_the_block():
+    last = torch.cuda.device_count() - 1
+    before = torch.cuda.current_device()
+    with guard(f"cuda:{last}"):
+        assert torch.cuda.current_device() == last
+    assert torch.cuda.current_device() == before

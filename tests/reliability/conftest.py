@@ -9,20 +9,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from ..daemon.conftest import Daemon, Subscriber, daemon, free_port, melody, read_log, subscriber, wav, windows_of  # noqa: F401
+from ..daemon.conftest import Subscriber, melody, notify_socket, subscriber, wav, windows_of  # noqa: F401
 
 SR = 44100
-
-
-def one_line_error(text: str, command: str, *fragments: str) -> str:
-    """Assert ``text`` (stderr) is exactly one line ``instrumentd COMMAND: error: ...`` naming every fragment."""
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    assert len(lines) == 1, text
-    assert lines[0].startswith(f"instrumentd {command}: error: "), text
-    assert "Traceback" not in text
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 def wav_bytes(seconds: float = 0.5, sr: int = 22050, channels: int = 1, fmt: str = "WAV",

@@ -28,7 +28,8 @@ from instrumentd.pipeline.audio import load_audio
 from instrumentd.pipeline.config import FeatureConfig
 from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
-from .conftest import SR, free_port, melody, one_line_error, read_log, samples_with, windows_of
+from ..conftest import free_port, one_line_error, read_log
+from .conftest import SR, melody, samples_with, windows_of
 
 RATES = (8000, 11025, 16000, 22050, 32000, 48000, 88200, 96000, 176400, 192000)  # hz
 

@@ -29,7 +29,8 @@ from instrumentd.model.recognizer import Recognizer
 from instrumentd.pipeline.features import Features
 from instrumentd.pipeline.stream_features import StreamFeatures, default_pitch
 
-from .conftest import free_port, melody, read_log, windows_of
+from ..conftest import free_port, read_log
+from .conftest import melody, windows_of
 
 
 def win(seq: int, stream: str = "s") -> dict:

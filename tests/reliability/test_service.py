@@ -1,4 +1,4 @@
-"""serve as a service: systemd's notify protocol on a real datagram socket, one daemon per log folder,
+"""serve as a service: READY, WATCHDOG and STOPPING from a running daemon, one daemon per log folder,
 exit codes, and a run as ``nobody`` with no home, a read-only install and a numba cache to find."""
 
 from __future__ import annotations
@@ -15,89 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from instrumentd.daemon.service import Notifier, notify, use_writable_numba_cache
-
-from .conftest import free_port, one_line_error, read_log, windows_of
+from ..conftest import free_port, one_line_error, read_log
+from .conftest import windows_of
 
 NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-
-
-class NotifySocket:
-    """A datagram unix socket standing in for systemd's ``NOTIFY_SOCKET``."""
-
-    def __init__(self, abstract: bool = False):
-        self.folder = Path(tempfile.mkdtemp(prefix="notify-", dir="/tmp"))
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        if abstract:
-            name = f"instrumentd-test-{os.getpid()}-{time.monotonic_ns()}"
-            self.sock.bind("\0" + name)
-            self.address = "@" + name
-        else:
-            self.address = str(self.folder / "notify")
-            self.sock.bind(self.address)
-
-    def wait_for(self, state: str, timeout: float = 90.0) -> list[str]:
-        """Every message until one holding ``state``."""
-        got, deadline = [], time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                got.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                break
-            if state in got[-1].split("\n"):
-                return got
-        raise AssertionError(f"no {state} within {timeout} s; got {got}")
-
-    def close(self) -> None:
-        self.sock.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-@pytest.fixture
-def notify_socket(monkeypatch):
-    made = NotifySocket()
-    monkeypatch.setenv("NOTIFY_SOCKET", made.address)
-    yield made
-    made.close()
-
-
-@pytest.mark.parametrize("abstract", [False, True])
-def test_notify_speaks_the_datagram_protocol(monkeypatch, abstract):
-    sock = NotifySocket(abstract)
-    try:
-        monkeypatch.setenv("NOTIFY_SOCKET", sock.address)
-        monkeypatch.setenv("WATCHDOG_USEC", "20000")
-        monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
-        notifier = Notifier()
-        assert notifier.interval == 0.01
-        notifier.ready("serving 1 stream(s)")
-        first = sock.wait_for("READY=1", 5)[-1].split("\n")
-        assert f"MAINPID={os.getpid()}" in first and "STATUS=serving 1 stream(s)" in first
-        time.sleep(0.02)
-        notifier.tick()
-        assert sock.wait_for("WATCHDOG=1", 5)
-        monkeypatch.setenv("WATCHDOG_PID", "1")  # the watchdog is for another process
-        assert Notifier().interval is None
-        monkeypatch.delenv("NOTIFY_SOCKET")
-        assert notify("READY=1") is False
-    finally:
-        sock.close()
-
-
-def test_numba_gets_a_writable_cache_when_there_is_no_home(monkeypatch, tmp_path):
-    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
-    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    (tmp_path / "home").write_text("a file: no folder can be made under it, not even by root")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    use_writable_numba_cache()
-    assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / f"instrumentd-numba-{os.getuid()}")
-    monkeypatch.delenv("NUMBA_CACHE_DIR")
-    monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path / "cache"))  # systemd's CacheDirectory= comes first
-    use_writable_numba_cache()
-    assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "cache" / "numba")
 
 
 @pytest.mark.slow

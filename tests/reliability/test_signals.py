@@ -1,9 +1,8 @@
-"""The one signal helper, with real signals: flags only, originals restored, a second Ctrl-C forces;
-and the commands that use it stopping cleanly on SIGHUP (the terminal closed)."""
+"""The commands that use the one signal helper stop cleanly on SIGHUP (the terminal closed), SIGTERM,
+and a second Ctrl-C (tests/daemon/test_signals.py tests the helper itself)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,36 +10,8 @@ import time
 
 import pytest
 
-from instrumentd.daemon.signals import HANDLED_SIGNALS, Signals
-
-from .conftest import free_port, read_log, windows_of
-
-
-def _deliver(sig: int) -> None:
-    os.kill(os.getpid(), sig)
-    time.sleep(0.01)  # the handler runs at the next bytecode on the main thread
-
-
-def test_handlers_only_set_flags_and_the_originals_come_back():
-    before = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
-    with Signals() as signals:
-        assert all(signal.getsignal(sig) == signals.handle for sig in HANDLED_SIGNALS)
-        _deliver(signal.SIGHUP)
-        assert signals.should_exit and not signals.force_exit and signals.received == "SIGHUP"
-        assert signals.stop.is_set()
-        _deliver(signal.SIGTERM)  # a second SIGTERM asks again, it does not force
-        assert not signals.force_exit and signals.received == "SIGHUP"
-        _deliver(signal.SIGINT)  # a second Ctrl-C forces
-        assert signals.force_exit
-    assert {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS} == before
-
-
-def test_one_ctrl_c_asks_two_force():
-    with Signals() as signals:
-        _deliver(signal.SIGINT)
-        assert signals.should_exit and not signals.force_exit and signals.received == "SIGINT"
-        _deliver(signal.SIGINT)
-        assert signals.force_exit
+from ..conftest import free_port, read_log
+from .conftest import windows_of
 
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])

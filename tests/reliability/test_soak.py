@@ -25,7 +25,7 @@ import zmq
 
 from instrumentd.daemon.events import decode
 
-from .conftest import read_log
+from ..conftest import read_log
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from instrumentd.training import dataset
-from instrumentd.clients.cli import main
 from instrumentd.training.ablation import TABLE4, ablation, collect, markdown, with_clean_mask
 from instrumentd.training.train import TrainConfig
 
@@ -60,12 +59,3 @@ def test_rows_run_apart_add_up(prepared, tmp_path):
     both = ablation(train_set, test_set, cfg, tmp_path, None, rows=("cross",))
     assert list(both["table4"]) == ["mel", "cross"] and list(both["table5"]) == ["noisy"]
     assert collect(tmp_path) == both
-
-
-def test_ablation_command_on_a_stem_bank(stem_bank, tmp_path, capsys):
-    code = main(["ablation", str(stem_bank), "--out", str(tmp_path), "--rows", "mask", "--epochs", "1",
-                 "--clips", "66", "--test-clips", "8", "--batch-size", "8", "--device", "cpu"])
-    assert code == 0
-    assert "| MaskCNN-only |" in capsys.readouterr().out
-    assert (tmp_path / "mask.json").is_file() and (tmp_path / "mask.safetensors").is_file()
-    assert main(["ablation", str(stem_bank), "somewhere", "--out", str(tmp_path)]) == 2

@@ -58,39 +58,11 @@ def test_test_clips_hold_all_windows(prepared):
     assert test.n_clips == len(TEST_FILES) and len(test) == int(test.clip.bincount().sum())
 
 
-def test_bundle_round_trip(prepared, tmp_path):
-    out = prepared
-    path, n = dataset.pack(out, tmp_path / "train.safetensors")
-    full, packed = dataset.load_features(out), dataset.load_features(path)
-    assert n == packed.n_clips == full.n_clips
-    assert packed.names == full.names and torch.equal(packed.label, full.label)
-    assert torch.equal(packed.band, full.band)  # the mask exactly
-    assert (packed.mel - full.mel).abs().max() <= 80 / 510 + 1e-5  # half a 0.31 dB step
-    assert torch.equal(packed.mask(), full.mask())
-    size_per_clip = path.stat().st_size / n
-    assert 12_800 < size_per_clip < 16_000  # 128 x 100 bytes of mel + 200 of bands + header
-    with pytest.raises(dataset.FeatureError, match="a 'train' bundle, expected 'test'"):
-        dataset.load_features(path, "test")
-    test_path, n_test = dataset.pack(out, tmp_path / "test.safetensors", "test")
-    test_full, test_packed = dataset.load_features(out, "test"), dataset.load_features(test_path, "test")
-    assert n_test == len(TEST_FILES) and torch.equal(test_packed.clip, test_full.clip)
-    assert torch.equal(test_packed.labels, test_full.labels) and torch.equal(test_packed.band, test_full.band)
-
-
 def test_broken_audio_is_named(irmas, tmp_path, extractor):
     bad = irmas / "IRMAS-TrainingData" / "voi" / "[voi][pop_roc]0200__1.wav"
     bad.write_bytes(bad.read_bytes()[:30])  # a header cut short
     with pytest.raises(AudioError, match=r"\[voi\]\[pop_roc\]0200__1.wav"):
         prepare(irmas, tmp_path / "features", "train", extractor, "torch", batch_size=4)
-
-
-def test_broken_feature_file_is_named(tmp_path):
-    (tmp_path / "cel").mkdir()
-    (tmp_path / "cel" / "x.pt").write_bytes(b"not a tensor file")
-    with pytest.raises(dataset.FeatureError, match="x.pt: not a readable feature file"):
-        dataset.load_features(tmp_path)
-    with pytest.raises(dataset.FeatureError, match="no such feature folder or bundle"):
-        dataset.load_features(tmp_path / "missing.safetensors")
 
 
 @pytest.mark.gpu

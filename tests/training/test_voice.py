@@ -68,11 +68,11 @@ def test_syllables_split_into_consonants_and_a_voiced_vowel(world):
 
 
 def test_stretch_keeps_the_ends_and_stretches_the_middle():
-    pos = voice._stretch_index(20, 200)
+    pos = voice.stretch_index(20, 200)
     assert len(pos) == 200 and np.all(np.diff(pos) >= 0)
     assert pos[0] == 0 and pos[-1] == 19
     assert np.all(np.diff(pos[:5]) == 1) and np.all(np.diff(pos[-5:]) == 1)
-    assert len(voice._stretch_index(20, 8)) == 8
+    assert len(voice.stretch_index(20, 8)) == 8
 
 
 def test_vibrato_has_the_rate_and_depth_asked_for():

@@ -1,0 +1,23 @@
+"""``instrumentd model-summary``, the real command: Table 2's total, other variants, bad values in one line."""
+
+import subprocess
+import sys
+
+
+def run_command(*args):
+    return subprocess.run([sys.executable, "-m", "instrumentd", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_model_summary_total():
+    out = run_command("model-summary")
+    assert out.returncode == 0, out.stderr
+    assert "878,331" in out.stdout
+    assert "[4, 192, 256]" in out.stdout
+
+
+def test_model_summary_other_variant_and_bad_value():
+    out = run_command("model-summary", "--variant", "han", "--frames", "300")
+    assert out.returncode == 0 and "Total parameters" in out.stdout
+    bad = run_command("model-summary", "--frames", "2")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "--frames" in bad.stderr
