@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "prepare": "instrumentd.clients.commands.prepare",
     "train": "instrumentd.clients.commands.train",
     "evaluate": "instrumentd.clients.commands.evaluate",
+    "calibrate": "instrumentd.clients.commands.calibrate",
     "ablation": "instrumentd.clients.commands.ablation",
 }
 

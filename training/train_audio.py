@@ -118,6 +118,33 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return nn.functional.cross_entropy(logits, target)
 
 
+def choose_decision(model: nn.Module, val: ValidationSet, cfg: AudioTrainConfig) -> tuple[Decision, dict[str, float]]:
+    """The decision's thresholds chosen on validation windows (model/decision.py): the lowest top
+    probability and voiced share that keep ``cfg.keep_music`` and ``cfg.keep_voiced`` of the music
+    windows; returns it with its figures (share of music windows named, of non-music rejected)."""
+    top = torch.softmax(validation_logits(model, val, cfg.amp), dim=1).amax(1).cpu().numpy()
+    is_music = (val.label >= 0).cpu().numpy()
+    voiced = voiced_share(val.mask)
+    decision = Decision(min_confidence=choose_minimum(top[is_music], cfg.keep_music),
+                        min_voiced=choose_minimum(voiced[is_music], cfg.keep_voiced))
+    named = (top >= decision.min_confidence) & (voiced >= decision.min_voiced)
+    figures = {
+        "music_named": float(named[is_music].mean()),
+        "none_rejected": float((~named[~is_music]).mean()) if (~is_music).any() else 0.0,
+    }
+    return decision, figures
+
+
+def calibrate(model: nn.Module, bank: StemBank, cfg: AudioTrainConfig,
+              features: FeatureConfig = DEFAULT) -> tuple[Decision, dict[str, float]]:
+    """Choose a trained ``model``'s decision again (:func:`choose_decision`) on ``cfg.validation_clips``
+    clips mixed from the stems ``cfg.seed`` holds out of ``bank``, as training would; the weights stay."""
+    _, val_pools = split_stems(bank, cfg.val_fraction, cfg.seed)
+    extractor = FeatureExtractor(features, "torch", bank.label.device)
+    val = make_validation(bank, val_pools, cfg, extractor, features.clip_samples)
+    return choose_decision(model.to(bank.label.device), val, cfg)
+
+
 def train_from_audio(bank: StemBank, cfg: AudioTrainConfig = AudioTrainConfig(),
                      features: FeatureConfig = DEFAULT,
                      on_epoch: Callable[[EpochStats], None] | None = None,
@@ -188,17 +215,7 @@ def train_from_audio(bank: StemBank, cfg: AudioTrainConfig = AudioTrainConfig(),
         if cfg.max_seconds and sum(h.seconds for h in history) >= cfg.max_seconds:
             break
     model.load_state_dict(best_state)
-    model.eval()
-    top = torch.softmax(validation_logits(model, val, cfg.amp), dim=1).amax(1).cpu().numpy()
-    is_music = music.cpu().numpy()
-    voiced = voiced_share(val.mask)
-    decision = Decision(min_confidence=choose_minimum(top[is_music], cfg.keep_music),
-                        min_voiced=choose_minimum(voiced[is_music], cfg.keep_voiced))
-    named = (top >= decision.min_confidence) & (voiced >= decision.min_voiced)
-    figures = {
-        "music_named": float(named[is_music].mean()),
-        "none_rejected": float((~named[~is_music]).mean()) if (~is_music).any() else 0.0,
-    }
+    decision, figures = choose_decision(model, val, cfg)
     split = {"train_stems": {r: len(v) for r, v in train_pools.items()},
              "validation_stems": {r: len(v) for r, v in val_pools.items()}}
     return TrainResult(model, best_epoch, history, split), decision, figures
