@@ -27,6 +27,8 @@ BENCHES: dict[str, str] = {
     "tag": "instrumentd.clients.bench_tag:tag",
     "change": "instrumentd.clients.bench_change:change",
     "bridge": "instrumentd.clients.bench_bridge:bridge",
+    "serve": "instrumentd.clients.bench_serve:serve",
+    "ingest": "instrumentd.clients.bench_serve:ingest",
 }
 
 
@@ -63,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--inference", default="auto", metavar="MODE",
                    help="for 'stream': the network path on a GPU, auto (calibrated once) or a fixed mode "
                         "such as compile-fp16-tail (a wrong name lists them)")
+    p.add_argument("--sources", default=None, metavar="N,N,...",
+                   help="for 'serve' and 'ingest': source counts to run (default 8,16,32 and 4,16,32)")
+    p.add_argument("--seconds", type=float, default=None, help="for 'serve' and 'ingest': seconds measured per count")
     p.set_defaults(run=run)
 
 
