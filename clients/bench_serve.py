@@ -218,6 +218,7 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
     }
     if gpu_util is not None:
         row["gpu_util_percent"] = gpu_util
+    row["load_avg_1min"] = round(os.getloadavg()[0], 2)  # the machine's load: other processes' share of its cores
     return row
 
 
@@ -244,10 +245,24 @@ def _seconds(args: argparse.Namespace, quick: bool, default: float) -> float:
     return float(seconds)
 
 
+def _lift_open_files() -> None:
+    """Raise this process's open-file limit to its hard limit: a daemon with a thousand sources (which
+    inherits it) holds a file, a ring and a log file per stream."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def serve(device, quick: bool, args: argparse.Namespace):
     """Bench entry (see clients/bench.py): one row per source count."""
     from instrumentd.clients.bench import BenchResult
 
+    _lift_open_files()
     counts = _counts(getattr(args, "sources", None), (8,) if quick else (8, 16, 32))
     seconds = _seconds(args, quick, 30.0)
     name = str(device) if device.type == "cpu" else f"cuda:{device.index or 0}"
@@ -271,7 +286,7 @@ def serve(device, quick: bool, args: argparse.Namespace):
         "sources": r["sources"], "windows": f"{r['windows']}/{r['expected_windows']}",
         "dropped": f"{r['dropped_windows']} w, {r['dropped_audio_s']} s, {r['publisher_drops']} pub",
         "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"], "max ms": r["max_ms"], "first window s": r["first_window_s"],
-        "cpu cores": r["cpu_cores"], "rss MB": r["rss_mb"], **({"gpu %": r["gpu_util_percent"]}
+        "cpu cores": r["cpu_cores"], "rss MB": r["rss_mb"], "load": r["load_avg_1min"], **({"gpu %": r["gpu_util_percent"]}
                                                               if "gpu_util_percent" in r else {}),
         "ok": "yes" if r["ok"] else "no",
     } for r in rows]
@@ -352,6 +367,7 @@ def ingest(device, quick: bool, args: argparse.Namespace):
     """Bench entry: one row per stream count of ``--sources`` (default 4,16,32)."""
     from instrumentd.clients.bench import BenchResult
 
+    _lift_open_files()
     ffmpeg = shutil.which("ffmpeg")
     if not ffmpeg:
         raise ParameterError("bench ingest needs ffmpeg on the PATH")
