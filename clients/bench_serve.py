@@ -13,9 +13,10 @@ GPU's utilisation (``torch.cuda.utilization``, when pynvml is there) is sampled 
 ``ingest``: N ``ffmpeg:`` sources of the daemon (:class:`~instrumentd.daemon.sources.FfmpegSource`),
 each reading a live stream over local TCP from its own producer (``ffmpeg -re`` copying an MP3 of the
 clip in real time, what an internet radio sends), their rings drained by one thread as the worker
-would. Reported per N: the decoders' CPU (the ``ffmpeg`` children of this process), this process's
-CPU (the sources' reader threads), both per stream, their memory, and the audio delivered against
-real time. The producers' own CPU is not counted.
+would. Reported per N: the decoders' CPU (the ``ffmpeg`` children of this process) and this process's
+(the sources' threads and the pipe reader), both per stream; the decoders' memory as PSS (the ffmpeg
+binary and libraries they share counted once, split among them) and this process's growth in RSS;
+and the audio delivered against real time. The producers' own CPU is not counted.
 
 Linux only for the CPU and memory figures (``/proc``); a run passes when nothing was dropped,
 every window came, and p99 <= the target (250 ms on a CPU, 100 ms on a GPU).
@@ -84,6 +85,18 @@ def _rss_mb(pid: int) -> float | None:
     except OSError:
         pass
     return None
+
+
+def _pss_mb(pid: int) -> float | None:
+    """Proportional set size: the process's own memory plus its share of what it maps with others (the
+    ffmpeg binary and libraries that every decoder shares), so that the decoders' figures add up."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return _rss_mb(pid)
 
 
 def _children(pid: int) -> list[int]:
@@ -339,7 +352,7 @@ def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
         wall = time.monotonic() - t0
         own1, dec1 = _cpu_seconds(me), [_cpu_seconds(p) for p in decoders]
         delivered = (got - got0) / INGEST_RATE / wall
-        dec_rss = [_rss_mb(p) or 0.0 for p in decoders]
+        dec_pss = [_pss_mb(p) or 0.0 for p in decoders]
         rss1 = _rss_mb(me)
         restarts = sum(src.restarts for src in sources)
     finally:
@@ -358,7 +371,7 @@ def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
         "decode_cores": round(decode, 3), "decode_cores_per_stream": round(decode / n, 4),
         "reader_cores": None if reading is None else round(reading, 3),
         "reader_cores_per_stream": None if reading is None else round(reading / n, 4),
-        "decoder_rss_mb_per_stream": round(sum(dec_rss) / max(1, len(dec_rss)), 1),
+        "decoder_pss_mb_per_stream": round(sum(dec_pss) / max(1, len(dec_pss)), 1),
         "reader_rss_mb_per_stream": (round((rss1 - rss0) / n, 2) if rss0 is not None and rss1 is not None else None),
     }
 

@@ -8,6 +8,9 @@
 | ``stdin:FORMAT:RATE:CHANNELS`` | :class:`StdinSource` | as written; the ring makes the writer wait when full |
 | ``ffmpeg:URL`` | :class:`FfmpegSource` | as ffmpeg decodes; a finite input ends, a live one is reopened with backoff |
 
+The children of ``mic`` and ``ffmpeg:`` write to pipes that one :class:`PipeHub` thread reads for all
+of them; each source's own thread only starts its child, watches it and decides what its exit means.
+
 A live ring drops its oldest audio when the worker falls behind (counted); the others apply
 backpressure. Resampling to 44.1 kHz happens on the reader's side (the worker), never in a callback.
 
@@ -27,7 +30,7 @@ import json
 import logging
 import os
 import re
-import select
+import selectors
 import shutil
 import subprocess
 import sys
@@ -65,6 +68,9 @@ FINITE_SLACK_S = 1.0  # seconds short of its stated duration an input may end an
 PACED_BLOCK_S = 0.02  # seconds: a paced file's audio goes into its ring in blocks this long, each once it is due
 PACED_READ_S = 0.5  # seconds of a paced file decoded at a time, ahead of its blocks
 PACER_MIN_WAIT = 0.002  # seconds the pacer sleeps at least between rounds
+HUB_SLICE_S = 0.02  # seconds the pipe hub lets the pipes fill between rounds: fewer, larger reads
+HUB_READ = 1 << 16  # bytes read from one pipe at most per round (a Linux pipe holds 64 KiB)
+CHILD_WATCH_S = 0.25  # seconds between a child source's checks for a stall
 
 
 class SourceError(InstrumentdError):
@@ -456,31 +462,23 @@ class _ChildSource(Source):
         lines: collections.deque[str] = collections.deque(maxlen=CHILD_LINES)
         drain = threading.Thread(target=self._drain, args=(child, lines), daemon=True)
         drain.start()
-        pending = b""
+        pipe = HUB.add(child.stdout.fileno(), self)
         stalled = 0.0
-        wait = self.first_s
-        fd = child.stdout.fileno()
-        samples = 0
-        while True:
-            if self.stall_s is not None and not select.select([fd], [], [], wait)[0]:
-                stalled = wait
+        while not pipe.done.wait(CHILD_WATCH_S) and not self._stop.is_set():
+            if self.stall_s is None:
+                continue
+            limit = self.stall_s if pipe.samples else self.first_s
+            idle = time.monotonic() - pipe.last_data
+            if idle > limit:
+                stalled = limit
                 child.kill()
                 break
-            wait = self.stall_s
-            data = os.read(fd, 4 * 4096)
-            if not data:
-                break
-            pending += data
-            usable = len(pending) - len(pending) % 4
-            if usable:
-                self._write(_mono(np.frombuffer(pending[:usable], dtype="<f4").reshape(-1, 1)))
-                samples += usable // 4
-                pending = pending[usable:]
         code = child.wait()
+        HUB.remove(pipe)
         drain.join(timeout=1)
         child.stdout.close()
         child.stderr.close()
-        return ChildExit(code, samples / self.rate, stalled, list(lines))
+        return ChildExit(code, pipe.samples / self.rate, stalled, list(lines))
 
     def stop(self) -> None:
         self._stop.set()
@@ -490,6 +488,110 @@ class _ChildSource(Source):
         super().stop()
         if self._child is not None and self._child.poll() is None:
             self._child.kill()
+
+
+class _Pipe:
+    """A child's stdout in the hub: mono little-endian float32 samples for ``source``'s ring."""
+
+    def __init__(self, fd: int, source: Source):
+        self.fd = fd
+        self.source = source
+        self.pending = b""  # bytes of an incomplete sample
+        self.samples = 0  # samples delivered
+        self.last_data = time.monotonic()  # when the last bytes came (at first: when the child started)
+        self.done = threading.Event()  # set once the hub has stopped reading this pipe (end of file or removed)
+        self.removed = False
+
+    def feed(self, data: bytes) -> None:
+        self.last_data = time.monotonic()
+        pending = self.pending + data if self.pending else data
+        usable = len(pending) - len(pending) % 4
+        if usable:
+            self.source._write(_mono(np.frombuffer(pending, dtype="<f4", count=usable // 4).reshape(-1, 1)))
+            self.samples += usable // 4
+        self.pending = pending[usable:]
+
+
+class PipeHub:
+    """One thread that reads the stdout pipes of every child source in the process.
+
+    A thread per child woke for each block its child wrote (ffmpeg writes about 40 a second per
+    stream); here one thread waits on all the pipes (``selectors``), reads what each holds, and waits
+    :data:`HUB_SLICE_S` between rounds so that the pipes fill and are read in fewer, larger pieces.
+    A backpressured source (``ffmpeg:`` of a local file) whose ring is full is not read until the
+    worker has made room, so its child waits on the pipe instead of the hub waiting on the ring.
+    The thread exits when no pipe is left and starts again with the next.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pipes: list[_Pipe] = []
+        self._selector: selectors.BaseSelector | None = None
+        self._thread: threading.Thread | None = None
+
+    def add(self, fd: int, source: Source) -> _Pipe:
+        """Read ``fd`` into ``source``'s ring from now on; the pipe's ``done`` is set at its end of file."""
+        pipe = _Pipe(fd, source)
+        os.set_blocking(fd, False)
+        with self._lock:
+            if self._thread is None:
+                self._selector = selectors.DefaultSelector()
+                self._thread = threading.Thread(target=self._run, args=(self._selector,), name="source-pipes",
+                                                daemon=True)
+                self._thread.start()
+            self._selector.register(fd, selectors.EVENT_READ, pipe)
+            self._pipes.append(pipe)
+        return pipe
+
+    def remove(self, pipe: _Pipe) -> None:
+        """Stop reading ``pipe`` (its child has exited); returns once the hub no longer touches its fd."""
+        with self._lock:
+            if pipe in self._pipes:
+                pipe.removed = True
+        pipe.done.wait(1.0 + 2 * HUB_SLICE_S)
+
+    def _drop(self, selector: selectors.BaseSelector, pipe: _Pipe) -> None:
+        with self._lock:
+            selector.unregister(pipe.fd)
+            self._pipes.remove(pipe)
+        pipe.done.set()
+
+    def _run(self, selector: selectors.BaseSelector) -> None:
+        while True:
+            with self._lock:
+                gone = [p for p in self._pipes if p.removed]
+            for pipe in gone:
+                self._drop(selector, pipe)
+            with self._lock:
+                if not self._pipes:
+                    self._thread = None
+                    selector.close()
+                    return
+            for key, _ in selector.select(0.1):
+                pipe = key.data
+                if pipe.done.is_set():
+                    continue
+                ring = pipe.source.ring
+                want = HUB_READ
+                if ring.blocking:
+                    want = min(want, 4 * ring.room())
+                    if want <= 0:  # the worker is behind, not the child: no stall
+                        pipe.last_data = time.monotonic()
+                        continue
+                try:
+                    data = os.read(pipe.fd, want)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    pipe.feed(data)
+                else:
+                    self._drop(selector, pipe)
+            time.sleep(HUB_SLICE_S)
+
+
+HUB = PipeHub()  # the process's one reader of child sources' pipes
 
 
 # ffmpeg errors that another try will not fix: a missing or unreadable file, a bad scheme, an HTTP 4xx,

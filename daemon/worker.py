@@ -201,6 +201,7 @@ class Worker:
         self.passes = 0  # forward passes run
         self.lock = threading.Lock()  # held by whoever steps the worker or moves its streams
         self._gather_until: float | None = None
+        self._after_due = False  # spread phases: the last step served windows, the next one may push the rest
 
     @staticmethod
     def history_frames(cfg: FeatureConfig, hop_s: float, pitch_lag: int) -> int:
@@ -255,10 +256,13 @@ class Worker:
     def step(self) -> list[Window]:
         """Process whatever is due now; returns the windows inferred, in order, probabilities filled.
 
-        When any stream has a window due, every other stream with ``feed`` seconds (a quarter hop)
-        or more of new audio is pushed in the same batch: the mel and pitch steps run once for all
-        of them, and a stream is read in a few larger chunks per hop rather than at every step, since
-        each read and push costs host time per stream (with a thousand streams, most of a step).
+        Streams with ``feed`` seconds (a quarter hop) or more of new audio are pushed in one batch:
+        the mel and pitch steps run once for all of them, and a stream is read in a few larger chunks
+        per hop rather than at every step, since each read and push costs host time per stream (with
+        a thousand streams, most of a step). In the aligned mode they ride along with the tick's due
+        windows. With spread phases a due window does not wait for them: its step pushes the due
+        streams alone, and the step right after it (its windows published) pushes the rest.
+        Backpressured streams (``file+fast:``, ``stdin:``, ``ffmpeg:``) ride along with any due window.
         """
         t0 = time.perf_counter()
         now = time.monotonic()
@@ -274,8 +278,9 @@ class Worker:
             min_take = max(self.cfg.hop_length, int(self.feed * self.cfg.sample_rate))
             for st in active:
                 ring = st.source.ring
+                rides = feeding or self.align or not st.source.live
                 if (st in due_set or st.pending is not None or ring.closed
-                        or ring.available() * self.cfg.sample_rate >= min_take * st.rate):
+                        or rides and ring.available() * self.cfg.sample_rate >= min_take * st.rate):
                     chunk = self._take(st)
                     if st.pending is not None:
                         chunk = np.concatenate([st.pending, chunk])
@@ -308,6 +313,7 @@ class Worker:
                 w.probabilities = p
         for st in ending:
             st.finished = True
+        self._after_due = self._after_due or bool(due) and not self.align
         self.seconds["mel"] = self.features.seconds["mel"]
         self.seconds["pitch"] = self.features.seconds["pitch"]
         return windows
@@ -332,12 +338,14 @@ class Worker:
 
     def _feeding(self, active: list[Stream], now: float) -> bool:
         """True when live audio should be pushed ahead of its windows: a stream has ``feed`` s unread, and
-        the next live window is far enough away that the push cannot delay it. Then the first windows
-        after start-up do not find every stream's 3 s of audio still to push, all at once."""
+        the last step served windows (spread phases) or the next live window is far enough away that the
+        push cannot delay it. Then the first windows after start-up do not find every stream's 3 s of
+        audio still to push, all at once."""
         if self.feed <= 0:
             return False
         live = [st for st in active if st.source.live]
-        if not live or min(st.next_check for st in live) - now < self.gather + 2 * self._feed_cost:
+        after_due, self._after_due = self._after_due, False
+        if not live or not after_due and min(st.next_check for st in live) - now < self.gather + 2 * self._feed_cost:
             return False
         return any(st.source.ring.available() >= self.feed * st.rate for st in live)
 
