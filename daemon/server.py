@@ -114,7 +114,7 @@ class Server:
         self.guard.watch(self.publisher.socket, cfg.pub)
         if cfg.replay and self.log is not None:
             self.replay = ReplayServer(cfg.replay, self.log, context)
-        self.sources = open_sources(specs, cfg.ring_seconds)
+        self.sources = open_sources(specs, cfg.ring_seconds, cfg.hop)
         self.worker = build_pool(resolve_devices(cfg.device), cfg.checkpoint or None, cfg.hop, cfg.max_backlog,
                                  cfg.pitch_policy, cfg.pitch_lag, cfg.max_batch, cfg.gather, cfg.cpu_threads,
                                  cfg.inference, cfg.silence_db, cfg.silence_s)

@@ -159,8 +159,9 @@ class FileSource(Source):
     """A file soundfile can read, mixed to mono; ``realtime`` paces it by the wall clock.
 
     A paced file has no thread of its own: the process's :class:`Pacer` writes each of its 20 ms
-    blocks when the block's last sample is due. ``file+fast:`` reads in a thread of its own, as fast
-    as its ring takes the audio.
+    blocks when the block's last sample is due, from ``delay_s`` seconds after :meth:`start` (set by
+    :func:`open_sources` to spread the files of one daemon over the hop). ``file+fast:`` reads in a
+    thread of its own, as fast as its ring takes the audio.
     """
 
     ending = "end of file"
@@ -177,6 +178,7 @@ class FileSource(Source):
         super().__init__(spec, int(info.samplerate), ring_seconds)
         self.path = os.fsencode(path)
         self.block = max(1, self.rate // (50 if realtime else 2))  # 20 ms paced, 0.5 s fast
+        self.delay_s = 0.0  # paced: seconds from start() to the file's first sample
 
     def start(self) -> None:
         if self.live:
@@ -261,6 +263,7 @@ class Pacer:
         except (OSError, soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
             self._fail(source, exc)
             return
+        paced.t0 += source.delay_s
         with self._lock:
             self._files.append(paced)
             if self._thread is None:
@@ -821,8 +824,14 @@ class FailedSource(Source):
         return None
 
 
-def open_sources(specs: list[SourceSpec], ring_seconds: float) -> list[Source]:
+def open_sources(specs: list[SourceSpec], ring_seconds: float, hop_s: float = 1.0) -> list[Source]:
     """Open every source; one that cannot be opened is logged and kept as a :class:`FailedSource`.
+
+    The ``k``-th of ``n`` paced files starts ``k / n`` of a hop (``hop_s`` seconds) after the first.
+    Files started together would otherwise have their windows come due at the same moments, and one
+    step of the worker would do the whole hop's work while every window waits for it (on a 2-core
+    CPU, 16 files: p99 650 ms); spread, each step serves a window or two, as for independent live
+    streams. Stream time is unchanged: each file's windows start at 0 s of the file.
 
     Raises
     ------
@@ -839,6 +848,9 @@ def open_sources(specs: list[SourceSpec], ring_seconds: float) -> list[Source]:
             sources.append(FailedSource(spec, str(exc)))
     if len(errors) == len(specs):
         raise errors[0]
+    paced = [src for src in sources if isinstance(src, FileSource) and src.live]
+    for k, src in enumerate(paced):
+        src.delay_s = hop_s * k / len(paced)
     for exc in errors:
         log.error("%s; the other streams go on", exc)
     return sources

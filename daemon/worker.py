@@ -6,21 +6,18 @@ devices. Each :meth:`Worker.step` reads every stream whose next window is comple
 :class:`~instrumentd.pipeline.stream_features.StreamFeatures` in one batch, builds the windows that
 are due and runs them through the network as one batch.
 
-Phase. By default the live streams' phases are spread evenly over the hop: at its first read (and
-after every gap) the grid of the i-th of a worker's n live streams is shifted so that its windows
-end ``i / n`` of a hop past a multiple of ``hop`` seconds of ``time.monotonic()``. Streams that
-started together (files opened at start-up, the channels of one sound card) would otherwise all come
-due at the same moment, and one step would do the whole hop's work while every window waits for it;
-spread, each step serves a few windows and the work is spread over the hop (on a CPU, where a
-forward pass costs in proportion to its windows, that gives the lowest latency). The shift costs
-at most one hop before the first window. With ``gather > 0`` live streams share one tick
+Phase. By default each live stream keeps its own phase: independent streams come due at different
+moments, which spreads the work over the hop (on a CPU, where a forward pass costs in proportion to
+its windows, that gives the lowest latency). With ``gather > 0`` live streams share one tick
 instead, so that one step serves them all: at its first read (and after every gap) a live
 stream's grid is shifted so that its windows end on multiples of ``hop`` seconds of
 ``time.monotonic()``, a slow drift of its clock is corrected one 30 ms frame at a time, and a due
 window waits up to ``gather`` seconds for the other live streams due by then. One push of audio,
 one pitch step per frame and one forward pass then serve all of them (fewer, larger batches: what a
-GPU wants). In both modes live audio is pushed a quarter hop at a time ahead of its windows, so that
-a due window (the tick) has little left to push.
+GPU wants). In both modes live audio is pushed a quarter hop at a time ahead of its windows, so
+that a due window (the tick) has little left to push, and the first windows after start-up do not
+find every stream's 3 s of audio still to push at once. With its own phases, a due window's step
+pushes the due streams alone, and the step right after it (its windows published) pushes the others.
 
 Windows of a stream start on its frame grid: window ``j`` after the stream's grid origin ``g``
 starts at frame ``g + round(j * hop / 30 ms)`` and covers 100 frames (exactly 3 s), so windows
@@ -109,7 +106,7 @@ class Stream:
         self.level_db: float | None = None
         self.finished = False
         self.next_check = 0.0  # time.monotonic() before which a live stream cannot have its next window
-        self.placed = True  # False until a live stream's grid is given its phase (at its first read, after a gap)
+        self.aligned = True  # False until a live stream's grid is put on the tick (aligned mode, first read)
         self.phase_error = 0.0  # seconds, smoothed: how late a live stream's windows end after the tick
         self.history: np.ndarray | None = None  # recent 44.1 kHz audio, circular by grid index, kept for moves
         self.history_len = 0  # samples of ``history`` since the last reset
@@ -170,7 +167,7 @@ class Worker:
     max_backlog : seconds a live stream may fall behind before stale audio and windows are dropped
     pitch_policy : ``hold`` or ``delay`` (see :mod:`instrumentd.pipeline.stream_features`)
     pitch_lag : the pitch engine's lag in frames (how far ``delay`` waits past a window's end)
-    gather : 0 (default): live streams' phases are spread over the hop; > 0: they are aligned to one tick and a
+    gather : 0 (default): live streams keep their own phases; > 0: they are aligned to one tick and a
         due window waits up to this many seconds for the others (see the module's docstring)
     name : how logs call this worker
     feed : seconds of unread live audio pushed ahead of the windows (default a quarter hop; 0 = only when
@@ -201,7 +198,7 @@ class Worker:
         self.passes = 0  # forward passes run
         self.lock = threading.Lock()  # held by whoever steps the worker or moves its streams
         self._gather_until: float | None = None
-        self._after_due = False  # spread phases: the last step served windows, the next one may push the rest
+        self._after_due = False  # own phases: the last step served windows, the next one may push the rest
 
     @staticmethod
     def history_frames(cfg: FeatureConfig, hop_s: float, pitch_lag: int) -> int:
@@ -226,7 +223,7 @@ class Worker:
     def add(self, source: Source, segmenter: Segmenter) -> Stream:
         stream = Stream(source, self.features.add_stream(), self.cfg, self.hop_s, segmenter,
                         DeadAir(self.silence_db, self.silence_s, source.ring.rate))
-        stream.placed = not source.live
+        stream.aligned = not (self.align and source.live)
         self.streams.append(stream)
         return stream
 
@@ -260,7 +257,7 @@ class Worker:
         the mel and pitch steps run once for all of them, and a stream is read in a few larger chunks
         per hop rather than at every step, since each read and push costs host time per stream (with
         a thousand streams, most of a step). In the aligned mode they ride along with the tick's due
-        windows. With spread phases a due window does not wait for them: its step pushes the due
+        windows. With their own phases a due window does not wait for them: its step pushes the due
         streams alone, and the step right after it (its windows published) pushes the rest.
         Backpressured streams (``file+fast:``, ``stdin:``, ``ffmpeg:``) ride along with any due window.
         """
@@ -338,9 +335,8 @@ class Worker:
 
     def _feeding(self, active: list[Stream], now: float) -> bool:
         """True when live audio should be pushed ahead of its windows: a stream has ``feed`` s unread, and
-        the last step served windows (spread phases) or the next live window is far enough away that the
-        push cannot delay it. Then the first windows after start-up do not find every stream's 3 s of
-        audio still to push, all at once."""
+        the last step served windows (own phases) or the next live window is far enough away that the
+        push cannot delay it."""
         if self.feed <= 0:
             return False
         live = [st for st in active if st.source.live]
@@ -384,28 +380,23 @@ class Worker:
         st.remember(data, st.pos)
         st.levels.push(data, st.pos)
         st.pos += len(data)
-        if not st.placed and len(data):
-            self._place(st)
+        if not st.aligned and len(data):
+            self._align(st)
         return data
 
-    def _place(self, st: Stream) -> None:
-        """Shift a live stream's grid (it has no window yet) so that its windows end at its phase: on the
-        tick (aligned mode), else ``i / n`` of a hop past it, i-th of the worker's ``n`` live streams.
+    def _align(self, st: Stream) -> None:
+        """Shift a live stream's grid (it has no window yet) so that its windows end on the tick.
 
         The newest sample in the ring arrived at ``t_w``; a live source delivers in real time, so
         the last sample of window 0 arrives at ``t_w`` plus its distance in samples over the rate.
-        Window 0 moves later by the frames that put that moment on the phase.
+        Window 0 moves later by the frames that put that moment on a multiple of ``hop`` seconds.
         """
         ring = st.source.ring
         newest = ring.written - 1
         t_end = ring.arrival(newest) + (st.native_index(st.window_end_sample() - 1) - newest) / st.rate
-        phase = 0.0
-        if not self.align:
-            live = [s for s in self.streams if s.source.live]
-            phase = self.hop_s * live.index(st) / len(live)
         frame_s = self.cfg.hop_length / self.cfg.sample_rate
-        st.grid_origin += int(round(((phase - t_end) % self.hop_s) / frame_s))
-        st.placed = True
+        st.grid_origin += int(round(((-t_end) % self.hop_s) / frame_s))
+        st.aligned = True
 
     def _track_phase(self, st: Stream, arrival: float) -> None:
         """Keep a live stream on the tick: its clock drifts from the host's, so when its windows end more
@@ -434,7 +425,7 @@ class Worker:
         st.pos = origin * hop
         st.grid_origin, st.j = origin, 0
         st.anchor = (native_start, st.pos)
-        st.placed = not st.source.live
+        st.aligned = not (self.align and st.source.live)
         st.history_len = 0
         st.pending = None
         if st.resampler is not None:

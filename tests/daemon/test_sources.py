@@ -53,6 +53,22 @@ def test_paced_files_share_one_thread_and_each_plays_in_real_time_to_its_end(tmp
     assert until(lambda: _threads("source-pacer") == 0, 1)  # no file left: the thread is gone
 
 
+def test_paced_files_opened_together_start_spread_over_the_hop(tmp_path):
+    """Four files of one daemon: the k-th starts k/4 of a hop after the first, so their windows come due apart."""
+    path = tmp_path / "one.wav"
+    soundfile.write(path, melody(0.5), SR, subtype="PCM_16")
+    specs = [parse_source(f"f{i}=file:{path}") for i in range(4)]
+    srcs = sources.open_sources(specs, 10.0, hop_s=2.0)
+    assert [src.delay_s for src in srcs] == [0.0, 0.5, 1.0, 1.5]
+    t0 = time.monotonic()
+    for src in srcs:
+        src.start()
+    assert until(lambda: all(src.ring.closed for src in srcs), 10)
+    first = np.array([src.ring.arrival(0) for src in srcs]) - t0  # when each file's first block came
+    assert np.all(first >= [0.0, 0.5, 1.0, 1.5]) and np.all(first < np.array([0.0, 0.5, 1.0, 1.5]) + 0.25), first
+    assert [src.ring.written for src in srcs] == [int(0.5 * SR)] * 4
+
+
 def test_a_paced_file_stopped_midway_ends_and_leaves_the_pacer(tmp_path):
     path = tmp_path / "long.wav"
     soundfile.write(path, melody(30.0), SR, subtype="PCM_16")

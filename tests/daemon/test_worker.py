@@ -1,5 +1,4 @@
-"""The worker: live streams aligned to one tick or spread over the hop, clock drift corrected, streams moved
-between workers."""
+"""The worker: live streams aligned to one tick, clock drift corrected, streams moved between workers."""
 
 from __future__ import annotations
 
@@ -76,24 +75,6 @@ def test_live_streams_of_any_phase_end_their_windows_on_the_tick(pool):
         starts.append(wins[0].t_start)
     # the grid moved later by each stream's phase: 1 s - phase, modulo the hop, on the 30 ms frame grid
     assert starts == pytest.approx([0.0, 0.33, 0.16], abs=FRAME / 2 + 1e-3)
-
-
-def test_live_streams_started_together_are_spread_over_the_hop():
-    """Four streams in phase (files opened together, one sound card's channels): by default their windows
-    end a quarter hop apart, so that no step serves them all at once."""
-    phased = build_pool([torch.device("cpu")], hop_s=HOP, max_backlog=1e6)
-    sources = [_SyntheticSource(300 + i) for i in range(4)]
-    for src in sources:
-        phased.add(src, Segmenter(phased.recognizer.classes))
-    got = play(phased, sources, melody(6.0)[:, 0], [3000.0] * 4)
-    for i, src in enumerate(sources):
-        wins = got[src.name]
-        assert len(wins) >= 4
-        phase = i * HOP / 4
-        # each window's last sample arrived at the stream's phase past the tick, give or take a frame and a block
-        assert all(abs(on_tick(w.arrival - phase)) <= FRAME + 0.02 for w in wins), \
-            [round(on_tick(w.arrival - phase), 3) for w in wins]
-        assert np.diff([w.t_start for w in wins]) == pytest.approx(HOP, abs=FRAME)
 
 
 def test_a_drifting_clock_is_followed_one_frame_at_a_time(pool):
