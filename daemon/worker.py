@@ -14,10 +14,9 @@ stream's grid is shifted so that its windows end on multiples of ``hop`` seconds
 ``time.monotonic()``, a slow drift of its clock is corrected one 30 ms frame at a time, and a due
 window waits up to ``gather`` seconds for the other live streams due by then. One push of audio,
 one pitch step per frame and one forward pass then serve all of them (fewer, larger batches: what a
-GPU wants). In both modes live audio is pushed a quarter hop at a time ahead of its windows, so
-that a due window (the tick) has little left to push, and the first windows after start-up do not
-find every stream's 3 s of audio still to push at once. With its own phases, a due window's step
-pushes the due streams alone, and the step right after it (its windows published) pushes the others.
+GPU wants). In both modes live audio is pushed a quarter hop at a time ahead of its windows when
+no window is due soon, so that a due window (the tick) has little left to push, and the first
+windows after start-up do not find every stream's 3 s of audio still to push at once.
 
 Windows of a stream start on its frame grid: window ``j`` after the stream's grid origin ``g``
 starts at frame ``g + round(j * hop / 30 ms)`` and covers 100 frames (exactly 3 s), so windows
@@ -198,7 +197,6 @@ class Worker:
         self.passes = 0  # forward passes run
         self.lock = threading.Lock()  # held by whoever steps the worker or moves its streams
         self._gather_until: float | None = None
-        self._after_due = False  # own phases: the last step served windows, the next one may push the rest
 
     @staticmethod
     def history_frames(cfg: FeatureConfig, hop_s: float, pitch_lag: int) -> int:
@@ -253,13 +251,10 @@ class Worker:
     def step(self) -> list[Window]:
         """Process whatever is due now; returns the windows inferred, in order, probabilities filled.
 
-        Streams with ``feed`` seconds (a quarter hop) or more of new audio are pushed in one batch:
-        the mel and pitch steps run once for all of them, and a stream is read in a few larger chunks
-        per hop rather than at every step, since each read and push costs host time per stream (with
-        a thousand streams, most of a step). In the aligned mode they ride along with the tick's due
-        windows. With their own phases a due window does not wait for them: its step pushes the due
-        streams alone, and the step right after it (its windows published) pushes the rest.
-        Backpressured streams (``file+fast:``, ``stdin:``, ``ffmpeg:``) ride along with any due window.
+        When any stream has a window due, every other stream with ``feed`` seconds (a quarter hop)
+        or more of new audio is pushed in the same batch: the mel and pitch steps run once for all
+        of them, and a stream is read in a few larger chunks per hop rather than at every step, since
+        each read and push costs host time per stream (with a thousand streams, most of a step).
         """
         t0 = time.perf_counter()
         now = time.monotonic()
@@ -275,9 +270,8 @@ class Worker:
             min_take = max(self.cfg.hop_length, int(self.feed * self.cfg.sample_rate))
             for st in active:
                 ring = st.source.ring
-                rides = feeding or self.align or not st.source.live
                 if (st in due_set or st.pending is not None or ring.closed
-                        or rides and ring.available() * self.cfg.sample_rate >= min_take * st.rate):
+                        or ring.available() * self.cfg.sample_rate >= min_take * st.rate):
                     chunk = self._take(st)
                     if st.pending is not None:
                         chunk = np.concatenate([st.pending, chunk])
@@ -310,7 +304,6 @@ class Worker:
                 w.probabilities = p
         for st in ending:
             st.finished = True
-        self._after_due = self._after_due or bool(due) and not self.align
         self.seconds["mel"] = self.features.seconds["mel"]
         self.seconds["pitch"] = self.features.seconds["pitch"]
         return windows
@@ -335,13 +328,11 @@ class Worker:
 
     def _feeding(self, active: list[Stream], now: float) -> bool:
         """True when live audio should be pushed ahead of its windows: a stream has ``feed`` s unread, and
-        the last step served windows (own phases) or the next live window is far enough away that the
-        push cannot delay it."""
+        the next live window is far enough away that the push cannot delay it."""
         if self.feed <= 0:
             return False
         live = [st for st in active if st.source.live]
-        after_due, self._after_due = self._after_due, False
-        if not live or not after_due and min(st.next_check for st in live) - now < self.gather + 2 * self._feed_cost:
+        if not live or min(st.next_check for st in live) - now < self.gather + 2 * self._feed_cost:
             return False
         return any(st.source.ring.available() >= self.feed * st.rate for st in live)
 
