@@ -18,7 +18,7 @@ would. Reported per N: the decoders' CPU (the ``ffmpeg`` children of this proces
 binary and libraries they share counted once, split among them) and this process's growth in RSS;
 and the audio delivered against real time. The producers' own CPU is not counted.
 
-Linux only for the CPU and memory figures (``/proc``); a run passes when nothing was dropped,
+Linux only for the CPU and memory figures (``/proc``). A ``serve`` row passes when nothing was dropped,
 every window came, and p99 <= the target (250 ms on a CPU, 100 ms on a GPU).
 """
 

@@ -177,7 +177,7 @@ class FileSource(Source):
             raise SourceError(f"source {spec.name}: cannot open {path!r} ({exc})") from None
         super().__init__(spec, int(info.samplerate), ring_seconds)
         self.path = os.fsencode(path)
-        self.block = max(1, self.rate // (50 if realtime else 2))  # 20 ms paced, 0.5 s fast
+        self.block = max(1, int(self.rate * (PACED_BLOCK_S if realtime else 0.5)))  # samples: 20 ms paced, 0.5 s fast
         self.delay_s = 0.0  # paced: seconds from start() to the file's first sample
 
     def start(self) -> None:
