@@ -4,11 +4,12 @@
 paced ``file:`` sources (one clip, the bundled demo looped, written to a temporary folder) and a
 plain ZeroMQ subscriber in this process counting the window events. Latency is each event's own
 ``latency_ms`` (the window's last sample in its ring -> published). The measured interval is
-``--seconds`` long and starts two hops after the first window arrives (the first windows of every
-stream come due together: a start-up transient, reported apart as ``first_window_s``). Drops are
-the last status heartbeat's (audio and windows skipped by the worker, publisher overflows). CPU =
-the daemon's CPU seconds over the interval / its wall seconds (1.0 = one core busy); on CUDA the
-GPU's utilisation (``torch.cuda.utilization``, when pynvml is there) is sampled each second.
+``--seconds`` long and starts two hops after the first window arrives (the first windows are a
+start-up transient, reported apart: ``first_window_s`` from launch, ``p99_with_startup_ms``). Drops
+are those of the status event the daemon sends as it stops (audio and windows skipped by the worker,
+publisher overflows, since its start). CPU = the daemon's CPU seconds over the interval / its wall
+seconds (1.0 = one core busy); on CUDA the GPU's utilisation (``torch.cuda.utilization``, when
+pynvml is there) is sampled each second.
 
 ``ingest``: N ``ffmpeg:`` sources of the daemon (:class:`~instrumentd.daemon.sources.FfmpegSource`),
 each reading a live stream over local TCP from its own producer (``ffmpeg -re`` copying an MP3 of the
@@ -44,7 +45,6 @@ HOP = 1.0  # seconds, the daemon's default hop
 TARGET_P99_MS = {"cpu": 250.0, "cuda": 100.0}
 START_TIMEOUT_S = 600.0  # seconds a daemon may take to load, calibrate and deliver its first window
 STOP_TIMEOUT_S = 60.0  # seconds a daemon may take to finish after SIGINT
-HEARTBEAT_S = 1.0  # seconds between the daemon's status events during a run
 INGEST_RATE = 44100  # hz, what the daemon's ffmpeg children deliver
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -154,7 +154,6 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
             "--device", device, "--inference", inference, *extra]
     for i in range(n):
         args += ["--source", f"s{i}=file:{clip}"]
-    env = {**os.environ, "INSTRUMENTD_HEARTBEAT": str(HEARTBEAT_S)}
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, 0)
     sub.setsockopt(zmq.SUBSCRIBE, b"window.")
@@ -162,7 +161,7 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
     sub.connect(pub)
     t_launch = time.monotonic()
     with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
     gpu = _GpuSampler(device)
     first = start = end = None
     cpu0 = cpu1 = None
@@ -206,9 +205,8 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
         gpu_util = gpu.stop()
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
+            status = _last_status(sub, proc, STOP_TIMEOUT_S) or status
+            if proc.poll() is None:
                 proc.kill()
                 proc.wait()
         sub.close(0)
@@ -233,6 +231,21 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
         row["gpu_util_percent"] = gpu_util
     row["load_avg_1min"] = round(os.getloadavg()[0], 2)  # the machine's load: other processes' share of its cores
     return row
+
+
+def _last_status(sub, proc: subprocess.Popen, timeout: float) -> dict | None:
+    """The status event a stopping daemon sends last (its drop totals), read until it exits or ``timeout``."""
+    from instrumentd.daemon.events import decode
+
+    status, deadline = None, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sub.poll(100):
+            topic, body = sub.recv_multipart()
+            if topic == b"status":
+                status = decode(body)
+        elif proc.poll() is not None:
+            break
+    return status
 
 
 def _ms(value: float) -> float | None:
