@@ -116,6 +116,12 @@ class RingBuffer:
         with self._lock:
             return self.written - self.read_pos
 
+    def room(self) -> int:
+        """Samples a write can take now without waiting (a blocking ring) or dropping (a live one)."""
+        with self._lock:
+            # a closed ring takes (and discards) anything
+            return self.capacity if self.closed else self.capacity - (self.written - self.read_pos)
+
     def read(self, max_samples: int | None = None, keep_last: int | None = None) -> tuple[np.ndarray, int, bool]:
         """Take unread samples.
 

@@ -117,7 +117,7 @@ class Server:
         self.guard.watch(self.publisher.socket, cfg.pub)
         if cfg.replay and self.log is not None:
             self.replay = ReplayServer(cfg.replay, self.log, context)
-        self.sources = self._given_sources or open_sources(specs, cfg.ring_seconds)
+        self.sources = self._given_sources or open_sources(specs, cfg.ring_seconds, cfg.hop_s)
         self.worker = build_pool(resolve_devices(cfg.device), cfg.pool_settings())
         recognizer = self.worker.recognizer
         self.device = ", ".join(w.name if w.recognizer.device.type == "cpu" else

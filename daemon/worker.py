@@ -15,7 +15,10 @@ stream's grid is shifted so that its windows end on multiples of ``hop`` seconds
 window waits up to ``gather`` seconds for the other live streams due by then. One push of audio,
 one pitch step per frame and one forward pass then serve all of them (fewer, larger batches: what a
 GPU wants); audio that arrives between ticks is pushed a quarter hop at a time, so that the tick
-itself has little left to do.
+itself has little left to do. With their own phases, live streams are fed that way only until
+their first window, so that the first windows after start-up do not find every stream's 3 s of
+audio still to push at once; after it, a due window takes along every stream with a quarter hop
+or more of new audio (one push per step: on a CPU each push has a cost of its own, about 10 ms).
 
 Windows of a stream start on its frame grid: window ``j`` after the stream's grid origin ``g``
 starts at frame ``g + round(j * hop / 30 ms)`` and covers 100 frames (exactly 3 s), so windows
@@ -188,7 +191,9 @@ class Worker:
         self.max_read_s = self.cfg.clip_seconds + hop_s + 0.5
         self.gather = gather
         self.align = gather > 0
-        self.feed = FEED_FRACTION * hop_s  # aligned mode: unread live audio pushed between ticks
+        # unread live audio pushed ahead of the windows: between ticks in aligned mode, before a stream's
+        # first window otherwise
+        self.feed = FEED_FRACTION * hop_s
         self.silence_db, self.silence_s = silence_db, silence_s
         self._feed_cost = 0.0  # seconds, smoothed: how long a push between ticks takes
         self.name = name or str(recognizer.device)
@@ -327,14 +332,15 @@ class Worker:
         return False
 
     def _feeding(self, active: list[Stream], now: float) -> bool:
-        """True when live audio should be pushed ahead of the tick: a stream has ``feed`` s unread, and
-        the next live window is far enough away that the push cannot delay it."""
-        if not self.align or self.feed <= 0:
+        """True when live audio should be pushed ahead of its windows: a stream has ``feed`` s unread (own
+        phases: a stream before its first window), and the next live window is far enough away that the
+        push cannot delay it."""
+        if self.feed <= 0:
             return False
         live = [st for st in active if st.source.live]
         if not live or min(st.next_check for st in live) - now < self.gather + 2 * self._feed_cost:
             return False
-        return any(st.source.ring.available() >= self.feed * st.rate for st in live)
+        return any(st.source.ring.available() >= self.feed * st.rate for st in live if self.align or st.j == 0)
 
     def _is_due(self, st: Stream, now: float) -> bool:
         """True if the stream's next window is complete in its ring (or its source has closed)."""

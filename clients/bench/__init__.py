@@ -31,6 +31,8 @@ BENCHES: dict[str, str] = {
     "tag": "instrumentd.clients.bench.tag:tag",
     "change": "instrumentd.clients.bench.change:change",
     "bridge": "instrumentd.clients.bench.bridge:bridge",
+    "serve": "instrumentd.clients.bench.serve:serve",
+    "ingest": "instrumentd.clients.bench.serve:ingest",
 }
 
 

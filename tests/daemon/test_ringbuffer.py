@@ -99,3 +99,13 @@ def test_a_break_measures_the_outage_from_the_last_write_to_when_the_audio_resum
     assert rb.last_gap == 680  # 13.2 -> 20.0
     rb.read()
     assert rb.last_gap == 0
+
+
+def test_room_is_what_a_write_takes_without_waiting_and_a_closed_ring_takes_anything():
+    ring = RingBuffer(100, 44100, blocking=True)
+    ring.write(np.ones(60, np.float32))
+    assert ring.room() == 40
+    ring.read(25)
+    assert ring.room() == 65
+    ring.close()
+    assert ring.room() == 100  # a writer is no longer held back: what it writes is discarded

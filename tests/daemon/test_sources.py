@@ -1,16 +1,108 @@
-"""Sources on their own: an ``ffmpeg:`` network input that stalls is an outage, noted ``down`` then ``up``."""
+"""Sources on their own: an ``ffmpeg:`` network input that stalls is an outage, noted ``down`` then ``up``;
+paced files share one pacer thread and child sources one pipe reader, each delivering all its audio."""
 
 from __future__ import annotations
 
 import shutil
 import threading
+import time
 
+import numpy as np
 import pytest
+import soundfile
 
 from instrumentd.daemon import sources
 from instrumentd.daemon.config import parse_source
 
 from ..conftest import live_children, until
+from .conftest import SR, melody
+
+
+def _threads(name: str) -> int:
+    return sum(t.name == name for t in threading.enumerate())
+
+
+def _drain(srcs, stop: threading.Event, got: list[int]) -> None:
+    """Read the rings as the worker would, counting the samples."""
+    while not stop.wait(0.02):
+        for i, src in enumerate(srcs):
+            got[i] += len(src.ring.read()[0])
+
+
+def test_paced_files_share_one_thread_and_each_plays_in_real_time_to_its_end(tmp_path):
+    path = tmp_path / "one.wav"
+    soundfile.write(path, melody(1.2), SR, subtype="PCM_16")
+    srcs = [sources.open_source(parse_source(f"f{i}=file:{path}"), 10.0) for i in range(8)]
+    stop, got = threading.Event(), [0] * len(srcs)
+    reader = threading.Thread(target=_drain, args=(srcs, stop, got), daemon=True)
+    reader.start()
+    t0 = time.monotonic()
+    for src in srcs:
+        src.start()
+    try:
+        assert _threads("source-pacer") == 1 and not any(t.name.startswith("source-f") for t in threading.enumerate())
+        assert until(lambda: all(src.ended for src in srcs), 10)
+        elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+        reader.join()
+    assert elapsed >= 1.2 - 0.03  # paced: not faster than the file lasts (the last block may come a block early)
+    assert got == [int(1.2 * SR)] * len(srcs)
+    assert all(src.state == "ended" and src.reason == "end of file" for src in srcs)
+    assert all(list(src.changes) == [("running", "audio flowing")] for src in srcs)
+    assert until(lambda: _threads("source-pacer") == 0, 1)  # no file left: the thread is gone
+
+
+def test_paced_files_opened_together_start_spread_over_the_hop(tmp_path):
+    """Four files of one daemon: the k-th starts k/4 of a hop after the first, so their windows come due apart."""
+    path = tmp_path / "one.wav"
+    soundfile.write(path, melody(0.5), SR, subtype="PCM_16")
+    specs = [parse_source(f"f{i}=file:{path}") for i in range(4)]
+    srcs = sources.open_sources(specs, 10.0, hop_s=2.0)
+    assert [src.delay_s for src in srcs] == [0.0, 0.5, 1.0, 1.5]
+    t0 = time.monotonic()
+    for src in srcs:
+        src.start()
+    assert until(lambda: all(src.ring.closed for src in srcs), 10)
+    first = np.array([src.ring.arrival(0) for src in srcs]) - t0  # when each file's first block came
+    assert np.all(first >= [0.0, 0.5, 1.0, 1.5]) and np.all(first < np.array([0.0, 0.5, 1.0, 1.5]) + 0.25), first
+    assert [src.ring.written for src in srcs] == [int(0.5 * SR)] * 4
+
+
+def test_a_paced_file_stopped_midway_ends_and_leaves_the_pacer(tmp_path):
+    path = tmp_path / "long.wav"
+    soundfile.write(path, melody(30.0), SR, subtype="PCM_16")
+    src = sources.open_source(parse_source(f"long=file:{path}"), 10.0)
+    src.start()
+    assert until(lambda: src.state == "running", 5)
+    src.stop()
+    assert src.state == "ended" and src.ring.closed
+    assert until(lambda: _threads("source-pacer") == 0, 1)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_ffmpeg_children_share_one_pipe_reader_and_a_full_ring_loses_nothing(tmp_path):
+    """Three local files through ffmpeg, longer than their 5 s rings: read slowly, every sample arrives."""
+    path = tmp_path / "clip.flac"
+    audio = melody(7.0)[:, 0]
+    soundfile.write(path, audio, SR)
+    srcs = [sources.open_source(parse_source(f"a{i}=ffmpeg:{path}"), 10.0) for i in range(3)]
+    assert all(not src.live and src.ring.capacity < len(audio) for src in srcs)
+    for src in srcs:
+        src.start()
+    assert until(lambda: all(src.ring.room() == 0 for src in srcs), 10)  # full: the children wait
+    assert _threads("source-pipes") == 1
+    stop, got = threading.Event(), [0] * len(srcs)
+    reader = threading.Thread(target=_drain, args=(srcs, stop, got), daemon=True)
+    reader.start()
+    try:
+        assert until(lambda: all(src.ended for src in srcs), 30)
+    finally:
+        stop.set()
+        reader.join()
+    assert got == [len(audio)] * len(srcs)
+    assert all(src.state == "ended" and src.reason == "end of input" for src in srcs)
+    assert until(lambda: _threads("source-pipes") == 0, 2)
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")

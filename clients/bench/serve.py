@@ -1,0 +1,420 @@
+"""``instrumentd bench serve`` and ``bench ingest``: the real daemon with real sources, and what one ``ffmpeg:`` costs.
+
+``serve``: for each N of ``--sources`` (default 8,16,32) an ``instrumentd serve`` child process with N
+paced ``file:`` sources (one clip, the bundled demo looped, written to a temporary folder) and a
+plain ZeroMQ subscriber in this process counting the window events. Latency is each event's own
+``latency_ms`` (the window's last sample in its ring -> published). The measured interval is
+``--seconds`` long and starts two hops after the first window arrives (the first windows are a
+start-up transient, reported apart: ``first_window_s`` from launch, ``p99_with_startup_ms``). Drops
+are those of the status event the daemon sends as it stops (audio and windows skipped by the worker,
+publisher overflows, since its start). CPU = the daemon's CPU seconds over the interval / its wall
+seconds (1.0 = one core busy); on CUDA the GPU's utilisation (``torch.cuda.utilization``, when
+pynvml is there) is sampled each second.
+
+``ingest``: N ``ffmpeg:`` sources of the daemon (:class:`~instrumentd.daemon.sources.FfmpegSource`),
+each reading a live stream over local TCP from its own producer (``ffmpeg -re`` copying an MP3 of the
+clip in real time, what an internet radio sends), their rings drained by one thread as the worker
+would. Reported per N: the decoders' CPU (the ``ffmpeg`` children of this process) and this process's
+(the sources' threads and the pipe reader), both per stream; the decoders' memory as PSS (the ffmpeg
+binary and libraries they share counted once, split among them) and this process's growth in RSS;
+and the audio delivered against real time. The producers' own CPU is not counted.
+
+Linux only for the CPU and memory figures (``/proc``). A ``serve`` row passes when nothing was dropped,
+every window came, and p99 <= the target (250 ms on a CPU, 100 ms on a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from instrumentd.pipeline.errors import ParameterError
+
+HOP = 1.0  # seconds, the daemon's default hop
+TARGET_P99_MS = {"cpu": 250.0, "cuda": 100.0}
+START_TIMEOUT_S = 600.0  # seconds a daemon may take to load, calibrate and deliver its first window
+STOP_TIMEOUT_S = 60.0  # seconds a daemon may take to finish after SIGINT
+INGEST_RATE = 44100  # hz, what the daemon's ffmpeg children deliver
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_clip(folder: Path, seconds: float) -> Path:
+    """The bundled demo clip looped to ``seconds`` (44.1 kHz mono, 16-bit WAV) in ``folder``."""
+    import soundfile
+
+    demo = Path(__file__).resolve().parent / "data" / "demo.flac"
+    audio, sr = soundfile.read(demo, dtype="float32", always_2d=True)
+    mono = audio.mean(axis=1)
+    reps = int(np.ceil(seconds * sr / len(mono)))
+    path = folder / "clip.wav"
+    soundfile.write(path, np.tile(mono, reps)[: int(seconds * sr)], sr, subtype="PCM_16")
+    return path
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far, None where /proc cannot tell."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15 of stat)
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _pss_mb(pid: int) -> float | None:
+    """Proportional set size: the process's own memory plus its share of what it maps with others (the
+    ffmpeg binary and libraries that every decoder shares), so that the decoders' figures add up."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return _rss_mb(pid)
+
+
+def _children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+class _GpuSampler:
+    """Mean GPU utilisation (%) sampled each second while running; None without CUDA or pynvml."""
+
+    def __init__(self, device: str):
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = None
+        if device.startswith("cuda"):
+            import torch
+
+            try:
+                torch.cuda.utilization(torch.device(device))
+            except (ModuleNotFoundError, RuntimeError, ValueError):
+                return
+            self._thread = threading.Thread(target=self._run, args=(torch, torch.device(device)), daemon=True)
+            self._thread.start()
+
+    def _run(self, torch, device) -> None:
+        while not self._stop.wait(1.0):
+            self.samples.append(float(torch.cuda.utilization(device)))
+
+    def stop(self) -> float | None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return round(float(np.mean(self.samples)), 1) if self.samples else None
+
+
+def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inference: str = "auto",
+              extra: tuple[str, ...] = ()) -> dict:
+    """One ``instrumentd serve`` with ``n`` paced ``file:`` sources of ``clip``; its figures as a dict."""
+    import zmq
+
+    from instrumentd.daemon.events import decode
+
+    pub = f"tcp://127.0.0.1:{_free_port()}"
+    log_dir = folder / f"log-{n}-{time.monotonic_ns()}"
+    stderr_path = folder / f"serve-{n}.log"
+    args = [sys.executable, "-m", "instrumentd", "serve", "--pub", pub, "--replay", "", "--log-dir", str(log_dir),
+            "--device", device, "--inference", inference, *extra]
+    for i in range(n):
+        args += ["--source", f"s{i}=file:{clip}"]
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"window.")
+    sub.setsockopt(zmq.SUBSCRIBE, b"status")
+    sub.connect(pub)
+    t_launch = time.monotonic()
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+    gpu = _GpuSampler(device)
+    first = start = end = None
+    cpu0 = cpu1 = None
+    latencies, all_latencies = [], []
+    per_stream: dict[str, int] = {}
+    status = None
+    try:
+        while True:
+            now = time.monotonic()
+            if end is not None and now >= end:
+                cpu1 = _cpu_seconds(proc.pid)
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"instrumentd serve exited with code {proc.returncode} during the run: "
+                                   + stderr_path.read_text(errors="replace")[-2000:])
+            if first is None and now - t_launch > START_TIMEOUT_S:
+                raise RuntimeError(f"no window from instrumentd serve within {START_TIMEOUT_S:g} s")
+            if not sub.poll(100):
+                continue
+            while True:
+                try:
+                    topic, body = sub.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                event = decode(body)
+                now = time.monotonic()
+                if topic == b"status":
+                    status = event
+                    continue
+                if first is None:
+                    first = now
+                    start, end = first + 2 * HOP, first + 2 * HOP + seconds
+                all_latencies.append(event["latency_ms"])
+                if start is not None and now >= start:
+                    if cpu0 is None:
+                        cpu0, t_cpu0 = _cpu_seconds(proc.pid), now
+                    latencies.append(event["latency_ms"])
+                    per_stream[event["stream"]] = per_stream.get(event["stream"], 0) + 1
+        rss = _rss_mb(proc.pid)
+    finally:
+        gpu_util = gpu.stop()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            status = _last_status(sub, proc, STOP_TIMEOUT_S) or status
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        sub.close(0)
+        shutil.rmtree(log_dir, ignore_errors=True)
+    streams = (status or {}).get("streams", {})
+    lat = np.array(latencies, float) if latencies else np.full(1, np.inf)
+    wall = time.monotonic() if cpu1 is None else end
+    row = {
+        "sources": n, "seconds": seconds,
+        "windows": len(latencies), "expected_windows": int(round(n * seconds / HOP)),
+        "streams_heard": len(per_stream),
+        "dropped_windows": sum(s["drops"]["windows"] for s in streams.values()),
+        "dropped_audio_s": round(sum(s["drops"]["audio_s"] for s in streams.values()), 3),
+        "publisher_drops": (status or {}).get("publisher_drops", 0),
+        "p50_ms": _ms(np.percentile(lat, 50)), "p99_ms": _ms(np.percentile(lat, 99)), "max_ms": _ms(lat.max()),
+        "p99_with_startup_ms": _ms(np.percentile(all_latencies, 99)) if all_latencies else None,
+        "first_window_s": round(first - t_launch, 2) if first is not None else None,
+        "cpu_cores": round((cpu1 - cpu0) / (wall - t_cpu0), 3) if cpu0 is not None and cpu1 is not None else None,
+        "rss_mb": round(rss, 1) if rss is not None else None,
+    }
+    if gpu_util is not None:
+        row["gpu_util_percent"] = gpu_util
+    row["load_avg_1min"] = round(os.getloadavg()[0], 2)  # the machine's load: other processes' share of its cores
+    return row
+
+
+def _last_status(sub, proc: subprocess.Popen, timeout: float) -> dict | None:
+    """The status event a stopping daemon sends last (its drop totals), read until it exits or ``timeout``."""
+    from instrumentd.daemon.events import decode
+
+    status, deadline = None, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sub.poll(100):
+            topic, body = sub.recv_multipart()
+            if topic == b"status":
+                status = decode(body)
+        elif proc.poll() is not None:
+            break
+    return status
+
+
+def _ms(value: float) -> float | None:
+    return round(float(value), 2) if np.isfinite(value) else None
+
+
+def _counts(text: str | None, default: tuple[int, ...]) -> list[int]:
+    if not text:
+        return list(default)
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise ParameterError(f"--sources {text!r}: give a comma list of positive counts such as 8,16,32")
+    return counts
+
+
+def _seconds(args: argparse.Namespace, quick: bool, default: float) -> float:
+    seconds = args.seconds or (10.0 if quick else default)
+    if not seconds > 0:
+        raise ParameterError(f"--seconds must be positive, got {seconds}")
+    return float(seconds)
+
+
+def _lift_open_files() -> None:
+    """Raise this process's open-file limit to its hard limit: a daemon with a thousand sources (which
+    inherits it) holds a file, a ring and a log file per stream."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
+    """``instrumentd bench serve`` and ``bench ingest``'s own flags."""
+    p.add_argument("--sources", default=None, metavar="N,N,...",
+                   help="source counts to run (default: 8,16,32 for serve, 4,16,32 for ingest)")
+    p.add_argument("--seconds", type=float, default=None, help="seconds measured per count")
+    p.add_argument("--inference", default="auto", metavar="MODE",
+                   help="serve: the daemon's network path on a GPU (serve --inference; default: auto)")
+
+
+def serve(device, quick: bool, args: argparse.Namespace):
+    """Bench entry (see clients/bench.py): one row per source count."""
+    from instrumentd.clients.bench import BenchResult
+
+    _lift_open_files()
+    counts = _counts(args.sources, (8,) if quick else (8, 16, 32))
+    seconds = _seconds(args, quick, 30.0)
+    name = str(device) if device.type == "cpu" else f"cuda:{device.index or 0}"
+    target = TARGET_P99_MS[device.type]
+    inference = args.inference
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        # long enough for start-up (model load, GPU calibration), the first window and the measured interval
+        clip = write_clip(Path(tmp), seconds + 60.0)
+        for n in counts:
+            row = serve_run(n, seconds, name, clip, Path(tmp), inference)
+            row["ok"] = (row["dropped_windows"] == 0 and row["dropped_audio_s"] == 0 and row["publisher_drops"] == 0
+                         and row["windows"] >= row["expected_windows"] * 0.99 and (row["p99_ms"] or np.inf) <= target)
+            rows.append(row)
+    summary = {
+        "hop_s": HOP, "seconds": seconds, "target_p99_ms": target, "inference": inference, "source_kind": "file",
+        "max_sources_within_target": max([r["sources"] for r in rows if r["ok"]], default=0),
+        "rows": rows,
+    }
+    table = [{
+        "sources": r["sources"], "windows": f"{r['windows']}/{r['expected_windows']}",
+        "dropped": f"{r['dropped_windows']} w, {r['dropped_audio_s']} s, {r['publisher_drops']} pub",
+        "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"], "max ms": r["max_ms"], "first window s": r["first_window_s"],
+        "cpu cores": r["cpu_cores"], "rss MB": r["rss_mb"], "load": r["load_avg_1min"], **({"gpu %": r["gpu_util_percent"]}
+                                                              if "gpu_util_percent" in r else {}),
+        "ok": "yes" if r["ok"] else "no",
+    } for r in rows]
+    return BenchResult(f"serve: paced file: sources through instrumentd serve, {HOP:g} s hop", table, summary)
+
+
+# -- ingest ---------------------------------------------------------------------------------------
+
+def _producer(ffmpeg: str, mp3: Path, port: int) -> subprocess.Popen:
+    """``ffmpeg -re`` sending ``mp3`` in a loop, in real time, to the first client of tcp://127.0.0.1:port."""
+    return subprocess.Popen([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
+                             "-i", str(mp3), "-c", "copy", "-f", "mp3", f"tcp://127.0.0.1:{port}?listen=1"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
+    """``n`` daemon ``ffmpeg:`` sources of live local TCP streams for ``seconds``; CPU, memory, audio delivered."""
+    from instrumentd.daemon.config import parse_source
+    from instrumentd.daemon.sources import FfmpegSource
+
+    ports = [_free_port() for _ in range(n)]
+    producers = [_producer(ffmpeg, mp3, p) for p in ports]
+    me = os.getpid()
+    sources = []
+    stop = threading.Event()
+    got = np.zeros(n, np.int64)
+
+    def drain() -> None:  # what the worker does to a ring, without the features
+        while not stop.wait(0.05):
+            for i, src in enumerate(sources):
+                got[i] += len(src.ring.read()[0])
+
+    try:
+        time.sleep(0.5)  # the producers listen
+        rss0 = _rss_mb(me)
+        for i, port in enumerate(ports):
+            sources.append(FfmpegSource(parse_source(f"in{i}=ffmpeg:tcp://127.0.0.1:{port}"), 10.0))
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        for src in sources:
+            src.start()
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and not all(src.state == "running" for src in sources):
+            time.sleep(0.1)
+        time.sleep(2.0)  # past each decoder's first burst (what it probed)
+        decoders = [p for p in _children(me) if p not in {pr.pid for pr in producers}]
+        t0, got0 = time.monotonic(), got.copy()
+        own0, dec0 = _cpu_seconds(me), [_cpu_seconds(p) for p in decoders]
+        time.sleep(seconds)
+        wall = time.monotonic() - t0
+        own1, dec1 = _cpu_seconds(me), [_cpu_seconds(p) for p in decoders]
+        delivered = (got - got0) / INGEST_RATE / wall
+        dec_pss = [_pss_mb(p) or 0.0 for p in decoders]
+        rss1 = _rss_mb(me)
+        restarts = sum(src.restarts for src in sources)
+    finally:
+        stop.set()
+        for src in sources:
+            src.stop()
+        for pr in producers:
+            pr.kill()
+            pr.wait()
+    decode = sum(b - a for a, b in zip(dec0, dec1) if a is not None and b is not None) / wall
+    reading = (own1 - own0) / wall if own0 is not None and own1 is not None else None
+    return {
+        "streams": n, "seconds": round(wall, 1), "decoders": len(decoders),
+        "realtime_min": round(float(delivered.min()), 3), "realtime_mean": round(float(delivered.mean()), 3),
+        "restarts": restarts,
+        "decode_cores": round(decode, 3), "decode_cores_per_stream": round(decode / n, 4),
+        "reader_cores": None if reading is None else round(reading, 3),
+        "reader_cores_per_stream": None if reading is None else round(reading / n, 4),
+        "decoder_pss_mb_per_stream": round(sum(dec_pss) / max(1, len(dec_pss)), 1),
+        "reader_rss_mb_per_stream": (round((rss1 - rss0) / n, 2) if rss0 is not None and rss1 is not None else None),
+    }
+
+
+def ingest(device, quick: bool, args: argparse.Namespace):
+    """Bench entry: one row per stream count of ``--sources`` (default 4,16,32)."""
+    from instrumentd.clients.bench import BenchResult
+
+    _lift_open_files()
+    ffmpeg = shutil.which("ffmpeg")
+    if not ffmpeg:
+        raise ParameterError("bench ingest needs ffmpeg on the PATH")
+    counts = _counts(args.sources, (4,) if quick else (4, 16, 32))
+    seconds = _seconds(args, quick, 20.0)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        wav = write_clip(Path(tmp), 30.0)
+        mp3 = Path(tmp) / "clip.mp3"
+        subprocess.run([ffmpeg, "-nostdin", "-y", "-loglevel", "error", "-i", str(wav), "-c:a", "libmp3lame",
+                        "-b:a", "128k", "-ar", "44100", str(mp3)], check=True, timeout=120)
+        for n in counts:
+            rows.append(ingest_run(n, seconds, ffmpeg, mp3))
+    summary = {"input": "MP3 128 kb/s 44.1 kHz mono over local TCP, real time", "seconds": seconds, "rows": rows}
+    return BenchResult("ingest: ffmpeg: sources of live streams, decoded in real time", rows, summary)

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The real daemon at GPU scale: `instrumentd bench serve` with 300 and 1,000 paced file: sources on one
+# GPU, then `bench ingest` (what an ffmpeg: stream costs in CPU and memory) and, with two GPUs or more,
+# `bench stream --devices all`. Each step appends one JSON line to $OUT/serve_bench.jsonl: the bench's
+# --json object, or {"step", "rc", "error"} when it failed; its log goes beside it.
+#
+#   scripts/gpu_serve_bench.sh [STEP...]     STEP: serve300 serve1000 ingest stream-all (default: all four)
+#
+# Needs only the repository and its Python environment (nothing is installed). Works from any
+# directory; when `import instrumentd` fails, the repository is put on PYTHONPATH through a symlink
+# named instrumentd. Environment: PYTHON (python3), OUT (a new temporary folder), BENCH_DEVICE (cuda),
+# BENCH_SECONDS (30, measured per run), BENCH_INFERENCE (graphs-fp32: about a second to build, where
+# auto would calibrate every path at each daemon's start), BENCH_TIMEOUT (seconds per step, 540).
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON=${PYTHON:-python3}
+DEVICE=${BENCH_DEVICE:-cuda}
+SECONDS_PER_RUN=${BENCH_SECONDS:-30}
+INFERENCE=${BENCH_INFERENCE:-graphs-fp32}
+STEP_TIMEOUT=${BENCH_TIMEOUT:-540}
+STEPS=("$@")
+for arg in "${STEPS[@]}"; do
+    case "$arg" in
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        serve300|serve1000|ingest|stream-all) ;;
+        *) echo "gpu_serve_bench.sh: unknown step $arg (serve300 serve1000 ingest stream-all)" >&2; exit 2 ;;
+    esac
+done
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(serve300 serve1000 ingest stream-all)
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+JSONL="$OUT/serve_bench.jsonl"
+cd "$REPO" || exit 1
+
+if ! "$PYTHON" -c "import instrumentd" 2>/dev/null; then
+    SHIM=$(mktemp -d)
+    trap 'rm -rf "$SHIM"' EXIT  # removes the link, not what it points to
+    ln -s "$REPO" "$SHIM/instrumentd"
+    export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+    "$PYTHON" -c "import instrumentd" || { echo "gpu_serve_bench.sh: cannot import instrumentd from $REPO" >&2; exit 1; }
+fi
+# a daemon with 1,000 sources holds a file, a ring and a log per stream: lift the open-file limit
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+"$PYTHON" - "$DEVICE" >>"$JSONL" <<'EOF'
+import json, os, platform, sys, torch
+print(json.dumps({"step": "environment", "python": platform.python_version(), "torch": torch.__version__,
+                  "cuda": torch.version.cuda, "device": sys.argv[1], "cpus": os.cpu_count(),
+                  "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}))
+EOF
+
+for step in "${STEPS[@]}"; do
+    case "$step" in
+        serve300) args=(bench serve --device "$DEVICE" --sources 300 --seconds "$SECONDS_PER_RUN" --inference "$INFERENCE") ;;
+        serve1000) args=(bench serve --device "$DEVICE" --sources 1000 --seconds "$SECONDS_PER_RUN" --inference "$INFERENCE") ;;
+        ingest) args=(bench ingest --device cpu --sources 16,64,128 --seconds 20) ;;
+        stream-all)
+            n=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
+            if [ "$n" -lt 2 ]; then
+                echo "{\"step\": \"stream-all\", \"skipped\": \"$n GPU(s) visible\"}" >>"$JSONL"
+                continue
+            fi
+            args=(bench stream --devices all --quick --inference "$INFERENCE") ;;
+    esac
+    log="$OUT/$step.log"
+    echo "gpu_serve_bench.sh: $step: instrumentd ${args[*]}" >&2
+    timeout "$STEP_TIMEOUT" "$PYTHON" -m instrumentd "${args[@]}" --json >"$log" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ]; then
+        tail -n 1 "$log" >>"$JSONL"
+    else
+        "$PYTHON" - "$step" "$rc" "$log" >>"$JSONL" <<'EOF'
+import json, sys
+step, rc, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+tail = open(log, errors="replace").read().strip().splitlines()[-5:]
+print(json.dumps({"step": step, "rc": rc, "timed_out": rc in (124, 137), "error": " | ".join(tail)}))
+EOF
+    fi
+done
+echo "gpu_serve_bench.sh: results in $JSONL" >&2

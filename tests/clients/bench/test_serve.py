@@ -1,0 +1,44 @@
+"""``bench serve`` and ``bench ingest`` end to end on short runs: the real daemon's windows are all counted,
+and every ``ffmpeg:`` stream delivers audio in real time with its costs measured."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from instrumentd.clients.bench import kind_parser
+from instrumentd.clients.bench import serve as bench_serve
+from instrumentd.clients.cli import main
+
+
+@pytest.mark.slow
+def test_serve_counts_every_window_of_every_source():
+    args = kind_parser("serve").parse_args(["--sources", "2", "--seconds", "2"])
+    result = bench_serve.serve(torch.device("cpu"), True, args)
+    (row,) = result.summary["rows"]
+    assert row["sources"] == 2 and row["streams_heard"] == 2 and row["expected_windows"] == 4
+    assert row["windows"] >= 4 and row["dropped_windows"] == 0 and row["publisher_drops"] == 0
+    assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+    assert row["first_window_s"] > 3.0  # a 3 s window of real-time audio, after the model loaded
+    assert row["cpu_cores"] > 0 and row["rss_mb"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_ingest_measures_live_streams_decoded_in_real_time():
+    result = bench_serve.ingest(torch.device("cpu"), True, kind_parser("ingest").parse_args(["--sources", "2", "--seconds", "2"]))
+    (row,) = result.summary["rows"]
+    assert row["streams"] == 2 and row["decoders"] == 2 and row["restarts"] == 0
+    assert 0.9 <= row["realtime_min"] <= row["realtime_mean"] <= 1.1
+    # 2 streams x 2 s may take less than a clock tick of CPU; the decoders' memory is there in any case
+    assert row["decode_cores"] >= 0 and row["decoder_pss_mb_per_stream"] > 0
+
+
+def test_the_benches_own_their_flags_and_bad_source_counts_are_one_line_errors(capsys):
+    flags = kind_parser("serve").parse_args(["--sources", "4,16", "--seconds", "5"])
+    assert (flags.sources, flags.seconds) == ("4,16", 5.0)
+    assert main(["bench", "serve", "--device", "cpu", "--sources", "8,x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--sources '8,x'" in err and "\n" not in err
