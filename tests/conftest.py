@@ -226,12 +226,12 @@ class InProcessDaemon:
     """The daemon's real ``Server`` on a thread of this process: ``server``, ``pub``, ``replay``, ``log_dir``."""
 
     def __init__(self, folder: Path, sources: list[str], **settings):
-        from instrumentd.daemon.config import load
+        from instrumentd.daemon.config import load_config
         from instrumentd.daemon.server import Server
 
         settings = {"pub": loopback(), "replay": loopback(), "log_dir": str(folder / f"events-{free_port()}"),
                     "device": "cpu", "heartbeat": 0.5, "sources": sources, **settings}
-        self.server = Server(load(env={}, **settings))
+        self.server = Server(load_config(env={}, **settings))
         self.pub, self.replay, self.log_dir = settings["pub"], settings["replay"], Path(settings["log_dir"])
         self._outcome: dict = {}
         self._thread = threading.Thread(target=self._run, name="in-process-daemon", daemon=True)
@@ -270,7 +270,7 @@ class InProcessDaemon:
 
 @contextlib.contextmanager
 def run_server(folder: Path, sources: list[str], **settings) -> Iterator[InProcessDaemon]:
-    """``with run_server(tmp_path, ["a=file+fast:x.wav"], hop=0.5) as d:`` the daemon's real ``Server``
+    """``with run_server(tmp_path, ["a=file+fast:x.wav"], hop_s=0.5) as d:`` the daemon's real ``Server``
     in a thread of this process, as uvicorn's tests run theirs: free loopback ports, heartbeats every
     0.5 s, on the CPU; ``settings`` are :class:`~instrumentd.daemon.config.Config` fields. Yields once
     the first status event is out (or the server has already stopped: every source ended); at the

@@ -59,12 +59,11 @@ def write_clip(folder: Path, seconds: float) -> Path:
     """The bundled demo clip looped to ``seconds`` (44.1 kHz mono, 16-bit WAV) in ``folder``."""
     import soundfile
 
-    demo = Path(__file__).resolve().parent / "data" / "demo.flac"
-    audio, sr = soundfile.read(demo, dtype="float32", always_2d=True)
-    mono = audio.mean(axis=1)
-    reps = int(np.ceil(seconds * sr / len(mono)))
+    from instrumentd.pipeline.config import SAMPLE_RATE
+    from instrumentd.pipeline.demo import demo_audio
+
     path = folder / "clip.wav"
-    soundfile.write(path, np.tile(mono, reps)[: int(seconds * sr)], sr, subtype="PCM_16")
+    soundfile.write(path, demo_audio(int(seconds * SAMPLE_RATE)), SAMPLE_RATE, subtype="PCM_16")
     return path
 
 

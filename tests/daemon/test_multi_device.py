@@ -139,7 +139,7 @@ def test_streams_are_balanced_and_rebalanced_when_some_end(tmp_path):
 def test_daemon_on_two_cpu_workers(wav, tmp_path, caplog):
     clip = wav(4.2)
     with caplog.at_level(logging.INFO, "instrumentd"), \
-            run_server(tmp_path, [f"a=file+fast:{clip}", f"b=file+fast:{clip}", f"c=file+fast:{clip}"], hop=0.5,
+            run_server(tmp_path, [f"a=file+fast:{clip}", f"b=file+fast:{clip}", f"c=file+fast:{clip}"], hop_s=0.5,
                        device="cpu,cpu") as d:
         assert d.wait() == 0
     text = caplog.text

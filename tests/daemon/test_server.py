@@ -26,7 +26,7 @@ def test_file_fast_publishes_every_window_logs_it_and_exits_0(subscriber, wav, d
     clip = wav(4.2)
     pub = loopback()
     sub = subscriber(pub)  # connected before the server binds: it sees every event
-    with run_server(tmp_path, [f"take1=file+fast:{clip}"], hop=0.5, device=device, pub=pub) as d:
+    with run_server(tmp_path, [f"take1=file+fast:{clip}"], hop_s=0.5, device=device, pub=pub) as d:
         assert d.wait() == 0
     logged = d.logged("take1")
     wins = windows_of(logged)
@@ -48,7 +48,7 @@ def test_silence_between_music_names_no_instrument(wav, tmp_path):
     music = soundfile.read(wav(4.5))[0].astype(np.float32)
     path = tmp_path / "gap.wav"
     soundfile.write(path, np.concatenate([music, np.zeros(7 * SR, np.float32), music]), SR)
-    with run_server(tmp_path, [f"gap=file+fast:{path}"], hop=1.0) as d:
+    with run_server(tmp_path, [f"gap=file+fast:{path}"], hop_s=1.0) as d:
         assert d.wait() == 0
     wins = windows_of(d.logged("gap"))
     silent = [w for w in wins if 5.0 <= w["t_start"] and w["t_end"] <= 11.0]
