@@ -18,6 +18,7 @@ SR = 44100
 def recognizer():
     rec = Recognizer.from_checkpoint(None, "cpu")
     assert rec.trained and rec.decision.min_confidence > 0, "the default checkpoint carries its decision"
+    assert rec.decision.min_voiced > 0, "and rejects windows with too few pitched frames (drums alone)"
     return rec
 
 
