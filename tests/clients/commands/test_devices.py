@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=60, env=jack_env)
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=60, env=env)
 
 
 def test_lists_the_jack_input_as_mic_takes_it(jack_env):
