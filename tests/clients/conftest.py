@@ -1,8 +1,10 @@
 """Client fixtures: a program of real fluidsynth renders for a served daemon (tests/conftest.py) to play,
-a checkpoint fitted to it, and what a daemon publishes without audio."""
+a checkpoint fitted to it, a folder of clips to classify, a JACK server as a sound card, and what a
+daemon publishes without audio."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 import soundfile
 import torch
 
-from ..conftest import free_port
+from ..conftest import free_port, start_jackd
 
 SR = 44100
 
@@ -64,6 +66,31 @@ def fitted(tmp_path_factory, renders):
     path = tmp_path_factory.mktemp("ckpt") / "flute-violin.safetensors"
     save(path, model.eval(), "cross", DEFAULT, trained=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory, renders) -> Path:
+    """An IRMAS-test-like folder: two clips of different lengths with .txt labels beside them."""
+    root = tmp_path_factory.mktemp("irmas") / "IRMAS-TestingData-Part1" / "Part1"
+    root.mkdir(parents=True)
+    long = np.concatenate([renders["mix"], renders["violin"]])  # 6 s
+    soundfile.write(root / "a song-1.wav", np.stack([long, long], 1), SR)
+    (root / "a song-1.txt").write_text("flu\t\npia\t\nvio\t\n")
+    soundfile.write(root / "b.flac", renders["flute"][:SR], SR)  # 1 s: shorter than one window
+    return root
+
+
+@pytest.fixture
+def jack_env():
+    """The environment of a process whose PortAudio sees a JACK server on the dummy driver (input "system",
+    2 channels, 44.1 kHz), started for the test and stopped after it."""
+    name = f"instrumentd-devices-{os.getpid()}-{free_port()}"
+    jack = start_jackd(name)
+    try:
+        yield {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_START_SERVER": "1"}
+    finally:
+        jack.terminate()
+        jack.wait(10)
 
 
 class Publishing:

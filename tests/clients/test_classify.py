@@ -1,5 +1,5 @@
-import csv
-import io
+"""Labelling files (:mod:`instrumentd.clients.classify`): window scores, the S2 labels, silence, what ffmpeg decodes."""
+
 import json
 import shutil
 import subprocess
@@ -15,18 +15,6 @@ from instrumentd.model.classes import CLASSES
 def _run(*args):
     return subprocess.run([sys.executable, "-m", "instrumentd", "classify", *args],
                           capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory, renders):
-    """An IRMAS-test-like folder: two clips of different lengths with .txt labels beside them."""
-    root = tmp_path_factory.mktemp("irmas") / "IRMAS-TestingData-Part1" / "Part1"
-    root.mkdir(parents=True)
-    long = np.concatenate([renders["mix"], renders["violin"]])  # 6 s
-    soundfile.write(root / "a song-1.wav", np.stack([long, long], 1), 44100)
-    (root / "a song-1.txt").write_text("flu\t\npia\t\nvio\t\n")
-    soundfile.write(root / "b.flac", renders["flute"][:44100], 44100)  # 1 s: shorter than one window
-    return root
 
 
 def test_jsonl_one_object_per_file(clips):
@@ -62,38 +50,6 @@ def test_digital_silence_names_no_instrument(tmp_path):
     assert all(w["none"] == "silence" and w["level_db"] == -120.0 for w in record["windows"])
     table = _run(str(path))
     assert "- (silence)" in table.stdout
-
-
-def test_csv_and_table(clips):
-    out = _run(str(clips / "b.flac"), "--format", "csv")
-    assert out.returncode == 0, out.stderr
-    rows = list(csv.DictReader(io.StringIO(out.stdout)))
-    assert len(rows) == 1 and set(CLASSES) <= set(rows[0])
-    table = _run(str(clips / "b.flac"))
-    assert table.returncode == 0 and "b.flac" in table.stdout
-
-
-def test_bad_file_among_good_ones(clips, tmp_path):
-    bad = tmp_path / "broken.wav"
-    bad.write_bytes(b"RIFF....WAVE")
-    out = _run(str(clips / "b.flac"), str(bad), "--format", "jsonl")
-    assert out.returncode == 1  # ran, but a file could not be read
-    records = [json.loads(line) for line in out.stdout.splitlines()]
-    assert "error" not in records[0] and "broken.wav" in records[1]["error"]
-
-
-@pytest.mark.parametrize("args,message", [
-    (["/does/not/exist"], "no such file"),
-    (["--hop", "0", "x"], "--hop"),
-    (["--checkpoint", "/nope.safetensors", "x.wav"], None),
-])
-def test_user_errors_are_one_line(args, message, tmp_path):
-    out = _run(*args)
-    assert out.returncode == 2
-    assert "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
-    if message:
-        assert message in out.stderr
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")

@@ -1,4 +1,4 @@
-"""``instrumentd web``: a real daemon, the real web server, the page in headless Chromium."""
+"""The live web page (:mod:`instrumentd.clients.web`): its feed, and a real daemon's page in headless Chromium."""
 
 import asyncio
 import shutil
@@ -45,17 +45,6 @@ def test_feed_keeps_the_last_minutes_and_cuts_off_a_page_that_falls_behind():
         assert got[-1] is None and len(got) == LISTENER_QUEUE + 1
 
     asyncio.run(scenario())
-
-
-@pytest.mark.parametrize("listen, fragment", [
-    ("0.0.0.0:8080", "is reachable from other machines over plain HTTP"),
-    ("8080", "--listen '8080' is not HOST:PORT"),
-])
-def test_bad_listen_address_is_one_line(listen, fragment):
-    out = subprocess.run([sys.executable, "-m", "instrumentd", "web", "--listen", listen], capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 2
-    assert out.stderr.strip().startswith("instrumentd web: error:") and fragment in out.stderr
 
 
 @pytest.fixture

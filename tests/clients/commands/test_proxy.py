@@ -18,8 +18,8 @@ from instrumentd.daemon.events import EventError, decode, window_event
 from instrumentd.daemon.replay import ReplayServer, replay
 from instrumentd.model.classes import CLASSES
 
-from ..conftest import ServedDaemon, free_port
-from .conftest import wait_for
+from ...conftest import ServedDaemon, free_port
+from ..conftest import wait_for
 
 
 class Proxy:
@@ -62,6 +62,10 @@ def ask(endpoint: str, request: dict, timeout: float = 10.0) -> dict:
     (["--backend", "tcp://127.0.0.1:1", "--frontend", "tcp://0.0.0.0:2"], "'tcp://0.0.0.0:2' is reachable from other"),
     (["--backend", "tcp://127.0.0.1:1", "--frontend", "tcp://127.0.0.1:2", "--replay-frontend", "tcp://127.0.0.1:3"],
      "--replay-frontend and --replay-backend go together"),
+    (["--backend", "tcp://127.0.0.1:1", "--frontend", "tcp://127.0.0.1:2", "--replay-backend", "tcp://127.0.0.1:3",
+      "--replay-frontend", "tcp://127.0.0.1:2"], "--frontend and --replay-frontend must differ"),
+    (["--backend", "tcp://127.0.0.1:1", "--frontend", "tcp://127.0.0.1:2", "--replay-timeout", "0"],
+     "--replay-timeout must be positive seconds, got 0.0"),
 ])
 def test_bad_flags_are_one_line(args, message, capsys):
     from instrumentd.clients.cli import main
