@@ -85,13 +85,13 @@ def make_folder(folder: str | Path, private: bool = False) -> Path:
 
 
 class LogLock:
-    """The OS lock on a log folder (see :func:`lock_folder`); :meth:`release` or process death frees it."""
+    """The OS lock on a log folder (see :func:`lock_folder`); :meth:`close` or process death frees it."""
 
     def __init__(self, path: Path, fd: int):
         self.path = path
         self.fd = fd
 
-    def release(self) -> None:
+    def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -104,7 +104,7 @@ def run_group(config: Config) -> int:
             return _run(config, guard, signals, lock)
         finally:
             if lock is not None:
-                lock.release()
+                lock.close()
 
 
 def _run(config: Config, guard, signals: Signals, lock) -> int:

@@ -172,18 +172,10 @@ class Server:
             if not self.failed:
                 self._emit_lifecycle()
                 self._heartbeat(force=True)
-        if self.replay is not None:
-            self.replay.close()
-        if self.log is not None:
-            self.log.close()
-        if self.lock is not None:
-            self.lock.release()
-        if self.publisher is not None:
-            self.publisher.close()
-        if self.guard is not None:
-            self.guard.close()
-        if self.metrics is not None:
-            self.metrics.close()
+        # the log is closed before its folder's lock is let go
+        for part in (self.replay, self.log, self.lock, self.publisher, self.guard, self.metrics):
+            if part is not None:
+                part.close()
         if self.worker is not None:
             log.info("stopped")
 

@@ -27,46 +27,46 @@ def _conv_act_norm(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.LeakyReLU(LEAK), nn.BatchNorm2d(c_out)]
 
 
-class MelBranch(nn.Module):
+class _ConvBranch(nn.Module):
+    """Blocks of ``convs_per_block`` conv layers, one block per entry of ``channels``, each closed by
+    2x2 max-pooling: ``[B, 1, 128, F] -> [B, channels[-1], 16, F // 8]``."""
+
+    channels: tuple[int, ...]
+    convs_per_block: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for c in self.channels:
+            for _ in range(self.convs_per_block):
+                layers += _conv_act_norm(c_in, c)
+                c_in = c
+            layers.append(nn.MaxPool2d(2))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class MelBranch(_ConvBranch):
     """Three double-conv blocks (16, 32, 64 channels), each closed by 2x2 max-pooling.
 
     ``[B, 1, 128, F] -> [B, 64, 16, F // 8]``
     """
 
     channels = (16, 32, 64)
-
-    def __init__(self) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        c_in = 1
-        for c in self.channels:
-            layers += _conv_act_norm(c_in, c) + _conv_act_norm(c, c) + [nn.MaxPool2d(2)]
-            c_in = c
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+    convs_per_block = 2
 
 
-class MaskBranch(nn.Module):
+class MaskBranch(_ConvBranch):
     """Three single-conv blocks (32, 64, 128 channels), each closed by 2x2 max-pooling.
 
     ``[B, 1, 128, F] -> [B, 128, 16, F // 8]``
     """
 
     channels = (32, 64, 128)
-
-    def __init__(self) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        c_in = 1
-        for c in self.channels:
-            layers += _conv_act_norm(c_in, c) + [nn.MaxPool2d(2)]
-            c_in = c
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+    convs_per_block = 1
 
 
 def _tokens(x: torch.Tensor) -> torch.Tensor:
@@ -82,7 +82,43 @@ def _head(d_in: int, n_classes: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, HEAD_HIDDEN), nn.ReLU(), nn.Dropout(DROPOUT), nn.Linear(HEAD_HIDDEN, n_classes))
 
 
-class CrossAttentionNet(nn.Module):
+class _PaperNet(nn.Module):
+    """What the paper's network and its ablations share: the branches a variant uses, each followed by
+    a 1x1 projection to ``D_MODEL``-wide tokens, and ``forward = head(embed)``.
+
+    The branches are registered before the projections (mel first), the order the checkpoints and
+    the parameter initialisation under a fixed seed were made in.
+    """
+
+    head: nn.Sequential
+
+    def __init__(self, *, mel: bool, mask: bool) -> None:
+        super().__init__()
+        if mel:
+            self.mel_branch = MelBranch()
+        if mask:
+            self.mask_branch = MaskBranch()
+        if mel:
+            self.mel_proj = nn.Conv2d(MelBranch.channels[-1], D_MODEL, 1)
+        if mask:
+            self.mask_proj = nn.Conv2d(MaskBranch.channels[-1], D_MODEL, 1)
+
+    def mel_tokens(self, mel: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, 128, F] -> [B, 16 * (F // 8), 256]``"""
+        return _tokens(self.mel_proj(self.mel_branch(mel)))
+
+    def mask_tokens(self, mask: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, 128, F] -> [B, 16 * (F // 8), 256]``"""
+        return _tokens(self.mask_proj(self.mask_branch(mask)))
+
+    def embed(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(mel, mask))
+
+
+class CrossAttentionNet(_PaperNet):
     """The paper's model (Table 2, 878,331 parameters with 11 classes).
 
     Mel tokens are the queries, mask tokens the keys and values. The attention and
@@ -91,81 +127,59 @@ class CrossAttentionNet(nn.Module):
     """
 
     def __init__(self, n_classes: int = 11):
-        super().__init__()
-        self.mel_branch = MelBranch()
-        self.mask_branch = MaskBranch()
-        self.mel_proj = nn.Conv2d(MelBranch.channels[-1], D_MODEL, 1)
-        self.mask_proj = nn.Conv2d(MaskBranch.channels[-1], D_MODEL, 1)
+        super().__init__(mel=True, mask=True)
         self.attention = nn.MultiheadAttention(D_MODEL, N_HEADS, batch_first=True)
         self.feed_forward = _feed_forward()
         self.head = _head(D_MODEL, n_classes)
 
     def embed(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``[B, 1, 128, F]`` twice -> ``[B, 256]``, the mean over tokens."""
-        query = _tokens(self.mel_proj(self.mel_branch(mel)))
-        key = _tokens(self.mask_proj(self.mask_branch(mask)))
+        query = self.mel_tokens(mel)
+        key = self.mask_tokens(mask)
         fused = query + self.attention(query, key, key, need_weights=False)[0]
         fused = fused + self.feed_forward(fused)
         return fused.mean(dim=1)
 
-    def forward(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(mel, mask))
+
+class _OneBranchNet(_PaperNet):
+    """An ablation on one input (``branch``, ``"mel"`` or ``"mask"``): that branch, its projection and
+    the residual feed-forward; the other input is ignored."""
+
+    branch: str
+
+    def __init__(self, n_classes: int = 11):
+        super().__init__(mel=self.branch == "mel", mask=self.branch == "mask")
+        self.feed_forward = _feed_forward()
+        self.head = _head(D_MODEL, n_classes)
+
+    def embed(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, 128, F]`` twice -> ``[B, 256]``, the mean over tokens."""
+        tokens = self.mel_tokens(mel) if self.branch == "mel" else self.mask_tokens(mask)
+        return (tokens + self.feed_forward(tokens)).mean(dim=1)
 
 
-class MelOnlyNet(nn.Module):
+class MelOnlyNet(_OneBranchNet):
     """Ablation "MelCNN-only": the mel branch, projection and feed-forward; the mask is ignored."""
 
-    def __init__(self, n_classes: int = 11):
-        super().__init__()
-        self.mel_branch = MelBranch()
-        self.mel_proj = nn.Conv2d(MelBranch.channels[-1], D_MODEL, 1)
-        self.feed_forward = _feed_forward()
-        self.head = _head(D_MODEL, n_classes)
-
-    def embed(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        tokens = _tokens(self.mel_proj(self.mel_branch(mel)))
-        return (tokens + self.feed_forward(tokens)).mean(dim=1)
-
-    def forward(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(mel, mask))
+    branch = "mel"
 
 
-class MaskOnlyNet(nn.Module):
+class MaskOnlyNet(_OneBranchNet):
     """Ablation "MaskCNN-only": the mask branch, projection and feed-forward; the mel is ignored."""
 
-    def __init__(self, n_classes: int = 11):
-        super().__init__()
-        self.mask_branch = MaskBranch()
-        self.mask_proj = nn.Conv2d(MaskBranch.channels[-1], D_MODEL, 1)
-        self.feed_forward = _feed_forward()
-        self.head = _head(D_MODEL, n_classes)
-
-    def embed(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        tokens = _tokens(self.mask_proj(self.mask_branch(mask)))
-        return (tokens + self.feed_forward(tokens)).mean(dim=1)
-
-    def forward(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(mel, mask))
+    branch = "mask"
 
 
-class ConcatNet(nn.Module):
+class ConcatNet(_PaperNet):
     """Ablation "Mel+Mask concat": both branches, projected tokens concatenated, no attention."""
 
     def __init__(self, n_classes: int = 11):
-        super().__init__()
-        self.mel_branch = MelBranch()
-        self.mask_branch = MaskBranch()
-        self.mel_proj = nn.Conv2d(MelBranch.channels[-1], D_MODEL, 1)
-        self.mask_proj = nn.Conv2d(MaskBranch.channels[-1], D_MODEL, 1)
+        super().__init__(mel=True, mask=True)
         self.head = _head(2 * D_MODEL, n_classes)
 
     def embed(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = _tokens(self.mel_proj(self.mel_branch(mel))).mean(dim=1)
-        k = _tokens(self.mask_proj(self.mask_branch(mask))).mean(dim=1)
-        return torch.cat([m, k], dim=1)
-
-    def forward(self, mel: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(mel, mask))
+        """``[B, 1, 128, F]`` twice -> ``[B, 512]``, each branch's token mean side by side."""
+        return torch.cat([self.mel_tokens(mel).mean(dim=1), self.mask_tokens(mask).mean(dim=1)], dim=1)
 
 
 class HanNet(nn.Module):

@@ -8,6 +8,7 @@ import struct
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import soundfile
@@ -112,20 +113,9 @@ def render_timidity(tracks: list[Track], config: str | Path, seconds: float, sr:
         raise RenderError("timidity not found on PATH (Debian: apt-get install timidity freepats)")
     if not Path(config).is_file():
         raise RenderError(f"timidity config {config} not found (Debian: apt-get install freepats)")
-    with tempfile.TemporaryDirectory(prefix="instrumentd-render-") as tmp:
-        mid, wav = Path(tmp) / "in.mid", Path(tmp) / "out.wav"
-        write(mid, tracks, tempo_bpm)
-        cmd = [exe, "-c", str(config), "-idq", "-Ow", "-o", str(wav), "-s", str(sr), f"-A{amplification}",
-               "-EFreverb=0", "-EFchorus=0", str(mid)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0 or not wav.is_file():
-            raise RenderError(f"timidity failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[:200]}")
-        audio, file_sr = soundfile.read(str(wav), dtype="float32", always_2d=True)
-    if file_sr != sr:
-        raise RenderError(f"timidity wrote {file_sr} hz, asked for {sr}")
-    n = int(round(seconds * sr))
-    mono = to_mono(audio)
-    return np.pad(mono, (0, max(0, n - len(mono))))[:n].astype(np.float32)
+    return _run_synthesiser("timidity", tracks, seconds, sr, tempo_bpm, lambda mid, wav: [
+        exe, "-c", str(config), "-idq", "-Ow", "-o", str(wav), "-s", str(sr), f"-A{amplification}",
+        "-EFreverb=0", "-EFchorus=0", str(mid)])
 
 
 def render(tracks: list[Track], soundfont: str | Path, seconds: float, sr: int = 44100,
@@ -135,17 +125,25 @@ def render(tracks: list[Track], soundfont: str | Path, seconds: float, sr: int =
     if exe is None:
         raise RenderError("fluidsynth not found on PATH (Debian: apt-get install fluidsynth)")
     sf_path = find_soundfont(str(soundfont))
+    return _run_synthesiser("fluidsynth", tracks, seconds, sr, tempo_bpm, lambda mid, wav: [
+        exe, "-ni", "-q", "-g", str(gain), "-r", str(sr), "-F", str(wav), "-o", "synth.reverb.active=0",
+        "-o", "synth.chorus.active=0", str(sf_path), str(mid)])
+
+
+def _run_synthesiser(name: str, tracks: list[Track], seconds: float, sr: int, tempo_bpm: float,
+                     command: Callable[[Path, Path], list[str]]) -> np.ndarray:
+    """Write ``tracks`` to a MIDI file, run the synthesiser ``name`` with ``command(midi, wav)`` (it
+    must write ``wav`` at ``sr`` hz) and read the WAV back: ``float32 [round(seconds * sr)]`` mono,
+    silence-padded or cut."""
     with tempfile.TemporaryDirectory(prefix="instrumentd-render-") as tmp:
         mid, wav = Path(tmp) / "in.mid", Path(tmp) / "out.wav"
         write(mid, tracks, tempo_bpm)
-        cmd = [exe, "-ni", "-q", "-g", str(gain), "-r", str(sr), "-F", str(wav), "-o", "synth.reverb.active=0",
-               "-o", "synth.chorus.active=0", str(sf_path), str(mid)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(command(mid, wav), capture_output=True, text=True)
         if proc.returncode != 0 or not wav.is_file():
-            raise RenderError(f"fluidsynth failed ({proc.returncode}): {proc.stderr.strip()[:200]}")
+            raise RenderError(f"{name} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[:200]}")
         audio, file_sr = soundfile.read(str(wav), dtype="float32", always_2d=True)
     if file_sr != sr:
-        raise RenderError(f"fluidsynth wrote {file_sr} hz, asked for {sr}")
-    mono = to_mono(audio)
+        raise RenderError(f"{name} wrote {file_sr} hz, asked for {sr}")
     n = int(round(seconds * sr))
+    mono = to_mono(audio)
     return np.pad(mono, (0, max(0, n - len(mono))))[:n].astype(np.float32)

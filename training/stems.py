@@ -35,8 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+from operator import attrgetter
 from pathlib import Path
 from typing import Callable
 
@@ -52,7 +51,7 @@ from .midi import DRUM_CHANNEL, Note, Track
 from .render import (TIMIDITY_CONFIGS, RenderError, find_soundfont, render, render_timidity,
                      soundfont_presets, timidity_presets)
 from .synth import (ACCOMPANIMENT, ALIGN_SECONDS, BASS_PROGRAMS, GAP_SECONDS, MIDI_TEMPO, PROGRAMS, RENDER_GAIN,
-                    SCALES, _accompaniment, _bass, _drums, _melody, _progression)
+                    SCALES, _accompaniment, _bass, _drums, _melody, _progression, render_missing)
 
 INDEX = "index.json"
 STEM_SECONDS = 4.0
@@ -356,32 +355,11 @@ def write_index(specs: list[StemSpec], out: str | Path) -> Path:
     return path
 
 
-def _chunks(specs: list[StemSpec]) -> list[list[StemSpec]]:
-    by_bank: dict[str, list[StemSpec]] = {}
-    for s in specs:
-        by_bank.setdefault(s.bank, []).append(s)
-    size = STEMS_PER_RENDER
-    return [group[i : i + size] for group in by_bank.values() for i in range(0, len(group), size)]
-
-
 def synthesize_stems(out: str | Path, specs: list[StemSpec], processes: int = 2,
                      on_progress: Callable[[int], None] | None = None) -> Path:
     """Render every stem of ``specs`` not yet on disk, ``processes`` at a time, then write the index;
     returns its path. ``on_progress(n)`` is called as stems finish."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    todo = [s for s in specs if not (out / s.path).is_file()]
-    if on_progress and len(todo) < len(specs):
-        on_progress(len(specs) - len(todo))
-    chunks = _chunks(todo)
-    if processes <= 1 or len(chunks) <= 1:
-        for chunk in chunks:
-            n = render_stems(chunk, out)
-            if on_progress:
-                on_progress(n)
-    else:
-        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for n in pool.map(render_stems, chunks, [out] * len(chunks)):
-                if on_progress:
-                    on_progress(n)
+    render_missing(specs, out, render_stems, attrgetter("bank"), STEMS_PER_RENDER, processes, on_progress)
     return write_index(specs, out)

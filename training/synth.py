@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from operator import attrgetter
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, TypeVar
 
 import numpy as np
 import soundfile
@@ -364,11 +366,40 @@ def write_manifest(specs: list[ClipSpec], out: str | Path) -> Path:
     return path
 
 
-def _chunks(specs: list[ClipSpec], size: int) -> list[list[ClipSpec]]:
-    by_font: dict[str, list[ClipSpec]] = {}
-    for s in specs:
-        by_font.setdefault(s.soundfont, []).append(s)
-    return [group[i : i + size] for group in by_font.values() for i in range(0, len(group), size)]
+class _HasPath(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
+Spec = TypeVar("Spec", bound=_HasPath)
+
+
+def render_missing(specs: list[Spec], out: Path, render_chunk: Callable[[list[Spec], Path], int],
+                   group: Callable[[Spec], str], size: int, processes: int,
+                   on_progress: Callable[[int], None] | None) -> None:
+    """Render every spec whose ``path`` is not yet a file under ``out``.
+
+    The specs go in chunks of at most ``size`` sharing ``group(spec)`` (one synthesiser start, one
+    SoundFont load, per chunk), ``processes`` chunks at a time; ``render_chunk(chunk, out)`` returns
+    how many it wrote. ``on_progress(n)`` hears first of those already on disk, then of each chunk.
+    """
+    todo = [s for s in specs if not (out / s.path).is_file()]
+    if on_progress and len(todo) < len(specs):
+        on_progress(len(specs) - len(todo))
+    by_group: dict[str, list[Spec]] = {}
+    for s in todo:
+        by_group.setdefault(group(s), []).append(s)
+    chunks = [part[i : i + size] for part in by_group.values() for i in range(0, len(part), size)]
+    if processes <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            n = render_chunk(chunk, out)
+            if on_progress:
+                on_progress(n)
+    else:
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for n in pool.map(render_chunk, chunks, [out] * len(chunks)):
+                if on_progress:
+                    on_progress(n)
 
 
 def synthesize(out: str | Path, specs: list[ClipSpec], processes: int = 2,
@@ -381,22 +412,7 @@ def synthesize(out: str | Path, specs: list[ClipSpec], processes: int = 2,
         find_soundfont(sf)
     out.mkdir(parents=True, exist_ok=True)
     manifest = write_manifest(specs, out)  # first, so that a partial corpus knows its SoundFonts too
-    todo = [s for s in specs if not (out / s.path).is_file()]
-    if on_progress and len(todo) < len(specs):
-        on_progress(len(specs) - len(todo))
-    chunks = _chunks(todo, CLIPS_PER_RENDER)
-    if processes <= 1 or len(chunks) <= 1:
-        for chunk in chunks:
-            n = render_clips(chunk, out)
-            if on_progress:
-                on_progress(n)
-    else:
-        import multiprocessing
-
-        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for n in pool.map(render_clips, chunks, [out] * len(chunks)):
-                if on_progress:
-                    on_progress(n)
+    render_missing(specs, out, render_clips, attrgetter("soundfont"), CLIPS_PER_RENDER, processes, on_progress)
     return manifest
 
 

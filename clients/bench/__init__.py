@@ -19,6 +19,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from instrumentd.clients.commands.options import add_device_argument
+
 __all__ = ["BENCHES", "BenchResult", "register"]
 
 BENCHES: dict[str, str] = {
@@ -64,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def kind_parser(kind: str) -> argparse.ArgumentParser:
     """The flags of ``instrumentd bench KIND``: the common ones, then the bench module's ``add_flags``."""
     p = argparse.ArgumentParser(prog=f"instrumentd bench {kind}")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    add_device_argument(p)
     p.add_argument("--quick", action="store_true", help="small sizes: finishes within a minute on a 2-core CPU")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     module = importlib.import_module(BENCHES[kind].split(":")[0])

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from instrumentd.training.ablation import ROWS
 
+from .options import add_device_argument
+
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -35,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="batch size (default: 16)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--soundfonts", default=None, help="train only on clips of these SoundFonts (comma list)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    add_device_argument(p)
     p.set_defaults(run=run)
 
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from .options import add_device_argument
+
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -31,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="share of music windows the pitched-frame threshold keeps (default: 0.99)")
     p.add_argument("--seed", type=int, default=None,
                    help="split and mixing seed (default: the checkpoint's training seed, else 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    add_device_argument(p)
     p.set_defaults(run=run)
 
 

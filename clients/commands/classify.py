@@ -19,6 +19,9 @@ from instrumentd.daemon.segments import OFF, ON, SMOOTH
 from instrumentd.model.recognizer import UNTRAINED
 from instrumentd.pipeline.errors import EXIT_ERROR, EXIT_OK
 
+from .options import add_device_argument
+
+
 FORMATS = ("table", "jsonl", "csv")
 
 
@@ -40,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio file or folder")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--checkpoint", metavar="PATH", help="model checkpoint (default: the bundled one)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    add_device_argument(p)
     p.add_argument("--hop", type=float, default=1.5, metavar="SECONDS", help="window hop (default: 1.5)")
     p.add_argument("--threshold", type=float, default=0.5, help="label threshold on aggregated scores (default: 0.5)")
     p.add_argument("--pitch-engine", default=None, help="pitch engine name (default: the pipeline's default)")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .options import add_device_argument
+
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -26,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="report folder (default: CKPT's name + '-eval' beside it)")
     p.add_argument("--soundfont", default=None, help="only clips rendered with these SoundFonts (comma list)")
     p.add_argument("--threshold", type=float, default=0.5, help="label threshold on S2 scores (default: 0.5)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    add_device_argument(p)
     p.add_argument("--pitch-engine", default=None, help="pitch engine for audio input (default: the pipeline's)")
     p.add_argument("--no-tsne", action="store_true", help="skip the t-SNE plot")
     p.set_defaults(run=run)

@@ -7,6 +7,11 @@ import argparse
 from instrumentd.clients.subscribe import DEFAULT_CONNECT
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device``: where a command computes, ``auto`` (a GPU when there is one), ``cpu`` or ``cuda[:N]``."""
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+
+
 def add_connect_argument(parser: argparse.ArgumentParser) -> None:
     """``--connect`` (repeatable), ``--server-key`` and ``--client-key``: how a client reaches its daemons."""
     parser.add_argument("--connect", action="append", metavar="ENDPOINT",

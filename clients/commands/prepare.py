@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_device_argument
+
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -22,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("out", metavar="OUT", help="feature folder to write")
     p.add_argument("--split", choices=("train", "test"), default="train", help="which part of the corpus (default: train)")
     p.add_argument("--pitch-engine", default=None, help="pitch engine (default: the pipeline's default)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    add_device_argument(p)
     p.add_argument("--batch-size", type=int, default=None,
                    help="3 s windows per batch (default: 4 on a CPU, 256 on a GPU, the fastest measured)")
     p.add_argument("--clean-mask", action="store_true", help="store the cleaned pitch mask (Table 5) instead of the raw one")

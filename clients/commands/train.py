@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .options import add_device_argument
+
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -44,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="start from this checkpoint's weights (fine-tuning; same variant and features)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and batches (default: 0)")
     p.add_argument("--soundfonts", default=None, help="train only on clips of these SoundFonts (comma list)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
+    add_device_argument(p)
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     p.add_argument("--no-cuda-graph", action="store_true",
                    help="run every step eagerly on CUDA (default: Adam's full batches replay one CUDA graph)")
