@@ -84,7 +84,7 @@ def note_files(root: Path) -> dict[int, Path]:
 
 @functools.lru_cache(maxsize=4)
 def _samples(root: str, sample_rate: int) -> dict[int, np.ndarray]:
-    return {p: audio.load(path, sample_rate) for p, path in note_files(Path(root)).items()}
+    return {p: audio.load_audio(path, sample_rate) for p, path in note_files(Path(root)).items()}
 
 
 def _voice(sample: np.ndarray, semitones: float, n: int, sample_rate: int, vibrato: tuple[float, float],

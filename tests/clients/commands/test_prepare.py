@@ -24,7 +24,7 @@ def test_prepare_writes_a_pt_a_clip_and_a_bundle(irmas_shared, tmp_path):
         for name in names:
             d = torch.load(out / cls / name.replace(".wav", ".pt"), weights_only=True)
             assert CLASSES[int(d["label"])] == cls
-    assert dataset.load(packed).n_clips == n
+    assert dataset.load_features(packed).n_clips == n
 
 
 def test_bad_input_is_one_line(tmp_path):
