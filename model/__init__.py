@@ -1,22 +1,30 @@
 """The networks, their checkpoint format and the Recognizer (features -> probabilities)."""
 
-from .checkpoint import CheckpointError, load_checkpoint, read_metadata, save
-from .classes import CLASSES, NAMES
-from .networks import DESCRIPTIONS, VARIANTS, build, count_parameters
-from .recognizer import DEFAULT_CHECKPOINT, ClipResult, Recognizer
+import importlib
+from typing import Any
 
-__all__ = [
-    "CLASSES",
-    "CheckpointError",
-    "ClipResult",
-    "DEFAULT_CHECKPOINT",
-    "DESCRIPTIONS",
-    "NAMES",
-    "Recognizer",
-    "VARIANTS",
-    "build",
-    "count_parameters",
-    "load_checkpoint",
-    "read_metadata",
-    "save",
-]
+# name -> the submodule that defines it; imported on first use, so that importing one light submodule
+# (errors, config) does not load torch
+_EXPORTS = {
+    "CLASSES": "classes",
+    "CheckpointError": "checkpoint",
+    "ClipResult": "recognizer",
+    "DEFAULT_CHECKPOINT": "recognizer",
+    "DESCRIPTIONS": "networks",
+    "NAMES": "classes",
+    "Recognizer": "recognizer",
+    "VARIANTS": "networks",
+    "build": "networks",
+    "count_parameters": "networks",
+    "load_checkpoint": "checkpoint",
+    "read_metadata": "checkpoint",
+    "save": "checkpoint",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,6 +14,8 @@ from torch import nn
 
 from instrumentd.pipeline.errors import ParameterError
 
+from .classes import VARIANT_NAMES
+
 LEAK = 0.33  # LeakyReLU slope, the paper's alpha
 D_MODEL = 256  # projection width (Table 2's parameter counts; the text's 512 does not add up)
 N_HEADS = 4
@@ -214,6 +216,7 @@ VARIANTS: dict[str, Callable[[int], nn.Module]] = {
     "concat": ConcatNet,
     "han": HanNet,
 }
+assert tuple(VARIANTS) == VARIANT_NAMES, "model/classes.py names the variants built here"
 DESCRIPTIONS = {
     "cross": "Cross-attention (the paper's model)",
     "mel": "MelCNN-only",

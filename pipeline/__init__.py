@@ -1,32 +1,36 @@
 """Audio in, network inputs out: decoding, windows, mel front-end, pitch engines and masks."""
 
-from .audio import find_audio, load_audio, resample, to_mono
-from .config import DEFAULT, TEN_MS, FeatureConfig
-from .errors import AudioError, InstrumentdError, ParameterError
-from .features import FeatureExtractor, Features
-from .mask import f0_to_mask
-from .mel import MelFrontEnd
-from .pitch import ENGINES, PitchEngine, get_engine, librosa_pyin
-from .windows import cut_windows
+import importlib
+from typing import Any
 
-__all__ = [
-    "AudioError",
-    "DEFAULT",
-    "ENGINES",
-    "FeatureConfig",
-    "FeatureExtractor",
-    "Features",
-    "InstrumentdError",
-    "MelFrontEnd",
-    "ParameterError",
-    "PitchEngine",
-    "TEN_MS",
-    "cut_windows",
-    "f0_to_mask",
-    "find_audio",
-    "get_engine",
-    "librosa_pyin",
-    "load_audio",
-    "resample",
-    "to_mono",
-]
+# name -> the submodule that defines it; imported on first use, so that importing one light submodule
+# (errors, config) does not load torch
+_EXPORTS = {
+    "AudioError": "errors",
+    "DEFAULT": "config",
+    "ENGINES": "pitch",
+    "FeatureConfig": "config",
+    "FeatureExtractor": "features",
+    "Features": "features",
+    "InstrumentdError": "errors",
+    "MelFrontEnd": "mel",
+    "ParameterError": "errors",
+    "PitchEngine": "pitch",
+    "TEN_MS": "config",
+    "cut_windows": "windows",
+    "f0_to_mask": "mask",
+    "find_audio": "audio",
+    "get_engine": "pitch",
+    "librosa_pyin": "pitch",
+    "load_audio": "audio",
+    "resample": "audio",
+    "to_mono": "audio",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ParameterError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["check_devices", "guard", "resolve_device", "resolve_devices"]
 
@@ -48,6 +50,8 @@ def resolve_devices(spec: str) -> list[torch.device]:
     A CUDA device always gets an index (caches keyed by device, such as pYIN's tensors and CUDA
     graphs, must not tell ``cuda`` from ``cuda:0``); one that is not there raises ParameterError naming it.
     """
+    import torch  # here, not at the top: a config is checked (check_devices) without loading torch
+
     names = check_devices(spec)
     n = torch.cuda.device_count()
     if names == ["auto"]:
@@ -79,6 +83,8 @@ def guard(device: torch.device | str) -> contextlib.AbstractContextManager:
 
     An index-less ``cuda`` means the device current when the block is entered.
     """
+    import torch
+
     device = torch.device(device)
     if device.type != "cuda":
         return contextlib.nullcontext()

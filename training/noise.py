@@ -8,7 +8,6 @@ level is the point.
 from __future__ import annotations
 
 import numpy as np
-import scipy.signal
 
 NOISE_COLOURS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power falls as 1 / f**exponent
 
@@ -48,6 +47,8 @@ def near_silence(rng: np.random.Generator, n: int, level_db: float) -> np.ndarra
 
 def wind(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Gusts: brown/pink noise through a slowly swept band-pass, with a slow random level envelope."""
+    import scipy.signal  # here: scipy takes most of a second to load, the command line's --help none
+
     x = coloured_noise(rng, n, float(rng.uniform(1.0, 2.0)))
     centre = float(rng.uniform(150, 900))
     sos = scipy.signal.butter(2, [centre / 2, min(centre * 3, sr / 2 - 1)], "bandpass", fs=sr, output="sos")
@@ -57,6 +58,8 @@ def wind(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
 
 def applause(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Many claps: short band-passed noise bursts at Poisson times, 20-200 claps per second."""
+    import scipy.signal  # here: scipy takes most of a second to load, the command line's --help none
+
     rate = float(rng.uniform(20, 200))
     times = rng.uniform(0, n, int(rate * n / sr)).astype(int)
     clap_len = int(0.012 * sr)
@@ -83,6 +86,8 @@ def clicks(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
 
 def rain(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Rain: pink noise under dense tiny drops (high-passed impulses)."""
+    import scipy.signal  # here: scipy takes most of a second to load, the command line's --help none
+
     x = coloured_noise(rng, n, 1.0) * float(rng.uniform(0.1, 0.4))
     drops = np.zeros(n)
     idx = rng.integers(0, n, int(rng.uniform(200, 2000) * n / sr))

@@ -36,7 +36,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import scipy.signal
 import soundfile
 
 from instrumentd.pipeline.audio import resample, to_mono
@@ -216,6 +215,8 @@ def melody(rng: np.random.Generator, gender: str, seconds: float, tonic: int | N
 def pitch_contour(rng: np.random.Generator, notes: list[Note], frames: int) -> np.ndarray:
     """The sung f0 of ``notes``, hz per 5 ms frame ``float64 [frames]``, held through rests; see the
     module docstring (portamento, scoops, vibrato, drift, jitter)."""
+    import scipy.signal  # here: scipy takes most of a second to load, the command line's --help none
+
     fp = FRAME_MS / 1000
     cents = np.full(frames, 100.0 * notes[0].pitch)
     for prev, note in zip([None] + notes[:-1], notes):
@@ -328,6 +329,8 @@ def sing_world(rng: np.random.Generator, notes: list[Note], singer: Singer, seco
 
 def _air(rng: np.random.Generator, audio: np.ndarray, sr: int, notes: list[Note]) -> np.ndarray:
     """Breath intakes before phrases and a faint air band above 5 kHz that follows the voice's level."""
+    import scipy.signal  # here: scipy takes most of a second to load, the command line's --help none
+
     n = len(audio)
     env = scipy.signal.sosfiltfilt(scipy.signal.butter(1, 20, fs=sr, output="sos"), np.abs(audio))
     hiss = scipy.signal.sosfilt(scipy.signal.butter(2, 5000, "highpass", fs=sr, output="sos"), rng.standard_normal(n))

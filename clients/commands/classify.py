@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from instrumentd.daemon.segments import OFF, ON, SMOOTH
-from instrumentd.model.recognizer import UNTRAINED
 from instrumentd.pipeline.errors import EXIT_ERROR, EXIT_OK
 
 from .options import add_device_argument
@@ -93,6 +92,7 @@ def _labels_table(records: Iterator[dict[str, Any]]) -> int:
     from rich.table import Table
 
     from instrumentd.model.classes import NAMES
+    from instrumentd.model.recognizer import UNTRAINED
 
     table = Table()
     table.add_column("file", overflow="fold")
@@ -208,6 +208,7 @@ def _segments_table(records: Iterator[dict[str, Any]]) -> int:
     from rich.table import Table
 
     from instrumentd.model.classes import NAMES
+    from instrumentd.model.recognizer import UNTRAINED
 
     table = Table()
     for name, justify in (("file", "left"), ("start", "right"), ("end", "right"), ("instrument", "left"),

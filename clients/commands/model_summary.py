@@ -6,14 +6,14 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from instrumentd.model.networks import VARIANTS
+    from instrumentd.model.classes import VARIANT_NAMES
 
     p = subparsers.add_parser(
         "model-summary",
         help="print a network's layers, output shapes and parameter counts",
         description="Print Table-2-style rows (layer, output shape, parameters) and the total for a network variant.",
     )
-    p.add_argument("--variant", default="cross", choices=sorted(VARIANTS), help="network variant (default: cross)")
+    p.add_argument("--variant", default="cross", choices=VARIANT_NAMES, help="network variant (default: cross)")
     p.add_argument("--frames", type=int, default=100, help="input frames (100 at a 30 ms hop, 300 at 10 ms)")
     p.add_argument("--batch", type=int, default=4, help="batch size shown in the shapes (Table 2 uses 4)")
     p.set_defaults(run=run)

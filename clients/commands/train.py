@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from instrumentd.model.classes import VARIANT_NAMES
+
 from .options import add_device_argument
 
 
@@ -28,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("features", metavar="FEATURES", help="feature folder, .safetensors bundle or stem bank folder")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write (.safetensors)")
-    p.add_argument("--variant", default="cross", choices=("cross", "mel", "mask", "concat", "han"),
+    p.add_argument("--variant", default="cross", choices=VARIANT_NAMES,
                    help="network (default: cross, the paper's model)")
     p.add_argument("--epochs", type=int, default=100, help="epochs (default: 100; 10 with --optimizers)")
     p.add_argument("--batch-size", type=int, default=16, help="batch size (default: 16)")

@@ -19,7 +19,7 @@ from instrumentd.pipeline.errors import AudioError
 
 from .conftest import wav_bytes
 
-CASES = int(os.environ.get("INSTRUMENTD_FUZZ_CASES", "300"))
+CASES = int(os.environ.get("INSTRUMENTD_FUZZ_CASES", "150"))
 SEEDS = {
     "wav16": lambda: wav_bytes(0.3, 22050, 2, "WAV", "PCM_16"),
     "wav_float": lambda: wav_bytes(0.3, 48000, 1, "WAV", "FLOAT"),
