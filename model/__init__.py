@@ -1,11 +1,8 @@
 """The networks, their checkpoint format and the Recognizer (features -> probabilities)."""
 
-import importlib
-from typing import Any
+from instrumentd.pipeline.lazy import lazy_exports
 
-# name -> the submodule that defines it; imported on first use, so that importing one light submodule
-# (errors, config) does not load torch
-_EXPORTS = {
+_EXPORTS = {  # name -> the submodule that defines it, imported on first use
     "CLASSES": "classes",
     "CheckpointError": "checkpoint",
     "ClipResult": "recognizer",
@@ -21,10 +18,4 @@ _EXPORTS = {
     "save": "checkpoint",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

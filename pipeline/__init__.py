@@ -1,11 +1,8 @@
 """Audio in, network inputs out: decoding, windows, mel front-end, pitch engines and masks."""
 
-import importlib
-from typing import Any
+from .lazy import lazy_exports
 
-# name -> the submodule that defines it; imported on first use, so that importing one light submodule
-# (errors, config) does not load torch
-_EXPORTS = {
+_EXPORTS = {  # name -> the submodule that defines it, imported on first use
     "AudioError": "errors",
     "DEFAULT": "config",
     "ENGINES": "pitch",
@@ -27,10 +24,4 @@ _EXPORTS = {
     "to_mono": "audio",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

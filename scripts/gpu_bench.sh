@@ -30,14 +30,9 @@ mkdir -p "$OUT"
 JSONL="$OUT/bench.jsonl"
 cd "$REPO" || exit 1
 
-if ! "$PYTHON" -c "import instrumentd" 2>/dev/null; then
-    SHIM=$(mktemp -d)
-    trap 'rm -rf "$SHIM"' EXIT  # removes the link, not what it points to
-    ln -s "$REPO" "$SHIM/instrumentd"
-    export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
-    "$PYTHON" -c "import instrumentd" || { echo "gpu_bench.sh: cannot import instrumentd from $REPO" >&2; exit 1; }
-    echo "gpu_bench.sh: instrumentd imported through $SHIM/instrumentd -> $REPO" >&2
-fi
+# shellcheck source=scripts/importable.sh
+. "$REPO/scripts/importable.sh"
+make_importable gpu_bench.sh
 
 # one JSON line: {"step": $1, "rc": $2, "error": last lines of file $3}
 failure() {

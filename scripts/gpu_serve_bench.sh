@@ -33,13 +33,9 @@ mkdir -p "$OUT"
 JSONL="$OUT/serve_bench.jsonl"
 cd "$REPO" || exit 1
 
-if ! "$PYTHON" -c "import instrumentd" 2>/dev/null; then
-    SHIM=$(mktemp -d)
-    trap 'rm -rf "$SHIM"' EXIT  # removes the link, not what it points to
-    ln -s "$REPO" "$SHIM/instrumentd"
-    export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
-    "$PYTHON" -c "import instrumentd" || { echo "gpu_serve_bench.sh: cannot import instrumentd from $REPO" >&2; exit 1; }
-fi
+# shellcheck source=scripts/importable.sh
+. "$REPO/scripts/importable.sh"
+make_importable gpu_serve_bench.sh
 # a daemon with 1,000 sources holds a file, a ring and a log per stream: lift the open-file limit
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

@@ -18,12 +18,9 @@ BANK=$1
 OUT=$2
 shift 2
 mkdir -p "$OUT"
-if ! "$PYTHON" -c "import instrumentd" 2>/dev/null; then
-    SHIM=$(mktemp -d)
-    trap 'rm -rf "$SHIM"' EXIT  # removes the link, not what it points to
-    ln -s "$REPO" "$SHIM/instrumentd"
-    export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
-fi
+# shellcheck source=scripts/importable.sh
+. "$REPO/scripts/importable.sh"
+make_importable gpu_train.sh
 GPUS=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
 [ "$GPUS" -ge 1 ] || { echo "gpu_train.sh: no CUDA device" >&2; exit 1; }
 
