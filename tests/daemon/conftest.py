@@ -47,6 +47,7 @@ class Subscriber:
     def __init__(self, endpoint: str, topics: tuple[str, ...] = ("",)):
         self.socket = zmq.Context.instance().socket(zmq.SUB)
         self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.RECONNECT_IVL, 10)  # ms: connected soon after a daemon binds
         for t in topics:
             self.socket.setsockopt_string(zmq.SUBSCRIBE, t)
         self.socket.connect(endpoint)
