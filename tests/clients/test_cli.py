@@ -136,3 +136,10 @@ def test_generated_serve_flags_reach_the_config(tmp_path):
     printed = tomllib.loads(out.stdout)
     assert (printed["max_batch"], printed["silence_db"], printed["pitch_policy"]) == (64, -50.0, "delay")
     assert printed["hop_s"] == 0.5 and printed["sources"] == ["a=mic", "b=mic"]
+
+
+def test_the_parser_is_built_without_torch_so_help_and_flag_errors_come_at_once():
+    code = ("import sys; from instrumentd.clients.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'scipy', 'librosa') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
