@@ -71,7 +71,8 @@ def test_curve_daemon_on_loopback_serves_tail_with_keys_and_nobody_else(daemon, 
     try:
         line = tail.stdout.readline()  # blocks until tail prints its first event
         first = events.decode(line)
-        assert first["stream"] in {"s0", "s1"} and first["seq"] == 0, d.log_text()
+        # a keyed client hears the daemon's streams (from whichever event it joined at)
+        assert first["stream"] in {"s0", "s1"} and first["seq"] >= 0, d.log_text()
         assert not plain.poll(1000)  # the daemon was publishing all along; a keyless client got nothing
         assert "(CurveZMQ)" in d.log_text()
     finally:
