@@ -76,26 +76,26 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15 of stat)
 
 
-def _rss_mb(pid: int) -> float | None:
+def _proc_kb(path: str, key: str) -> float | None:
+    """The ``key:`` line of a /proc file in kB, as MB; None where it cannot be read."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
 
 
+def _rss_mb(pid: int) -> float | None:
+    return _proc_kb(f"/proc/{pid}/status", "VmRSS")
+
+
 def _pss_mb(pid: int) -> float | None:
     """Proportional set size: the process's own memory plus its share of what it maps with others (the
     ffmpeg binary and libraries that every decoder shares), so that the decoders' figures add up."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return _rss_mb(pid)
+    pss = _proc_kb(f"/proc/{pid}/smaps_rollup", "Pss")
+    return _rss_mb(pid) if pss is None else pss
 
 
 def _children(pid: int) -> list[int]:
