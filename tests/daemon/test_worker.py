@@ -140,3 +140,19 @@ def test_a_built_pool_freezes_the_start_up_heap(pool):
     import gc
 
     assert gc.get_freeze_count() > 100_000  # torch, the model...: the collector's full passes skip them
+
+
+def test_each_window_carries_the_share_of_its_frames_with_a_pitch(pool):
+    """What the decision's pitched-frame test reads: high for a melody, near zero for drum hits alone."""
+    rng = np.random.default_rng(0)
+    hits = np.zeros(4 * SR, np.float32)  # a decaying noise burst every 250 ms, as a hi-hat or snare
+    for start in range(0, len(hits), SR // 4):
+        hits[start : start + 2205] = 0.8 * rng.standard_normal(2205) * np.exp(-np.arange(2205) / 300)
+    tune, drums = FedSource(300), FedSource(301)
+    pool.add(tune, Segmenter(pool.recognizer.classes))
+    got_tune = play(pool, [tune], melody(4.0)[:, 0], [2000.0])[tune.name]
+    pool.add(drums, Segmenter(pool.recognizer.classes))
+    got_drums = play(pool, [drums], hits, [3000.0])[drums.name]
+    assert got_tune and got_drums
+    assert all(w.voiced > 0.5 for w in got_tune), [w.voiced for w in got_tune]
+    assert all(w.voiced < 0.05 for w in got_drums), [w.voiced for w in got_drums]
