@@ -40,6 +40,23 @@ def test_auto_is_every_gpu_else_the_cpu_and_one_device_is_its_first():
     assert resolve_devices("cpu,cpu") == [torch.device("cpu")] * 2
 
 
+@pytest.mark.parametrize("spec, count", [("cpu", 1), ("cpu,cpu", 2), ("cpu, cpu ,cpu", 3)])
+def test_cpu_lists_resolve_to_one_worker_device_each(spec, count):
+    assert resolve_devices(spec) == [torch.device("cpu")] * count
+
+
+@pytest.mark.parametrize("spec", ["cuda:99", "cpu,cuda:99"])
+def test_a_gpu_this_machine_lacks_is_named_alone_or_in_a_list(spec):
+    with pytest.raises(ParameterError, match="'cuda:99' asked for"):
+        resolve_devices(spec)
+
+
+@pytest.mark.gpu
+def test_an_indexless_cuda_gets_the_current_index():
+    # per-device caches must not tell "cuda" from "cuda:0"
+    assert resolve_devices("cpu, cuda") == [torch.device("cpu"), torch.device("cuda", torch.cuda.current_device())]
+
+
 def test_one_device_is_refused_a_list_and_a_missing_gpu_is_named():
     with pytest.raises(ParameterError, match="one device is needed here"):
         resolve_device("cpu,cpu")
