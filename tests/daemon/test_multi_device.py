@@ -45,14 +45,6 @@ def test_a_toml_list_of_devices(tmp_path):
         load_config(env={}, gather=2.0)
 
 
-def test_resolve_devices():
-    assert resolve_devices("cpu,cpu") == [torch.device("cpu")] * 2
-    n = torch.cuda.device_count()
-    assert resolve_devices("auto") == ([torch.device("cuda", i) for i in range(n)] or [torch.device("cpu")])
-    with pytest.raises(ParameterError, match=f"'cuda:{n}' asked for"):
-        resolve_devices(f"cpu,cuda:{n}")
-
-
 def _files(tmp_path, lengths: dict[str, float]) -> dict[str, str]:
     out = {}
     for i, (name, seconds) in enumerate(lengths.items()):
