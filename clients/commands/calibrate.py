@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from .options import add_device_argument
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     decision, figures = calibrate(model, bank, cfg, features)
     extra = {k: v for k, v in meta.items() if k not in ("format", "variant", "classes", "features", "trained",
                                                          "weights_sha256", "decision")}
-    extra["calibration"] = {"stem_bank": str(args.bank).rstrip("/").rsplit("/", 1)[-1],
+    extra["calibration"] = {"stem_bank": Path(args.bank).name,
                             **{k: getattr(cfg, k) for k in ("validation_clips", "keep_music", "keep_voiced", "seed")},
                             **{f"val_{k}": round(v, 4) for k, v in figures.items()}}
     checkpoint.save(args.out, model.cpu(), meta["variant"], features, tuple(meta["classes"]), meta["trained"],
