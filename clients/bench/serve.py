@@ -98,45 +98,19 @@ def _pss_mb(pid: int) -> float | None:
     return _rss_mb(pid) if pss is None else pss
 
 
-def _children(pid: int) -> list[int]:
-    """Direct child processes of ``pid`` (from /proc)."""
+def _children(pid: int, command: str) -> list[int]:
+    """Direct child processes of ``pid`` running ``command`` (from /proc): not, say, the resource tracker
+    that multiprocessing leaves behind."""
     out = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid and stat[stat.index("(") + 1:stat.rindex(")")] == command:
                     out.append(int(entry.name))
             except (OSError, IndexError, ValueError):
                 continue
     return out
-
-
-class _GpuSampler:
-    """Mean GPU utilisation (%) sampled each second while running; None without CUDA or pynvml."""
-
-    def __init__(self, device: str):
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = None
-        if device.startswith("cuda"):
-            import torch
-
-            try:
-                torch.cuda.utilization(torch.device(device))
-            except (ModuleNotFoundError, RuntimeError, ValueError):
-                return
-            self._thread = threading.Thread(target=self._run, args=(torch, torch.device(device)), daemon=True)
-            self._thread.start()
-
-    def _run(self, torch, device) -> None:
-        while not self._stop.wait(1.0):
-            self.samples.append(float(torch.cuda.utilization(device)))
-
-    def stop(self) -> float | None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        return round(float(np.mean(self.samples)), 1) if self.samples else None
 
 
 def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inference: str = "auto",
@@ -144,7 +118,9 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
     """One ``instrumentd serve`` with ``n`` paced ``file:`` sources of ``clip``; its figures as a dict."""
     import zmq
 
+    from instrumentd.clients.bench.gpu_load import GpuLoad
     from instrumentd.daemon.events import decode
+    from instrumentd.pipeline.devices import resolve_devices
 
     pub = f"tcp://127.0.0.1:{_free_port()}"
     log_dir = folder / f"log-{n}-{time.monotonic_ns()}"
@@ -161,7 +137,7 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
     t_launch = time.monotonic()
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
-    gpu = _GpuSampler(device)
+    gpu = GpuLoad(resolve_devices(device)).start()
     first = start = end = None
     cpu0 = cpu1 = None
     latencies, all_latencies = [], []
@@ -366,7 +342,7 @@ def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
         while time.monotonic() < deadline and not all(src.state == "running" for src in sources):
             time.sleep(0.1)
         time.sleep(2.0)  # past each decoder's first burst (what it probed)
-        decoders = [p for p in _children(me) if p not in {pr.pid for pr in producers}]
+        decoders = [p for p in _children(me, "ffmpeg") if p not in {pr.pid for pr in producers}]
         t0, got0 = time.monotonic(), got.copy()
         own0, dec0 = _cpu_seconds(me), [_cpu_seconds(p) for p in decoders]
         time.sleep(seconds)

@@ -51,6 +51,7 @@ from instrumentd.pipeline.errors import ParameterError
 from instrumentd.training.tones import harmonic_notes
 
 from . import BenchResult
+from .gpu_load import GpuLoad
 
 HOP = 1.0  # seconds, the target's hop
 TARGET_P99_MS = {"cpu": 250.0, "cuda": 100.0}
@@ -115,6 +116,7 @@ def run_streams(devices: list[torch.device], n: int, seconds: float, policy: str
     latencies = np.concatenate([p.pop("latencies") for p in parts])
     lat = latencies if len(latencies) else np.full(1, np.inf)
     passes = sum(p["passes"] for p in parts)
+    gpu = [p["gpu_util_percent"] for p in parts if p["gpu_util_percent"] is not None]
     return {
         "devices": len(devices), "processes": processes, "streams": n, "policy": policy,
         "mode": "aligned" if gather > 0 else "phased",
@@ -126,6 +128,10 @@ def run_streams(devices: list[torch.device], n: int, seconds: float, policy: str
         "p50_ms": _ms(np.percentile(lat, 50)), "p99_ms": _ms(np.percentile(lat, 99)), "max_ms": _ms(lat.max()),
         # a stage's share of one process's wall time, the mean over the processes
         **{f"{k}_busy": round(sum(p["busy"][k] for p in parts) / len(parts), 4) for k in STAGES},
+        # CPU seconds per second of every process (the pacing thread included), and the GPUs' NVML
+        # utilisation (the same devices for every process: their mean)
+        "cpu_cores": round(sum(p["cpu_cores"] for p in parts), 2),
+        "gpu_util_percent": round(sum(gpu) / len(gpu), 1) if gpu else None,
     }
 
 
@@ -154,6 +160,8 @@ def _run(devices: list[torch.device], n: int, seconds: float, policy: str, lag: 
                      if before["wall"] <= _epoch(e["wall_time"]) < after["wall"]]
     busy = {k: (after["busy"][k] - before["busy"][k]) / seconds for k in STAGES}
     return {
+        "cpu_cores": (after["cpu_s"] - before["cpu_s"]) / seconds,
+        "gpu_util_percent": after["gpu_util_percent"],
         "latencies": np.array(latencies, dtype=float),
         "expected_windows": int(seconds / HOP) * n,
         "dropped_windows": after["dropped"] - before["dropped"],
@@ -165,8 +173,10 @@ def _run(devices: list[torch.device], n: int, seconds: float, policy: str, lag: 
 
 def _serve(server: Server, sources: list[PacedSource], n: int, seconds: float) -> tuple[dict, dict]:
     """Pace ``sources`` into the started ``server`` and run its main loop until ``seconds`` after the
-    warm-up; returns the pool's counters (:func:`_mark`) at the start and at the end of that time."""
+    warm-up; returns the pool's counters (:func:`_mark`) at the start and at the end of that time, the
+    GPUs' mean utilisation between them in the latter (``gpu_util_percent``)."""
     pool = server.worker
+    load = GpuLoad([w.recognizer.device for w in pool.workers])
     stop = threading.Event()
     block = 882 if n <= 100 else 4410
     t0 = time.monotonic() + 0.2
@@ -178,8 +188,8 @@ def _serve(server: Server, sources: list[PacedSource], n: int, seconds: float) -
     warmup = pool.recognizer.features.clip_seconds + 2 * HOP + HOP / (2 * n)
     before: dict = {}
     after: dict = {}
-    timers = [threading.Timer(t0 + warmup - time.monotonic(), _mark, (pool, before)),
-              threading.Timer(t0 + warmup + seconds - time.monotonic(), _finish, (server, stop, after))]
+    timers = [threading.Timer(t0 + warmup - time.monotonic(), lambda: (_mark(pool, before), load.start())),
+              threading.Timer(t0 + warmup + seconds - time.monotonic(), _finish, (server, stop, after, load))]
     pacer.start()
     for timer in timers:
         timer.start()
@@ -194,9 +204,11 @@ def _serve(server: Server, sources: list[PacedSource], n: int, seconds: float) -
 
 
 def _mark(pool, counters: dict) -> None:
-    """Record the pool's counters now: the wall clock, dropped windows, forward passes, each stage's seconds (mean per worker)."""
+    """Record the pool's counters now: the wall clock, this process's CPU seconds, dropped windows, forward
+    passes, each stage's seconds (mean per worker)."""
     workers = pool.workers
     counters["wall"] = time.time()
+    counters["cpu_s"] = time.process_time()
     counters["dropped"] = sum(st.dropped_windows for st in pool.streams)
     counters["passes"] = sum(w.passes for w in workers)
     counters["busy"] = {k: sum(w.seconds[k] for w in workers) / len(workers) for k in STAGES[:-1]}
@@ -208,10 +220,11 @@ def _epoch(wall_time: str) -> float:
     return datetime.datetime.fromisoformat(wall_time).timestamp()
 
 
-def _finish(server: Server, stop: threading.Event, counters: dict) -> None:
-    """End of the measured time: the counters (:func:`_mark`), then stop pacing and ask the daemon to
-    stop, as a signal would."""
+def _finish(server: Server, stop: threading.Event, counters: dict, load: GpuLoad) -> None:
+    """End of the measured time: the counters (:func:`_mark`) and the GPU load, then stop pacing and ask
+    the daemon to stop, as a signal would."""
     _mark(server.worker, counters)
+    counters["gpu_util_percent"] = load.stop()
     stop.set()
     server.signals.should_exit = True
     server.signals.stop.set()
@@ -406,6 +419,7 @@ def stream(device: torch.device, quick: bool, args: argparse.Namespace):
         "windows": f"{r['windows']}/{r['expected_windows']}", "dropped": r["dropped_windows"],
         "per pass": r["windows_per_pass"], "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"],
         "busy % (read mel pitch win model pub)": " ".join(f"{100 * r[k + '_busy']:.0f}" for k in STAGES),
+        "cpu cores": r["cpu_cores"], "gpu %": r["gpu_util_percent"],
         "ok": "yes" if r["ok"] else "no",
     } for r in rows]
     title = f"stream: real-time streams, {HOP:g} s hop, latency = last sample in -> published"

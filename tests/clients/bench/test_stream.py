@@ -1,5 +1,7 @@
 """``bench stream``: paced synthetic streams through the real daemon; the figures add up (speed is not asserted)."""
 
+import os
+
 import pytest
 import torch
 
@@ -13,6 +15,8 @@ def test_aligned_live_streams_share_one_forward_pass():
     r = run_streams([torch.device("cpu")], 3, 2.0, gather=0.05)
     assert r["dropped_windows"] == 0 and r["windows"] == 6
     assert r["windows_per_pass"] >= 2.5, r
+    assert 0 < r["cpu_cores"] <= os.cpu_count(), r  # the daemon and its pacing thread worked, on real cores
+    assert r["gpu_util_percent"] is None  # no GPU in the run
 
 
 @pytest.mark.slow
@@ -21,6 +25,7 @@ def test_bench_splits_streams_over_daemon_processes():
     r = run_streams([torch.device("cpu")], 3, 2.0, processes=2)
     assert r["processes"] == 2 and r["expected_windows"] == 6
     assert r["dropped_windows"] == 0 and r["windows"] == 6, r
+    assert 0 < r["cpu_cores"] <= os.cpu_count(), r  # the two processes' CPU seconds per second, summed
     with pytest.raises(ParameterError, match="between 2 and the stream count 3, got 4"):
         run_streams([torch.device("cpu")], 3, 2.0, processes=4)
 
