@@ -334,20 +334,10 @@ def pyin(
     fmin: float,
     fmax: float,
     sr: float = 22050,
-    frame_length: int = 2048,
-    hop_length: int | None = None,
-    n_thresholds: int = 100,
-    beta_parameters: tuple[float, float] = (2, 18),
-    boltzmann_parameter: float = 2,
-    resolution: float = 0.1,
-    max_transition_rate: float = 35.92,
-    switch_prob: float = 0.01,
-    no_trough_prob: float = 0.01,
     fill_na: float | None = math.nan,
-    center: bool = True,
-    pad_mode: str = "constant",
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    **settings,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """pYIN fundamental frequency of a batch, with ``librosa.pyin``'s parameters, defaults and results.
 
@@ -356,11 +346,12 @@ def pyin(
     audio : [batch, samples] or [samples] at ``sr`` hz; a tensor stays on its device unless ``device`` is given
     fmin, fmax : hz, the pitch range
     sr : hz
-    frame_length, hop_length : samples (hop defaults to ``frame_length // 4``)
-    n_thresholds, beta_parameters, boltzmann_parameter, resolution (semitones), max_transition_rate
-        (octaves per second), switch_prob, no_trough_prob, fill_na, center, pad_mode : as librosa.pyin
+    fill_na : f0 of unvoiced frames (None: the bin's frequency), as librosa.pyin
     device : where to compute
     dtype : float32 (default) or float64 for the signal maths
+    **settings : frame_length, hop_length (samples; hop defaults to ``frame_length // 4``), n_thresholds,
+        beta_parameters, boltzmann_parameter, resolution (semitones), max_transition_rate (octaves per
+        second), switch_prob, no_trough_prob, center, pad_mode: librosa.pyin's, checked by :func:`pyin_model`
 
     Returns
     -------
@@ -370,10 +361,9 @@ def pyin(
 
     ``frames = 1 + samples // hop_length`` when centred. A 1-D input gives 1-D outputs.
     """
-    model = pyin_model(
-        sr, fmin, fmax, frame_length, hop_length, n_thresholds, tuple(beta_parameters), boltzmann_parameter,
-        resolution, max_transition_rate, switch_prob, no_trough_prob, center, pad_mode,
-    )
+    if "beta_parameters" in settings:  # the model cache needs a hashable pair
+        settings["beta_parameters"] = tuple(settings["beta_parameters"])
+    model = pyin_model(sr, fmin, fmax, **settings)
     audio = torch.as_tensor(audio)
     if device is not None:
         audio = audio.to(device)

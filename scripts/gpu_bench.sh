@@ -12,7 +12,8 @@
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PYTHON=${PYTHON:-python3}
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
 DEVICE=${BENCH_DEVICE:-cuda}
 STEP_TIMEOUT=${BENCH_TIMEOUT:-480}
 QUICK=()
@@ -20,36 +21,13 @@ STEPS=()
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=(--quick) ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) usage; exit 0 ;;
         -*) echo "gpu_bench.sh: unknown option $arg" >&2; exit 2 ;;
         *) STEPS+=("$arg") ;;
     esac
 done
-OUT=${OUT:-$(mktemp -d)}
-mkdir -p "$OUT"
-JSONL="$OUT/bench.jsonl"
-cd "$REPO" || exit 1
-
-# shellcheck source=scripts/importable.sh
-. "$REPO/scripts/importable.sh"
-make_importable gpu_bench.sh
-
-# one JSON line: {"step": $1, "rc": $2, "error": last lines of file $3}
-failure() {
-    "$PYTHON" - "$1" "$2" "$3" <<'EOF'
-import json, sys
-step, rc, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-tail = open(log, errors="replace").read().strip().splitlines()[-5:]
-print(json.dumps({"step": step, "rc": rc, "timed_out": rc in (124, 137), "error": " | ".join(tail)}))
-EOF
-}
-
-"$PYTHON" - "$DEVICE" >>"$JSONL" <<'EOF'
-import json, platform, sys, torch
-print(json.dumps({"step": "environment", "python": platform.python_version(), "torch": torch.__version__,
-                  "cuda": torch.version.cuda, "device": sys.argv[1],
-                  "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}))
-EOF
+start_results gpu_bench.sh bench.jsonl
+environment_line "$DEVICE" >>"$JSONL"
 
 if [ ${#STEPS[@]} -eq 0 ]; then
     mapfile -t STEPS < <("$PYTHON" -c "from instrumentd.clients.bench import BENCHES; print('tests'); print(*BENCHES, sep='\n')")
@@ -79,7 +57,7 @@ EOF
             tail -n 1 "$OUT/$step.out" >>"$JSONL"
         else
             cat "$OUT/$step.out" >>"$OUT/$step.err"
-            failure "$step" "$rc" "$OUT/$step.err" >>"$JSONL"
+            failed_step_line "$step" "$rc" "$OUT/$step.err" >>"$JSONL"
         fi
     fi
     [ $rc -eq 0 ] || status=1

@@ -14,7 +14,8 @@
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PYTHON=${PYTHON:-python3}
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
 DEVICE=${BENCH_DEVICE:-cuda}
 SECONDS_PER_RUN=${BENCH_SECONDS:-30}
 INFERENCE=${BENCH_INFERENCE:-graphs-fp32}
@@ -22,29 +23,16 @@ STEP_TIMEOUT=${BENCH_TIMEOUT:-540}
 STEPS=("$@")
 for arg in "${STEPS[@]}"; do
     case "$arg" in
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) usage; exit 0 ;;
         serve300|serve1000|ingest|stream-all) ;;
         *) echo "gpu_serve_bench.sh: unknown step $arg (serve300 serve1000 ingest stream-all)" >&2; exit 2 ;;
     esac
 done
 [ ${#STEPS[@]} -eq 0 ] && STEPS=(serve300 serve1000 ingest stream-all)
-OUT=${OUT:-$(mktemp -d)}
-mkdir -p "$OUT"
-JSONL="$OUT/serve_bench.jsonl"
-cd "$REPO" || exit 1
-
-# shellcheck source=scripts/importable.sh
-. "$REPO/scripts/importable.sh"
-make_importable gpu_serve_bench.sh
+start_results gpu_serve_bench.sh serve_bench.jsonl
 # a daemon with 1,000 sources holds a file, a ring and a log per stream: lift the open-file limit
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-"$PYTHON" - "$DEVICE" >>"$JSONL" <<'EOF'
-import json, os, platform, sys, torch
-print(json.dumps({"step": "environment", "python": platform.python_version(), "torch": torch.__version__,
-                  "cuda": torch.version.cuda, "device": sys.argv[1], "cpus": os.cpu_count(),
-                  "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}))
-EOF
+environment_line "$DEVICE" >>"$JSONL"
 
 for step in "${STEPS[@]}"; do
     case "$step" in
@@ -66,12 +54,7 @@ for step in "${STEPS[@]}"; do
     if [ $rc -eq 0 ]; then
         tail -n 1 "$log" >>"$JSONL"
     else
-        "$PYTHON" - "$step" "$rc" "$log" >>"$JSONL" <<'EOF'
-import json, sys
-step, rc, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-tail = open(log, errors="replace").read().strip().splitlines()[-5:]
-print(json.dumps({"step": step, "rc": rc, "timed_out": rc in (124, 137), "error": " | ".join(tail)}))
-EOF
+        failed_step_line "$step" "$rc" "$log" >>"$JSONL"
     fi
 done
 echo "gpu_serve_bench.sh: results in $JSONL" >&2

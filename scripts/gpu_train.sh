@@ -11,15 +11,14 @@
 # through a symlink named instrumentd. Environment: PYTHON (python3).
 set -uo pipefail
 
-[ $# -ge 3 ] || { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PYTHON=${PYTHON:-python3}
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
+[ $# -ge 3 ] || { usage; exit 2; }
 BANK=$1
 OUT=$2
 shift 2
 mkdir -p "$OUT"
-# shellcheck source=scripts/importable.sh
-. "$REPO/scripts/importable.sh"
 make_importable gpu_train.sh
 GPUS=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
 [ "$GPUS" -ge 1 ] || { echo "gpu_train.sh: no CUDA device" >&2; exit 1; }

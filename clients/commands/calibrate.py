@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from .options import add_device_argument
+from .options import add_checkpoint_argument, add_device_argument
 
 
 
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "its metadata; the weights, and so the checkpoint's id, stay the same."
         ),
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="trained checkpoint (.safetensors)")
+    add_checkpoint_argument(p)
     p.add_argument("bank", metavar="STEM_BANK", help="stem bank folder (instrumentd synth-stems)")
     p.add_argument("--out", required=True, metavar="NEW", help="checkpoint to write (.safetensors)")
     p.add_argument("--validation-clips", type=int, default=1100, metavar="N",

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from instrumentd.daemon.segments import OFF, ON, SMOOTH
 from instrumentd.pipeline.errors import EXIT_ERROR, EXIT_OK
 
-from .options import add_device_argument
+from .options import add_device_argument, add_pitch_engine_argument
 
 
 FORMATS = ("table", "jsonl", "csv")
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device_argument(p)
     p.add_argument("--hop", type=float, default=1.5, metavar="SECONDS", help="window hop (default: 1.5)")
     p.add_argument("--threshold", type=float, default=0.5, help="label threshold on aggregated scores (default: 0.5)")
-    p.add_argument("--pitch-engine", default=None, help="pitch engine name (default: the pipeline's default)")
+    add_pitch_engine_argument(p)
     _add_segment_arguments(p)
     p.set_defaults(run=run)
 

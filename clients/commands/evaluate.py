@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_device_argument
+from .options import add_checkpoint_argument, add_device_argument, add_pitch_engine_argument
 
 
 
@@ -24,13 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "report.md, per_class.png and tsne.png to --out."
         ),
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint (.safetensors)")
+    add_checkpoint_argument(p)
     p.add_argument("test", metavar="TEST", help="test corpus root, test feature folder or test bundle")
     p.add_argument("--out", default=None, help="report folder (default: CKPT's name + '-eval' beside it)")
     p.add_argument("--soundfont", default=None, help="only clips rendered with these SoundFonts (comma list)")
     p.add_argument("--threshold", type=float, default=0.5, help="label threshold on S2 scores (default: 0.5)")
     add_device_argument(p)
-    p.add_argument("--pitch-engine", default=None, help="pitch engine for audio input (default: the pipeline's)")
+    add_pitch_engine_argument(p)
     p.add_argument("--no-tsne", action="store_true", help="skip the t-SNE plot")
     p.set_defaults(run=run)
 

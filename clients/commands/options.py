@@ -12,6 +12,26 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (default: auto)")
 
 
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """``CKPT``: the trained checkpoint a command reads."""
+    parser.add_argument("checkpoint", metavar="CKPT", help="trained checkpoint (.safetensors)")
+
+
+def add_pitch_engine_argument(parser: argparse.ArgumentParser) -> None:
+    """``--pitch-engine``: the registered pitch engine that tracks f0 in audio; None is the pipeline's default."""
+    parser.add_argument("--pitch-engine", default=None, help="pitch engine for audio input (default: the pipeline's)")
+
+
+def add_seed_argument(parser: argparse.ArgumentParser) -> None:
+    """``--seed``: the random seed of a generated set; the same seed writes the same files."""
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+
+
+def add_processes_argument(parser: argparse.ArgumentParser) -> None:
+    """``--processes``: renders run in parallel; None is ``training.synth.default_processes()``."""
+    parser.add_argument("--processes", type=int, default=None, help="parallel renders (default: CPU count, at most 4)")
+
+
 def add_connect_argument(parser: argparse.ArgumentParser) -> None:
     """``--connect`` (repeatable), ``--server-key`` and ``--client-key``: how a client reaches its daemons."""
     parser.add_argument("--connect", action="append", metavar="ENDPOINT",

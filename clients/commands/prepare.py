@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_device_argument
+from .options import add_device_argument, add_pitch_engine_argument
 
 
 
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("corpus", metavar="CORPUS", help="corpus root (holds IRMAS-TrainingData and/or IRMAS-TestingData-Part*)")
     p.add_argument("out", metavar="OUT", help="feature folder to write")
     p.add_argument("--split", choices=("train", "test"), default="train", help="which part of the corpus (default: train)")
-    p.add_argument("--pitch-engine", default=None, help="pitch engine (default: the pipeline's default)")
+    add_pitch_engine_argument(p)
     add_device_argument(p)
     p.add_argument("--batch-size", type=int, default=None,
                    help="3 s windows per batch (default: 4 on a CPU, 256 on a GPU, the fastest measured)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_processes_argument, add_seed_argument
+
 TRAINING = "fluidr3,timgm6mb"
 EVALUATION = "fluidr3,timgm6mb,musescore"
 
@@ -26,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--test-clips", type=int, default=60, help="test compositions (default: 60)")
     p.add_argument("--soundfonts", default=TRAINING, help=f"training SoundFonts, taken in turn (default: {TRAINING})")
     p.add_argument("--test-soundfonts", default=EVALUATION, help=f"test SoundFonts (default: {EVALUATION})")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--processes", type=int, default=None, help="parallel fluidsynth runs (default: CPU count, at most 4)")
+    add_seed_argument(p)
+    add_processes_argument(p)
     p.set_defaults(run=run)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_seed_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -18,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("out", metavar="OUT", help="folder to write")
     p.add_argument("--clips", type=int, default=10, help="clips per kind (default: 10)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_seed_argument(p)
     p.add_argument("--soundfont", default="fluidr3", help="SoundFont of the drum clips (default: fluidr3)")
     p.set_defaults(run=run)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_processes_argument, add_seed_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from instrumentd.training.stems import BANKS, STEM_SECONDS
@@ -26,11 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--banks", default=None,
                    help=f"comma-separated sample banks, taken in turn (default: every installed one of "
                         f"{', '.join(BANKS)})")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_seed_argument(p)
     p.add_argument("--seconds", type=float, default=STEM_SECONDS, help=f"stem length (default: {STEM_SECONDS})")
     p.add_argument("--format", choices=("ogg", "flac"), default="ogg",
                    help="ogg (Vorbis, about 45 kbit/s) or flac (lossless, 16 bit) (default: ogg)")
-    p.add_argument("--processes", type=int, default=None, help="parallel renders (default: CPU count, at most 4)")
+    add_processes_argument(p)
     p.set_defaults(run=run)
 
 

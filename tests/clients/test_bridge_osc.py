@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -36,9 +37,8 @@ class Receiver:
 
 @pytest.fixture
 def receiver():
-    r = Receiver()
-    yield r
-    r.close()
+    with contextlib.closing(Receiver()) as r:
+        yield r
 
 
 def test_addresses(publishing):

@@ -3,7 +3,9 @@ seq gaps noticed and filled in order, duplicates dropped, bad messages skipped, 
 
 from __future__ import annotations
 
+import contextlib
 import time
+from typing import Iterator
 
 import pytest
 
@@ -11,6 +13,18 @@ from instrumentd.clients.subscribe import Feed, Gaps, Replayer, check_endpoint, 
 from instrumentd.pipeline.errors import ParameterError
 
 from ..conftest import loopback
+
+
+@contextlib.contextmanager
+def subscribed(publishing, topics: list[str], streams: list[str] | None = None,
+               replayer: Replayer | None = None) -> Iterator[Feed]:
+    """A ``tail`` Feed of ``publishing``'s PUB socket, once the publisher sees it subscribed; closed afterwards."""
+    feed = Feed([publishing.pub], topics, streams, replayer, "tail")
+    try:
+        publishing.wait_subscribers()
+        yield feed
+    finally:
+        feed.close()
 
 
 def collect(feed: Feed, n: int, timeout_s: float = 10.0) -> list[dict]:
@@ -51,57 +65,41 @@ def test_gaps_name_the_missed_range_and_old_events():
 
 
 def test_a_gap_is_filled_from_replay_before_the_event_that_revealed_it(publishing):
-    feed = Feed([publishing.pub], ["window"], None, Replayer([publishing.replay]), "test")
-    try:
-        publishing.wait_subscribers()
+    with subscribed(publishing, ["window"], replayer=Replayer([publishing.replay])) as feed:
         publishing.window("radio", "flu")  # seq 0
         publishing.window("radio", "flu", send=False)  # 1 and 2: logged, never received
         publishing.window("radio", "vio", send=False)
         publishing.window("radio", "vio")  # 3
         got = collect(feed, 4)
         assert [e["seq"] for e in got] == [0, 1, 2, 3] and got[2]["top"] == "vio"
-    finally:
-        feed.close()
 
 
 def test_without_a_replayer_a_gap_is_one_line_on_stderr(publishing, capsys):
-    feed = Feed([publishing.pub], ["window"], None, None, "tail")
-    try:
-        publishing.wait_subscribers()
+    with subscribed(publishing, ["window"]) as feed:
         publishing.window("radio", "flu")
         publishing.window("radio", "flu", send=False)
         publishing.window("radio", "flu")
         assert [e["seq"] for e in collect(feed, 2)] == [0, 2]
         assert capsys.readouterr().err == ("instrumentd tail: stream radio: missed seq 1-1 "
                                           "(no --replay endpoint to fill it from)\n")
-    finally:
-        feed.close()
 
 
 def test_only_the_streams_and_kinds_asked_for_come_out(publishing):
-    feed = Feed([publishing.pub], ["segment"], ["radio"], Replayer([publishing.replay]), "test")
-    try:
-        publishing.wait_subscribers()
+    with subscribed(publishing, ["segment"], streams=["radio"], replayer=Replayer([publishing.replay])) as feed:
         publishing.window("radio2", "flu")  # another stream whose name starts the same
         publishing.window("radio", "flu")  # a kind not asked for, but it shares the stream's seq: no false gap
         publishing.segment("radio", "flu", "start")
         got = collect(feed, 1)
         assert [(e["type"], e["stream"], e["seq"]) for e in got] == [("segment", "radio", 1)]
-    finally:
-        feed.close()
 
 
 def test_a_bad_message_is_skipped_with_a_line_on_stderr(publishing, capsys):
-    feed = Feed([publishing.pub], ["window"], None, None, "tail")
-    try:
-        publishing.wait_subscribers()
+    with subscribed(publishing, ["window"]) as feed:
         publishing.publisher.socket.send_multipart([b"window.x", b"not json"])
         assert feed.next(5.0) == []
         assert capsys.readouterr().err.startswith("instrumentd tail: skipping a bad event on b'window.x': ")
         publishing.window("x", "pia")
         assert [e["top"] for e in collect(feed, 1)] == ["pia"]
-    finally:
-        feed.close()
 
 
 def test_a_stream_no_endpoint_serves_is_a_timeout_naming_them(publishing):

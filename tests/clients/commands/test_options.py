@@ -1,5 +1,6 @@
-"""The flags the client commands share (``--connect``, ``--server-key``, ``--client-key``), parsed by a real
-parser and turned into endpoints; a bad one is a one-line error of the command that took it."""
+"""The flags the commands share (``--connect``, ``--server-key``, ``--client-key``, ``CKPT``, ``--seed``,
+``--processes``, ``--pitch-engine``, ``--device``), parsed by a real parser; the endpoints they name, and a bad
+one is a one-line error of the command that took it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import argparse
 import pytest
 
 from instrumentd.clients.cli import main
-from instrumentd.clients.commands.options import add_connect_argument, connect_endpoints
+from instrumentd.clients.commands.options import (
+    add_checkpoint_argument, add_connect_argument, add_device_argument, add_pitch_engine_argument,
+    add_processes_argument, add_seed_argument, connect_endpoints,
+)
 from instrumentd.clients.subscribe import DEFAULT_CONNECT
 from instrumentd.pipeline.errors import EXIT_USAGE, InstrumentdError
 
@@ -19,6 +23,25 @@ def _parsed(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="instrumentd client")
     add_connect_argument(parser)
     return parser.parse_args(argv)
+
+
+def _shared(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="instrumentd command")
+    for add in (add_checkpoint_argument, add_seed_argument, add_processes_argument, add_pitch_engine_argument,
+                add_device_argument):
+        add(parser)
+    return parser.parse_args(argv)
+
+
+def test_shared_flags_default_to_what_their_help_says():
+    args = _shared("model.safetensors")
+    assert vars(args) == {"checkpoint": "model.safetensors", "seed": 0, "processes": None, "pitch_engine": None,
+                          "device": "auto"}
+
+
+def test_shared_flags_take_typed_values():
+    args = _shared("m.safetensors", "--seed", "7", "--processes", "3", "--pitch-engine", "librosa", "--device", "cpu")
+    assert (args.seed, args.processes, args.pitch_engine, args.device) == (7, 3, "librosa", "cpu")
 
 
 def test_connect_is_repeatable_in_order():
