@@ -377,7 +377,7 @@ def pyin(
         raise ParameterError(f"need at least {model.frame_length} samples without centring, got {audio.shape[-1]}")
     if not bool(torch.isfinite(audio).all()):
         raise ParameterError("audio contains NaN or infinite samples")
-    log_voiced, voiced_prob = _observe(frame(audio, model), model)
+    log_voiced, voiced_prob = batch_observations(frame(audio, model), model)
     states = viterbi(log_observations(log_voiced, voiced_prob, model), model)
     f0, voiced = states_to_f0(states, model, fill_na)
     if squeeze:
@@ -385,7 +385,7 @@ def pyin(
     return f0, voiced, voiced_prob
 
 
-def _observe(frames: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_observations(frames: torch.Tensor, model: PyinModel) -> tuple[torch.Tensor, torch.Tensor]:
     """``frames [batch, n, frame_length]`` -> (log_voiced [batch, n, n_bins], voiced_prob [batch, n]).
 
     Items go through in groups of about ``_FFT_FRAMES`` frames, so only one group's frames are ever copied.

@@ -34,7 +34,7 @@ try:
 except ImportError:  # CPU builds of torch come without Triton; the torch steps serve there
     triton = None
 
-__all__ = ["AVAILABLE", "backtrack", "forward", "observe", "usable"]
+__all__ = ["AVAILABLE", "KERNELS", "backtrack", "forward", "observe", "usable"]
 
 AVAILABLE = triton is not None
 ITEMS_PER_PROGRAM = 4  # items that share one program's loads of the transition band
@@ -218,6 +218,9 @@ if AVAILABLE:
         value = tl.load(slot_prob + scratch + won, mask=won >= 0, other=float("-inf"), cache_modifier=".cg")
         tl.store(out_prob + f, tl.minimum(tl.maximum(tl.sum(tl.exp(value), 0), 0.0), 1.0))
         tl.store(out_voiced + f * n_bins + pitch, tl.maximum(value, log_tiny), mask=in_bins)
+
+    # the three kernels, whose per-device caches show how often each was compiled
+    KERNELS = (_observe_kernel, _forward_kernel, _backtrack_kernel)
 
 def forward(scores: torch.Tensor, log_obs: torch.Tensor, t0: int, fresh: torch.Tensor | None,
             model: PyinModel) -> None:

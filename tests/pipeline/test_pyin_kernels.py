@@ -8,8 +8,8 @@ import torch
 from instrumentd.pipeline import pyin_kernels
 from instrumentd.pipeline.config import DEFAULT, TEN_MS
 from instrumentd.pipeline.pyin import (
-    _observe, cmndf, frame, log_observations, normalise, observations, padded_scores, parabolic_shifts, viterbi,
-    viterbi_step,
+    batch_observations, cmndf, frame, log_observations, normalise, observations, padded_scores, parabolic_shifts,
+    viterbi, viterbi_step,
 )
 from instrumentd.pipeline.pyin_model import LOG_TINY, pyin_model
 from instrumentd.pipeline.pyin_stream import StreamingPyin
@@ -71,7 +71,7 @@ def test_observation_kernel_scores_frames_as_the_torch_steps(cfg, thresholds):
 def test_forward_kernel_equals_torch_steps(cfg):
     model = model_for(cfg)
     audio = torch.from_numpy(varied_audio()).cuda()
-    log_obs = log_observations(*_observe(frame(audio, model), model), model)
+    log_obs = log_observations(*batch_observations(frame(audio, model), model), model)
     batch, n_frames = log_obs.shape[:2]
     ours = padded_scores(n_frames, batch, model=model, device=audio.device, dtype=torch.float32)
     normalise(log_obs[:, 0], ours[0], model)
@@ -86,7 +86,7 @@ def test_forward_kernel_equals_torch_steps(cfg):
 def test_fused_viterbi_equals_cpu_viterbi(cfg):
     model = model_for(cfg)
     audio = torch.from_numpy(varied_audio())
-    log_obs = log_observations(*_observe(frame(audio, model), model), model)
+    log_obs = log_observations(*batch_observations(frame(audio, model), model), model)
     on_cpu = viterbi(log_obs, model)  # torch steps and the numpy backtrack
     on_gpu = viterbi(log_obs.cuda(), model).cpu()
     assert torch.equal(on_gpu, on_cpu)
@@ -121,7 +121,7 @@ def test_kernels_compile_once_whatever_the_counts():
     slots = [sp.add_stream() for _ in range(3)]
     start = SR  # a second each: past the lag, so every kernel has run
     sp.push({s: audio[s, :start] for s in slots})
-    kernels = (pyin_kernels._observe_kernel, pyin_kernels._forward_kernel, pyin_kernels._backtrack_kernel)
+    kernels = pyin_kernels.KERNELS
 
     def compiled() -> list[int]:  # Triton's compiled variants per kernel on this device
         return [len(k.device_caches[torch.cuda.current_device()][0]) for k in kernels]
@@ -141,7 +141,7 @@ def test_kernels_run_on_their_tensors_gpu_whichever_is_current():
     device) decode what the torch steps on the CPU decode, and stream what cuda:0 streams."""
     model = model_for(DEFAULT)
     audio = varied_audio()
-    log_obs = log_observations(*_observe(frame(torch.from_numpy(audio), model), model), model)
+    log_obs = log_observations(*batch_observations(frame(torch.from_numpy(audio), model), model), model)
     streamed = {}
     with torch.cuda.device(0):
         assert torch.equal(viterbi(log_obs.to("cuda:1"), model).cpu(), viterbi(log_obs, model))
