@@ -48,7 +48,7 @@ import socket
 import socketserver
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
@@ -60,14 +60,27 @@ from instrumentd.pipeline.errors import ParameterError
 
 from .security import parse_listen
 
-if TYPE_CHECKING:
-    from .server import Server
-
 log = logging.getLogger("instrumentd.daemon.metrics")
 
 __all__ = ["Metrics", "MetricsServer", "LATENCY_BUCKETS", "SOURCE_STATES", "STALL_S"]
 
 STALL_S = 30.0  # seconds without a heartbeat after which /healthz reports the main loop stalled
+
+
+class Served(Protocol):
+    """What the metrics and health endpoints read of a running daemon
+    (:class:`~instrumentd.daemon.server.Server`); times are ``time.monotonic()`` seconds."""
+
+    config: Any
+    worker: Any  # the WorkerPool, None until the model is loaded
+    publisher: Any
+    replay: Any
+    sources: list
+    started: float
+    last_heartbeat: float  # 0.0 before the first
+
+    @property
+    def should_exit(self) -> bool: ...
 SOURCE_STATES = ("starting", "running", "restarting", "ended", "failed")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)  # seconds
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)  # windows
@@ -81,7 +94,7 @@ class Metrics:
     server : the daemon whose sources, worker and publisher are read when Prometheus scrapes
     """
 
-    def __init__(self, server: "Server"):
+    def __init__(self, server: Served):
         self.server = server
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
@@ -108,7 +121,7 @@ class Metrics:
         self.batches.observe(n_windows)
 
 
-def readiness(server: "Server") -> list[str]:
+def readiness(server: Served) -> list[str]:
     """What keeps ``server`` from being ready (empty when it is)."""
     missing = []
     if server.worker is None:
@@ -125,9 +138,9 @@ def readiness(server: "Server") -> list[str]:
     return missing
 
 
-def liveness(server: "Server") -> list[str]:
+def liveness(server: Served) -> list[str]:
     """Why ``server`` is not alive (empty when it is): a main loop without a heartbeat for :data:`STALL_S`."""
-    last = server._last_heartbeat
+    last = server.last_heartbeat
     if last and time.monotonic() - last > max(STALL_S, 3 * server.config.heartbeat):
         return [f"main loop stalled: no heartbeat for {time.monotonic() - last:.0f} s"]
     return []
@@ -136,7 +149,7 @@ def liveness(server: "Server") -> list[str]:
 class _Collector:
     """Reads the daemon's counters when Prometheus scrapes (the scrape's thread, not the main loop's)."""
 
-    def __init__(self, server: "Server"):
+    def __init__(self, server: Served):
         self.server = server
 
     def collect(self) -> Iterator[Any]:
@@ -198,7 +211,7 @@ class MetricsServer:
     Raises ParameterError when the address cannot be bound (taken, or not this machine's).
     """
 
-    def __init__(self, listen: str, server: "Server"):
+    def __init__(self, listen: str, server: Served):
         self.metrics = Metrics(server)
         host, port = parse_listen(listen)
         metrics_app = make_wsgi_app(self.metrics.registry)

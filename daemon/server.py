@@ -75,7 +75,7 @@ class Server:
         self.guard: Guard | None = None
         self.metrics: MetricsServer | None = None
         self._next_seq: dict[str, int] = {}
-        self._last_heartbeat = 0.0
+        self.last_heartbeat = 0.0
 
     @property
     def should_exit(self) -> bool:
@@ -239,9 +239,9 @@ class Server:
 
     def _heartbeat(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._last_heartbeat < self.config.heartbeat:
+        if not force and now - self.last_heartbeat < self.config.heartbeat:
             return
-        self._last_heartbeat = now
+        self.last_heartbeat = now
         if self.log is not None:
             self.log.sync()
         rec = self.worker.recognizer
