@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "train": "instrumentd.clients.commands.train",
     "evaluate": "instrumentd.clients.commands.evaluate",
     "calibrate": "instrumentd.clients.commands.calibrate",
+    "interpolate": "instrumentd.clients.commands.interpolate",
     "ablation": "instrumentd.clients.commands.ablation",
 }
 
