@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The real daemon at GPU scale: `instrumentd bench serve` with 300 and 1,000 paced file: sources on one
-# GPU, then `bench ingest` (what an ffmpeg: stream costs in CPU and memory) and, with two GPUs or more,
-# `bench stream --devices all`. Each step appends one JSON line to $OUT/serve_bench.jsonl: the bench's
+# GPU (1,000 also over 4 daemon processes), then `bench ingest` (what an ffmpeg: stream costs in CPU and
+# memory) and, with two GPUs or more, `bench stream --devices all`. Each step appends one JSON line to $OUT/serve_bench.jsonl: the bench's
 # --json object, or {"step", "rc", "error"} when it failed; its log goes beside it.
 #
-#   scripts/gpu_serve_bench.sh [STEP...]     STEP: serve300 serve1000 ingest stream-all (default: all four)
+#   scripts/gpu_serve_bench.sh [STEP...]     STEP: serve300 serve1000 serve1000x4 ingest stream-all (default: all)
 #
 # Needs only the repository and its Python environment (nothing is installed). Works from any
 # directory; when `import instrumentd` fails, the repository is put on PYTHONPATH through a symlink
@@ -24,11 +24,11 @@ STEPS=("$@")
 for arg in "${STEPS[@]}"; do
     case "$arg" in
         -h|--help) usage; exit 0 ;;
-        serve300|serve1000|ingest|stream-all) ;;
-        *) echo "gpu_serve_bench.sh: unknown step $arg (serve300 serve1000 ingest stream-all)" >&2; exit 2 ;;
+        serve300|serve1000|serve1000x4|ingest|stream-all) ;;
+        *) echo "gpu_serve_bench.sh: unknown step $arg (serve300 serve1000 serve1000x4 ingest stream-all)" >&2; exit 2 ;;
     esac
 done
-[ ${#STEPS[@]} -eq 0 ] && STEPS=(serve300 serve1000 ingest stream-all)
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(serve300 serve1000 serve1000x4 ingest stream-all)
 start_results gpu_serve_bench.sh serve_bench.jsonl
 # a daemon with 1,000 sources holds a file, a ring and a log per stream: lift the open-file limit
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -38,6 +38,8 @@ for step in "${STEPS[@]}"; do
     case "$step" in
         serve300) args=(bench serve --device "$DEVICE" --sources 300 --seconds "$SECONDS_PER_RUN" --inference "$INFERENCE") ;;
         serve1000) args=(bench serve --device "$DEVICE" --sources 1000 --seconds "$SECONDS_PER_RUN" --inference "$INFERENCE") ;;
+        serve1000x4) args=(bench serve --device "$DEVICE" --sources 1000 --processes 4 --seconds "$SECONDS_PER_RUN"
+                           --inference "$INFERENCE") ;;
         ingest) args=(bench ingest --device cpu --sources 16,64,128 --seconds 20) ;;
         stream-all)
             n=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")

@@ -91,6 +91,28 @@ def _rss_mb(pid: int) -> float | None:
     return _proc_kb(f"/proc/{pid}/status", "VmRSS")
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (a ``serve --processes K`` parent and its daemons), from /proc."""
+    parent = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = [pid], [pid]
+    while frontier:
+        frontier = [child for child, up in parent.items() if up in frontier]
+        tree += frontier
+    return tree
+
+
+def process_tree_total(pid: int, read) -> float | None:
+    """``read(p)`` summed over :func:`process_tree` of ``pid``; None when ``pid`` itself cannot be read."""
+    values = [read(p) for p in process_tree(pid)]
+    return None if values[0] is None else sum(v for v in values if v is not None)
+
+
 def _pss_mb(pid: int) -> float | None:
     """Proportional set size: the process's own memory plus its share of what it maps with others (the
     ffmpeg binary and libraries that every decoder shares), so that the decoders' figures add up."""
@@ -114,8 +136,10 @@ def _children(pid: int, command: str) -> list[int]:
 
 
 def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inference: str = "auto",
-              extra: tuple[str, ...] = ()) -> dict:
-    """One ``instrumentd serve`` with ``n`` paced ``file:`` sources of ``clip``; its figures as a dict."""
+              extra: tuple[str, ...] = (), processes: int = 1) -> dict:
+    """One ``instrumentd serve`` with ``n`` paced ``file:`` sources of ``clip`` (over ``processes`` daemons,
+    ``serve --processes``); its figures as a dict. CPU and memory are those of every process of the
+    daemon, drops the sum of its daemons' last status events."""
     import zmq
 
     from instrumentd.clients.bench.gpu_load import GpuLoad
@@ -127,6 +151,8 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
     stderr_path = folder / f"serve-{n}.log"
     args = [sys.executable, "-m", "instrumentd", "serve", "--pub", pub, "--replay", "", "--log-dir", str(log_dir),
             "--device", device, "--inference", inference, *extra]
+    if processes > 1:
+        args += ["--processes", str(processes)]
     for i in range(n):
         args += ["--source", f"s{i}=file:{clip}"]
     sub = zmq.Context.instance().socket(zmq.SUB)
@@ -142,12 +168,13 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
     cpu0 = cpu1 = None
     latencies, all_latencies = [], []
     per_stream: dict[str, int] = {}
-    status = None
+    statuses: dict[frozenset, dict] = {}  # each daemon's last status, keyed by its streams
+    streams: dict[str, dict] = {}  # each stream's last status, whichever daemon serves it
     try:
         while True:
             now = time.monotonic()
             if end is not None and now >= end:
-                cpu1 = _cpu_seconds(proc.pid)
+                cpu1 = process_tree_total(proc.pid, _cpu_seconds)
                 break
             if proc.poll() is not None:
                 raise RuntimeError(f"instrumentd serve exited with code {proc.returncode} during the run: "
@@ -164,7 +191,7 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
                 event = decode(body)
                 now = time.monotonic()
                 if topic == b"status":
-                    status = event
+                    _note_status(event, statuses, streams)
                     continue
                 if first is None:
                     first = now
@@ -172,30 +199,29 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
                 all_latencies.append(event["latency_ms"])
                 if start is not None and now >= start:
                     if cpu0 is None:
-                        cpu0, t_cpu0 = _cpu_seconds(proc.pid), now
+                        cpu0, t_cpu0 = process_tree_total(proc.pid, _cpu_seconds), now
                     latencies.append(event["latency_ms"])
                     per_stream[event["stream"]] = per_stream.get(event["stream"], 0) + 1
-        rss = _rss_mb(proc.pid)
+        rss = process_tree_total(proc.pid, _rss_mb)
     finally:
         gpu_util = gpu.stop()
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-            status = _last_status(sub, proc, STOP_TIMEOUT_S) or status
+            _last_statuses(sub, proc, STOP_TIMEOUT_S, statuses, streams)
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
         sub.close(0)
         shutil.rmtree(log_dir, ignore_errors=True)
-    streams = (status or {}).get("streams", {})
     lat = np.array(latencies, float) if latencies else np.full(1, np.inf)
     wall = time.monotonic() if cpu1 is None else end
     row = {
-        "sources": n, "seconds": seconds,
+        "sources": n, "processes": processes, "seconds": seconds,
         "windows": len(latencies), "expected_windows": int(round(n * seconds / HOP)),
         "streams_heard": len(per_stream),
         "dropped_windows": sum(s["drops"]["windows"] for s in streams.values()),
         "dropped_audio_s": round(sum(s["drops"]["audio_s"] for s in streams.values()), 3),
-        "publisher_drops": (status or {}).get("publisher_drops", 0),
+        "publisher_drops": sum(status["publisher_drops"] for status in statuses.values()),
         "p50_ms": _ms(np.percentile(lat, 50)), "p99_ms": _ms(np.percentile(lat, 99)), "max_ms": _ms(lat.max()),
         "p99_with_startup_ms": _ms(np.percentile(all_latencies, 99)) if all_latencies else None,
         "first_window_s": round(first - t_launch, 2) if first is not None else None,
@@ -208,19 +234,26 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
     return row
 
 
-def _last_status(sub, proc: subprocess.Popen, timeout: float) -> dict | None:
-    """The status event a stopping daemon sends last (its drop totals), read until it exits or ``timeout``."""
+def _note_status(event: dict, statuses: dict[frozenset, dict], streams: dict[str, dict]) -> None:
+    """Keep a status event: as its daemon's last (keyed by the daemon's streams) and each stream's last."""
+    statuses[frozenset(event["streams"])] = event
+    streams.update(event["streams"])
+
+
+def _last_statuses(sub, proc: subprocess.Popen, timeout: float, statuses: dict[frozenset, dict],
+                   streams: dict[str, dict]) -> None:
+    """Read the status events stopping daemons send last (their drop totals) with :func:`_note_status`,
+    until the process exits or ``timeout``."""
     from instrumentd.daemon.events import decode
 
-    status, deadline = None, time.monotonic() + timeout
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if sub.poll(100):
             topic, body = sub.recv_multipart()
             if topic == b"status":
-                status = decode(body)
+                _note_status(decode(body), statuses, streams)
         elif proc.poll() is not None:
             break
-    return status
 
 
 def _ms(value: float) -> float | None:
@@ -266,6 +299,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=None, help="seconds measured per count")
     p.add_argument("--inference", default="auto", metavar="MODE",
                    help="serve: the daemon's network path on a GPU (serve --inference; default: auto)")
+    p.add_argument("--processes", type=int, default=1, metavar="K",
+                   help="serve: spread the sources over K daemon processes (serve --processes; default: 1)")
 
 
 def serve(device, quick: bool, args: argparse.Namespace):
@@ -278,17 +313,22 @@ def serve(device, quick: bool, args: argparse.Namespace):
     name = str(device) if device.type == "cpu" else f"cuda:{device.index or 0}"
     target = TARGET_P99_MS[device.type]
     inference = args.inference
+    processes = getattr(args, "processes", 1)
+    if not 1 <= processes <= min(counts):
+        raise ParameterError(f"--processes must be between 1 and the smallest source count {min(counts)}, "
+                             f"got {processes}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         # long enough for start-up (model load, GPU calibration), the first window and the measured interval
         clip = write_clip(Path(tmp), seconds + 60.0)
         for n in counts:
-            row = serve_run(n, seconds, name, clip, Path(tmp), inference)
+            row = serve_run(n, seconds, name, clip, Path(tmp), inference, processes=processes)
             row["ok"] = (row["dropped_windows"] == 0 and row["dropped_audio_s"] == 0 and row["publisher_drops"] == 0
                          and row["windows"] >= row["expected_windows"] * 0.99 and (row["p99_ms"] or np.inf) <= target)
             rows.append(row)
     summary = {
         "hop_s": HOP, "seconds": seconds, "target_p99_ms": target, "inference": inference, "source_kind": "file",
+        "processes": processes,
         "max_sources_within_target": max([r["sources"] for r in rows if r["ok"]], default=0),
         "rows": rows,
     }

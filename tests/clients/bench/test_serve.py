@@ -11,19 +11,49 @@ import torch
 from instrumentd.clients.bench import kind_parser
 from instrumentd.clients.bench import serve as bench_serve
 from instrumentd.clients.cli import main
+from instrumentd.pipeline.errors import ParameterError
 
 
 @pytest.mark.slow
-def test_serve_counts_every_window_of_every_source():
-    args = kind_parser("serve").parse_args(["--sources", "2", "--seconds", "2"])
+def test_serve_counts_every_window_of_every_source_over_two_daemon_processes():
+    """``--processes 2``: each source in a daemon of its own behind the group's proxy; the windows, the
+    drops of both daemons' last statuses and the CPU and memory of every process are counted."""
+    args = kind_parser("serve").parse_args(["--sources", "2", "--seconds", "2", "--processes", "2"])
     result = bench_serve.serve(torch.device("cpu"), True, args)
     (row,) = result.summary["rows"]
-    assert row["sources"] == 2 and row["streams_heard"] == 2 and row["expected_windows"] == 4
+    assert row["sources"] == 2 and row["processes"] == 2 and row["streams_heard"] == 2 and row["expected_windows"] == 4
     # windows are counted by arrival within the measured span: one per source may land just outside it
     assert row["windows"] >= 4 - 2 and row["dropped_windows"] == 0 and row["publisher_drops"] == 0
     assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
     assert row["first_window_s"] > 3.0  # a 3 s window of real-time audio, after the model loaded
     assert row["cpu_cores"] > 0 and row["rss_mb"] > 0
+
+
+def test_a_process_tree_is_the_process_and_everything_below_it():
+    """What a ``serve --processes K`` parent's CPU and memory are summed over: here a process and its child."""
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, time; subprocess.Popen(['sleep', '30']); "
+                               "time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(bench_serve.process_tree(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tree = bench_serve.process_tree(parent.pid)
+        assert tree[0] == parent.pid and len(tree) == 2
+        assert bench_serve.process_tree_total(parent.pid, lambda pid: 1.0) == 2.0
+    finally:
+        for pid in bench_serve.process_tree(parent.pid)[::-1]:
+            subprocess.run(["kill", str(pid)], check=False)
+        parent.wait()
+
+
+def test_serve_processes_must_fit_the_source_counts():
+    args = kind_parser("serve").parse_args(["--sources", "2,8", "--processes", "3"])
+    with pytest.raises(ParameterError, match="between 1 and the smallest source count 2, got 3"):
+        bench_serve.serve(torch.device("cpu"), True, args)
 
 
 @pytest.mark.slow
