@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The real daemon at GPU scale: `instrumentd bench serve` with 300 and 1,000 paced file: sources on one
 # GPU (1,000 also over 4 daemon processes), then `bench ingest` (what an ffmpeg: stream costs in CPU and
-# memory) and, with two GPUs or more, `bench stream --devices all`. Each step appends one JSON line to $OUT/serve_bench.jsonl: the bench's
-# --json object, or {"step", "rc", "error"} when it failed; its log goes beside it.
+# memory) and, with two GPUs or more, `bench stream --devices all`. Each step appends one JSON line to
+# $OUT/serve_bench.jsonl: the bench's --json object, or {"step", "rc", "error"} when it failed; its log
+# goes beside it.
 #
 #   scripts/gpu_serve_bench.sh [STEP...]     STEP: serve300 serve1000 serve1000x4 ingest stream-all (default: all)
 #
