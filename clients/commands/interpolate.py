@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import argparse
 
+DESCRIPTION = (
+    "Write NEW = (1 - A) x START + A x TUNED, weight by weight, for two checkpoints of the same network "
+    "(variant, classes, features), typically TUNED = 'instrumentd train BANK --init START'. Such a blend "
+    "often holds up on real recordings better than either end. NEW keeps TUNED's training metadata and "
+    "records both ends and A; it has no no-instrument thresholds, so choose them next with "
+    "'instrumentd calibrate NEW STEM_BANK --out NEW'."
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "interpolate",
-        help="blend two checkpoints of one network in weight space (WiSE-FT)",
-        description=(
-            "Write NEW = (1 - A) x START + A x TUNED, weight by weight, for two checkpoints of the same network "
-            "(variant, classes, features), typically TUNED = 'instrumentd train BANK --init START'. Such a blend "
-            "often holds up on real recordings better than either end. NEW keeps TUNED's training metadata and "
-            "records both ends and A; it has no no-instrument thresholds, so choose them next with "
-            "'instrumentd calibrate NEW STEM_BANK --out NEW'."
-        ),
-    )
+    p = subparsers.add_parser("interpolate", help="blend two checkpoints of one network in weight space (WiSE-FT)",
+                              description=DESCRIPTION)
     p.add_argument("start", metavar="START", help="checkpoint the fine-tuning started from (.safetensors)")
     p.add_argument("tuned", metavar="TUNED", help="the fine-tuned checkpoint (.safetensors)")
     p.add_argument("--alpha", type=float, required=True, metavar="A",
