@@ -352,6 +352,35 @@ def _producer(ffmpeg: str, mp3: Path, port: int) -> subprocess.Popen:
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _listening_ports() -> set[int]:
+    """Local TCP ports in the LISTEN state (from /proc/net/tcp and tcp6)."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _await_listeners(ports: list[int], timeout: float) -> None:
+    """Wait until every port listens: a producer serves one client only, so a source that knocked before
+    it listened would find no stream after its restart. Without /proc, a fixed half second."""
+    if not Path("/proc/net/tcp").exists():
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + timeout
+    while not set(ports) <= _listening_ports():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(set(ports) - _listening_ports())} of {len(ports)} producers did not listen "
+                               f"within {timeout:g} s")
+        time.sleep(0.1)
+
+
 def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
     """``n`` daemon ``ffmpeg:`` sources of live local TCP streams for ``seconds``; CPU, memory, audio delivered."""
     from instrumentd.daemon.config import parse_source
@@ -370,7 +399,7 @@ def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
                 got[i] += len(src.ring.read()[0])
 
     try:
-        time.sleep(0.5)  # the producers listen
+        _await_listeners(ports, 60.0)
         rss0 = _rss_mb(me)
         for i, port in enumerate(ports):
             sources.append(FfmpegSource(parse_source(f"in{i}=ffmpeg:tcp://127.0.0.1:{port}"), 10.0))
