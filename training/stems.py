@@ -13,9 +13,11 @@ Four roles of stem, all ``seconds`` long (default 4 s, so that 3-s training crop
     (wind, applause, clicks, rain, sound effects).
 
 Musical stems are rendered from generated MIDI by every installed sample bank (:data:`BANKS`), each
-stem by one bank; a class is rendered only by banks that hold one of its programs. Seven of every
-eight ``voi`` stems are sung (bank ``world``: espeak-ng syllables re-sung through the WORLD vocoder,
-see :mod:`voice`), the others are General MIDI choirs and voices. Where recordings of a class's notes
+stem by one bank; a class is rendered only by banks that hold one of its programs. Solo parts are
+played with expression (accents, swells, loose timing, vibrato on sustained instruments: see
+:mod:`expression`), except by samplers, which add their own vibrato. Seven of every eight ``voi``
+stems are sung (bank ``world``: espeak-ng syllables re-sung through the WORLD vocoder, see
+:mod:`voice`), the others are General MIDI choirs and voices. Where recordings of a class's notes
 are installed (:mod:`sampler`), every other solo stem of that class is played from them. Every stem is
 drawn from a random generator seeded by ``(seed, role, class or kind, number)``, so a bank is the
 same on every machine, and growing ``per_class`` keeps the stems already drawn.
@@ -47,6 +49,7 @@ from instrumentd.pipeline.config import SAMPLE_RATE
 from instrumentd.pipeline.errors import ParameterError
 
 from . import noise, sampler, speech, voice
+from .expression import perform
 from .midi import DRUM_CHANNEL, Note, Track
 from .render import (TIMIDITY_CONFIGS, RenderError, find_soundfont, render, render_timidity,
                      soundfont_presets, timidity_presets)
@@ -261,7 +264,11 @@ def compose(spec: StemSpec, offset: float = 0.0) -> list[Track]:
     if spec.role == "pred":
         program = int(rng.choice(_programs_in(spec.bank, PROGRAMS[spec.cls])))
         notes = _melody(rng, spec.cls, program, tonic, scale, beat, offset, end, int(rng.integers(70, 120)))
-        return [Track(program, 0, notes, int(rng.integers(90, 128)), offset)]
+        track = Track(program, 0, notes, int(rng.integers(90, 128)), offset)
+        if BANKS[spec.bank].engine != "sampler":  # a sampler plays its own vibrato and ignores controllers
+            track.notes, track.controls = perform(_rng(spec.key, 2), spec.cls, notes, beat, offset, end,
+                                                  track.bend_range)
+        return [track]
     if spec.role == "drums" or spec.kind == "drums":
         notes = _drums(rng, 4 * beat, offset, end, int(rng.integers(60, 110)))
         return [Track(0, DRUM_CHANNEL, notes, 100, offset)]
