@@ -8,7 +8,10 @@ into a performance, in steps that are usable alone:
    sent as controller 11 to sustained instruments and folded into the velocities of struck and
    plucked ones, which cannot swell a held note;
 3. :func:`humanise` - onsets moved by a few milliseconds, chords together;
-4. :func:`vibrato` - a pitch-bend LFO on long notes of the sustained, monophonic classes, starting a
+4. :func:`legato` - some notes of sustained, monophonic parts held into the next one (slurred);
+5. :func:`portamento` - some of those slurs sung or bowed as slides (controller 65 around the onset;
+   fluidsynth glides between overlapping notes only, timidity plays them as plain slurs);
+6. :func:`vibrato` - a pitch-bend LFO on long notes of the sustained, monophonic classes, starting a
    little after the onset, with its own rate and depth on every note.
 
 Velocity jitter is already drawn by the composer (``_melody``), so none is added here. Every draw
@@ -21,12 +24,20 @@ import numpy as np
 
 from .midi import PITCH_BEND, Control, Note
 
-__all__ = ["VIBRATO_CLASSES", "accent", "dynamics", "expression_events", "humanise", "perform", "vibrato",
-           "vibrato_bends"]
+__all__ = ["VIBRATO_CLASSES", "accent", "dynamics", "expression_events", "humanise", "legato", "perform",
+           "portamento", "slide_controls", "vibrato", "vibrato_bends"]
 
 EXPRESSION = 11  # MIDI controller: expression, a fraction of the channel volume
 VIBRATO_CLASSES = frozenset({"cel", "cla", "flu", "sax", "tru", "vio", "voi"})  # sustained, monophonic
 STRUCK_CLASSES = frozenset({"gac", "gel", "pia"})  # dynamics by velocity: a held note cannot swell
+PORTAMENTO_CLASSES = frozenset({"cel", "sax", "tru", "vio", "voi"})  # slides are idiomatic
+PORTAMENTO_ON, PORTAMENTO_TIME_MSB, PORTAMENTO_TIME_LSB = 65, 5, 37  # MIDI controllers
+LEGATO_GAP_S = 0.1  # notes closer than this, seconds, may be slurred
+LEGATO_OVERLAP_S = 0.03  # a slurred note is held this long into the next, seconds
+LEGATO_SHARE = (0.0, 0.8)  # a stem's share of slurred transitions
+SLIDING_STEMS = 0.5  # share of the stems of PORTAMENTO_CLASSES that slide at all
+SLIDE_SHARE = 0.3  # share of a sliding stem's slurs played as slides
+SLIDE_MS = (40, 150)  # portamento time, milliseconds (fluidsynth: 14-bit controller 5/37 in ms)
 VIBRATO_MIN_NOTE_S = 0.3  # notes shorter than this, seconds, are played straight
 VIBRATO_DELAY_S = (0.15, 0.4)  # onset of the vibrato after the note's start, seconds
 VIBRATO_FADE_S = 0.2  # the depth grows from 0 over this time, seconds
@@ -125,6 +136,43 @@ def humanise(rng: np.random.Generator, notes: list[Note], start: float, end: flo
     return out
 
 
+def legato(rng: np.random.Generator, notes: list[Note]) -> tuple[list[Note], list[float]]:
+    """Slurs in a monophonic part: a share (``LEGATO_SHARE``, drawn for the stem) of the notes followed
+    within ``LEGATO_GAP_S`` by another are held ``LEGATO_OVERLAP_S`` into it (never past the next
+    note's end). Returns ``(notes, slurred)``: the notes, and the onsets (seconds) reached by a slur."""
+    share = float(rng.uniform(*LEGATO_SHARE))
+    notes = sorted(notes, key=lambda n: n.start)
+    out, slurred = [], []
+    for n, after in zip(notes, notes[1:] + [None]):
+        if after is not None and after.start > n.start and after.start - (n.start + n.duration) < LEGATO_GAP_S \
+                and rng.random() < share:
+            end = min(after.start + LEGATO_OVERLAP_S, after.start + after.duration)
+            n = Note(n.pitch, n.start, max(n.duration, end - n.start), n.velocity)
+            slurred.append(after.start)
+        out.append(n)
+    return out, slurred
+
+
+def slide_controls(onset: float, slide_ms: int) -> list[Control]:
+    """Controller events making the note that starts at ``onset`` seconds, slurred from the one
+    before, glide to its pitch over ``slide_ms`` milliseconds: portamento time, portamento on just
+    before the onset, off once the glide is over."""
+    return [Control(onset - 0.005, PORTAMENTO_TIME_MSB, (slide_ms >> 7) & 0x7F),
+            Control(onset - 0.005, PORTAMENTO_TIME_LSB, slide_ms & 0x7F),
+            Control(onset - 0.005, PORTAMENTO_ON, 127),
+            Control(onset + slide_ms / 1000.0, PORTAMENTO_ON, 0)]
+
+
+def portamento(rng: np.random.Generator, slurred: list[float]) -> list[Control]:
+    """Slides on about ``SLIDE_SHARE`` of the ``slurred`` onsets (seconds), each of its own
+    ``SLIDE_MS`` time (see :func:`slide_controls`)."""
+    controls: list[Control] = []
+    for onset in slurred:
+        if rng.random() < SLIDE_SHARE:
+            controls += slide_controls(onset, int(rng.integers(SLIDE_MS[0], SLIDE_MS[1] + 1)))
+    return controls
+
+
 def vibrato_bends(start: float, stop: float, rate_hz: float, cents: float, bend_range: int = 2) -> list[Control]:
     """Pitch-bend events for one vibrato from ``start`` to ``stop`` seconds: a sine of ``rate_hz``
     and ``cents`` peak deviation, starting at its centre, its depth growing over ``VIBRATO_FADE_S``;
@@ -159,11 +207,15 @@ def vibrato(rng: np.random.Generator, notes: list[Note], bend_range: int = 2) ->
 def perform(rng: np.random.Generator, cls: str, notes: list[Note], beat: float, start: float, end: float,
             bend_range: int = 2) -> tuple[list[Note], list[Control]]:
     """A performance of a class ``cls`` melody between ``start`` and ``end`` seconds (``beat``:
-    seconds per beat): accents, dynamics, humanised timing, and vibrato for :data:`VIBRATO_CLASSES`.
-    Returns ``(notes, controls)`` for a :class:`midi.Track`."""
+    seconds per beat): accents, dynamics, humanised timing; slurs and vibrato for
+    :data:`VIBRATO_CLASSES`, slides for :data:`PORTAMENTO_CLASSES`. Returns ``(notes, controls)``
+    for a :class:`midi.Track`."""
     notes = accent(rng, notes, beat)
     notes, controls = dynamics(rng, notes, start, end, struck=cls in STRUCK_CLASSES)
     notes = humanise(rng, notes, start, end)
     if cls in VIBRATO_CLASSES:
+        notes, slurred = legato(rng, notes)
+        if cls in PORTAMENTO_CLASSES and rng.random() < SLIDING_STEMS:
+            controls += portamento(rng, slurred)
         controls += vibrato(rng, notes, bend_range)
     return notes, controls

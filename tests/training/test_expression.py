@@ -27,7 +27,7 @@ def timgm6mb(fluidsynth_available):
 def _cents(audio: np.ndarray) -> np.ndarray:
     """f0 of a steady monophonic note, cents about its mean, one value per ``HOP`` samples (YIN with
     parabolic interpolation: pYIN's 10-cent pitch grid is too coarse for a 10-cent vibrato)."""
-    f0 = librosa.yin(audio, fmin=200, fmax=1500, sr=SR, frame_length=2048, hop_length=HOP)
+    f0 = librosa.yin(audio, fmin=200, fmax=1500, sr=SR, frame_length=1024, hop_length=HOP)
     cents = 1200 * np.log2(f0 / np.median(f0))
     return cents - cents.mean()
 
@@ -48,7 +48,7 @@ def test_vibrato_modulates_the_pitch_at_its_rate_and_depth(timgm6mb, rate_hz, ce
     steady = slice(int(0.8 * SR), int(2.8 * SR))  # after the vibrato's onset and fade-in
     measured_rate, measured_depth = _rate_and_depth(_cents(vibrato[steady]))
     assert measured_rate == pytest.approx(rate_hz, abs=0.25)
-    assert measured_depth == pytest.approx(cents, rel=0.25)
+    assert measured_depth == pytest.approx(cents, rel=0.2)
     assert _rate_and_depth(_cents(plain[steady]))[1] < 8  # the same note without bends is flat
 
 
@@ -114,3 +114,32 @@ def test_sampler_stems_are_left_to_the_sampler():
     cls = stems.sampler.SAMPLE_PACKAGES[name].cls
     spec = stems.StemSpec(f"pred/{name}/{cls}/0.ogg", "pred", cls, None, name, 4.0, (0, 0, 0, 0))
     assert stems.compose(spec)[0].controls == []
+
+
+def _glide_frames(audio: np.ndarray) -> int:
+    """Frames (5 ms) between 1 and 4 semitones above G4 within 0.25 s of the onset at 1 s: a slide
+    from G4 to C5 passes through them, a plain change of note jumps over them."""
+    f0 = librosa.yin(audio[int(0.95 * SR) : int(1.25 * SR)], fmin=200, fmax=1500, sr=SR, frame_length=2048,
+                     hop_length=220)
+    semitones = 12 * np.log2(f0 / librosa.midi_to_hz(67))
+    return int(np.sum((semitones > 1) & (semitones < 4)))
+
+
+def test_a_slurred_slide_glides_between_the_notes(timgm6mb):
+    notes = [Note(67, 0.0, 1.03), Note(72, 1.0, 1.0)]  # violin, G4 held into C5
+    slid = render([Track(40, 0, notes, controls=expression.slide_controls(1.0, 120))], timgm6mb, 2.0, SR,
+                  MIDI_TEMPO, RENDER_GAIN)
+    plain = render([Track(40, 0, notes)], timgm6mb, 2.0, SR, MIDI_TEMPO, RENDER_GAIN)
+    assert _glide_frames(slid) >= 8 and _glide_frames(plain) <= 2
+
+
+def test_slurs_hold_notes_into_the_next_one():
+    notes = [Note(60, 0.0, 0.48), Note(62, 0.5, 0.3), Note(64, 1.5, 0.5)]  # the last follows a rest
+    outcomes = set()
+    for seed in range(20):
+        held, slurred = expression.legato(np.random.default_rng(seed), notes)
+        assert set(slurred) <= {0.5}
+        assert (held[0].start + held[0].duration > 0.5) == (0.5 in slurred)
+        assert held[1:] == notes[1:]
+        outcomes.add(bool(slurred))
+    assert outcomes == {True, False}  # the share of slurs is drawn for each stem
