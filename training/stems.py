@@ -5,7 +5,8 @@ Four roles of stem, all ``seconds`` long (default 4 s, so that 3-s training crop
 ``pred``
     a solo melodic part of one class (``cls``): the predominant instrument of a training mix;
 ``acc``
-    accompaniment with no predominant part: chords, pads and bass lines on programs of any class;
+    accompaniment with no predominant part: chords, pads and bass lines on programs of any class
+    (pads, strings, organs and choirs swelling with the phrase);
 ``drums``
     drum-kit grooves (General MIDI channel 10);
 ``none``
@@ -49,7 +50,7 @@ from instrumentd.pipeline.config import SAMPLE_RATE
 from instrumentd.pipeline.errors import ParameterError
 
 from . import noise, sampler, speech, voice
-from .expression import perform
+from .expression import dynamics, perform
 from .midi import DRUM_CHANNEL, Note, Track
 from .render import (TIMIDITY_CONFIGS, RenderError, find_soundfont, render, render_timidity,
                      soundfont_presets, timidity_presets)
@@ -65,6 +66,7 @@ FORMATS = {"ogg": ("OGG", "VORBIS"), "flac": ("FLAC", "PCM_16")}
 OGG_COMPRESSION = 1.0  # libsndfile's Vorbis setting (quality 0): about 45 kbit/s, 5.6 kB per second of stem
 STEMS_PER_RENDER = 24  # stems per synthesiser run: loading a SoundFont costs up to 3 s
 PAD_PROGRAMS = (48, 49, 50, 51, 88, 89, 90, 91, 92, 94, 95)  # string ensembles, synth strings, pads
+SWELLING_PROGRAMS = frozenset(PAD_PROGRAMS + tuple(p for c in ("cel", "org", "vio", "voi") for p in PROGRAMS[c]))
 SFX_PROGRAMS = (121, 122, 123, 124, 125, 126, 127)  # GM sound effects: breath .. gunshot (not fret noise)
 
 
@@ -275,10 +277,12 @@ def compose(spec: StemSpec, offset: float = 0.0) -> list[Track]:
     if spec.role == "acc":
         chords = _progression(rng, tonic, scale, int(np.ceil(spec.seconds / (4 * beat))) + 1)
         choices = [p for c in ACCOMPANIMENT for p in PROGRAMS[c]] + list(PAD_PROGRAMS)
-        tracks = []
+        tracks, swells = [], _rng(spec.key, 2)
         for channel, program in enumerate(rng.choice(choices, int(rng.integers(1, 3)), replace=False)):
             notes = _accompaniment(rng, int(program), chords, 4 * beat, offset, end, int(rng.integers(50, 95)))
             tracks.append(Track(int(program), channel, notes, int(rng.integers(70, 110)), offset))
+            if program in SWELLING_PROGRAMS:  # pads, strings, organs and choirs swell with the phrase
+                tracks[-1].controls = dynamics(swells, notes, offset, end, struck=False)[1]
         if rng.random() < 0.7:
             notes = _bass(rng, chords, 4 * beat, offset, end, int(rng.integers(60, 100)))
             tracks.append(Track(int(rng.choice(BASS_PROGRAMS)), 3, notes, int(rng.integers(80, 115)), offset))

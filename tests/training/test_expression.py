@@ -87,6 +87,14 @@ def test_struck_and_keyboard_parts_get_no_pitch_bends(timgm6mb):
     assert sum(bent) >= len(bent) // 2
 
 
+def test_accompaniment_gets_swells_on_sustained_programs_only(timgm6mb):
+    tracks = [t for s in stems.plan(8, ("timgm6mb",), seed=2) if s.role == "acc" for t in stems.compose(s)]
+    for t in tracks:
+        assert not any(c.number == PITCH_BEND for c in t.controls)
+        assert bool(t.controls) == (t.program in stems.SWELLING_PROGRAMS), t.program
+    assert any(t.controls for t in tracks) and not all(t.controls for t in tracks)
+
+
 def test_every_note_starts_with_the_pitch_centred(timgm6mb):
     for spec, track in _performed(expression.VIBRATO_CLASSES):
         bends = [c for c in track.controls if c.number == PITCH_BEND]
