@@ -1,4 +1,4 @@
-"""Expressive playing for generated melodies: accents, phrase dynamics, loose timing and vibrato.
+"""Expressive playing for generated melodies: accents, phrase dynamics, loose timing, slurs, slides and vibrato.
 
 A melody from :func:`synth._melody` is quantised and played at one level; :func:`perform` turns it
 into a performance, in steps that are usable alone:

@@ -151,3 +151,15 @@ def test_slurs_hold_notes_into_the_next_one():
         assert held[1:] == notes[1:]
         outcomes.add(bool(slurred))
     assert outcomes == {True, False}  # the share of slurs is drawn for each stem
+
+
+def test_accents_fall_on_the_beat_grid():
+    beat = 0.5
+    notes = [Note(60, 0.1 + k * beat / 2, 0.2, 80) for k in range(16)]  # eighth notes from 0.1 s
+    accented = set()
+    for seed in range(10):
+        for before, after in zip(notes, expression.accent(np.random.default_rng(seed), notes, beat)):
+            assert after.start == before.start and after.velocity >= before.velocity
+            if after.velocity > before.velocity:
+                accented.add(round((before.start - 0.1) / beat, 6))
+    assert accented and all(k == int(k) for k in accented)  # on beats, never on the off-beat eighths
