@@ -5,7 +5,8 @@ Four roles of stem, all ``seconds`` long (default 4 s, so that 3-s training crop
 ``pred``
     a solo melodic part of one class (``cls``): the predominant instrument of a training mix;
 ``acc``
-    accompaniment with no predominant part: chords, pads and bass lines on programs of any class;
+    accompaniment with no predominant part: chords, pads and bass lines on programs of any class
+    (pads, strings, organs and choirs swelling with the phrase);
 ``drums``
     drum-kit grooves (General MIDI channel 10);
 ``none``
@@ -13,9 +14,11 @@ Four roles of stem, all ``seconds`` long (default 4 s, so that 3-s training crop
     (wind, applause, clicks, rain, sound effects).
 
 Musical stems are rendered from generated MIDI by every installed sample bank (:data:`BANKS`), each
-stem by one bank; a class is rendered only by banks that hold one of its programs. Seven of every
-eight ``voi`` stems are sung (bank ``world``: espeak-ng syllables re-sung through the WORLD vocoder,
-see :mod:`voice`), the others are General MIDI choirs and voices. Where recordings of a class's notes
+stem by one bank; a class is rendered only by banks that hold one of its programs. Solo parts are
+played with expression (accents, swells, loose timing, vibrato on sustained instruments: see
+:mod:`expression`), except by samplers, which add their own vibrato. Seven of every eight ``voi``
+stems are sung (bank ``world``: espeak-ng syllables re-sung through the WORLD vocoder, see
+:mod:`voice`), the others are General MIDI choirs and voices. Where recordings of a class's notes
 are installed (:mod:`sampler`), every other solo stem of that class is played from them. Every stem is
 drawn from a random generator seeded by ``(seed, role, class or kind, number)``, so a bank is the
 same on every machine, and growing ``per_class`` keeps the stems already drawn.
@@ -47,6 +50,7 @@ from instrumentd.pipeline.config import SAMPLE_RATE
 from instrumentd.pipeline.errors import ParameterError
 
 from . import noise, sampler, speech, voice
+from .expression import dynamics, perform
 from .midi import DRUM_CHANNEL, Note, Track
 from .render import (TIMIDITY_CONFIGS, RenderError, find_soundfont, render, render_timidity,
                      soundfont_presets, timidity_presets)
@@ -62,6 +66,7 @@ FORMATS = {"ogg": ("OGG", "VORBIS"), "flac": ("FLAC", "PCM_16")}
 OGG_COMPRESSION = 1.0  # libsndfile's Vorbis setting (quality 0): about 45 kbit/s, 5.6 kB per second of stem
 STEMS_PER_RENDER = 24  # stems per synthesiser run: loading a SoundFont costs up to 3 s
 PAD_PROGRAMS = (48, 49, 50, 51, 88, 89, 90, 91, 92, 94, 95)  # string ensembles, synth strings, pads
+SWELLING_PROGRAMS = frozenset(PAD_PROGRAMS + tuple(p for c in ("cel", "org", "vio", "voi") for p in PROGRAMS[c]))
 SFX_PROGRAMS = (121, 122, 123, 124, 125, 126, 127)  # GM sound effects: breath .. gunshot (not fret noise)
 
 
@@ -261,17 +266,23 @@ def compose(spec: StemSpec, offset: float = 0.0) -> list[Track]:
     if spec.role == "pred":
         program = int(rng.choice(_programs_in(spec.bank, PROGRAMS[spec.cls])))
         notes = _melody(rng, spec.cls, program, tonic, scale, beat, offset, end, int(rng.integers(70, 120)))
-        return [Track(program, 0, notes, int(rng.integers(90, 128)), offset)]
+        track = Track(program, 0, notes, int(rng.integers(90, 128)), offset)
+        if BANKS[spec.bank].engine != "sampler":  # a sampler plays its own vibrato and ignores controllers
+            track.notes, track.controls = perform(_rng(spec.key, 2), spec.cls, notes, beat, offset, end,
+                                                  track.bend_range)
+        return [track]
     if spec.role == "drums" or spec.kind == "drums":
         notes = _drums(rng, 4 * beat, offset, end, int(rng.integers(60, 110)))
         return [Track(0, DRUM_CHANNEL, notes, 100, offset)]
     if spec.role == "acc":
         chords = _progression(rng, tonic, scale, int(np.ceil(spec.seconds / (4 * beat))) + 1)
         choices = [p for c in ACCOMPANIMENT for p in PROGRAMS[c]] + list(PAD_PROGRAMS)
-        tracks = []
+        tracks, swells = [], _rng(spec.key, 2)
         for channel, program in enumerate(rng.choice(choices, int(rng.integers(1, 3)), replace=False)):
             notes = _accompaniment(rng, int(program), chords, 4 * beat, offset, end, int(rng.integers(50, 95)))
             tracks.append(Track(int(program), channel, notes, int(rng.integers(70, 110)), offset))
+            if program in SWELLING_PROGRAMS:  # pads, strings, organs and choirs swell with the phrase
+                tracks[-1].controls = dynamics(swells, notes, offset, end, struck=False)[1]
         if rng.random() < 0.7:
             notes = _bass(rng, chords, 4 * beat, offset, end, int(rng.integers(60, 100)))
             tracks.append(Track(int(rng.choice(BASS_PROGRAMS)), 3, notes, int(rng.integers(80, 115)), offset))
