@@ -1,4 +1,5 @@
-"""Fixtures: a tiny corpus in the real IRMAS layout and naming, written from synthetic tones."""
+"""Fixtures: a tiny corpus in the real IRMAS layout and naming, written from synthetic tones; a SoundFont
+to render with."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+
+from instrumentd.training.render import RenderError, find_soundfont
 
 SR = 44100
 
@@ -105,3 +108,12 @@ def write_stem_bank(root: Path, per_class: int = 2, seconds: float = 3.5) -> Pat
 def stem_bank(tmp_path_factory) -> Path:
     """A tiny stem bank of tones, shared: tests must not change it (rooms.npy is written on first use)."""
     return write_stem_bank(tmp_path_factory.mktemp("stems"))
+
+
+@pytest.fixture(scope="module")
+def timgm6mb(fluidsynth_available) -> Path:
+    """The TimGM6mb SoundFont (small, every GM program), for tests that render MIDI through fluidsynth."""
+    try:
+        return find_soundfont("timgm6mb")
+    except RenderError:
+        pytest.skip("TimGM6mb not installed (make system-deps)")

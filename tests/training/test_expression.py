@@ -9,19 +9,11 @@ import pytest
 
 from instrumentd.training import expression, stems
 from instrumentd.training.midi import PITCH_BEND, Note, Track
-from instrumentd.training.render import RenderError, find_soundfont, render
+from instrumentd.training.render import render
 from instrumentd.training.synth import MIDI_TEMPO, RENDER_GAIN
 
 SR = 44100
 HOP = 128  # f0 frames of 2.9 ms
-
-
-@pytest.fixture(scope="module")
-def timgm6mb(fluidsynth_available):
-    try:
-        return find_soundfont("timgm6mb")
-    except RenderError:
-        pytest.skip("TimGM6mb not installed (make system-deps)")
 
 
 def _cents(audio: np.ndarray) -> np.ndarray:

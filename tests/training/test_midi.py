@@ -6,17 +6,9 @@ import numpy as np
 import pytest
 
 from instrumentd.training.midi import PITCH_BEND, Control, Note, Track, to_bytes
-from instrumentd.training.render import RenderError, find_soundfont, render
+from instrumentd.training.render import render
 
 SR = 44100
-
-
-@pytest.fixture(scope="module")
-def timgm6mb(fluidsynth_available):
-    try:
-        return find_soundfont("timgm6mb")
-    except RenderError:
-        pytest.skip("TimGM6mb not installed (make system-deps)")
 
 
 def test_controls_are_sent_before_notes_that_start_with_them():
