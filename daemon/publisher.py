@@ -53,16 +53,19 @@ class Publisher:
     endpoint : e.g. ``tcp://127.0.0.1:5555``
     sndhwm : messages queued per subscriber before sends fail and are counted
     context : ZeroMQ context (default: the process's shared one)
+    heartbeat_timeout_ms : milliseconds a subscriber may leave a ping unanswered before it is cut off;
+        pings go out every fifth of that, at most every :data:`HEARTBEAT_IVL_MS`
     """
 
-    def __init__(self, endpoint: str, sndhwm: int = 10000, context: zmq.Context | None = None):
+    def __init__(self, endpoint: str, sndhwm: int = 10000, context: zmq.Context | None = None,
+                 heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS):
         self.endpoint = endpoint
         self.socket = (context or zmq.Context.instance()).socket(zmq.XPUB)
         self.socket.setsockopt(zmq.XPUB_NODROP, 1)
         self.socket.setsockopt(zmq.SNDHWM, sndhwm)
         self.socket.setsockopt(zmq.LINGER, 2000)
-        self.socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        self.socket.setsockopt(zmq.HEARTBEAT_IVL, min(HEARTBEAT_IVL_MS, heartbeat_timeout_ms // 5))
+        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, heartbeat_timeout_ms)
         bind(self.socket, endpoint, "pub")
         self.drops = 0  # subscriber queue overflows, each the start of a run of events some subscriber missed
         self.sent = 0  # messages sent without an overflow
