@@ -14,6 +14,7 @@ frees its queue. A stalled or dead subscriber never blocks the daemon nor costs 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import zmq
@@ -101,6 +102,15 @@ class Publisher:
                 log.info("subscriber joined (topic %r)", msg[1:].decode(errors="replace"))
             elif msg[:1] == b"\x00":
                 self.subscriptions = max(0, self.subscriptions - 1)
+
+    def wait_for_subscriber(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a first subscription (at once if there is one); True if one came."""
+        deadline = time.monotonic() + timeout
+        self.poll_subscriptions()
+        while not self.subscriptions and time.monotonic() < deadline:
+            self.socket.poll(max(1, int((deadline - time.monotonic()) * 1000)), zmq.POLLIN)
+            self.poll_subscriptions()
+        return self.subscriptions > 0
 
     def close(self) -> None:
         """Close after queued messages are sent (up to the 2 s linger)."""
