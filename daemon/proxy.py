@@ -37,6 +37,7 @@ log = logging.getLogger("instrumentd.proxy")
 HWM = 100_000  # messages queued per peer on each side before ZeroMQ drops (subscribers then replay)
 OWNER_TTL_S = 10.0  # seconds a learned stream -> daemon map is trusted before the daemons are asked again
 POLL_MS = 100  # the replay loop's wait between checks of timeouts and signals
+RECONNECT_MS = 10  # a backend daemon not yet bound (starting) is tried again this often: connected before its first events
 
 
 class EventProxy:
@@ -58,6 +59,7 @@ class EventProxy:
         self.xsub = back_context.socket(zmq.XSUB)
         self.xsub.setsockopt(zmq.RCVHWM, hwm)
         self.xsub.setsockopt(zmq.LINGER, 0)
+        self.xsub.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
         for endpoint in backends:
             self.xsub.connect(endpoint)
         # the control pair lives in a plain context of its own: CurveZMQ settings must not touch it

@@ -14,6 +14,7 @@ frees its queue. A stalled or dead subscriber never blocks the daemon nor costs 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import zmq
@@ -53,16 +54,19 @@ class Publisher:
     endpoint : e.g. ``tcp://127.0.0.1:5555``
     sndhwm : messages queued per subscriber before sends fail and are counted
     context : ZeroMQ context (default: the process's shared one)
+    heartbeat_timeout_ms : milliseconds a subscriber may leave a ping unanswered before it is cut off;
+        pings go out every fifth of that, at most every :data:`HEARTBEAT_IVL_MS`
     """
 
-    def __init__(self, endpoint: str, sndhwm: int = 10000, context: zmq.Context | None = None):
+    def __init__(self, endpoint: str, sndhwm: int = 10000, context: zmq.Context | None = None,
+                 heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS):
         self.endpoint = endpoint
         self.socket = (context or zmq.Context.instance()).socket(zmq.XPUB)
         self.socket.setsockopt(zmq.XPUB_NODROP, 1)
         self.socket.setsockopt(zmq.SNDHWM, sndhwm)
         self.socket.setsockopt(zmq.LINGER, 2000)
-        self.socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        self.socket.setsockopt(zmq.HEARTBEAT_IVL, min(HEARTBEAT_IVL_MS, heartbeat_timeout_ms // 5))
+        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, heartbeat_timeout_ms)
         bind(self.socket, endpoint, "pub")
         self.drops = 0  # subscriber queue overflows, each the start of a run of events some subscriber missed
         self.sent = 0  # messages sent without an overflow
@@ -98,6 +102,15 @@ class Publisher:
                 log.info("subscriber joined (topic %r)", msg[1:].decode(errors="replace"))
             elif msg[:1] == b"\x00":
                 self.subscriptions = max(0, self.subscriptions - 1)
+
+    def wait_for_subscriber(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a first subscription (at once if there is one); True if one came."""
+        deadline = time.monotonic() + timeout
+        self.poll_subscriptions()
+        while not self.subscriptions and time.monotonic() < deadline:
+            self.socket.poll(max(1, int((deadline - time.monotonic()) * 1000)), zmq.POLLIN)
+            self.poll_subscriptions()
+        return self.subscriptions > 0
 
     def close(self) -> None:
         """Close after queued messages are sent (up to the 2 s linger)."""

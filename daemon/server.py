@@ -50,6 +50,9 @@ from .worker import Stream, Window, WorkerPool, build_pool
 log = logging.getLogger("instrumentd.daemon")
 
 TICK = 0.005  # seconds the loop waits for subscriptions between worker steps
+# seconds the first event waits for a first subscriber: one that connected while the daemon started (or a
+# group's proxy, which connects to its daemons as they bind) gets its subscription in and misses nothing
+JOIN_GRACE_S = 0.25
 
 
 class Server:
@@ -128,6 +131,7 @@ class Server:
         for source in self.sources:
             self._next_seq[source.name] = self.log.open_stream(source.name) if self.log else 0
             self.worker.add(source, Segmenter(recognizer.classes, cfg.smooth, cfg.on_threshold, cfg.off_threshold))
+        self.publisher.wait_for_subscriber(JOIN_GRACE_S)
         for st in self.worker.streams:
             self._send_source(st, "starting", st.source.reason or "opening " + st.source.spec.spec)
         for source in self.sources:

@@ -264,7 +264,8 @@ class Worker:
         t0 = time.perf_counter()
         now = time.monotonic()
         active = self.active
-        due = [st for st in active if now >= st.next_check and self._is_due(st, now)]
+        # a closed ring (the source ended or was stopped) is due at once: no more audio is coming to wait for
+        due = [st for st in active if (now >= st.next_check or st.source.ring.closed) and self._is_due(st, now)]
         if due and self._gathering(due, active, now):
             self.seconds["read"] += time.perf_counter() - t0
             return []

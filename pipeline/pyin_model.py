@@ -8,7 +8,6 @@ import functools
 import math
 
 import numpy as np
-import scipy.signal
 import scipy.special
 import torch
 
@@ -157,13 +156,24 @@ def _log_transition_band(n_bins: int, width: int) -> np.ndarray:
     -inf where that bin is off the grid. Rows (source bins) near the edges are renormalised, as librosa.
     """
     half = width // 2
-    window = scipy.signal.get_window("triangle", width, fftbins=False)
+    window = _triangle(width)
     source = np.arange(n_bins)[:, None] + np.arange(width) - half  # [target, d]
     on_grid = (source >= 0) & (source < n_bins)
     # row k of librosa's matrix holds window[d'] at column k - half + d', for the columns on the grid
     row_sums = np.array([window[max(0, half - k) : width - max(0, k + half + 1 - n_bins)].sum() for k in range(n_bins)])
     prob = np.where(on_grid, window[::-1][None, :] / row_sums[source.clip(0, n_bins - 1)], 0.0)
     return _log(prob)
+
+
+def _triangle(width: int) -> np.ndarray:
+    """``scipy.signal.get_window("triangle", width, fftbins=False)``, float64 [width], without importing
+    scipy.signal (a second of every daemon's start-up): peak 1 in the middle, no zeros at the ends."""
+    n = np.arange(1, (width + 1) // 2 + 1)
+    if width % 2:
+        half = 2 * n / (width + 1.0)
+        return np.r_[half, half[-2::-1]]
+    half = (2 * n - 1.0) / width
+    return np.r_[half, half[::-1]]
 
 
 def autocorrelation(frames: torch.Tensor, model: PyinModel) -> torch.Tensor:

@@ -86,10 +86,20 @@ def start_jackd(name: str) -> subprocess.Popen:
         pytest.skip("jackd not installed (make system-deps)")
     proc = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "44100", "-p", "1024"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.5)
+    until(lambda: proc.poll() is not None or _jack_running(name), 10.0)
     if proc.poll() is not None:
         pytest.skip("jackd would not start here")
     return proc
+
+
+def _jack_running(name: str) -> bool:
+    """True once the JACK server ``name`` takes clients (``jack_wait``, from jackd's package, says so)."""
+    if shutil.which("jack_wait") is None:
+        time.sleep(1.5)  # no way to ask: give it the time it usually takes
+        return True
+    check = subprocess.run(["jack_wait", "--check", "--server", name], capture_output=True, text=True, timeout=10,
+                           env={**os.environ, "JACK_NO_START_SERVER": "1"})
+    return check.stdout.startswith("running")
 
 
 def until(check, timeout: float) -> bool:

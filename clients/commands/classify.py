@@ -148,19 +148,23 @@ def _audio_seconds(files: list[Path]) -> float:
 
 def _segments(args: argparse.Namespace) -> int:
     """``classify --segments``: tag ``args.paths`` and write segments as ``args.format``; returns the files that failed."""
+    from instrumentd.daemon.segments import check_settings
+    from instrumentd.pipeline.errors import ParameterError
+
+    # the settings first: a mistake is told before torch and the model load (seconds)
+    if args.hop <= 0:
+        raise ParameterError(f"--hop must be positive seconds, got {args.hop}")
+    check_settings(args.smooth, args.on, args.off)
+
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
     from instrumentd.clients.archive import BATCH, tag_files
-    from instrumentd.daemon.segments import check_settings
     from instrumentd.model.recognizer import Recognizer
     from instrumentd.pipeline.devices import resolve_device
-    from instrumentd.pipeline import AudioError, FeatureExtractor, ParameterError, find_audio
+    from instrumentd.pipeline import AudioError, FeatureExtractor, find_audio
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
-    if args.hop <= 0:
-        raise ParameterError(f"--hop must be positive seconds, got {args.hop}")
-    check_settings(args.smooth, args.on, args.off)
     files = find_audio(args.paths)
     if not files:
         raise AudioError(f"no audio files found in {' '.join(args.paths)}")

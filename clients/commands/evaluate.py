@@ -38,19 +38,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from instrumentd.pipeline.errors import ParameterError
+
+    if not 0 < args.threshold <= 1:  # before torch and the model load: a mistake is told at once
+        raise ParameterError(f"--threshold must be in (0, 1], got {args.threshold}")
+
     from rich.console import Console
     from rich.markdown import Markdown
     from rich.progress import Progress
 
     from instrumentd.model.recognizer import Recognizer
-    from instrumentd.pipeline.errors import ParameterError
-
     from instrumentd.training import evaluate as E
     from instrumentd.training.evaluate import evaluate_path
     from .train import sidecar, soundfont_list
 
-    if not 0 < args.threshold <= 1:
-        raise ParameterError(f"--threshold must be in (0, 1], got {args.threshold}")
     recognizer = Recognizer.from_checkpoint(args.checkpoint, args.device)
     if recognizer.untrained_warning:
         print(f"instrumentd evaluate: warning: {recognizer.untrained_warning}", file=sys.stderr)

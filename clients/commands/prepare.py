@@ -34,17 +34,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from instrumentd.pipeline.errors import ParameterError
+
+    if args.batch_size is not None and args.batch_size < 1:  # before torch loads: a mistake is told at once
+        raise ParameterError(f"--batch-size must be at least 1, got {args.batch_size}")
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from instrumentd.pipeline.devices import resolve_device
-    from instrumentd.pipeline import DEFAULT, FeatureExtractor, ParameterError
+    from instrumentd.pipeline import DEFAULT, FeatureExtractor
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
     from instrumentd.training.dataset import pack
     from instrumentd.training.prepare import jobs, mask_cleaner, prepare
 
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ParameterError(f"--batch-size must be at least 1, got {args.batch_size}")
     engine = args.pitch_engine or DEFAULT_ENGINE
     device = resolve_device(args.device)
     extractor = FeatureExtractor(DEFAULT, engine, device)

@@ -46,3 +46,22 @@ def test_binding_a_taken_endpoint_is_a_one_line_error():
     with pytest.raises(EndpointError, match=f"tcp://127.0.0.1:{port}.*--pub"):
         Publisher(f"tcp://127.0.0.1:{port}")
     first.socket.close(0)
+
+
+def test_the_first_event_can_wait_for_a_subscriber_that_is_connecting():
+    ctx = zmq.Context()
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    pub = Publisher(endpoint, context=ctx)
+    try:
+        t0 = time.monotonic()
+        assert not pub.wait_for_subscriber(0.2) and time.monotonic() - t0 >= 0.2  # nobody: it gives up
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(endpoint)
+        assert pub.wait_for_subscriber(10.0) and pub.subscriptions == 1
+        pub.publish(win("s", 0))  # sent once the subscription is in: the subscriber gets it
+        assert sub.poll(5000) and events.decode(sub.recv_multipart()[1])["seq"] == 0
+        sub.close(0)
+    finally:
+        pub.socket.close(0)
+        ctx.term()

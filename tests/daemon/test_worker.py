@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +158,16 @@ def test_each_window_carries_the_share_of_its_frames_with_a_pitch(pool):
     assert got_tune and got_drums
     assert all(w.voiced > 0.5 for w in got_tune), [w.voiced for w in got_tune]
     assert all(w.voiced < 0.05 for w in got_drums), [w.voiced for w in got_drums]
+
+
+def test_a_live_stream_stopped_mid_window_finishes_at_the_next_step(pool):
+    """Stopping a live source (as at shutdown) closes its ring: the worker finishes the stream at once
+    instead of waiting, as it does while the source runs, for the rest of a window that will never come."""
+    src = FedSource(400)
+    st = pool.add(src, Segmenter(pool.recognizer.classes))
+    src.ring.write(melody(1.0)[:, 0])
+    assert pool.step() == []
+    assert st.next_check > time.monotonic() + 1.0  # 1 s of a 3 s window: the rest is 2 s of wall time away
+    src.stop()
+    pool.step()
+    assert st.finished and st not in pool.active

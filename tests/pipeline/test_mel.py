@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from instrumentd.pipeline.config import DEFAULT, TEN_MS, FeatureConfig
-from instrumentd.pipeline.mel import MelFrontEnd, mel_band_centres
+from instrumentd.pipeline.mel import MelFrontEnd, mel_band_centres, mel_filterbank
 
 from ..conftest import devices, notes, tone
 
@@ -16,6 +16,17 @@ def librosa_mel_db(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
         y=audio, sr=cfg.sample_rate, n_fft=cfg.window_length, hop_length=cfg.hop_length, n_mels=cfg.n_mels
     )
     return librosa.power_to_db(s, ref=np.max, top_db=cfg.top_db)[..., : audio.shape[-1] // cfg.hop_length]
+
+
+@pytest.mark.parametrize("cfg", [DEFAULT, FeatureConfig(sample_rate=22050, window_length=1024, hop_length=512, n_mels=64)],
+                         ids=["default", "22k-64-bands"])
+def test_filterbank_and_band_centres_are_librosas_to_the_bit(cfg):
+    want = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.window_length, n_mels=cfg.n_mels)
+    got = mel_filterbank(cfg)
+    assert got.dtype == want.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    centres = librosa.mel_frequencies(n_mels=cfg.n_mels + 2, fmin=0.0, fmax=cfg.sample_rate / 2)[1:-1]
+    np.testing.assert_array_equal(mel_band_centres(cfg), centres)
 
 
 @pytest.mark.parametrize("cfg", [DEFAULT, TEN_MS], ids=["100-frames", "300-frames"])

@@ -73,7 +73,7 @@ def test_exit_codes_2_for_usage_3_for_start_up(tmp_path, wav, capsys):
 
 @pytest.mark.slow
 def test_exit_code_1_when_the_log_fails_while_serving(daemon, wav, monkeypatch):
-    monkeypatch.setenv("INSTRUMENTD_LOG_ROTATE_MB", "0.002")  # a new file every few events
+    monkeypatch.setenv("INSTRUMENTD_LOG_ROTATE_MB", "0.0001")  # 105 bytes: a new file for every event
     d = daemon([f"a=file:{wav(60.0)}"], "--hop", "0.5")
     folder = d.log_dir / "a"
     deadline = time.monotonic() + 90

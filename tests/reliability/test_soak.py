@@ -1,6 +1,6 @@
 """Load: a bounded soak (flat memory, every event accounted for) and an overload (bounded, counted drops).
 
-``INSTRUMENTD_SOAK_SECONDS`` (default 15) and ``INSTRUMENTD_SOAK_STREAMS`` (default 8) size the soak;
+``INSTRUMENTD_SOAK_SECONDS`` (default 8) and ``INSTRUMENTD_SOAK_STREAMS`` (default 8) size the soak;
 its memory check runs from 300 s on (on two shared cores, a shorter run's RSS swings by hundreds of
 MB with allocator churn from file+fast reads, which says nothing about growth).
 The 24/7 soak (16 live streams, the daemon SIGKILLed and restarted halfway, a network source down
@@ -29,7 +29,7 @@ from ..conftest import read_log
 
 pytestmark = pytest.mark.slow
 
-SOAK_S = float(os.environ.get("INSTRUMENTD_SOAK_SECONDS", "15"))
+SOAK_S = float(os.environ.get("INSTRUMENTD_SOAK_SECONDS", "8"))
 MEMORY_CHECK_S = 300  # shorter runs on two shared cores cannot tell allocator churn from growth
 SOAK_STREAMS = int(os.environ.get("INSTRUMENTD_SOAK_STREAMS", "8"))
 FAST_FACTOR = 150  # seconds of audio a file+fast stream set may get through per second, with room to spare

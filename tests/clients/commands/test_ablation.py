@@ -13,7 +13,7 @@ from ...conftest import instrumentd, one_line_error
 @pytest.mark.slow
 def test_ablation_command_on_a_stem_bank(stem_bank, tmp_path, capsys):
     code = main(["ablation", str(stem_bank), "--out", str(tmp_path), "--rows", "mask", "--epochs", "1",
-                 "--clips", "66", "--test-clips", "8", "--batch-size", "8", "--device", "cpu"])
+                 "--clips", "22", "--test-clips", "8", "--batch-size", "8", "--device", "cpu"])
     assert code == 0
     assert "| MaskCNN-only |" in capsys.readouterr().out
     assert (tmp_path / "mask.json").is_file() and (tmp_path / "mask.safetensors").is_file()
