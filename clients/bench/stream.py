@@ -128,6 +128,9 @@ def run_streams(devices: list[torch.device], n: int, seconds: float, policy: str
         "p50_ms": _ms(np.percentile(lat, 50)), "p99_ms": _ms(np.percentile(lat, 99)), "max_ms": _ms(lat.max()),
         # a stage's share of one process's wall time, the mean over the processes
         **{f"{k}_busy": round(sum(p["busy"][k] for p in parts) / len(parts), 4) for k in STAGES},
+        # a stage's milliseconds per forward pass (one tick of a worker that had windows due), mean over the processes
+        **{f"{k}_ms_per_pass": round(sum(1000 * p["busy"][k] * seconds / p["passes"] for p in parts if p["passes"])
+                                     / len(parts), 3) for k in STAGES},
         # CPU seconds per second of every process (the pacing thread included), and the GPUs' NVML
         # utilisation (the same devices for every process: their mean)
         "cpu_cores": round(sum(p["cpu_cores"] for p in parts), 2),
