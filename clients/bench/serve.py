@@ -91,19 +91,27 @@ def _rss_mb(pid: int) -> float | None:
     return _proc_kb(f"/proc/{pid}/status", "VmRSS")
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every process below it (a ``serve --processes K`` parent and its daemons), from /proc."""
-    parent = {}
+def _processes() -> dict[int, tuple[str, int]]:
+    """Every process now: pid -> (command name, parent pid), from /proc (empty where there is none)."""
+    out = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                stat = (entry / "stat").read_text()
+                out[int(entry.name)] = (stat[stat.index("(") + 1:stat.rindex(")")],
+                                        int(stat.rsplit(")", 1)[1].split()[1]))
             except (OSError, IndexError, ValueError):
                 continue
-    tree, frontier = [pid], [pid]
+    return out
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (a ``serve --processes K`` parent and its daemons), from /proc."""
+    parent = {p: up for p, (_, up) in _processes().items()}
+    tree, frontier = [pid], {pid}
     while frontier:
-        frontier = [child for child, up in parent.items() if up in frontier]
-        tree += frontier
+        frontier = {child for child, up in parent.items() if up in frontier}
+        tree += sorted(frontier)
     return tree
 
 
@@ -123,16 +131,7 @@ def _pss_mb(pid: int) -> float | None:
 def _children(pid: int, command: str) -> list[int]:
     """Direct child processes of ``pid`` running ``command`` (from /proc): not, say, the resource tracker
     that multiprocessing leaves behind."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid and stat[stat.index("(") + 1:stat.rindex(")")] == command:
-                    out.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return out
+    return [p for p, (name, up) in _processes().items() if up == pid and name == command]
 
 
 def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inference: str = "auto",
