@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 from .options import add_device_argument
-
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 from .options import add_checkpoint_argument, add_device_argument
 
 
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "calibrate",

@@ -8,7 +8,6 @@ from pathlib import Path
 from .options import add_checkpoint_argument, add_device_argument, add_pitch_engine_argument
 
 
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate",

@@ -7,7 +7,6 @@ import argparse
 from .options import add_device_argument, add_pitch_engine_argument
 
 
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "prepare",

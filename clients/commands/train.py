@@ -10,7 +10,6 @@ from instrumentd.model.classes import VARIANT_NAMES
 from .options import add_device_argument
 
 
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
