@@ -3,7 +3,7 @@
 A package is a folder of one file per sampled note, named by pitch (``A4.mp3``, ``As3.mp3`` for A#3,
 ``C4v8.mp3`` for velocity layer 8), anywhere below the package root. Notes between the sampled ones
 are played from the nearest sample, resampled (at most a few semitones); sustained classes get a vibrato
-of random rate and depth, every note an attack kept from the recording and a release fade.
+of random rate and depth (the ranges of :mod:`.expression`'s MIDI vibrato), every note an attack kept from the recording and a release fade.
 
 Packages are looked for in the folder named by the environment variable :data:`SAMPLES_ENV`
 (an npm ``node_modules`` folder; ``make samples`` fills ``.samples/node_modules``).
@@ -21,6 +21,7 @@ import numpy as np
 
 from instrumentd.pipeline import audio
 
+from .expression import VIBRATO_CENTS, VIBRATO_CLASSES, VIBRATO_HZ, VIBRATO_MIN_NOTE_S
 from .midi import Track
 
 SAMPLES_ENV = "INSTRUMENTD_SAMPLES"
@@ -28,9 +29,6 @@ DEFAULT_SAMPLES = Path(".samples") / "node_modules"
 NOTE_FILE = re.compile(r"^([A-G])(s?)(-?\d)(?:v\d+)?\.(?:mp3|ogg|wav|flac)$")
 PITCH_CLASS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 RELEASE_S = 0.12  # fade after a note's end, seconds
-SUSTAINED = frozenset({"cel", "cla", "flu", "sax", "tru", "vio"})  # classes played with vibrato
-VIBRATO_HZ = (4.5, 6.5)
-VIBRATO_CENTS = (0.0, 35.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +118,7 @@ def render_sampled(tracks: list[Track], package: SamplePackage, seconds: float, 
             held = int(round(note.duration * sample_rate))
             n = min(held + release, n_out - start)
             vibrato = (float(rng.uniform(*VIBRATO_HZ)), float(rng.uniform(*VIBRATO_CENTS))) \
-                if package.cls in SUSTAINED and note.duration > 0.3 else (5.0, 0.0)
+                if package.cls in VIBRATO_CLASSES and note.duration > VIBRATO_MIN_NOTE_S else (5.0, 0.0)
             voice = _voice(samples[source], pitch - source, n, sample_rate, vibrato, float(rng.uniform(0, 2 * np.pi)))
             fade_from = min(held, n)
             voice[fade_from:] *= np.linspace(1.0, 0.0, n - fade_from, dtype=np.float32)
