@@ -24,7 +24,7 @@ from torch import nn
 
 from instrumentd.model import checkpoint
 from instrumentd.model.classes import CLASSES
-from instrumentd.model.decision import Decision, choose_minimum
+from instrumentd.model.decision import Decision, choose_minimum, window_reasons
 from instrumentd.model.networks import build
 from instrumentd.pipeline.config import DEFAULT, FeatureConfig
 from instrumentd.pipeline.errors import ParameterError
@@ -122,12 +122,15 @@ def choose_decision(model: nn.Module, val: ValidationSet, cfg: AudioTrainConfig)
     """The decision's thresholds chosen on validation windows (model/decision.py): the lowest top
     probability and voiced share that keep ``cfg.keep_music`` and ``cfg.keep_voiced`` of the music
     windows; returns it with its figures (share of music windows named, of non-music rejected)."""
-    top = torch.softmax(validation_logits(model, val, cfg.amp), dim=1).amax(1).cpu().numpy()
+    probs = torch.softmax(validation_logits(model, val, cfg.amp), dim=1).cpu().numpy()
+    top = probs.max(axis=1)
     is_music = (val.label >= 0).cpu().numpy()
     voiced = voiced_share(val.mask)
     decision = Decision(min_confidence=choose_minimum(top[is_music], cfg.keep_music),
                         min_voiced=choose_minimum(voiced[is_music], cfg.keep_voiced))
-    named = (top >= decision.min_confidence) & (voiced >= decision.min_voiced)
+    # the daemon's own rule; validation clips are audible by construction, so no level test
+    reasons = window_reasons(probs, np.zeros(len(probs)), decision, voiced=voiced)
+    named = np.array([r is None for r in reasons])
     figures = {
         "music_named": float(named[is_music].mean()),
         "none_rejected": float((~named[~is_music]).mean()) if (~is_music).any() else 0.0,
