@@ -202,6 +202,7 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
                     latencies.append(event["latency_ms"])
                     per_stream[event["stream"]] = per_stream.get(event["stream"], 0) + 1
         rss = process_tree_total(proc.pid, _rss_mb)
+        process_count = len(process_tree(proc.pid))
     finally:
         gpu_util = gpu.stop()
         if proc.poll() is None:
@@ -226,6 +227,7 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
         "first_window_s": round(first - t_launch, 2) if first is not None else None,
         "cpu_cores": round((cpu1 - cpu0) / (wall - t_cpu0), 3) if cpu0 is not None and cpu1 is not None else None,
         "rss_mb": round(rss, 1) if rss is not None else None,
+        "process_count": process_count,  # the daemon's processes: 1, or the group's parent and its K daemons
     }
     if gpu_util is not None:
         row["gpu_util_percent"] = gpu_util
