@@ -338,10 +338,13 @@ class Worker:
         push cannot delay it."""
         if self.feed <= 0:
             return False
-        live = [st for st in active if st.source.live]
-        if not live or min(st.next_check for st in live) - now < self.gather + 2 * self._feed_cost:
+        # the streams that may be fed first: in steady state with own phases none, and one pass decides
+        fed = [st for st in active if st.source.live and (self.align or st.j == 0)]
+        if not fed:
             return False
-        return any(st.source.ring.available() >= self.feed * st.rate for st in live if self.align or st.j == 0)
+        if min(st.next_check for st in active if st.source.live) - now < self.gather + 2 * self._feed_cost:
+            return False
+        return any(st.source.ring.available() >= self.feed * st.rate for st in fed)
 
     def _is_due(self, st: Stream, now: float) -> bool:
         """True if the stream's next window is complete in its ring (or its source has closed)."""
