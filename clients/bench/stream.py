@@ -159,8 +159,10 @@ def _run(devices: list[torch.device], n: int, seconds: float, policy: str, lag: 
             before, after = _serve(server, sources, n, seconds)
         finally:
             server.shutdown()
+        # a window belongs to the measured time when its last sample came in then (its publication
+        # minus its latency): one finished inside it and published after it still counts, with its latency
         latencies = [e["latency_ms"] for e in _window_events(tmp)
-                     if before["wall"] <= _epoch(e["wall_time"]) < after["wall"]]
+                     if before["wall"] <= _epoch(e["wall_time"]) - e["latency_ms"] / 1000 < after["wall"]]
     busy = {k: (after["busy"][k] - before["busy"][k]) / seconds for k in STAGES}
     return {
         "cpu_cores": (after["cpu_s"] - before["cpu_s"]) / seconds,
