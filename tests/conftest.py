@@ -315,7 +315,11 @@ def live_children() -> dict[int, str]:
     """``{pid: command}`` of this process's children still running (an exited one not yet reaped is gone)."""
     out = {}
     for task in Path("/proc/self/task").iterdir():
-        for pid in (task / "children").read_text().split():
+        try:
+            pids = (task / "children").read_text().split()
+        except FileNotFoundError:  # the thread ended since the folder was listed
+            continue
+        for pid in pids:
             try:
                 stat = Path(f"/proc/{pid}/stat").read_text()
             except FileNotFoundError:
