@@ -3,7 +3,8 @@
 Layout: ``LOG_DIR/<stream>/<first seq, 12 digits>.jsonl``, one event per line. A line is written
 and flushed to the kernel *before* the event is published, so everything a subscriber ever saw is
 in the log even if the daemon is killed (SIGKILL); ``fsync`` runs on rotation, on every heartbeat
-and at shutdown, which bounds what a power cut can take. On start the newest file of each stream
+(in a thread of its own: :mod:`~instrumentd.daemon.fsyncer`) and at shutdown, which bounds what a
+power cut can take. On start the newest file of each stream
 is checked: a torn last line (the daemon died mid-write, so it was never published) is cut off,
 and ``seq`` continues from the last whole event. A line that is not an event (a disk error, a
 hand edit) is skipped with a warning and counted in :attr:`LogIndex.skipped`, never fatal.
@@ -30,6 +31,7 @@ from instrumentd.pipeline.errors import EXIT_STARTUP, InstrumentdError, Paramete
 
 from .config import STREAM_NAME
 from .events import encode
+from .fsyncer import BackgroundFsync
 
 log = logging.getLogger("instrumentd.daemon.eventlog")
 
@@ -149,6 +151,7 @@ class EventLog:
         self._files: dict[str, IO[bytes]] = {}
         self._next_seq: dict[str, int] = {}
         self._index: LogIndex | None = None
+        self._fsync = BackgroundFsync(f"event log {self.folder}")
 
     def stream_dir(self, stream: str) -> Path:
         """``folder/stream``; a name that is not a plain stream name, or would leave the folder, is refused."""
@@ -241,11 +244,12 @@ class EventLog:
         return segments[-1][0] - 1 if last is None else last
 
     def sync(self) -> None:
-        """fsync every open file: what is written survives a power cut."""
-        for f in self._files.values():
-            os.fsync(f.fileno())
+        """fsync every open file, in the background: what is written now survives a power cut once that is done."""
+        self._fsync.submit([f.fileno() for f in self._files.values()])
 
     def close(self) -> None:
+        """Wait for a background sync, then fsync and close every file."""
+        self._fsync.close()
         for f in self._files.values():
             _close(f)
         self._files.clear()

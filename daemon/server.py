@@ -138,9 +138,10 @@ class Server:
             source.start()
         if self.replay is not None:
             self.replay.start()
-        log.info("serving %d stream(s) on %s with %s; events on %s%s%s", len(self.sources), self.device,
-                 recognizer.id, cfg.pub, f", replay on {cfg.replay}" if self.replay else "",
-                 " (CurveZMQ)" if self.guard.secured else "")
+        log.info("serving %d stream(s) on %s with %s, live streams %s; events on %s%s%s", len(self.sources),
+                 self.device, recognizer.id,
+                 f"on one tick (gather {cfg.gather:g} s)" if cfg.gather > 0 else "in their own phases", cfg.pub,
+                 f", replay on {cfg.replay}" if self.replay else "", " (CurveZMQ)" if self.guard.secured else "")
         for source in self.sources:
             log.info("stream %s: %s, next seq %d", source.name, source.spec.spec, self._next_seq[source.name])
         self.notifier.ready(f"serving {len(self.sources)} stream(s)")

@@ -228,11 +228,20 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
         "cpu_cores": round((cpu1 - cpu0) / (wall - t_cpu0), 3) if cpu0 is not None and cpu1 is not None else None,
         "rss_mb": round(rss, 1) if rss is not None else None,
         "process_count": process_count,  # the daemon's processes: 1, or the group's parent and its K daemons
+        "phases": _phases(stderr_path.read_text(errors="replace")),
     }
     if gpu_util is not None:
         row["gpu_util_percent"] = gpu_util
     row["load_avg_1min"] = round(os.getloadavg()[0], 2)  # the machine's load: other processes' share of its cores
     return row
+
+
+def _phases(daemon_log: str) -> str | None:
+    """How the daemon scheduled its live streams, from its start-up line: ``tick`` (``--gather``), ``own``
+    (each its own phase), None when the line is missing."""
+    if "live streams on one tick" in daemon_log:
+        return "tick"
+    return "own" if "live streams in their own phases" in daemon_log else None
 
 
 def _note_status(event: dict, statuses: dict[frozenset, dict], streams: dict[str, dict]) -> None:
@@ -302,6 +311,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    help="serve: the daemon's network path on a GPU (serve --inference; default: auto)")
     p.add_argument("--processes", type=int, default=1, metavar="K",
                    help="serve: spread the sources over K daemon processes (serve --processes; default: 1)")
+    p.add_argument("--gather", type=float, default=0.0, metavar="SECONDS",
+                   help="serve: > 0 puts the live sources on one tick (serve --gather; default: 0, own phases)")
 
 
 def serve(device, quick: bool, args: argparse.Namespace):
@@ -315,6 +326,8 @@ def serve(device, quick: bool, args: argparse.Namespace):
     target = TARGET_P99_MS[device.type]
     inference = args.inference
     processes = getattr(args, "processes", 1)
+    gather = getattr(args, "gather", 0.0)
+    extra = ("--gather", f"{gather:g}") if gather > 0 else ()
     if not 1 <= processes <= min(counts):
         raise ParameterError(f"--processes must be between 1 and the smallest source count {min(counts)}, "
                              f"got {processes}")
@@ -323,13 +336,13 @@ def serve(device, quick: bool, args: argparse.Namespace):
         # long enough for start-up (model load, GPU calibration), the first window and the measured interval
         clip = write_clip(Path(tmp), seconds + 60.0)
         for n in counts:
-            row = serve_run(n, seconds, name, clip, Path(tmp), inference, processes=processes)
+            row = serve_run(n, seconds, name, clip, Path(tmp), inference, extra, processes)
             row["ok"] = (row["dropped_windows"] == 0 and row["dropped_audio_s"] == 0 and row["publisher_drops"] == 0
                          and row["windows"] >= row["expected_windows"] * 0.99 and (row["p99_ms"] or np.inf) <= target)
             rows.append(row)
     summary = {
         "hop_s": HOP, "seconds": seconds, "target_p99_ms": target, "inference": inference, "source_kind": "file",
-        "processes": processes,
+        "processes": processes, "gather_s": gather,
         "max_sources_within_target": max([r["sources"] for r in rows if r["ok"]], default=0),
         "rows": rows,
     }

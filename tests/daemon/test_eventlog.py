@@ -1,4 +1,5 @@
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -54,3 +55,20 @@ def test_stream_names_cannot_leave_the_folder(tmp_path, name):
     with pytest.raises(ParameterError):
         log.read(name, 0)
     assert not (tmp_path / "x").exists() and list(tmp_path.iterdir()) == [tmp_path / "log"]
+
+
+def test_sync_runs_off_the_writers_thread_and_close_waits_for_it(tmp_path, monkeypatch):
+    from instrumentd.daemon import fsyncer
+
+    threads, real = [], fsyncer.os.fsync
+    monkeypatch.setattr(fsyncer.os, "fsync", lambda fd: (threads.append(threading.current_thread().name), real(fd)))
+    log = EventLog(tmp_path, rotate_bytes=2000)
+    for stream in ("a", "b"):
+        log.open_stream(stream)
+        log.append(win(stream, 0))
+    log.sync()
+    for i in range(1, 10):  # the files rotate while their duplicates are synced
+        log.append(win("a", i))
+    log.close()
+    assert threads.count("fsync") == 2  # the heartbeat's two files; rotation and close fsync in the writer's thread
+    assert [e["seq"] for e in EventLog(tmp_path).read("a", 0)] == list(range(10))

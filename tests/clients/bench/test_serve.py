@@ -23,11 +23,22 @@ def test_serve_counts_every_window_of_every_source_over_two_daemon_processes():
     (row,) = result.summary["rows"]
     assert row["sources"] == 2 and row["processes"] == 2 and row["streams_heard"] == 2 and row["expected_windows"] == 4
     assert row["process_count"] >= 3  # the group's parent and its two daemons ran, and were measured
+    assert row["phases"] == "own"
     # windows are counted by arrival within the measured span: one per source may land just outside it
     assert row["windows"] >= 4 - 2 and row["dropped_windows"] == 0 and row["publisher_drops"] == 0
     assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
     assert row["first_window_s"] > 3.0  # a 3 s window of real-time audio, after the model loaded
     assert row["cpu_cores"] > 0 and row["rss_mb"] > 0
+
+
+@pytest.mark.slow
+def test_serve_gather_puts_the_daemons_sources_on_one_tick():
+    """``--gather``: the daemon is started with it (its start-up line says so) and every window is counted."""
+    args = kind_parser("serve").parse_args(["--sources", "2", "--seconds", "2", "--gather", "0.05"])
+    result = bench_serve.serve(torch.device("cpu"), True, args)
+    (row,) = result.summary["rows"]
+    assert result.summary["gather_s"] == 0.05 and row["phases"] == "tick"
+    assert row["windows"] >= 4 - 2 and row["dropped_windows"] == 0 and row["publisher_drops"] == 0
 
 
 def test_a_process_tree_is_the_process_and_everything_below_it():

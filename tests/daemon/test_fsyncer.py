@@ -1,0 +1,59 @@
+"""BackgroundFsync: real files fsynced in its own thread; the caller never waits, closes its files at once,
+and a batch handed over while one is syncing replaces the one waiting."""
+
+import os
+import threading
+
+from instrumentd.daemon import fsyncer
+from instrumentd.daemon.fsyncer import BackgroundFsync
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def watch_fsync(monkeypatch, gate: threading.Event | None = None, entered: threading.Event | None = None) -> list[str]:
+    """Record the thread of every real fsync; with ``gate``, the first one sets ``entered`` and waits for it."""
+    threads, real = [], os.fsync
+
+    def fsync(fd):
+        if gate is not None and not threads:
+            entered.set()
+            gate.wait(10)
+        threads.append(threading.current_thread().name)
+        real(fd)
+
+    monkeypatch.setattr(fsyncer.os, "fsync", fsync)
+    return threads
+
+
+def test_files_are_synced_in_the_background_after_the_caller_closed_them(tmp_path, monkeypatch):
+    threads = watch_fsync(monkeypatch)
+    before = open_fds()
+    files = [open(tmp_path / f"s{i}.jsonl", "ab") for i in range(3)]
+    for f in files:
+        f.write(b'{"seq": 0}\n')
+        f.flush()
+    syncer = BackgroundFsync("test log")
+    syncer.submit([f.fileno() for f in files])
+    for f in files:
+        f.close()
+    syncer.close()
+    assert syncer.batches == 1 and threads == ["fsync"] * 3
+    assert open_fds() == before  # the duplicates are closed too
+
+
+def test_a_newer_batch_replaces_the_one_waiting(tmp_path, monkeypatch):
+    gate, entered = threading.Event(), threading.Event()
+    threads = watch_fsync(monkeypatch, gate, entered)
+    before = open_fds()
+    with open(tmp_path / "a.jsonl", "ab") as f:
+        syncer = BackgroundFsync("test log")
+        syncer.submit([f.fileno()])  # its fsync waits at the gate
+        assert entered.wait(10)
+        syncer.submit([f.fileno()])  # waits, then is replaced
+        syncer.submit([f.fileno()])
+        gate.set()
+        syncer.close()
+    assert syncer.batches == 2 and len(threads) == 2
+    assert open_fds() == before
