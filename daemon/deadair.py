@@ -42,7 +42,8 @@ class DeadAir:
         if n == 0:
             return changes
         edges = np.arange(0, n, self.block)
-        power = np.add.reduceat(audio.astype(np.float64) ** 2, edges) / np.diff(np.append(edges, n))
+        # float32 squares summed in float64: no float64 copy of the audio
+        power = np.add.reduceat(np.square(audio), edges, dtype=np.float64) / np.diff(np.append(edges, n))
         loud = 10 * np.log10(np.maximum(power, 1e-12)) >= self.silence_db
         if loud.any():
             first, last = np.flatnonzero(loud)[[0, -1]]
@@ -80,17 +81,30 @@ class WindowLevels:
         self.newest = -1  # newest frame with audio
 
     def push(self, audio: np.ndarray, start: int) -> None:
-        """Add ``audio: float32 [n]`` whose first sample has grid index ``start``."""
+        """Add ``audio: float32 [n]`` whose first sample has grid index ``start``.
+
+        One pass over the samples (their squares summed frame by frame with ``np.add.reduceat``); the
+        rest is per frame. Frames older than the ring are not measured at all.
+        """
+        hop = self.hop
+        last = (start + len(audio) - 1) // hop
+        cut = max(0, (last - self.size + 1) * hop - start)  # samples before the oldest frame the ring keeps
+        if cut:
+            audio, start = audio[cut:], start + cut
         if not len(audio):
             return
-        first, last = start // self.hop, (start + len(audio) - 1) // self.hop
-        fresh = np.arange(max(first, self.newest + 1, last - self.size + 1), last + 1) % self.size
+        first = start // hop
+        frames = np.arange(first, last + 1)
+        bounds = np.maximum(frames * hop - start, 0)  # where each frame's samples begin in ``audio``
+        energy = np.add.reduceat(np.square(audio), bounds, dtype=np.float64)
+        count = np.diff(np.append(bounds, len(audio)))
+        slots = frames % self.size
+        # frames new to the ring, those a gap skipped included, replace what their slots held
+        fresh = np.arange(max(self.newest + 1, last - self.size + 1), last + 1) % self.size
         self.energy[fresh] = 0.0
         self.count[fresh] = 0
-        frames = (start + np.arange(len(audio))) // self.hop - first
-        slots = (first + np.arange(last - first + 1)) % self.size
-        np.add.at(self.energy, slots, np.bincount(frames, weights=audio.astype(np.float64) ** 2))
-        np.add.at(self.count, slots, np.bincount(frames))
+        self.energy[slots] += energy  # one push's frames are distinct, and so are their slots
+        self.count[slots] += count
         self.newest = max(self.newest, last)
 
     def level_db(self, first_frame: int, n_frames: int) -> float:

@@ -793,9 +793,9 @@ def pcm_to_float(raw: np.ndarray) -> np.ndarray:
 def _mono(block: np.ndarray) -> np.ndarray:
     """``[frames, channels]`` -> ``float32 [frames]`` in [-1, 1]: NaN and infinities become 0, the rest is
     clipped, so no source can feed the features a value whose square overflows."""
-    block = sanitize(np.asarray(block, dtype=np.float32))
-    mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    if block.shape[1] == 1:  # a new contiguous array either way
+        return sanitize(np.asarray(block[:, 0], dtype=np.float32))
+    return np.ascontiguousarray(sanitize(np.asarray(block, dtype=np.float32)).mean(axis=1), dtype=np.float32)
 
 
 SOURCES: dict[str, Callable[[SourceSpec, float], Source]] = {

@@ -271,7 +271,7 @@ class Worker:
             return []
         due_set = set(due)
         feeding = not due and self._feeding(active, now)
-        chunks, ending = {}, []
+        chunks, pushed, ending = {}, [], []
         if due or feeding or any(st.pending is not None for st in active):
             min_take = max(self.cfg.hop_length, int(self.feed * self.cfg.sample_rate))
             for st in active:
@@ -284,6 +284,7 @@ class Worker:
                         st.pending = None
                     if len(chunk):
                         chunks[st.slot] = chunk
+                        pushed.append(st)
                 if st.source.ended and st.native_next >= ring.written:
                     ending.append(st)
         self.seconds["read"] += time.perf_counter() - t0
@@ -295,9 +296,8 @@ class Worker:
             self.features.flush(st.slot)
         windows = []
         now = time.monotonic()
-        by_slot = {st.slot: st for st in self.streams}
-        for slot in {*chunks, *(st.slot for st in ending)}:
-            windows += self._due(by_slot[slot], now)
+        for st in dict.fromkeys(pushed + ending):  # each once, in order
+            windows += self._due(st, now)
         if windows:
             t1 = time.perf_counter()
             feats = self.features.windows([(w.stream.slot, w.start_frame) for w in windows], self.policy)

@@ -44,3 +44,28 @@ def test_window_levels_measure_exactly_the_frames_asked():
     assert levels.level_db(20, 3) == pytest.approx(-20.0)  # frame 20 unheard: counted by samples heard
     levels.push(np.zeros(10_000, np.float32), 2200)  # 100 frames later: the first frames are gone
     assert levels.level_db(0, 10) == -120.0 and levels.newest == 121
+
+
+def test_window_levels_equal_the_level_of_every_sample_heard_whatever_the_reads():
+    """Reads of any size, some past the ring's reach, some after gaps: each window's level is that of the
+    samples heard in its frames, computed here from the whole signal at once."""
+    from instrumentd.daemon.deadair import WindowLevels
+
+    rng = np.random.default_rng(3)
+    hop, kept = 50, 40
+    levels = WindowLevels(hop_length=hop, frames_kept=kept)
+    heard = np.zeros(200_000)  # squares of the samples heard, by grid index
+    seen = np.zeros(200_000, bool)
+    pos = 0
+    for _ in range(60):
+        pos += int(rng.choice([0, 0, 0, 37, 400]))  # mostly contiguous, sometimes a gap
+        n = int(rng.choice([1, 49, 50, 333, 2_500]))  # 2,500 samples: more than the ring's 40 frames
+        audio = (rng.standard_normal(n) * rng.uniform(0.01, 0.5)).astype(np.float32)
+        levels.push(audio, pos)
+        heard[pos : pos + n], seen[pos : pos + n] = audio.astype(np.float64) ** 2, True
+        pos += n
+        newest = (pos - 1) // hop
+        for first in (newest - kept + 1, newest - 10, newest):
+            lo, hi = max(first, 0) * hop, (newest + 1) * hop
+            want = 10 * np.log10(heard[lo:hi][seen[lo:hi]].mean()) if seen[lo:hi].any() else -120.0
+            assert levels.level_db(first, newest - first + 1) == pytest.approx(max(want, -120.0), abs=1e-5)  # float32 squares
