@@ -292,8 +292,7 @@ class Worker:
         self.features.push(chunks)
         if feeding:
             self._feed_cost += 0.25 * (time.perf_counter() - t_push - self._feed_cost)
-        for st in ending:
-            self.features.flush(st.slot)
+        self.features.flush([st.slot for st in ending])
         windows = []
         now = time.monotonic()
         for st in dict.fromkeys(pushed + ending):  # each once, in order

@@ -120,20 +120,35 @@ class StreamingPyin:
         The stream is padded with ``frame_length // 2`` zeros, as ``librosa.pyin(center=True)``,
         so a stream of ``n`` samples yields ``1 + n // hop`` frames in all.
         """
-        self._check_slot(slot)
-        pad = torch.zeros(self.model.frame_length // 2, device=self.device)
-        (head,) = self._advance([slot], [pad])
-        rest = min(int(self._n_frames[slot]), self.lag)
-        history = self._history[slot]  # [lag, 2, n_bins + width - 1]: frames n - lag .. n - 1
-        overall = best_state(history, self.model)
-        state = overall[-1:]
+        return self.flush_many([slot])[slot]
+
+    def flush_many(self, slots: list[int]) -> dict[int, np.ndarray]:
+        """:meth:`flush` for several streams at once (streams that end together: one padding step and
+        one backtrack for all of them): slot -> ``float32 [k]``."""
+        for slot in slots:
+            self._check_slot(slot)
+        if not slots:
+            return {}
+        m, dev, lag = self.model, self.device, self.lag
+        pad = torch.zeros(m.frame_length // 2, device=dev)
+        heads = self._advance(list(slots), [pad] * len(slots))
+        history = self._history[torch.tensor(slots, device=dev)]  # [streams, lag, 2, padded]: frames n - lag .. n - 1
+        rows = history.flatten(0, 1)
+        overall = best_state(history, m).flatten()  # [streams * lag]
+        row = torch.arange(len(slots), device=dev) * lag + lag - 1
+        state = overall[row]
         states = [state]
-        for pos in range(self.lag - 2, self.lag - rest - 1, -1):
-            state = predecessor(history, overall, torch.tensor([pos], device=self.device), state, self.model)
+        for _ in range(lag - 1):  # every stream back to its oldest kept frame; each keeps its own last frames
+            row = row - 1
+            state = predecessor(rows, overall, row, state, m)
             states.append(state)
-        tail = self._states_to_f0(torch.stack(states[::-1], 1)[0])
-        self._reset(slot)
-        return np.concatenate([head, tail])
+        f0 = self._states_to_f0(torch.stack(states[::-1], 1))  # [streams, lag]
+        out = {}
+        for i, slot in enumerate(slots):
+            rest = min(int(self._n_frames[slot]), lag)
+            out[slot] = np.concatenate([heads[i], f0[i, lag - rest :]])
+            self._reset(slot)
+        return out
 
     # ---- internals -----------------------------------------------------------------------------
 

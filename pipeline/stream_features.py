@@ -49,7 +49,7 @@ class StreamingPitch(Protocol):
 
     def push(self, chunks: dict[int, np.ndarray]) -> dict[int, np.ndarray]: ...
 
-    def flush(self, slot: int) -> np.ndarray: ...
+    def flush_many(self, slots: list[int]) -> dict[int, np.ndarray]: ...
 
 
 def default_pitch(cfg: FeatureConfig = DEFAULT, lag: int = 20, device: str | torch.device = "cpu") -> StreamingPitch:
@@ -165,10 +165,12 @@ class StreamFeatures:
         for pslot, f0 in new_f0.items():
             self._add_f0(self._slots[self._by_pitch[pslot]], f0)
 
-    def flush(self, slot: int) -> None:
-        """The stream ended: finalise its remaining pitch frames (zero-padded past the end, as the batch path)."""
-        s = self._slots[slot]
-        self._add_f0(s, self.pitch.flush(s.pitch_slot))
+    def flush(self, slots: list[int]) -> None:
+        """These streams ended: finalise their remaining pitch frames (zero-padded past the end, as the
+        batch path), all in one step of the pitch engine."""
+        ended = {self._slots[k].pitch_slot: self._slots[k] for k in slots}
+        for pslot, f0 in self.pitch.flush_many(list(ended)).items():
+            self._add_f0(ended[pslot], f0)
 
     def _add_f0(self, s: _Slot, f0: np.ndarray) -> None:
         if len(f0):

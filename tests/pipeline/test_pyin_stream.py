@@ -153,3 +153,20 @@ def test_device_agrees_with_batch(device):
     out = [sp.push({slot: torch.from_numpy(c).to(device)})[slot] for c in np.array_split(audio, 13)]
     streamed = np.concatenate([*out, sp.flush(slot)])
     assert identical(streamed, batch_f0(audio)) >= 0.99
+
+
+def test_streams_that_end_together_are_flushed_in_one_step_as_each_alone():
+    """flush_many: the melodies, a stream shorter than the lag and one that never got audio end at once;
+    each stream's frames are those it gives streamed and flushed alone, as many as the batch pYIN's."""
+    tracks = {**MELODIES, "short": MELODIES["up"][:3000], "empty": np.zeros(0, np.float32)}
+    sp = StreamingPyin(DEFAULT, lag=10)
+    slots = {k: sp.add_stream() for k in tracks}
+    pushed = sp.push({slots[k]: tracks[k] for k in tracks})
+    ends = sp.flush_many(list(slots.values()))
+    for k, audio in tracks.items():
+        got = np.concatenate([pushed[slots[k]], ends[slots[k]]])
+        alone = StreamingPyin(DEFAULT, lag=10)
+        slot = alone.add_stream()
+        want = np.concatenate([alone.push({slot: audio})[slot], alone.flush(slot)])
+        assert len(got) == 1 + len(audio) // DEFAULT.hop_length and identical(got, want) == 1.0
+    assert sorted(sp.streams) == sorted(slots.values())  # each slot starts afresh, still in use

@@ -23,7 +23,7 @@ def run(features: StreamFeatures, audio: dict[int, np.ndarray], chunk: int) -> N
     for i in range(0, n, chunk):
         features.push({k: a[i : i + chunk] for k, a in audio.items()})
     for k in audio:
-        features.flush(k)
+        features.flush([k])
 
 
 @pytest.fixture(scope="module")
