@@ -176,7 +176,9 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
                 cpu1 = process_tree_total(proc.pid, _cpu_seconds)
                 break
             if proc.poll() is not None:
-                raise RuntimeError(f"instrumentd serve exited with code {proc.returncode} during the run: "
+                heard = (f"{len(all_latencies)} windows, the first {first - t_launch:.1f} s after launch"
+                         if first is not None else "no window")
+                raise RuntimeError(f"instrumentd serve exited with code {proc.returncode} during the run ({heard}): "
                                    + stderr_path.read_text(errors="replace")[-2000:])
             if first is None and now - t_launch > START_TIMEOUT_S:
                 raise RuntimeError(f"no window from instrumentd serve within {START_TIMEOUT_S:g} s")
