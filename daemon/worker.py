@@ -17,8 +17,10 @@ one pitch step per frame and one forward pass then serve all of them (fewer, lar
 GPU wants); audio that arrives between ticks is pushed a quarter hop at a time, so that the tick
 itself has little left to do. With their own phases, live streams are fed that way only until
 their first window, so that the first windows after start-up do not find every stream's 3 s of
-audio still to push at once; after it, a due window takes along every stream with a quarter hop
-or more of new audio (one push per step: on a CPU each push has a cost of its own, about 10 ms).
+audio still to push at once; after it, a due window takes along every stream with ``take_along``
+of new audio or more (one push per step): a quarter hop on a CPU, where each push has a cost of its
+own (about 10 ms); a hop on a GPU, where the reads' and pushes' host work per stream is the cost and
+a stream is best read about once a window.
 
 Windows of a stream start on its frame grid: window ``j`` after the stream's grid origin ``g``
 starts at frame ``g + round(j * hop / 30 ms)`` and covers 100 frames (exactly 3 s), so windows
@@ -194,6 +196,11 @@ class Worker:
         # unread live audio pushed ahead of the windows: between ticks in aligned mode, before a stream's
         # first window otherwise
         self.feed = FEED_FRACTION * hop_s
+        # unread audio that makes a stream go along with another's due window: on a CPU a quarter hop,
+        # so a due window finds little of its own audio still to push (each push of the maths costs
+        # there); on a GPU the maths are cheap and each read's and push's host work per stream is what
+        # counts, so a stream is read about once a window
+        self.take_along = hop_s if recognizer.device.type == "cuda" else FEED_FRACTION * hop_s
         self.silence_db, self.silence_s = silence_db, silence_s
         self._feed_cost = 0.0  # seconds, smoothed: how long a push between ticks takes
         self.name = name or str(recognizer.device)
@@ -256,10 +263,11 @@ class Worker:
     def step(self) -> list[Window]:
         """Process whatever is due now; returns the windows inferred, in order, probabilities filled.
 
-        When any stream has a window due, every other stream with ``feed`` seconds (a quarter hop)
-        or more of new audio is pushed in the same batch: the mel and pitch steps run once for all
-        of them, and a stream is read in a few larger chunks per hop rather than at every step, since
-        each read and push costs host time per stream (with a thousand streams, most of a step).
+        When any stream has a window due, every other stream with :attr:`take_along` seconds (a
+        quarter hop on a CPU, a hop on a GPU) or more of new audio is pushed in the same batch: the
+        mel and pitch steps run once for all of them, and a stream is read in a few larger chunks
+        per hop rather than at every step, since each read and push costs host time per stream
+        (with a thousand streams, most of a step).
         """
         t0 = time.perf_counter()
         now = time.monotonic()
@@ -273,7 +281,7 @@ class Worker:
         feeding = not due and self._feeding(active, now)
         chunks, pushed, ending = {}, [], []
         if due or feeding or any(st.pending is not None for st in active):
-            min_take = max(self.cfg.hop_length, int(self.feed * self.cfg.sample_rate))
+            min_take = max(self.cfg.hop_length, int(self.take_along * self.cfg.sample_rate))
             for st in active:
                 ring = st.source.ring
                 if (st in due_set or st.pending is not None or ring.closed

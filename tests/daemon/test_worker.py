@@ -171,3 +171,30 @@ def test_a_live_stream_stopped_mid_window_finishes_at_the_next_step(pool):
     src.stop()
     pool.step()
     assert st.finished and st not in pool.active
+
+
+def test_taking_other_streams_along_less_often_reads_less_and_changes_no_window(monkeypatch):
+    """Own phases: with ``take_along`` a hop (a GPU worker's) instead of a quarter hop (a CPU's), the rings
+    are read fewer times for the same windows, each with the same probabilities."""
+    from instrumentd.daemon.ringbuffer import RingBuffer
+
+    reads = []
+    real_read = RingBuffer.read
+    monkeypatch.setattr(RingBuffer, "read", lambda ring, *a, **k: (reads.append(1), real_read(ring, *a, **k))[1])
+    audio = melody(6.0)[:, 0]
+    got = {}
+    for take_along in (HOP / 4, HOP):
+        phased = build_pool([torch.device("cpu")], PoolSettings(hop_s=HOP, max_backlog=1e6))
+        phased.workers[0].take_along = take_along
+        sources = [FedSource(i) for i in range(3)]
+        for src in sources:
+            phased.add(src, Segmenter(phased.recognizer.classes))
+        reads.clear()
+        windows = play(phased, sources, audio, [100.0 + 0.13 * i for i in range(3)])
+        got[take_along] = (len(reads), {k: np.stack([w.probabilities for w in v]) for k, v in windows.items()})
+    (quarter_reads, quarter), (hop_reads, hop) = got[HOP / 4], got[HOP]
+    assert hop_reads < quarter_reads, (hop_reads, quarter_reads)
+    assert quarter.keys() == hop.keys() == {"s0", "s1", "s2"}
+    for name in quarter:
+        assert quarter[name].shape == hop[name].shape and len(hop[name]) >= 6
+        np.testing.assert_allclose(hop[name], quarter[name], atol=1e-5)
