@@ -191,6 +191,11 @@ def _serve(server: Server, sources: list[PacedSource], n: int, seconds: float) -
     # transient, not the steady state the target is about; counting starts 2 hops later, half
     # a phase step away from any stream's window ends so that clock jitter moves no window across
     warmup = pool.recognizer.features.clip_seconds + 2 * HOP + HOP / (2 * n)
+    if any(w.align for w in pool.workers):
+        # aligned, every stream's windows end on a multiple of the hop of time.monotonic(): the
+        # interval starts half a hop from those ticks instead, or jitter moves whole ticks across it
+        start = t0 + warmup
+        warmup += (HOP / 2 - start % HOP) % HOP
     before: dict = {}
     after: dict = {}
     timers = [threading.Timer(t0 + warmup - time.monotonic(), lambda: (_mark(pool, before), load.start())),
