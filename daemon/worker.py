@@ -281,7 +281,9 @@ class Worker:
         feeding = not due and self._feeding(active, now)
         chunks, pushed, ending = {}, [], []
         if due or feeding or any(st.pending is not None for st in active):
-            min_take = max(self.cfg.hop_length, int(self.take_along * self.cfg.sample_rate))
+            # a feeding step pushes what has come in a quarter hop at a time; a due one takes the others along
+            along = self.feed if feeding else self.take_along
+            min_take = max(self.cfg.hop_length, int(along * self.cfg.sample_rate))
             for st in active:
                 ring = st.source.ring
                 if (st in due_set or st.pending is not None or ring.closed
