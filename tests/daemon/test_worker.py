@@ -117,22 +117,30 @@ def test_a_moved_stream_goes_on_exactly_as_if_it_had_stayed(wav, policy):
         src.start()
         return st
 
-    def drain(worker):
+    def step(worker, st):
+        """One step once the file's reader has filled the ring (or ended): under ``hold`` a window's newest
+        pitch frames depend on the audio past its end, so every run must read the same chunks."""
+        ring = st.source.ring
+        deadline = time.monotonic() + 30
+        while not ring.closed and ring.room() > 0 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return worker.step()
+
+    def drain(worker, st):
         out = []
         while worker.active:
-            out += worker.step()
+            out += step(worker, st)
         return out
 
-    start(reference)
-    expected = drain(reference)
+    expected = drain(reference, start(reference))
     st = start(a)
     first = []
     while len(first) < 3:
-        first += a.step()
+        first += step(a, st)
     a.detach(st)
     b.attach(st)
     assert st.dropped_windows == 0
-    moved = first + drain(b)
+    moved = first + drain(b, st)
     assert [w.t_start for w in moved] == [w.t_start for w in expected]
     np.testing.assert_allclose(np.stack([w.probabilities for w in moved]),
                                np.stack([w.probabilities for w in expected]), atol=1e-4)
