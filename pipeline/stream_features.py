@@ -92,7 +92,6 @@ class StreamFeatures:
         self.half = cfg.window_length // 2
         self.keep = keep or cfg.n_frames + 64
         self._slots: dict[int, _Slot] = {}
-        self._by_pitch: dict[int, int] = {}  # the pitch engine's slot -> ours
         self._next = 0
         # mel power of every stream, one row each: frame j of a slot lives in column j % keep, so a
         # push writes all streams' new frames and a batch of windows reads them in one indexing op
@@ -105,7 +104,6 @@ class StreamFeatures:
         """A new stream whose first sample is sample ``origin * hop`` of its grid. Returns its slot."""
         slot, self._next = self._next, self._next + 1
         self._slots[slot] = self._fresh(origin)
-        self._by_pitch[self._slots[slot].pitch_slot] = slot
         return slot
 
     def _fresh(self, origin: int, row: int | None = None) -> _Slot:
@@ -129,14 +127,11 @@ class StreamFeatures:
         """Start ``slot`` over at frame ``origin``: the audio pushed next does not continue the old."""
         old = self._slots[slot]
         self.pitch.remove_stream(old.pitch_slot)
-        del self._by_pitch[old.pitch_slot]
         self._slots[slot] = self._fresh(origin, old.row)
-        self._by_pitch[self._slots[slot].pitch_slot] = slot
 
     def remove_stream(self, slot: int) -> None:
         s = self._slots.pop(slot)
         self.pitch.remove_stream(s.pitch_slot)
-        del self._by_pitch[s.pitch_slot]
         self._free_rows.append(s.row)
 
     def received(self, slot: int) -> int:
@@ -159,11 +154,12 @@ class StreamFeatures:
         t0 = time.perf_counter()
         self._push_mel(chunks)
         t1 = time.perf_counter()
-        new_f0 = self.pitch.push({self._slots[k].pitch_slot: v for k, v in chunks.items()})
+        pushed = {self._slots[k].pitch_slot: (self._slots[k], chunk) for k, chunk in chunks.items()}
+        new_f0 = self.pitch.push({pslot: chunk for pslot, (_, chunk) in pushed.items()})
         self.seconds["mel"] += t1 - t0
         self.seconds["pitch"] += time.perf_counter() - t1
         for pslot, f0 in new_f0.items():
-            self._add_f0(self._slots[self._by_pitch[pslot]], f0)
+            self._add_f0(pushed[pslot][0], f0)
 
     def flush(self, slots: list[int]) -> None:
         """These streams ended: finalise their remaining pitch frames (zero-padded past the end, as the
