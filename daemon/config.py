@@ -30,6 +30,7 @@ SOURCE_KINDS = ("mic", "file", "file+fast", "stdin", "ffmpeg")
 PCM_FORMATS = {"s16le": "<i2", "s32le": "<i4", "f32le": "<f4", "f64le": "<f8", "u8": "u1"}
 STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 HOP_RANGE = (0.1, 3.0)  # seconds
+GATHER_MAX = 0.5  # seconds a due window may wait for the other live streams (--gather)
 MAX_PROCESSES = 64  # daemon processes of one group (serve --processes)
 MAX_CONFIG_BYTES = 1 << 20  # a config file larger than this is not one
 # upper bounds of what a setting can mean; start-up also checks the total against free memory (daemon/resources.py)
@@ -238,8 +239,8 @@ class Config:
         if not HOP_RANGE[0] <= self.hop_s <= HOP_RANGE[1]:
             raise ParameterError(f"hop_s (--hop) must be {HOP_RANGE[0]}-{HOP_RANGE[1]} seconds, got {self.hop_s}")
         check_devices(self.device)
-        if not 0 <= self.gather <= 0.5:
-            raise ParameterError(f"gather must be 0-0.5 seconds, got {self.gather}")
+        if not 0 <= self.gather <= GATHER_MAX:
+            raise ParameterError(f"gather must be 0-{GATHER_MAX:g} seconds, got {self.gather}")
         from instrumentd.model.fast import MODES
 
         if self.inference not in MODES:

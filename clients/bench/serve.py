@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from instrumentd.daemon.config import GATHER_MAX
 from instrumentd.pipeline.errors import ParameterError
 
 HOP = 1.0  # seconds, the daemon's default hop
@@ -329,6 +330,8 @@ def serve(device, quick: bool, args: argparse.Namespace):
     inference = args.inference
     processes = getattr(args, "processes", 1)
     gather = getattr(args, "gather", 0.0)
+    if not 0 <= gather <= GATHER_MAX:  # told here, not by a daemon that fails to start
+        raise ParameterError(f"--gather must be 0-{GATHER_MAX:g} seconds, got {gather:g}")
     extra = ("--gather", f"{gather:g}") if gather > 0 else ()
     if not 1 <= processes <= min(counts):
         raise ParameterError(f"--processes must be between 1 and the smallest source count {min(counts)}, "

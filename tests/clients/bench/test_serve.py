@@ -85,3 +85,6 @@ def test_the_benches_own_their_flags_and_bad_source_counts_are_one_line_errors(c
     assert main(["bench", "serve", "--device", "cpu", "--sources", "8,x"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--sources '8,x'" in err and "\n" not in err
+    assert main(["bench", "serve", "--device", "cpu", "--sources", "1", "--gather", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--gather must be 0-0.5 seconds, got 2" in err and "\n" not in err
