@@ -43,7 +43,9 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.nda
 
 def sanitize(audio: np.ndarray) -> np.ndarray:
     """Replace NaN and +-Inf with 0 and clip to [-1, 1]: decoders and PCM sources can produce both."""
-    if np.isfinite(audio.sum()):  # one pass: the usual case, nothing to replace (a huge sum takes the long way)
+    with np.errstate(over="ignore", invalid="ignore"):  # a sum that overflows only means the long way
+        finite = np.isfinite(audio.sum())
+    if finite:  # one pass: the usual case, nothing to replace
         return np.clip(audio, -1.0, 1.0)
     audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
     return np.clip(audio, -1.0, 1.0, out=audio)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from instrumentd.pipeline.audio import find_audio, load_audio
+from instrumentd.pipeline.audio import find_audio, load_audio, sanitize
 from instrumentd.pipeline.errors import AudioError
 
 from ..conftest import tone
@@ -88,3 +88,16 @@ def test_a_file_neither_decoder_reads_is_one_line_naming_both(tmp_path):
         load_audio(p)
     message = str(err.value)
     assert "noise.m4a" in message and "soundfile:" in message and "ffmpeg:" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sanitize_zeroes_nan_and_infinities_clips_the_rest_and_leaves_its_input_alone(dtype):
+    bad = np.array([np.nan, np.inf, -np.inf, 2.0, -3.0, 0.5], dtype)
+    fine = np.array([2.0, -3.0, 0.5], dtype)
+    cases = [(bad, [0, 0, 0, 1, -1, 0.5]), (fine, [1, -1, 0.5])]
+    if dtype == np.float64:
+        cases.append((np.array([1e308, 1e308, -0.25]), [1, 1, -0.25]))  # finite samples whose sum is not
+    for audio, want in cases:
+        before = audio.copy()
+        np.testing.assert_array_equal(sanitize(audio), np.array(want, dtype))
+        np.testing.assert_array_equal(audio, before)
