@@ -30,7 +30,6 @@ class BackgroundFsync:
 
     def __init__(self, name: str):
         self.name = name
-        self.batches = 0  # batches synced so far
         self._cv = threading.Condition()
         self._waiting: list[int] | None = None  # duplicated descriptors still to sync
         self._closed = False
@@ -76,4 +75,3 @@ class BackgroundFsync:
                     os.close(fd)
             if failed:
                 log.warning("%s: fsync failed on %d of %d files", self.name, failed, len(fds))
-            self.batches += 1

@@ -39,7 +39,7 @@ def test_files_are_synced_in_the_background_after_the_caller_closed_them(tmp_pat
     for f in files:
         f.close()
     syncer.close()
-    assert syncer.batches == 1 and threads == ["fsync"] * 3
+    assert threads == ["fsync"] * 3
     assert open_fds() == before  # the duplicates are closed too
 
 
@@ -55,5 +55,5 @@ def test_a_newer_batch_replaces_the_one_waiting(tmp_path, monkeypatch):
         syncer.submit([f.fileno()])
         gate.set()
         syncer.close()
-    assert syncer.batches == 2 and len(threads) == 2
+    assert len(threads) == 2  # the first batch and the last: the middle one was replaced
     assert open_fds() == before
