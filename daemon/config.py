@@ -153,7 +153,7 @@ class PoolSettings:
     pitch_lag: int = 20  # frames
     max_batch: int = 512  # windows per forward pass
     gather: float = 0.0  # seconds; 0 = streams keep their own phases
-    cpu_threads: int = 1  # torch threads per CPU worker
+    cpu_threads: int = 1  # torch CPU threads per process, CPU or GPU workers
     inference: str = "auto"  # a GPU worker's network path (model/fast.py MODES)
     silence_db: float = -60.0  # dBFS
     silence_s: float = 10.0  # seconds of dead air before a stream is silent
@@ -204,7 +204,9 @@ class Config:
     processes: int = _setting(1, "spread the sources over K daemon processes on the same devices, joined on --pub "
                                  "and --replay (for hundreds of streams, where one process's core is the limit; "
                                  "docs/SCALING.md)", "K")
-    cpu_threads: int = _setting(1, "torch threads per CPU worker (more threads lose to other processes' load)", "N")
+    cpu_threads: int = _setting(1, "torch CPU threads per daemon process: a CPU worker's maths, a GPU worker's "
+                                   "host side (more threads lose to other processes' load and spin between small "
+                                   "ops)", "N")
     inference: str = _setting("auto", "network path on a GPU: auto (every path timed and checked against fp32 at "
                                       "start-up) or a fixed mode such as compile-fp16-tail (a wrong name lists them)",
                               "MODE")

@@ -9,8 +9,8 @@ each an ``instrumentd serve`` with every K-th source, and joins them:
   the group's CurveZMQ settings;
 - the event log: the children share ``log_dir`` (a folder per stream, so a stream's ``seq`` goes on
   across restarts whichever child serves it); the parent answers ``replay`` from that folder;
-- torch's CPU threads: each child gets ``cores / K`` (``OMP_NUM_THREADS``, unless set), since K
-  processes that each spin on every core starve one another.
+- torch's CPU threads: each child runs torch on ``cpu_threads`` threads (default 1), as any daemon
+  does, so K processes do not each spin on every core and starve one another.
 
 A child that fails is started again after a pause that doubles up to :data:`MAX_BACKOFF_S` (its
 streams resume from their logs); the others keep running. A child whose sources have all ended
@@ -131,7 +131,7 @@ def _run(config: Config, guard, signals: Signals, lock) -> int:
             replay = ReplayServer(config.replay, config.log_dir, guard.context)
             replay.start()
         events.start()
-        env = _child_env(len(children))
+        env = _child_env()
         if lock is not None:
             env[LOCK_FD_ENV] = str(lock.fd)
         for c in children:
@@ -196,15 +196,8 @@ def _stop(children: list[_Child], signals: Signals) -> None:
             p.wait()
 
 
-def _child_env(k: int) -> dict[str, str]:
+def _child_env() -> dict[str, str]:
     """The children's environment: without ``INSTRUMENTD_*`` settings (the parent applied them; its
-    configuration files carry them), with torch's CPU threads shared out over the cores."""
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(ENV_PREFIX) and name not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
-    env.setdefault("OMP_NUM_THREADS", str(threads_per_process(k)))
-    return env
-
-
-def threads_per_process(k: int) -> int:
-    """torch CPU threads for each of ``k`` processes on this machine: the cores shared out, at least 1."""
-    return max(1, (os.cpu_count() or 1) // k)
+    configuration files carry them) and systemd's (the parent talks to systemd)."""
+    return {name: value for name, value in os.environ.items()
+            if not name.startswith(ENV_PREFIX) and name not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}

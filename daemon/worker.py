@@ -604,9 +604,13 @@ def build_pool(devices: list[torch.device], settings: PoolSettings = PoolSetting
     """A warmed-up :class:`WorkerPool`: the checkpoint loaded on each device, its features and pitch engine there.
 
     Workers are named by their device (``cuda:1``), numbered when a device repeats (``cpu#0``, ``cpu#1``).
-    With a CPU worker, torch's maths get ``settings.cpu_threads`` threads per worker (process-wide): the
-    streaming ops are small, and a thread pool that waits for a core another process holds turns a
-    10 ms forward pass into hundreds; one thread per worker, and a worker per core, scales instead.
+    torch's CPU work gets ``settings.cpu_threads`` threads (process-wide), whatever the devices: a CPU
+    worker's ops are small, and a thread pool that waits for a core another process holds turns a
+    10 ms forward pass into hundreds; one thread per worker, and a worker per core, scales instead. A
+    GPU worker's host side (joining the streams' audio for the upload) is small too, and torch's
+    default pool of a thread per core spins between those ops: on an H100 with 300 paced files it
+    took 6.2 cores and put p99 at 193 ms, against 0.8 cores and 104 ms on one thread
+    (docs/PERFORMANCE.md).
     ``settings.inference`` picks a GPU worker's network path (:data:`~instrumentd.model.fast.MODES`): ``auto``
     times and checks every path at start-up (a minute or two with torch.compile); a fixed mode skips that.
     ``settings.silence_db`` (dBFS) and ``settings.silence_s`` (seconds) set each worker's dead-air detection.
@@ -614,8 +618,7 @@ def build_pool(devices: list[torch.device], settings: PoolSettings = PoolSetting
     from instrumentd.model.recognizer import Recognizer
     from instrumentd.pipeline.stream_features import default_pitch
 
-    if any(d.type == "cpu" for d in devices):
-        torch.set_num_threads(settings.cpu_threads)
+    torch.set_num_threads(settings.cpu_threads)
     names = [str(d) for d in devices]
     workers = []
     for i, dev in enumerate(devices):

@@ -42,7 +42,6 @@ import torch
 
 from instrumentd.daemon.config import Config, SourceSpec
 from instrumentd.daemon.eventlog import LogIndex
-from instrumentd.daemon.group import threads_per_process
 from instrumentd.daemon.server import Server
 from instrumentd.daemon.sources import Source
 from instrumentd.daemon.worker import GATHER_S
@@ -258,9 +257,8 @@ def _run_processes(devices: list[torch.device], n: int, seconds: float, policy: 
     results = ctx.Queue()
     shares = [n // processes + (i < n % processes) for i in range(processes)]
     names = [str(d) for d in devices]
-    threads = threads_per_process(processes)  # as serve --processes gives its daemons
-    children = [ctx.Process(target=_child, args=(names, k, seconds, policy, lag, gather, inference, threads, barrier,
-                                                 results), daemon=True) for k in shares]
+    children = [ctx.Process(target=_child, args=(names, k, seconds, policy, lag, gather, inference, barrier, results),
+                            daemon=True) for k in shares]
     for c in children:
         c.start()
     parts = []
@@ -279,10 +277,9 @@ def _run_processes(devices: list[torch.device], n: int, seconds: float, policy: 
 
 
 def _child(devices: list[str], n: int, seconds: float, policy: str, lag: int, gather: float, inference: str,
-           threads: int, barrier, results) -> None:
-    """A bench process: one :func:`_run` with ``threads`` torch CPU threads, its result (or its error) put on
-    ``results``."""
-    torch.set_num_threads(threads)
+           barrier, results) -> None:
+    """A bench process: one :func:`_run` (torch's CPU threads are the daemon's ``cpu_threads``), its result
+    (or its error) put on ``results``."""
     try:
         results.put(_run([torch.device(d) for d in devices], n, seconds, policy, lag, gather, inference,
                          ready=lambda: barrier.wait(CHILD_TIMEOUT_S)))

@@ -7,17 +7,12 @@ import signal
 import pytest
 
 from instrumentd.daemon.config import load_config
-from instrumentd.daemon.group import child_configs, threads_per_process
+from instrumentd.daemon.group import child_configs
 from instrumentd.daemon.replay import replay
 from instrumentd.pipeline.errors import ParameterError
 
 from ..conftest import devices, read_log
 from .conftest import windows_of
-
-
-@pytest.mark.parametrize("k, expected", [(1, os.cpu_count()), (os.cpu_count(), 1), (10 * os.cpu_count(), 1)])
-def test_threads_are_the_cores_shared_out_at_least_one(k, expected):
-    assert threads_per_process(k) == expected
 
 
 def test_a_group_needs_a_source_per_process(tmp_path):

@@ -219,3 +219,16 @@ def test_taking_other_streams_along_less_often_reads_less_for_the_same_windows(m
     for name in quarter:
         assert len(hop[name]) >= 4
         np.testing.assert_allclose(hop[name], quarter[name], atol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_torch_runs_on_the_configured_threads_whatever_the_device(device):
+    """A GPU worker's host side, like a CPU worker's maths, runs on ``cpu_threads`` threads, not a spinning
+    pool of one per core."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        build_pool([torch.device(device)], PoolSettings(hop_s=HOP, cpu_threads=2, inference="eager"))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
