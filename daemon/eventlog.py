@@ -188,8 +188,9 @@ class EventLog:
     def next_seq(self, stream: str) -> int:
         return self._next_seq[stream]
 
-    def append(self, event: dict[str, Any]) -> None:
-        """Write one event of ``event["stream"]``; its ``seq`` must be the stream's next seq."""
+    def append(self, event: dict[str, Any], body: bytes | None = None) -> None:
+        """Write one event of ``event["stream"]``; its ``seq`` must be the stream's next seq. ``body``:
+        the event already encoded (:func:`~instrumentd.daemon.events.encode`), if it is."""
         stream, seq = event["stream"], event["seq"]
         if seq != self._next_seq[stream]:
             raise EventLogError(f"stream {stream}: seq {seq} appended, expected {self._next_seq[stream]}")
@@ -202,7 +203,7 @@ class EventLog:
             except OSError as exc:
                 raise EventLogError(f"stream {stream}: cannot open the event log ({_why(exc)})") from None
         try:
-            f.write(encode(event) + b"\n")
+            f.write((body or encode(event)) + b"\n")
             f.flush()
         except OSError as exc:
             raise EventLogError(f"stream {stream}: cannot write the event log ({_why(exc)})") from None

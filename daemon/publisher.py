@@ -72,11 +72,11 @@ class Publisher:
         self.sent = 0  # messages sent without an overflow
         self.subscriptions = 0
 
-    def publish(self, event: dict[str, Any]) -> bool:
+    def publish(self, event: dict[str, Any], body: bytes | None = None) -> bool:
         """Send one event to every subscriber with room; False (and counted in :attr:`drops`) when a
         subscriber's queue overflowed: it misses this event and those after it until it has read its
-        queue down."""
-        frames = [topic(event).encode(), encode(event)]
+        queue down. ``body``: the event already encoded, if it is."""
+        frames = [topic(event).encode(), body or encode(event)]
         try:
             self.socket.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.Again:

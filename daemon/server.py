@@ -234,10 +234,11 @@ class Server:
 
     def _send(self, event: dict[str, Any]) -> None:
         t0 = time.perf_counter()
+        body = events.encode(event)  # once, for the log and the subscribers
         if self.log is not None:
-            self.log.append(event)
+            self.log.append(event, body)
         self._next_seq[event["stream"]] = event["seq"] + 1
-        self.publisher.publish(event)
+        self.publisher.publish(event, body)
         if self.metrics is not None:
             self.metrics.observe(event)
         self.worker.seconds["publish"] += time.perf_counter() - t0

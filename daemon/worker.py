@@ -381,14 +381,16 @@ class Worker:
         if broken or start != st.native_next:
             self._reset(st, start, ring.last_gap)
         st.native_next = start + len(data)
+        squares = np.square(data)  # one pass for the stream's level, its dead air and its windows' levels
         if len(data):
-            rms = math.sqrt(float(np.dot(data, data)) / len(data))  # float32 dot: no temporary array
+            rms = math.sqrt(float(squares.sum()) / len(data))
             st.level_db = round(max(-120.0, 20 * math.log10(max(rms, 1e-6))), 1)
-            st.notes.extend(st.deadair.push(data))
+            st.notes.extend(st.deadair.push(squares))
         if st.resampler is not None:
             data = st.resampler.resample_chunk(data, last=ring.closed and ring.available() == 0)
+            squares = np.square(data)
         st.remember(data, st.pos)
-        st.levels.push(data, st.pos)
+        st.levels.push(squares, st.pos)
         st.pos += len(data)
         if not st.aligned and len(data):
             self._align(st)

@@ -47,7 +47,7 @@ class StreamingPitch(Protocol):
 
     def remove_stream(self, slot: int) -> None: ...
 
-    def push(self, chunks: dict[int, np.ndarray]) -> dict[int, np.ndarray]: ...
+    def push(self, chunks: dict[int, torch.Tensor]) -> dict[int, np.ndarray]: ...
 
     def flush_many(self, slots: list[int]) -> dict[int, np.ndarray]: ...
 
@@ -147,19 +147,23 @@ class StreamFeatures:
 
     # -- pushing audio -----------------------------------------------------------
     def push(self, chunks: dict[int, np.ndarray]) -> None:
-        """Append ``chunks: {slot: float32 [n]}`` (44.1 kHz, continuing each slot) and compute the new frames."""
+        """Append ``chunks: {slot: float32 [n]}`` (44.1 kHz, continuing each slot) and compute the new frames.
+
+        The chunks go to the device once, with the mel tails they continue (through page-locked memory to
+        a GPU); the mel step and the pitch engine both read that one upload.
+        """
         chunks = {k: np.asarray(v, np.float32) for k, v in chunks.items() if len(v)}
         if not chunks:
             return
         t0 = time.perf_counter()
-        self._push_mel(chunks)
+        uploaded = self._push_mel(chunks)
         t1 = time.perf_counter()
-        pushed = {self._slots[k].pitch_slot: (self._slots[k], chunk) for k, chunk in chunks.items()}
-        new_f0 = self.pitch.push({pslot: chunk for pslot, (_, chunk) in pushed.items()})
+        pushed = {self._slots[k].pitch_slot: self._slots[k] for k in chunks}
+        new_f0 = self.pitch.push({self._slots[k].pitch_slot: chunk for k, chunk in uploaded.items()})
         self.seconds["mel"] += t1 - t0
         self.seconds["pitch"] += time.perf_counter() - t1
         for pslot, f0 in new_f0.items():
-            self._add_f0(pushed[pslot][0], f0)
+            self._add_f0(pushed[pslot], f0)
 
     def flush(self, slots: list[int]) -> None:
         """These streams ended: finalise their remaining pitch frames (zero-padded past the end, as the
@@ -173,39 +177,55 @@ class StreamFeatures:
             s.f0 = np.concatenate([s.f0, np.asarray(f0, np.float32)])[-self.keep :]
             s.pitch_final += len(f0)
 
-    def _push_mel(self, chunks: dict[int, np.ndarray]) -> None:
-        """One batched STFT over the new frames of every slot."""
+    def _push_mel(self, chunks: dict[int, np.ndarray]) -> dict[int, torch.Tensor]:
+        """Upload every chunk (after its slot's mel tail, where the chunk completes frames) in one copy and
+        run one batched STFT over the new frames of every slot; returns each chunk as a ``float32 [n]``
+        view of the upload, on :attr:`device`."""
         hop, win, keep = self.cfg.hop_length, self.cfg.window_length, self.keep
-        audio, offsets, rows, columns = [], [], [], []
+        pieces, at = [], {}  # what is uploaded, in order; slot -> where its chunk starts in it
+        rows, firsts, counts, offsets = [], [], [], []  # per slot with new frames
         base = 0
         for k, chunk in chunks.items():
             s = self._slots[k]
-            s.tail = np.concatenate([s.tail, chunk])
             s.received += len(chunk)
             # frame j needs samples up to j * hop + half (inclusive): the window is [j*hop - half, j*hop + half]
             last = (s.received - 1 - self.half) // hop
             n = max(0, last - s.next_mel + 1)
-            if not n:
-                continue
-            kept = min(n, keep)  # frames older than the store's reach are not computed at all
-            audio.append(s.tail)
-            offsets.append(base + np.arange(n - kept, n) * hop)
-            rows.append(np.full(kept, s.row))
-            columns.append(np.arange(s.next_mel + n - kept, s.next_mel + n) % keep)
-            base += len(s.tail)
-            s.next_mel += n
-            s.n_power = min(keep, s.n_power + n)
-            s.tail = s.tail[n * hop :]
-        if not audio:
-            return
-        flat = torch.from_numpy(np.concatenate(audio)).to(self.device, non_blocking=True)
-        index = torch.from_numpy(np.stack([np.concatenate(offsets), np.concatenate(rows),
-                                           np.concatenate(columns)])).to(self.device)
+            if n:
+                kept = min(n, keep)  # frames older than the store's reach are not computed at all
+                rows.append(s.row)
+                firsts.append(s.next_mel + n - kept)
+                counts.append(kept)
+                offsets.append(base + (n - kept) * hop)
+                pieces.append(s.tail)
+                base += len(s.tail)
+                cut = n * hop  # the tail from here on: audio of frames not computed yet
+                s.tail = (chunk[cut - len(s.tail) :].copy() if cut >= len(s.tail)
+                          else np.concatenate([s.tail[cut:], chunk]))
+                s.next_mel += n
+                s.n_power = min(keep, s.n_power + n)
+            else:
+                s.tail = np.concatenate([s.tail, chunk])
+            at[k] = base
+            pieces.append(chunk)
+            base += len(chunk)
+        host = torch.empty(base, dtype=torch.float32, pin_memory=self.device.type == "cuda")
+        np.concatenate(pieces, out=host.numpy())
+        flat = host.to(self.device, non_blocking=True)
+        uploaded = {k: flat[a : a + len(chunks[k])] for k, a in at.items()}
+        if not counts:
+            return uploaded
+        # frame i of the push: its slot's row, its column in the store, where its samples start in ``flat``
+        counts_a = np.asarray(counts)
+        within = np.arange(counts_a.sum()) - np.repeat(np.cumsum(counts_a) - counts_a, counts_a)
+        index = torch.from_numpy(np.stack([np.repeat(offsets, counts_a) + within * hop, np.repeat(rows, counts_a),
+                                           (np.repeat(firsts, counts_a) + within) % keep])).to(self.device)
         frames = flat[index[0][:, None] + torch.arange(win, device=self.device)[None, :]].to(torch.float64)
         spec = torch.fft.rfft(frames * self.front.window, dim=-1)
         # float64 through the filterbank (mel.py's parity budget); float32 is plenty to store power
         power = ((spec.real.square() + spec.imag.square()) @ self.front.filterbank.T).to(torch.float32)
         self._power[index[1], :, index[2]] = power
+        return uploaded
 
     # -- windows ---------------------------------------------------------------
     def window_ready(self, slot: int, start: int, policy: str = "hold") -> bool:
