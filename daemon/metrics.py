@@ -30,6 +30,10 @@ Metric names (``stream`` label on the per-stream ones):
                                                       pass; with several devices, what their passes
                                                       finished between two steps of the main loop)
 ``instrumentd_forward_passes_total``       counter    forward passes, label ``worker``
+``instrumentd_worker_step_seconds``        histogram  a worker's steps that read, pushed or inferred: their
+                                                      durations, label ``worker``
+``instrumentd_busy_seconds_total``         counter    host time per stage, labels ``worker``, ``stage``
+                                                      (read, mel, pitch, windows, model; ``main``'s publish)
 ``instrumentd_device_memory_bytes``        gauge      CUDA memory, labels ``device``, ``kind``
                                                       (allocated, reserved); absent on a CPU
 ``instrumentd_uptime_seconds``             gauge      seconds since the daemon started
@@ -42,6 +46,7 @@ plus prometheus-client's ``process_*`` (CPU seconds, resident memory, open files
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import socket
@@ -52,7 +57,9 @@ from typing import Any, Iterator, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, StateSetMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, StateSetMetricFamily,
+)
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
@@ -121,6 +128,12 @@ class Metrics:
         self.batches.observe(n_windows)
 
 
+def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, int]]:
+    """Counts per bucket (upper ``bounds`` in seconds, then one for longer) -> Prometheus's cumulative
+    ``(le, count)`` pairs, ``+Inf`` last."""
+    return list(zip([f"{b:g}" for b in bounds] + ["+Inf"], itertools.accumulate(list(counts))))
+
+
 def readiness(server: Served) -> list[str]:
     """What keeps ``server`` from being ready (empty when it is)."""
     missing = []
@@ -181,16 +194,24 @@ class _Collector:
             passes = CounterMetricFamily("instrumentd_forward_passes", "Forward passes", labels=["worker"])
             memory = GaugeMetricFamily("instrumentd_device_memory_bytes", "CUDA memory, bytes",
                                        labels=["device", "kind"])
+            steps = HistogramMetricFamily("instrumentd_worker_step_seconds",
+                                          "A worker's steps that read, pushed or inferred: their durations",
+                                          labels=["worker"])
+            busy = CounterMetricFamily("instrumentd_busy_seconds", "Host time per stage, seconds",
+                                       labels=["worker", "stage"])
+            busy.add_metric(["main", "publish"], srv.worker.seconds["publish"])
             for w in srv.worker.workers:
                 passes.add_metric([w.name], w.passes)
+                steps.add_metric([w.name], _cumulative(w.step_buckets, w.step_counts), w.step_seconds)
+                for stage, seconds in list(w.seconds.items()):
+                    busy.add_metric([w.name, stage], seconds)
                 device = w.recognizer.device
                 if device.type == "cuda":
                     import torch
 
                     memory.add_metric([str(device), "allocated"], torch.cuda.memory_allocated(device))
                     memory.add_metric([str(device), "reserved"], torch.cuda.memory_reserved(device))
-            yield passes
-            yield memory
+            yield from (passes, steps, busy, memory)
         yield GaugeMetricFamily("instrumentd_uptime_seconds", "Seconds since the daemon started",
                                 value=time.monotonic() - srv.started)
         yield GaugeMetricFamily("instrumentd_ready", "1 when /readyz answers 200", value=float(not readiness(srv)))

@@ -34,6 +34,7 @@ and counted. Memory is fixed by the ring sizes and the features' history, whatev
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import dataclasses
@@ -68,6 +69,8 @@ FEED_FRACTION = 0.25  # of a hop: unread live audio pushed ahead of the tick onc
 DRIFT_SMOOTHING = 0.1  # weight of the newest window in a live stream's smoothed phase error
 REFEED_MARGIN = 34  # frames (~1 s) re-fed before a moved stream's next window, for mel and pYIN to settle
 POOL_IDLE_S = 0.002  # seconds a pool's worker thread waits when it had nothing to do
+# upper bounds (seconds) of the buckets that count working steps by duration (serve --metrics)
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 @dataclasses.dataclass
@@ -207,6 +210,11 @@ class Worker:
         self.streams: list[Stream] = []
         self.seconds = collections.Counter()  # stage -> seconds spent: read, mel, pitch, windows, model
         self.passes = 0  # forward passes run
+        # working steps (those that read, pushed or inferred) by duration: counts per STEP_BUCKETS bucket,
+        # the last one longer than all; and their seconds in all
+        self.step_buckets = STEP_BUCKETS
+        self.step_counts = [0] * (len(STEP_BUCKETS) + 1)
+        self.step_seconds = 0.0
         self.lock = threading.Lock()  # held by whoever steps the worker or moves its streams
         self._gather_until: float | None = None
 
@@ -321,6 +329,10 @@ class Worker:
             st.finished = True
         self.seconds["mel"] = self.features.seconds["mel"]
         self.seconds["pitch"] = self.features.seconds["pitch"]
+        if chunks or ending or windows:
+            took = time.perf_counter() - t0
+            self.step_counts[bisect.bisect_left(STEP_BUCKETS, took)] += 1
+            self.step_seconds += took
         return windows
 
     def _gathering(self, due: list[Stream], active: list[Stream], now: float) -> bool:

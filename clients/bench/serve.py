@@ -9,7 +9,10 @@ start-up transient, reported apart: ``first_window_s`` from launch, ``p99_with_s
 are those of the status event the daemon sends as it stops (audio and windows skipped by the worker,
 publisher overflows, since its start). CPU = the daemon's CPU seconds over the interval / its wall
 seconds (1.0 = one core busy); on CUDA the GPU's utilisation (``torch.cuda.utilization``, when
-pynvml is there) is sampled each second.
+pynvml is there) is sampled each second. With one daemon (not ``--processes``), its ``--metrics``
+are scraped as the interval starts and ends, for what its worker did meanwhile
+(:mod:`~instrumentd.clients.bench.steps`: steps per second and their durations, windows per forward
+pass, host time per stage).
 
 ``ingest``: N ``ffmpeg:`` sources of the daemon (:class:`~instrumentd.daemon.sources.FfmpegSource`),
 each reading a live stream over local TCP from its own producer (``ffmpeg -re`` copying an MP3 of the
@@ -41,6 +44,8 @@ import numpy as np
 
 from instrumentd.daemon.config import GATHER_MAX
 from instrumentd.pipeline.errors import ParameterError
+
+from .steps import Samples, scrape, step_figures
 
 HOP = 1.0  # seconds, the daemon's default hop
 TARGET_P99_MS = {"cpu": 250.0, "cuda": 100.0}
@@ -151,8 +156,12 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
     stderr_path = folder / f"serve-{n}.log"
     args = [sys.executable, "-m", "instrumentd", "serve", "--pub", pub, "--replay", "", "--log-dir", str(log_dir),
             "--device", device, "--inference", inference, *extra]
+    metrics = None  # one daemon's worker is scraped over --metrics for its steps (a group has no one worker)
     if processes > 1:
         args += ["--processes", str(processes)]
+    else:
+        metrics = f"127.0.0.1:{_free_port()}"
+        args += ["--metrics", metrics]
     for i in range(n):
         args += ["--source", f"s{i}=file:{clip}"]
     sub = zmq.Context.instance().socket(zmq.SUB)
@@ -166,6 +175,7 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
     gpu = GpuLoad(resolve_devices(device)).start()
     first = start = end = None
     cpu0 = cpu1 = None
+    scraped: list[Samples] = []  # the daemon's metrics as the interval starts and as it ends
     latencies, all_latencies = [], []
     per_stream: dict[str, int] = {}
     statuses: dict[frozenset, dict] = {}  # each daemon's last status, keyed by its streams
@@ -175,6 +185,7 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
             now = time.monotonic()
             if end is not None and now >= end:
                 cpu1 = process_tree_total(proc.pid, _cpu_seconds)
+                _scrape_into(scraped, metrics)
                 break
             if proc.poll() is not None:
                 heard = (f"{len(all_latencies)} windows, the first {first - t_launch:.1f} s after launch"
@@ -202,6 +213,7 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
                 if start is not None and now >= start:
                     if cpu0 is None:
                         cpu0, t_cpu0 = process_tree_total(proc.pid, _cpu_seconds), now
+                        _scrape_into(scraped, metrics)
                     latencies.append(event["latency_ms"])
                     per_stream[event["stream"]] = per_stream.get(event["stream"], 0) + 1
         rss = process_tree_total(proc.pid, _rss_mb)
@@ -235,8 +247,20 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
     }
     if gpu_util is not None:
         row["gpu_util_percent"] = gpu_util
+    if len(scraped) == 2:
+        row.update(step_figures(*scraped, end - t_cpu0))
     row["load_avg_1min"] = round(os.getloadavg()[0], 2)  # the machine's load: other processes' share of its cores
     return row
+
+
+def _scrape_into(scraped: list[Samples], address: str | None) -> None:
+    """Append the daemon's metrics at ``address`` to ``scraped`` (nothing without an address, or when the
+    scrape fails: the row then goes without the step figures)."""
+    if address is not None:
+        try:
+            scraped.append(scrape(address))
+        except OSError:
+            pass
 
 
 def _phases(daemon_log: str) -> str | None:

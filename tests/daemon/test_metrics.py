@@ -74,6 +74,14 @@ def test_metrics_and_probes_of_a_served_daemon(daemon, subscriber, wav):
     assert m[("instrumentd_publisher_drops_total", ())] == 0
     assert m[("instrumentd_forward_passes_total", (("worker", "cpu"),))] >= published - 1
     assert m[("instrumentd_batch_windows_count", ())] >= published - 1
+    cpu = (("worker", "cpu"),)
+    steps = m[("instrumentd_worker_step_seconds_count", cpu)]  # every pass came out of a working step
+    assert steps >= m[("instrumentd_forward_passes_total", cpu)] > 0
+    assert m[("instrumentd_worker_step_seconds_bucket", (("le", "+Inf"), ("worker", "cpu")))] == steps
+    assert m[("instrumentd_worker_step_seconds_bucket", (("le", "0.001"), ("worker", "cpu")))] < steps  # a pass is slower
+    assert 0 < m[("instrumentd_worker_step_seconds_sum", cpu)] < m[("instrumentd_uptime_seconds", ())]
+    assert m[("instrumentd_busy_seconds_total", (("stage", "model"), ("worker", "cpu")))] > 0
+    assert m[("instrumentd_busy_seconds_total", (("stage", "publish"), ("worker", "main")))] > 0
     assert m[("instrumentd_ready", ())] == 1
     assert m[("process_resident_memory_bytes", ())] > 10e6
     assert not any(name == "instrumentd_device_memory_bytes" for name, _ in m)  # a CPU has no device memory

@@ -29,16 +29,21 @@ def test_serve_counts_every_window_of_every_source_over_two_daemon_processes():
     assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
     assert row["first_window_s"] > 3.0  # a 3 s window of real-time audio, after the model loaded
     assert row["cpu_cores"] > 0 and row["rss_mb"] > 0
+    assert "steps_per_s" not in row  # a group has no one worker to scrape
 
 
 @pytest.mark.slow
 def test_serve_gather_puts_the_daemons_sources_on_one_tick():
-    """``--gather``: the daemon is started with it (its start-up line says so) and every window is counted."""
+    """``--gather``: the daemon is started with it (its start-up line says so) and every window is counted;
+    its worker's steps over the interval come from its metrics."""
     args = kind_parser("serve").parse_args(["--sources", "2", "--seconds", "2", "--gather", "0.05"])
     result = bench_serve.serve(torch.device("cpu"), True, args)
     (row,) = result.summary["rows"]
     assert result.summary["gather_s"] == 0.05 and row["phases"] == "tick"
     assert row["windows"] >= 4 - 2 and row["dropped_windows"] == 0 and row["publisher_drops"] == 0
+    assert row["steps_per_s"] > 0 and 0 < row["step_mean_ms"] <= row["step_p99_ms_at_most"]
+    assert 1 <= row["windows_per_pass"] <= 2  # both sources' windows on one tick: one pass, or two if one was late
+    assert row["busy"]["model"] > 0 and set(row["busy"]) == {"read", "mel", "pitch", "windows", "model", "publish"}
 
 
 def test_a_process_tree_is_the_process_and_everything_below_it():
