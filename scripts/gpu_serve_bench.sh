@@ -5,13 +5,19 @@
 # $OUT/serve_bench.jsonl: the bench's --json object, or {"step", "rc", "error"} when it failed; its log
 # goes beside it.
 #
-#   scripts/gpu_serve_bench.sh [STEP...]     STEP: serve300 serve1000 serve1000x4 ingest stream-all (default: all)
+#   scripts/gpu_serve_bench.sh [STEP...]
+#
+# STEP: serve300 serve1000 serve1000x4 (one daemon; 4 processes), serve1000gather (the sources on one
+# tick, --gather 0.05), profile1000 (serve1000 under py-spy: $OUT/profile1000.raw.gz, collapsed stacks;
+# needs py-spy on PATH or in PYSPY), ingest, stream-all. Default: serve300 serve1000 serve1000x4 ingest
+# stream-all. Each step also prints one line of its figures to stderr.
 #
 # Needs only the repository and its Python environment (nothing is installed). Works from any
 # directory; when `import instrumentd` fails, the repository is put on PYTHONPATH through a symlink
 # named instrumentd. Environment: PYTHON (python3), OUT (a new temporary folder), BENCH_DEVICE (cuda),
 # BENCH_SECONDS (30, measured per run), BENCH_INFERENCE (graphs-fp32: about a second to build, where
-# auto would calibrate every path at each daemon's start), BENCH_TIMEOUT (seconds per step, 540).
+# auto would calibrate every path at each daemon's start), BENCH_TIMEOUT (seconds per step, 540),
+# PYSPY (py-spy's path, for profile1000).
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,8 +31,9 @@ STEPS=("$@")
 for arg in "${STEPS[@]}"; do
     case "$arg" in
         -h|--help) usage; exit 0 ;;
-        serve300|serve1000|serve1000x4|ingest|stream-all) ;;
-        *) echo "gpu_serve_bench.sh: unknown step $arg (serve300 serve1000 serve1000x4 ingest stream-all)" >&2; exit 2 ;;
+        serve300|serve1000|serve1000x4|serve1000gather|profile1000|ingest|stream-all) ;;
+        *) echo "gpu_serve_bench.sh: unknown step $arg (serve300 serve1000 serve1000x4 serve1000gather profile1000" \
+                "ingest stream-all)" >&2; exit 2 ;;
     esac
 done
 [ ${#STEPS[@]} -eq 0 ] && STEPS=(serve300 serve1000 serve1000x4 ingest stream-all)
@@ -41,6 +48,10 @@ for step in "${STEPS[@]}"; do
         serve1000) args=(bench serve --device "$DEVICE" --sources 1000 --seconds "$SECONDS_PER_RUN" --inference "$INFERENCE") ;;
         serve1000x4) args=(bench serve --device "$DEVICE" --sources 1000 --processes 4 --seconds "$SECONDS_PER_RUN"
                            --inference "$INFERENCE") ;;
+        serve1000gather) args=(bench serve --device "$DEVICE" --sources 1000 --gather 0.05 --seconds "$SECONDS_PER_RUN"
+                               --inference "$INFERENCE") ;;
+        profile1000) args=(bench serve --device "$DEVICE" --sources 1000 --seconds "$SECONDS_PER_RUN"
+                           --inference "$INFERENCE") ;;
         ingest) args=(bench ingest --device cpu --sources 16,64,128 --seconds 20) ;;
         stream-all)
             n=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
@@ -52,10 +63,22 @@ for step in "${STEPS[@]}"; do
     esac
     log="$OUT/$step.log"
     echo "gpu_serve_bench.sh: $step: instrumentd ${args[*]}" >&2
-    timeout "$STEP_TIMEOUT" "$PYTHON" -m instrumentd "${args[@]}" --json >"$log" 2>&1
+    run=("$PYTHON" -m instrumentd "${args[@]}" --json)
+    if [ "$step" = profile1000 ]; then
+        spy=${PYSPY:-$(command -v py-spy)}
+        if [ -z "$spy" ]; then
+            echo '{"step": "profile1000", "skipped": "py-spy not found (PATH or PYSPY)"}' >>"$JSONL"
+            continue
+        fi
+        # --nonblocking: the daemon is not paused for each sample; --subprocesses: the daemon is the bench's child
+        run=("$spy" record --subprocesses --nonblocking -r 29 --format raw -o "$OUT/$step.raw" -- "${run[@]}")
+    fi
+    timeout "$STEP_TIMEOUT" "${run[@]}" >"$log" 2>&1
     rc=$?
+    [ -f "$OUT/$step.raw" ] && gzip -f "$OUT/$step.raw"
     if [ $rc -eq 0 ]; then
-        tail -n 1 "$log" >>"$JSONL"
+        grep '^{' "$log" | tail -n 1 >>"$JSONL"
+        tail -n 1 "$JSONL" | summary_line "$step" >&2
     else
         failed_step_line "$step" "$rc" "$log" >>"$JSONL"
     fi
