@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 from instrumentd.clients.tail import FORMATS
 
@@ -46,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
 
     from .options import connect_endpoints
 
+    # SIGINT ends tail (exit 130) however it was started: a script's background job inherits SIGINT
+    # ignored, and Python then keeps ignoring it (record, the bridges and serve set their own handlers)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     topics = parse_topics(args.topics, args.status)
     keep = Filter(set(args.stream or ()), parse_instruments(args.instrument), args.min_prob, topics)
     endpoints = connect_endpoints(args)

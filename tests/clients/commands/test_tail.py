@@ -29,9 +29,9 @@ def test_bad_flags_are_one_line(args, message):
     assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr
 
 
-def _tail(*args) -> subprocess.Popen:
+def _tail(*args, **popen) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "instrumentd", "tail", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, **popen)
 
 
 def _lines(proc: subprocess.Popen, until, timeout: float = 60.0) -> list[dict]:
@@ -96,7 +96,9 @@ def test_tail_into_a_closed_pipe_exits_quietly(two_daemons):
 
 @pytest.mark.slow
 def test_no_daemon_waits_then_ctrl_c():
-    proc = _tail("--connect", "tcp://127.0.0.1:9")  # nothing listens: ZeroMQ keeps retrying
+    """Ctrl-C ends it with 130 even when it starts with SIGINT ignored, as a script's background job does."""
+    proc = _tail("--connect", "tcp://127.0.0.1:9",  # nothing listens: ZeroMQ keeps retrying
+                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert "waiting" in proc.stderr.readline()
     assert proc.poll() is None
     proc.send_signal(signal.SIGINT)
