@@ -115,6 +115,7 @@ class Stream:
         self.level_db: float | None = None
         self.finished = False
         self.next_check = 0.0  # time.monotonic() before which a live stream cannot have its next window
+        self.along_at = 0.0  # time.monotonic() before which a live stream cannot have take_along unread
         self.aligned = True  # False until a live stream's grid is put on the tick (aligned mode, first read)
         self.phase_error = 0.0  # seconds, smoothed: how late a live stream's windows end after the tick
         self.history: np.ndarray | None = None  # recent 44.1 kHz audio, circular by grid index, kept for moves
@@ -295,7 +296,7 @@ class Worker:
             for st in active:
                 ring = st.source.ring
                 if (st in due_set or st.pending is not None or ring.closed
-                        or ring.available() * self.cfg.sample_rate >= min_take * st.rate):
+                        or ((feeding or now >= st.along_at) and self._has_unread(st, min_take, now))):
                     chunk = self._take(st)
                     if st.pending is not None:
                         chunk = np.concatenate([st.pending, chunk])
@@ -303,7 +304,7 @@ class Worker:
                     if len(chunk):
                         chunks[st.slot] = chunk
                         pushed.append(st)
-                if st.source.ended and st.native_next >= ring.written:
+                if ring.closed and st.source.ended and st.native_next >= ring.written:
                     ending.append(st)
         self.seconds["read"] += time.perf_counter() - t0
         t_push = time.perf_counter()
@@ -366,6 +367,17 @@ class Worker:
         if min(st.next_check for st in active if st.source.live) - now < self.gather + 2 * self._feed_cost:
             return False
         return any(st.source.ring.available() >= self.feed * st.rate for st in fed)
+
+    def _has_unread(self, st: Stream, samples: int, now: float) -> bool:
+        """True when ``st`` has ``samples`` (at 44.1 kHz) or more unread. A live stream that has not is
+        not asked again before that much can have come in real time (:attr:`Stream.along_at`), so a
+        step with thousands of streams does not take every ring's lock to find the few worth reading."""
+        missing = samples * st.rate / self.cfg.sample_rate - st.source.ring.available()  # native samples
+        if missing <= 0:
+            return True
+        if st.source.live:
+            st.along_at = now + missing / st.rate
+        return False
 
     def _is_due(self, st: Stream, now: float) -> bool:
         """True if the stream's next window is complete in its ring (or its source has closed)."""

@@ -43,8 +43,8 @@ def play(pool, sources, audio: np.ndarray, t0s: list[float], speed: float = 1.0,
     at ``speed`` x real time, a quarter second at a time, stepping the pool in between; windows per stream.
 
     Each block's arrival stamp is when its last sample would have come in. The test's clock runs
-    faster than the wall clock, so the worker's wait for a live stream's audio (``next_check``,
-    which trusts the wall clock) is cleared before each step.
+    faster than the wall clock, so the worker's waits for a live stream's audio (``next_check`` and
+    ``along_at``, which trust the wall clock) are cleared before each step.
     """
     out: dict[str, list] = {}
     w = pool.workers[0]
@@ -55,7 +55,7 @@ def play(pool, sources, audio: np.ndarray, t0s: list[float], speed: float = 1.0,
                 chunk = audio[b : min(b + block, a + quarter)]
                 src.ring.write(chunk, arrival=t0 + (b + len(chunk)) / SR / speed)
         for st in w.streams:
-            st.next_check = 0.0
+            st.next_check = st.along_at = 0.0
         for win in pool.step():
             out.setdefault(win.stream.name, []).append(win)
     for src in sources:
@@ -208,7 +208,7 @@ def test_taking_other_streams_along_less_often_reads_less_for_the_same_windows(m
                 if a >= lag:
                     src.ring.write(audio[a - lag : a - lag + block], arrival=100.0 + (a + block) / SR)
             for st in w.streams:
-                st.next_check = 0.0
+                st.next_check = st.along_at = 0.0  # the test's clock runs faster than the wall clock
             for win in phased.step():
                 windows.setdefault(win.stream.name, []).append(win)
         got[take_along] = (len(reads), {k: np.stack([x.probabilities for x in v]) for k, v in windows.items()},
@@ -219,6 +219,38 @@ def test_taking_other_streams_along_less_often_reads_less_for_the_same_windows(m
     for name in quarter:
         assert len(hop[name]) >= 4
         np.testing.assert_allclose(hop[name], quarter[name], atol=1e-5)
+
+
+def test_a_step_does_not_poll_every_ring_for_audio_to_take_along(monkeypatch):
+    """Many live streams between their windows, one window due per step: after a stream was found short
+    of ``take_along`` unread, its ring is not asked again until that much can have come in real time,
+    so the rings asked per step do not grow with the streams (50 here)."""
+    from instrumentd.daemon.ringbuffer import RingBuffer
+
+    asked = []
+    real_available = RingBuffer.available
+    monkeypatch.setattr(RingBuffer, "available", lambda ring: (asked.append(ring), real_available(ring))[1])
+    pool = build_pool([torch.device("cpu")], PoolSettings(hop_s=HOP, max_backlog=1e6))
+    w = pool.workers[0]
+    w.take_along = HOP  # a GPU worker's
+    sources = [FedSource(200 + i) for i in range(50)]
+    for src in sources:
+        pool.add(src, Segmenter(pool.recognizer.classes))
+    audio, now = melody(4.0)[:, 0], time.monotonic()
+    for src in sources:
+        src.ring.write(audio[: SR // 10], arrival=now)  # a tenth of a hop unread: nothing to take along
+    for st in w.streams:
+        st.j, st.next_check = 1, now + 60  # past the first window, the next one far off
+    per_step = []
+    for st in w.streams[:3]:  # one stream's window due per step
+        st.source.ring.write(audio[SR // 10 : int(SR * (3 + HOP)) + 2048], arrival=time.monotonic())
+        st.next_check = 0.0
+        asked.clear()
+        assert [win.stream for win in pool.step()] == [st]
+        per_step.append(len({id(ring) for ring in asked}))
+    assert per_step[0] >= 50  # the first step looks at every stream once
+    assert max(per_step[1:]) <= 3, per_step  # then only the due stream's ring (and none of the 49 others)
+    assert all(st.native_next == 0 for st in w.streams[3:])  # nobody else was read
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
