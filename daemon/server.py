@@ -22,6 +22,7 @@ or ``shutdown`` when the daemon was stopped).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -78,6 +79,9 @@ class Server:
         self.guard: Guard | None = None
         self.metrics: MetricsServer | None = None
         self._next_seq: dict[str, int] = {}
+        # one Event for every source's lifecycle news: the loop looks at their queues only when it is set
+        self._news = threading.Event()
+        self._news.set()  # what was noted before the sources had it
         self.last_heartbeat = 0.0
 
     @property
@@ -135,6 +139,7 @@ class Server:
         for st in self.worker.streams:
             self._send_source(st, "starting", st.source.reason or "opening " + st.source.spec.spec)
         for source in self.sources:
+            source.news = self._news
             source.start()
         if self.replay is not None:
             self.replay.start()
@@ -213,10 +218,12 @@ class Server:
 
     def _emit_lifecycle(self) -> None:
         """Publish what the sources and the dead-air detectors noted, then the end of every finished stream."""
-        for st in self.worker.streams:
-            for queue in (st.source.changes, st.notes):
-                while queue:
-                    self._send_source(st, *queue.popleft())
+        if self._news.is_set():
+            self._news.clear()  # before the queues are read: what comes meanwhile sets it again
+            for st in self.worker.streams:
+                for queue in (st.source.changes, st.notes):
+                    while queue:
+                        self._send_source(st, *queue.popleft())
         for st in self.worker.ended():
             if self.should_exit:
                 state, reason, closing = "ended", "shutdown", "shutdown"

@@ -85,7 +85,9 @@ class Source:
 
     ``state`` (what the status heartbeat reports) is one of ``starting``, ``running``, ``restarting``,
     ``ended``, ``failed``; ``reason`` says why it ended or failed. ``changes`` queues lifecycle events
-    ``(state, reason)`` (``running``, ``down``, ``up``) for the daemon, which takes them from another thread.
+    ``(state, reason)`` (``running``, ``down``, ``up``) for the daemon, which takes them from another thread;
+    ``news`` is set with each one (the daemon gives all its sources one Event, so that its loop looks
+    at their queues only when one has something).
     """
 
     live = False
@@ -100,6 +102,7 @@ class Source:
         self.state = "starting"
         self.reason = ""
         self.changes: collections.deque[tuple[str, str]] = collections.deque()
+        self.news = threading.Event()  # set when changes (or the stream's notes) got an entry
         self.restarts = 0
         self.xruns = 0  # PortAudio input overflows reported to the callback
         self._flowing = False  # audio has come since the start or the last outage
@@ -131,9 +134,9 @@ class Source:
             self._flowing = True
             self.state = "running"
             if self._down_since is None:
-                self.changes.append(("running", "audio flowing"))
+                self._note("running", "audio flowing")
             else:
-                self.changes.append(("up", f"audio back after {time.monotonic() - self._down_since:.1f} s"))
+                self._note("up", f"audio back after {time.monotonic() - self._down_since:.1f} s")
                 self._down_since = None
         self.ring.write(samples)
 
@@ -143,7 +146,12 @@ class Source:
         self._flowing = False
         if self._down_since is None:
             self._down_since = time.monotonic()
-            self.changes.append(("down", reason))
+            self._note("down", reason)
+
+    def _note(self, state: str, reason: str) -> None:
+        """Queue a lifecycle event for the daemon, and tell it there is one."""
+        self.changes.append((state, reason))
+        self.news.set()
 
     def stop(self) -> None:
         """Stop producing audio; what is already in the ring stays readable."""

@@ -211,6 +211,7 @@ class Worker:
         self.streams: list[Stream] = []
         self.seconds = collections.Counter()  # stage -> seconds spent: read, mel, pitch, windows, model
         self.passes = 0  # forward passes run
+        self.n_finished = 0  # streams this worker has finished
         # working steps (those that read, pushed or inferred) by duration: counts per STEP_BUCKETS bucket,
         # the last one longer than all; and their seconds in all
         self.step_buckets = STEP_BUCKETS
@@ -328,6 +329,7 @@ class Worker:
                 w.probabilities, w.voiced = p, float(v)
         for st in ending:
             st.finished = True
+        self.n_finished += len(ending)  # after the flags: whoever sees the count sees the streams
         self.seconds["mel"] = self.features.seconds["mel"]
         self.seconds["pitch"] = self.features.seconds["pitch"]
         if chunks or ending or windows:
@@ -409,7 +411,10 @@ class Worker:
         if len(data):
             rms = math.sqrt(float(squares.sum()) / len(data))
             st.level_db = round(max(-120.0, 20 * math.log10(max(rms, 1e-6))), 1)
-            st.notes.extend(st.deadair.push(squares))
+            notes = st.deadair.push(squares)
+            if notes:
+                st.notes.extend(notes)
+                st.source.news.set()
         if st.resampler is not None:
             data = st.resampler.resample_chunk(data, last=ring.closed and ring.available() == 0)
             squares = np.square(data)
@@ -519,6 +524,7 @@ class WorkerPool:
         self._n_active = 0
         self._done: list[Stream] = []  # finished streams whose windows have all been returned by step()
         self._announced: set[str] = set()  # names of the finished streams handed out by ended()
+        self._finished_seen = 0  # the workers' finished streams at the last look
 
     def worker_of(self, st: Stream) -> Worker:
         return next(w for w in self.workers if st in w.streams)
@@ -554,6 +560,12 @@ class WorkerPool:
         return done
 
     def _finishing(self) -> list[Stream]:
+        """Streams finished and not announced yet; the streams are looked through only when a worker has
+        finished one since the last look."""
+        finished = sum(w.n_finished for w in self.workers)
+        if finished == self._finished_seen:
+            return []
+        self._finished_seen = finished
         new = [st for st in self.streams if st.finished and st.name not in self._announced]
         self._announced.update(st.name for st in new)
         return new
