@@ -17,7 +17,10 @@
 # named instrumentd. Environment: PYTHON (python3), OUT (a new temporary folder), BENCH_DEVICE (cuda),
 # BENCH_SECONDS (30, measured per run), BENCH_INFERENCE (graphs-fp32: about a second to build, where
 # auto would calibrate every path at each daemon's start), BENCH_TIMEOUT (seconds per step, 540),
-# PYSPY (py-spy's path, for profile1000).
+# PYSPY (py-spy's path, for profile1000), BENCH_BASELINE (a folder holding an older tree, e.g. made by
+# `git archive REV | tar -x -C DIR`: each serve step then runs on both trees, side by side, the order
+# alternating from step to step since a machine's first run pays its cold caches; each line says
+# which tree in "tree": "work" or "baseline").
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,6 +45,44 @@ start_results gpu_serve_bench.sh serve_bench.jsonl
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 environment_line "$DEVICE" >>"$JSONL"
 
+if [ -n "${BENCH_BASELINE:-}" ]; then
+    [ -f "$BENCH_BASELINE/__main__.py" ] || { echo "gpu_serve_bench.sh: BENCH_BASELINE=$BENCH_BASELINE holds no tree" >&2; exit 2; }
+    BASE_SHIM=$(mktemp -d)
+    ln -s "$(cd "$BENCH_BASELINE" && pwd)" "$BASE_SHIM/instrumentd"
+fi
+paired=0
+
+# run_step STEP TREE: one run of "${args[@]}" on the working tree or the baseline; a JSON line and a summary
+run_step() {
+    local step=$1 tree=$2 log="$OUT/$1.log" path=${PYTHONPATH:-}
+    [ "$tree" = baseline ] && log="$OUT/$1.baseline.log" && path="$BASE_SHIM${PYTHONPATH:+:$PYTHONPATH}"
+    echo "gpu_serve_bench.sh: $step ($tree): instrumentd ${args[*]}" >&2
+    local run=("$PYTHON" -m instrumentd "${args[@]}" --json)
+    if [ "$step" = profile1000 ]; then
+        local spy=${PYSPY:-$(command -v py-spy)}
+        if [ -z "$spy" ]; then
+            echo '{"step": "profile1000", "skipped": "py-spy not found (PATH or PYSPY)"}' >>"$JSONL"
+            return
+        fi
+        # --nonblocking: the daemon is not paused for each sample; --subprocesses: the daemon is the bench's child
+        run=("$spy" record --subprocesses --nonblocking -r 29 --format raw -o "$OUT/$step.raw" -- "${run[@]}")
+    fi
+    PYTHONPATH=$path timeout "$STEP_TIMEOUT" "${run[@]}" >"$log" 2>&1
+    local rc=$?
+    [ -f "$OUT/$step.raw" ] && gzip -f "$OUT/$step.raw"
+    if [ $rc -eq 0 ]; then
+        grep '^{' "$log" | tail -n 1 | tag_tree "$tree" >>"$JSONL"
+        tail -n 1 "$JSONL" | summary_line "$step ($tree)" >&2
+    else
+        failed_step_line "$step" "$rc" "$log" | tag_tree "$tree" >>"$JSONL"
+    fi
+}
+
+# tag_tree TREE: the JSON object on stdin with "tree": TREE added
+tag_tree() {
+    "$PYTHON" -c 'import json, sys; o = json.loads(sys.stdin.read()); o["tree"] = sys.argv[1]; print(json.dumps(o))' "$1"
+}
+
 for step in "${STEPS[@]}"; do
     case "$step" in
         serve300) args=(bench serve --device "$DEVICE" --sources 300 --seconds "$SECONDS_PER_RUN" --inference "$INFERENCE") ;;
@@ -61,26 +102,13 @@ for step in "${STEPS[@]}"; do
             fi
             args=(bench stream --devices all --quick --inference "$INFERENCE") ;;
     esac
-    log="$OUT/$step.log"
-    echo "gpu_serve_bench.sh: $step: instrumentd ${args[*]}" >&2
-    run=("$PYTHON" -m instrumentd "${args[@]}" --json)
-    if [ "$step" = profile1000 ]; then
-        spy=${PYSPY:-$(command -v py-spy)}
-        if [ -z "$spy" ]; then
-            echo '{"step": "profile1000", "skipped": "py-spy not found (PATH or PYSPY)"}' >>"$JSONL"
-            continue
-        fi
-        # --nonblocking: the daemon is not paused for each sample; --subprocesses: the daemon is the bench's child
-        run=("$spy" record --subprocesses --nonblocking -r 29 --format raw -o "$OUT/$step.raw" -- "${run[@]}")
+    trees=(work)
+    if [ -n "${BENCH_BASELINE:-}" ] && [[ "$step" == serve* ]]; then
+        trees=(work baseline)
+        [ $((++paired % 2)) -eq 0 ] && trees=(baseline work)
     fi
-    timeout "$STEP_TIMEOUT" "${run[@]}" >"$log" 2>&1
-    rc=$?
-    [ -f "$OUT/$step.raw" ] && gzip -f "$OUT/$step.raw"
-    if [ $rc -eq 0 ]; then
-        grep '^{' "$log" | tail -n 1 >>"$JSONL"
-        tail -n 1 "$JSONL" | summary_line "$step" >&2
-    else
-        failed_step_line "$step" "$rc" "$log" >>"$JSONL"
-    fi
+    for tree in "${trees[@]}"; do
+        run_step "$step" "$tree"
+    done
 done
-echo "gpu_serve_bench.sh: results in $JSONL" >&2
+echo "gpu_serve_bench.sh: results in $JSONL" >&2echo "gpu_serve_bench.sh: results in $JSONL" >&2
