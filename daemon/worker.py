@@ -305,7 +305,7 @@ class Worker:
                     if len(chunk):
                         chunks[st.slot] = chunk
                         pushed.append(st)
-                if ring.closed and st.source.ended and st.native_next >= ring.written:
+                if st.source.ended and st.native_next >= ring.written:
                     ending.append(st)
         self.seconds["read"] += time.perf_counter() - t0
         t_push = time.perf_counter()
