@@ -4,7 +4,9 @@ microphone, processing and noise a real recording brings. Not part of the paper'
 A clip of class ``c`` is a 3 s crop of a solo ``c`` stem, played back a little faster or slower
 (varispeed: pitch and tempo move together, within +-:attr:`MixRecipe.semitones`), over accompaniment
 and drum stems at random levels under it (the label stays ``c``, as in IRMAS), sometimes with a
-second solo part of another class a little quieter (the target splits by power). A non-music clip
+second line of its own class (the same stem read a third to a sixth lower, which a stem only a little
+longer than the clip allows, from another point: double stops, two players of one section), sometimes with a second solo part of another class a little
+quieter (the target splits by power). A non-music clip
 (speech, noise, hum, drums alone...) gets the same treatment and a uniform target, so that the
 network learns to spread its belief when it hears no instrument ("outlier exposure", Hendrycks et
 al. 2019); :mod:`instrumentd.model.decision` turns that into "no predominant instrument".
@@ -46,6 +48,9 @@ class MixRecipe:
     none_share: float = 0.15  # share of clips that are non-music (uniform target)
     second_share: float = 0.2  # share of music clips with a second solo part of another class
     second_db: tuple[float, float] = (-6.0, 0.0)  # its RMS against the first
+    double_share: float = 0.0  # share of music clips whose solo stem also plays a second line
+    double_semitones: tuple[float, float] = (3.0, 9.0)  # that line's interval below the first
+    double_db: tuple[float, float] = (-6.0, 0.0)  # its RMS against the first
     acc_prob: float = 0.75
     acc_db: tuple[float, float] = (-18.0, -3.0)  # accompaniment RMS against the solo part
     drums_prob: float = 0.5
@@ -112,6 +117,19 @@ def varispeed_crops(stems: torch.Tensor, index: torch.Tensor, rate: torch.Tensor
     a = rows.gather(1, left).float()
     b = rows.gather(1, left + 1).float()
     return a + frac * (b - a)
+
+
+def with_second_line(stems: torch.Tensor, first: torch.Tensor, speed: torch.Tensor, solo: torch.Tensor,
+                     length: int, recipe: MixRecipe, gen: torch.Generator) -> torch.Tensor:
+    """``float32 [B, length]``: for a ``recipe.double_share`` of the clips, stems ``first`` read again
+    :attr:`MixRecipe.double_semitones` lower than ``speed`` from another point, at
+    :attr:`MixRecipe.double_db` against ``solo`` (``[B, length]``); zeros for the others."""
+    device = solo.device
+    n = len(first)
+    interval = _uniform(gen, n, *recipe.double_semitones, device).round()
+    line = varispeed_crops(stems, first, speed * 2.0 ** (-interval / 12), length, gen)
+    line = _at_db(line, rms(solo), _uniform(gen, n, *recipe.double_db, device))
+    return torch.where(_chance(gen, n, recipe.double_share, device)[:, None], line, torch.zeros_like(line))
 
 
 def rms(x: torch.Tensor) -> torch.Tensor:
@@ -225,6 +243,8 @@ def mix_batch(bank: StemBank, pools: dict[str, torch.Tensor], size: int, length:
     label = bank.label[first]
     solo = varispeed_crops(bank.audio["pred"], first, speed, length, gen)
     other = varispeed_crops(bank.audio["none"], _pick(gen, pools["none"], size), speed, length, gen)
+    if recipe.double_share > 0:
+        solo = solo + with_second_line(bank.audio["pred"], first, speed, solo, length, recipe, gen)
     main = torch.where(is_none[:, None], other, solo)
     level = rms(main)
 

@@ -68,6 +68,20 @@ def test_a_second_solo_part_splits_the_target_by_power(stem_bank):
     assert batch.target[two].max(1).values == pytest.approx(torch.full((int(two.sum()),), 1 - share), abs=1e-5)
 
 
+def test_a_second_line_plays_the_same_stem_the_asked_interval_lower(stem_bank):
+    bank = load_bank(stem_bank, SR, room_count=2)
+    pools, _ = split_stems(bank, 0.5, seed=0)
+    recipe = dataclasses.replace(DRY, double_share=1.0, double_semitones=(7.0, 7.0), double_db=(-3.0, -3.0))
+    batch = A.mix_batch(bank, pools, 8, 3 * SR, recipe, gen(7))
+    assert (batch.target.max(1).values == 1).all() and (batch.target.argmax(1) == batch.label).all()
+    for audio, label in zip(batch.audio, batch.label):
+        f0 = 110.0 * 2 ** (int(label) / 6)
+        spectrum = np.abs(np.fft.rfft(audio.numpy() * np.hanning(len(audio))))
+        power = lambda hz: (spectrum[round(hz * len(audio) / SR) - 4:round(hz * len(audio) / SR) + 5] ** 2).sum()
+        fifth_below = f0 * 2 ** (-7 / 12)
+        assert 10 * np.log10(power(fifth_below) / power(f0)) == pytest.approx(-3.0, abs=0.5)
+
+
 def test_room_and_eq_pass_through_when_off_and_convolve_when_on():
     x = torch.randn(2, 4000, generator=gen())
     delta = torch.zeros(1, 500)
