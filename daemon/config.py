@@ -19,6 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from instrumentd.model.inference_modes import MODES
 from instrumentd.pipeline.devices import check_devices
 from instrumentd.pipeline.errors import ParameterError
 
@@ -243,8 +244,6 @@ class Config:
         check_devices(self.device)
         if not 0 <= self.gather <= GATHER_MAX:
             raise ParameterError(f"gather must be 0-{GATHER_MAX:g} seconds, got {self.gather}")
-        from instrumentd.model.fast import MODES
-
         if self.inference not in MODES:
             raise ParameterError(f"inference must be one of {', '.join(MODES)}, got {self.inference!r}")
         for name, allowed in CHOICES.items():

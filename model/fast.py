@@ -34,13 +34,13 @@ from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.mask import band_to_mask
 from instrumentd.pipeline.timing import time_call
 
+from .inference_modes import MODES
+
 __all__ = ["EAGER_FP32", "MODES", "FastRecognizer", "InferencePath", "agreement", "buckets", "mode_of",
            "realistic_inputs"]
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "eager", "fp16", "fp16-tail", "bf16", "channels_last", "graphs", "graphs-fp32", "compile",
-         "compile-fp16-tail", "compile-fp32")
 # autocast dtype of the network; "fp16-tail" keeps the first layer of the mel branch (conv, activation,
 # normalisation) in fp32: it sees the dB input, up to 80 in magnitude, which fp16 holds to 1/16 dB only
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "fp16-tail": torch.float16, "bf16": torch.bfloat16}
