@@ -30,6 +30,10 @@ Overload: a live stream (``mic``, ``file:``) whose unread audio exceeds a window
 ``max_backlog`` skips to its newest audio (the skipped audio and the windows it would have made are
 counted as drops) and its features start over there, so its next window comes 3 s later; a due window older than ``max_backlog`` is dropped
 and counted. Memory is fixed by the ring sizes and the features' history, whatever the load.
+
+Start-up: the daemon starts its sources before the model loads; a live stream that has more than a
+window and a hop unread when the worker takes it skips its oldest audio in whole hops
+(:meth:`Worker.add`), uncounted: no window was due before then.
 """
 
 from __future__ import annotations
