@@ -50,8 +50,9 @@ class _File:
 
 def _read_ahead(files: list[Path], sr: int, window: int, hop: int, out: queue.Queue,
                 stop: threading.Event) -> None:
-    """Thread body: decode ``files`` in order and put ``("window", i, start, audio)``,
-    ``("end", i, total)`` or ``("error", i, message)`` on ``out``, then ``("done",)``."""
+    """Thread body: decode ``files`` in order and put ``("window", i, start, audio, audible)`` (the share
+    of ``audio`` that is the file's, not padding), ``("end", i, total)`` or ``("error", i, message)`` on
+    ``out``, then ``("done",)``."""
     from instrumentd.pipeline.errors import AudioError
 
     def put(item: tuple) -> bool:
@@ -68,7 +69,9 @@ def _read_ahead(files: list[Path], sr: int, window: int, hop: int, out: queue.Qu
             reader = FileWindows(path, sr, window, hop)
             try:
                 for start, audio in reader:
-                    if not put(("window", i, start, audio)):
+                    # the reader knows a file's length before its tail window, the only one that can be padded
+                    audible = min(1.0, (reader.total - start) / window) if reader.total else 1.0
+                    if not put(("window", i, start, audio, audible)):
                         return
                 item: tuple = ("end", i, reader.total)
             except AudioError as exc:
@@ -103,18 +106,19 @@ def tag_files(files: list[Path], recognizer: Any, extractor: Any, hop_seconds: f
     reader = threading.Thread(target=_read_ahead, args=(files, cfg.sample_rate, cfg.clip_samples, hop, inbox, stop),
                               name="instrumentd-tag-reader", daemon=True)
     state = {i: _File(p) for i, p in enumerate(files)}
-    batch: list[tuple[int, int, np.ndarray]] = []  # (file index, start sample, window audio)
+    batch: list[tuple[int, int, np.ndarray, float]] = []  # (file index, start sample, window audio, audible share)
     next_out = 0
 
     def classify_batch() -> None:
-        audio = np.stack([a for _, _, a in batch])
+        audio = np.stack([a for _, _, a, _ in batch])
         features = extractor(audio)
         probs = recognizer.predict(features)
         # a window that names no instrument (silence, speech, noise) counts as no probability at all
-        reasons = window_reasons(probs, levels_dbfs(audio), recognizer.decision, voiced=voiced_share(features.mask))
+        voiced = voiced_share(features.mask, np.array([audible for *_, audible in batch]))
+        reasons = window_reasons(probs, levels_dbfs(audio), recognizer.decision, voiced=voiced)
         named = np.array([r is None for r in reasons])
         probs = probs * named[:, None]
-        for (i, start, _), p in zip(batch, probs):
+        for (i, start, _, _), p in zip(batch, probs):
             state[i].starts.append(start)
             state[i].probs.append(p)
         if on_windows:

@@ -122,7 +122,8 @@ class Recognizer:
         features = extractor(windows)
         probs = self.predict(features)
         levels = levels_dbfs(windows)
-        voiced = voiced_share(features.mask)
+        # a clip shorter than a window is one window, padded with zeros: its pitch counted over its audio
+        voiced = voiced_share(features.mask, np.full(len(windows), min(1.0, len(audio) / cfg.clip_samples)))
         reasons = window_reasons(probs, levels, self.decision, voiced=voiced)
         unsure = [i for i, r in enumerate(reasons) if r == NO_INSTRUMENT]
         detector = self.speech() if unsure else None

@@ -44,9 +44,21 @@ def predominant_spectrogram(mel_db: torch.Tensor, mask: torch.Tensor) -> torch.T
     return mel_db * mask
 
 
-def voiced_share(mask: torch.Tensor) -> np.ndarray:
+def voiced_share(mask: torch.Tensor, audible: np.ndarray | None = None) -> np.ndarray:
     """``mask: [n, (1,) n_mels, frames]`` -> the share of each window's frames that have a pitch,
-    ``float32 [n]`` in [0, 1]. Drums, noise and most environmental sounds have almost none."""
+    ``float32 [n]`` in [0, 1]. Drums, noise and most environmental sounds have almost none.
+
+    ``audible``: ``[n]`` in (0, 1], the share of each window's samples that are audio rather than the
+    zeros a clip shorter than a window is padded with (default: all); the share is then of the
+    window's first frames in that proportion, so that a 1 s note is not two-thirds unpitched.
+    """
     if mask.dim() == 4:
         mask = mask[:, 0]
-    return (mask.detach().amax(dim=1) > 0).float().mean(dim=1).cpu().numpy()
+    pitched = (mask.detach().amax(dim=1) > 0).float()
+    if audible is None:
+        return pitched.mean(dim=1).cpu().numpy()
+    frames = pitched.shape[1]
+    counted = torch.as_tensor(np.clip(np.ceil(np.asarray(audible, np.float64) * frames), 1, frames),
+                              dtype=torch.float32, device=pitched.device)
+    first = (torch.arange(frames, device=pitched.device)[None, :] < counted[:, None]).float()
+    return ((pitched * first).sum(dim=1) / counted).cpu().numpy()

@@ -73,3 +73,14 @@ def test_voiced_share_is_one_for_tones_and_zero_for_drum_hits():
     assert share.shape == (3,)
     assert share[0] > 0.95 and share[1] > 0.95
     assert share[2] < 0.05
+
+
+def test_voiced_share_of_a_padded_window_counts_its_audio_only():
+    """A 1 s tone padded to a 3 s window has a pitch in a third of the window's frames, and in nearly all
+    of the frames its audio covers."""
+    padded = np.zeros(3 * 44100, np.float32)
+    padded[:44100] = tone(440.0)[:44100]
+    mask = FeatureExtractor()(padded[None]).mask
+    assert voiced_share(mask)[0] == pytest.approx(1 / 3, abs=0.05)
+    assert voiced_share(mask, np.array([1 / 3]))[0] > 0.9
+    assert voiced_share(mask, np.array([1.0]))[0] == voiced_share(mask)[0]
