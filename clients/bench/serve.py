@@ -5,7 +5,9 @@ paced ``file:`` sources (one clip, the bundled demo looped, written to a tempora
 plain ZeroMQ subscriber in this process counting the window events. Latency is each event's own
 ``latency_ms`` (the window's last sample in its ring -> published). The measured interval is
 ``--seconds`` long and starts two hops after the first window arrives (the first windows are a
-start-up transient, reported apart: ``first_window_s`` from launch, ``p99_with_startup_ms``). Drops
+start-up transient, reported apart: ``first_window_s`` from launch, ``p99_with_startup_ms``;
+``serving_s``, from launch to the daemon's "serving" log line, the last daemon's for a group: its
+start-up, the model's loading included). Drops
 are those of the status event the daemon sends as it stops (audio and windows skipped by the worker,
 publisher overflows, since its start). CPU = the daemon's CPU seconds over the interval / its wall
 seconds (1.0 = one core busy); on CUDA the GPU's utilisation (``torch.cuda.utilization``, when
@@ -29,7 +31,9 @@ every window came, and p99 <= the target (250 ms on a CPU, 100 ms on a GPU).
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
+import re
 import shutil
 import signal
 import socket
@@ -52,6 +56,8 @@ TARGET_P99_MS = {"cpu": 250.0, "cuda": 100.0}
 START_TIMEOUT_S = 600.0  # seconds a daemon may take to load, calibrate and deliver its first window
 STOP_TIMEOUT_S = 60.0  # seconds a daemon may take to finish after SIGINT
 INGEST_RATE = 44100  # hz, what the daemon's ffmpeg children deliver
+# the daemon's log line once it serves (the CLI's log format: "%(asctime)s %(levelname)s %(name)s: ...")
+SERVING_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO instrumentd\.daemon: serving ", re.M)
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -169,7 +175,7 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
     sub.setsockopt(zmq.SUBSCRIBE, b"window.")
     sub.setsockopt(zmq.SUBSCRIBE, b"status")
     sub.connect(pub)
-    t_launch = time.monotonic()
+    t_launch, launched = time.monotonic(), time.time()
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
     gpu = GpuLoad(resolve_devices(device)).start()
@@ -240,6 +246,7 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
         "p50_ms": _ms(np.percentile(lat, 50)), "p99_ms": _ms(np.percentile(lat, 99)), "max_ms": _ms(lat.max()),
         "p99_with_startup_ms": _ms(np.percentile(all_latencies, 99)) if all_latencies else None,
         "first_window_s": round(first - t_launch, 2) if first is not None else None,
+        "serving_s": _serving_s(stderr_path.read_text(errors="replace"), launched),
         "cpu_cores": round((cpu1 - cpu0) / (wall - t_cpu0), 3) if cpu0 is not None and cpu1 is not None else None,
         "rss_mb": round(rss, 1) if rss is not None else None,
         "process_count": process_count,  # the daemon's processes: 1, or the group's parent and its K daemons
@@ -261,6 +268,14 @@ def _scrape_into(scraped: list[Samples], address: str | None) -> None:
             scraped.append(scrape(address))
         except OSError:
             pass
+
+
+def _serving_s(daemon_log: str, launched: float) -> float | None:
+    """Seconds from ``launched`` (time.time()) to the last "serving" line of the daemon's log (each daemon
+    of a group writes one); None without one."""
+    stamps = [datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+              for stamp in SERVING_LINE.findall(daemon_log)]
+    return round(max(stamps) - launched, 2) if stamps else None
 
 
 def _phases(daemon_log: str) -> str | None:
@@ -378,7 +393,8 @@ def serve(device, quick: bool, args: argparse.Namespace):
     table = [{
         "sources": r["sources"], "windows": f"{r['windows']}/{r['expected_windows']}",
         "dropped": f"{r['dropped_windows']} w, {r['dropped_audio_s']} s, {r['publisher_drops']} pub",
-        "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"], "max ms": r["max_ms"], "first window s": r["first_window_s"],
+        "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"], "max ms": r["max_ms"], "serving s": r["serving_s"],
+        "first window s": r["first_window_s"],
         "cpu cores": r["cpu_cores"], "rss MB": r["rss_mb"], "load": r["load_avg_1min"], **({"gpu %": r["gpu_util_percent"]}
                                                               if "gpu_util_percent" in r else {}),
         "ok": "yes" if r["ok"] else "no",
