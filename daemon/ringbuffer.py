@@ -8,7 +8,6 @@ file is read as fast as the worker consumes it and nothing is dropped.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 
@@ -122,18 +121,6 @@ class RingBuffer:
         with self._lock:
             # a closed ring takes (and discards) anything
             return self.capacity if self.closed else self.capacity - (self.written - self.read_pos)
-
-    def join_late(self, keep: int, step: float) -> int:
-        """For a reader that comes after the writer began (a live source that ran while the daemon loaded
-        its model): skip the oldest unread samples, up to a whole number of ``step`` samples counted from the
-        first sample written, so that at most ``keep`` (>= ``step``) are left unread; returns the read
-        position. Nothing skipped here, nor what a full ring overwrote before, counts as dropped: no reader
-        was there to miss it."""
-        with self._lock:
-            steps = math.ceil(max(self.written - keep, self.read_pos) / step)
-            self.read_pos = min(self.written, max(self.read_pos, int(round(steps * step))))
-            self.dropped = 0
-            return self.read_pos
 
     def read(self, max_samples: int | None = None, keep_last: int | None = None) -> tuple[np.ndarray, int, bool]:
         """Take unread samples.

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import zmq
@@ -46,9 +46,7 @@ from .security import Guard
 from .service import Notifier
 from .signals import Signals
 from .sources import Source, open_sources
-
-if TYPE_CHECKING:  # the worker loads torch: the sources start first (Server.startup)
-    from .worker import Stream, Window, WorkerPool
+from .worker import Stream, Window, WorkerPool, build_pool
 
 log = logging.getLogger("instrumentd.daemon")
 
@@ -106,6 +104,8 @@ class Server:
 
     # -- life ------------------------------------------------------------------
     def startup(self) -> None:
+        import torch
+
         cfg = self.config
         specs = [s.spec for s in self._given_sources] if self._given_sources else cfg.source_specs()
         if not specs:
@@ -125,16 +125,6 @@ class Server:
         if cfg.replay and self.log is not None:
             self.replay = ReplayServer(cfg.replay, self.log, context)
         self.sources = self._given_sources or open_sources(specs, cfg.ring_seconds, cfg.hop_s)
-        # the sources run while torch and the model load (seconds on a GPU): the first windows are due as soon as
-        # the worker can take them instead of a window's length later (Worker.add: what came in beyond a
-        # window and a hop is skipped, not dropped)
-        for source in self.sources:
-            source.news = self._news
-            source.start()
-        import torch  # seconds with CUDA: the sources run meanwhile
-
-        from .worker import build_pool
-
         self.worker = build_pool(resolve_devices(cfg.device), cfg.pool_settings())
         recognizer = self.worker.recognizer
         self.device = ", ".join(w.name if w.recognizer.device.type == "cpu" else
@@ -148,6 +138,9 @@ class Server:
         self.publisher.wait_for_subscriber(JOIN_GRACE_S)
         for st in self.worker.streams:
             self._send_source(st, "starting", st.source.reason or "opening " + st.source.spec.spec)
+        for source in self.sources:
+            source.news = self._news
+            source.start()
         if self.replay is not None:
             self.replay.start()
         log.info("serving %d stream(s) on %s with %s, live streams %s; events on %s%s%s", len(self.sources),

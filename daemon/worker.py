@@ -30,10 +30,6 @@ Overload: a live stream (``mic``, ``file:``) whose unread audio exceeds a window
 ``max_backlog`` skips to its newest audio (the skipped audio and the windows it would have made are
 counted as drops) and its features start over there, so its next window comes 3 s later; a due window older than ``max_backlog`` is dropped
 and counted. Memory is fixed by the ring sizes and the features' history, whatever the load.
-
-Start-up: the daemon starts its sources before the model loads; a live stream that has more than a
-window and a hop unread when the worker takes it skips its oldest audio in whole hops
-(:meth:`Worker.add`), uncounted: no window was due before then.
 """
 
 from __future__ import annotations
@@ -245,19 +241,9 @@ class Worker:
         self.features.seconds.update(mel=0.0, pitch=0.0)
 
     def add(self, source: Source, segmenter: Segmenter) -> Stream:
-        """A new stream for ``source``. A live source that ran while the daemon started keeps a window and
-        up to a hop of its newest audio, so that its first window is due at once: whole hops of the oldest
-        are skipped (the stream clock moves on by them, its windows keep their phase), and none of it
-        counts as dropped, since no window was due before the worker had the stream."""
         stream = Stream(source, self.features.add_stream(), self.cfg, self.hop_s, segmenter,
                         DeadAir(self.silence_db, self.silence_s, source.ring.rate))
         stream.aligned = not (self.align and source.live)
-        if source.live:
-            rate = source.ring.rate
-            start = source.ring.join_late(int((self.cfg.clip_seconds + self.hop_s) * rate), self.hop_s * rate)
-            if start:
-                stream.native_next = start
-                self._reset(stream, start, outage=start)
         self.streams.append(stream)
         return stream
 

@@ -58,22 +58,6 @@ def test_close_releases_a_waiting_writer():
     assert not t.is_alive()
 
 
-def test_a_late_reader_skips_whole_steps_to_keep_at_most_what_it_asks_and_counts_no_drop():
-    rb = RingBuffer(100, 10)
-    rb.write(ramp(0, 37))
-    assert rb.join_late(keep=12, step=2.5) == 25  # 37 - 12 = 24.5 rounded up to whole steps of 2.5
-    out, start, broken = rb.read()
-    assert start == 25 and not broken and out.tolist() == ramp(25, 37).tolist() and rb.dropped == 0
-    full = RingBuffer(10, 10)
-    full.write(ramp(0, 23))  # overflowed before anyone read: 13 overwritten
-    assert full.dropped == 13
-    assert full.join_late(keep=8, step=5) == 15 and full.dropped == 0
-    assert full.read()[0].tolist() == ramp(15, 23).tolist()
-    short = RingBuffer(100, 10)
-    short.write(ramp(0, 9))
-    assert short.join_late(keep=12, step=2.5) == 0 and short.available() == 9  # nothing to skip
-
-
 def test_keep_last_skips_and_reports_a_break():
     rb = RingBuffer(100, 100)
     rb.write(ramp(0, 50))

@@ -21,34 +21,6 @@ from .conftest import SR, melody, source_events, windows_of
 pytestmark = pytest.mark.slow
 
 
-def test_the_sources_play_while_the_model_loads(wav, monkeypatch):
-    """The daemon starts its sources before it loads torch and the model (seconds on a GPU), so that
-    their first windows are due as soon as the worker can take them: a paced file has audio in its ring
-    by the time the pool is built."""
-    from instrumentd.daemon import worker
-    from instrumentd.daemon.config import load_config
-    from instrumentd.daemon.server import Server
-
-    heard = []
-    real_build_pool = worker.build_pool
-
-    def build_pool_once_audio_came(devices, settings):
-        deadline = time.monotonic() + 5.0
-        while daemon.sources[0].ring.written == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        heard.append(daemon.sources[0].ring.written)
-        return real_build_pool(devices, settings)
-
-    monkeypatch.setattr(worker, "build_pool", build_pool_once_audio_came)
-    daemon = Server(load_config(env={}, sources=[f"a=file:{wav(4)}"], device="cpu", log_dir="", pub=loopback(),
-                                replay=""))
-    try:
-        daemon.startup()
-    finally:
-        daemon.shutdown()
-    assert heard and heard[0] > 0
-
-
 @pytest.mark.parametrize("device", devices())
 def test_file_fast_publishes_every_window_logs_it_and_exits_0(subscriber, wav, device, tmp_path):
     clip = wav(4.2)

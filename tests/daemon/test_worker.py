@@ -181,28 +181,6 @@ def test_a_live_stream_stopped_mid_window_finishes_at_the_next_step(pool):
     assert st.finished and st not in pool.active
 
 
-def test_a_live_source_that_ran_while_the_model_loaded_has_its_first_window_at_once():
-    """12 s of a live source's audio came in before its stream was added (the daemon loading its model;
-    the 10 s ring overflowed): the worker keeps a window and up to a hop of the newest, skipping whole
-    hops, so the first step has its first window, on the hop grid of the source's first sample, and
-    nothing counts as dropped (no window was due before the worker had the stream)."""
-    phased = build_pool([torch.device("cpu")], PoolSettings(hop_s=HOP, max_backlog=1.0))
-    src = FedSource(500)
-    audio, now, block = melody(12.0)[:, 0], time.monotonic(), SR // 10
-    for a in range(0, len(audio), block):
-        src.ring.write(audio[a : a + block], arrival=now - (len(audio) - a - block) / SR)
-    st = phased.add(src, Segmenter(phased.recognizer.classes))
-    assert 3.0 * SR < src.ring.available() <= (3.0 + HOP) * SR and src.ring.read_pos % int(HOP * SR) == 0
-    windows = phased.step()
-    assert [w.stream for w in windows] == [st]
-    assert st.dropped_windows == 0 and src.ring.dropped == 0
-    t_start = windows[0].t_start
-    assert t_start >= 12.0 - 3.0 - HOP and abs(t_start - HOP * round(t_start / HOP)) <= FRAME
-    src.ring.write(melody(HOP)[:, 0], arrival=time.monotonic())
-    st.next_check = 0.0
-    assert [w.t_start for w in phased.step()] == [pytest.approx(t_start + k * HOP, abs=FRAME) for k in (1, 2)]
-
-
 def test_taking_other_streams_along_less_often_reads_less_for_the_same_windows(monkeypatch):
     """Own phases, audio coming in 50 ms at a time: with ``take_along`` a hop (a GPU worker's) instead of a
     quarter hop (a CPU's), the rings are read fewer times for the same windows. Under the ``delay`` pitch
