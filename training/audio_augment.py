@@ -16,7 +16,8 @@ training/rooms.py) and a microphone/EQ colouring (a random smooth curve over log
 sometimes a telephone-like band limit), applied together in one FFT; a dynamic-range compressor
 (10 ms RMS detector, random threshold and ratio); coloured noise (white to brown) and mains hum
 (50/60 Hz with harmonics) at random signal-to-noise ratios; a random final level. Codec artefacts
-come from the bank itself, whose stems are stored lossy (OGG Vorbis).
+come from the bank itself: its stems are stored lossy (OGG Vorbis), and a share of them went through
+MP3, AAC or Opus at broadcast bitrates when it was rendered with ``synth-stems --codecs``.
 
 Everything here is torch on whatever device the stems live on: torchaudio and torch-audiomentations
 (which needs torchaudio) are not installed with the CPU build of torch this project runs on, and a

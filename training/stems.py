@@ -49,7 +49,7 @@ from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.config import SAMPLE_RATE
 from instrumentd.pipeline.errors import ParameterError
 
-from . import noise, sampler, speech, voice
+from . import broadcast, noise, sampler, speech, voice
 from .expression import dynamics, perform
 from .midi import DRUM_CHANNEL, Note, Track
 from .render import (TIMIDITY_CONFIGS, RenderError, find_soundfont, render, render_timidity,
@@ -139,11 +139,12 @@ class StemSpec:
     bank: str
     seconds: float
     key: tuple[int, ...]
+    codec: str | None = None  # a broadcast codec it went through before it was stored ("mp3:64", see broadcast.py)
 
     def entry(self) -> dict:
         """The stem's record in ``index.json``."""
         return {"path": self.path, "role": self.role, "cls": self.cls, "bank": self.bank, "kind": self.kind,
-                "seconds": self.seconds}
+                "seconds": self.seconds, **({"codec": self.codec} if self.codec else {})}
 
 
 def installed_banks() -> tuple[str, ...]:
@@ -179,14 +180,16 @@ def _has_gm(bank: str) -> bool:
 
 
 def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, seconds: float = STEM_SECONDS,
-         fmt: str = "ogg") -> list[StemSpec]:
+         fmt: str = "ogg", codec_share: float = 0.0) -> list[StemSpec]:
     """Every stem of a bank with ``per_class`` stems per class (see :func:`counts`), rendered by
-    ``banks`` (default: every installed bank) taken in turn.
+    ``banks`` (default: every installed bank) taken in turn; ``codec_share`` of them, drawn by each
+    stem's key, go through a broadcast codec (:mod:`broadcast`) before they are stored.
 
     Raises
     ------
     ParameterError
-        A negative count, a length under 1 s, an unknown format or bank, or banks that cannot play a class.
+        A negative count, a length under 1 s, an unknown format or bank, banks that cannot play a
+        class, or a codec share outside 0-1.
     """
     if per_class < 0:
         raise ParameterError(f"--per-class must be >= 0, got {per_class}")
@@ -194,6 +197,8 @@ def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, se
         raise ParameterError(f"stems must be at least 1 s long, got {seconds}")
     if fmt not in FORMATS:
         raise ParameterError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if not 0.0 <= codec_share <= 1.0:
+        raise ParameterError(f"--codecs must be a share of the stems, 0-1, got {codec_share}")
     banks = installed_banks() if banks is None else banks
     for b in banks:
         if b not in BANKS and b != SUNG:
@@ -241,7 +246,16 @@ def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, se
             if kind == "drums" and b == "numpy":
                 raise ParameterError(f"none of the banks {', '.join(banks)} has a drum kit")
             specs.append(StemSpec(f"none/{kind}/{k:05d}.{ext}", "none", None, kind, b, seconds, (seed, 3, ki, k)))
-    return specs
+    return [_with_codec(spec, codec_share) for spec in specs] if codec_share > 0 else specs
+
+
+def _with_codec(spec: StemSpec, share: float) -> StemSpec:
+    """``spec`` with a broadcast codec and bitrate drawn from its own key, for a ``share`` of the keys."""
+    rng = _rng(spec.key, 4)
+    if rng.random() >= share:
+        return spec
+    codec = f"{rng.choice(list(broadcast.CODECS))}:{rng.choice(broadcast.BITRATES_KBPS)}"
+    return dataclasses.replace(spec, codec=codec)
 
 
 # --- composition -------------------------------------------------------------------------------
@@ -323,6 +337,8 @@ def generate(spec: StemSpec) -> np.ndarray:
 
 
 def _write(spec: StemSpec, audio: np.ndarray, out: Path) -> None:
+    if spec.codec:
+        audio = broadcast.round_trip(audio.astype(np.float32), SAMPLE_RATE, spec.codec)
     peak = float(np.abs(audio).max())
     if spec.kind != "silence":
         if peak == 0.0:

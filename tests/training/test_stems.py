@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -66,6 +67,38 @@ def test_bad_arguments_are_refused():
         stems.plan(1, (), seconds=0.5)
     with pytest.raises(ParameterError, match="unknown format 'mp3'"):
         stems.plan(1, (), fmt="mp3")
+
+
+def test_a_share_of_the_stems_goes_through_a_broadcast_codec_drawn_by_its_key():
+    _need_timgm6mb()
+    assert all(s.codec is None for s in stems.plan(4, ("timgm6mb",), seed=2))
+    half = stems.plan(4, ("timgm6mb",), seed=2, codec_share=0.5)
+    assert half == stems.plan(4, ("timgm6mb",), seed=2, codec_share=0.5)
+    coded = [s for s in half if s.codec]
+    assert 0.2 < len(coded) / len(half) < 0.8
+    assert {s.codec.split(":")[0] for s in coded} == {"mp3", "aac", "opus"}
+    assert all(s.entry()["codec"] == s.codec for s in coded)
+    assert "codec" not in next(s for s in half if not s.codec).entry()
+    assert all(s.codec for s in stems.plan(4, ("timgm6mb",), seed=2, codec_share=1.0))
+    with pytest.raises(ParameterError, match="--codecs must be a share"):
+        stems.plan(1, ("timgm6mb",), codec_share=1.5)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_a_stem_through_mp3_at_48k_loses_its_top_octave_and_keeps_its_peak(tmp_path):
+    """A white-noise stem rendered as it is and through MP3 at 48 kbit/s: the same key, the same noise;
+    the coded one has next to nothing above 16 kHz, and both are normalised to -3 dBFS."""
+    spec = stems.StemSpec("none/noise/00000.flac", "none", None, "noise", "numpy", 2.0, (0, 3, 1, 0))
+    plain, coded = tmp_path / "plain", tmp_path / "coded"
+    stems.render_stems([spec], plain)
+    stems.render_stems([dataclasses.replace(spec, codec="mp3:48")], coded)
+    high = []
+    for folder in (plain, coded):
+        audio, _ = soundfile.read(folder / spec.path, dtype="float32")
+        assert abs(20 * np.log10(np.abs(audio).max()) + 3) < 0.1
+        spectrum = np.abs(np.fft.rfft(audio)) ** 2
+        high.append(spectrum[int(16500 * len(audio) / 44100):].sum() / spectrum.sum())
+    assert high[1] < high[0] / 100
 
 
 @pytest.mark.parametrize("cls", CLASSES)
