@@ -279,7 +279,8 @@ def compose(spec: StemSpec, offset: float = 0.0) -> list[Track]:
     tonic, scale, beat = _key_and_beat(rng)
     if spec.role == "pred":
         program = int(rng.choice(_programs_in(spec.bank, PROGRAMS[spec.cls])))
-        notes = _melody(rng, spec.cls, program, tonic, scale, beat, offset, end, int(rng.integers(70, 120)))
+        notes = _melody(rng, spec.cls, program, tonic, scale, beat, offset, end, int(rng.integers(70, 120)),
+                        reach_ends=True)
         track = Track(program, 0, notes, int(rng.integers(90, 128)), offset)
         if BANKS[spec.bank].engine != "sampler":  # a sampler plays its own vibrato and ignores controllers
             track.notes, track.controls = perform(_rng(spec.key, 2), spec.cls, notes, beat, offset, end,

@@ -185,12 +185,21 @@ def _scale_notes(tonic: int, scale: tuple[int, ...], lo: int, hi: int) -> np.nda
 
 
 def _melody(rng: np.random.Generator, cls: str, program: int, tonic: int, scale: tuple[int, ...],
-            beat: float, start: float, end: float, velocity: int) -> list[Note]:
-    """A random walk over the scale in a register of about an octave and a half inside the class's range."""
+            beat: float, start: float, end: float, velocity: int, reach_ends: bool = False) -> list[Note]:
+    """A random walk over the scale in a register of about an octave and a half inside the class's range.
+
+    ``reach_ends``: the register may reach past either end of the range by up to half its width (and
+    is cut there), so that the range's lowest and highest notes come about as often as its middle
+    ones; otherwise it lies inside the range and its ends are rare (a cello's two lowest notes in 3 %).
+    """
     lo, hi = _register(cls, program)
     width = int(rng.integers(12, 20))
-    low = int(rng.integers(lo, max(lo + 1, hi - width + 1)))
-    notes_in = _scale_notes(tonic, scale, low, min(hi, low + width))
+    if reach_ends:
+        low = int(rng.integers(lo - width // 2, hi - width // 2 + 1))
+        notes_in = _scale_notes(tonic, scale, max(lo, low), min(hi, low + width))
+    else:
+        low = int(rng.integers(lo, max(lo + 1, hi - width + 1)))
+        notes_in = _scale_notes(tonic, scale, low, min(hi, low + width))
     art_lo, art_hi = ARTICULATIONS[str(rng.choice(list(ARTICULATIONS), p=[0.35, 0.45, 0.2]))]
     lengths = np.array([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0])
     weights = rng.dirichlet(np.ones(len(lengths)) * 0.8)
