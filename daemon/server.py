@@ -46,7 +46,7 @@ from .security import Guard
 from .service import Notifier
 from .signals import Signals
 from .sources import Source, open_sources
-from .worker import Stream, Window, WorkerPool, build_pool
+from .worker import Stream, Window, WorkerPool, build_pool, latency_percentiles
 
 log = logging.getLogger("instrumentd.daemon")
 
@@ -208,7 +208,7 @@ class Server:
                 level_db=level, none=none)
             self._send(event)
             st.windows += 1
-            st.latencies.append(event["latency_ms"])
+            st.note_latency(event["latency_ms"])
             self._emit_changes(st, changes)
 
     def _emit_changes(self, st: Stream, changes: list[Change]) -> None:
@@ -259,9 +259,8 @@ class Server:
             self.log.sync()
         rec = self.worker.recognizer
         streams = {}
-        for st in self.worker.streams:
+        for st, (p50, p99) in zip(self.worker.streams, latency_percentiles(self.worker.streams)):
             ring = st.source.ring
-            p50, p99 = st.latency_percentiles()
             streams[st.name] = {
                 "source": st.source.spec.spec, "state": st.source.state, "level_db": st.level_db,
                 "windows": st.windows,
