@@ -5,11 +5,11 @@ A clip of class ``c`` is a 3 s crop of a solo ``c`` stem, played back a little f
 (varispeed: pitch and tempo move together, within +-:attr:`MixRecipe.semitones`), over accompaniment
 and drum stems at random levels under it (the label stays ``c``, as in IRMAS), sometimes with a
 second line of its own class (the same stem read a third to a sixth lower, which a stem only a little
-longer than the clip allows, from another point: double stops, two players of one section), sometimes with a second solo part of another class a little
-quieter (the target splits by power). A non-music clip
-(speech, noise, hum, drums alone...) gets the same treatment and a uniform target, so that the
-network learns to spread its belief when it hears no instrument ("outlier exposure", Hendrycks et
-al. 2019); :mod:`instrumentd.model.decision` turns that into "no predominant instrument".
+longer than the clip allows, from another point: double stops, two players of one section),
+sometimes with a second solo part of another class a little quieter (the target splits by power). A
+non-music clip (speech, noise, hum, drums alone...) gets the same treatment and a uniform target, so
+that the network learns to spread its belief when it hears no instrument ("outlier exposure",
+Hendrycks et al. 2019); :mod:`instrumentd.model.decision` turns that into "no predominant instrument".
 
 Effects, each with its own probability, in signal order: room reverb (a response of
 training/rooms.py) and a microphone/EQ colouring (a random smooth curve over log frequency,
@@ -121,14 +121,14 @@ def varispeed_crops(stems: torch.Tensor, index: torch.Tensor, rate: torch.Tensor
 
 
 def with_second_line(stems: torch.Tensor, first: torch.Tensor, speed: torch.Tensor, solo: torch.Tensor,
-                     length: int, recipe: MixRecipe, gen: torch.Generator) -> torch.Tensor:
-    """``float32 [B, length]``: for a ``recipe.double_share`` of the clips, stems ``first`` read again
-    :attr:`MixRecipe.double_semitones` lower than ``speed`` from another point, at
-    :attr:`MixRecipe.double_db` against ``solo`` (``[B, length]``); zeros for the others."""
+                     recipe: MixRecipe, gen: torch.Generator) -> torch.Tensor:
+    """``float32 [B, length]``, the shape of ``solo``: for a ``recipe.double_share`` of the clips, stems
+    ``first`` read again :attr:`MixRecipe.double_semitones` lower than ``speed`` from another point, at
+    :attr:`MixRecipe.double_db` against ``solo``; zeros for the others."""
     device = solo.device
     n = len(first)
     interval = _uniform(gen, n, *recipe.double_semitones, device).round()
-    line = varispeed_crops(stems, first, speed * 2.0 ** (-interval / 12), length, gen)
+    line = varispeed_crops(stems, first, speed * 2.0 ** (-interval / 12), solo.shape[1], gen)
     line = _at_db(line, rms(solo), _uniform(gen, n, *recipe.double_db, device))
     return torch.where(_chance(gen, n, recipe.double_share, device)[:, None], line, torch.zeros_like(line))
 
@@ -245,7 +245,7 @@ def mix_batch(bank: StemBank, pools: dict[str, torch.Tensor], size: int, length:
     solo = varispeed_crops(bank.audio["pred"], first, speed, length, gen)
     other = varispeed_crops(bank.audio["none"], _pick(gen, pools["none"], size), speed, length, gen)
     if recipe.double_share > 0:
-        solo = solo + with_second_line(bank.audio["pred"], first, speed, solo, length, recipe, gen)
+        solo = solo + with_second_line(bank.audio["pred"], first, speed, solo, recipe, gen)
     main = torch.where(is_none[:, None], other, solo)
     level = rms(main)
 

@@ -339,7 +339,7 @@ def generate(spec: StemSpec) -> np.ndarray:
 
 def _write(spec: StemSpec, audio: np.ndarray, out: Path) -> None:
     if spec.codec:
-        audio = broadcast.round_trip(audio.astype(np.float32), SAMPLE_RATE, spec.codec)
+        audio = broadcast.round_trip(audio, SAMPLE_RATE, spec.codec)
     peak = float(np.abs(audio).max())
     if spec.kind != "silence":
         if peak == 0.0:

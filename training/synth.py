@@ -196,10 +196,9 @@ def _melody(rng: np.random.Generator, cls: str, program: int, tonic: int, scale:
     width = int(rng.integers(12, 20))
     if reach_ends:
         low = int(rng.integers(lo - width // 2, hi - width // 2 + 1))
-        notes_in = _scale_notes(tonic, scale, max(lo, low), min(hi, low + width))
     else:
         low = int(rng.integers(lo, max(lo + 1, hi - width + 1)))
-        notes_in = _scale_notes(tonic, scale, low, min(hi, low + width))
+    notes_in = _scale_notes(tonic, scale, max(lo, low), min(hi, low + width))
     art_lo, art_hi = ARTICULATIONS[str(rng.choice(list(ARTICULATIONS), p=[0.35, 0.45, 0.2]))]
     lengths = np.array([0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0])
     weights = rng.dirichlet(np.ones(len(lengths)) * 0.8)
