@@ -267,7 +267,7 @@ def test_torch_runs_on_the_configured_threads_whatever_the_device(device):
 
 
 def test_latency_percentiles_are_numpys_over_each_streams_newest_windows():
-    """The status's p50/p99: one partition of the streams with a full history, the others one by one,
+    """The status's p50/p99: one np.percentile over the streams with a full history, the others one by one,
     the same figures as ``np.percentile`` over each stream's newest LATENCY_HISTORY latencies."""
     from instrumentd.daemon.worker import LATENCY_HISTORY, latency_percentiles
 
