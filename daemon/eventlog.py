@@ -245,8 +245,15 @@ class EventLog:
         return segments[-1][0] - 1 if last is None else last
 
     def sync(self) -> None:
-        """fsync every open file, in the background: what is written now survives a power cut once that is done."""
-        self._fsync.submit([f.fileno() for f in self._files.values()])
+        """fsync every open file, in the background: what is written now survives a power cut once that is done.
+
+        When the process is out of descriptors for it, the sync is skipped with a warning (the events
+        are written; only their way to the disk waits for the next sync) instead of stopping the daemon."""
+        try:
+            self._fsync.submit([f.fileno() for f in self._files.values()])
+        except OSError as exc:
+            log.warning("event log: fsync of %d files skipped (%s); the next heartbeat tries again",
+                        len(self._files), _why(exc))
 
     def close(self) -> None:
         """Wait for a background sync, then fsync and close every file."""

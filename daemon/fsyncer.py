@@ -36,8 +36,18 @@ class BackgroundFsync:
         self._thread: threading.Thread | None = None
 
     def submit(self, fds: list[int]) -> None:
-        """fsync the files behind ``fds`` soon, in the background; the caller may close them at once."""
-        dups = [os.dup(fd) for fd in fds]
+        """fsync the files behind ``fds`` soon, in the background; the caller may close them at once.
+
+        Raises OSError when the descriptors cannot be duplicated (``Too many open files``); nothing is
+        handed over then, and the duplicates made so far are closed."""
+        dups: list[int] = []
+        try:
+            for fd in fds:
+                dups.append(os.dup(fd))
+        except OSError:
+            for fd in dups:
+                os.close(fd)
+            raise
         with self._cv:
             if self._closed:
                 raise RuntimeError(f"{self.name}: fsync asked for after close")

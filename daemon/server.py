@@ -11,7 +11,7 @@ Ctrl-C forces the exit), publishes them, closes open segments, flushes the log.
 ``run()`` returns 0 after a signal or when every source ended, ``EXIT_ERROR`` (1) when serving
 failed after start-up; start-up raises what stopped it, an InstrumentdError whose ``exit_code`` the
 command line exits with: 3 for the machine's doing (the log folder locked or unwritable, an endpoint
-taken, not enough memory), 2 for a bad setting, checkpoint or source.
+taken, not enough memory or open files), 2 for a bad setting, checkpoint or source.
 
 A stream's lifecycle goes out as ``source`` events: ``starting`` at startup, then what its source
 and its dead-air detector note (``running down up silent sound``), and, once its last window is out,
@@ -40,7 +40,7 @@ from .eventlog import EventLog, LogLock, lock_folder
 from .metrics import MetricsServer
 from .publisher import Publisher
 from .replay import ReplayServer
-from .resources import check_memory
+from .resources import check_memory, raise_open_file_limit
 from .segments import Change, Segmenter
 from .security import Guard
 from .service import Notifier
@@ -111,6 +111,7 @@ class Server:
         if not specs:
             raise ParameterError("no sources: give at least one --source [NAME=]SPEC (or 'sources' in the config file)")
         check_memory(cfg, len(specs))
+        raise_open_file_limit(specs)
         if cfg.log_dir:  # one daemon per log folder: the lock before anything is written
             self.log = EventLog(cfg.log_dir, int(cfg.log_rotate_mb * 2**20), private=bool(cfg.curve_key))
             self.lock = lock_folder(self.log.folder)

@@ -6,7 +6,7 @@ Each error class carries the exit code the ``instrumentd`` command ends with whe
 EXIT_OK = 0
 EXIT_ERROR = 1  # failed while running (also Python's code for an unexpected error and its traceback)
 EXIT_USAGE = 2  # bad flags, settings or input named on the command line (argparse's own code)
-EXIT_STARTUP = 3  # a service could not start: endpoint taken, log folder locked or unwritable, not enough memory
+EXIT_STARTUP = 3  # a service could not start: endpoint taken, log folder locked or unwritable, no memory or files
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 
 

@@ -41,8 +41,6 @@ for arg in "${STEPS[@]}"; do
 done
 [ ${#STEPS[@]} -eq 0 ] && STEPS=(serve300 serve1000 serve1000x4 ingest stream-all)
 start_results gpu_serve_bench.sh serve_bench.jsonl
-# a daemon with 1,000 sources holds a file, a ring and a log per stream: lift the open-file limit
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 environment_line "$DEVICE" >>"$JSONL"
 
 if [ -n "${BENCH_BASELINE:-}" ]; then

@@ -331,19 +331,6 @@ def _seconds(args: argparse.Namespace, quick: bool, default: float) -> float:
     return float(seconds)
 
 
-def _lift_open_files() -> None:
-    """Raise this process's open-file limit to its hard limit: a daemon with a thousand sources (which
-    inherits it) holds a file, a ring and a log file per stream."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ImportError, ValueError, OSError):
-        pass
-
-
 def add_flags(p: argparse.ArgumentParser) -> None:
     """``instrumentd bench serve`` and ``bench ingest``'s own flags."""
     p.add_argument("--sources", default=None, metavar="N,N,...",
@@ -361,7 +348,6 @@ def serve(device, quick: bool, args: argparse.Namespace):
     """Bench entry (see clients/bench.py): one row per source count."""
     from instrumentd.clients.bench import BenchResult
 
-    _lift_open_files()
     counts = _counts(args.sources, (8,) if quick else (8, 16, 32))
     seconds = _seconds(args, quick, 30.0)
     name = str(device) if device.type == "cpu" else f"cuda:{device.index or 0}"
@@ -443,9 +429,12 @@ def _await_listeners(ports: list[int], timeout: float) -> None:
 def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
     """``n`` daemon ``ffmpeg:`` sources of live local TCP streams for ``seconds``; CPU, memory, audio delivered."""
     from instrumentd.daemon.config import parse_source
+    from instrumentd.daemon.resources import raise_open_file_limit
     from instrumentd.daemon.sources import FfmpegSource
 
     ports = [_free_port() for _ in range(n)]
+    specs = [parse_source(f"in{i}=ffmpeg:tcp://127.0.0.1:{port}") for i, port in enumerate(ports)]
+    raise_open_file_limit(specs)  # as the daemon does for its sources
     producers = [_producer(ffmpeg, mp3, p) for p in ports]
     me = os.getpid()
     sources = []
@@ -460,8 +449,7 @@ def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
     try:
         _await_listeners(ports, 60.0)
         rss0 = _rss_mb(me)
-        for i, port in enumerate(ports):
-            sources.append(FfmpegSource(parse_source(f"in{i}=ffmpeg:tcp://127.0.0.1:{port}"), 10.0))
+        sources += [FfmpegSource(spec, 10.0) for spec in specs]
         reader = threading.Thread(target=drain, daemon=True)
         reader.start()
         for src in sources:
@@ -505,7 +493,6 @@ def ingest(device, quick: bool, args: argparse.Namespace):
     """Bench entry: one row per stream count of ``--sources`` (default 4,16,32)."""
     from instrumentd.clients.bench import BenchResult
 
-    _lift_open_files()
     ffmpeg = shutil.which("ffmpeg")
     if not ffmpeg:
         raise ParameterError("bench ingest needs ffmpeg on the PATH")

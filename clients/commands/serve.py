@@ -23,7 +23,7 @@ DESCRIPTION = (
     "and SIGHUP (the terminal closed) finish the windows already heard, publish them, close the open "
     "segments and exit 0; a second Ctrl-C exits without finishing. Exit codes: 0 stopped or every source "
     "ended, 1 failed while serving, 2 bad flags, settings, checkpoint or sources, 3 could not start "
-    "(log folder locked by another daemon or not writable, endpoint taken, not enough memory)."
+    "(log folder locked by another daemon or not writable, endpoint taken, not enough memory or open files)."
 )
 EPILOG = (
     "SPEC: mic[:DEVICE] | file:PATH (real time) | file+fast:PATH | stdin:FORMAT:RATE:CHANNELS "

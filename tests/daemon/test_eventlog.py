@@ -72,3 +72,30 @@ def test_sync_runs_off_the_writers_thread_and_close_waits_for_it(tmp_path, monke
     log.close()
     assert threads.count("fsync") == 2  # the heartbeat's two files; rotation and close fsync in the writer's thread
     assert [e["seq"] for e in EventLog(tmp_path).read("a", 0)] == list(range(10))
+
+
+def test_a_sync_without_descriptors_to_spare_is_skipped_with_a_warning_and_leaks_none(tmp_path, caplog):
+    import os
+    import resource
+
+    log = EventLog(tmp_path)
+    for i in range(20):
+        log.open_stream(f"s{i}")
+        log.append(win(f"s{i}", 0))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    before = len(os.listdir("/proc/self/fd"))
+    # room for three duplicates (a new descriptor takes the lowest free number, which must stay under the
+    # soft limit), not for twenty: the sync fails part way, as a daemon at its limit would
+    taken = set(map(int, os.listdir("/proc/self/fd")))
+    lowest_free = min(set(range(len(taken) + 1)) - taken)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + 3, hard))
+    try:
+        log.sync()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert "fsync of 20 files skipped (Too many open files)" in caplog.text
+    assert len(os.listdir("/proc/self/fd")) == before  # the duplicates made before the failure are closed
+    log.append(win("s0", 1))  # the log goes on
+    log.sync()
+    log.close()
+    assert [e["seq"] for e in EventLog(tmp_path).read("s0", 0)] == [0, 1]
