@@ -68,6 +68,7 @@ def test_stdin_pcm_is_resampled_and_ends_with_the_pipe(daemon, tmp_path):
     assert d.wait() == 0, d.log_text()
     wins = windows_of(read_log(d.log_dir, "in"))
     assert [w["t_start"] for w in wins] == [0.0, 0.99]
+    assert all(w["level_db"] == pytest.approx(-11.0, abs=1.0) for w in wins)  # measured on the 44.1 kHz audio
     assert "stream in: in=stdin:s16le:48000:2" in d.log_text()
 
 
