@@ -38,6 +38,11 @@ from .mask import f0_to_mask, predominant_spectrogram
 from .mel import MelFrontEnd, power_to_db
 
 POLICIES = ("hold", "delay")
+# audio of all streams that one step of the maths takes: 1,000 stream-seconds. A step's memory grows
+# with its audio (4.3 MB per stream-second on a CPU, on top of the streams' state), so a push of
+# more (10,000 streams' second each, every stream's first 3 s at once) goes through in steps of
+# this size, one after the other, instead of needing tens of GB at once
+MAX_PUSH_SAMPLES = 1000 * 44100
 
 
 class StreamingPitch(Protocol):
@@ -150,11 +155,24 @@ class StreamFeatures:
         """Append ``chunks: {slot: float32 [n]}`` (44.1 kHz, continuing each slot) and compute the new frames.
 
         The chunks go to the device once, with the mel tails they continue (through page-locked memory to
-        a GPU); the mel step and the pitch engine both read that one upload.
+        a GPU); the mel step and the pitch engine both read that one upload. More than
+        :data:`MAX_PUSH_SAMPLES` in all go through in steps of at most that much (whole chunks), which
+        bounds the memory a push needs, whatever the number of streams.
         """
         chunks = {k: np.asarray(v, np.float32) for k, v in chunks.items() if len(v)}
-        if not chunks:
-            return
+        group: dict[int, np.ndarray] = {}
+        size = 0
+        for k, chunk in chunks.items():  # a step at a time, each at most MAX_PUSH_SAMPLES (or one chunk)
+            if group and size + len(chunk) > MAX_PUSH_SAMPLES:
+                self._push_step(group)
+                group, size = {}, 0
+            group[k] = chunk
+            size += len(chunk)
+        if group:
+            self._push_step(group)
+
+    def _push_step(self, chunks: dict[int, np.ndarray]) -> None:
+        """One step of :meth:`push`: mel, then pitch, for ``chunks`` (``{slot: float32 [n]}``, n > 0)."""
         t0 = time.perf_counter()
         uploaded = self._push_mel(chunks)
         t1 = time.perf_counter()

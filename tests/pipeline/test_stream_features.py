@@ -69,6 +69,29 @@ def test_chunked_equals_whole_and_batched_equals_alone(audio):
     assert together.received(a) == len(audio[0])
 
 
+def test_a_push_larger_than_a_step_goes_through_in_steps_with_the_same_features(audio, monkeypatch):
+    """Five streams pushed with room for two chunks per step (so three steps a push, a stream's chunk never
+    split) get the features they get in one step each push."""
+    from instrumentd.pipeline import stream_features
+
+    def features(max_samples: int) -> tuple[list, torch.Tensor, torch.Tensor]:
+        monkeypatch.setattr(stream_features, "MAX_PUSH_SAMPLES", max_samples)
+        sf = StreamFeatures(keep=400)
+        slots = [sf.add_stream() for _ in range(5)]
+        steps = []
+        real = sf._push_step
+        monkeypatch.setattr(sf, "_push_step", lambda chunks: (steps.append(sorted(chunks)), real(chunks)))
+        run(sf, {k: audio[k % 2][k * 100 :] for k in slots}, 20_000)
+        w = sf.windows([(k, 10) for k in slots], "delay")
+        return steps, w.mel, w.mask
+
+    steps, mel, mask = features(40_000)
+    assert steps[:3] == [[0, 1], [2, 3], [4]]
+    whole_steps, whole_mel, whole_mask = features(10**9)
+    assert whole_steps[0] == [0, 1, 2, 3, 4]
+    assert torch.allclose(mel, whole_mel, atol=1e-5) and torch.equal(mask, whole_mask)
+
+
 def test_hold_repeats_the_last_final_pitch_and_delay_waits(audio):
     x = audio[0]
     sf = StreamFeatures(pitch=default_pitch(lag=20), keep=400)
