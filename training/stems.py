@@ -3,7 +3,9 @@
 Four roles of stem, all ``seconds`` long (default 4 s, so that 3-s training crops can move):
 
 ``pred``
-    a solo melodic part of one class (``cls``): the predominant instrument of a training mix;
+    a solo melodic part of one class (``cls``): the predominant instrument of a training mix; or,
+    in a chosen share (kind ``note``), one held note anywhere in the class's range, as sample
+    libraries and teaching sets record instruments;
 ``acc``
     accompaniment with no predominant part: chords, pads and bass lines on programs of any class
     (pads, strings, organs and choirs swelling with the phrase);
@@ -55,7 +57,7 @@ from .midi import DRUM_CHANNEL, Note, Track
 from .render import (TIMIDITY_CONFIGS, RenderError, find_soundfont, render, render_timidity,
                      soundfont_presets, timidity_presets)
 from .synth import (ACCOMPANIMENT, ALIGN_SECONDS, BASS_PROGRAMS, GAP_SECONDS, MIDI_TEMPO, PROGRAMS, RENDER_GAIN,
-                    SCALES, _accompaniment, _bass, _drums, _melody, _progression, render_missing)
+                    SCALES, _accompaniment, _bass, _drums, _melody, _progression, _register, render_missing)
 
 INDEX = "index.json"
 STEM_SECONDS = 4.0
@@ -180,16 +182,18 @@ def _has_gm(bank: str) -> bool:
 
 
 def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, seconds: float = STEM_SECONDS,
-         fmt: str = "ogg", codec_share: float = 0.0) -> list[StemSpec]:
+         fmt: str = "ogg", codec_share: float = 0.0, note_share: float = 0.0) -> list[StemSpec]:
     """Every stem of a bank with ``per_class`` stems per class (see :func:`counts`), rendered by
     ``banks`` (default: every installed bank) taken in turn; ``codec_share`` of them, drawn by each
-    stem's key, go through a broadcast codec (:mod:`broadcast`) before they are stored.
+    stem's key, go through a broadcast codec (:mod:`broadcast`) before they are stored;
+    ``note_share`` of the MIDI-rendered solo stems, drawn likewise, are one held note (kind
+    ``note``, :func:`held_note`) instead of a melody.
 
     Raises
     ------
     ParameterError
         A negative count, a length under 1 s, an unknown format or bank, banks that cannot play a
-        class, or a codec share outside 0-1.
+        class, or a codec or note share outside 0-1.
     """
     if per_class < 0:
         raise ParameterError(f"--per-class must be >= 0, got {per_class}")
@@ -199,6 +203,8 @@ def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, se
         raise ParameterError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     if not 0.0 <= codec_share <= 1.0:
         raise ParameterError(f"--codecs must be a share of the stems, 0-1, got {codec_share}")
+    if not 0.0 <= note_share <= 1.0:
+        raise ParameterError(f"--notes must be a share of the solo stems, 0-1, got {note_share}")
     banks = installed_banks() if banks is None else banks
     for b in banks:
         if b not in BANKS and b != SUNG:
@@ -223,7 +229,10 @@ def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, se
                 b = recorded[(k // 2) % len(recorded)]
             else:
                 b = synthetic[(k // 2 if recorded else k) % len(synthetic)]
-            specs.append(StemSpec(f"pred/{b}/{cls}/{k:05d}.{ext}", "pred", cls, None, b, seconds, (seed, 0, ci, k)))
+            key = (seed, 0, ci, k)
+            note = b != SUNG and _rng(key, 5).random() < note_share
+            specs.append(StemSpec(f"pred/{b}/{cls}/{k:05d}.{ext}", "pred", cls, "note" if note else None, b, seconds,
+                                  key))
     for role, ri, fits in (("acc", 1, _has_gm), ("drums", 2, _has_drums)):
         players = [b for b in midi_banks if fits(b)]
         if n[role] and not players:
@@ -279,8 +288,11 @@ def compose(spec: StemSpec, offset: float = 0.0) -> list[Track]:
     tonic, scale, beat = _key_and_beat(rng)
     if spec.role == "pred":
         program = int(rng.choice(_programs_in(spec.bank, PROGRAMS[spec.cls])))
-        notes = _melody(rng, spec.cls, program, tonic, scale, beat, offset, end, int(rng.integers(70, 120)),
-                        reach_ends=True)
+        if spec.kind == "note":
+            notes = held_note(rng, _register(spec.cls, program), offset, end)
+        else:
+            notes = _melody(rng, spec.cls, program, tonic, scale, beat, offset, end, int(rng.integers(70, 120)),
+                            reach_ends=True)
         track = Track(program, 0, notes, int(rng.integers(90, 128)), offset)
         if BANKS[spec.bank].engine != "sampler":  # a sampler plays its own vibrato and ignores controllers
             track.notes, track.controls = perform(_rng(spec.key, 2), spec.cls, notes, beat, offset, end,
@@ -311,6 +323,15 @@ def compose(spec: StemSpec, offset: float = 0.0) -> list[Track]:
             t += length + float(rng.uniform(0.0, 1.0))
         return [Track(program, 0, notes, 110, offset, bank=bank)]
     raise ParameterError(f"{spec.path}: not a MIDI-rendered stem")
+
+
+def held_note(rng: np.random.Generator, register: tuple[int, int], start: float, end: float) -> list[Note]:
+    """One note, as sample libraries and teaching sets record an instrument: its pitch drawn evenly
+    over ``register`` (MIDI notes, both ends included), from up to 0.3 s after ``start`` to up to 1 s
+    before ``end`` (seconds; a struck string decays by itself), at any velocity from soft to loud."""
+    begin = start + float(rng.uniform(0.0, 0.3))
+    stop = max(begin + 0.5, end - float(rng.uniform(0.0, 1.0)))
+    return [Note(int(rng.integers(register[0], register[1] + 1)), begin, stop - begin, int(rng.integers(40, 128)))]
 
 
 def generate(spec: StemSpec) -> np.ndarray:

@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--codecs", type=float, default=0.0, metavar="SHARE",
                    help="share of the stems passed through a broadcast codec (MP3, AAC or Opus at 48-128 kbit/s, "
                         "through ffmpeg) before they are stored, each stem's codec in index.json (default: 0)")
+    p.add_argument("--notes", type=float, default=0.0, metavar="SHARE",
+                   help="share of the solo stems that are one held note, its pitch drawn evenly over the class's "
+                        "range, as sample libraries and teaching sets record instruments (default: 0, melodies)")
     add_processes_argument(p)
     p.set_defaults(run=run)
 
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from instrumentd.training.synth import default_processes
 
     banks = None if args.banks is None else tuple(b.strip() for b in args.banks.split(",") if b.strip())
-    specs = plan(args.per_class, banks, args.seed, args.seconds, args.format, args.codecs)
+    specs = plan(args.per_class, banks, args.seed, args.seconds, args.format, args.codecs, args.notes)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns) as progress:
         task = progress.add_task("rendering stems", total=len(specs))

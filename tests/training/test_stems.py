@@ -124,6 +124,47 @@ def test_solo_parts_reach_the_low_end_of_the_range():
         assert (pitches < lo + (hi - lo) / 5).mean() > 0.1, cls
 
 
+def test_a_share_of_the_solo_stems_is_one_held_note_anywhere_in_the_range():
+    """Sample libraries and teaching sets record an instrument one note at a time, over its whole
+    range (real-dev's cellos hold a D2): ``note_share`` of the solo stems are one such note, drawn by
+    the stem's key, its pitch spread evenly from the range's lowest note to its highest."""
+    _need_timgm6mb()
+    assert all(s.kind is None for s in stems.plan(4, ("timgm6mb",), seed=2) if s.role == "pred")
+    plan = stems.plan(60, ("timgm6mb",), seed=2, note_share=0.5)
+    assert plan == stems.plan(60, ("timgm6mb",), seed=2, note_share=0.5)
+    solo = [s for s in plan if s.role == "pred"]
+    held = [s for s in solo if s.kind == "note"]
+    assert 0.4 < len(held) / len(solo) < 0.6
+    assert all(s.entry()["kind"] == "note" for s in held)
+    cello = []
+    for spec in held:
+        (track,) = stems.compose(spec)
+        (note,) = track.notes
+        lo, hi = SAX_RANGES[track.program] if spec.cls == "sax" else RANGES[spec.cls]
+        assert lo <= note.pitch <= hi and 0 <= note.start and note.start + note.duration <= spec.seconds + 1e-9
+        assert note.duration >= 0.5
+        cello += [note.pitch] if spec.cls == "cel" else []
+    lo, hi = RANGES["cel"]
+    assert len(cello) > 15 and min(cello) < lo + 6 and max(cello) > hi - 6  # both ends of the range, not its middle
+    with pytest.raises(ParameterError, match="--notes must be a share"):
+        stems.plan(1, ("timgm6mb",), note_share=-0.1)
+
+
+def test_a_held_cello_note_renders_at_its_pitch(tmp_path):
+    """A real render (fluidsynth, TimGM6mb) of a held-note cello stem: pYIN hears the note that was drawn."""
+    _need_timgm6mb()
+    from instrumentd.pipeline.pitch import librosa_pyin
+
+    spec = next(s for s in stems.plan(40, ("timgm6mb",), seed=3, seconds=3.0, fmt="flac", note_share=1.0)
+                if s.cls == "cel")
+    (track,) = stems.compose(spec)
+    stems.render_stems([spec], tmp_path)
+    audio, _ = soundfile.read(tmp_path / spec.path, dtype="float32")
+    f0 = librosa_pyin(audio[None])[0]
+    heard = 69 + 12 * np.log2(np.nanmedian(f0) / 440.0)
+    assert abs(heard - track.notes[0].pitch) < 0.5
+
+
 @pytest.mark.slow
 def test_tiny_bank_renders_every_role(tmp_path):
     _need_timgm6mb()
