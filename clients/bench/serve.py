@@ -49,6 +49,7 @@ import numpy as np
 from instrumentd.daemon.config import GATHER_MAX
 from instrumentd.pipeline.errors import ParameterError
 
+from .flags import measured_seconds, parse_counts
 from .steps import Samples, scrape, step_figures
 
 HOP = 1.0  # seconds, the daemon's default hop
@@ -312,25 +313,6 @@ def _ms(value: float) -> float | None:
     return round(float(value), 2) if np.isfinite(value) else None
 
 
-def _counts(text: str | None, default: tuple[int, ...]) -> list[int]:
-    if not text:
-        return list(default)
-    try:
-        counts = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        raise ParameterError(f"--sources {text!r}: give a comma list of positive counts such as 8,16,32")
-    return counts
-
-
-def _seconds(args: argparse.Namespace, quick: bool, default: float) -> float:
-    seconds = args.seconds or (10.0 if quick else default)
-    if not seconds > 0:
-        raise ParameterError(f"--seconds must be positive, got {seconds}")
-    return float(seconds)
-
-
 def add_flags(p: argparse.ArgumentParser) -> None:
     """``instrumentd bench serve`` and ``bench ingest``'s own flags."""
     p.add_argument("--sources", default=None, metavar="N,N,...",
@@ -348,8 +330,8 @@ def serve(device, quick: bool, args: argparse.Namespace):
     """Bench entry (see clients/bench.py): one row per source count."""
     from instrumentd.clients.bench import BenchResult
 
-    counts = _counts(args.sources, (8,) if quick else (8, 16, 32))
-    seconds = _seconds(args, quick, 30.0)
+    counts = parse_counts(args.sources, (8,) if quick else (8, 16, 32), "--sources")
+    seconds = measured_seconds(args.seconds, quick, 30.0)
     name = str(device) if device.type == "cpu" else f"cuda:{device.index or 0}"
     target = TARGET_P99_MS[device.type]
     inference = args.inference
@@ -496,8 +478,8 @@ def ingest(device, quick: bool, args: argparse.Namespace):
     ffmpeg = shutil.which("ffmpeg")
     if not ffmpeg:
         raise ParameterError("bench ingest needs ffmpeg on the PATH")
-    counts = _counts(args.sources, (4,) if quick else (4, 16, 32))
-    seconds = _seconds(args, quick, 20.0)
+    counts = parse_counts(args.sources, (4,) if quick else (4, 16, 32), "--sources")
+    seconds = measured_seconds(args.seconds, quick, 20.0)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         wav = write_clip(Path(tmp), 30.0)

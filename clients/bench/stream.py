@@ -50,6 +50,7 @@ from instrumentd.pipeline.errors import ParameterError
 from instrumentd.training.tones import harmonic_notes
 
 from . import BenchResult
+from .flags import measured_seconds, parse_counts
 from .gpu_load import GpuLoad
 
 HOP = 1.0  # seconds, the target's hop
@@ -370,12 +371,22 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inference", default="auto", metavar="MODE",
                    help="the network path on a GPU, auto (calibrated once) or a fixed mode "
                         "such as compile-fp16-tail (a wrong name lists them)")
+    p.add_argument("--streams", default=None, metavar="N,N,...",
+                   help="run these stream counts only, one row each (default: the ladder of the device: "
+                        "1-8 on a CPU, 250-2,000 on a GPU, and the pitch-delay and one-tick rows)")
+    p.add_argument("--seconds", type=float, default=None, help="seconds measured per row (default: 30, 10 with --quick)")
+    p.add_argument("--gather", type=float, default=0.0, metavar="SECONDS",
+                   help="with --streams: > 0 puts the streams on one tick (serve --gather; default: 0, own phases)")
 
 
 def stream(device: torch.device, quick: bool, args: argparse.Namespace):
     """Bench entry (see clients/bench/__init__.py): rows per stream count, summary = the largest count within target;
     with ``--devices``, that count on one device and on all of them, and the scaling between."""
-    seconds = 10.0 if quick else 30.0
+    seconds = measured_seconds(getattr(args, "seconds", None), quick, 30.0)
+    counts = parse_counts(getattr(args, "streams", None), (), "--streams")
+    gather = getattr(args, "gather", 0.0)
+    if gather < 0 or (gather and not counts):
+        raise ParameterError(f"--gather needs --streams and a share of a hop >= 0, got {gather}")
     devices = parse_devices(args.devices) if getattr(args, "devices", None) else [device]
     kind = devices[0].type
     target = TARGET_P99_MS[kind]
@@ -383,7 +394,18 @@ def stream(device: torch.device, quick: bool, args: argparse.Namespace):
     processes = getattr(args, "processes", 1)
     if processes < 1:
         raise ParameterError(f"--processes must be at least 1, got {processes}")
-    if len(devices) == 1:
+    if counts:
+        if len(devices) > 1:
+            raise ParameterError("--streams and --devices cannot be combined: --devices finds the count itself")
+        if processes > min(counts):
+            raise ParameterError(f"--processes {processes} is more than the streams of a run")
+        rows = [run_streams(devices, n, seconds, gather=gather, inference=inference, processes=processes)
+                for n in counts]
+        for r in rows:
+            r["ok"] = _passes(r, target)
+        best = max([r["streams"] for r in rows if r["ok"]], default=0)
+        extra = {}
+    elif len(devices) == 1:
         middle = 4 if kind == "cpu" else 1000
         if processes > middle:
             raise ParameterError(f"--processes {processes} is more than the streams of a run")

@@ -48,3 +48,35 @@ def test_devices_flag_takes_a_list_or_all():
     if not torch.cuda.is_available():
         with pytest.raises(ParameterError, match="no CUDA device is visible"):
             parse_devices("all")
+
+
+@pytest.mark.slow
+def test_chosen_stream_counts_on_one_tick_are_one_row_each(capsys):
+    """``--streams 1,3 --gather 0.05 --seconds 3``: a row per count, aligned, measured as asked; the summary
+    names the most streams within target."""
+    import json
+
+    from instrumentd.clients.cli import main
+
+    assert main(["bench", "stream", "--device", "cpu", "--streams", "1,3", "--gather", "0.05", "--seconds", "3",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = summary["rows"]
+    assert [r["streams"] for r in rows] == [1, 3] and {r["mode"] for r in rows} == {"aligned"}
+    assert [r["expected_windows"] for r in rows] == [3, 9] and summary["seconds"] == 3.0
+    assert summary["max_streams_within_target"] == max([r["streams"] for r in rows if r["ok"]], default=0)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--streams", "4,x"], "--streams '4,x': give a comma list of positive counts"),
+    (["--gather", "0.05"], "--gather needs --streams"),
+    (["--streams", "2", "--processes", "3"], "--processes 3 is more than the streams of a run"),
+    (["--streams", "2", "--seconds", "-1"], "--seconds must be positive"),
+])
+def test_bad_stream_counts_are_one_line_errors(flags, message, capsys):
+    from instrumentd.clients.cli import main
+
+    from ...conftest import one_line_error
+
+    assert main(["bench", "stream", "--device", "cpu", *flags]) == 2
+    one_line_error(capsys.readouterr().err, "bench", message)
