@@ -45,7 +45,7 @@ EPILOG = (
     "exit codes: 0 done; 1 failed while running (some input could not be processed, serving failed, "
     "or an unexpected error, printed with its traceback); 2 bad flags, settings or input named on the "
     "command line; 3 could not start (endpoint taken, log folder locked or not writable, not enough "
-    "memory); 130 interrupted (Ctrl-C)."
+    "memory or open files); 130 interrupted (Ctrl-C)."
 )
 
 
