@@ -46,7 +46,8 @@ from .security import Guard
 from .service import Notifier
 from .signals import Signals
 from .sources import Source, open_sources
-from .worker import Stream, Window, WorkerPool, build_pool, latency_percentiles
+from .latency import percentiles
+from .worker import Stream, Window, WorkerPool, build_pool
 
 log = logging.getLogger("instrumentd.daemon")
 
@@ -209,7 +210,7 @@ class Server:
                 level_db=level, none=none)
             self._send(event)
             st.windows += 1
-            st.note_latency(event["latency_ms"])
+            st.latency.add(event["latency_ms"])
             self._emit_changes(st, changes)
 
     def _emit_changes(self, st: Stream, changes: list[Change]) -> None:
@@ -260,7 +261,7 @@ class Server:
             self.log.sync()
         rec = self.worker.recognizer
         streams = {}
-        for st, (p50, p99) in zip(self.worker.streams, latency_percentiles(self.worker.streams)):
+        for st, (p50, p99) in zip(self.worker.streams, percentiles([st.latency for st in self.worker.streams])):
             ring = st.source.ring
             streams[st.name] = {
                 "source": st.source.spec.spec, "state": st.source.state, "level_db": st.level_db,

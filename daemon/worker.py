@@ -57,13 +57,13 @@ from instrumentd.pipeline.stream_features import StreamFeatures
 from . import oom
 from .config import PoolSettings
 from .deadair import DeadAir, WindowLevels
+from .latency import LatencyHistory
 from .segments import Segmenter
 from .sources import Source
 
 log = logging.getLogger("instrumentd.daemon.worker")
 
 PITCH_LOOKAHEAD = 2  # frames past a window's end before pYIN can finalise its last frame (2048-sample half frame)
-LATENCY_HISTORY = 1000  # windows behind the p50/p99 of a stream's status
 GATHER_S = 0.05  # seconds a due live window waits for the other live streams, in the aligned mode (gather > 0)
 FEED_FRACTION = 0.25  # of a hop: unread live audio pushed ahead of the tick once this much is in
 DRIFT_SMOOTHING = 0.1  # weight of the newest window in a live stream's smoothed phase error
@@ -111,8 +111,7 @@ class Stream:
         self.anchor = (0, 0)  # (native index, grid index) of the same instant, set at each reset
         self.windows = 0
         self.dropped_windows = 0
-        self.latencies = np.zeros(LATENCY_HISTORY)  # ms, the newest LATENCY_HISTORY windows', circular
-        self.n_latencies = 0  # windows whose latency was noted
+        self.latency = LatencyHistory()  # its newest windows' latencies, for the status's p50/p99
         self.level_db: float | None = None
         self.finished = False
         self.next_check = 0.0  # time.monotonic() before which a live stream cannot have its next window
@@ -160,30 +159,6 @@ class Stream:
         native0, grid0 = self.anchor
         return native0 + int(math.ceil((grid_index - grid0) * self.rate / self.cfg.sample_rate))
 
-    def note_latency(self, ms: float) -> None:
-        """One more published window's latency, milliseconds."""
-        self.latencies[self.n_latencies % LATENCY_HISTORY] = ms
-        self.n_latencies += 1
-
-
-def latency_percentiles(streams: list[Stream]) -> list[tuple[float | None, float | None]]:
-    """Each stream's p50 and p99 latency (ms, to 0.01) over its newest :data:`LATENCY_HISTORY` windows,
-    ``(None, None)`` before its first; as ``np.percentile`` gives them (linear interpolation).
-
-    The streams with a full history go through one ``np.percentile`` over the rows of a ``[streams,
-    history]`` table, which the main loop waits for at every heartbeat (a call per stream took 53 ms
-    at 1,000 streams on a 2-core CPU); the few still filling theirs one by one.
-    """
-    out: list[tuple[float | None, float | None]] = [(None, None)] * len(streams)
-    full = [i for i, st in enumerate(streams) if st.n_latencies >= LATENCY_HISTORY]
-    for i, st in enumerate(streams):
-        if 0 < st.n_latencies < LATENCY_HISTORY:
-            out[i] = tuple(round(float(p), 2) for p in np.percentile(st.latencies[: st.n_latencies], [50, 99]))
-    if full:
-        p50, p99 = np.percentile(np.stack([streams[i].latencies for i in full]), [50, 99], axis=1)
-        for i, a, b in zip(full, p50, p99):
-            out[i] = (round(float(a), 2), round(float(b), 2))
-    return out
 
 
 class Worker:

@@ -264,24 +264,3 @@ def test_torch_runs_on_the_configured_threads_whatever_the_device(device):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
-
-
-def test_latency_percentiles_are_numpys_over_each_streams_newest_windows():
-    """The status's p50/p99: one np.percentile over the streams with a full history, the others one by one,
-    the same figures as ``np.percentile`` over each stream's newest LATENCY_HISTORY latencies."""
-    from instrumentd.daemon.worker import LATENCY_HISTORY, latency_percentiles
-
-    rng = np.random.default_rng(0)
-    fresh = build_pool([torch.device("cpu")], PoolSettings(hop_s=HOP))
-    streams, expect = [], []
-    counts = (0, 1, 5, LATENCY_HISTORY - 1, LATENCY_HISTORY, 2 * LATENCY_HISTORY + 37, 3 * LATENCY_HISTORY)
-    for i, n in enumerate(counts):
-        st = fresh.add(FedSource(600 + i), Segmenter(fresh.recognizer.classes))
-        values = rng.gamma(2.0, 40.0, n)
-        for ms in values:
-            st.note_latency(float(ms))
-        streams.append(st)
-        newest = values[-LATENCY_HISTORY:]
-        expect.append((None, None) if n == 0 else
-                      tuple(round(float(p), 2) for p in np.percentile(newest, [50, 99])))
-    assert latency_percentiles(streams) == expect
