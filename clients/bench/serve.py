@@ -50,6 +50,7 @@ from instrumentd.daemon.config import GATHER_MAX
 from instrumentd.pipeline.errors import ParameterError
 
 from .flags import measured_seconds, parse_counts
+from .procfs import children, cpu_seconds, process_tree, process_tree_total, pss_mb, rss_mb
 from .steps import Samples, scrape, step_figures
 
 HOP = 1.0  # seconds, the daemon's default hop
@@ -59,7 +60,6 @@ STOP_TIMEOUT_S = 60.0  # seconds a daemon may take to finish after SIGINT
 INGEST_RATE = 44100  # hz, what the daemon's ffmpeg children deliver
 # the daemon's log line once it serves (the CLI's log format: "%(asctime)s %(levelname)s %(name)s: ...")
 SERVING_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO instrumentd\.daemon: serving ", re.M)
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _free_port() -> int:
@@ -78,73 +78,6 @@ def write_clip(folder: Path, seconds: float) -> Path:
     path = folder / "clip.wav"
     soundfile.write(path, demo_audio(int(seconds * SAMPLE_RATE)), SAMPLE_RATE, subtype="PCM_16")
     return path
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` so far, None where /proc cannot tell."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15 of stat)
-
-
-def _proc_kb(path: str, key: str) -> float | None:
-    """The ``key:`` line of a /proc file in kB, as MB; None where it cannot be read."""
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def _rss_mb(pid: int) -> float | None:
-    return _proc_kb(f"/proc/{pid}/status", "VmRSS")
-
-
-def _processes() -> dict[int, tuple[str, int]]:
-    """Every process now: pid -> (command name, parent pid), from /proc (empty where there is none)."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                out[int(entry.name)] = (stat[stat.index("(") + 1:stat.rindex(")")],
-                                        int(stat.rsplit(")", 1)[1].split()[1]))
-            except (OSError, IndexError, ValueError):
-                continue
-    return out
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every process below it (a ``serve --processes K`` parent and its daemons), from /proc."""
-    parent = {p: up for p, (_, up) in _processes().items()}
-    tree, frontier = [pid], {pid}
-    while frontier:
-        frontier = {child for child, up in parent.items() if up in frontier}
-        tree += sorted(frontier)
-    return tree
-
-
-def process_tree_total(pid: int, read) -> float | None:
-    """``read(p)`` summed over :func:`process_tree` of ``pid``; None when ``pid`` itself cannot be read."""
-    values = [read(p) for p in process_tree(pid)]
-    return None if values[0] is None else sum(v for v in values if v is not None)
-
-
-def _pss_mb(pid: int) -> float | None:
-    """Proportional set size: the process's own memory plus its share of what it maps with others (the
-    ffmpeg binary and libraries that every decoder shares), so that the decoders' figures add up."""
-    pss = _proc_kb(f"/proc/{pid}/smaps_rollup", "Pss")
-    return _rss_mb(pid) if pss is None else pss
-
-
-def _children(pid: int, command: str) -> list[int]:
-    """Direct child processes of ``pid`` running ``command`` (from /proc): not, say, the resource tracker
-    that multiprocessing leaves behind."""
-    return [p for p, (name, up) in _processes().items() if up == pid and name == command]
 
 
 def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inference: str = "auto",
@@ -191,7 +124,7 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
         while True:
             now = time.monotonic()
             if end is not None and now >= end:
-                cpu1 = process_tree_total(proc.pid, _cpu_seconds)
+                cpu1 = process_tree_total(proc.pid, cpu_seconds)
                 _scrape_into(scraped, metrics)
                 break
             if proc.poll() is not None:
@@ -219,11 +152,11 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
                 all_latencies.append(event["latency_ms"])
                 if start is not None and now >= start:
                     if cpu0 is None:
-                        cpu0, t_cpu0 = process_tree_total(proc.pid, _cpu_seconds), now
+                        cpu0, t_cpu0 = process_tree_total(proc.pid, cpu_seconds), now
                         _scrape_into(scraped, metrics)
                     latencies.append(event["latency_ms"])
                     per_stream[event["stream"]] = per_stream.get(event["stream"], 0) + 1
-        rss = process_tree_total(proc.pid, _rss_mb)
+        rss = process_tree_total(proc.pid, rss_mb)
         process_count = len(process_tree(proc.pid))
     finally:
         gpu_util = gpu.stop()
@@ -430,7 +363,7 @@ def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
 
     try:
         _await_listeners(ports, 60.0)
-        rss0 = _rss_mb(me)
+        rss0 = rss_mb(me)
         sources += [FfmpegSource(spec, 10.0) for spec in specs]
         reader = threading.Thread(target=drain, daemon=True)
         reader.start()
@@ -440,15 +373,15 @@ def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
         while time.monotonic() < deadline and not all(src.state == "running" for src in sources):
             time.sleep(0.1)
         time.sleep(2.0)  # past each decoder's first burst (what it probed)
-        decoders = [p for p in _children(me, "ffmpeg") if p not in {pr.pid for pr in producers}]
+        decoders = [p for p in children(me, "ffmpeg") if p not in {pr.pid for pr in producers}]
         t0, got0 = time.monotonic(), got.copy()
-        own0, dec0 = _cpu_seconds(me), [_cpu_seconds(p) for p in decoders]
+        own0, dec0 = cpu_seconds(me), [cpu_seconds(p) for p in decoders]
         time.sleep(seconds)
         wall = time.monotonic() - t0
-        own1, dec1 = _cpu_seconds(me), [_cpu_seconds(p) for p in decoders]
+        own1, dec1 = cpu_seconds(me), [cpu_seconds(p) for p in decoders]
         delivered = (got - got0) / INGEST_RATE / wall
-        dec_pss = [_pss_mb(p) or 0.0 for p in decoders]
-        rss1 = _rss_mb(me)
+        dec_pss = [pss_mb(p) or 0.0 for p in decoders]
+        rss1 = rss_mb(me)
         restarts = sum(src.restarts for src in sources)
     finally:
         stop.set()

@@ -52,6 +52,7 @@ from instrumentd.training.tones import harmonic_notes
 from . import BenchResult
 from .flags import measured_seconds, parse_counts
 from .gpu_load import GpuLoad
+from .procfs import rss_mb
 
 HOP = 1.0  # seconds, the target's hop
 TARGET_P99_MS = {"cpu": 250.0, "cuda": 100.0}
@@ -135,6 +136,10 @@ def run_streams(devices: list[torch.device], n: int, seconds: float, policy: str
         # utilisation (the same devices for every process: their mean)
         "cpu_cores": round(sum(p["cpu_cores"] for p in parts), 2),
         "gpu_util_percent": round(sum(gpu) / len(gpu), 1) if gpu else None,
+        # memory held at the end of the measured time, every process's summed: host RSS (None off
+        # Linux) and the CUDA memory torch has allocated; rows of two counts give what a stream adds
+        "rss_mb": _sum_or_none([p["rss_mb"] for p in parts]),
+        "cuda_mb": _sum_or_none([p["cuda_mb"] for p in parts]),
     }
 
 
@@ -165,6 +170,8 @@ def _run(devices: list[torch.device], n: int, seconds: float, policy: str, lag: 
                      if before["wall"] <= _epoch(e["wall_time"]) - e["latency_ms"] / 1000 < after["wall"]]
     busy = {k: (after["busy"][k] - before["busy"][k]) / seconds for k in STAGES}
     return {
+        "rss_mb": after["rss_mb"],
+        "cuda_mb": after["cuda_mb"],
         "cpu_cores": (after["cpu_s"] - before["cpu_s"]) / seconds,
         "gpu_util_percent": after["gpu_util_percent"],
         "latencies": np.array(latencies, dtype=float),
@@ -223,6 +230,13 @@ def _mark(pool, counters: dict) -> None:
     counters["passes"] = sum(w.passes for w in workers)
     counters["busy"] = {k: sum(w.seconds[k] for w in workers) / len(workers) for k in STAGES[:-1]}
     counters["busy"]["publish"] = pool.seconds["publish"]
+    counters["rss_mb"] = rss_mb()
+    cuda = [w.recognizer.device for w in workers if w.recognizer.device.type == "cuda"]
+    counters["cuda_mb"] = sum(torch.cuda.memory_allocated(d) for d in cuda) / 2**20 if cuda else None
+
+
+def _sum_or_none(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else round(sum(values), 1)
 
 
 def _epoch(wall_time: str) -> float:
@@ -374,7 +388,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--streams", default=None, metavar="N,N,...",
                    help="run these stream counts only, one row each (default: the ladder of the device: "
                         "1-8 on a CPU, 250-2,000 on a GPU, and the pitch-delay and one-tick rows)")
-    p.add_argument("--seconds", type=float, default=None, help="seconds measured per row (default: 30, 10 with --quick)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="seconds measured per row (default: 30, 10 with --quick)")
     p.add_argument("--gather", type=float, default=0.0, metavar="SECONDS",
                    help="with --streams: > 0 puts the streams on one tick (serve --gather; default: 0, own phases)")
 
@@ -448,7 +463,7 @@ def stream(device: torch.device, quick: bool, args: argparse.Namespace):
         "windows": f"{r['windows']}/{r['expected_windows']}", "dropped": r["dropped_windows"],
         "per pass": r["windows_per_pass"], "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"],
         "busy % (read mel pitch win model pub)": " ".join(f"{100 * r[k + '_busy']:.0f}" for k in STAGES),
-        "cpu cores": r["cpu_cores"], "gpu %": r["gpu_util_percent"],
+        "cpu cores": r["cpu_cores"], "gpu %": r["gpu_util_percent"], "RSS MB": r["rss_mb"],
         "ok": "yes" if r["ok"] else "no",
     } for r in rows]
     title = f"stream: real-time streams, {HOP:g} s hop, latency = last sample in -> published"

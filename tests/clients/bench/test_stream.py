@@ -64,6 +64,7 @@ def test_chosen_stream_counts_on_one_tick_are_one_row_each(capsys):
     rows = summary["rows"]
     assert [r["streams"] for r in rows] == [1, 3] and {r["mode"] for r in rows} == {"aligned"}
     assert [r["expected_windows"] for r in rows] == [3, 9] and summary["seconds"] == 3.0
+    assert all(r["rss_mb"] > 50 and r["cuda_mb"] is None for r in rows)  # the daemon's memory, read from /proc
     assert summary["max_streams_within_target"] == max([r["streams"] for r in rows if r["ok"]], default=0)
 
 
