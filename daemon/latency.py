@@ -19,7 +19,8 @@ HISTORY = 1000  # windows behind a stream's p50/p99
 RATIO = 1.05  # each bin's upper edge over its lower one
 FLOOR_MS = 1.0  # the first bin holds every latency under this
 CEILING_MS = 100_000.0  # the last bin holds every latency from this on
-N_BINS = 2 + math.ceil(math.log(CEILING_MS / FLOOR_MS) / math.log(RATIO))
+LOG_RATIO = math.log(RATIO)
+N_BINS = 2 + math.ceil(math.log(CEILING_MS / FLOOR_MS) / LOG_RATIO)
 # what a percentile in each bin reads as: half the floor, the geometric centres, the ceiling
 CENTRES = np.concatenate([[FLOOR_MS / 2], FLOOR_MS * RATIO ** (np.arange(1, N_BINS - 1) - 0.5), [CEILING_MS]])
 
@@ -31,7 +32,7 @@ def bin_of(ms: float) -> int:
         return 0
     if ms >= CEILING_MS:
         return N_BINS - 1
-    return 1 + int(math.log(ms / FLOOR_MS) / math.log(RATIO))
+    return 1 + int(math.log(ms / FLOOR_MS) / LOG_RATIO)
 
 
 class LatencyHistory:

@@ -37,6 +37,7 @@ from instrumentd.model.decision import window_reasons
 from . import events
 from .config import Config
 from .eventlog import EventLog, LogLock, lock_folder
+from .latency import percentiles
 from .metrics import MetricsServer
 from .publisher import Publisher
 from .replay import ReplayServer
@@ -46,7 +47,6 @@ from .security import Guard
 from .service import Notifier
 from .signals import Signals
 from .sources import Source, open_sources
-from .latency import percentiles
 from .worker import Stream, Window, WorkerPool, build_pool
 
 log = logging.getLogger("instrumentd.daemon")

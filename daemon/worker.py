@@ -160,7 +160,6 @@ class Stream:
         return native0 + int(math.ceil((grid_index - grid0) * self.rate / self.cfg.sample_rate))
 
 
-
 class Worker:
     """Runs the streams it is given on one device.
 
