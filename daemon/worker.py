@@ -2,9 +2,9 @@
 
 One worker per device; a :class:`WorkerPool` spreads the streams over the workers of several
 devices. Each :meth:`Worker.step` reads every stream whose next window is complete, resamples it
-(``soxr.ResampleStream``, per stream), pushes all the new audio through
-:class:`~instrumentd.pipeline.stream_features.StreamFeatures` in one batch, builds the windows that
-are due and runs them through the network as one batch.
+(``soxr.ResampleStream``, per stream), stages its new audio for the device as it reads it, pushes
+all of it through :class:`~instrumentd.pipeline.stream_features.StreamFeatures` in one batch (one
+upload), builds the windows that are due and runs them through the network as one batch.
 
 Phase. By default each live stream keeps its own phase: independent streams come due at different
 moments, which spreads the work over the hop (on a CPU, where a forward pass costs in proportion to
@@ -283,7 +283,7 @@ class Worker:
             return []
         due_set = set(due)
         feeding = not due and self._feeding(active, now)
-        chunks, pushed, ending = {}, [], []
+        pushed, ending = [], []
         if due or feeding or any(st.pending is not None for st in active):
             # a feeding step pushes what has come in a quarter hop at a time; a due one takes the others along
             along = self.feed if feeding else self.take_along
@@ -296,14 +296,14 @@ class Worker:
                     if st.pending is not None:
                         chunk = np.concatenate([st.pending, chunk])
                         st.pending = None
-                    if len(chunk):
-                        chunks[st.slot] = chunk
+                    if len(chunk):  # staged at once, while it is in cache; pushed with the others below
+                        self.features.stage(st.slot, chunk)
                         pushed.append(st)
                 if st.source.ended and st.native_next >= ring.written:
                     ending.append(st)
         self.seconds["read"] += time.perf_counter() - t0
         t_push = time.perf_counter()
-        self.features.push(chunks)
+        self.features.push_staged()
         if feeding:
             self._feed_cost += 0.25 * (time.perf_counter() - t_push - self._feed_cost)
         self.features.flush([st.slot for st in ending])
@@ -326,7 +326,7 @@ class Worker:
         self.n_finished += len(ending)  # after the flags: whoever sees the count sees the streams
         self.seconds["mel"] = self.features.seconds["mel"]
         self.seconds["pitch"] = self.features.seconds["pitch"]
-        if chunks or ending or windows:
+        if pushed or ending or windows:
             took = time.perf_counter() - t0
             self.step_counts[bisect.bisect_left(STEP_BUCKETS, took)] += 1
             self.step_seconds += took

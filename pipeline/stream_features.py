@@ -36,6 +36,7 @@ from .errors import ParameterError
 from .features import Features
 from .mask import f0_to_mask, predominant_spectrogram
 from .mel import MelFrontEnd, power_to_db
+from .staging import Staging
 
 POLICIES = ("hold", "delay")
 # audio of all streams that one step of the maths takes: 1,000 stream-seconds. A step's memory grows
@@ -102,7 +103,12 @@ class StreamFeatures:
         # push writes all streams' new frames and a batch of windows reads them in one indexing op
         self._power = torch.zeros(0, cfg.n_mels, self.keep, dtype=torch.float32, device=self.device)
         self._free_rows: list[int] = []
-        self.seconds = {"mel": 0.0, "pitch": 0.0}  # host time spent per stage, cumulative
+        self._staging = Staging(self.device)
+        self._staged: dict[int, tuple[int, int]] = {}  # slot -> (offset, samples) of its staged chunk
+        self._frames: list[tuple[int, int, int, int]] = []  # new mel frames of the staged audio (_mel_frames)
+        self._staged_samples = 0
+        # host time spent per stage, cumulative (staging the audio is its reader's time: the worker's read)
+        self.seconds = {"mel": 0.0, "pitch": 0.0}
 
     # -- streams ---------------------------------------------------------------
     def add_stream(self, origin: int = 0) -> int:
@@ -130,11 +136,15 @@ class StreamFeatures:
 
     def reset(self, slot: int, origin: int) -> None:
         """Start ``slot`` over at frame ``origin``: the audio pushed next does not continue the old."""
+        if slot in self._staged:
+            self.push_staged()
         old = self._slots[slot]
         self.pitch.remove_stream(old.pitch_slot)
         self._slots[slot] = self._fresh(origin, old.row)
 
     def remove_stream(self, slot: int) -> None:
+        if slot in self._staged:
+            self.push_staged()
         s = self._slots.pop(slot)
         self.pitch.remove_stream(s.pitch_slot)
         self._free_rows.append(s.row)
@@ -152,32 +162,58 @@ class StreamFeatures:
 
     # -- pushing audio -----------------------------------------------------------
     def push(self, chunks: dict[int, np.ndarray]) -> None:
-        """Append ``chunks: {slot: float32 [n]}`` (44.1 kHz, continuing each slot) and compute the new frames.
+        """Append ``chunks: {slot: float32 [n]}`` (44.1 kHz, continuing each slot) and compute the new frames:
+        :meth:`stage` each, then :meth:`push_staged`."""
+        for k, chunk in chunks.items():
+            if len(chunk):
+                self.stage(k, np.asarray(chunk, np.float32))
+        self.push_staged()
 
-        The chunks go to the device once, with the mel tails they continue (through page-locked memory to
-        a GPU); the mel step and the pitch engine both read that one upload. More than
-        :data:`MAX_PUSH_SAMPLES` in all go through in steps of at most that much (whole chunks), which
-        bounds the memory a push needs, whatever the number of streams.
+    def stage(self, slot: int, chunk: np.ndarray) -> None:
+        """Lay out ``chunk: float32 [n]`` (44.1 kHz, continuing ``slot``) for the next :meth:`push_staged`.
+
+        The chunk is copied into host staging memory at once (with the mel tail it continues, where it
+        completes frames), so a caller that stages each stream's audio as it reads it copies it while it
+        is still in cache, and the push uploads one block. Staging a slot that is already staged, or
+        more than :data:`MAX_PUSH_SAMPLES` in all, first pushes what is staged: a push's memory on the
+        device stays bounded, whatever the number of streams, and a stream's chunks stay in order.
         """
-        chunks = {k: np.asarray(v, np.float32) for k, v in chunks.items() if len(v)}
-        group: dict[int, np.ndarray] = {}
-        size = 0
-        for k, chunk in chunks.items():  # a step at a time, each at most MAX_PUSH_SAMPLES (or one chunk)
-            if group and size + len(chunk) > MAX_PUSH_SAMPLES:
-                self._push_step(group)
-                group, size = {}, 0
-            group[k] = chunk
-            size += len(chunk)
-        if group:
-            self._push_step(group)
+        if slot in self._staged or (self._staged and self._staged_samples + len(chunk) > MAX_PUSH_SAMPLES):
+            self.push_staged()
+        hop, keep = self.cfg.hop_length, self.keep
+        s = self._slots[slot]
+        s.received += len(chunk)
+        # frame j needs samples up to j * hop + half (inclusive): the window is [j*hop - half, j*hop + half]
+        last = (s.received - 1 - self.half) // hop
+        n = max(0, last - s.next_mel + 1)
+        if n:
+            kept = min(n, keep)  # frames older than the store's reach are not computed at all
+            at = self._staging.append(s.tail)
+            self._frames.append((s.row, s.next_mel + n - kept, kept, at + (n - kept) * hop))
+            cut = n * hop  # the tail from here on: audio of frames not computed yet
+            s.tail = (chunk[cut - len(s.tail) :].copy() if cut >= len(s.tail)
+                      else np.concatenate([s.tail[cut:], chunk]))
+            s.next_mel += n
+            s.n_power = min(keep, s.n_power + n)
+        else:
+            s.tail = np.concatenate([s.tail, chunk])
+        self._staged[slot] = (self._staging.append(chunk), len(chunk))
+        self._staged_samples += len(chunk)
 
-    def _push_step(self, chunks: dict[int, np.ndarray]) -> None:
-        """One step of :meth:`push`: mel, then pitch, for ``chunks`` (``{slot: float32 [n]}``, n > 0)."""
+    def push_staged(self) -> None:
+        """Upload what :meth:`stage` laid out in one copy and compute its new frames: one batched STFT over
+        every slot's new mel frames, then one step of the pitch engine over the same upload."""
+        if not self._staged:
+            return
         t0 = time.perf_counter()
-        uploaded = self._push_mel(chunks)
+        staged, frames = self._staged, self._frames
+        self._staged, self._frames, self._staged_samples = {}, [], 0
+        flat = self._staging.upload()
+        if frames:
+            self._mel_frames(flat, frames)
         t1 = time.perf_counter()
-        pushed = {self._slots[k].pitch_slot: self._slots[k] for k in chunks}
-        new_f0 = self.pitch.push({self._slots[k].pitch_slot: chunk for k, chunk in uploaded.items()})
+        pushed = {self._slots[k].pitch_slot: self._slots[k] for k in staged}
+        new_f0 = self.pitch.push({self._slots[k].pitch_slot: flat[a : a + n] for k, (a, n) in staged.items()})
         self.seconds["mel"] += t1 - t0
         self.seconds["pitch"] += time.perf_counter() - t1
         for pslot, f0 in new_f0.items():
@@ -186,6 +222,7 @@ class StreamFeatures:
     def flush(self, slots: list[int]) -> None:
         """These streams ended: finalise their remaining pitch frames (zero-padded past the end, as the
         batch path), all in one step of the pitch engine."""
+        self.push_staged()
         ended = {self._slots[k].pitch_slot: self._slots[k] for k in slots}
         for pslot, f0 in self.pitch.flush_many(list(ended)).items():
             self._add_f0(ended[pslot], f0)
@@ -195,55 +232,20 @@ class StreamFeatures:
             s.f0 = np.concatenate([s.f0, np.asarray(f0, np.float32)])[-self.keep :]
             s.pitch_final += len(f0)
 
-    def _push_mel(self, chunks: dict[int, np.ndarray]) -> dict[int, torch.Tensor]:
-        """Upload every chunk (after its slot's mel tail, where the chunk completes frames) in one copy and
-        run one batched STFT over the new frames of every slot; returns each chunk as a ``float32 [n]``
-        view of the upload, on :attr:`device`."""
+    def _mel_frames(self, flat: torch.Tensor, frames: list[tuple[int, int, int, int]]) -> None:
+        """Mel power of new frames into the store: ``flat`` is the uploaded audio, ``frames`` one
+        ``(row, first frame, frames, offset in flat of the first frame's samples)`` per slot."""
         hop, win, keep = self.cfg.hop_length, self.cfg.window_length, self.keep
-        pieces, at = [], {}  # what is uploaded, in order; slot -> where its chunk starts in it
-        rows, firsts, counts, offsets = [], [], [], []  # per slot with new frames
-        base = 0
-        for k, chunk in chunks.items():
-            s = self._slots[k]
-            s.received += len(chunk)
-            # frame j needs samples up to j * hop + half (inclusive): the window is [j*hop - half, j*hop + half]
-            last = (s.received - 1 - self.half) // hop
-            n = max(0, last - s.next_mel + 1)
-            if n:
-                kept = min(n, keep)  # frames older than the store's reach are not computed at all
-                rows.append(s.row)
-                firsts.append(s.next_mel + n - kept)
-                counts.append(kept)
-                offsets.append(base + (n - kept) * hop)
-                pieces.append(s.tail)
-                base += len(s.tail)
-                cut = n * hop  # the tail from here on: audio of frames not computed yet
-                s.tail = (chunk[cut - len(s.tail) :].copy() if cut >= len(s.tail)
-                          else np.concatenate([s.tail[cut:], chunk]))
-                s.next_mel += n
-                s.n_power = min(keep, s.n_power + n)
-            else:
-                s.tail = np.concatenate([s.tail, chunk])
-            at[k] = base
-            pieces.append(chunk)
-            base += len(chunk)
-        host = torch.empty(base, dtype=torch.float32, pin_memory=self.device.type == "cuda")
-        np.concatenate(pieces, out=host.numpy())
-        flat = host.to(self.device, non_blocking=True)
-        uploaded = {k: flat[a : a + len(chunks[k])] for k, a in at.items()}
-        if not counts:
-            return uploaded
+        rows, firsts, counts, offsets = (np.asarray(c, np.int64) for c in zip(*frames))
         # frame i of the push: its slot's row, its column in the store, where its samples start in ``flat``
-        counts_a = np.asarray(counts)
-        within = np.arange(counts_a.sum()) - np.repeat(np.cumsum(counts_a) - counts_a, counts_a)
-        index = torch.from_numpy(np.stack([np.repeat(offsets, counts_a) + within * hop, np.repeat(rows, counts_a),
-                                           (np.repeat(firsts, counts_a) + within) % keep])).to(self.device)
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        index = torch.from_numpy(np.stack([np.repeat(offsets, counts) + within * hop, np.repeat(rows, counts),
+                                           (np.repeat(firsts, counts) + within) % keep])).to(self.device)
         frames = flat[index[0][:, None] + torch.arange(win, device=self.device)[None, :]].to(torch.float64)
         spec = torch.fft.rfft(frames * self.front.window, dim=-1)
         # float64 through the filterbank (mel.py's parity budget); float32 is plenty to store power
         power = ((spec.real.square() + spec.imag.square()) @ self.front.filterbank.T).to(torch.float32)
         self._power[index[1], :, index[2]] = power
-        return uploaded
 
     # -- windows ---------------------------------------------------------------
     def window_ready(self, slot: int, start: int, policy: str = "hold") -> bool:

@@ -79,8 +79,8 @@ def test_a_push_larger_than_a_step_goes_through_in_steps_with_the_same_features(
         sf = StreamFeatures(keep=400)
         slots = [sf.add_stream() for _ in range(5)]
         steps = []
-        real = sf._push_step
-        monkeypatch.setattr(sf, "_push_step", lambda chunks: (steps.append(sorted(chunks)), real(chunks)))
+        real = sf.push_staged
+        monkeypatch.setattr(sf, "push_staged", lambda: (steps.append(sorted(sf._staged)), real()))
         run(sf, {k: audio[k % 2][k * 100 :] for k in slots}, 20_000)
         w = sf.windows([(k, 10) for k in slots], "delay")
         return steps, w.mel, w.mask
@@ -90,6 +90,27 @@ def test_a_push_larger_than_a_step_goes_through_in_steps_with_the_same_features(
     whole_steps, whole_mel, whole_mask = features(10**9)
     assert whole_steps[0] == [0, 1, 2, 3, 4]
     assert torch.allclose(mel, whole_mel, atol=1e-5) and torch.equal(mask, whole_mask)
+
+
+def test_staging_a_staged_stream_again_pushes_the_first_chunk_first(audio):
+    """Two chunks of one stream staged one after the other (and another stream's between) give the
+    features of two pushes."""
+    x, y = audio
+    staged = StreamFeatures(keep=400)
+    a, b = staged.add_stream(), staged.add_stream()
+    staged.stage(a, x[:50_000])
+    staged.stage(b, y[:70_000])
+    staged.stage(a, x[50_000:])
+    staged.push_staged()
+    staged.push({b: y[70_000:]})
+    pushed = StreamFeatures(keep=400)
+    c, d = pushed.add_stream(), pushed.add_stream()
+    pushed.push({c: x[:50_000], d: y[:70_000]})
+    pushed.push({c: x[50_000:], d: y[70_000:]})
+    assert staged.received(a) == len(x)
+    for (s1, s2) in ((a, c), (b, d)):
+        w1, w2 = staged.windows([(s1, 15)], "hold"), pushed.windows([(s2, 15)], "hold")
+        assert torch.allclose(w1.mel, w2.mel, atol=1e-5) and torch.equal(w1.mask, w2.mask)
 
 
 def test_hold_repeats_the_last_final_pitch_and_delay_waits(audio):
