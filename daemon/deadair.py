@@ -117,8 +117,12 @@ class WindowLevels:
         hi = min(first_frame + n_frames, self.newest + 1)
         if hi <= lo:
             return LEVEL_FLOOR_DB
-        slots = np.arange(lo, hi) % self.size
-        count = int(self.count[slots].sum())
+        a, b = lo % self.size, (hi - 1) % self.size + 1  # the frames' slots: [a, b), or [a, size) and [0, b)
+        if a < b:
+            count, energy = int(self.count[a:b].sum()), float(self.energy[a:b].sum())
+        else:
+            count = int(self.count[a:].sum() + self.count[:b].sum())
+            energy = float(self.energy[a:].sum() + self.energy[:b].sum())
         if count == 0:
             return LEVEL_FLOOR_DB
-        return max(LEVEL_FLOOR_DB, 10 * math.log10(max(float(self.energy[slots].sum()) / count, 1e-30)))
+        return max(LEVEL_FLOOR_DB, 10 * math.log10(max(energy / count, 1e-30)))

@@ -193,13 +193,17 @@ class Server:
 
     # -- events ----------------------------------------------------------------
     def _emit(self, windows: list[Window]) -> None:
+        if not windows:
+            return
         rec = self.worker.recognizer
-        if windows and self.metrics is not None:
+        if self.metrics is not None:
             self.metrics.observe_batch(len(windows))
-        for w in windows:
+        # the step's windows decided together; then each stream's smoothing, events and log, window by window
+        levels = [w.stream.levels.level_db(w.start_frame, w.stream.cfg.n_frames) for w in windows]
+        reasons = window_reasons(np.stack([w.probabilities for w in windows]), np.array(levels), rec.decision,
+                                 voiced=np.array([w.voiced for w in windows]))
+        for w, level, none in zip(windows, levels, reasons):
             st = w.stream
-            level = st.levels.level_db(w.start_frame, st.cfg.n_frames)
-            none = window_reasons(w.probabilities[None], np.array([level]), rec.decision, voiced=[w.voiced])[0]
             # a window that names no instrument (silence, speech, noise...) weighs as no probability at all
             heard = w.probabilities if none is None else np.zeros_like(w.probabilities)
             changes = st.segmenter.update(heard, w.t_start, w.t_end)
