@@ -1,13 +1,15 @@
 """Dead air: a stream whose level stays under ``silence_db`` for ``silence_s`` seconds is ``silent``
-until a block of its audio reaches that level again (``sound``).
+until a frame of its audio reaches that level again (``sound``).
 
-The level is the RMS in dBFS of each 100 ms block of the audio as read, at the source's own rate; a
-read that is not a whole number of blocks counts its last, shorter block as one. :class:`WindowLevels`
-gives each window its level, for the decision that silence names no instrument (model/decision.py).
+Both measure the energy of each 30 ms frame of the stream's grid (44.1 kHz, the features' frames):
+:class:`WindowLevels` keeps it to give each window its level, for the decision that silence names no
+instrument (model/decision.py), and hands the frames of each read on to :class:`DeadAir`, whose level
+is the RMS in dBFS of each of them (a read's first and last frames may be partial: each counts as a
+frame of its own). One pass over a read's samples serves both, and the stream's level.
 
-Both take the audio's squares (``np.square(audio)``, float32), which the worker computes once per
-read for them and for the stream's level; sums run in float32 (at most a few thousand positive
-terms: a relative error under 1e-4, a thousandth of a dB), which costs half of summing in float64.
+The worker squares each read once (``np.square(audio)``, float32); sums run in float32 (at most a
+few thousand positive terms: a relative error under 1e-4, a thousandth of a dB), which costs half of
+summing in float64.
 """
 
 from __future__ import annotations
@@ -18,47 +20,43 @@ import numpy as np
 
 from instrumentd.pipeline.windows import LEVEL_FLOOR_DB
 
-BLOCK_S = 0.1  # seconds of audio per level measurement
-
 
 class DeadAir:
     """One stream's silence state.
 
     Parameters
     ----------
-    silence_db : dBFS; a block quieter than this is silence
-    silence_s : seconds of consecutive silent blocks before the stream counts as silent
-    rate : hz of the audio given to :meth:`push`
+    silence_db : dBFS; a frame quieter than this is silence
+    silence_s : seconds of consecutive silent frames before the stream counts as silent
+    rate : hz of the audio whose frames :meth:`push` is given
     """
 
     def __init__(self, silence_db: float, silence_s: float, rate: int):
         self.silence_db = silence_db
         self.silence_s = silence_s
         self.rate = rate
-        self.block = max(1, int(BLOCK_S * rate))
+        self.threshold = 10 ** (silence_db / 10)  # mean square of a frame at silence_db
         self.silent = False
-        self.quiet_s = 0.0  # seconds of silence up to the newest block
+        self.quiet_s = 0.0  # seconds of silence up to the newest frame
 
-    def push(self, squares: np.ndarray) -> list[tuple[str, str]]:
-        """Add the squares of the next samples, ``float32 [n]`` (audio in [-1, 1], squared); returns the
-        state changes, ``("silent" | "sound", reason)``."""
-        n = len(squares)
+    def push(self, energy: np.ndarray, count: np.ndarray) -> list[tuple[str, str]]:
+        """Add the next frames: ``energy: float [k]`` the sum of each one's squared samples (audio in
+        [-1, 1]), ``count: int [k]`` its samples (> 0), as :meth:`WindowLevels.push` returns them; returns
+        the state changes, ``("silent" | "sound", reason)``."""
         changes: list[tuple[str, str]] = []
-        if n == 0:
+        if not len(count):
             return changes
-        edges = np.arange(0, n, self.block)
-        power = np.add.reduceat(squares, edges) / np.diff(np.append(edges, n))
-        loud = 10 * np.log10(np.maximum(power, 1e-12)) >= self.silence_db
+        loud = energy >= self.threshold * count
         if loud.any():
             first, last = np.flatnonzero(loud)[[0, -1]]
             if self.silent:
-                level = 10 * math.log10(max(float(power[first]), 1e-12))
-                quiet_s = self.quiet_s + first * self.block / self.rate
+                level = 10 * math.log10(max(float(energy[first]) / int(count[first]), 1e-12))
+                quiet_s = self.quiet_s + int(count[:first].sum()) / self.rate
                 self.silent = False
                 changes.append(("sound", f"level {level:.1f} dBFS after {quiet_s:.1f} s of silence"))
-            self.quiet_s = (n - min(n, (int(last) + 1) * self.block)) / self.rate
+            self.quiet_s = int(count[last + 1 :].sum()) / self.rate
         else:
-            self.quiet_s += n / self.rate
+            self.quiet_s += int(count.sum()) / self.rate
         if not self.silent and self.quiet_s >= self.silence_s:
             self.silent = True
             changes.append(("silent", f"level under {self.silence_db:g} dBFS for {self.quiet_s:.1f} s"))
@@ -84,32 +82,32 @@ class WindowLevels:
         self.count = np.zeros(frames_kept, np.int64)
         self.newest = -1  # newest frame with audio
 
-    def push(self, squares: np.ndarray, start: int) -> None:
-        """Add the squares of samples, ``float32 [n]``, whose first has grid index ``start``.
+    def push(self, squares: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """Add the squares of samples, ``float32 [n]``, whose first has grid index ``start``; returns the
+        frames they fall in, ``(energy float32 [k], samples int [k])``, first to last (the first and last
+        partial when the samples begin or end inside a frame).
 
         One pass over them (summed frame by frame with ``np.add.reduceat``); the rest is per frame.
-        Frames older than the ring are not measured at all.
+        The ring keeps the newest ``frames_kept`` frames.
         """
-        hop = self.hop
-        last = (start + len(squares) - 1) // hop
-        cut = max(0, (last - self.size + 1) * hop - start)  # samples before the oldest frame the ring keeps
-        if cut:
-            squares, start = squares[cut:], start + cut
-        if not len(squares):
-            return
-        first = start // hop
+        hop, n = self.hop, len(squares)
+        if not n:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        first, last = start // hop, (start + n - 1) // hop
         frames = np.arange(first, last + 1)
         bounds = np.maximum(frames * hop - start, 0)  # where each frame's samples begin in ``squares``
         energy = np.add.reduceat(squares, bounds)
-        count = np.diff(np.append(bounds, len(squares)))
-        slots = frames % self.size
+        count = np.diff(np.append(bounds, n))
+        kept = slice(max(0, len(frames) - self.size), None)  # frames older than the ring are not stored
+        slots = frames[kept] % self.size
         # frames new to the ring, those a gap skipped included, replace what their slots held
         fresh = np.arange(max(self.newest + 1, last - self.size + 1), last + 1) % self.size
         self.energy[fresh] = 0.0
         self.count[fresh] = 0
-        self.energy[slots] += energy  # one push's frames are distinct, and so are their slots
-        self.count[slots] += count
+        self.energy[slots] += energy[kept]  # one push's frames are distinct, and so are their slots
+        self.count[slots] += count[kept]
         self.newest = max(self.newest, last)
+        return energy, count
 
     def level_db(self, first_frame: int, n_frames: int) -> float:
         """dBFS of frames ``first_frame .. first_frame + n_frames - 1`` (-120 when none was heard or kept)."""

@@ -122,17 +122,19 @@ class RingBuffer:
             # a closed ring takes (and discards) anything
             return self.capacity if self.closed else self.capacity - (self.written - self.read_pos)
 
-    def read(self, max_samples: int | None = None, keep_last: int | None = None) -> tuple[np.ndarray, int, bool]:
+    def read(self, max_samples: int | None = None, keep_last: int | None = None,
+             out: np.ndarray | None = None) -> tuple[np.ndarray, int, bool]:
         """Take unread samples.
 
         Parameters
         ----------
         max_samples : take at most this many (default: all)
         keep_last : if more than this many are unread, skip the older ones (counted as dropped)
+        out : float32 [m] to copy them into (at most ``m`` are taken) instead of a new array
 
         Returns
         -------
-        samples : float32 [n], a copy
+        samples : float32 [n], a copy (a view of ``out``, when given)
         start : absolute index of ``samples[0]``
         broken : True if samples were skipped or a break was marked since the previous read
 
@@ -150,6 +152,8 @@ class RingBuffer:
             n = self.written - start
             if max_samples is not None:
                 n = min(n, max_samples)
+            if out is not None:
+                n = min(n, len(out))
             broken = skipped
             self.last_gap = 0
             # a chunk never spans a break: it ends at the break, the next read with audio after it reports it
@@ -158,7 +162,7 @@ class RingBuffer:
                 broken = True
             if self._break_at and self._break_at[0][0] < start + n:
                 n = self._break_at[0][0] - start
-            out = np.empty(n, dtype=np.float32)
+            out = np.empty(n, dtype=np.float32) if out is None else out[:n]
             a = start % self.capacity
             first = min(n, self.capacity - a)
             out[:first] = self._buf[a : a + first]

@@ -86,6 +86,19 @@ class Window:
     voiced: float = 1.0  # share of its frames with a pitch, filled with the probabilities
 
 
+class Scratch:
+    """A ``float32`` buffer reused from read to read, grown when a read needs more."""
+
+    def __init__(self):
+        self._buf = np.empty(0, np.float32)
+
+    def take(self, n: int) -> np.ndarray:
+        """``float32 [n]``, uninitialised: the same memory as the last call's, while ``n`` fits."""
+        if len(self._buf) < n:
+            self._buf = np.empty(n, np.float32)
+        return self._buf[:n]
+
+
 class Stream:
     """One named stream inside a worker: its source, resampler, features slot, window grid and counters."""
 
@@ -212,6 +225,9 @@ class Worker:
         self.step_counts = [0] * (len(STEP_BUCKETS) + 1)
         self.step_seconds = 0.0
         self.lock = threading.Lock()  # held by whoever steps the worker or moves its streams
+        # reused by every read: no allocation per read, and no fresh pages for the kernel to fault in
+        # (a 1 s read is 176 kB, past the allocator's mmap threshold)
+        self._read_buffer, self._squares_buffer = Scratch(), Scratch()
         self._gather_until: float | None = None
 
     @staticmethod
@@ -236,7 +252,7 @@ class Worker:
 
     def add(self, source: Source, segmenter: Segmenter) -> Stream:
         stream = Stream(source, self.features.add_stream(), self.cfg, self.hop_s, segmenter,
-                        DeadAir(self.silence_db, self.silence_s, source.ring.rate))
+                        DeadAir(self.silence_db, self.silence_s, self.cfg.sample_rate))
         stream.aligned = not (self.align and source.live)
         self.streams.append(stream)
         return stream
@@ -389,7 +405,8 @@ class Worker:
         return True
 
     def _take(self, st: Stream) -> np.ndarray:
-        """The stream's unread audio at 44.1 kHz (stale audio of a live stream skipped)."""
+        """The stream's unread audio at 44.1 kHz (stale audio of a live stream skipped): a view of the
+        worker's read buffer, when not resampled, valid until the next read."""
         ring = st.source.ring
         avail = ring.available()
         keep_last = None
@@ -397,23 +414,23 @@ class Worker:
             # keep almost nothing: refilling a 3 s window from the backlog would cost three hops of
             # work at the moment the worker is already behind, and feed the overload
             keep_last = int(0.05 * st.rate)
-        data, start, broken = ring.read(int(self.max_read_s * st.rate), keep_last)
+        most = int(self.max_read_s * st.rate)
+        data, start, broken = ring.read(most, keep_last, out=self._read_buffer.take(most))
         if broken or start != st.native_next:
             self._reset(st, start, ring.last_gap)
         st.native_next = start + len(data)
-        squares = np.square(data)  # one pass for the stream's level, its dead air and its windows' levels
+        if st.resampler is not None:
+            data = st.resampler.resample_chunk(data, last=ring.closed and ring.available() == 0)
+        # one pass over the samples: the energy of each frame, for the windows' levels, dead air and the
+        # stream's level
+        energy, count = st.levels.push(np.square(data, out=self._squares_buffer.take(len(data))), st.pos)
         if len(data):
-            rms = math.sqrt(float(squares.sum()) / len(data))
-            st.level_db = round(max(-120.0, 20 * math.log10(max(rms, 1e-6))), 1)
-            notes = st.deadair.push(squares)
+            st.level_db = round(max(-120.0, 10 * math.log10(max(float(energy.sum()) / len(data), 1e-12))), 1)
+            notes = st.deadair.push(energy, count)
             if notes:
                 st.notes.extend(notes)
                 st.source.news.set()
-        if st.resampler is not None:
-            data = st.resampler.resample_chunk(data, last=ring.closed and ring.available() == 0)
-            squares = np.square(data)
         st.remember(data, st.pos)
-        st.levels.push(squares, st.pos)
         st.pos += len(data)
         if not st.aligned and len(data):
             self._align(st)

@@ -21,6 +21,18 @@ def test_reads_what_was_written_across_the_wrap():
     assert rb.dropped == 0
 
 
+def test_a_read_into_a_buffer_fills_it_across_the_wrap_and_takes_no_more_than_it_holds():
+    rb = RingBuffer(10, 100)
+    rb.write(ramp(0, 7))
+    rb.read()
+    rb.write(ramp(7, 15))  # wraps
+    out = np.full(6, -1, np.float32)
+    data, start, _ = rb.read(out=out)
+    assert start == 7 and np.shares_memory(data, out) and np.array_equal(out, ramp(7, 13))
+    data, start, _ = rb.read(out=out)
+    assert start == 13 and np.array_equal(data, ramp(13, 15)) and rb.available() == 0
+
+
 def test_live_overflow_drops_the_oldest_and_counts():
     rb = RingBuffer(10, 100)
     rb.write(ramp(0, 8))
