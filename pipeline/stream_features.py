@@ -74,7 +74,7 @@ class _Slot:
     tail: np.ndarray  # audio from sample next_mel * hop - half_window, zeros before origin
     next_mel: int  # first frame whose mel power is not computed yet
     n_power: int  # frames [next_mel - n_power, next_mel) are in the power store (at most keep)
-    f0: np.ndarray  # final f0 of frames [pitch_final - len, pitch_final), hz, NaN unvoiced
+    n_f0: int  # frames [pitch_final - n_f0, pitch_final) have their final f0 in the f0 store (at most keep)
     pitch_final: int  # first frame whose f0 is not final
 
 
@@ -102,6 +102,9 @@ class StreamFeatures:
         # mel power of every stream, one row each: frame j of a slot lives in column j % keep, so a
         # push writes all streams' new frames and a batch of windows reads them in one indexing op
         self._power = torch.zeros(0, cfg.n_mels, self.keep, dtype=torch.float32, device=self.device)
+        # final f0 of every stream (hz, NaN unvoiced), on the host, laid out as the power store: frame j of
+        # a slot in column j % keep of its row, so a batch of windows reads its pitch in one indexing op
+        self._f0 = np.zeros((0, self.keep), np.float32)
         self._free_rows: list[int] = []
         self._staging = Staging(self.device)
         self._staged: dict[int, tuple[int, int]] = {}  # slot -> (offset, samples) of its staged chunk
@@ -121,7 +124,7 @@ class StreamFeatures:
         return _Slot(
             pitch_slot=self.pitch.add_stream(), row=self._take_row() if row is None else row, origin=origin,
             received=origin * self.cfg.hop_length, tail=np.zeros(self.half, np.float32), next_mel=origin,
-            n_power=0, f0=np.zeros(0, np.float32), pitch_final=origin,
+            n_power=0, n_f0=0, pitch_final=origin,
         )
 
     def _take_row(self) -> int:
@@ -131,6 +134,7 @@ class StreamFeatures:
             grown = torch.zeros(max(8, 2 * old), *self._power.shape[1:], dtype=torch.float32, device=self.device)
             grown[:old] = self._power
             self._power = grown
+            self._f0 = np.concatenate([self._f0, np.zeros((grown.shape[0] - old, self.keep), np.float32)])
             self._free_rows = list(range(grown.shape[0] - 1, old - 1, -1))
         return self._free_rows.pop()
 
@@ -228,9 +232,12 @@ class StreamFeatures:
             self._add_f0(ended[pslot], f0)
 
     def _add_f0(self, s: _Slot, f0: np.ndarray) -> None:
-        if len(f0):
-            s.f0 = np.concatenate([s.f0, np.asarray(f0, np.float32)])[-self.keep :]
-            s.pitch_final += len(f0)
+        n = len(f0)
+        if n:
+            kept = min(n, self.keep)
+            self._f0[s.row, (s.pitch_final + n - kept + np.arange(kept)) % self.keep] = f0[n - kept :]
+            s.pitch_final += n
+            s.n_f0 = min(self.keep, s.n_f0 + n)
 
     def _mel_frames(self, flat: torch.Tensor, frames: list[tuple[int, int, int, int]]) -> None:
         """Mel power of new frames into the store: ``flat`` is the uploaded audio, ``frames`` one
@@ -264,33 +271,32 @@ class StreamFeatures:
         if policy not in POLICIES:
             raise ParameterError(f"pitch policy must be one of {POLICIES}, got {policy!r}")
         nf = self.cfg.n_frames
-        rows = np.empty(len(requests), np.int64)
-        starts = np.empty(len(requests), np.int64)
-        f0s = np.full((len(requests), nf), np.nan, np.float32)
+        rows, starts, final, n_f0 = np.empty((4, len(requests)), np.int64)
         for i, (slot, start) in enumerate(requests):
             s = self._slots[slot]
             if start < s.next_mel - s.n_power or start + nf > s.next_mel:
                 raise ParameterError(
                     f"window at frame {start} is outside stream history {s.next_mel - s.n_power}-{s.next_mel}"
                 )
-            rows[i], starts[i] = s.row, start
-            f0s[i] = self._window_f0(s, start, policy)
-        columns = (starts[:, None] + np.arange(nf)) % self.keep
+            rows[i], starts[i], final[i], n_f0[i] = s.row, start, s.pitch_final, s.n_f0
+        frames = starts[:, None] + np.arange(nf)
+        columns = frames % self.keep
         index = torch.from_numpy(np.concatenate([rows[:, None], columns], 1)).to(self.device)
         power = self._power[index[:, :1], :, index[:, 1:]]  # [n, n_frames, n_mels]
         mel = power_to_db(power.transpose(1, 2), self.cfg.top_db).to(torch.float32)
-        mask = f0_to_mask(torch.from_numpy(f0s).to(self.device), self.cfg)
+        f0 = self._window_f0(rows, frames, final, n_f0, policy)
+        mask = f0_to_mask(torch.from_numpy(f0).to(self.device), self.cfg)
         return Features(mel.unsqueeze(1), mask.unsqueeze(1), predominant_spectrogram(mel, mask).unsqueeze(1))
 
-    def _window_f0(self, s: _Slot, start: int, policy: str) -> np.ndarray:
-        """f0 of frames ``[start, start + n_frames)`` ``[n_frames]``; under ``hold`` the not-final frames repeat the last final one."""
-        nf = self.cfg.n_frames
-        out = np.full(nf, np.nan, np.float32)
-        first_kept = s.pitch_final - len(s.f0)
-        lo, hi = max(start, first_kept), min(start + nf, s.pitch_final)
-        if hi > lo:
-            out[lo - start : hi - start] = s.f0[lo - first_kept : hi - first_kept]
-        if policy == "hold" and s.pitch_final < start + nf and len(s.f0):
-            out[max(0, s.pitch_final - start) :] = s.f0[-1]
-        return out
-
+    def _window_f0(self, rows: np.ndarray, frames: np.ndarray, final: np.ndarray, n_f0: np.ndarray,
+                   policy: str) -> np.ndarray:
+        """f0 of the windows' frames ``[n, n_frames]`` (hz, NaN unvoiced or not final); ``rows``, ``final``
+        (first frame not final) and ``n_f0`` (final frames kept) per window, ``frames`` the windows' frame
+        numbers ``[n, n_frames]``. Under ``hold`` the not-final frames repeat the last final one."""
+        first_kept = (final - n_f0)[:, None]
+        out = np.where((frames >= first_kept) & (frames < final[:, None]),
+                       self._f0[rows[:, None], frames % self.keep], np.float32(np.nan))
+        if policy == "hold":
+            last = self._f0[rows, (final - 1) % self.keep]
+            out = np.where((frames >= final[:, None]) & (n_f0 > 0)[:, None], last[:, None], out)
+        return out.astype(np.float32, copy=False)

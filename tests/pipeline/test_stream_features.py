@@ -113,6 +113,26 @@ def test_staging_a_staged_stream_again_pushes_the_first_chunk_first(audio):
         assert torch.allclose(w1.mel, w2.mel, atol=1e-5) and torch.equal(w1.mask, w2.mask)
 
 
+def test_a_short_history_gives_the_windows_a_long_one_gives(audio):
+    """The stores are rings of ``keep`` frames: with 130 frames (a window and a few, wrapping every 4 s)
+    every window still in reach is the one a 400-frame store gives, under both policies."""
+    short, long_ = StreamFeatures(keep=130), StreamFeatures(keep=400)
+    a, b = short.add_stream(), long_.add_stream()
+    x = np.concatenate([audio[0], audio[1]])
+    checked = set()
+    for i in range(0, len(x), 9_000):
+        short.push({a: x[i : i + 9_000]})
+        long_.push({b: x[i : i + 9_000]})
+        next_mel = (short.received(a) - 1 - DEFAULT.window_length // 2) // HOP + 1  # frames with mel power
+        for start in range(max(0, next_mel - 130), next_mel - 99, 6):  # every window the short store holds
+            for policy in ("hold", "delay"):
+                if short.window_ready(a, start, policy):
+                    w1, w2 = short.windows([(a, start)], policy), long_.windows([(b, start)], policy)
+                    assert torch.equal(w1.mask, w2.mask) and torch.allclose(w1.mel, w2.mel)
+                    checked.add(policy)
+    assert checked == {"hold", "delay"}
+
+
 def test_hold_repeats_the_last_final_pitch_and_delay_waits(audio):
     x = audio[0]
     sf = StreamFeatures(pitch=default_pitch(lag=20), keep=400)
