@@ -86,7 +86,7 @@ class Window:
     voiced: float = 1.0  # share of its frames with a pitch, filled with the probabilities
 
 
-class Scratch:
+class _Scratch:
     """A ``float32`` buffer reused from read to read, grown when a read needs more."""
 
     def __init__(self):
@@ -227,7 +227,7 @@ class Worker:
         self.lock = threading.Lock()  # held by whoever steps the worker or moves its streams
         # reused by every read: no allocation per read, and no fresh pages for the kernel to fault in
         # (a 1 s read is 176 kB, past the allocator's mmap threshold)
-        self._read_buffer, self._squares_buffer = Scratch(), Scratch()
+        self._read_buffer, self._squares_buffer = _Scratch(), _Scratch()
         self._gather_until: float | None = None
 
     @staticmethod
