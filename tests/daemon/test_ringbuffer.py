@@ -95,6 +95,24 @@ def test_arrival_is_the_time_of_the_write_that_held_the_sample():
     assert rb.arrival(0) == 1.0 and rb.arrival(9) == 1.0 and rb.arrival(10) == 2.0 and rb.arrival(19) == 2.0
 
 
+def test_arrival_past_the_writes_remembered_is_the_oldest_or_newest_remembered():
+    """More writes than the ring remembers (RECEIPTS), of random sizes: every sample's arrival is its
+    write's, the oldest remembered write's for older samples, the newest's for samples not written yet."""
+    from instrumentd.daemon.ringbuffer import RECEIPTS
+
+    rng = np.random.default_rng(4)
+    rb = RingBuffer(100_000, 100)
+    ends, times = [], []
+    for i in range(RECEIPTS + 57):
+        rb.write(np.zeros(int(rng.integers(1, 40)), np.float32), arrival=float(i))
+        ends.append(rb.written)
+        times.append(float(i))
+    kept_ends, kept_times = ends[-RECEIPTS:], times[-RECEIPTS:]
+    for index in range(0, rb.written + 5):
+        holder = next((t for e, t in zip(kept_ends, kept_times) if e > index), kept_times[-1])
+        assert rb.arrival(index) == holder
+
+
 def test_a_break_measures_the_outage_from_the_last_write_to_when_the_audio_resumed():
     rb = RingBuffer(1000, 100)  # 100 hz: a sample is 10 ms
     rb.write(ramp(0, 50), arrival=10.0)
