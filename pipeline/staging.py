@@ -32,6 +32,7 @@ class Staging:
         self.device = device
         self.pinned = device.type == "cuda"
         self._buf = self._alloc(INITIAL_SAMPLES)
+        self._host = self._buf.numpy()  # the same memory, written through numpy (no tensor call per append)
         self.used = 0  # samples appended since the last upload
         self._in_flight: torch.cuda.Event | None = None  # the last upload, until the host may write again
 
@@ -44,11 +45,11 @@ class Staging:
             self._in_flight.synchronize()
             self._in_flight = None
         at, n = self.used, len(audio)
-        if at + n > len(self._buf):
-            grown = self._alloc(max(2 * len(self._buf), at + n))
+        if at + n > len(self._host):
+            grown = self._alloc(max(2 * len(self._host), at + n))
             grown[:at] = self._buf[:at]
-            self._buf = grown
-        self._buf.numpy()[at : at + n] = audio
+            self._buf, self._host = grown, grown.numpy()
+        self._host[at : at + n] = audio
         self.used = at + n
         return at
 
