@@ -31,10 +31,13 @@ def test_growing_keeps_what_is_staged(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_gpu_upload_finishes_before_the_buffer_is_written_again():
     """The buffer is page-locked and its upload asynchronous: audio appended right after an upload must
-    not reach the tensor already sent."""
+    not reach the tensor already sent. The GPU is kept busy first, so the upload is still queued when
+    the next append comes: without the wait, that append would overwrite what is being sent."""
     st = Staging(torch.device("cuda"))
     assert st.pinned
     big = np.random.default_rng(0).standard_normal(1 << 22).astype(np.float32)
-    sent = st.upload() if st.append(big) == 0 else None
+    st.append(big)
+    torch.cuda._sleep(200_000_000)  # a kernel that spins ~0.1 s on the stream the upload queues behind
+    sent = st.upload()
     st.append(np.zeros(1 << 22, np.float32))
     assert np.array_equal(sent.cpu().numpy(), big)
