@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
 from functools import cache
 from pathlib import Path
 from typing import Any, Callable
+
+import orjson
 
 from instrumentd.pipeline.errors import EXIT_ERROR, InstrumentdError
 
@@ -93,8 +96,41 @@ def status_event(epoch: float, uptime_s: float, device: str, model: str, trained
 
 
 def encode(event: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON; NaN or infinity is an error (JSON has neither)."""
-    return json.dumps(event, separators=(",", ":"), allow_nan=False).encode()
+    """Compact UTF-8 JSON; NaN or infinity is a ValueError (JSON has neither).
+
+    orjson writes it (a tenth of the json module's time for a window event); it would write NaN as
+    ``null``, so every number is checked first."""
+    if not _finite(event):
+        raise ValueError("NaN or infinity in an event: JSON has neither")
+    return orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _finite(value: Any) -> bool:
+    """False if a number anywhere in ``value`` (dicts, lists and tuples walked) is NaN or infinite."""
+    kind = type(value)
+    if kind is dict:
+        values = value.values()
+    elif kind is list or kind is tuple:
+        values = value
+    else:
+        try:
+            return math.isfinite(value)
+        except TypeError:  # not a number (a string, None): orjson says what it cannot write
+            return True
+    try:
+        return math.isfinite(math.fsum(values))  # all numbers (a window's probabilities): one call in C
+    except ValueError:  # inf - inf
+        return False
+    except (TypeError, OverflowError):  # strings, None or containers among them: one by one
+        pass
+    for item in values:
+        kind = type(item)
+        if kind is float:
+            if item - item != 0:  # NaN or infinite
+                return False
+        elif not (kind is str or kind is int or kind is bool or item is None or _finite(item)):
+            return False
+    return True
 
 
 def decode(body: bytes | str) -> dict[str, Any]:

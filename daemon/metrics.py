@@ -199,7 +199,8 @@ class _Collector:
                                           labels=["worker"])
             busy = CounterMetricFamily("instrumentd_busy_seconds", "Host time per stage, seconds",
                                        labels=["worker", "stage"])
-            busy.add_metric(["main", "publish"], srv.worker.seconds["publish"])
+            for stage in ("decide", "publish"):
+                busy.add_metric(["main", stage], srv.worker.seconds[stage])
             for w in srv.worker.workers:
                 passes.add_metric([w.name], w.passes)
                 steps.add_metric([w.name], _cumulative(w.step_buckets, w.step_counts), w.step_seconds)

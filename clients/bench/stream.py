@@ -58,7 +58,7 @@ HOP = 1.0  # seconds, the target's hop
 TARGET_P99_MS = {"cpu": 250.0, "cuda": 100.0}
 PACE_S = 0.005  # seconds the pacing thread sleeps at least between writes
 CHILD_TIMEOUT_S = 300.0  # seconds a bench process may take to build its pool (torch.compile included)
-STAGES = ("read", "mel", "pitch", "windows", "model", "publish")
+STAGES = ("read", "mel", "pitch", "windows", "model", "decide", "publish")
 
 
 class PacedSource(Source):
@@ -228,8 +228,8 @@ def _mark(pool, counters: dict) -> None:
     counters["cpu_s"] = time.process_time()
     counters["dropped"] = sum(st.dropped_windows for st in pool.streams)
     counters["passes"] = sum(w.passes for w in workers)
-    counters["busy"] = {k: sum(w.seconds[k] for w in workers) / len(workers) for k in STAGES[:-1]}
-    counters["busy"]["publish"] = pool.seconds["publish"]
+    counters["busy"] = {k: sum(w.seconds[k] for w in workers) / len(workers) for k in STAGES[:-2]}
+    counters["busy"].update(decide=pool.seconds["decide"], publish=pool.seconds["publish"])
     counters["rss_mb"] = rss_mb()
     cuda = [w.recognizer.device for w in workers if w.recognizer.device.type == "cuda"]
     counters["cuda_mb"] = sum(torch.cuda.memory_allocated(d) for d in cuda) / 2**20 if cuda else None
@@ -462,7 +462,7 @@ def stream(device: torch.device, quick: bool, args: argparse.Namespace):
         "mode": r["mode"],
         "windows": f"{r['windows']}/{r['expected_windows']}", "dropped": r["dropped_windows"],
         "per pass": r["windows_per_pass"], "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"],
-        "busy % (read mel pitch win model pub)": " ".join(f"{100 * r[k + '_busy']:.0f}" for k in STAGES),
+        "busy % (read mel pitch win model decide pub)": " ".join(f"{100 * r[k + '_busy']:.0f}" for k in STAGES),
         "cpu cores": r["cpu_cores"], "gpu %": r["gpu_util_percent"], "RSS MB": r["rss_mb"],
         "ok": "yes" if r["ok"] else "no",
     } for r in rows]

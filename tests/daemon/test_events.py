@@ -69,6 +69,25 @@ def test_not_json_and_nan_are_refused():
         encode(window(latency_ms=float("nan")))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), np.float32("nan"), np.float64("inf")])
+def test_a_nan_or_infinity_anywhere_is_refused_not_written_as_null(bad):
+    probabilities = dict(window()["probabilities"], cel=bad)
+    status = {"studio": {"drops": {"audio_s": bad, "windows": 0}, "reasons": ["a", None, 1, True]}}
+    for event in (window(latency_ms=bad), window(probabilities=probabilities), window(labels=["pia", bad]),
+                  {"type": "status", "streams": status}):
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            encode(event)
+
+
+def test_encoding_is_compact_json_that_numpy_numbers_and_any_text_go_through():
+    e = window(latency_ms=np.float64(12.25), seq=np.int64(7), none="no instrument (Geräusch)")
+    body = encode(e)
+    assert b", " not in body and b": " not in body
+    assert json.loads(body) == dict(e, latency_ms=12.25, seq=7)
+    big = {"type": "status", "values": [1e308, 1e308, "x"], "more": [1e308, 1e308]}  # a sum past the largest float
+    assert json.loads(encode(big)) == big
+
+
 def test_schema_file_lists_the_model_classes():
     schema = events.schema()
     assert schema["$defs"]["class"]["enum"] == list(CLASSES)

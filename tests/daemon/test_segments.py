@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from instrumentd.daemon.segments import Change, Segment, Segmenter, segment, window_cells
+from instrumentd.daemon.segments import Change, Segment, Segmenter, SegmenterTable, segment, window_cells
 from instrumentd.model.classes import CLASSES as IRMAS
 from instrumentd.pipeline.errors import ParameterError
 
@@ -77,3 +77,50 @@ def test_nothing_predominant_and_bad_settings():
         segment(np.ones((3, 11)), np.arange(3.0), 3.0, 5.0, IRMAS, smooth=0)
     with pytest.raises(ParameterError, match="--off 0.6"):
         segment(np.ones((3, 11)), np.arange(3.0), 3.0, 5.0, IRMAS, on=0.5, off=0.6)
+
+
+# ---- every stream's state in one table: SegmenterTable --------------------------------------------
+
+def _runs(rng, n_windows: int) -> np.ndarray:
+    """``[n_windows, len(IRMAS)]`` probabilities that dwell on one class for a few windows, then move."""
+    out = rng.dirichlet(np.full(len(IRMAS), 0.5), n_windows)
+    winner = np.repeat(rng.integers(0, len(IRMAS), n_windows // 4 + 1), 4)[:n_windows]
+    out[np.arange(n_windows), winner] += rng.uniform(0.5, 2.0, n_windows)
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def test_a_table_steps_a_batch_of_windows_as_each_stream_alone_would():
+    """Batches that mix streams, hold a stream twice, reset and close some: the same labels and changes
+    as a Segmenter of its own per stream fed the same windows in order."""
+    rng = np.random.default_rng(3)
+    n_streams, n_windows = 37, 40
+    table = SegmenterTable(IRMAS, smooth=3, on=0.5, off=0.35)
+    rows = [table.add() for _ in range(n_streams)]  # grows 1, 2, 4, ... 64
+    alone = [Segmenter(IRMAS, smooth=3, on=0.5, off=0.35) for _ in range(n_streams)]
+    probs = [_runs(rng, n_windows) for _ in range(n_streams)]
+    fed = [0] * n_streams
+    flips = 0
+    while min(fed) < n_windows:
+        batch, ks = [], []
+        for s in rng.choice(n_streams, 12):  # a stream may come twice
+            if fed[s] < n_windows:
+                batch.append(s)
+                ks.append(fed[s])
+                fed[s] += 1
+        if not batch:
+            continue
+        t_start = [float(k) for k in ks]
+        labels, changes = table.update([rows[s].row for s in batch], np.stack([probs[s][k] for s, k in zip(batch, ks)]),
+                                       t_start, [t + 3.0 for t in t_start])
+        for s, k, got_labels, got_changes in zip(batch, ks, labels, changes):
+            assert got_changes == alone[s].update(probs[s][k], float(k), k + 3.0)
+            assert got_labels == alone[s].labels
+            flips += len(got_changes)
+        assert [r.labels for r in rows] == [a.labels for a in alone]
+        s = int(rng.integers(n_streams))
+        if rng.random() < 0.1:
+            rows[s].reset(), alone[s].reset()
+        elif rng.random() < 0.05:
+            assert rows[s].close("source failed") == alone[s].close("source failed")
+    assert flips > 100  # the streams did change instrument, many times
+    assert [r.close("shutdown") for r in rows] == [a.close("shutdown") for a in alone]

@@ -44,7 +44,7 @@ def test_serve_gather_puts_the_daemons_sources_on_one_tick():
     assert row["windows"] >= 4 - 2 and row["dropped_windows"] == 0 and row["publisher_drops"] == 0
     assert row["steps_per_s"] > 0 and 0 < row["step_mean_ms"] <= row["step_p99_ms_at_most"]
     assert 1 <= row["windows_per_pass"] <= 2  # both sources' windows on one tick: one pass, or two if one was late
-    assert row["busy"]["model"] > 0 and set(row["busy"]) == {"read", "mel", "pitch", "windows", "model", "publish"}
+    assert row["busy"]["model"] > 0 and set(row["busy"]) == {"read", "mel", "pitch", "windows", "model", "decide", "publish"}
 
 
 def test_a_process_tree_is_the_process_and_everything_below_it():

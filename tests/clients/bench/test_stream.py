@@ -19,7 +19,7 @@ def test_aligned_live_streams_share_one_forward_pass():
     # one pass a tick: a stage's time per pass is its busy share of the run over the passes
     passes = r["windows"] / r["windows_per_pass"]
     assert r["model_ms_per_pass"] == pytest.approx(1000 * r["model_busy"] * 2.0 / passes, rel=0.05, abs=0.5)
-    assert all(r[f"{k}_ms_per_pass"] >= 0 for k in ("read", "mel", "pitch", "windows", "model", "publish"))
+    assert all(r[f"{k}_ms_per_pass"] >= 0 for k in ("read", "mel", "pitch", "windows", "model", "decide", "publish"))
     assert r["gpu_util_percent"] is None  # no GPU in the run
 
 
