@@ -149,6 +149,7 @@ class EventLog:
         self.rotate_bytes = rotate_bytes
         self.private = private
         self._files: dict[str, IO[bytes]] = {}
+        self._sizes: dict[str, int] = {}  # bytes in each open file: asking the file costs a system call
         self._next_seq: dict[str, int] = {}
         self._index: LogIndex | None = None
         self._fsync = BackgroundFsync(f"event log {self.folder}")
@@ -195,18 +196,21 @@ class EventLog:
         if seq != self._next_seq[stream]:
             raise EventLogError(f"stream {stream}: seq {seq} appended, expected {self._next_seq[stream]}")
         f = self._files.get(stream)
-        if f is None or f.tell() >= self.rotate_bytes:
+        if f is None or self._sizes[stream] >= self.rotate_bytes:
             if f is not None:
                 _close(self._files.pop(stream))
             try:
                 f = self._files[stream] = self._open_file(stream, seq)
             except OSError as exc:
                 raise EventLogError(f"stream {stream}: cannot open the event log ({_why(exc)})") from None
+            self._sizes[stream] = f.tell()
+        line = (body or encode(event)) + b"\n"
         try:
-            f.write((body or encode(event)) + b"\n")
+            f.write(line)
             f.flush()
         except OSError as exc:
             raise EventLogError(f"stream {stream}: cannot write the event log ({_why(exc)})") from None
+        self._sizes[stream] += len(line)
         self._next_seq[stream] = seq + 1
 
     def _open_file(self, stream: str, seq: int) -> IO[bytes]:

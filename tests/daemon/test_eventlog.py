@@ -15,6 +15,26 @@ def win(stream: str, seq: int) -> dict:
                                5.0, "m", False)
 
 
+def test_a_file_reopened_half_full_rotates_at_the_same_size(tmp_path):
+    """Each full file ends with the line that took it past ``rotate_bytes``, whether or not the daemon
+    restarted in between (the size is counted from the file's length at reopening)."""
+    log = EventLog(tmp_path, rotate_bytes=2000)
+    log.open_stream("a")
+    for i in range(7):
+        log.append(win("a", i))
+    log.close()
+    log = EventLog(tmp_path, rotate_bytes=2000)
+    assert log.open_stream("a") == 7
+    for i in range(7, 20):
+        log.append(win("a", i))
+    log.close()
+    files = sorted((tmp_path / "a").glob("*.jsonl"))
+    assert len(files) >= 4
+    for f in files[:-1]:
+        last = f.read_bytes().splitlines(keepends=True)[-1]
+        assert f.stat().st_size - len(last) < 2000 <= f.stat().st_size
+
+
 def test_seq_continues_across_reopen_and_rotation(tmp_path):
     log = EventLog(tmp_path, rotate_bytes=2000)
     assert log.open_stream("a") == 0
@@ -25,11 +45,17 @@ def test_seq_continues_across_reopen_and_rotation(tmp_path):
     log = EventLog(tmp_path, rotate_bytes=2000)
     assert log.open_stream("a") == 10
     log.append(win("a", 10))
-    assert [e["seq"] for e in log.read("a", 0)] == list(range(11))
+    log.append(win("a", 11))
+    files = sorted((tmp_path / "a").glob("*.jsonl"))
+    for f in files[:-1]:  # each full file ends with the line that took it to the limit
+        lines = f.read_bytes().splitlines(keepends=True)
+        assert f.stat().st_size - len(lines[-1]) < 2000 <= f.stat().st_size
+    assert files[-1].stat().st_size < 2000 + len(files[-1].read_bytes().splitlines(keepends=True)[-1])
+    assert [e["seq"] for e in log.read("a", 0)] == list(range(12))
     assert [e["seq"] for e in log.read("a", 7, limit=2)] == [7, 8]
-    assert log.streams() == {"a": 10}
-    with pytest.raises(Exception, match="seq 12 appended, expected 11"):
-        log.append(win("a", 12))
+    assert log.streams() == {"a": 11}
+    with pytest.raises(Exception, match="seq 13 appended, expected 12"):
+        log.append(win("a", 13))
 
 
 def test_a_torn_last_line_is_cut_and_seq_resumes_after_the_last_whole_event(tmp_path):
