@@ -86,6 +86,8 @@ def test_encoding_is_compact_json_that_numpy_numbers_and_any_text_go_through():
     assert json.loads(body) == dict(e, latency_ms=12.25, seq=7)
     big = {"type": "status", "values": [1e308, 1e308, "x"], "more": [1e308, 1e308]}  # a sum past the largest float
     assert json.loads(encode(big)) == big
+    named = events.source_event("a", 0, "running", "reading /music/caf\udce9.wav", "a=file:/music/caf\udce9.wav", 0.0)
+    assert decode(encode(named)) == named  # a name that is not UTF-8: its bytes kept as surrogates, escaped
 
 
 def test_schema_file_lists_the_model_classes():
