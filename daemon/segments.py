@@ -50,8 +50,9 @@ class SegmenterTable:
     smooth : windows in the moving average (1 = none)
     on, off : thresholds on the averaged probability, ``0 < off <= on <= 1``
 
-    State per row: the last ``smooth`` windows' probabilities ``float64 [smooth, n_classes]`` (a ring),
-    how many of them count, which instruments are on ``bool [n_classes]`` and since when (s).
+    State per row: the last ``smooth`` windows' probabilities ``float64 [smooth, n_classes]`` (a ring
+    whose unfilled rows are 0, so the mean is its sum over how many count), which instruments are on
+    ``bool [n_classes]`` and since when (s).
     """
 
     def __init__(self, classes: tuple[str, ...], smooth: int = SMOOTH, on: float = ON, off: float = OFF):
@@ -128,8 +129,13 @@ class SegmenterTable:
 
     def reset(self, row: int) -> None:
         """Forget ``row``'s moving average; its open segments stay open."""
+        self._recent[row] = 0.0  # the mean sums the whole ring: rows not yet refilled must add nothing
         self._count[row] = 0
         self._next[row] = 0
+
+    def labels(self, row: int) -> list[str]:
+        """Instruments predominant in ``row`` now, in class order."""
+        return self._labels[row]
 
 
 def _rounds(rows: np.ndarray) -> list[np.ndarray]:
@@ -168,7 +174,7 @@ class Segmenter:
     @property
     def labels(self) -> list[str]:
         """Instruments predominant now, in class order."""
-        return self.table._labels[self.row]
+        return self.table.labels(self.row)
 
     def update(self, probabilities: np.ndarray, t_start: float, t_end: float) -> list[Change]:
         """Add one window ``probabilities: [n_classes]`` spanning ``[t_start, t_end]`` s; return the changes."""

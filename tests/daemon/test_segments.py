@@ -89,14 +89,48 @@ def _runs(rng, n_windows: int) -> np.ndarray:
     return out / out.sum(axis=1, keepdims=True)
 
 
+class _Rule:
+    """The module's rule written out plainly for one stream: the mean of the last ``smooth`` windows since
+    the last reset, on at ``on``, off under ``off``."""
+
+    def __init__(self, smooth=3, on=0.5, off=0.35):
+        self.smooth, self.on, self.off = smooth, on, off
+        self.recent, self.open, self.last_end = [], {}, 0.0
+
+    @property
+    def labels(self):
+        return [c for c in IRMAS if c in self.open]
+
+    def update(self, p, t_start, t_end):
+        self.recent = (self.recent + [np.asarray(p, np.float64)])[-self.smooth:]
+        mean = np.mean(self.recent, axis=0)
+        changes = []
+        for c, m in zip(IRMAS, mean):
+            if c in self.open and m < self.off:
+                changes.append(Change(c, "end", self.open.pop(c), self.last_end, "change"))
+            elif c not in self.open and m >= self.on:
+                self.open[c] = t_start
+                changes.append(Change(c, "start", t_start, None, None))
+        self.last_end = t_end
+        return changes
+
+    def close(self, reason):
+        changes = [Change(c, "end", self.open[c], self.last_end, reason) for c in self.labels]
+        self.open.clear()
+        return changes
+
+    def reset(self):
+        self.recent = []
+
+
 def test_a_table_steps_a_batch_of_windows_as_each_stream_alone_would():
     """Batches that mix streams, hold a stream twice, reset and close some: the same labels and changes
-    as a Segmenter of its own per stream fed the same windows in order."""
+    as the rule applied to each stream alone, its windows in order."""
     rng = np.random.default_rng(3)
     n_streams, n_windows = 37, 40
     table = SegmenterTable(IRMAS, smooth=3, on=0.5, off=0.35)
     rows = [table.add() for _ in range(n_streams)]  # grows 1, 2, 4, ... 64
-    alone = [Segmenter(IRMAS, smooth=3, on=0.5, off=0.35) for _ in range(n_streams)]
+    alone = [_Rule(smooth=3, on=0.5, off=0.35) for _ in range(n_streams)]
     probs = [_runs(rng, n_windows) for _ in range(n_streams)]
     fed = [0] * n_streams
     flips = 0
