@@ -119,7 +119,7 @@ def _finite(value: Any) -> bool:
     else:
         try:
             return math.isfinite(value)
-        except TypeError:  # not a number (a string, None): orjson says what it cannot write
+        except (OverflowError, TypeError):  # an integer past the largest float; not a number (a string, None)
             return True
     try:
         return math.isfinite(math.fsum(values))  # all numbers (a window's probabilities): one call in C
