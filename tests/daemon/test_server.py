@@ -212,7 +212,19 @@ def test_sigterm_publishes_the_last_windows_and_exits_0(daemon, subscriber, wav)
     clip = wav(20.0)
     d = daemon([f"live=file:{clip}"], "--hop", "0.5")
     sub = subscriber(d.pub)
-    got = sub.events(lambda ev: len(windows_of(ev)) >= 2, timeout=60)
+    received = {}  # seq -> when the window reached the subscriber
+
+    def two_windows(ev):
+        for e in windows_of(ev):
+            received.setdefault(e["seq"], time.time())
+        return len(received) >= 2
+
+    got = sub.events(two_windows, timeout=60)
+    # a step's events go out when the step is done, not held until a batch of them fills: each window
+    # arrives within moments of its last sample (its wall_time), not seconds later
+    for w in windows_of(got):
+        arrived = datetime.datetime.fromisoformat(w["wall_time"]).timestamp()
+        assert received[w["seq"]] - arrived < 2.0, (w["seq"], received[w["seq"]] - arrived)
     d.proc.send_signal(signal.SIGTERM)
     assert d.wait(30) == 0, d.log_text()
     got += sub.drain()  # the daemon has exited: what it sent is queued here
