@@ -82,6 +82,7 @@ def test_metrics_and_probes_of_a_served_daemon(daemon, subscriber, wav):
     assert 0 < m[("instrumentd_worker_step_seconds_sum", cpu)] < m[("instrumentd_uptime_seconds", ())]
     assert m[("instrumentd_busy_seconds_total", (("stage", "model"), ("worker", "cpu")))] > 0
     assert m[("instrumentd_busy_seconds_total", (("stage", "publish"), ("worker", "main")))] > 0
+    assert m[("instrumentd_busy_seconds_total", (("stage", "decide"), ("worker", "main")))] > 0
     assert m[("instrumentd_ready", ())] == 1
     assert m[("process_resident_memory_bytes", ())] > 10e6
     assert not any(name == "instrumentd_device_memory_bytes" for name, _ in m)  # a CPU has no device memory
