@@ -99,11 +99,11 @@ class SegmenterTable:
             self._count[r] = np.minimum(self._count[r] + 1, self._recent.shape[1])
             mean = self._recent[r].sum(axis=1) / self._count[r][:, None]
             on = self._on[r]
-            flips = np.nonzero((on & (mean < self.off)) | (~on & (mean >= self.on)))
-            for i, c in zip(*flips):  # a few a minute: one by one
+            flipped, classes = np.nonzero((on & (mean < self.off)) | (~on & (mean >= self.on)))
+            for i, c in zip(flipped, classes):  # a few a minute: one by one
                 changes[batch[i]] = changes[batch[i]] + [self._flip(r[i], c, t_start[batch[i]])]
             self._last_end[r] = t_end[batch]
-            for i in np.unique(flips[0]):
+            for i in dict.fromkeys(flipped.tolist()):  # the rows that changed: their labels anew
                 self._labels[r[i]] = [self.classes[c] for c in np.flatnonzero(self._on[r[i]])]
             for i, k in enumerate(batch):
                 labels[k] = self._labels[r[i]]
