@@ -13,7 +13,7 @@ import torch
 
 from .errors import ParameterError
 
-__all__ = ["LOG_TINY", "PyinModel", "autocorrelation", "pyin_model"]
+__all__ = ["LOG_TINY", "PyinModel", "autocorrelation", "fft_batch", "pyin_model"]
 
 LOG_TINY = float(np.log(np.finfo(np.float64).tiny))  # librosa.viterbi's floor: log(0 + tiny) = -708.4
 
@@ -180,8 +180,23 @@ def autocorrelation(frames: torch.Tensor, model: PyinModel) -> torch.Tensor:
     """``frames [..., frame_length]`` -> ``r [..., max_period + 1]``, ``r(k) = sum_m x(m) x(m + k)`` through
     the FFT (a view into rows of the FFT's length)."""
     n_fft = _fft_length(model.frame_length + model.max_period + 1)  # no circular wrap up to lag max_period
+    rows = frames.shape[0] if frames.dim() == 2 else None
+    if rows is not None and fft_batch(rows, frames.device) > rows:
+        # cuFFT plans a transform per batch size and every push has its own number of frames
+        frames = torch.nn.functional.pad(frames, (0, 0, 0, fft_batch(rows, frames.device) - rows))
     spectrum = torch.fft.rfft(frames, n=n_fft)
-    return torch.fft.irfft(spectrum.real.square() + spectrum.imag.square(), n=n_fft)[..., : model.max_period + 1]
+    acf = torch.fft.irfft(spectrum.real.square() + spectrum.imag.square(), n=n_fft)[..., : model.max_period + 1]
+    return acf if rows is None else acf[:rows]
+
+
+def fft_batch(n: int, device: torch.device) -> int:
+    """The number of rows to give a batched FFT of ``n`` rows on ``device``: ``n`` on a CPU, else ``n``
+    rounded up to one of 8 sizes an octave (at most 1/8 more rows), so that cuFFT's plan cache holds a
+    few dozen plans rather than one per batch size."""
+    if device.type != "cuda" or n <= 16:
+        return n
+    step = 1 << (n.bit_length() - 4)
+    return -(-n // step) * step
 
 
 def _fft_length(n: int) -> int:

@@ -36,6 +36,7 @@ from .errors import ParameterError
 from .features import Features
 from .mask import f0_to_mask, predominant_spectrogram
 from .mel import MelFrontEnd, power_to_db
+from .pyin_model import fft_batch
 from .staging import Staging
 
 POLICIES = ("hold", "delay")
@@ -245,14 +246,18 @@ class StreamFeatures:
         hop, win, keep = self.cfg.hop_length, self.cfg.window_length, self.keep
         rows, firsts, counts, offsets = (np.asarray(c, np.int64) for c in zip(*frames))
         # frame i of the push: its slot's row, its column in the store, where its samples start in ``flat``
-        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        index = torch.from_numpy(np.stack([np.repeat(offsets, counts) + within * hop, np.repeat(rows, counts),
-                                           (np.repeat(firsts, counts) + within) % keep])).to(self.device)
+        n = int(counts.sum())
+        within = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+        # the FFT's batch rounded up to one of a few sizes (see fft_batch): the extra frames repeat sample 0
+        index = np.zeros((3, fft_batch(n, self.device)), np.int64)
+        index[:, :n] = np.repeat(offsets, counts) + within * hop, np.repeat(rows, counts), \
+            (np.repeat(firsts, counts) + within) % keep
+        index = torch.from_numpy(index).to(self.device)
         frames = flat[index[0][:, None] + torch.arange(win, device=self.device)[None, :]].to(torch.float64)
         spec = torch.fft.rfft(frames * self.front.window, dim=-1)
         # float64 through the filterbank (mel.py's parity budget); float32 is plenty to store power
         power = ((spec.real.square() + spec.imag.square()) @ self.front.filterbank.T).to(torch.float32)
-        self._power[index[1], :, index[2]] = power
+        self._power[index[1, :n], :, index[2, :n]] = power[:n]
 
     # -- windows ---------------------------------------------------------------
     def window_ready(self, slot: int, start: int, policy: str = "hold") -> bool:

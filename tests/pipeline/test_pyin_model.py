@@ -7,7 +7,7 @@ import torch
 
 from instrumentd.pipeline.config import DEFAULT
 from instrumentd.pipeline.errors import ParameterError
-from instrumentd.pipeline.pyin_model import LOG_TINY, autocorrelation, pyin_model
+from instrumentd.pipeline.pyin_model import LOG_TINY, autocorrelation, fft_batch, pyin_model
 
 from ..conftest import SR
 
@@ -39,11 +39,24 @@ def test_a_bad_range_is_named():
         pyin_model(SR, 500.0, 400.0, 4096)
 
 
-def test_autocorrelation_is_the_direct_sum():
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n", [3, 37])  # 37 frames go through cuFFT as 40
+def test_autocorrelation_is_the_direct_sum(device, n):
     m = pyin_model(8000, 400.0, 2000.0, 64, 16)
-    frames = torch.from_numpy(np.random.default_rng(0).standard_normal((3, 64))).to(torch.float64)
-    r = autocorrelation(frames, m)
+    frames = torch.from_numpy(np.random.default_rng(0).standard_normal((n, 64))).to(torch.float64)
+    r = autocorrelation(frames.to(device), m).cpu()
     x = frames.numpy()
     direct = np.stack([[np.dot(row[: 64 - k], row[k:]) for k in range(m.max_period + 1)] for row in x])
-    assert r.shape == (3, m.max_period + 1)
+    assert r.shape == (n, m.max_period + 1)
     np.testing.assert_allclose(r.numpy(), direct, rtol=1e-9, atol=1e-9)
+
+
+def test_fft_batches_on_a_gpu_take_few_sizes():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    sizes = [fft_batch(n, cuda) for n in range(1, 5000)]
+    assert all(n <= b <= max(16, n + n / 8) for n, b in zip(range(1, 5000), sizes))
+    assert len(set(sizes) - set(range(17))) <= 8 * 9  # 8 an octave from 17 to 4999
+    assert [fft_batch(n, cpu) for n in (1, 37, 4999)] == [1, 37, 4999]
