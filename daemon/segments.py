@@ -22,7 +22,8 @@ import numpy as np
 
 from instrumentd.pipeline.errors import ParameterError
 
-__all__ = ["OFF", "ON", "SMOOTH", "Change", "Segment", "Segmenter", "SegmenterTable", "check_settings", "segment", "window_cells"]
+__all__ = ["OFF", "ON", "SMOOTH", "Change", "Segment", "Segmenter", "SegmenterTable", "check_settings", "segment",
+           "window_cells"]
 
 SMOOTH = 3  # windows in the moving average behind labels and segments
 ON = 0.5  # smoothed probability at which an instrument becomes predominant

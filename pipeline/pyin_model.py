@@ -181,9 +181,9 @@ def autocorrelation(frames: torch.Tensor, model: PyinModel) -> torch.Tensor:
     the FFT (a view into rows of the FFT's length)."""
     n_fft = _fft_length(model.frame_length + model.max_period + 1)  # no circular wrap up to lag max_period
     rows = frames.shape[0] if frames.dim() == 2 else None
-    if rows is not None and fft_batch(rows, frames.device) > rows:
-        # cuFFT plans a transform per batch size and every push has its own number of frames
-        frames = torch.nn.functional.pad(frames, (0, 0, 0, fft_batch(rows, frames.device) - rows))
+    extra = 0 if rows is None else fft_batch(rows, frames.device) - rows
+    if extra:  # cuFFT plans a transform per batch size, and every push has its own number of frames
+        frames = torch.nn.functional.pad(frames, (0, 0, 0, extra))
     spectrum = torch.fft.rfft(frames, n=n_fft)
     acf = torch.fft.irfft(spectrum.real.square() + spectrum.imag.square(), n=n_fft)[..., : model.max_period + 1]
     return acf if rows is None else acf[:rows]

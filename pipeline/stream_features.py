@@ -250,8 +250,9 @@ class StreamFeatures:
         within = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
         # the FFT's batch rounded up to one of a few sizes (see fft_batch): the extra frames repeat sample 0
         index = np.zeros((3, fft_batch(n, self.device)), np.int64)
-        index[:, :n] = np.repeat(offsets, counts) + within * hop, np.repeat(rows, counts), \
-            (np.repeat(firsts, counts) + within) % keep
+        index[0, :n] = np.repeat(offsets, counts) + within * hop
+        index[1, :n] = np.repeat(rows, counts)
+        index[2, :n] = (np.repeat(firsts, counts) + within) % keep
         index = torch.from_numpy(index).to(self.device)
         frames = flat[index[0][:, None] + torch.arange(win, device=self.device)[None, :]].to(torch.float64)
         spec = torch.fft.rfft(frames * self.front.window, dim=-1)
