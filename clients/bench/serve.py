@@ -1,8 +1,10 @@
 """``instrumentd bench serve`` and ``bench ingest``: the real daemon with real sources, and what one ``ffmpeg:`` costs.
 
 ``serve``: for each N of ``--sources`` (default 8,16,32) an ``instrumentd serve`` child process with N
-paced ``file:`` sources (one clip, the bundled demo looped, written to a temporary folder) and a
-plain ZeroMQ subscriber in this process counting the window events. Latency is each event's own
+real sources and a plain ZeroMQ subscriber in this process counting the window events. The sources
+(``--source-kind``) are paced ``file:`` sources of one clip (the bundled demo looped, written to a
+temporary folder), or ``ffmpeg:`` sources each reading a live stream over local TCP from a producer of
+its own, as ``ingest`` below (then the daemon's CPU and memory include its decoders, its children). Latency is each event's own
 ``latency_ms`` (the window's last sample in its ring -> published). The measured interval is
 ``--seconds`` long and starts two hops after the first window arrives (the first windows are a
 start-up transient, reported apart: ``first_window_s`` from launch, ``p99_with_startup_ms``;
@@ -31,6 +33,7 @@ every window came, and p99 <= the target (250 ms on a CPU, 100 ms on a GPU).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import re
@@ -55,6 +58,7 @@ from .steps import Samples, scrape, step_figures
 
 HOP = 1.0  # seconds, the daemon's default hop
 TARGET_P99_MS = {"cpu": 250.0, "cuda": 100.0}
+SOURCE_KINDS = ("file", "ffmpeg")  # serve --source-kind: paced files, or live MP3 streams over local TCP
 START_TIMEOUT_S = 600.0  # seconds a daemon may take to load, calibrate and deliver its first window
 STOP_TIMEOUT_S = 60.0  # seconds a daemon may take to finish after SIGINT
 INGEST_RATE = 44100  # hz, what the daemon's ffmpeg children deliver
@@ -80,17 +84,19 @@ def write_clip(folder: Path, seconds: float) -> Path:
     return path
 
 
-def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inference: str = "auto",
+def serve_run(locations: list[str], seconds: float, device: str, folder: Path, inference: str = "auto",
               extra: tuple[str, ...] = (), processes: int = 1) -> dict:
-    """One ``instrumentd serve`` with ``n`` paced ``file:`` sources of ``clip`` (over ``processes`` daemons,
-    ``serve --processes``); its figures as a dict. CPU and memory are those of every process of the
-    daemon, drops the sum of its daemons' last status events."""
+    """One ``instrumentd serve`` with a source for each of ``locations`` (``file:PATH``, ``ffmpeg:URL``;
+    over ``processes`` daemons, ``serve --processes``); its figures as a dict. CPU and memory are those of
+    every process of the daemon (its ffmpeg children included), drops the sum of its daemons' last
+    status events."""
     import zmq
 
     from instrumentd.clients.bench.gpu_load import GpuLoad
     from instrumentd.daemon.events import decode
     from instrumentd.pipeline.devices import resolve_devices
 
+    n = len(locations)
     pub = f"tcp://127.0.0.1:{_free_port()}"
     log_dir = folder / f"log-{n}-{time.monotonic_ns()}"
     stderr_path = folder / f"serve-{n}.log"
@@ -102,8 +108,8 @@ def serve_run(n: int, seconds: float, device: str, clip: Path, folder: Path, inf
     else:
         metrics = f"127.0.0.1:{_free_port()}"
         args += ["--metrics", metrics]
-    for i in range(n):
-        args += ["--source", f"s{i}=file:{clip}"]
+    for i, location in enumerate(locations):
+        args += ["--source", f"s{i}={location}"]
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, 0)
     sub.setsockopt(zmq.SUBSCRIBE, b"window.")
@@ -257,6 +263,9 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    help="serve: spread the sources over K daemon processes (serve --processes; default: 1)")
     p.add_argument("--gather", type=float, default=0.0, metavar="SECONDS",
                    help="serve: > 0 puts the live sources on one tick (serve --gather; default: 0, own phases)")
+    p.add_argument("--source-kind", choices=SOURCE_KINDS, default="file",
+                   help="serve: paced file: sources (default), or ffmpeg: sources of live MP3 streams over local "
+                        "TCP, a producer each (needs ffmpeg)")
 
 
 def serve(device, quick: bool, args: argparse.Namespace):
@@ -276,17 +285,31 @@ def serve(device, quick: bool, args: argparse.Namespace):
     if not 1 <= processes <= min(counts):
         raise ParameterError(f"--processes must be between 1 and the smallest source count {min(counts)}, "
                              f"got {processes}")
+    kind = getattr(args, "source_kind", "file")
+    ffmpeg = shutil.which("ffmpeg")
+    if kind == "ffmpeg" and not ffmpeg:
+        raise ParameterError("bench serve --source-kind ffmpeg needs ffmpeg on the PATH")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        # long enough for start-up (model load, GPU calibration), the first window and the measured interval
-        clip = write_clip(Path(tmp), seconds + 60.0)
+        folder = Path(tmp)
+        if kind == "file":
+            # long enough for start-up (model load, GPU calibration), the first window and the measured interval
+            clip = write_clip(folder, seconds + 60.0)
+        else:
+            mp3 = write_mp3(folder, ffmpeg)  # sent in a loop
         for n in counts:
-            row = serve_run(n, seconds, name, clip, Path(tmp), inference, extra, processes)
+            with contextlib.ExitStack() as stack:
+                if kind == "file":
+                    locations = [f"file:{clip}"] * n
+                else:
+                    urls, _ = stack.enter_context(live_streams(n, ffmpeg, mp3))
+                    locations = [f"ffmpeg:{url}" for url in urls]
+                row = serve_run(locations, seconds, name, folder, inference, extra, processes)
             row["ok"] = (row["dropped_windows"] == 0 and row["dropped_audio_s"] == 0 and row["publisher_drops"] == 0
                          and row["windows"] >= row["expected_windows"] * 0.99 and (row["p99_ms"] or np.inf) <= target)
             rows.append(row)
     summary = {
-        "hop_s": HOP, "seconds": seconds, "target_p99_ms": target, "inference": inference, "source_kind": "file",
+        "hop_s": HOP, "seconds": seconds, "target_p99_ms": target, "inference": inference, "source_kind": kind,
         "processes": processes, "gather_s": gather,
         "max_sources_within_target": max([r["sources"] for r in rows if r["ok"]], default=0),
         "rows": rows,
@@ -300,7 +323,8 @@ def serve(device, quick: bool, args: argparse.Namespace):
                                                               if "gpu_util_percent" in r else {}),
         "ok": "yes" if r["ok"] else "no",
     } for r in rows]
-    return BenchResult(f"serve: paced file: sources through instrumentd serve, {HOP:g} s hop", table, summary)
+    what = "paced file:" if kind == "file" else "ffmpeg: (live MP3 over local TCP)"
+    return BenchResult(f"serve: {what} sources through instrumentd serve, {HOP:g} s hop", table, summary)
 
 
 # -- ingest ---------------------------------------------------------------------------------------
@@ -341,16 +365,35 @@ def _await_listeners(ports: list[int], timeout: float) -> None:
         time.sleep(0.1)
 
 
+def write_mp3(folder: Path, ffmpeg: str, seconds: float = 30.0) -> Path:
+    """The clip of :func:`write_clip` as an MP3 (128 kb/s, 44.1 kHz mono) in ``folder``: what a producer sends."""
+    mp3 = folder / "clip.mp3"
+    subprocess.run([ffmpeg, "-nostdin", "-y", "-loglevel", "error", "-i", str(write_clip(folder, seconds)),
+                    "-c:a", "libmp3lame", "-b:a", "128k", "-ar", "44100", str(mp3)], check=True, timeout=120)
+    return mp3
+
+
+@contextlib.contextmanager
+def live_streams(n: int, ffmpeg: str, mp3: Path):
+    """``n`` producers, each sending ``mp3`` in a loop in real time over local TCP to its first client.
+    Yields ``(urls, producer pids)`` once every producer listens; kills them on exit."""
+    ports = [_free_port() for _ in range(n)]
+    producers = [_producer(ffmpeg, mp3, p) for p in ports]
+    try:
+        _await_listeners(ports, 60.0)
+        yield [f"tcp://127.0.0.1:{port}" for port in ports], {pr.pid for pr in producers}
+    finally:
+        for pr in producers:
+            pr.kill()
+            pr.wait()
+
+
 def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
     """``n`` daemon ``ffmpeg:`` sources of live local TCP streams for ``seconds``; CPU, memory, audio delivered."""
     from instrumentd.daemon.config import parse_source
     from instrumentd.daemon.resources import raise_open_file_limit
     from instrumentd.daemon.sources import FfmpegSource
 
-    ports = [_free_port() for _ in range(n)]
-    specs = [parse_source(f"in{i}=ffmpeg:tcp://127.0.0.1:{port}") for i, port in enumerate(ports)]
-    raise_open_file_limit(specs)  # as the daemon does for its sources
-    producers = [_producer(ffmpeg, mp3, p) for p in ports]
     me = os.getpid()
     sources = []
     stop = threading.Event()
@@ -361,35 +404,34 @@ def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
             for i, src in enumerate(sources):
                 got[i] += len(src.ring.read()[0])
 
-    try:
-        _await_listeners(ports, 60.0)
-        rss0 = rss_mb(me)
-        sources += [FfmpegSource(spec, 10.0) for spec in specs]
-        reader = threading.Thread(target=drain, daemon=True)
-        reader.start()
-        for src in sources:
-            src.start()
-        deadline = time.monotonic() + 30.0
-        while time.monotonic() < deadline and not all(src.state == "running" for src in sources):
-            time.sleep(0.1)
-        time.sleep(2.0)  # past each decoder's first burst (what it probed)
-        decoders = [p for p in children(me, "ffmpeg") if p not in {pr.pid for pr in producers}]
-        t0, got0 = time.monotonic(), got.copy()
-        own0, dec0 = cpu_seconds(me), [cpu_seconds(p) for p in decoders]
-        time.sleep(seconds)
-        wall = time.monotonic() - t0
-        own1, dec1 = cpu_seconds(me), [cpu_seconds(p) for p in decoders]
-        delivered = (got - got0) / INGEST_RATE / wall
-        dec_pss = [pss_mb(p) or 0.0 for p in decoders]
-        rss1 = rss_mb(me)
-        restarts = sum(src.restarts for src in sources)
-    finally:
-        stop.set()
-        for src in sources:
-            src.stop()
-        for pr in producers:
-            pr.kill()
-            pr.wait()
+    with live_streams(n, ffmpeg, mp3) as (urls, producers):
+        specs = [parse_source(f"in{i}=ffmpeg:{url}") for i, url in enumerate(urls)]
+        raise_open_file_limit(specs)  # as the daemon does for its sources
+        try:
+            rss0 = rss_mb(me)
+            sources += [FfmpegSource(spec, 10.0) for spec in specs]
+            reader = threading.Thread(target=drain, daemon=True)
+            reader.start()
+            for src in sources:
+                src.start()
+            deadline = time.monotonic() + 30.0
+            while time.monotonic() < deadline and not all(src.state == "running" for src in sources):
+                time.sleep(0.1)
+            time.sleep(2.0)  # past each decoder's first burst (what it probed)
+            decoders = [p for p in children(me, "ffmpeg") if p not in producers]
+            t0, got0 = time.monotonic(), got.copy()
+            own0, dec0 = cpu_seconds(me), [cpu_seconds(p) for p in decoders]
+            time.sleep(seconds)
+            wall = time.monotonic() - t0
+            own1, dec1 = cpu_seconds(me), [cpu_seconds(p) for p in decoders]
+            delivered = (got - got0) / INGEST_RATE / wall
+            dec_pss = [pss_mb(p) or 0.0 for p in decoders]
+            rss1 = rss_mb(me)
+            restarts = sum(src.restarts for src in sources)
+        finally:
+            stop.set()
+            for src in sources:
+                src.stop()
     decode = sum(b - a for a, b in zip(dec0, dec1) if a is not None and b is not None) / wall
     reading = (own1 - own0) / wall if own0 is not None and own1 is not None else None
     return {
@@ -401,6 +443,7 @@ def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
         "reader_cores_per_stream": None if reading is None else round(reading / n, 4),
         "decoder_pss_mb_per_stream": round(sum(dec_pss) / max(1, len(dec_pss)), 1),
         "reader_rss_mb_per_stream": (round((rss1 - rss0) / n, 2) if rss0 is not None and rss1 is not None else None),
+        "load_avg_1min": round(os.getloadavg()[0], 2),  # the producers' share of the machine is in it
     }
 
 
@@ -415,10 +458,7 @@ def ingest(device, quick: bool, args: argparse.Namespace):
     seconds = measured_seconds(args.seconds, quick, 20.0)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        wav = write_clip(Path(tmp), 30.0)
-        mp3 = Path(tmp) / "clip.mp3"
-        subprocess.run([ffmpeg, "-nostdin", "-y", "-loglevel", "error", "-i", str(wav), "-c:a", "libmp3lame",
-                        "-b:a", "128k", "-ar", "44100", str(mp3)], check=True, timeout=120)
+        mp3 = write_mp3(Path(tmp), ffmpeg)
         for n in counts:
             rows.append(ingest_run(n, seconds, ffmpeg, mp3))
     summary = {"input": "MP3 128 kb/s 44.1 kHz mono over local TCP, real time", "seconds": seconds, "rows": rows}

@@ -85,6 +85,28 @@ def test_ingest_measures_live_streams_decoded_in_real_time():
     assert row["decode_cores"] >= 0 and row["decoder_pss_mb_per_stream"] > 0
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_serve_with_ffmpeg_sources_counts_the_windows_of_live_network_streams():
+    """``--source-kind ffmpeg``: the daemon reads live MP3 streams over local TCP through its ``ffmpeg:``
+    sources (a decoder child each, measured with it) and every stream's windows are counted."""
+    args = kind_parser("serve").parse_args(["--sources", "2", "--seconds", "2", "--source-kind", "ffmpeg"])
+    result = bench_serve.serve(torch.device("cpu"), True, args)
+    (row,) = result.summary["rows"]
+    assert result.summary["source_kind"] == "ffmpeg" and "ffmpeg:" in result.title
+    assert row["streams_heard"] == 2 and row["windows"] >= 4 - 2
+    assert row["dropped_windows"] == 0 and row["publisher_drops"] == 0
+    assert row["process_count"] >= 3  # the daemon and its two decoders
+    assert 0 < row["p50_ms"] <= row["p99_ms"] and row["first_window_s"] > 3.0
+
+
+def test_serve_with_ffmpeg_sources_needs_ffmpeg(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without ffmpeg
+    args = kind_parser("serve").parse_args(["--sources", "2", "--source-kind", "ffmpeg"])
+    with pytest.raises(ParameterError, match="--source-kind ffmpeg needs ffmpeg on the PATH"):
+        bench_serve.serve(torch.device("cpu"), True, args)
+
+
 def test_the_benches_own_their_flags_and_bad_source_counts_are_one_line_errors(capsys):
     flags = kind_parser("serve").parse_args(["--sources", "4,16", "--seconds", "5"])
     assert (flags.sources, flags.seconds) == ("4,16", 5.0)
