@@ -92,6 +92,7 @@ class Source:
 
     live = False
     ending = "end of input"  # reason given when the input runs out
+    staggered = False  # its windows' phases are spread by its start (paced files: see open_sources)
 
     def __init__(self, spec: SourceSpec, rate: int, ring_seconds: float):
         self.spec = spec
@@ -109,6 +110,12 @@ class Source:
         self._down_since: float | None = None  # time.monotonic() when an outage began
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def realtime(self) -> bool:
+        """True when audio comes at the pace of a clock (a device, a paced file, a live network stream),
+        not as fast as it is read."""
+        return self.live
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run_guarded, name=f"source-{self.name}", daemon=True)
@@ -179,6 +186,7 @@ class FileSource(Source):
 
     def __init__(self, spec: SourceSpec, ring_seconds: float, realtime: bool):
         self.live = realtime
+        self.staggered = realtime
         path = spec.target
         if os.path.exists(path) and not os.path.isfile(path):  # a FIFO or device would block start-up
             raise SourceError(f"source {spec.name}: {path!r} is not a regular file (for a pipe use stdin: or ffmpeg:)")
@@ -675,6 +683,12 @@ class FfmpegSource(_ChildSource):
             self.duration_s = 3600 * int(h) + 60 * int(m) + float(sec)
         elif level is None or level.group(1) in ("error", "fatal", "panic"):
             lines.append(text)
+
+    @property
+    def realtime(self) -> bool:
+        """A network input without a stated duration (a radio stream, a socket) comes in real time; known
+        once ffmpeg has opened it."""
+        return not self.local and self.duration_s is None and self.length is None
 
     def _run_child(self) -> ChildExit:
         if not self._asked and re.match(r"https?://", self.url, re.IGNORECASE):

@@ -68,6 +68,9 @@ GATHER_S = 0.05  # seconds a due live window waits for the other live streams, i
 FEED_FRACTION = 0.25  # of a hop: unread live audio pushed ahead of the tick once this much is in
 DRIFT_SMOOTHING = 0.1  # weight of the newest window in a live stream's smoothed phase error
 REFEED_MARGIN = 34  # frames (~1 s) re-fed before a moved stream's next window, for mel and pYIN to settle
+# the k-th real-time stream of a worker has its windows after the first moved k times this share of a hop
+# (modulo one hop): the golden ratio's fractional part, which spreads any number of streams evenly
+SPREAD_SHARE = 0.6180339887498949
 POOL_IDLE_S = 0.002  # seconds a pool's worker thread waits when it had nothing to do
 # upper bounds (seconds) of the buckets that count working steps by duration (serve --metrics)
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -130,6 +133,7 @@ class Stream:
         self.next_check = 0.0  # time.monotonic() before which a live stream cannot have its next window
         self.along_at = 0.0  # time.monotonic() before which a live stream cannot have take_along unread
         self.aligned = True  # False until a live stream's grid is put on the tick (aligned mode, first read)
+        self.spread = False  # True once its windows after the first were given their share of the hop
         self.phase_error = 0.0  # seconds, smoothed: how late a live stream's windows end after the tick
         self.history: np.ndarray | None = None  # recent 44.1 kHz audio, circular by grid index, kept for moves
         self.history_len = 0  # samples of ``history`` since the last reset
@@ -213,6 +217,7 @@ class Worker:
         # counts, so a stream is read about once a window
         self.take_along = hop_s if recognizer.device.type == "cuda" else FEED_FRACTION * hop_s
         self.silence_db, self.silence_s = silence_db, silence_s
+        self._spread_streams = 0  # real-time streams whose windows were spread over the hop
         self._feed_cost = 0.0  # seconds, smoothed: how long a push between ticks takes
         self.name = name or str(recognizer.device)
         self.streams: list[Stream] = []
@@ -486,12 +491,32 @@ class Worker:
         st.segmenter.reset()
         st.deadair.restart()
 
+    def _spread(self, st: Stream) -> None:
+        """With their own phases, move a real-time stream's windows after its first by its share of a hop.
+
+        Streams that connect together (network streams opened at start-up) deliver in step, and their
+        windows would all come due in the same moment of every hop: one step would do the hop's
+        work while each of them waits (on a 2-core CPU, 16 MP3 streams: p50 170 ms). The k-th such
+        stream's window 1 comes ``k * SPREAD_SHARE`` of a hop (modulo one hop) later than the hop
+        after window 0, and every later window with it; the first keeps its grid, a gap between two
+        windows is at most two hops (a window is three), so no audio goes unheard. Paced files are
+        spread by their start (``Source.staggered``), and on one tick (``gather``) nothing is.
+        """
+        st.spread = True
+        if self.align or st.source.staggered or not st.source.realtime:
+            return
+        share = (self._spread_streams * SPREAD_SHARE) % 1.0
+        self._spread_streams += 1
+        st.grid_origin += int(round(share * st.hop_frames))
+
     def _due(self, st: Stream, now: float) -> list[Window]:
         out = []
         hop_len, sr = self.cfg.hop_length, self.cfg.sample_rate
         while self.features.window_ready(st.slot, st.start_frame(st.j), self.policy):
             f = st.start_frame(st.j)
             st.j += 1
+            if not st.spread:
+                self._spread(st)
             end = (f + self.cfg.n_frames) * hop_len
             arrival = st.source.ring.arrival(st.native_index(end - 1))
             if st.source.live:

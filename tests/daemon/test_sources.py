@@ -102,6 +102,7 @@ def test_ffmpeg_children_share_one_pipe_reader_and_a_full_ring_loses_nothing(tmp
         reader.join()
     assert got == [len(audio)] * len(srcs)
     assert all(src.state == "ended" and src.reason == "end of input" for src in srcs)
+    assert not any(src.realtime for src in srcs)  # decoded as fast as they are read
     assert until(lambda: _threads("source-pipes") == 0, 2)
 
 
@@ -124,6 +125,7 @@ def test_a_network_input_that_stalls_without_hanging_up_goes_down_and_comes_back
         radio.start()
         assert until(lambda: radio.ring.written > 0, 30), "no audio from the live stream"
         assert list(radio.changes) == [("running", "audio flowing")]
+        assert radio.realtime  # no stated duration or length: it comes at the sender's pace
         server.stall()  # the connection stays open; nothing comes
         assert until(lambda: len(radio.changes) >= 2, 10)
         assert radio.changes[1] == ("down", "ffmpeg exited (no audio for 1 s)") and radio.state == "restarting"

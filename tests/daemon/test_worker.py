@@ -199,6 +199,7 @@ def test_taking_other_streams_along_less_often_reads_less_for_the_same_windows(m
         w.take_along = take_along
         sources = [FedSource(i) for i in range(3)]
         for src in sources:
+            src.staggered = True  # the test sets their phases (below), the worker keeps them
             phased.add(src, Segmenter(phased.recognizer.classes))
         reads.clear()
         windows: dict[str, list] = {}
@@ -219,6 +220,54 @@ def test_taking_other_streams_along_less_often_reads_less_for_the_same_windows(m
     for name in quarter:
         assert len(hop[name]) >= 4
         np.testing.assert_allclose(hop[name], quarter[name], atol=1e-5)
+
+
+def test_real_time_streams_that_arrive_in_step_have_their_windows_spread_over_the_hop():
+    """Own phases, three live streams whose audio comes in the same moments (network streams opened
+    together): the first keeps its grid; the k-th's windows after its first move k x 0.618 of a hop (modulo
+    the hop) later, so that their windows no longer all come due in one step. No gap is wider than two
+    hops, and the windows go on every hop after it."""
+    from instrumentd.daemon.worker import SPREAD_SHARE
+
+    phased = build_pool([torch.device("cpu")], PoolSettings(hop_s=HOP, max_backlog=1e6))
+    sources = [FedSource(300 + i) for i in range(3)]
+    for src in sources:
+        phased.add(src, Segmenter(phased.recognizer.classes))
+    got = play(phased, sources, melody(7.0)[:, 0], [3000.0] * 3)
+    for k, src in enumerate(sources):
+        starts = np.array([w.t_start for w in got[src.name]])
+        assert len(starts) >= 6 and starts[0] == 0.0
+        shift = (k * SPREAD_SHARE) % 1.0 * HOP
+        assert starts[1] == pytest.approx(HOP + shift, abs=FRAME / 2 + 1e-3)
+        assert np.diff(starts[1:]) == pytest.approx(HOP, abs=FRAME)
+    # the windows of the three no longer end in the same moments of the hop
+    ends = [got[src.name][2].t_end % HOP for src in sources]
+    assert min(abs(a - b) for i, a in enumerate(ends) for b in ends[i + 1:]) > 0.1 * HOP
+
+
+def test_streams_read_as_fast_as_they_come_or_already_staggered_keep_their_grid(tmp_path):
+    """A backpressured source (``file+fast:``: not real time) and a paced file (spread by its start) keep
+    windows every hop from 0 s, however many streams the worker has."""
+    import soundfile
+
+    path = tmp_path / "clip.wav"
+    soundfile.write(path, melody(5.0), SR, subtype="PCM_16")
+    pool = build_pool([torch.device("cpu")], PoolSettings(hop_s=HOP, max_backlog=1e6, pitch_policy="delay"))
+    sources = [open_source(parse_source(f"f{i}=file+fast:{path}"), 10.0) for i in range(3)]
+    assert not any(src.realtime for src in sources)
+    paced = open_source(parse_source(f"p=file:{path}"), 10.0)
+    assert paced.realtime and paced.staggered
+    for src in sources:
+        pool.add(src, Segmenter(pool.recognizer.classes))
+        src.start()
+    got: dict[str, list] = {}
+    deadline = time.monotonic() + 60
+    while pool.active:
+        assert time.monotonic() < deadline
+        for w in pool.step():
+            got.setdefault(w.stream.name, []).append(w.t_start)
+    for src in sources:
+        assert got[src.name][:4] == pytest.approx([0.0, HOP, 2 * HOP, 3 * HOP], abs=FRAME / 2 + 1e-3)
 
 
 def test_a_step_does_not_poll_every_ring_for_audio_to_take_along(monkeypatch):
