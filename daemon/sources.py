@@ -72,6 +72,8 @@ PACED_MANY = 100  # paced files past which each file's blocks grow (fewer ring w
 PACED_READ_S = 0.5  # seconds of a paced file decoded at a time, ahead of its blocks
 PACER_MIN_WAIT = 0.002  # seconds the pacer sleeps at least between rounds
 HUB_SLICE_S = 0.02  # seconds the pipe hub lets the pipes fill between rounds: fewer, larger reads
+HUB_SLICE_MANY_S = 0.1  # seconds between rounds when the hub reads more than HUB_MANY pipes
+HUB_MANY = 100  # pipes past which the hub's rounds grow (a 64 KiB pipe holds 0.37 s of 44.1 kHz float32)
 HUB_READ = 1 << 16  # bytes read from one pipe at most per round (a Linux pipe holds 64 KiB)
 CHILD_WATCH_S = 0.25  # seconds between a child source's checks for a stall
 
@@ -554,7 +556,10 @@ class PipeHub:
 
     A thread per child woke for each block its child wrote (ffmpeg writes about 40 a second per
     stream); here one thread waits on all the pipes (``selectors``), reads what each holds, and waits
-    :data:`HUB_SLICE_S` between rounds so that the pipes fill and are read in fewer, larger pieces.
+    :data:`HUB_SLICE_S` between rounds so that the pipes fill and are read in fewer, larger pieces
+    (:data:`HUB_SLICE_MANY_S` past :data:`HUB_MANY` pipes: a thousand pipes read every 20 ms would take
+    50,000 reads a second of the daemon's one interpreter, and each block then reaches its ring up
+    to 100 ms later, as a paced file's blocks do past ``PACED_MANY`` files).
     A backpressured source (``ffmpeg:`` of a local file) whose ring is full is not read until the
     worker has made room, so its child waits on the pipe instead of the hub waiting on the ring.
     The thread exits when no pipe is left and starts again with the next.
@@ -585,7 +590,7 @@ class PipeHub:
         with self._lock:
             if pipe in self._pipes:
                 pipe.removed = True
-        pipe.done.wait(1.0 + 2 * HUB_SLICE_S)
+        pipe.done.wait(1.0 + 2 * HUB_SLICE_MANY_S)
 
     def _drop(self, selector: selectors.BaseSelector, pipe: _Pipe) -> None:
         with self._lock:
@@ -625,7 +630,7 @@ class PipeHub:
                     pipe.feed(data)
                 else:
                     self._drop(selector, pipe)
-            time.sleep(HUB_SLICE_S)
+            time.sleep(HUB_SLICE_S if len(self._pipes) <= HUB_MANY else HUB_SLICE_MANY_S)
 
 
 HUB = PipeHub()  # the process's one reader of child sources' pipes

@@ -81,8 +81,11 @@ def test_a_paced_file_stopped_midway_ends_and_leaves_the_pacer(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
-def test_ffmpeg_children_share_one_pipe_reader_and_a_full_ring_loses_nothing(tmp_path):
-    """Three local files through ffmpeg, longer than their 5 s rings: read slowly, every sample arrives."""
+@pytest.mark.parametrize("many", [100, 1], ids=["20ms-rounds", "100ms-rounds"])
+def test_ffmpeg_children_share_one_pipe_reader_and_a_full_ring_loses_nothing(tmp_path, monkeypatch, many):
+    """Three local files through ffmpeg, longer than their 5 s rings: read slowly, every sample arrives,
+    also when the hub waits 100 ms between rounds (as it does past ``HUB_MANY`` pipes)."""
+    monkeypatch.setattr(sources, "HUB_MANY", many)
     path = tmp_path / "clip.flac"
     audio = melody(7.0)[:, 0]
     soundfile.write(path, audio, SR)
