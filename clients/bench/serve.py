@@ -4,8 +4,8 @@
 real sources and a plain ZeroMQ subscriber in this process counting the window events. The sources
 (``--source-kind``) are paced ``file:`` sources of one clip (the bundled demo looped, written to a
 temporary folder), or ``ffmpeg:`` sources each reading a live stream over local TCP from a producer of
-its own, as ``ingest`` below (then the daemon's CPU and memory include its decoders, its children). Latency is each event's own
-``latency_ms`` (the window's last sample in its ring -> published). The measured interval is
+its own, as ``ingest`` below (then the daemon's CPU and memory include its decoders, its children).
+Latency is each event's own ``latency_ms`` (the window's last sample in its ring -> published). The measured interval is
 ``--seconds`` long and starts two hops after the first window arrives (the first windows are a
 start-up transient, reported apart: ``first_window_s`` from launch, ``p99_with_startup_ms``;
 ``serving_s``, from launch to the daemon's "serving" log line, the last daemon's for a group: its
