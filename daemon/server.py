@@ -46,7 +46,7 @@ from .segments import Change, SegmenterTable
 from .security import Guard
 from .service import Notifier
 from .signals import Signals
-from .sources import Source, open_sources
+from .sources import Source, open_sources, stop_sources
 from .worker import Stream, Window, WorkerPool, build_pool
 
 log = logging.getLogger("instrumentd.daemon")
@@ -176,8 +176,7 @@ class Server:
 
     def shutdown(self) -> None:
         self.notifier.stopping()
-        for source in self.sources:
-            source.stop()
+        stop_sources(self.sources)
         if self.worker is not None and self.publisher is not None:
             self._publish_logged()  # what was logged before serving failed goes out too
             # finish the windows whose audio is already in the rings, unless a second Ctrl-C said not

@@ -67,9 +67,18 @@ SERVING_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO instrum
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return _free_ports(1)[0]
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free local TCP ports: each is held until all are picked, since a port closed at once
+    can be handed out again (a thousand picked one by one gave a few twice, and two producers on one
+    port left a stream without a sender)."""
+    with contextlib.ExitStack() as stack:
+        held = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in held:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in held]
 
 
 def write_clip(folder: Path, seconds: float) -> Path:
@@ -377,7 +386,7 @@ def write_mp3(folder: Path, ffmpeg: str, seconds: float = 30.0) -> Path:
 def live_streams(n: int, ffmpeg: str, mp3: Path):
     """``n`` producers, each sending ``mp3`` in a loop in real time over local TCP to its first client.
     Yields ``(urls, producer pids)`` once every producer listens; kills them on exit."""
-    ports = [_free_port() for _ in range(n)]
+    ports = _free_ports(n)
     producers = [_producer(ffmpeg, mp3, p) for p in ports]
     try:
         _await_listeners(ports, 60.0)
@@ -392,7 +401,7 @@ def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
     """``n`` daemon ``ffmpeg:`` sources of live local TCP streams for ``seconds``; CPU, memory, audio delivered."""
     from instrumentd.daemon.config import parse_source
     from instrumentd.daemon.resources import raise_open_file_limit
-    from instrumentd.daemon.sources import FfmpegSource
+    from instrumentd.daemon.sources import FfmpegSource, stop_sources
 
     me = os.getpid()
     sources = []
@@ -430,8 +439,7 @@ def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
             restarts = sum(src.restarts for src in sources)
         finally:
             stop.set()
-            for src in sources:
-                src.stop()
+            stop_sources(sources)
     decode = sum(b - a for a, b in zip(dec0, dec1) if a is not None and b is not None) / wall
     reading = (own1 - own0) / wall if own0 is not None and own1 is not None else None
     return {

@@ -142,3 +142,37 @@ def test_a_network_input_that_stalls_without_hanging_up_goes_down_and_comes_back
         done.set()
         reader.join()
     assert live_children().items() <= children.items()  # no ffmpeg child left behind
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_sources_stopped_together_end_every_thread_and_child(http_audio, tmp_path):
+    """``stop_sources``: twelve network sources, each with its ffmpeg child, are all told to stop before
+    any is waited for; every thread ends, every child is reaped and every ring is closed within the
+    shared wait (one after another, each took about a tenth of a second or more to wind down)."""
+    server = http_audio(tmp_path)
+    children = live_children()
+    srcs = [sources.open_source(parse_source(f"r{i}=ffmpeg:{server.url}/live.wav"), 10.0) for i in range(12)]
+    done = threading.Event()
+
+    def read() -> None:  # as the worker would
+        while not done.wait(0.05):
+            for src in srcs:
+                src.ring.read()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        for src in srcs:
+            src.start()
+        assert until(lambda: all(src.ring.written > 0 for src in srcs), 30), "not every stream delivered"
+        t0 = time.monotonic()
+        sources.stop_sources(srcs)
+        took = time.monotonic() - t0
+    finally:
+        done.set()
+        reader.join()
+    assert took < sources.STOP_ALL_S
+    assert not any(src._thread.is_alive() for src in srcs)
+    assert all(src.ring.closed for src in srcs)
+    assert live_children().items() <= children.items()  # no ffmpeg child left behind
+
