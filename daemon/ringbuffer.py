@@ -107,6 +107,13 @@ class RingBuffer:
             self._resumed = resumed
             self._timing_break = True
 
+    def go_live(self) -> None:
+        """From now on a full ring drops its oldest unread samples (counted) instead of making the writer
+        wait; wakes a waiting writer."""
+        with self._lock:
+            self.blocking = False
+            self._room.notify_all()
+
     def close(self) -> None:
         """No more samples will come (end of file, stdin closed); wakes a waiting writer."""
         with self._lock:

@@ -6,7 +6,7 @@
 | ``file:PATH`` | :class:`FileSource` | live: paced by the wall clock, as if it were being played (one :class:`Pacer` thread for all) |
 | ``file+fast:PATH`` | :class:`FileSource` | as fast as the worker reads (the ring makes it wait) |
 | ``stdin:FORMAT:RATE:CHANNELS`` | :class:`StdinSource` | as written; the ring makes the writer wait when full |
-| ``ffmpeg:URL`` | :class:`FfmpegSource` | as ffmpeg decodes; a finite input ends, a live one is reopened with backoff |
+| ``ffmpeg:URL`` | :class:`FfmpegSource` | as ffmpeg decodes; a finite input ends, a live one (no stated duration) is live from its first audio and reopened with backoff |
 
 The children of ``mic`` and ``ffmpeg:`` write to pipes that one :class:`PipeHub` thread reads for all
 of them; each source's own thread only starts its child, watches it and decides what its exit means.
@@ -143,12 +143,16 @@ class Source:
         if len(samples) and not self._flowing:
             self._flowing = True
             self.state = "running"
+            self._first_audio()
             if self._down_since is None:
                 self._note("running", "audio flowing")
             else:
                 self._note("up", f"audio back after {time.monotonic() - self._down_since:.1f} s")
                 self._down_since = None
         self.ring.write(samples)
+
+    def _first_audio(self) -> None:
+        """Called with the first audio of each run, before it goes into the ring."""
 
     def _went_down(self, reason: str) -> None:
         """The source stopped delivering; noted once per outage (also when it never delivered at all)."""
@@ -706,6 +710,16 @@ class FfmpegSource(_ChildSource):
         """A network input without a stated duration (a radio stream, a socket) comes in real time; known
         once ffmpeg has opened it."""
         return not self.local and self.duration_s is None and self.length is None
+
+    def _first_audio(self) -> None:
+        """A live input becomes a live source: when the daemon falls behind, its oldest audio is dropped and
+        counted, as a microphone's is, instead of holding the sender back (which only grows its delay
+        until the server drops the connection)."""
+        if self.realtime and not self.live:
+            self.live = True
+            self.ring.go_live()
+            log.info("source %s: a live stream (no stated duration): if the daemon falls behind, its oldest "
+                     "audio is dropped and counted", self.name)
 
     def _run_child(self) -> ChildExit:
         if not self._asked and re.match(r"https?://", self.url, re.IGNORECASE):

@@ -128,7 +128,8 @@ def test_a_network_input_that_stalls_without_hanging_up_goes_down_and_comes_back
         radio.start()
         assert until(lambda: radio.ring.written > 0, 30), "no audio from the live stream"
         assert list(radio.changes) == [("running", "audio flowing")]
-        assert radio.realtime  # no stated duration or length: it comes at the sender's pace
+        # no stated duration or length: it comes at the sender's pace, and is live from its first audio
+        assert radio.realtime and radio.live and not radio.ring.blocking
         server.stall()  # the connection stays open; nothing comes
         assert until(lambda: len(radio.changes) >= 2, 10)
         assert radio.changes[1] == ("down", "ffmpeg exited (no audio for 1 s)") and radio.state == "restarting"
@@ -175,4 +176,23 @@ def test_sources_stopped_together_end_every_thread_and_child(http_audio, tmp_pat
     assert not any(src._thread.is_alive() for src in srcs)
     assert all(src.ring.closed for src in srcs)
     assert live_children().items() <= children.items()  # no ffmpeg child left behind
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_a_live_network_stream_read_too_slowly_drops_its_oldest_audio_and_counts_it(http_audio, tmp_path):
+    """Nobody reads the ring of a live network stream for longer than it holds: its oldest audio is dropped
+    and counted, and the stream keeps flowing (no stall, no restart), where a backpressured one would
+    hold the sender back."""
+    server = http_audio(tmp_path)
+    radio = sources.open_source(parse_source(f"radio=ffmpeg:{server.url}/live.wav"), 10.0)
+    try:
+        radio.start()
+        assert until(lambda: radio.live, 30), "the stream never went live"
+        capacity_s = radio.ring.capacity / radio.rate
+        assert until(lambda: radio.ring.dropped > 0, capacity_s + 10), "nothing dropped from a full live ring"
+        written = radio.ring.written
+        assert until(lambda: radio.ring.written > written + radio.rate // 2, 5)  # still flowing
+        assert radio.restarts == 0 and radio.state == "running"
+    finally:
+        radio.stop()
 
