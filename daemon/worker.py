@@ -66,6 +66,7 @@ from .sources import Source
 log = logging.getLogger("instrumentd.daemon.worker")
 
 PITCH_LOOKAHEAD = 2  # frames past a window's end before pYIN can finalise its last frame (2048-sample half frame)
+ALIGN_SETTLE_S = 1.0  # seconds a live stream flows before its grid is put on the tick (past a first burst)
 GATHER_S = 0.05  # seconds a due live window waits for the other live streams, in the aligned mode (gather > 0)
 FEED_FRACTION = 0.25  # of a hop: unread live audio pushed ahead of the tick once this much is in
 DRIFT_SMOOTHING = 0.1  # weight of the newest window in a live stream's smoothed phase error
@@ -134,7 +135,8 @@ class Stream:
         self.finished = False
         self.next_check = 0.0  # time.monotonic() before which a live stream cannot have its next window
         self.along_at = 0.0  # time.monotonic() before which a live stream cannot have take_along unread
-        self.aligned = True  # False until a live stream's grid is put on the tick (aligned mode, first read)
+        self.aligned = True  # False until a live stream's grid is put on the tick (aligned mode, first reads)
+        self.flowing_since: float | None = None  # time.monotonic() of its first read with audio, until aligned
         self.spread = False  # True once its windows after the first were given their share of the hop
         self.phase_error = 0.0  # seconds, smoothed: how late a live stream's windows end after the tick
         self.history: np.ndarray | None = None  # recent 44.1 kHz audio, circular by grid index, kept for moves
@@ -260,7 +262,8 @@ class Worker:
     def add(self, source: Source, segmenter: Segmenter) -> Stream:
         stream = Stream(source, self.features.add_stream(), self.cfg, self.hop_s, segmenter,
                         DeadAir(self.silence_db, self.silence_s, self.cfg.sample_rate))
-        stream.aligned = not (self.align and source.live)
+        # a live source, or a network input that turns live with its first audio, is put on the tick
+        stream.aligned = not (self.align and source.realtime)
         self.streams.append(stream)
         return stream
 
@@ -440,8 +443,26 @@ class Worker:
         st.remember(data, st.pos)
         st.pos += len(data)
         if not st.aligned and len(data):
-            self._align(st)
+            self._put_on_tick(st)
         return data
+
+    def _put_on_tick(self, st: Stream) -> None:
+        """Align a live stream's grid (:meth:`_align`) once its audio flows in real time.
+
+        A network input's first audio comes in a burst (what ffmpeg probed, what the server had
+        buffered), so its newest sample is not yet live: the grid is put on the tick after
+        ``ALIGN_SETTLE_S`` of flow, or when window 0 is in, whichever comes first (then drift
+        correction takes what is left). A network input that turned out finite is read as fast as it
+        comes, not on the tick.
+        """
+        if not st.source.live:
+            st.aligned = True
+            return
+        now = time.monotonic()
+        if st.flowing_since is None:
+            st.flowing_since = now
+        if now - st.flowing_since >= ALIGN_SETTLE_S or st.pos >= st.window_end_sample():
+            self._align(st)
 
     def _align(self, st: Stream) -> None:
         """Shift a live stream's grid (it has no window yet) so that its windows end on the tick.
@@ -485,6 +506,7 @@ class Worker:
         st.grid_origin, st.j = origin, 0
         st.anchor = (native_start, st.pos)
         st.aligned = not (self.align and st.source.live)
+        st.flowing_since = None
         st.history_len = 0
         st.pending = None
         if st.resampler is not None:

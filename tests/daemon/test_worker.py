@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import numpy as np
@@ -88,6 +89,30 @@ def test_live_streams_of_any_phase_end_their_windows_on_the_tick(pool):
         starts.append(wins[0].t_start)
     # the grid moved later by each stream's phase: 1 s - phase, modulo the hop, on the 30 ms frame grid
     assert starts == pytest.approx([0.0, 0.33, 0.16], abs=FRAME / 2 + 1e-3)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_a_live_network_stream_goes_on_the_tick_too(pool, http_audio, tmp_path):
+    """An ``ffmpeg:`` network input is not known to be live until its first audio (no stated duration);
+    in aligned mode its grid is then put on the tick like a microphone's."""
+    server = http_audio(tmp_path)
+    src = open_source(parse_source(f"radio=ffmpeg:{server.url}/live.wav"), 10.0)
+    st = pool.add(src, Segmenter(pool.recognizer.classes))
+    assert not st.aligned and not src.live
+    src.start()
+    wins, deadline = [], time.monotonic() + 30
+    try:
+        while len(wins) < 5:
+            assert time.monotonic() < deadline, f"{len(wins)} windows from the live stream"
+            wins += [w for w in pool.step() if w.stream is st]
+            time.sleep(0.005)
+    finally:
+        src.stop()
+        while pool.workers[0].active:
+            pool.step()
+    assert src.live and st.aligned
+    # each window's last sample arrived on the tick, give or take a frame and the pipe's 20 ms reads
+    assert all(abs(on_tick(w.arrival)) <= FRAME + 0.05 for w in wins), [round(on_tick(w.arrival), 3) for w in wins]
 
 
 def test_a_drifting_clock_is_followed_one_frame_at_a_time(pool):
