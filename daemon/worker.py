@@ -10,9 +10,10 @@ Phase. By default each live stream keeps its own phase: independent streams come
 moments, which spreads the work over the hop (on a CPU, where a forward pass costs in proportion to
 its windows, that gives the lowest latency). Real-time streams that arrive in step (network streams
 opened together) have their windows after the first moved by a share of the hop each
-(:meth:`Worker._spread`), so that they too come due at different moments. With ``gather > 0`` live streams share one tick
-instead, so that one step serves them all: at its first read (and after every gap) a live
-stream's grid is shifted so that its windows end on multiples of ``hop`` seconds of
+(:meth:`Worker._spread`), so that they too come due at different moments. With ``gather > 0`` live
+streams share one tick instead, so that one step serves them all: once its audio flows in real time
+(a second after its first read, or when window 0 is in; again after every gap) a live stream's grid
+is shifted so that its windows end on multiples of ``hop`` seconds of
 ``time.monotonic()``, a slow drift of its clock is corrected one 30 ms frame at a time, and a due
 window waits up to ``gather`` seconds for the other live streams due by then. One push of audio,
 one pitch step per frame and one forward pass then serve all of them (fewer, larger batches: what a

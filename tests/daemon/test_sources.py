@@ -146,10 +146,15 @@ def test_a_network_input_that_stalls_without_hanging_up_goes_down_and_comes_back
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
-def test_sources_stopped_together_end_every_thread_and_child(http_audio, tmp_path):
+def test_sources_stopped_together_end_every_thread_and_child(http_audio, tmp_path, monkeypatch):
     """``stop_sources``: twelve network sources, each with its ffmpeg child, are all told to stop before
     any is waited for; every thread ends, every child is reaped and every ring is closed within the
     shared wait (one after another, each took about a tenth of a second or more to wind down)."""
+    calls = []
+    for name in ("request_stop", "join"):
+        real = getattr(sources.FfmpegSource, name)
+        monkeypatch.setattr(sources.FfmpegSource, name,
+                            lambda src, *a, _real=real, _name=name: (calls.append(_name), _real(src, *a))[1])
     server = http_audio(tmp_path)
     children = live_children()
     srcs = [sources.open_source(parse_source(f"r{i}=ffmpeg:{server.url}/live.wav"), 10.0) for i in range(12)]
@@ -172,6 +177,7 @@ def test_sources_stopped_together_end_every_thread_and_child(http_audio, tmp_pat
     finally:
         done.set()
         reader.join()
+    assert calls == ["request_stop"] * 12 + ["join"] * 12  # all told first, then all awaited
     assert took < sources.STOP_ALL_S
     assert not any(src._thread.is_alive() for src in srcs)
     assert all(src.ring.closed for src in srcs)

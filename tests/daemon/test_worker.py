@@ -270,9 +270,10 @@ def test_real_time_streams_that_arrive_in_step_have_their_windows_spread_over_th
     assert min(abs(a - b) for i, a in enumerate(ends) for b in ends[i + 1:]) > 0.1 * HOP
 
 
-def test_streams_read_as_fast_as_they_come_or_already_staggered_keep_their_grid(tmp_path):
-    """A backpressured source (``file+fast:``: not real time) and a paced file (spread by its start) keep
-    windows every hop from 0 s, however many streams the worker has."""
+def test_streams_read_as_fast_as_they_come_keep_their_grid_and_paced_files_count_as_staggered(tmp_path):
+    """Backpressured sources (``file+fast:``: not real time) keep windows every hop from 0 s, however many
+    streams the worker has; a paced file is real time but already spread by its start, so the worker
+    leaves its grid alone too (``staggered``)."""
     import soundfile
 
     path = tmp_path / "clip.wav"
