@@ -4,6 +4,10 @@ The writer never allocates: samples are copied into a preallocated array under a
 for the copy. A live writer that outruns the reader overwrites the oldest unread samples and the
 loss is counted; a non-live writer (``file+fast:``, ``stdin:``) waits for room instead, so a
 file is read as fast as the worker consumes it and nothing is dropped.
+
+A :class:`SharedRing` keeps its samples, the writer's position and its arrival receipts in memory
+shared with another process that writes them (the file player, daemon/file_player.py); the reader's
+position goes the other way, so that the writer never writes over unread samples.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ class RingBuffer:
         self._buf = np.zeros(capacity, dtype=np.float32)
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
-        self.written = 0  # samples ever written (absolute index of the next sample)
+        self._written = 0  # samples ever written (absolute index of the next sample): see written
         self.read_pos = 0  # absolute index of the next sample to read
         self.dropped = 0  # samples overwritten before they were read
         self.breaks = 0  # discontinuities marked by the source (restarts)
@@ -47,6 +51,15 @@ class RingBuffer:
         self.closed = False
         self._receipts = np.zeros((RECEIPTS, 2), dtype=np.float64)
         self._n_receipts = 0
+        self._read_cell: np.ndarray | None = None  # int64 [1]: read_pos, published for a writer elsewhere
+
+    @property
+    def written(self) -> int:
+        """Samples ever written: the absolute index of the next sample."""
+        return self._written
+
+    def _refresh(self) -> None:
+        """Take in a writer's receipts from elsewhere (:class:`SharedRing`); lock held."""
 
     def write(self, samples: np.ndarray, arrival: float | None = None) -> None:
         """Copy ``samples: float32 [n]`` in; ``arrival`` = time.monotonic() of the last one (default now)."""
@@ -72,17 +85,21 @@ class RingBuffer:
             else:
                 if n > self.capacity:
                     samples = samples[n - self.capacity :]
-                    self.written += n - self.capacity
+                    self._written += n - self.capacity
                     n = self.capacity
                 self._copy_in(samples)
                 behind = self.written - self.read_pos - self.capacity
                 if behind > 0:
                     self.dropped += behind
                     self.read_pos += behind
-            r = self._n_receipts % RECEIPTS
-            self._receipts[r, 0] = self.written
-            self._receipts[r, 1] = time.monotonic() if arrival is None else arrival
-            self._n_receipts += 1
+            self._receipt(arrival)
+
+    def _receipt(self, arrival: float | None) -> None:
+        """Remember that samples up to :attr:`written` arrived at ``arrival`` (default now); lock held."""
+        r = self._n_receipts % RECEIPTS
+        self._receipts[r, 0] = self.written
+        self._receipts[r, 1] = time.monotonic() if arrival is None else arrival
+        self._n_receipts += 1
 
     def _copy_in(self, samples: np.ndarray) -> None:
         n = len(samples)
@@ -91,7 +108,7 @@ class RingBuffer:
         self._buf[start : start + first] = samples[:first]
         if first < n:
             self._buf[: n - first] = samples[first:]
-        self.written += n
+        self._written += n
 
     def mark_break(self, resumed: float | None = None) -> None:
         """The source restarted: audio after this point does not continue what came before.
@@ -122,11 +139,13 @@ class RingBuffer:
 
     def available(self) -> int:
         with self._lock:
+            self._refresh()
             return self.written - self.read_pos
 
     def room(self) -> int:
         """Samples a write can take now without waiting (a blocking ring) or dropping (a live one)."""
         with self._lock:
+            self._refresh()
             # a closed ring takes (and discards) anything
             return self.capacity if self.closed else self.capacity - (self.written - self.read_pos)
 
@@ -150,6 +169,7 @@ class RingBuffer:
         (0 without a break).
         """
         with self._lock:
+            self._refresh()
             skipped = False
             if keep_last is not None and self.written - self.read_pos > keep_last:
                 skip = self.written - self.read_pos - keep_last
@@ -176,6 +196,8 @@ class RingBuffer:
             out[:first] = self._buf[a : a + first]
             out[first:] = self._buf[: n - first]
             self.read_pos = start + n
+            if self._read_cell is not None:
+                self._read_cell[0] = self.read_pos
             self._room.notify_all()
             return out, start, broken
 
@@ -187,6 +209,7 @@ class RingBuffer:
         once, and a source that writes every 20 ms has 50 writes in the last second.
         """
         with self._lock:
+            self._refresh()
             n = min(self._n_receipts, RECEIPTS)
             if n == 0:
                 return time.monotonic()
@@ -195,3 +218,44 @@ class RingBuffer:
             k = bisect.bisect_right(range(first, self._n_receipts), index,
                                     key=lambda j: receipts[j % RECEIPTS, 0])
             return float(receipts[(first + min(k, n - 1)) % RECEIPTS, 1])
+
+
+# A shared ring's memory: SHARED_HEADER bytes, then float32 [capacity] samples. The header holds int64 [0] the reader's
+# position, [1] the writer's (samples ever written), [2] the receipts ever written, and from byte 64 the receipts,
+# float64 [RECEIPTS, 2] (sample index after a write, its time.monotonic()), as RingBuffer keeps them.
+SHARED_HEADER = 8192
+READ_POS, WRITTEN, N_RECEIPTS = 0, 1, 2
+
+
+def shared_views(mem, capacity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(samples float32 [capacity], positions int64 [3], receipts float64 [RECEIPTS, 2])`` over a shared
+    ring's memory ``mem`` (a buffer of ``SHARED_HEADER + 4 * capacity`` bytes)."""
+    return (np.frombuffer(mem, np.float32, capacity, SHARED_HEADER), np.frombuffer(mem, np.int64, 3, 0),
+            np.frombuffer(mem, np.float64, 2 * RECEIPTS, 64).reshape(RECEIPTS, 2))
+
+
+class SharedRing(RingBuffer):
+    """A live ring whose samples another process writes into shared memory (:func:`shared_views`).
+
+    The writer copies samples in, then its receipt, then moves its position; the reader takes the
+    position in before each look at the ring, copies the samples out, then publishes its own position.
+    This relies on the processor keeping each core's stores in order as others see them and not
+    reordering loads, as x86-64 does (daemon/file_player.py runs only there). The writer keeps clear
+    of unread samples, so nothing is dropped on this side except by :meth:`read`'s ``keep_last``.
+    """
+
+    def __init__(self, mem, capacity: int, rate: int):
+        super().__init__(capacity, rate, blocking=False)
+        self._buf, self._positions, self._receipts = shared_views(mem, capacity)
+        self._read_cell = self._positions[READ_POS : READ_POS + 1]
+
+    @property
+    def written(self) -> int:
+        """Samples the writer has written, as it last said in the shared memory."""
+        return int(self._positions[WRITTEN])
+
+    def _refresh(self) -> None:
+        self._n_receipts = int(self._positions[N_RECEIPTS])
+
+    def write(self, samples: np.ndarray, arrival: float | None = None) -> None:
+        raise TypeError("a shared ring is written by the process that shares it")

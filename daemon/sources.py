@@ -3,7 +3,7 @@
 | spec | class | pacing |
 |---|---|---|
 | ``mic[:DEVICE]`` | :class:`MicSource` | live: a PortAudio child; reopened with backoff when the device fails |
-| ``file:PATH`` | :class:`FileSource` | live: paced by the wall clock, as if it were being played (one :class:`Pacer` thread for all) |
+| ``file:PATH`` | :class:`FileSource` | live: paced by the wall clock, as if it were being played (one file player process for all, daemon/file_player.py) |
 | ``file+fast:PATH`` | :class:`FileSource` | as fast as the worker reads (the ring makes it wait) |
 | ``stdin:FORMAT:RATE:CHANNELS`` | :class:`StdinSource` | as written; the ring makes the writer wait when full |
 | ``ffmpeg:URL`` | :class:`FfmpegSource` | as ffmpeg decodes; a finite input ends, a live one (no stated duration) is live from its first audio and reopened with backoff |
@@ -43,10 +43,11 @@ from typing import Callable
 import numpy as np
 import soundfile
 
-from instrumentd.pipeline.audio import sanitize
+from instrumentd.pipeline.audio import BOUNDED_SUBTYPES, mono_block, sanitize
 from instrumentd.pipeline.errors import InstrumentdError
 
 from .config import SourceSpec
+from .file_player import PLAYER, PacedFile
 from .ringbuffer import RingBuffer
 
 log = logging.getLogger("instrumentd.daemon.sources")
@@ -69,7 +70,6 @@ FINITE_SLACK_S = 1.0  # seconds short of its stated duration an input may end an
 PACED_BLOCK_S = 0.02  # seconds: a paced file's audio goes into its ring in blocks this long, each once it is due
 PACED_BLOCK_MANY_S = 0.1  # seconds: the block when a daemon paces more than PACED_MANY files
 PACED_MANY = 100  # paced files past which each file's blocks grow (fewer ring writes per second)
-PACED_READ_S = 0.5  # seconds of a paced file decoded at a time, ahead of its blocks
 PACER_MIN_WAIT = 0.002  # seconds the pacer sleeps at least between rounds
 HUB_SLICE_S = 0.02  # seconds the pipe hub lets the pipes fill between rounds: fewer, larger reads
 HUB_SLICE_MANY_S = 0.1  # seconds between rounds when the hub reads more than HUB_MANY pipes
@@ -140,16 +140,22 @@ class Source:
 
     def _write(self, samples: np.ndarray) -> None:
         """Put ``samples: float32 [n]`` in the ring; the first audio, and the first after an outage, is noted."""
-        if len(samples) and not self._flowing:
-            self._flowing = True
-            self.state = "running"
-            self._first_audio()
-            if self._down_since is None:
-                self._note("running", "audio flowing")
-            else:
-                self._note("up", f"audio back after {time.monotonic() - self._down_since:.1f} s")
-                self._down_since = None
+        if len(samples):
+            self.flowing()
         self.ring.write(samples)
+
+    def flowing(self) -> None:
+        """Audio is coming: noted at the first of each run (``running``, or ``up`` after an outage)."""
+        if self._flowing:
+            return
+        self._flowing = True
+        self.state = "running"
+        self._first_audio()
+        if self._down_since is None:
+            self._note("running", "audio flowing")
+        else:
+            self._note("up", f"audio back after {time.monotonic() - self._down_since:.1f} s")
+            self._down_since = None
 
     def _first_audio(self) -> None:
         """Called with the first audio of each run, before it goes into the ring."""
@@ -191,8 +197,9 @@ class Source:
 class FileSource(Source):
     """A file soundfile can read, mixed to mono; ``realtime`` paces it by the wall clock.
 
-    A paced file has no thread of its own: the process's :class:`Pacer` writes each of its 20 ms
-    blocks when the block's last sample is due, from ``delay_s`` seconds after :meth:`start` (set by
+    A paced file has no thread of its own: the file player (a child process, daemon/file_player.py;
+    where there is none, the process's :class:`Pacer` thread) writes each of its blocks when the
+    block's last sample is due, from ``delay_s`` seconds after :meth:`start` (set by
     :func:`open_sources` to spread the files of one daemon over the hop). ``file+fast:`` reads in a
     thread of its own, as fast as its ring takes the audio.
     """
@@ -211,19 +218,35 @@ class FileSource(Source):
             raise SourceError(f"source {spec.name}: cannot open {path!r} ({exc})") from None
         super().__init__(spec, int(info.samplerate), ring_seconds)
         self.path = os.fsencode(path)
+        self.bounded = info.subtype in BOUNDED_SUBTYPES  # decoded samples need no sanitising
         self.block = max(1, int(self.rate * (PACED_BLOCK_S if realtime else 0.5)))  # samples: 20 ms paced, 0.5 s fast
         self.delay_s = 0.0  # paced: seconds from start() to the file's first sample
+        self.player_id: int | None = None  # paced by the file player: its id there
 
     def start(self) -> None:
-        if self.live:
-            PACER.add(self)
-        else:
+        if not self.live:
             super().start()
+        elif PLAYER.available():
+            PLAYER.add(self)
+        else:
+            PACER.add(self)
 
     def request_stop(self) -> None:
         super().request_stop()
-        if self.live and self.state != "failed":  # as a thread of its own would have ended
-            self.state, self.reason = "ended", self.reason or self.ending
+        if self.live:
+            PLAYER.stop(self)
+            if self.state != "failed":  # as a thread of its own would have ended
+                self.state, self.reason = "ended", self.reason or self.ending
+
+    def finish(self, failed: bool, reason: str) -> None:
+        """No more audio will come from the pacing: the file ended (``reason``, default :attr:`ending`), or
+        failed with ``reason``; the ring is closed."""
+        if failed:
+            self.state, self.reason = "failed", reason
+            log.error("source %s failed: %s", self.name, reason)
+        elif self.state != "failed":
+            self.state, self.reason = "ended", self.reason or reason or self.ending
+        self.ring.close()
 
     def _run(self) -> None:
         with soundfile.SoundFile(self.path) as f:
@@ -237,45 +260,13 @@ class FileSource(Source):
                     delay = t0 + (done + len(block)) / self.rate - time.monotonic()
                     if delay > 0 and self._stop.wait(delay):
                         return
-                self._write(_mono(block))
+                self._write(mono_block(block, self.bounded))
                 done += len(block)
 
 
-class _Paced:
-    """The pacer's state of one paced file: the open file, decoded audio not yet written, and its clock."""
-
-    def __init__(self, source: FileSource, now: float):
-        self.source = source
-        self.file = soundfile.SoundFile(source.path)
-        self.t0 = now  # time.monotonic() at which the file's first sample began
-        self.done = 0  # samples written to the ring
-        self.ahead = np.zeros(0, np.float32)  # decoded, mono, not yet written
-        self.eof = False
-
-    def due(self) -> float:
-        """time.monotonic() at which the next block's last sample is due."""
-        return self.t0 + (self.done + self.source.block) / self.source.rate
-
-    def write_due(self, now: float) -> bool:
-        """Write every whole block due by ``now`` in one ring write; False once the file is written out."""
-        src = self.source
-        want = int((now - self.t0) * src.rate) // src.block * src.block - self.done
-        while len(self.ahead) < want and not self.eof:
-            block = self.file.read(max(want, int(PACED_READ_S * src.rate)), dtype="float32", always_2d=True)
-            self.eof = len(block) == 0
-            self.ahead = np.concatenate([self.ahead, _mono(block)]) if len(self.ahead) else _mono(block)
-        if want > 0 and len(self.ahead):
-            take, self.ahead = self.ahead[:want], self.ahead[want:]
-            src._write(take)
-            self.done += len(take)
-        return not (self.eof and not len(self.ahead))
-
-    def close(self) -> None:
-        self.file.close()
-
-
 class Pacer:
-    """One thread that plays every paced ``file:`` source of the process in real time.
+    """One thread that plays every paced ``file:`` source of the process in real time, where the file
+    player cannot run (no ``memfd``: not Linux); the same rounds as the player's, in the daemon.
 
     Each round writes, for every file, the blocks whose last sample is due (one ring write), then
     sleeps until the next block of any file is due. A thread per file woke fifty times a second
@@ -286,79 +277,79 @@ class Pacer:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._files: list[_Paced] = []
+        self._playing = 0  # files added and not finished
+        self._added: list[tuple[PacedFile, FileSource]] = []  # files added since the thread's last round
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def add(self, source: FileSource) -> None:
-        """Start playing ``source`` now."""
+        """Start playing ``source`` ``source.delay_s`` seconds from now."""
         try:
-            paced = _Paced(source, time.monotonic())
+            paced = PacedFile(source.path, source.block, time.monotonic() + source.delay_s)
         except (OSError, soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
-            self._fail(source, exc)
+            source.finish(failed=True, reason=str(exc))
             return
-        paced.t0 += source.delay_s
         with self._lock:
-            self._files.append(paced)
+            self._added.append((paced, source))
+            self._playing += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="source-pacer", daemon=True)
                 self._thread.start()
         self._wake.set()
 
-    def _fail(self, source: FileSource, exc: Exception) -> None:
-        source.state, source.reason = "failed", str(exc)
-        log.error("source %s failed: %s", source.name, exc)
-        source.ring.close()
-
     def _run(self) -> None:
         """Rounds until no file is left: each plays only the files whose next block is due (a heap by due
         time), so a round costs what it writes, not a call per file: with 300 files staggered over
-        the hop, rounds come every few milliseconds."""
-        heap: list[tuple[float, int, _Paced]] = []  # (when its next block is due, tie-break, file)
-        queued: set[int] = set()  # ids of the files on the heap
+        the hop, rounds come every few milliseconds. Files added since the last round join the heap;
+        the round never walks the files it does not play."""
+        heap: list[tuple[float, int, tuple[PacedFile, FileSource]]] = []  # (next block due, tie-break, file)
         while True:
             with self._lock:
-                if not self._files:
+                if not self._playing:
                     self._thread = None
                     return
-                for paced in self._files:  # files added since the last round
-                    if id(paced) not in queued:
-                        queued.add(id(paced))
-                        heapq.heappush(heap, (paced.due(), id(paced), paced))
+                added, self._added = self._added, []
+            for item in added:
+                heapq.heappush(heap, (item[0].due(), id(item), item))
             now = time.monotonic()
             due = []
             while heap and heap[0][0] <= now:
                 due.append(heapq.heappop(heap)[2])
-            finished = [paced for paced in due if not self._play(paced, now)]
-            for paced in due:
-                if paced not in finished:
-                    heapq.heappush(heap, (paced.due(), id(paced), paced))
+            finished = []
+            for item in due:
+                if self._play(*item, now):
+                    heapq.heappush(heap, (item[0].due(), id(item), item))
+                else:
+                    finished.append(item[0])
             if finished:
                 with self._lock:
-                    self._files = [f for f in self._files if f not in finished]
+                    self._playing -= len(finished)
                 for paced in finished:
-                    queued.discard(id(paced))
                     paced.close()
             wait = (heap[0][0] if heap else now) - time.monotonic()
             self._wake.wait(max(PACER_MIN_WAIT, wait))
             self._wake.clear()
 
-    def _play(self, paced: _Paced, now: float) -> bool:
+    @staticmethod
+    def _play(paced: PacedFile, src: FileSource, now: float) -> bool:
         """Write the file's due blocks; False once it has ended, failed or been stopped (its ring closed)."""
-        src = paced.source
-        try:
-            going = not src._stop.is_set() and paced.write_due(now)
-        except (OSError, soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
-            self._fail(src, exc)
-            return False
-        if not going:
-            if not src._stop.is_set() and src.state != "failed":
-                src.state, src.reason = "ended", src.reason or src.ending
+        if src._stop.is_set():
             src.ring.close()
-        return going
+            return False
+        try:
+            data = paced.take_due(now)
+            if len(data):
+                src._write(data)
+        except (OSError, soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
+            src.finish(failed=True, reason=str(exc))
+            return False
+        if paced.finished:
+            src.finish(failed=False, reason=src.ending)
+            return False
+        return True
 
 
-PACER = Pacer()  # the process's one pacer for paced files
+PACER = Pacer()  # the process's one pacer for paced files, where the file player cannot run
 
 
 class PcmReader:
@@ -381,7 +372,7 @@ class PcmReader:
         usable = len(pending) - len(pending) % self.frame_bytes
         self._pending = pending[usable:]
         raw = np.frombuffer(pending[:usable], dtype=self.dtype).reshape(-1, self.channels)
-        return _mono(pcm_to_float(raw))
+        return mono_block(pcm_to_float(raw))
 
     @property
     def pending(self) -> int:
@@ -562,7 +553,7 @@ class _Pipe:
         pending = self.pending + data if self.pending else data
         usable = len(pending) - len(pending) % 4
         if usable:
-            self.source._write(_mono(np.frombuffer(pending, dtype="<f4", count=usable // 4).reshape(-1, 1)))
+            self.source._write(mono_block(np.frombuffer(pending, dtype="<f4", count=usable // 4).reshape(-1, 1)))
             self.samples += usable // 4
         self.pending = pending[usable:]
 
@@ -857,14 +848,6 @@ def pcm_to_float(raw: np.ndarray) -> np.ndarray:
     if raw.dtype.kind == "i":
         return raw.astype(np.float32) / float(2 ** (8 * raw.dtype.itemsize - 1))
     return sanitize(raw.astype(np.float64)).astype(np.float32)
-
-
-def _mono(block: np.ndarray) -> np.ndarray:
-    """``[frames, channels]`` -> ``float32 [frames]`` in [-1, 1]: NaN and infinities become 0, the rest is
-    clipped, so no source can feed the features a value whose square overflows."""
-    if block.shape[1] == 1:  # a new contiguous array either way
-        return sanitize(np.asarray(block[:, 0], dtype=np.float32))
-    return np.ascontiguousarray(sanitize(np.asarray(block, dtype=np.float32)).mean(axis=1), dtype=np.float32)
 
 
 SOURCES: dict[str, Callable[[SourceSpec, float], Source]] = {

@@ -1,9 +1,13 @@
 """Sources on their own: an ``ffmpeg:`` network input that stalls is an outage, noted ``down`` then ``up``;
-paced files share one pacer thread and child sources one pipe reader, each delivering all its audio."""
+paced files share one player (the file player process, or the pacer thread where it cannot run) and
+child sources one pipe reader, each delivering all its audio."""
 
 from __future__ import annotations
 
+import os
+import resource
 import shutil
+import signal
 import threading
 import time
 
@@ -13,6 +17,7 @@ import soundfile
 
 from instrumentd.daemon import sources
 from instrumentd.daemon.config import parse_source
+from instrumentd.daemon.file_player import FilePlayer
 
 from ..conftest import live_children, until
 from .conftest import SR, melody
@@ -22,38 +27,55 @@ def _threads(name: str) -> int:
     return sum(t.name == name for t in threading.enumerate())
 
 
-def _drain(srcs, stop: threading.Event, got: list[int]) -> None:
-    """Read the rings as the worker would, counting the samples."""
+def _drain(srcs, stop: threading.Event, got: list[list[np.ndarray]]) -> None:
+    """Read the rings as the worker would, keeping what each gives."""
     while not stop.wait(0.02):
         for i, src in enumerate(srcs):
-            got[i] += len(src.ring.read()[0])
+            got[i].append(src.ring.read()[0])
 
 
-def test_paced_files_share_one_thread_and_each_plays_in_real_time_to_its_end(tmp_path):
+@pytest.fixture(params=["process", "thread"])
+def player(request, monkeypatch):
+    """Which plays paced files: the file player process, or the pacer thread (where there is no memfd)."""
+    if request.param == "process" and not sources.PLAYER.available():
+        pytest.skip("no memfd here: paced files play in a thread")
+    if request.param == "thread":
+        monkeypatch.setattr(sources.PLAYER, "available", lambda: False)
+    return request.param
+
+
+def test_paced_files_share_one_player_and_each_plays_in_real_time_to_its_end(tmp_path, player):
     path = tmp_path / "one.wav"
-    soundfile.write(path, melody(1.2), SR, subtype="PCM_16")
+    audio = melody(1.2)
+    soundfile.write(path, audio, SR, subtype="PCM_16")
     srcs = [sources.open_source(parse_source(f"f{i}=file:{path}"), 10.0) for i in range(8)]
-    stop, got = threading.Event(), [0] * len(srcs)
+    stop, got = threading.Event(), [[] for _ in srcs]
     reader = threading.Thread(target=_drain, args=(srcs, stop, got), daemon=True)
     reader.start()
     t0 = time.monotonic()
     for src in srcs:
         src.start()
     try:
-        assert _threads("source-pacer") == 1 and not any(t.name.startswith("source-f") for t in threading.enumerate())
+        assert not any(t.name.startswith("source-f") for t in threading.enumerate())
+        if player == "thread":
+            assert _threads("source-pacer") == 1
+        else:
+            assert _threads("source-pacer") == 0 and sources.PLAYER.pid in live_children()
         assert until(lambda: all(src.ended for src in srcs), 10)
         elapsed = time.monotonic() - t0
     finally:
         stop.set()
         reader.join()
     assert elapsed >= 1.2 - 0.03  # paced: not faster than the file lasts (the last block may come a block early)
-    assert got == [int(1.2 * SR)] * len(srcs)
+    want = soundfile.read(path, dtype="float32")[0]
+    for heard in got:
+        np.testing.assert_array_equal(np.concatenate(heard), want)  # every sample, in order, as decoded
     assert all(src.state == "ended" and src.reason == "end of file" for src in srcs)
     assert all(list(src.changes) == [("running", "audio flowing")] for src in srcs)
-    assert until(lambda: _threads("source-pacer") == 0, 1)  # no file left: the thread is gone
+    assert until(lambda: _threads("source-pacer") == 0, 1)  # no file left: no thread (the process stays)
 
 
-def test_paced_files_opened_together_start_spread_over_the_hop(tmp_path):
+def test_paced_files_opened_together_start_spread_over_the_hop(tmp_path, player):
     """Four files of one daemon: the k-th starts k/4 of a hop after the first, so their windows come due apart."""
     path = tmp_path / "one.wav"
     soundfile.write(path, melody(0.5), SR, subtype="PCM_16")
@@ -66,10 +88,10 @@ def test_paced_files_opened_together_start_spread_over_the_hop(tmp_path):
     assert until(lambda: all(src.ring.closed for src in srcs), 10)
     first = np.array([src.ring.arrival(0) for src in srcs]) - t0  # when each file's first block came
     assert np.all(first >= [0.0, 0.5, 1.0, 1.5]) and np.all(first < np.array([0.0, 0.5, 1.0, 1.5]) + 0.25), first
-    assert [src.ring.written for src in srcs] == [int(0.5 * SR)] * 4
+    assert [src.ring.available() for src in srcs] == [int(0.5 * SR)] * 4
 
 
-def test_a_paced_file_stopped_midway_ends_and_leaves_the_pacer(tmp_path):
+def test_a_paced_file_stopped_midway_ends_and_is_played_no_more(tmp_path, player):
     path = tmp_path / "long.wav"
     soundfile.write(path, melody(30.0), SR, subtype="PCM_16")
     src = sources.open_source(parse_source(f"long=file:{path}"), 10.0)
@@ -77,7 +99,78 @@ def test_a_paced_file_stopped_midway_ends_and_leaves_the_pacer(tmp_path):
     assert until(lambda: src.state == "running", 5)
     src.stop()
     assert src.state == "ended" and src.ring.closed
+    written = src.ring.available()
+    time.sleep(0.3)  # a block already on its way may land; none after that
+    assert src.ring.available() - written <= int(0.1 * SR)
+    later = src.ring.available()
+    time.sleep(0.3)
+    assert src.ring.available() == later
     assert until(lambda: _threads("source-pacer") == 0, 1)
+
+
+def test_the_file_player_leaves_unread_audio_alone_and_catches_up_when_read(tmp_path):
+    """A 2 s ring nobody reads for 2.5 s: the player stops a quarter of the ring short of the unread audio
+    (it never writes over it); once read, the file catches up and every sample arrives, in order."""
+    if not sources.PLAYER.available():
+        pytest.skip("no memfd here")
+    path = tmp_path / "four.wav"
+    soundfile.write(path, melody(4.0), SR, subtype="PCM_16")
+    src = sources.open_source(parse_source(f"slow=file:{path}"), 2.0)
+    src.start()
+    time.sleep(2.5)
+    assert src.ring.available() == src.ring.capacity - src.ring.capacity // 4
+    heard = [src.ring.read()[0]]
+    assert until(lambda: src.ring.available() > SR // 4, 2)  # the blocks held back come at once
+    while not src.ended:
+        heard.append(src.ring.read()[0])
+        time.sleep(0.05)
+    np.testing.assert_array_equal(np.concatenate(heard), soundfile.read(path, dtype="float32")[0])
+    assert src.ring.dropped == 0 and src.state == "ended"
+
+
+def test_a_file_player_started_by_a_daemon_with_many_open_files_plays(tmp_path):
+    """A daemon with a thousand streams has descriptors past 1024 open (logs, files) when its first
+    paced file starts: the player's socket is one of them, and must work as a low one does."""
+    if not sources.PLAYER.available():
+        pytest.skip("no memfd here")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"a hard limit of {hard} open files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    held = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        path = tmp_path / "short.wav"
+        soundfile.write(path, melody(0.5), SR, subtype="PCM_16")
+        src = sources.open_source(parse_source(f"high=file:{path}"), 10.0)
+        FilePlayer().add(src)  # a player of its own, started now, above the held descriptors
+        assert until(lambda: src.ring.closed, 5)
+        assert src.state == "ended" and src.ring.available() == int(0.5 * SR)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_paced_files_fail_when_the_file_player_dies_and_the_next_file_starts_a_new_one(tmp_path):
+    if not sources.PLAYER.available():
+        pytest.skip("no memfd here")
+    path = tmp_path / "long.wav"
+    soundfile.write(path, melody(30.0), SR, subtype="PCM_16")
+    srcs = [sources.open_source(parse_source(f"f{i}=file:{path}"), 10.0) for i in range(2)]
+    for src in srcs:
+        src.start()
+    assert until(lambda: all(src.state == "running" for src in srcs), 5)
+    pid = sources.PLAYER.pid
+    os.kill(pid, signal.SIGKILL)
+    assert until(lambda: all(src.ring.closed for src in srcs), 5)
+    assert all(src.state == "failed" and src.reason == "the file player exited (code -9)" for src in srcs)
+    late = sources.open_source(parse_source(f"late=file:{path}"), 10.0)
+    late.start()
+    assert until(lambda: late.state == "running", 5)
+    assert sources.PLAYER.pid not in (None, pid)
+    late.stop()
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
@@ -95,7 +188,7 @@ def test_ffmpeg_children_share_one_pipe_reader_and_a_full_ring_loses_nothing(tmp
         src.start()
     assert until(lambda: all(src.ring.room() == 0 for src in srcs), 10)  # full: the children wait
     assert _threads("source-pipes") == 1
-    stop, got = threading.Event(), [0] * len(srcs)
+    stop, got = threading.Event(), [[] for _ in srcs]
     reader = threading.Thread(target=_drain, args=(srcs, stop, got), daemon=True)
     reader.start()
     try:
@@ -103,7 +196,7 @@ def test_ffmpeg_children_share_one_pipe_reader_and_a_full_ring_loses_nothing(tmp
     finally:
         stop.set()
         reader.join()
-    assert got == [len(audio)] * len(srcs)
+    assert [sum(map(len, heard)) for heard in got] == [len(audio)] * len(srcs)
     assert all(src.state == "ended" and src.reason == "end of input" for src in srcs)
     assert not any(src.realtime for src in srcs)  # decoded as fast as they are read
     assert until(lambda: _threads("source-pipes") == 0, 2)

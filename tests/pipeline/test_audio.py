@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from instrumentd.pipeline.audio import find_audio, load_audio, sanitize
+from instrumentd.pipeline.audio import BOUNDED_SUBTYPES, find_audio, load_audio, mono_block, sanitize
 from instrumentd.pipeline.errors import AudioError
 
 from ..conftest import tone
@@ -101,3 +101,17 @@ def test_sanitize_zeroes_nan_and_infinities_clips_the_rest_and_leaves_its_input_
         before = audio.copy()
         np.testing.assert_array_equal(sanitize(audio), np.array(want, dtype))
         np.testing.assert_array_equal(audio, before)
+
+
+@pytest.mark.parametrize("subtype", sorted(BOUNDED_SUBTYPES))
+def test_integer_pcm_decodes_within_full_scale_so_its_blocks_skip_the_check(tmp_path, subtype):
+    """What BOUNDED_SUBTYPES promises: libsndfile hands these encodings over as finite floats in [-1, 1],
+    so mono_block may pass them through unchecked; a float block is still cleaned."""
+    path = tmp_path / ("edge.aiff" if subtype == "PCM_S8" else "edge.wav")  # WAV's 8 bits are unsigned
+    soundfile.write(path, np.array([[1.0, -1.0], [-1.0, 0.999], [0.5, -0.25]]), 8000, subtype=subtype)
+    block = soundfile.read(path, dtype="float32", always_2d=True)[0]
+    assert np.isfinite(block).all() and np.abs(block).max() <= 1.0
+    np.testing.assert_array_equal(mono_block(block, bounded=True), block.mean(axis=1))
+    np.testing.assert_array_equal(mono_block(block[:, :1], bounded=True), block[:, 0])
+    wild = np.array([[np.nan], [2.0], [-0.5]], np.float32)
+    np.testing.assert_array_equal(mono_block(wild), [0.0, 1.0, -0.5])

@@ -1,0 +1,350 @@
+"""The file player: a child process that plays every paced ``file:`` source of a daemon in real time.
+
+Decoding a thousand paced files, pacing them and writing their rings took a fifth to a quarter of the
+daemon's one interpreter lock, and the worker's reads of the rings took half as long again while
+that work ran beside them (one H100 machine's 16-core host, 1,000 files: 201-265 us a read against
+131-160 with the rings filled without it). Here a process of its own does it: each file's ring lives
+in shared memory (a ``memfd`` the daemon makes and hands over, :class:`~instrumentd.daemon.ringbuffer.SharedRing`),
+the player writes the audio, its arrival time and its position there, and the daemon's worker reads
+them as from any ring: the daemon does nothing per block at all, and takes the interpreter lock for
+none of it.
+
+The player never writes over audio the daemon has not read: it reads the daemon's read position from
+the ring's shared memory and keeps :data:`MARGIN_S` (at most a quarter of the ring) clear of it; a
+file whose ring is that full waits, and catches up when there is room again (the worker drops
+stale audio, counted, when it falls that far behind). The shared positions rely on x86-64's ordering
+of loads and stores; elsewhere, and where the system has no ``memfd`` (``os.memfd_create``, Linux),
+the daemon plays its files in a thread instead (:class:`Pacer` in daemon/sources.py), with the same
+:class:`PacedFile`.
+
+Messages on one ``AF_UNIX`` ``SOCK_SEQPACKET`` socket pair, one per datagram (JSON after a letter):
+
+| from | message | what |
+|---|---|---|
+| daemon | ``A`` ``{"id", "path", "block", "t0", "capacity"}``, the ring's memfd attached | play a file from ``t0`` (time.monotonic()) |
+| daemon | ``S`` ``{"id"}`` | stop a file |
+| player | ``R`` ``{"id"}`` | a file's first audio is in its ring |
+| player | ``E`` / ``F`` ``{"id", "reason"}`` | a file ended / failed (its last audio is in) |
+
+The player imports only numpy and soundfile (it starts in a fraction of a second), ignores SIGINT and
+SIGTERM, and exits when the daemon's end of the socket closes, however the daemon ended.
+
+Usage (the daemon starts it): ``python -m instrumentd.daemon.file_player FD``
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import mmap
+import platform
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import soundfile
+
+from instrumentd.pipeline.audio import BOUNDED_SUBTYPES, mono_block
+
+from .ringbuffer import N_RECEIPTS, READ_POS, RECEIPTS, SHARED_HEADER, WRITTEN, SharedRing, shared_views
+
+log = logging.getLogger("instrumentd.daemon.file_player")
+
+MARGIN_S = 1.0  # seconds of a shared ring the player leaves clear of the daemon's unread audio (at most a quarter)
+PLAYER_MIN_WAIT = 0.005  # seconds the player sleeps at least between rounds
+PACED_READ_S = 0.5  # seconds of a paced file decoded at a time, ahead of its blocks
+MAX_MESSAGE = 1 << 16  # bytes of one message at most (a command names a path of up to 4 KiB)
+_NO_SAMPLES = np.zeros(0, np.float32)
+
+
+class PacedFile:
+    """A file played in real time from ``t0`` (time.monotonic()): its audio comes in blocks of ``block``
+    samples, each due when its last sample is; decoded :data:`PACED_READ_S` at a time, mixed to mono."""
+
+    def __init__(self, path: bytes, block: int, t0: float):
+        self.file = soundfile.SoundFile(path)
+        self.rate = self.file.samplerate
+        self.bounded = self.file.subtype in BOUNDED_SUBTYPES
+        self.block = block
+        self.t0 = t0
+        self.done = 0  # samples handed out
+        self.ahead = _NO_SAMPLES  # decoded, mono, not yet handed out
+        self.eof = False
+
+    def due(self) -> float:
+        """time.monotonic() at which the next block's last sample is due."""
+        return self.t0 + (self.done + self.block) / self.rate
+
+    def take_due(self, now: float, most: int | None = None) -> np.ndarray:
+        """``float32 [n]``: the samples of every whole block due by ``now`` (at most ``most``), decoded as
+        needed; empty when none is due."""
+        want = int((now - self.t0) * self.rate) // self.block * self.block - self.done
+        if most is not None:
+            want = min(want, most)
+        while len(self.ahead) < want and not self.eof:
+            decoded = self.file.read(max(want, int(PACED_READ_S * self.rate)), dtype="float32", always_2d=True)
+            self.eof = len(decoded) == 0
+            mono = mono_block(decoded, self.bounded)
+            self.ahead = np.concatenate([self.ahead, mono]) if len(self.ahead) else mono
+        if want <= 0 or not len(self.ahead):
+            return _NO_SAMPLES
+        take, self.ahead = self.ahead[:want], self.ahead[want:]
+        self.done += len(take)
+        return take
+
+    @property
+    def finished(self) -> bool:
+        """True once the whole file has been handed out."""
+        return self.eof and not len(self.ahead)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def ring_memory(fd: int, capacity: int) -> mmap.mmap:
+    """The shared memory of a ring of ``capacity`` samples, mapped from ``fd``."""
+    return mmap.mmap(fd, SHARED_HEADER + 4 * capacity)
+
+
+class _Played:
+    """The player's side of one file: the file, its shared ring and how far it has written."""
+
+    def __init__(self, fid: int, paced: PacedFile, fd: int, capacity: int):
+        self.id = fid
+        self.paced = paced
+        self.mem = ring_memory(fd, capacity)
+        self.samples, self.positions, self.receipts = shared_views(self.mem, capacity)
+        self.capacity = capacity
+        self.margin = min(int(MARGIN_S * paced.rate), capacity // 4)
+        self.written = 0
+        self.n_receipts = 0
+
+    def play(self, now: float) -> bool:
+        """Write the file's due blocks that fit (:attr:`written` tells how many); False once the file has
+        been written out. The samples go in first, then their receipt, then the position that shows them."""
+        room = self.capacity - self.margin - (self.written - int(self.positions[READ_POS]))
+        data = self.paced.take_due(now, max(0, room))
+        n = len(data)
+        if n:
+            start = self.written % self.capacity
+            first = min(n, self.capacity - start)
+            self.samples[start : start + first] = data[:first]
+            self.samples[: n - first] = data[first:]
+            self.written += n
+            self.receipts[self.n_receipts % RECEIPTS] = (self.written, time.monotonic())
+            self.n_receipts += 1
+            self.positions[N_RECEIPTS] = self.n_receipts
+            self.positions[WRITTEN] = self.written
+        return not self.paced.finished
+
+    def close(self) -> None:
+        self.paced.close()
+
+
+def _send(sock: socket.socket, kind: bytes, body: dict) -> None:
+    sock.send(kind + json.dumps(body).encode())
+
+
+def _commands(sock: socket.socket, playing: dict[int, _Played], heap: list[tuple[float, int]]) -> bool:
+    """Take every waiting command; False once the daemon has gone."""
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not msg:
+            return False
+        body = json.loads(msg[1:])
+        if msg[:1] == b"A":
+            fid = body["id"]
+            try:
+                paced = PacedFile(os.fsencode(body["path"]), body["block"], body["t0"])
+                playing[fid] = _Played(fid, paced, fds[0], body["capacity"])
+                heapq.heappush(heap, (paced.due(), fid))
+            except (OSError, soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
+                _send(sock, b"F", {"id": fid, "reason": str(exc)})
+            finally:
+                for fd in fds:
+                    os.close(fd)
+        elif msg[:1] == b"S":
+            stopped = playing.pop(body["id"], None)
+            if stopped is not None:
+                stopped.close()
+
+
+def main(fd: int) -> int:
+    """The player's loop: rounds until the daemon goes; each plays only the files whose next block is due
+    (a heap by due time), then tells the daemon which of them began, ended or failed."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    # a selector, not select(): a daemon with a thousand streams hands over a descriptor past 1024
+    commands = selectors.DefaultSelector()
+    commands.register(sock, selectors.EVENT_READ)
+    playing: dict[int, _Played] = {}
+    heap: list[tuple[float, int]] = []  # (when its next block is due, file id); stopped files are skipped
+    while True:
+        wait = max(PLAYER_MIN_WAIT, heap[0][0] - time.monotonic()) if heap else None
+        if commands.select(wait) and not _commands(sock, playing, heap):
+            return 0
+        now = time.monotonic()
+        news: list[tuple[bytes, int, str]] = []
+        while heap and heap[0][0] <= now:
+            fid = heapq.heappop(heap)[1]
+            played = playing.get(fid)
+            if played is None:
+                continue
+            first = played.written == 0
+            try:
+                going = played.play(now)
+            except (OSError, soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
+                going, outcome = False, (b"F", fid, str(exc))
+            else:
+                outcome = (b"E", fid, "")
+            if first and played.written:
+                news.append((b"R", fid, ""))
+            if going:  # a file held back by a full ring tries again next round
+                heapq.heappush(heap, (max(played.paced.due(), now + PLAYER_MIN_WAIT), fid))
+            else:
+                news.append(outcome)
+                playing.pop(fid).close()
+        try:
+            if news:
+                sock.setblocking(True)
+                for kind, fid, reason in news:
+                    _send(sock, kind, {"id": fid, "reason": reason})
+                sock.setblocking(False)
+        except OSError:
+            return 0
+
+
+class FilePlayer:
+    """The daemon's side: starts the player with the first file, hands it each paced file's ring, and
+    notes what it reports of each file (one thread, which sleeps on the socket)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()  # the files and the player's socket and process
+        self._send_lock = threading.Lock()  # one command on the socket at a time (never held with _lock)
+        self._sock: socket.socket | None = None
+        self._child: subprocess.Popen | None = None
+        self._files: dict[int, object] = {}  # id -> FileSource being played
+        self._next_id = 0
+
+    @staticmethod
+    def available() -> bool:
+        """True where rings can be shared with a child process: ``memfd_create``, fd passing, and x86-64's
+        ordering of loads and stores (:class:`~instrumentd.daemon.ringbuffer.SharedRing`)."""
+        return (hasattr(os, "memfd_create") and hasattr(socket, "send_fds")
+                and platform.machine().lower() in ("x86_64", "amd64"))
+
+    @property
+    def pid(self) -> int | None:
+        """The player's process id while it runs."""
+        return self._child.pid if self._child is not None and self._child.poll() is None else None
+
+    def add(self, source) -> None:
+        """Play ``source`` (a paced :class:`~instrumentd.daemon.sources.FileSource`, not started, its ring
+        empty) from ``source.delay_s`` seconds after now."""
+        capacity = source.ring.capacity
+        fd = os.memfd_create(f"instrumentd-ring-{source.name}", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, SHARED_HEADER + 4 * capacity)
+            source.ring = SharedRing(ring_memory(fd, capacity), capacity, source.ring.rate)
+            with self._lock:
+                if self._sock is None:
+                    self._start()
+                sock, fid = self._sock, self._next_id
+                self._next_id += 1
+                self._files[fid] = source
+                source.player_id = fid
+            body = {"id": fid, "path": os.fsdecode(source.path), "block": source.block,
+                    "t0": time.monotonic() + source.delay_s, "capacity": capacity}
+            try:
+                with self._send_lock:
+                    socket.send_fds(sock, [b"A" + json.dumps(body).encode()], [fd])
+            except OSError as exc:
+                with self._lock:
+                    orphan = self._files.pop(fid, None)
+                if orphan is not None:
+                    source.finish(failed=True, reason=f"the file player is gone ({exc})")
+        finally:
+            os.close(fd)
+
+    def stop(self, source) -> None:
+        """Stop playing ``source`` (what is in its ring stays readable)."""
+        with self._lock:
+            sock, fid = self._sock, source.player_id
+            if self._files.pop(fid, None) is None or sock is None:
+                return
+        try:
+            with self._send_lock:
+                sock.send(b"S" + json.dumps({"id": fid}).encode())
+        except OSError:
+            pass  # the player is gone: nothing plays the file any more
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            # the interpreter that runs the daemon, by /proc/self/exe: its path may lie where the daemon's
+            # user cannot look (a service account and an interpreter under another user's home), and
+            # argv[0] keeps sys.executable, so that its virtual environment is found again
+            self._child = subprocess.Popen([sys.executable, "-m", "instrumentd.daemon.file_player",
+                                            str(theirs.fileno())], executable="/proc/self/exe",
+                                           pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        self._sock = ours
+        threading.Thread(target=self._listen, args=(ours, self._child), name="file-player", daemon=True).start()
+        log.info("file player started (pid %d)", self._child.pid)
+
+    def _listen(self, sock: socket.socket, child: subprocess.Popen) -> None:
+        while True:
+            try:
+                msg = sock.recv(MAX_MESSAGE)
+            except OSError:
+                msg = b""
+            if not msg:
+                break
+            body = json.loads(msg[1:])
+            with self._lock:
+                source = self._files.get(body["id"]) if msg[:1] == b"R" else self._files.pop(body["id"], None)
+            if source is None:
+                continue
+            if msg[:1] == b"R":
+                source.flowing()
+            else:
+                source.finish(failed=msg[:1] == b"F", reason=body["reason"])
+        self._gone(sock, child)
+
+    def _gone(self, sock: socket.socket, child: subprocess.Popen) -> None:
+        """The player exited (or the socket broke): every file it played fails; the next file starts a new one."""
+        try:
+            code = child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            code = child.wait()
+        with self._lock:
+            orphans = list(self._files.values())
+            self._files.clear()
+            if self._sock is sock:
+                self._sock, self._child = None, None
+        sock.close()
+        if orphans:
+            log.error("the file player exited (code %s) while playing %d files", code, len(orphans))
+        for source in orphans:
+            source.finish(failed=True, reason=f"the file player exited (code {code})")
+
+
+PLAYER = FilePlayer()  # the process's one file player
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1])))
