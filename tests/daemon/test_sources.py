@@ -278,6 +278,26 @@ def test_sources_stopped_together_end_every_thread_and_child(http_audio, tmp_pat
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+@pytest.mark.parametrize("many,most,least", [(100, 80, 28), (0, 26, 14)], ids=["20ms-rounds", "100ms-rounds"])
+def test_the_pipe_hub_reads_a_live_stream_once_a_round(http_audio, tmp_path, monkeypatch, many, most, least):
+    """A live stream's audio reaches its ring a hub round at a time: with every chunk the server sends
+    (50 ms) while the hub reads every 20 ms, about every 100 ms past ``HUB_MANY`` pipes (a thousand
+    pipes read every 20 ms took 50,000 reads a second). Counted as distinct arrival times over 2 s."""
+    monkeypatch.setattr(sources, "HUB_MANY", many)
+    server = http_audio(tmp_path)
+    radio = sources.open_source(parse_source(f"radio=ffmpeg:{server.url}/live.wav"), 10.0)
+    try:
+        radio.start()
+        assert until(lambda: radio.ring.written > 0, 30), "no audio"
+        time.sleep(3.0)  # past the burst of what ffmpeg read before its first output
+        end = radio.ring.written
+        writes = {radio.ring.arrival(i) for i in range(end - 2 * radio.rate, end, radio.rate // 400)}
+    finally:
+        radio.stop()
+    assert least <= len(writes) <= most, len(writes)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 def test_a_live_network_stream_read_too_slowly_drops_its_oldest_audio_and_counts_it(http_audio, tmp_path):
     """Nobody reads the ring of a live network stream for longer than it holds: its oldest audio is dropped
     and counted, and the stream keeps flowing (no stall, no restart), where a backpressured one would
