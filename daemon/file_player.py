@@ -116,8 +116,7 @@ def ring_memory(fd: int, capacity: int) -> mmap.mmap:
 class _Played:
     """The player's side of one file: the file, its shared ring and how far it has written."""
 
-    def __init__(self, fid: int, paced: PacedFile, fd: int, capacity: int):
-        self.id = fid
+    def __init__(self, paced: PacedFile, fd: int, capacity: int):
         self.paced = paced
         self.mem = ring_memory(fd, capacity)
         self.samples, self.positions, self.receipts = shared_views(self.mem, capacity)
@@ -168,7 +167,7 @@ def _commands(sock: socket.socket, playing: dict[int, _Played], heap: list[tuple
             fid = body["id"]
             try:
                 paced = PacedFile(os.fsencode(body["path"]), body["block"], body["t0"])
-                playing[fid] = _Played(fid, paced, fds[0], body["capacity"])
+                playing[fid] = _Played(paced, fds[0], body["capacity"])
                 heapq.heappush(heap, (paced.due(), fid))
             except (OSError, soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
                 _send(sock, b"F", {"id": fid, "reason": str(exc)})
