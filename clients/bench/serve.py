@@ -14,7 +14,8 @@ are those of the status event the daemon sends as it stops (audio and windows sk
 publisher overflows, since its start). CPU = the daemon's CPU seconds over the interval / its wall
 seconds (1.0 = one core busy); on CUDA the GPU's utilisation (``torch.cuda.utilization``, when
 pynvml is there) is sampled each second. With one daemon (not ``--processes``), its ``--metrics``
-are scraped as the interval starts and ends, for what its worker did meanwhile
+are scraped at its first window (two hops before the interval: a scrape of a thousand streams' metrics
+stalls the daemon) and as the interval ends, for what its worker did meanwhile
 (:mod:`~instrumentd.clients.bench.steps`: steps per second and their durations, windows per forward
 pass, host time per stage).
 
@@ -130,7 +131,7 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
     gpu = GpuLoad(resolve_devices(device)).start()
     first = start = end = None
     cpu0 = cpu1 = None
-    scraped: list[Samples] = []  # the daemon's metrics as the interval starts and as it ends
+    scraped: list[Samples] = []  # the daemon's metrics at its first window and as the interval ends
     latencies, all_latencies = [], []
     per_stream: dict[str, int] = {}
     statuses: dict[frozenset, dict] = {}  # each daemon's last status, keyed by its streams
@@ -164,11 +165,15 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
                 if first is None:
                     first = now
                     start, end = first + 2 * HOP, first + 2 * HOP + seconds
+                    # the daemon's metrics now, two hops before the measured interval: rendering them for a
+                    # thousand streams holds the daemon's interpreter for a few hundred milliseconds, a stall
+                    # that would otherwise fall on the interval's first windows
+                    _scrape_into(scraped, metrics)
+                    t_scraped = time.monotonic()
                 all_latencies.append(event["latency_ms"])
                 if start is not None and now >= start:
                     if cpu0 is None:
                         cpu0, t_cpu0 = process_tree_total(proc.pid, cpu_seconds), now
-                        _scrape_into(scraped, metrics)
                     latencies.append(event["latency_ms"])
                     per_stream[event["stream"]] = per_stream.get(event["stream"], 0) + 1
         rss = process_tree_total(proc.pid, rss_mb)
@@ -204,7 +209,7 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
     if gpu_util is not None:
         row["gpu_util_percent"] = gpu_util
     if len(scraped) == 2:
-        row.update(step_figures(*scraped, end - t_cpu0))
+        row.update(step_figures(*scraped, end - t_scraped))
     row["load_avg_1min"] = round(os.getloadavg()[0], 2)  # the machine's load: other processes' share of its cores
     return row
 
