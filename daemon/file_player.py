@@ -148,7 +148,12 @@ class _Played:
 
 
 def _send(sock: socket.socket, kind: bytes, body: dict) -> None:
-    sock.send(kind + json.dumps(body).encode())
+    """One message to the daemon, waiting for room (the socket is otherwise read without waiting)."""
+    sock.setblocking(True)
+    try:
+        sock.send(kind + json.dumps(body).encode())
+    finally:
+        sock.setblocking(False)
 
 
 def _commands(sock: socket.socket, playing: dict[int, _Played], heap: list[tuple[float, int]]) -> bool:
@@ -170,10 +175,17 @@ def _commands(sock: socket.socket, playing: dict[int, _Played], heap: list[tuple
                 playing[fid] = _Played(paced, fds[0], body["capacity"])
                 heapq.heappush(heap, (paced.due(), fid))
             except (OSError, soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
-                _send(sock, b"F", {"id": fid, "reason": str(exc)})
+                failure = str(exc)
+            else:
+                failure = None
             finally:
                 for fd in fds:
                     os.close(fd)
+            if failure is not None:
+                try:
+                    _send(sock, b"F", {"id": fid, "reason": failure})
+                except OSError:
+                    return False
         elif msg[:1] == b"S":
             stopped = playing.pop(body["id"], None)
             if stopped is not None:
@@ -218,11 +230,8 @@ def main(fd: int) -> int:
                 news.append(outcome)
                 playing.pop(fid).close()
         try:
-            if news:
-                sock.setblocking(True)
-                for kind, fid, reason in news:
-                    _send(sock, kind, {"id": fid, "reason": reason})
-                sock.setblocking(False)
+            for kind, fid, reason in news:
+                _send(sock, kind, {"id": fid, "reason": reason})
         except OSError:
             return 0
 

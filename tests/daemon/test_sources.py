@@ -108,6 +108,21 @@ def test_a_paced_file_stopped_midway_ends_and_is_played_no_more(tmp_path, player
     assert until(lambda: _threads("source-pacer") == 0, 1)
 
 
+def test_a_paced_file_gone_before_it_plays_fails_with_the_reason(tmp_path, player):
+    """Opened (checked) by the daemon, then deleted before its player opens it: the stream fails and
+    says why; the player goes on with the next file."""
+    gone, kept = tmp_path / "gone.wav", tmp_path / "kept.wav"
+    for path in (gone, kept):
+        soundfile.write(path, melody(0.5), SR, subtype="PCM_16")
+    lost, good = (sources.open_source(parse_source(f"{p.stem}=file:{p}"), 10.0) for p in (gone, kept))
+    gone.unlink()
+    lost.start()
+    good.start()
+    assert until(lambda: lost.ring.closed and good.ring.closed, 5)
+    assert lost.state == "failed" and "gone.wav" in lost.reason, lost.reason
+    assert good.state == "ended" and good.ring.available() == int(0.5 * SR)
+
+
 def test_the_file_player_leaves_unread_audio_alone_and_catches_up_when_read(tmp_path):
     """A 2 s ring nobody reads for 2.5 s: the player stops a quarter of the ring short of the unread audio
     (it never writes over it); once read, the file catches up and every sample arrives, in order."""
