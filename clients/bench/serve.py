@@ -132,7 +132,9 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
     first = start = end = None
     cpu0 = cpu1 = None
     scraped: list[Samples] = []  # the daemon's metrics at its first window and as the interval ends
+    scrapes: list[tuple[float, int]] = []  # each scrape's answer: seconds, bytes
     latencies, all_latencies = [], []
+    arrivals: list[float] = []  # each measured window's arrival, s into the interval
     per_stream: dict[str, int] = {}
     statuses: dict[frozenset, dict] = {}  # each daemon's last status, keyed by its streams
     streams: dict[str, dict] = {}  # each stream's last status, whichever daemon serves it
@@ -141,7 +143,7 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
             now = time.monotonic()
             if end is not None and now >= end:
                 cpu1 = process_tree_total(proc.pid, cpu_seconds)
-                _scrape_into(scraped, metrics)
+                _scrape_into(scraped, scrapes, metrics)
                 break
             if proc.poll() is not None:
                 heard = (f"{len(all_latencies)} windows, the first {first - t_launch:.1f} s after launch"
@@ -168,13 +170,14 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
                     # the daemon's metrics now, two hops before the measured interval: rendering them for a
                     # thousand streams holds the daemon's interpreter for a few hundred milliseconds, a stall
                     # that would otherwise fall on the interval's first windows
-                    _scrape_into(scraped, metrics)
+                    _scrape_into(scraped, scrapes, metrics)
                     t_scraped = time.monotonic()
                 all_latencies.append(event["latency_ms"])
                 if start is not None and now >= start:
                     if cpu0 is None:
                         cpu0, t_cpu0 = process_tree_total(proc.pid, cpu_seconds), now
                     latencies.append(event["latency_ms"])
+                    arrivals.append(now - start)
                     per_stream[event["stream"]] = per_stream.get(event["stream"], 0) + 1
         rss = process_tree_total(proc.pid, rss_mb)
         process_count = len(process_tree(proc.pid))
@@ -199,6 +202,7 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
         "publisher_drops": sum(status["publisher_drops"] for status in statuses.values()),
         "p50_ms": _ms(np.percentile(lat, 50)), "p99_ms": _ms(np.percentile(lat, 99)), "max_ms": _ms(lat.max()),
         "p99_with_startup_ms": _ms(np.percentile(all_latencies, 99)) if all_latencies else None,
+        "p99_by_second_ms": _p99_by_second(lat, arrivals, seconds),
         "first_window_s": round(first - t_launch, 2) if first is not None else None,
         "serving_s": _serving_s(stderr_path.read_text(errors="replace"), launched),
         "cpu_cores": round((cpu1 - cpu0) / (wall - t_cpu0), 3) if cpu0 is not None and cpu1 is not None else None,
@@ -210,18 +214,24 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
         row["gpu_util_percent"] = gpu_util
     if len(scraped) == 2:
         row.update(step_figures(*scraped, end - t_scraped))
+    if scrapes:  # what answering a scrape took the daemon (a stall of its loop while it renders)
+        row["scrape_ms"] = [round(seconds * 1000, 1) for seconds, _ in scrapes]
+        row["scrape_kb"] = round(scrapes[-1][1] / 1000, 1)
     row["load_avg_1min"] = round(os.getloadavg()[0], 2)  # the machine's load: other processes' share of its cores
     return row
 
 
-def _scrape_into(scraped: list[Samples], address: str | None) -> None:
-    """Append the daemon's metrics at ``address`` to ``scraped`` (nothing without an address, or when the
-    scrape fails: the row then goes without the step figures)."""
+def _scrape_into(scraped: list[Samples], took: list[tuple[float, int]], address: str | None) -> None:
+    """Append the daemon's metrics at ``address`` to ``scraped`` and (seconds, bytes) of its answer to
+    ``took`` (nothing without an address, or when the scrape fails: the row then goes without the step
+    figures)."""
     if address is not None:
         try:
-            scraped.append(scrape(address))
+            samples, seconds, size = scrape(address)
         except OSError:
-            pass
+            return
+        scraped.append(samples)
+        took.append((seconds, size))
 
 
 def _serving_s(daemon_log: str, launched: float) -> float | None:
@@ -260,6 +270,14 @@ def _last_statuses(sub, proc: subprocess.Popen, timeout: float, statuses: dict[f
                 _note_status(decode(body), statuses, streams)
         elif proc.poll() is not None:
             break
+
+
+def _p99_by_second(latencies: np.ndarray, arrivals: list[float], seconds: float) -> list[float | None]:
+    """p99 latency (ms) of the windows that arrived in each second of the measured interval: whether a tail
+    is one stall or spread over the run. latencies, arrivals: (windows,), ms and s into the interval."""
+    second = np.clip(np.asarray(arrivals, int), 0, max(0, int(np.ceil(seconds)) - 1))
+    return [_ms(np.percentile(latencies[second == k], 99)) if np.any(second == k) else None
+            for k in range(int(np.ceil(seconds)))]
 
 
 def _ms(value: float) -> float | None:

@@ -10,6 +10,7 @@ publish; 1.0 = one core's worth, summed over the workers).
 from __future__ import annotations
 
 import math
+import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,12 +18,16 @@ from prometheus_client.parser import text_string_to_metric_families
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def scrape(address: str, timeout: float = 5.0) -> Samples:
-    """``http://ADDRESS/metrics`` -> ``{(sample name, sorted labels): value}``."""
+def scrape(address: str, timeout: float = 5.0) -> tuple[Samples, float, int]:
+    """``http://ADDRESS/metrics`` -> ``{(sample name, sorted labels): value}``, the seconds from the request
+    to the answer's last byte (what rendering it cost the daemon, plus the loopback) and its bytes."""
+    t0 = time.perf_counter()
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout) as r:
-        text = r.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+        body = r.read()
+    took = time.perf_counter() - t0
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    return samples, took, len(body)
 
 
 def step_figures(before: Samples, after: Samples, seconds: float) -> dict:

@@ -30,7 +30,7 @@ def test_serve_counts_every_window_of_every_source_over_two_daemon_processes():
     assert row["first_window_s"] > 3.0  # a 3 s window of real-time audio
     assert 0 < row["serving_s"] <= row["first_window_s"]  # both daemons served before any window came
     assert row["cpu_cores"] > 0 and row["rss_mb"] > 0
-    assert "steps_per_s" not in row  # a group has no one worker to scrape
+    assert "steps_per_s" not in row and "scrape_ms" not in row  # a group has no one worker to scrape
 
 
 @pytest.mark.slow
@@ -45,6 +45,9 @@ def test_serve_gather_puts_the_daemons_sources_on_one_tick():
     assert row["steps_per_s"] > 0 and 0 < row["step_mean_ms"] <= row["step_p99_ms_at_most"]
     assert 1 <= row["windows_per_pass"] <= 2  # both sources' windows on one tick: one pass, or two if one was late
     assert row["busy"]["model"] > 0 and set(row["busy"]) == {"read", "mel", "pitch", "windows", "model", "decide", "publish"}
+    # each second of the 2 s interval has the p99 of its windows (one window a stream a second), at most the run's max
+    assert len(row["p99_by_second_ms"]) == 2 and all(0 < p <= row["max_ms"] for p in row["p99_by_second_ms"] if p)
+    assert len(row["scrape_ms"]) == 2 and all(ms > 0 for ms in row["scrape_ms"]) and row["scrape_kb"] > 1
 
 
 def test_a_process_tree_is_the_process_and_everything_below_it():
