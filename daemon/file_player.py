@@ -267,7 +267,9 @@ class FilePlayer:
         fd = os.memfd_create(f"instrumentd-ring-{source.name}", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, SHARED_HEADER + 4 * capacity)
-            source.ring = SharedRing(ring_memory(fd, capacity), capacity, source.ring.rate)
+            shared = SharedRing(ring_memory(fd, capacity), capacity, source.ring.rate)
+            shared.on_close = source.ring.on_close  # the worker's, set when it took the stream
+            source.ring = shared
             with self._lock:
                 if self._sock is None:
                     self._start()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -49,6 +50,7 @@ class RingBuffer:
         self._resumed: float | None = None  # time.monotonic() when the audio after that break began, if known
         self.last_gap = 0  # samples of time missing before the chunk the last read returned
         self.closed = False
+        self.on_close: Callable[[], None] | None = None  # called by close(), in the closing thread
         self._receipts = np.zeros((RECEIPTS, 2), dtype=np.float64)
         self._n_receipts = 0
         self._read_cell: np.ndarray | None = None  # int64 [1]: read_pos, published for a writer elsewhere
@@ -136,6 +138,8 @@ class RingBuffer:
         with self._lock:
             self.closed = True
             self._room.notify_all()
+        if self.on_close is not None:
+            self.on_close()
 
     def available(self) -> int:
         with self._lock:

@@ -63,6 +63,7 @@ from .deadair import DeadAir, WindowLevels
 from .latency import LatencyHistory
 from .segments import Segmenter
 from .sources import Source
+from .wakes import Wakes
 
 log = logging.getLogger("instrumentd.daemon.worker")
 
@@ -110,10 +111,12 @@ class Stream:
     """One named stream inside a worker: its source, resampler, features slot, window grid and counters."""
 
     def __init__(self, source: Source, slot: int, cfg: FeatureConfig, hop_s: float, segmenter: Segmenter,
-                 deadair: DeadAir):
+                 deadair: DeadAir, wakes: Wakes):
         self.name = source.name
         self.source = source
         self.slot = slot
+        self.wakes = wakes  # its worker's: where next_check and along_at are kept
+        wakes.put(self)
         self.cfg = cfg
         self.rate = source.ring.rate
         self.resampler = None if self.rate == cfg.sample_rate else soxr.ResampleStream(
@@ -134,8 +137,6 @@ class Stream:
         self.latency = LatencyHistory()  # its newest windows' latencies, for the status's p50/p99
         self.level_db: float | None = None
         self.finished = False
-        self.next_check = 0.0  # time.monotonic() before which a live stream cannot have its next window
-        self.along_at = 0.0  # time.monotonic() before which a live stream cannot have take_along unread
         self.aligned = True  # False until a live stream's grid is put on the tick (aligned mode, first reads)
         self.flowing_since: float | None = None  # time.monotonic() of its first read with audio, until aligned
         self.spread = False  # True once its windows after the first were given their share of the hop
@@ -143,6 +144,28 @@ class Stream:
         self.history: np.ndarray | None = None  # recent 44.1 kHz audio, circular by grid index, kept for moves
         self.history_len = 0  # samples of ``history`` since the last reset
         self.pending: np.ndarray | None = None  # audio to push before new audio: the history, after a move
+
+    @property
+    def next_check(self) -> float:
+        """time.monotonic() before which a live stream cannot have its next window (0: look now)."""
+        return self.wakes.next_check[self.slot]
+
+    @next_check.setter
+    def next_check(self, t: float) -> None:
+        self.wakes.next_check[self.slot] = t
+
+    @property
+    def along_at(self) -> float:
+        """time.monotonic() before which a live stream cannot have ``take_along`` unread (0: look now)."""
+        return self.wakes.along_at[self.slot]
+
+    @along_at.setter
+    def along_at(self, t: float) -> None:
+        self.wakes.along_at[self.slot] = t
+
+    def wake(self) -> None:
+        """Have its worker look at it at the next step (its source closed: called from the closing thread)."""
+        self.wakes.wake(self.slot)
 
     def start_frame(self, j: int) -> int:
         return self.grid_origin + int(round(j * self.hop_frames))
@@ -239,6 +262,8 @@ class Worker:
         # (a 1 s read is 176 kB, past the allocator's mmap threshold)
         self._read_buffer, self._squares_buffer = _Scratch(), _Scratch()
         self._gather_until: float | None = None
+        self._wakes = Wakes()
+        self._pending: set[Stream] = set()  # streams with audio to push again (moved here)
 
     @staticmethod
     def history_frames(cfg: FeatureConfig, hop_s: float, pitch_lag: int) -> int:
@@ -262,7 +287,8 @@ class Worker:
 
     def add(self, source: Source, segmenter: Segmenter) -> Stream:
         stream = Stream(source, self.features.add_stream(), self.cfg, self.hop_s, segmenter,
-                        DeadAir(self.silence_db, self.silence_s, self.cfg.sample_rate))
+                        DeadAir(self.silence_db, self.silence_s, self.cfg.sample_rate), self._wakes)
+        source.ring.on_close = stream.wake
         # a live source, or a network input that turns live with its first audio, is put on the tick
         stream.aligned = not (self.align and source.realtime)
         self.streams.append(stream)
@@ -271,6 +297,8 @@ class Worker:
     def detach(self, st: Stream) -> None:
         """Give up stream ``st`` (to :meth:`attach` it to another worker)."""
         self.streams.remove(st)
+        self._wakes.drop(st)
+        self._pending.discard(st)
         self.features.remove_stream(st.slot)
 
     def attach(self, st: Stream) -> None:
@@ -281,7 +309,10 @@ class Worker:
         hop = self.cfg.hop_length
         origin = -(-first // hop)
         st.slot = self.features.add_stream(origin)
+        st.wakes = self._wakes
+        self._wakes.put(st)
         st.pending = audio[origin * hop - first :]
+        self._pending.add(st)
         while st.start_frame(st.j) < origin:
             st.j += 1
             st.dropped_windows += 1
@@ -302,20 +333,23 @@ class Worker:
         """
         t0 = time.perf_counter()
         now = time.monotonic()
-        active = self.active
-        # a closed ring (the source ended or was stopped) is due at once: no more audio is coming to wait for
-        due = [st for st in active if (now >= st.next_check or st.source.ring.closed) and self._is_due(st, now)]
-        if due and self._gathering(due, active, now):
+        # the streams whose wait is over (a closed ring's at once: no more audio is coming to wait for)
+        looks, checks = self._wakes.ready(now)
+        due = [st for st, check in zip(looks, checks) if (check or st.source.ring.closed) and self._is_due(st, now)]
+        if due and self.align and self._gathering(due, self.active, now):
             self.seconds["read"] += time.perf_counter() - t0
             return []
         due_set = set(due)
-        feeding = not due and self._feeding(active, now)
+        feeding = not due and self._feeding(self.active, now)
         pushed, ending = [], []
-        if due or feeding or any(st.pending is not None for st in active):
+        if due or feeding or self._pending:
             # a feeding step pushes what has come in a quarter hop at a time; a due one takes the others along
             along = self.feed if feeding else self.take_along
             min_take = max(self.cfg.hop_length, int(along * self.cfg.sample_rate))
-            for st in active:
+            # feeding looks at every stream; otherwise a stream whose wait is not over has nothing to take
+            candidates = (self.active if feeding else looks if not self._pending
+                          else sorted(set(looks) | self._pending, key=lambda st: st.slot))
+            for st in candidates:
                 ring = st.source.ring
                 if (st in due_set or st.pending is not None or ring.closed
                         or ((feeding or now >= st.along_at) and self._has_unread(st, min_take, now))):
@@ -323,6 +357,7 @@ class Worker:
                     if st.pending is not None:
                         chunk = np.concatenate([st.pending, chunk])
                         st.pending = None
+                        self._pending.discard(st)
                     if len(chunk):  # staged at once, while it is in cache; pushed with the others below
                         self.features.stage(st.slot, chunk)
                         pushed.append(st)
@@ -350,6 +385,7 @@ class Worker:
                 w.probabilities, w.voiced = p, float(v)
         for st in ending:
             st.finished = True
+            self._wakes.drop(st)
         self.n_finished += len(ending)  # after the flags: whoever sees the count sees the streams
         self.seconds["mel"] = self.features.seconds["mel"]
         self.seconds["pitch"] = self.features.seconds["pitch"]
@@ -510,6 +546,7 @@ class Worker:
         st.flowing_since = None
         st.history_len = 0
         st.pending = None
+        self._pending.discard(st)
         if st.resampler is not None:
             st.resampler.clear()
         self.features.reset(st.slot, origin)

@@ -35,6 +35,7 @@ BENCHES: dict[str, str] = {
     "bridge": "instrumentd.clients.bench.bridge:bridge",
     "serve": "instrumentd.clients.bench.serve:serve",
     "ingest": "instrumentd.clients.bench.serve:ingest",
+    "scan": "instrumentd.clients.bench.scan:scan",
 }
 
 

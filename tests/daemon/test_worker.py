@@ -7,13 +7,16 @@ import time
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 
+from instrumentd.daemon import sources
 from instrumentd.daemon.config import PoolSettings, SourceSpec, parse_source
 from instrumentd.daemon.segments import Segmenter
 from instrumentd.daemon.sources import Source, open_source
 from instrumentd.daemon.worker import build_pool
 
+from ..conftest import until
 from .conftest import SR, melody
 
 HOP = 0.5  # seconds
@@ -202,6 +205,27 @@ def test_a_live_stream_stopped_mid_window_finishes_at_the_next_step(pool):
     assert pool.step() == []
     assert st.next_check > time.monotonic() + 1.0  # 1 s of a 3 s window: the rest is 2 s of wall time away
     src.stop()
+    pool.step()
+    assert st.finished and st not in pool.active
+
+
+@pytest.mark.parametrize("player", ["process", "thread"])
+def test_a_paced_file_that_ends_wakes_its_stream_at_once(pool, tmp_path, monkeypatch, player):
+    """A step looks only at the streams whose wait is over (``next_check``, ``along_at``); the end of a
+    paced file wakes its stream, through the file player's shared ring as through the pacer thread's,
+    so the next step finishes it however far off its next window was."""
+    if player == "process" and not sources.PLAYER.available():
+        pytest.skip("no memfd here: paced files play in a thread")
+    if player == "thread":
+        monkeypatch.setattr(sources.PLAYER, "available", lambda: False)
+    path = tmp_path / "short.wav"
+    soundfile.write(path, melody(0.6), SR, subtype="PCM_16")
+    src = open_source(parse_source(f"short{player}=file:{path}"), 10.0)
+    st = pool.add(src, Segmenter(pool.recognizer.classes))
+    src.start()
+    st.next_check = st.along_at = time.monotonic() + 600  # as if its next window were ten minutes off
+    assert until(lambda: src.ring.closed, 10)
+    assert st.next_check == 0.0 and st.along_at == 0.0
     pool.step()
     assert st.finished and st not in pool.active
 
