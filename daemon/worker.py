@@ -69,6 +69,11 @@ log = logging.getLogger("instrumentd.daemon.worker")
 
 PITCH_LOOKAHEAD = 2  # frames past a window's end before pYIN can finalise its last frame (2048-sample half frame)
 ALIGN_SETTLE_S = 1.0  # seconds a live stream flows before its grid is put on the tick (past a first burst)
+# a live stream flows in real time once its newest REALTIME_PROBE_S of audio took at least half that
+# long to arrive (a first burst delivers it in a few reads); past ALIGN_GIVE_UP_S of flow without that,
+# the grid is put on the tick anyway (a server that always sends in bursts)
+REALTIME_PROBE_S = 0.5
+ALIGN_GIVE_UP_S = 10.0
 GATHER_S = 0.05  # seconds a due live window waits for the other live streams, in the aligned mode (gather > 0)
 FEED_FRACTION = 0.25  # of a hop: unread live audio pushed ahead of the tick once this much is in
 DRIFT_SMOOTHING = 0.1  # weight of the newest window in a live stream's smoothed phase error
@@ -488,9 +493,12 @@ class Worker:
 
         A network input's first audio comes in a burst (what ffmpeg probed, what the server had
         buffered), so its newest sample is not yet live: the grid is put on the tick after
-        ``ALIGN_SETTLE_S`` of flow, or when window 0 is in, whichever comes first (then drift
-        correction takes what is left). A network input that turned out finite is read as fast as it
-        comes, not on the tick.
+        ``ALIGN_SETTLE_S`` of flow, or when window 0 is in, whichever comes first, and in either case
+        only once the audio flows in real time (:meth:`_in_real_time`; ffmpeg 7 probes more than a
+        window before its first output, so window 0 can be in during the burst), at the latest after
+        ``ALIGN_GIVE_UP_S``; its windows wait until then (:meth:`_due`), and drift correction takes
+        what is left. A network input that turned out finite is read as fast as it comes, not on the
+        tick.
         """
         if not st.source.live:
             st.aligned = True
@@ -498,8 +506,21 @@ class Worker:
         now = time.monotonic()
         if st.flowing_since is None:
             st.flowing_since = now
-        if now - st.flowing_since >= ALIGN_SETTLE_S or st.pos >= st.window_end_sample():
+        flowed = now - st.flowing_since
+        if ((flowed >= ALIGN_SETTLE_S or st.pos >= st.window_end_sample()) and self._in_real_time(st)
+                or flowed >= ALIGN_GIVE_UP_S):
             self._align(st)
+
+    @staticmethod
+    def _in_real_time(st: Stream) -> bool:
+        """True when the stream's newest ``REALTIME_PROBE_S`` of audio took at least half as long to arrive
+        (not the tail of a burst)."""
+        ring = st.source.ring
+        newest = ring.written - 1
+        span = int(REALTIME_PROBE_S * st.rate)
+        if newest < span:
+            return False
+        return ring.arrival(newest) - ring.arrival(newest - span) >= REALTIME_PROBE_S / 2
 
     def _align(self, st: Stream) -> None:
         """Shift a live stream's grid (it has no window yet) so that its windows end on the tick.
@@ -573,6 +594,8 @@ class Worker:
 
     def _due(self, st: Stream, now: float) -> list[Window]:
         out = []
+        if not st.aligned:  # a live stream's windows wait for its grid to be put on the tick
+            return out
         hop_len, sr = self.cfg.hop_length, self.cfg.sample_rate
         while self.features.window_ready(st.slot, st.start_frame(st.j), self.policy):
             f = st.start_frame(st.j)
