@@ -6,8 +6,8 @@ look now). A step used to ask every open stream whether its time had come, a few
 with every stream waiting, 0.22 ms a step at 1,000 streams and 5.8-6.8 ms at 10,000 on a 2-core CPU
 (``instrumentd bench scan``), at every one of the tens of steps a second. Here the times sit in arrays
 indexed by the stream's features slot, and :meth:`Wakes.ready` finds the streams whose time has come
-with one comparison over them (0.07 and 0.8 ms). A stream whose source closes is woken
-(:meth:`Wakes.wake`, from the closing thread) so that its end is seen at the next step.
+with one comparison over them (a step of waiting streams: 0.007 and 0.011 ms). A stream whose source
+closes is woken (:meth:`Wakes.wake`, from the closing thread) so that its end is seen at the next step.
 """
 
 from __future__ import annotations

@@ -269,6 +269,7 @@ class Worker:
         self._gather_until: float | None = None
         self._wakes = Wakes()
         self._pending: set[Stream] = set()  # streams with audio to push again (moved here)
+        self._unstarted: set[Stream] = set()  # streams that may be before their first window (j == 0)
 
     @staticmethod
     def history_frames(cfg: FeatureConfig, hop_s: float, pitch_lag: int) -> int:
@@ -297,6 +298,7 @@ class Worker:
         # a live source, or a network input that turns live with its first audio, is put on the tick
         stream.aligned = not (self.align and source.realtime)
         self.streams.append(stream)
+        self._unstarted.add(stream)
         return stream
 
     def detach(self, st: Stream) -> None:
@@ -304,6 +306,7 @@ class Worker:
         self.streams.remove(st)
         self._wakes.drop(st)
         self._pending.discard(st)
+        self._unstarted.discard(st)
         self.features.remove_stream(st.slot)
 
     def attach(self, st: Stream) -> None:
@@ -322,6 +325,8 @@ class Worker:
             st.j += 1
             st.dropped_windows += 1
         self.streams.append(st)
+        if st.j == 0:
+            self._unstarted.add(st)
 
     @property
     def active(self) -> list[Stream]:
@@ -345,7 +350,7 @@ class Worker:
             self.seconds["read"] += time.perf_counter() - t0
             return []
         due_set = set(due)
-        feeding = not due and self._feeding(self.active, now)
+        feeding = not due and self._feeding(now)
         pushed, ending = [], []
         if due or feeding or self._pending:
             # a feeding step pushes what has come in a quarter hop at a time; a due one takes the others along
@@ -391,6 +396,7 @@ class Worker:
         for st in ending:
             st.finished = True
             self._wakes.drop(st)
+            self._unstarted.discard(st)
         self.n_finished += len(ending)  # after the flags: whoever sees the count sees the streams
         self.seconds["mel"] = self.features.seconds["mel"]
         self.seconds["pitch"] = self.features.seconds["pitch"]
@@ -418,16 +424,22 @@ class Worker:
         self._gather_until = None
         return False
 
-    def _feeding(self, active: list[Stream], now: float) -> bool:
+    def _feeding(self, now: float) -> bool:
         """True when live audio should be pushed ahead of its windows: a stream has ``feed`` s unread (own
         phases: a stream before its first window), and the next live window is far enough away that the
         push cannot delay it."""
         if self.feed <= 0:
             return False
-        # the streams that may be fed first: in steady state with own phases none, and one pass decides
-        fed = [st for st in active if st.source.live and (self.align or st.j == 0)]
+        # the streams that may be fed first: every live one on one tick; with own phases those before
+        # their first window (none in steady state: the set is emptied as streams pass it)
+        if self.align:
+            fed = [st for st in self.active if st.source.live]
+        else:
+            self._unstarted = {st for st in self._unstarted if st.j == 0 and not st.finished}
+            fed = [st for st in self._unstarted if st.source.live]
         if not fed:
             return False
+        active = self.active
         if min(st.next_check for st in active if st.source.live) - now < self.gather + 2 * self._feed_cost:
             return False
         return any(st.source.ring.available() >= self.feed * st.rate for st in fed)
@@ -562,6 +574,7 @@ class Worker:
         origin = -(-(st.pos + int(round(jump * self.cfg.sample_rate / st.rate))) // hop)
         st.pos = origin * hop
         st.grid_origin, st.j = origin, 0
+        self._unstarted.add(st)
         st.anchor = (native_start, st.pos)
         st.aligned = not (self.align and st.source.live)
         st.flowing_since = None
