@@ -5,7 +5,7 @@ with 1,000 streams (about 26,000 per-stream samples) a scrape took 0.10-0.28 s o
 CPU, holding the daemon's interpreter while the windows due meanwhile waited. Here each family's
 lines are formatted straight from the daemon's counters, with each stream's label written once, and
 :meth:`StreamCounters.observe` (called for every published event) is a dict look-up and two
-additions. Names, types and labels are those of docs/metrics (see :mod:`.metrics`), in Prometheus's
+additions. Names, types and labels are those of the table in :mod:`.metrics`, in Prometheus's
 text format 0.0.4; the per-stream histograms and counters carry no ``_created`` series. Stream
 names need no escaping in a label value: they are letters, digits, ``_`` and ``-`` (``config.STREAM_NAME``).
 """

@@ -26,7 +26,7 @@ class Wakes:
         self.next_check = np.zeros(0)
         self.along_at = np.zeros(0)
         self._streams: list[Any] = []  # the stream in each slot, None where none
-        # slots woken by another thread: also kept here, since put() may be replacing the arrays meanwhile
+        # slots woken by another thread, applied by the next ready() (put() may be replacing the arrays)
         self._woken: collections.deque[int] = collections.deque()
 
     def put(self, stream: Any) -> None:
@@ -49,7 +49,6 @@ class Wakes:
     def wake(self, slot: int) -> None:
         """Look at the stream in ``slot`` at the next step (its source closed; any thread)."""
         self._woken.append(slot)
-        self.next_check[slot] = self.along_at[slot] = 0.0
 
     def ready(self, now: float) -> tuple[list[Any], list[bool]]:
         """The streams whose ``next_check`` or ``along_at`` is at or before ``now``, in slot order, and

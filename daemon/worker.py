@@ -433,13 +433,14 @@ class Worker:
         # the streams that may be fed first: every live one on one tick; with own phases those before
         # their first window (none in steady state: the set is emptied as streams pass it)
         if self.align:
-            fed = [st for st in self.active if st.source.live]
+            active = self.active
+            fed = [st for st in active if st.source.live]
         else:
             self._unstarted = {st for st in self._unstarted if st.j == 0 and not st.finished}
             fed = [st for st in self._unstarted if st.source.live]
+            active = self.active if fed else []
         if not fed:
             return False
-        active = self.active
         if min(st.next_check for st in active if st.source.live) - now < self.gather + 2 * self._feed_cost:
             return False
         return any(st.source.ring.available() >= self.feed * st.rate for st in fed)

@@ -131,8 +131,8 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
     gpu = GpuLoad(resolve_devices(device)).start()
     first = start = end = None
     cpu0 = cpu1 = None
-    scraped: list[Samples] = []  # the daemon's metrics at its first window and as the interval ends
-    scrapes: list[tuple[float, int]] = []  # each scrape's answer: seconds, bytes
+    # the daemon's metrics at its first window and as the interval ends: (samples, seconds, bytes) each
+    scrapes: list[tuple[Samples, float, int]] = []
     latencies, all_latencies = [], []
     arrivals: list[float] = []  # each measured window's arrival, s into the interval
     per_stream: dict[str, int] = {}
@@ -143,7 +143,7 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
             now = time.monotonic()
             if end is not None and now >= end:
                 cpu1 = process_tree_total(proc.pid, cpu_seconds)
-                _scrape_into(scraped, scrapes, metrics)
+                _scrape_into(scrapes, metrics)
                 break
             if proc.poll() is not None:
                 heard = (f"{len(all_latencies)} windows, the first {first - t_launch:.1f} s after launch"
@@ -170,7 +170,7 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
                     # the daemon's metrics now, two hops before the measured interval: rendering them for a
                     # thousand streams holds the daemon's interpreter for a few hundred milliseconds, a stall
                     # that would otherwise fall on the interval's first windows
-                    _scrape_into(scraped, scrapes, metrics)
+                    _scrape_into(scrapes, metrics)
                     t_scraped = time.monotonic()
                 all_latencies.append(event["latency_ms"])
                 if start is not None and now >= start:
@@ -212,26 +212,24 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
     }
     if gpu_util is not None:
         row["gpu_util_percent"] = gpu_util
-    if len(scraped) == 2:
-        row.update(step_figures(*scraped, end - t_scraped))
+    if len(scrapes) == 2:
+        row.update(step_figures(scrapes[0][0], scrapes[1][0], end - t_scraped))
     if scrapes:  # what answering a scrape took the daemon (a stall of its loop while it renders)
-        row["scrape_ms"] = [round(seconds * 1000, 1) for seconds, _ in scrapes]
-        row["scrape_kb"] = round(scrapes[-1][1] / 1000, 1)
+        row["scrape_ms"] = [round(seconds * 1000, 1) for _, seconds, _ in scrapes]
+        row["scrape_kb"] = round(scrapes[-1][2] / 1000, 1)
     row["load_avg_1min"] = round(os.getloadavg()[0], 2)  # the machine's load: other processes' share of its cores
     return row
 
 
-def _scrape_into(scraped: list[Samples], took: list[tuple[float, int]], address: str | None) -> None:
-    """Append the daemon's metrics at ``address`` to ``scraped`` and (seconds, bytes) of its answer to
-    ``took`` (nothing without an address, or when the scrape fails: the row then goes without the step
-    figures)."""
+def _scrape_into(scrapes: list[tuple[Samples, float, int]], address: str | None) -> None:
+    """Append :func:`~instrumentd.clients.bench.steps.scrape` of the daemon's metrics at ``address`` to
+    ``scrapes`` (nothing without an address, or when the scrape fails: the row then goes without the
+    step figures)."""
     if address is not None:
         try:
-            samples, seconds, size = scrape(address)
+            scrapes.append(scrape(address))
         except OSError:
-            return
-        scraped.append(samples)
-        took.append((seconds, size))
+            pass
 
 
 def _serving_s(daemon_log: str, launched: float) -> float | None:

@@ -35,3 +35,4 @@ def test_a_wake_from_another_thread_is_seen_while_the_arrays_grow():
     closer.join()
     wakes.next_check[1:] = wakes.along_at[1:] = 600.0
     assert wakes.ready(1.0) == ([far], [True])
+    assert wakes.ready(1.0) == ([far], [True])  # its wait stays cleared until a step sets it again
