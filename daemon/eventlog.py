@@ -151,12 +151,15 @@ class EventLog:
         self._files: dict[str, IO[bytes]] = {}
         self._sizes: dict[str, int] = {}  # bytes in each open file: asking the file costs a system call
         self._next_seq: dict[str, int] = {}
+        self._dirs: dict[str, Path] = {}  # each opened stream's folder
+        self._newest: dict[str, Path | None] = {}  # its newest file, as open_stream found it, until appended to
         self._index: LogIndex | None = None
         self._fsync = BackgroundFsync(f"event log {self.folder}")
 
     def stream_dir(self, stream: str) -> Path:
-        """``folder/stream``; a name that is not a plain stream name, or would leave the folder, is refused."""
-        return stream_folder(self.folder, stream)
+        """``folder/stream``; a name that is not a plain stream name, or would leave the folder, is refused.
+        An opened stream's folder is not looked up again (resolving it costs a system call per part)."""
+        return self._dirs.get(stream) or stream_folder(self.folder, stream)
 
     def _segments(self, stream: str) -> list[tuple[int, Path]]:
         folder = self.stream_dir(stream)
@@ -177,6 +180,7 @@ class EventLog:
                 folder.chmod(0o700)
         except OSError as exc:
             raise EventLogError(f"stream {stream}: cannot create {folder} ({_why(exc)})") from None
+        self._dirs[stream] = folder
         segments = self._segments(stream)
         next_seq = 0
         if segments:
@@ -184,6 +188,7 @@ class EventLog:
             last = _repair_tail(path)
             next_seq = first if last is None else last + 1
         self._next_seq[stream] = next_seq
+        self._newest[stream] = segments[-1][1] if segments else None
         return next_seq
 
     def next_seq(self, stream: str) -> int:
@@ -214,10 +219,12 @@ class EventLog:
         self._next_seq[stream] = seq + 1
 
     def _open_file(self, stream: str, seq: int) -> IO[bytes]:
-        segments = self._segments(stream)
-        if segments and segments[-1][1].stat().st_size < self.rotate_bytes:
-            path = segments[-1][1]
+        if stream in self._newest:  # the first file since open_stream, which listed the folder
+            path = self._newest.pop(stream)
         else:
+            segments = self._segments(stream)
+            path = segments[-1][1] if segments else None
+        if path is None or path.stat().st_size >= self.rotate_bytes:
             path = self.stream_dir(stream) / f"{seq:012d}{SUFFIX}"
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600 if self.private else 0o666)
         if self.private:

@@ -302,6 +302,13 @@ class FilePlayer:
         except OSError:
             pass  # the player is gone: nothing plays the file any more
 
+    def start(self) -> None:
+        """Start the player process now, if it is not running (else the first :meth:`add` starts it): it
+        then imports its modules while the daemon does other work, and takes the files' rings at once."""
+        with self._lock:
+            if self._sock is None:
+                self._start()
+
     def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:

@@ -30,15 +30,19 @@ class RingBuffer:
     capacity : samples held (seconds * rate)
     rate : hz of the samples written
     blocking : True = a full buffer makes the writer wait; False = the oldest unread samples are dropped
+    memory : ``(samples float32 [capacity], receipts float64 [RECEIPTS, 2])`` to hold them (default: new arrays)
     """
 
-    def __init__(self, capacity: int, rate: int, blocking: bool = False):
+    def __init__(self, capacity: int, rate: int, blocking: bool = False,
+                 memory: tuple[np.ndarray, np.ndarray] | None = None):
         if capacity <= 0:
             raise ValueError(f"capacity must be positive samples, got {capacity}")
         self.capacity = capacity
         self.rate = rate
         self.blocking = blocking
-        self._buf = np.zeros(capacity, dtype=np.float32)
+        if memory is None:
+            memory = np.zeros(capacity, dtype=np.float32), np.zeros((RECEIPTS, 2), dtype=np.float64)
+        self._buf, self._receipts = memory
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._written = 0  # samples ever written (absolute index of the next sample): see written
@@ -51,7 +55,6 @@ class RingBuffer:
         self.last_gap = 0  # samples of time missing before the chunk the last read returned
         self.closed = False
         self.on_close: Callable[[], None] | None = None  # called by close(), in the closing thread
-        self._receipts = np.zeros((RECEIPTS, 2), dtype=np.float64)
         self._n_receipts = 0
         self._read_cell: np.ndarray | None = None  # int64 [1]: read_pos, published for a writer elsewhere
 
@@ -249,8 +252,8 @@ class SharedRing(RingBuffer):
     """
 
     def __init__(self, mem, capacity: int, rate: int):
-        super().__init__(capacity, rate, blocking=False)
-        self._buf, self._positions, self._receipts = shared_views(mem, capacity)
+        samples, self._positions, receipts = shared_views(mem, capacity)
+        super().__init__(capacity, rate, blocking=False, memory=(samples, receipts))
         self._read_cell = self._positions[READ_POS : READ_POS + 1]
 
     @property

@@ -899,7 +899,8 @@ def open_sources(specs: list[SourceSpec], ring_seconds: float, hop_s: float = 1.
     CPU, 16 files: p99 650 ms); spread, each step serves a window or two, as for independent live
     streams. Stream time is unchanged: each file's windows start at 0 s of the file. Past
     :data:`PACED_MANY` paced files each is written in 100 ms blocks instead of 20 ms (a thousand files
-    would otherwise take 50,000 ring writes a second of the daemon's one interpreter).
+    would otherwise take 50,000 ring writes a second of the daemon's one interpreter). The process
+    that plays them (daemon/file_player.py) is started here, so that it is ready when they start.
 
     Raises
     ------
@@ -917,6 +918,8 @@ def open_sources(specs: list[SourceSpec], ring_seconds: float, hop_s: float = 1.
     if len(errors) == len(specs):
         raise errors[0]
     paced = [src for src in sources if isinstance(src, FileSource) and src.live]
+    if paced and PLAYER.available():
+        PLAYER.start()  # importing its modules while the daemon loads its model, not while it hands over files
     for k, src in enumerate(paced):
         src.delay_s = hop_s * k / len(paced)
         if len(paced) > PACED_MANY:

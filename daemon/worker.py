@@ -792,6 +792,10 @@ def build_pool(devices: list[torch.device], settings: PoolSettings = PoolSetting
     from instrumentd.pipeline.stream_features import default_pitch
 
     torch.set_num_threads(settings.cpu_threads)
+    if any(d.type == "cuda" for d in devices):
+        from instrumentd.pipeline.pyin_kernels import hash_triton_early
+
+        hash_triton_early()  # ready by the warm-up's first pitch kernel
     names = [str(d) for d in devices]
     workers = []
     for i, dev in enumerate(devices):

@@ -22,6 +22,7 @@ Only used for CUDA tensors when Triton imports (it ships with CUDA builds of tor
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 
@@ -34,7 +35,7 @@ try:
 except ImportError:  # CPU builds of torch come without Triton; the torch steps serve there
     triton = None
 
-__all__ = ["AVAILABLE", "KERNELS", "backtrack", "forward", "observe", "usable"]
+__all__ = ["AVAILABLE", "KERNELS", "backtrack", "forward", "hash_triton_early", "observe", "usable"]
 
 AVAILABLE = triton is not None
 ITEMS_PER_PROGRAM = 4  # items that share one program's loads of the transition band
@@ -45,6 +46,22 @@ TROUGH_CHUNK = 32  # troughs scored at once by the observation kernel ([chunk, t
 def usable(tensor: torch.Tensor) -> bool:
     """Whether the fused kernels can run on ``tensor``'s device."""
     return AVAILABLE and tensor.is_cuda
+
+
+def hash_triton_early() -> None:
+    """Have Triton hash its own installation now, in a thread, instead of at the first kernel.
+
+    Each process's first kernel launch makes Triton hash its compiler library for the key of its
+    kernel cache (``triton.runtime.cache.triton_key``, kept for the process): half a second of a
+    daemon's start-up on an H100 machine. Mostly file reads and hashing, which release the
+    interpreter lock, so it runs beside the model's loading. Does nothing without Triton, or where
+    that function is not there.
+    """
+    try:
+        from triton.runtime.cache import triton_key
+    except ImportError:
+        return
+    threading.Thread(target=triton_key, name="triton-key", daemon=True).start()
 
 
 if AVAILABLE:

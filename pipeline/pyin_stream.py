@@ -15,6 +15,8 @@ push is proportional to the new audio, never to the stream's length. At the end 
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 import torch
 
@@ -55,23 +57,29 @@ class StreamingPyin:
         )
         self._freqs = self.model.freqs.astype(np.float32)
         self._in_use: list[bool] = []
+        self._free: list[int] = []  # free slots, a heap: the lowest is taken first
+        self._used: set[int] = set()  # free slots whose state is not fresh (a stream left it)
         self._grow(8)
 
     # ---- slots -------------------------------------------------------------------------------
 
     def add_stream(self) -> int:
         """Start a new stream; returns its slot id."""
-        if all(self._in_use):
+        if not self._free:
             self._grow(2 * len(self._in_use))
-        slot = self._in_use.index(False)
+        slot = heapq.heappop(self._free)
         self._in_use[slot] = True
-        self._reset(slot)
+        if slot in self._used:
+            self._used.discard(slot)
+            self._reset([slot])
         return slot
 
     def remove_stream(self, slot: int) -> None:
         """Forget a stream; its frames not yet finalised are dropped (use :meth:`flush` to get them)."""
         self._check_slot(slot)
         self._in_use[slot] = False
+        self._used.add(slot)
+        heapq.heappush(self._free, slot)
 
     @property
     def streams(self) -> list[int]:
@@ -147,13 +155,13 @@ class StreamingPyin:
         for i, slot in enumerate(slots):
             rest = min(int(self._n_frames[slot]), lag)
             out[slot] = np.concatenate([heads[i], f0[i, lag - rest :]])
-            self._reset(slot)
+        self._reset(slots)
         return out
 
     # ---- internals -----------------------------------------------------------------------------
 
     def _grow(self, capacity: int) -> None:
-        """Room for ``capacity`` slots; existing state is kept."""
+        """Room for ``capacity`` slots, the new ones fresh (:meth:`_reset` once for all); existing state is kept."""
         old = len(self._in_use)
         m, dev = self.model, self.device
         shapes = {
@@ -170,12 +178,16 @@ class StreamingPyin:
             setattr(self, name, np.concatenate([getattr(self, name, np.zeros(0, np.int64)),
                                                 np.zeros(capacity - old, np.int64)]))
         self._in_use.extend([False] * (capacity - old))
+        for slot in range(old, capacity):
+            heapq.heappush(self._free, slot)
+        self._reset(list(range(old, capacity)))
 
-    def _reset(self, slot: int) -> None:
-        idx = torch.tensor([slot], device=self.device)
+    def _reset(self, slots: list[int]) -> None:
+        """Start these slots afresh, as a stream before its first sample."""
+        idx = torch.tensor(slots, device=self.device)
         self._buffer[idx] = 0.0
-        self._fill[slot] = self.model.frame_length // 2  # centring: frame 0 starts half a frame early
-        self._n_frames[slot] = 0
+        self._fill[slots] = self.model.frame_length // 2  # centring: frame 0 starts half a frame early
+        self._n_frames[slots] = 0
         self._history[idx] = padded_scores(
             len(idx), self.lag, model=self.model, device=self.device, dtype=torch.float32
         )

@@ -91,6 +91,29 @@ def test_paced_files_opened_together_start_spread_over_the_hop(tmp_path, player)
     assert [src.ring.available() for src in srcs] == [int(0.5 * SR)] * 4
 
 
+def test_the_file_player_starts_when_paced_files_open_and_plays_none_before_they_start(tmp_path, monkeypatch):
+    """The daemon opens its sources before it loads the model and starts them after: the player process
+    is already up by then (its start-up is not paid while the files are handed over), idle until then."""
+    if not sources.PLAYER.available():
+        pytest.skip("no memfd here")
+    player = FilePlayer()
+    monkeypatch.setattr(sources, "PLAYER", player)
+    path = tmp_path / "one.wav"
+    soundfile.write(path, melody(0.3), SR, subtype="PCM_16")
+    try:
+        srcs = sources.open_sources([parse_source(f"f{i}=file:{path}") for i in range(3)], 10.0)
+        assert player.pid in live_children()
+        time.sleep(0.3)
+        assert all(src.ring.written == 0 for src in srcs)
+        for src in srcs:
+            src.start()
+        assert until(lambda: all(src.ring.closed for src in srcs), 5)
+        assert [src.ring.available() for src in srcs] == [int(0.3 * SR)] * 3
+        assert all(src.state == "ended" for src in srcs)
+    finally:
+        player._sock.close()  # the player exits with its socket
+
+
 def test_a_paced_file_stopped_midway_ends_and_is_played_no_more(tmp_path, player):
     path = tmp_path / "long.wav"
     soundfile.write(path, melody(30.0), SR, subtype="PCM_16")

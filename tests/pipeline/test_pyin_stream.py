@@ -123,12 +123,18 @@ def test_slots_are_reused_and_capacity_grows():
     sp = StreamingPyin(DEFAULT, lag=3)
     slots = [sp.add_stream() for _ in range(20)]
     assert sorted(slots) == list(range(20))
+    sp.push({4: tone(330.0, 0.25)})  # a stream that leaves state behind in its slot
     sp.remove_stream(4)
     assert sp.add_stream() == 4
     out = sp.push({s: tone(220.0 + 10 * s, 0.3) for s in slots})
     assert set(out) == set(slots)
     complete = 1 + (int(0.3 * SR) - DEFAULT.pitch_frame_length // 2) // DEFAULT.hop_length
     assert all(len(v) == complete - 3 for v in out.values())
+    # the reused slot starts afresh: its stream decodes as it would in an engine of its own
+    fresh = StreamingPyin(DEFAULT, lag=3)
+    alone = fresh.add_stream()
+    want = fresh.push({alone: tone(260.0, 0.3)})[alone]
+    assert identical(out[4], want) == 1.0
 
 
 def test_bad_use_is_named():
