@@ -46,7 +46,7 @@ from .segments import Change, SegmenterTable
 from .security import Guard
 from .service import Notifier
 from .signals import Signals
-from .sources import Source, open_sources, stop_sources
+from .sources import Source, open_sources, prepare_sources, stop_sources
 from .worker import Stream, Window, WorkerPool, build_pool
 
 log = logging.getLogger("instrumentd.daemon")
@@ -135,6 +135,7 @@ class Server:
             self.replay = ReplayServer(cfg.replay, self.log, context)
         self.sources = self._given_sources or open_sources(specs, cfg.ring_seconds, cfg.hop_s)
         self.worker = build_pool(resolve_devices(cfg.device), cfg.pool_settings())
+        prepare_sources(self.sources)
         recognizer = self.worker.recognizer
         self.device = ", ".join(w.name if w.recognizer.device.type == "cpu" else
                                 f"{w.name} ({torch.cuda.get_device_name(w.recognizer.device)})"

@@ -76,7 +76,11 @@ HUB_SLICE_MANY_S = 0.1  # seconds between rounds when the hub reads more than HU
 HUB_MANY = 100  # pipes past which the hub's rounds grow (a 64 KiB pipe holds 0.37 s of 44.1 kHz float32)
 HUB_READ = 1 << 16  # bytes read from one pipe at most per round (a Linux pipe holds 64 KiB)
 STOP_ALL_S = 5.0  # seconds stop_sources waits for all the sources' threads together
-CHILD_WATCH_S = 0.25  # seconds between a child source's checks for a stall
+# a child source's thread looks for a stall every tenth of the time that makes one (a network input: every
+# second; an input device, 0.2 s), at least every CHILD_WATCH_S: with a thousand sources, four wake-ups a
+# second each took a fifth of the daemon's interpreter time spent on reading their pipes
+STALL_CHECKS = 10
+CHILD_WATCH_S = 1.0
 
 
 class SourceError(InstrumentdError):
@@ -507,10 +511,10 @@ class _ChildSource(Source):
         drain.start()
         pipe = HUB.add(child.stdout.fileno(), self)
         stalled = 0.0
-        while not pipe.done.wait(CHILD_WATCH_S) and not self._stop.is_set():
+        while not pipe.done.wait(self._watch_s(pipe)) and not self._stop.is_set():
             if self.stall_s is None:
                 continue
-            limit = self.stall_s if pipe.samples else self.first_s
+            limit = self._stall_limit(pipe)
             idle = time.monotonic() - pipe.last_data
             if idle > limit:
                 stalled = limit
@@ -522,6 +526,14 @@ class _ChildSource(Source):
         child.stdout.close()
         child.stderr.close()
         return ChildExit(code, pipe.samples / self.rate, stalled, list(lines))
+
+    def _stall_limit(self, pipe: _Pipe) -> float:
+        """Seconds without audio that make a stall: ``first_s`` until the child's first sample, then ``stall_s``."""
+        return self.stall_s if pipe.samples else self.first_s
+
+    def _watch_s(self, pipe: _Pipe) -> float:
+        """Seconds until the next look for a stall (or for the end of the pipe, without stall detection)."""
+        return CHILD_WATCH_S if self.stall_s is None else min(CHILD_WATCH_S, self._stall_limit(pipe) / STALL_CHECKS)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -899,8 +911,7 @@ def open_sources(specs: list[SourceSpec], ring_seconds: float, hop_s: float = 1.
     CPU, 16 files: p99 650 ms); spread, each step serves a window or two, as for independent live
     streams. Stream time is unchanged: each file's windows start at 0 s of the file. Past
     :data:`PACED_MANY` paced files each is written in 100 ms blocks instead of 20 ms (a thousand files
-    would otherwise take 50,000 ring writes a second of the daemon's one interpreter). The process
-    that plays them (daemon/file_player.py) is started here, so that it is ready when they start.
+    would otherwise take 50,000 ring writes a second of the daemon's one interpreter).
 
     Raises
     ------
@@ -918,8 +929,6 @@ def open_sources(specs: list[SourceSpec], ring_seconds: float, hop_s: float = 1.
     if len(errors) == len(specs):
         raise errors[0]
     paced = [src for src in sources if isinstance(src, FileSource) and src.live]
-    if paced and PLAYER.available():
-        PLAYER.start()  # importing its modules while the daemon loads its model, not while it hands over files
     for k, src in enumerate(paced):
         src.delay_s = hop_s * k / len(paced)
         if len(paced) > PACED_MANY:
@@ -927,6 +936,14 @@ def open_sources(specs: list[SourceSpec], ring_seconds: float, hop_s: float = 1.
     for exc in errors:
         log.error("%s; the other streams go on", exc)
     return sources
+
+
+def prepare_sources(sources: list[Source]) -> None:
+    """Start what the sources will need before they start: the file player, when paced files will play
+    through it. Started as the daemon sets its streams up, it has imported its modules by the time the
+    files are handed to it (started by the first file, it kept a thousand hand-overs waiting)."""
+    if PLAYER.available() and any(isinstance(src, FileSource) and src.live for src in sources):
+        PLAYER.start()
 
 
 if __name__ == "__main__":  # the PortAudio child of MicSource: ``query TARGET`` or ``capture TARGET RATE``

@@ -91,9 +91,9 @@ def test_paced_files_opened_together_start_spread_over_the_hop(tmp_path, player)
     assert [src.ring.available() for src in srcs] == [int(0.5 * SR)] * 4
 
 
-def test_the_file_player_starts_when_paced_files_open_and_plays_none_before_they_start(tmp_path, monkeypatch):
-    """The daemon opens its sources before it loads the model and starts them after: the player process
-    is already up by then (its start-up is not paid while the files are handed over), idle until then."""
+def test_the_file_player_starts_before_the_paced_files_and_plays_none_until_they_start(tmp_path, monkeypatch):
+    """The daemon readies its sources' player while it sets its streams up, before it starts them: the
+    player process is up by then (its start-up is not paid while the files are handed over), and idle."""
     if not sources.PLAYER.available():
         pytest.skip("no memfd here")
     player = FilePlayer()
@@ -102,6 +102,8 @@ def test_the_file_player_starts_when_paced_files_open_and_plays_none_before_they
     soundfile.write(path, melody(0.3), SR, subtype="PCM_16")
     try:
         srcs = sources.open_sources([parse_source(f"f{i}=file:{path}") for i in range(3)], 10.0)
+        assert player.pid is None  # opening a source starts nothing: a daemon that then fails leaves no child
+        sources.prepare_sources(srcs)
         assert player.pid in live_children()
         time.sleep(0.3)
         assert all(src.ring.written == 0 for src in srcs)
