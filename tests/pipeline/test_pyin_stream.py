@@ -119,8 +119,9 @@ def test_streams_advance_together_and_stay_independent():
         assert identical(np.concatenate(got[k]), alone[k]) == 1.0
 
 
-def test_slots_are_reused_and_capacity_grows():
-    sp = StreamingPyin(DEFAULT, lag=3)
+@pytest.mark.parametrize("device", devices())
+def test_slots_are_reused_and_capacity_grows(device):
+    sp = StreamingPyin(DEFAULT, lag=3, device=device)
     slots = [sp.add_stream() for _ in range(20)]
     assert sorted(slots) == list(range(20))
     sp.push({4: tone(330.0, 0.25)})  # a stream that leaves state behind in its slot
@@ -131,7 +132,7 @@ def test_slots_are_reused_and_capacity_grows():
     complete = 1 + (int(0.3 * SR) - DEFAULT.pitch_frame_length // 2) // DEFAULT.hop_length
     assert all(len(v) == complete - 3 for v in out.values())
     # the reused slot starts afresh: its stream decodes as it would in an engine of its own
-    fresh = StreamingPyin(DEFAULT, lag=3)
+    fresh = StreamingPyin(DEFAULT, lag=3, device=device)
     alone = fresh.add_stream()
     want = fresh.push({alone: tone(260.0, 0.3)})[alone]
     assert identical(out[4], want) == 1.0
