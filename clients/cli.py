@@ -64,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from instrumentd.daemon.service import use_writable_numba_cache
+    from instrumentd.daemon.service import use_writable_caches
 
-    use_writable_numba_cache()  # before anything imports librosa (a service account has no home)
+    use_writable_caches()  # before anything imports librosa or torch (a service account has no home)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

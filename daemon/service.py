@@ -5,10 +5,13 @@ abstract namespace) to which the daemon sends ``READY=1`` once it serves, ``WATC
 every half ``WATCHDOG_USEC`` while its loop runs, and ``STOPPING=1`` when it stops. Without
 ``NOTIFY_SOCKET`` nothing is sent. It is a few lines of socket code, so no systemd library.
 
-numba (librosa's pYIN helpers) caches compiled functions next to the installed sources or in
-``~/.cache``; an unprivileged service with a read-only install and no home has neither, and numba
-then fails at import. :func:`use_writable_numba_cache` points ``NUMBA_CACHE_DIR`` at a folder the
-process can write before anything imports numba.
+The compilers the daemon uses keep their compiled code in the user's home: numba (librosa's pYIN
+helpers) next to the installed sources or in ``~/.cache``, Triton (the pitch kernels on a GPU) in
+``~/.triton/cache``, TorchInductor (``--inference compile*``) in the temporary folder. An unprivileged
+service with a read-only install and no home has none of the first two: numba fails at import and
+Triton at the first kernel (it cannot make its cache folder); and a private temporary folder
+(systemd's ``PrivateTmp=``) is new at each start, so every start compiles again.
+:func:`use_writable_caches` points each at a folder the process can write, before anything imports them.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["Notifier", "notify", "use_writable_numba_cache"]
+__all__ = ["CACHES", "Notifier", "notify", "use_writable_caches"]
 
 
 def notify(state: str) -> bool:
@@ -61,24 +64,33 @@ class Notifier:
         notify("STOPPING=1")
 
 
-def use_writable_numba_cache() -> None:
-    """Set ``NUMBA_CACHE_DIR`` (unless set) to the first writable of ``$CACHE_DIRECTORY/numba``
-    (systemd's CacheDirectory=), ``$XDG_CACHE_HOME`` or ``~/.cache`` ``/instrumentd/numba``, and a
-    per-user folder under the temporary folder. Call before numba is imported."""
-    if os.environ.get("NUMBA_CACHE_DIR"):
+# environment variable -> folder under the cache: where each compiler keeps what it compiled
+CACHES = {"NUMBA_CACHE_DIR": "numba", "TRITON_CACHE_DIR": "triton", "TORCHINDUCTOR_CACHE_DIR": "inductor"}
+
+
+def use_writable_caches() -> None:
+    """Set each of :data:`CACHES` that is not set to its folder under the first writable of
+    ``$CACHE_DIRECTORY`` (systemd's CacheDirectory=), ``$XDG_CACHE_HOME/instrumentd`` or
+    ``~/.cache/instrumentd``, and a per-user folder under the temporary folder. Call before numba,
+    Triton or torch are imported."""
+    unset = [name for name in CACHES if not os.environ.get(name)]
+    if not unset:
         return
     candidates = []
     if os.environ.get("CACHE_DIRECTORY"):
-        candidates.append(Path(os.environ["CACHE_DIRECTORY"].split(":")[0]) / "numba")
+        candidates.append(Path(os.environ["CACHE_DIRECTORY"].split(":")[0]))
     home = os.environ.get("XDG_CACHE_HOME") or (os.path.expanduser("~/.cache") if "HOME" in os.environ else "")
     if home:
-        candidates.append(Path(home) / "instrumentd" / "numba")
-    candidates.append(Path(tempfile.gettempdir()) / f"instrumentd-numba-{os.getuid()}")
-    for folder in candidates:
+        candidates.append(Path(home) / "instrumentd")
+    candidates.append(Path(tempfile.gettempdir()) / f"instrumentd-cache-{os.getuid()}")
+    for base in candidates:
+        folders = {name: base / CACHES[name] for name in unset}
         try:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for folder in folders.values():
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError:
             continue
-        if os.access(folder, os.W_OK | os.X_OK) and folder.stat().st_uid == os.getuid():
-            os.environ["NUMBA_CACHE_DIR"] = str(folder)
+        if all(os.access(f, os.W_OK | os.X_OK) and f.stat().st_uid == os.getuid() for f in folders.values()):
+            for name, folder in folders.items():
+                os.environ[name] = str(folder)
             return

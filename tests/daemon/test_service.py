@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from instrumentd.daemon.service import Notifier, notify, use_writable_numba_cache
+from instrumentd.daemon.service import CACHES, Notifier, notify, use_writable_caches
 
 from .conftest import NotifySocket
 
@@ -36,19 +36,28 @@ def test_notify_speaks_the_datagram_protocol(monkeypatch, abstract):
         sock.close()
 
 
-def test_numba_gets_a_writable_cache_when_there_is_no_home(monkeypatch, tmp_path):
-    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
-    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+def test_the_compilers_get_writable_caches_when_there_is_no_home(monkeypatch, tmp_path):
+    """numba, Triton and TorchInductor each get a folder the process can write: systemd's CacheDirectory=,
+    else one in the home, else one under the temporary folder; one set already is left alone."""
+    for name in (*CACHES, "CACHE_DIRECTORY", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
     (tmp_path / "home").write_text("a file: no folder can be made under it, not even by root")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    use_writable_numba_cache()
-    assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / f"instrumentd-numba-{os.getuid()}")
-    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    use_writable_caches()
+    base = tmp_path / f"instrumentd-cache-{os.getuid()}"
+    assert {name: os.environ[name] for name in CACHES} == {
+        "NUMBA_CACHE_DIR": str(base / "numba"), "TRITON_CACHE_DIR": str(base / "triton"),
+        "TORCHINDUCTOR_CACHE_DIR": str(base / "inductor")}
+    assert all((base / folder).is_dir() for folder in CACHES.values())
+    for name in CACHES:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "mine"))
     monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path / "cache"))  # systemd's CacheDirectory= comes first
-    use_writable_numba_cache()
+    use_writable_caches()
     assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "cache" / "numba")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache" / "inductor")
+    assert os.environ["TRITON_CACHE_DIR"] == str(tmp_path / "mine")
 
 
 def test_without_a_notify_socket_nothing_is_sent_and_the_notifier_is_quiet(monkeypatch):
