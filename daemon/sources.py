@@ -943,7 +943,10 @@ def prepare_sources(sources: list[Source]) -> None:
     through it. Started as the daemon sets its streams up, it has imported its modules by the time the
     files are handed to it (started by the first file, it kept a thousand hand-overs waiting)."""
     if PLAYER.available() and any(isinstance(src, FileSource) and src.live for src in sources):
-        PLAYER.start()
+        try:
+            PLAYER.start()
+        except OSError as exc:  # the first paced file tries again
+            log.warning("the file player did not start (%s); the first paced file tries again", exc)
 
 
 if __name__ == "__main__":  # the PortAudio child of MicSource: ``query TARGET`` or ``capture TARGET RATE``

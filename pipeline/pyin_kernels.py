@@ -61,7 +61,14 @@ def hash_triton_early() -> None:
         from triton.runtime.cache import triton_key
     except ImportError:
         return
-    threading.Thread(target=triton_key, name="triton-key", daemon=True).start()
+
+    def run() -> None:
+        try:
+            triton_key()
+        except Exception:  # the first kernel calls it again, and reports what fails
+            pass
+
+    threading.Thread(target=run, name="triton-key", daemon=True).start()
 
 
 if AVAILABLE:
