@@ -76,6 +76,7 @@ HUB_SLICE_MANY_S = 0.1  # seconds between rounds when the hub reads more than HU
 HUB_MANY = 100  # pipes past which the hub's rounds grow (a 64 KiB pipe holds 0.37 s of 44.1 kHz float32)
 HUB_READ = 1 << 16  # bytes read from one pipe at most per round (a Linux pipe holds 64 KiB)
 STOP_ALL_S = 5.0  # seconds stop_sources waits for all the sources' threads together
+STOP_GRACE_S = 0.5  # seconds a child source's process has to exit after SIGTERM before it is killed
 # a child source's thread looks for a stall every tenth of the time that makes one (a network input: every
 # second; an input device, 0.2 s), at least every CHILD_WATCH_S: with a thousand sources, four wake-ups a
 # second each took a fifth of the daemon's interpreter time spent on reading their pipes
@@ -449,6 +450,7 @@ class _ChildSource(Source):
         super().__init__(spec, rate, ring_seconds)
         self._child: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self._termed_at = 0.0  # time.monotonic() of request_stop's SIGTERM
         self.backoff = BACKOFF_FIRST
 
     def command(self) -> list[str]:
@@ -538,11 +540,21 @@ class _ChildSource(Source):
     def request_stop(self) -> None:
         self._stop.set()
         with self._lock:
+            self._termed_at = time.monotonic()
             if self._child is not None and self._child.poll() is None:
                 self._child.terminate()
         super().request_stop()
 
     def join(self, timeout: float) -> None:
+        """After :meth:`request_stop`: the child has ``STOP_GRACE_S`` from its SIGTERM to exit, and is killed
+        past it (ffmpeg 7 reading a live network stream does not exit on SIGTERM); then the thread ends."""
+        child = self._child
+        if child is not None:
+            grace = self._termed_at + STOP_GRACE_S - time.monotonic()  # sources stopped together share it
+            try:
+                child.wait(max(0.0, min(timeout, grace)))
+            except subprocess.TimeoutExpired:
+                child.kill()
         super().join(timeout)
         if self._child is not None and self._child.poll() is None:
             self._child.kill()

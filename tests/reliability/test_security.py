@@ -141,7 +141,9 @@ def test_ffmpeg_urls_are_arguments_never_shell(tmp_path, caplog):
     source.stop()
     assert source.restarts >= 1  # ffmpeg ran, found no such file, and exited
     said = [r.getMessage() for r in caplog.records if "ffmpeg exited" in r.getMessage()]
-    assert said and f"x.wav;rm -rf {tmp_path}/keep; touch" in said[0]  # ffmpeg's error quotes the URL whole
+    assert said and "No such file or directory" in said[0]
+    if "Error opening input files" not in said[0]:  # ffmpeg 7's last line names no file; 5.1's quotes the URL
+        assert f"x.wav;rm -rf {tmp_path}/keep; touch" in said[0]  # whole: one argument
     assert keep.is_dir() and not marker.exists()
 
 
