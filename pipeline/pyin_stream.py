@@ -57,8 +57,7 @@ class StreamingPyin:
         )
         self._freqs = self.model.freqs.astype(np.float32)
         self._in_use: list[bool] = []
-        self._free: list[int] = []  # free slots, a heap: the lowest is taken first
-        self._used: set[int] = set()  # free slots whose state is not fresh (a stream left it)
+        self._free: list[int] = []  # free slots, each fresh (as a stream before its first sample); a heap
         self._grow(8)
 
     # ---- slots -------------------------------------------------------------------------------
@@ -69,16 +68,13 @@ class StreamingPyin:
             self._grow(2 * len(self._in_use))
         slot = heapq.heappop(self._free)
         self._in_use[slot] = True
-        if slot in self._used:
-            self._used.discard(slot)
-            self._reset([slot])
         return slot
 
     def remove_stream(self, slot: int) -> None:
         """Forget a stream; its frames not yet finalised are dropped (use :meth:`flush` to get them)."""
         self._check_slot(slot)
         self._in_use[slot] = False
-        self._used.add(slot)
+        self._reset([slot])
         heapq.heappush(self._free, slot)
 
     @property

@@ -29,6 +29,18 @@ def melody(seconds: float, sr: int = SR, channels: int = 1) -> np.ndarray:
     return np.repeat(x[:, None], channels, axis=1).astype(np.float32)
 
 
+@pytest.fixture(params=["process", "thread"])
+def player(request, monkeypatch):
+    """Which plays paced files: the file player process, or the pacer thread (where there is no memfd)."""
+    from instrumentd.daemon import sources
+
+    if request.param == "process" and not sources.PLAYER.available():
+        pytest.skip("no memfd here: paced files play in a thread")
+    if request.param == "thread":
+        monkeypatch.setattr(sources.PLAYER, "available", lambda: False)
+    return request.param
+
+
 @pytest.fixture
 def wav(tmp_path):
     """``wav(seconds, sr=44100, channels=1) -> Path`` of a real 16-bit WAV file."""

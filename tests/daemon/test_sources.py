@@ -37,16 +37,6 @@ def _drain(srcs, stop: threading.Event, got: list[list[np.ndarray]]) -> None:
             got[i].append(src.ring.read()[0])
 
 
-@pytest.fixture(params=["process", "thread"])
-def player(request, monkeypatch):
-    """Which plays paced files: the file player process, or the pacer thread (where there is no memfd)."""
-    if request.param == "process" and not sources.PLAYER.available():
-        pytest.skip("no memfd here: paced files play in a thread")
-    if request.param == "thread":
-        monkeypatch.setattr(sources.PLAYER, "available", lambda: False)
-    return request.param
-
-
 def test_paced_files_share_one_player_and_each_plays_in_real_time_to_its_end(tmp_path, player):
     path = tmp_path / "one.wav"
     audio = melody(1.2)

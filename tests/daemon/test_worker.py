@@ -10,7 +10,6 @@ import pytest
 import soundfile
 import torch
 
-from instrumentd.daemon import sources
 from instrumentd.daemon.config import PoolSettings, SourceSpec, parse_source
 from instrumentd.daemon.segments import Segmenter
 from instrumentd.daemon.sources import Source, open_source
@@ -219,15 +218,10 @@ def test_a_live_stream_stopped_mid_window_finishes_at_the_next_step(pool):
     assert st.finished and st not in pool.active
 
 
-@pytest.mark.parametrize("player", ["process", "thread"])
-def test_a_paced_file_that_ends_wakes_its_stream_at_once(pool, tmp_path, monkeypatch, player):
+def test_a_paced_file_that_ends_wakes_its_stream_at_once(pool, tmp_path, player):
     """A step looks only at the streams whose wait is over (``next_check``, ``along_at``); the end of a
     paced file wakes its stream, through the file player's shared ring as through the pacer thread's,
     so the next step finishes it however far off its next window was."""
-    if player == "process" and not sources.PLAYER.available():
-        pytest.skip("no memfd here: paced files play in a thread")
-    if player == "thread":
-        monkeypatch.setattr(sources.PLAYER, "available", lambda: False)
     path = tmp_path / "short.wav"
     soundfile.write(path, melody(0.6), SR, subtype="PCM_16")
     src = open_source(parse_source(f"short{player}=file:{path}"), 10.0)
