@@ -17,7 +17,7 @@ of loads and stores; elsewhere, and where the system has no ``memfd`` (``os.memf
 the daemon plays its files in a thread instead (:class:`Pacer` in daemon/sources.py), with the same
 :class:`PacedFile`.
 
-Messages on one ``AF_UNIX`` ``SOCK_SEQPACKET`` socket pair, one per datagram (JSON after a letter):
+Messages (daemon/helper_process.py):
 
 | from | message | what |
 |---|---|---|
@@ -26,8 +26,7 @@ Messages on one ``AF_UNIX`` ``SOCK_SEQPACKET`` socket pair, one per datagram (JS
 | player | ``R`` ``{"id"}`` | a file's first audio is in its ring |
 | player | ``E`` / ``F`` ``{"id", "reason"}`` | a file ended / failed (its last audio is in) |
 
-The player imports only numpy and soundfile (it starts in a fraction of a second), ignores SIGINT and
-SIGTERM, and exits when the daemon's end of the socket closes, however the daemon ended.
+The player imports only numpy and soundfile.
 
 Usage (the daemon starts it): ``python -m instrumentd.daemon.file_player FD``
 """
@@ -35,17 +34,11 @@ Usage (the daemon starts it): ``python -m instrumentd.daemon.file_player FD``
 from __future__ import annotations
 
 import heapq
-import json
 import logging
-import mmap
-import platform
 import os
 import selectors
-import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -53,14 +46,14 @@ import soundfile
 
 from instrumentd.pipeline.audio import BOUNDED_SUBTYPES, mono_block
 
-from .ringbuffer import N_RECEIPTS, READ_POS, RECEIPTS, SHARED_HEADER, WRITTEN, SharedRing, shared_views
+from .helper_process import Helper, child_socket, receive_message, send_message
+from .ringbuffer import SharedRing, SharedWriter, map_shared, shared_memory
 
 log = logging.getLogger("instrumentd.daemon.file_player")
 
 MARGIN_S = 1.0  # seconds of a shared ring the player leaves clear of the daemon's unread audio (at most a quarter)
 PLAYER_MIN_WAIT = 0.005  # seconds the player sleeps at least between rounds
 PACED_READ_S = 0.5  # seconds of a paced file decoded at a time, ahead of its blocks
-MAX_MESSAGE = 1 << 16  # bytes of one message at most (a command names a path of up to 4 KiB)
 _NO_SAMPLES = np.zeros(0, np.float32)
 
 
@@ -108,67 +101,35 @@ class PacedFile:
         self.file.close()
 
 
-def ring_memory(fd: int, capacity: int) -> mmap.mmap:
-    """The shared memory of a ring of ``capacity`` samples, mapped from ``fd``."""
-    return mmap.mmap(fd, SHARED_HEADER + 4 * capacity)
-
-
 class _Played:
-    """The player's side of one file: the file, its shared ring and how far it has written."""
+    """The player's side of one file: the file and its shared ring."""
 
     def __init__(self, paced: PacedFile, fd: int, capacity: int):
         self.paced = paced
-        self.mem = ring_memory(fd, capacity)
-        self.samples, self.positions, self.receipts = shared_views(self.mem, capacity)
-        self.capacity = capacity
+        self.ring = SharedWriter(map_shared(fd, capacity), capacity)
         self.margin = min(int(MARGIN_S * paced.rate), capacity // 4)
-        self.written = 0
-        self.n_receipts = 0
 
     def play(self, now: float) -> bool:
-        """Write the file's due blocks that fit (:attr:`written` tells how many); False once the file has
-        been written out. The samples go in first, then their receipt, then the position that shows them."""
-        room = self.capacity - self.margin - (self.written - int(self.positions[READ_POS]))
-        data = self.paced.take_due(now, max(0, room))
-        n = len(data)
-        if n:
-            start = self.written % self.capacity
-            first = min(n, self.capacity - start)
-            self.samples[start : start + first] = data[:first]
-            self.samples[: n - first] = data[first:]
-            self.written += n
-            self.receipts[self.n_receipts % RECEIPTS] = (self.written, time.monotonic())
-            self.n_receipts += 1
-            self.positions[N_RECEIPTS] = self.n_receipts
-            self.positions[WRITTEN] = self.written
+        """Write the file's due blocks that fit (``ring.written`` tells how many); False once the file has
+        been written out."""
+        self.ring.write(self.paced.take_due(now, max(0, self.ring.room() - self.margin)))
         return not self.paced.finished
 
     def close(self) -> None:
         self.paced.close()
 
 
-def _send(sock: socket.socket, kind: bytes, body: dict) -> None:
-    """One message to the daemon, waiting for room (the socket is otherwise read without waiting)."""
-    sock.setblocking(True)
-    try:
-        sock.send(kind + json.dumps(body).encode())
-    finally:
-        sock.setblocking(False)
-
-
 def _commands(sock: socket.socket, playing: dict[int, _Played], heap: list[tuple[float, int]]) -> bool:
     """Take every waiting command; False once the daemon has gone."""
     while True:
         try:
-            msg, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
+            message = receive_message(sock)
         except BlockingIOError:
             return True
-        except OSError:
+        if message is None:
             return False
-        if not msg:
-            return False
-        body = json.loads(msg[1:])
-        if msg[:1] == b"A":
+        kind, body, fds = message
+        if kind == b"A":
             fid = body["id"]
             try:
                 paced = PacedFile(os.fsencode(body["path"]), body["block"], body["t0"])
@@ -183,10 +144,10 @@ def _commands(sock: socket.socket, playing: dict[int, _Played], heap: list[tuple
                     os.close(fd)
             if failure is not None:
                 try:
-                    _send(sock, b"F", {"id": fid, "reason": failure})
+                    send_message(sock, b"F", {"id": fid, "reason": failure})
                 except OSError:
                     return False
-        elif msg[:1] == b"S":
+        elif kind == b"S":
             stopped = playing.pop(body["id"], None)
             if stopped is not None:
                 stopped.close()
@@ -195,10 +156,7 @@ def _commands(sock: socket.socket, playing: dict[int, _Played], heap: list[tuple
 def main(fd: int) -> int:
     """The player's loop: rounds until the daemon goes; each plays only the files whose next block is due
     (a heap by due time), then tells the daemon which of them began, ended or failed."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sock = socket.socket(fileno=fd)
-    sock.setblocking(False)
+    sock = child_socket(fd)
     # a selector, not select(): a daemon with a thousand streams hands over a descriptor past 1024
     commands = selectors.DefaultSelector()
     commands.register(sock, selectors.EVENT_READ)
@@ -215,14 +173,14 @@ def main(fd: int) -> int:
             played = playing.get(fid)
             if played is None:
                 continue
-            first = played.written == 0
+            first = played.ring.written == 0
             try:
                 going = played.play(now)
             except (OSError, soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
                 going, outcome = False, (b"F", fid, str(exc))
             else:
                 outcome = (b"E", fid, "")
-            if first and played.written:
+            if first and played.ring.written:
                 news.append((b"R", fid, ""))
             if going:  # a file held back by a full ring tries again next round
                 heapq.heappush(heap, (max(played.paced.due(), now + PLAYER_MIN_WAIT), fid))
@@ -231,57 +189,41 @@ def main(fd: int) -> int:
                 playing.pop(fid).close()
         try:
             for kind, fid, reason in news:
-                _send(sock, kind, {"id": fid, "reason": reason})
+                send_message(sock, kind, {"id": fid, "reason": reason})
         except OSError:
             return 0
 
 
-class FilePlayer:
+class FilePlayer(Helper):
     """The daemon's side: starts the player with the first file, hands it each paced file's ring, and
-    notes what it reports of each file (one thread, which sleeps on the socket)."""
+    notes what it reports of each file."""
+
+    module = "instrumentd.daemon.file_player"
+    title = "file player"
 
     def __init__(self):
-        self._lock = threading.Lock()  # the files and the player's socket and process
-        self._send_lock = threading.Lock()  # one command on the socket at a time (never held with _lock)
-        self._sock: socket.socket | None = None
-        self._child: subprocess.Popen | None = None
+        super().__init__()
         self._files: dict[int, object] = {}  # id -> FileSource being played
         self._next_id = 0
-
-    @staticmethod
-    def available() -> bool:
-        """True where rings can be shared with a child process: ``memfd_create``, fd passing, and x86-64's
-        ordering of loads and stores (:class:`~instrumentd.daemon.ringbuffer.SharedRing`)."""
-        return (hasattr(os, "memfd_create") and hasattr(socket, "send_fds")
-                and platform.machine().lower() in ("x86_64", "amd64"))
-
-    @property
-    def pid(self) -> int | None:
-        """The player's process id while it runs."""
-        return self._child.pid if self._child is not None and self._child.poll() is None else None
 
     def add(self, source) -> None:
         """Play ``source`` (a paced :class:`~instrumentd.daemon.sources.FileSource`, not started, its ring
         empty) from ``source.delay_s`` seconds after now."""
         capacity = source.ring.capacity
-        fd = os.memfd_create(f"instrumentd-ring-{source.name}", os.MFD_CLOEXEC)
+        fd, mem = shared_memory(source.name, capacity)
         try:
-            os.ftruncate(fd, SHARED_HEADER + 4 * capacity)
-            shared = SharedRing(ring_memory(fd, capacity), capacity, source.ring.rate)
+            shared = SharedRing(mem, capacity, source.ring.rate)
             shared.on_close = source.ring.on_close  # the worker's, set when it took the stream
             source.ring = shared
             with self._lock:
-                if self._sock is None:
-                    self._start()
-                sock, fid = self._sock, self._next_id
+                sock, fid = self._socket(), self._next_id
                 self._next_id += 1
                 self._files[fid] = source
                 source.player_id = fid
             body = {"id": fid, "path": os.fsdecode(source.path), "block": source.block,
                     "t0": time.monotonic() + source.delay_s, "capacity": capacity}
             try:
-                with self._send_lock:
-                    socket.send_fds(sock, [b"A" + json.dumps(body).encode()], [fd])
+                self.send(b"A", body, [fd], sock)
             except OSError as exc:
                 with self._lock:
                     orphan = self._files.pop(fid, None)
@@ -297,63 +239,27 @@ class FilePlayer:
             if self._files.pop(fid, None) is None or sock is None:
                 return
         try:
-            with self._send_lock:
-                sock.send(b"S" + json.dumps({"id": fid}).encode())
+            self.send(b"S", {"id": fid}, sock=sock)
         except OSError:
             pass  # the player is gone: nothing plays the file any more
 
-    def start(self) -> None:
-        """Start the player process now, if it is not running (else the first :meth:`add` starts it): it
-        then imports its modules while the daemon does other work, and takes the files' rings at once."""
+    def handle(self, kind: bytes, body: dict) -> None:
         with self._lock:
-            if self._sock is None:
-                self._start()
+            source = self._files.get(body["id"]) if kind == b"R" else self._files.pop(body["id"], None)
+        if source is None:
+            return
+        if kind == b"R":
+            source.flowing()
+        else:
+            source.finish(failed=kind == b"F", reason=body["reason"])
 
-    def _start(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with theirs:
-            # the interpreter that runs the daemon, by /proc/self/exe: its path may lie where the daemon's
-            # user cannot look (a service account and an interpreter under another user's home), and
-            # argv[0] keeps sys.executable, so that its virtual environment is found again
-            self._child = subprocess.Popen([sys.executable, "-m", "instrumentd.daemon.file_player",
-                                            str(theirs.fileno())], executable="/proc/self/exe",
-                                           pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
-        self._sock = ours
-        threading.Thread(target=self._listen, args=(ours, self._child), name="file-player", daemon=True).start()
-        log.info("file player started (pid %d)", self._child.pid)
+    def orphans(self) -> list:
+        orphans = list(self._files.values())
+        self._files.clear()
+        return orphans
 
-    def _listen(self, sock: socket.socket, child: subprocess.Popen) -> None:
-        while True:
-            try:
-                msg = sock.recv(MAX_MESSAGE)
-            except OSError:
-                msg = b""
-            if not msg:
-                break
-            body = json.loads(msg[1:])
-            with self._lock:
-                source = self._files.get(body["id"]) if msg[:1] == b"R" else self._files.pop(body["id"], None)
-            if source is None:
-                continue
-            if msg[:1] == b"R":
-                source.flowing()
-            else:
-                source.finish(failed=msg[:1] == b"F", reason=body["reason"])
-        self._gone(sock, child)
-
-    def _gone(self, sock: socket.socket, child: subprocess.Popen) -> None:
-        """The player exited (or the socket broke): every file it played fails; the next file starts a new one."""
-        try:
-            code = child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            code = child.wait()
-        with self._lock:
-            orphans = list(self._files.values())
-            self._files.clear()
-            if self._sock is sock:
-                self._sock, self._child = None, None
-        sock.close()
+    def lost(self, orphans: list, code: int) -> None:
+        """Every file the player played fails; the next file starts a new player."""
         if orphans:
             log.error("the file player exited (code %s) while playing %d files", code, len(orphans))
         for source in orphans:

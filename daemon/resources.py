@@ -32,7 +32,8 @@ PROCESS_OVERHEAD = 600 * 2**20  # bytes: torch, the model, the interpreter
 MESSAGE_BYTES = 1024  # about one window event
 FILES_BASE = 256  # descriptors a daemon holds whatever its streams: sockets, libraries, the GPU driver
 FILES_PER_STREAM = 2  # its event log file, and a duplicate of it while a background fsync runs
-FILES_PER_SOURCE = {"file": 1, "file+fast": 1, "ffmpeg": 2}  # the audio file; ffmpeg's stdout and stderr pipes
+# the audio file; ffmpeg's stdout and stderr pipes, and its ring's shared memory (daemon/pipe_reader.py)
+FILES_PER_SOURCE = {"file": 1, "file+fast": 1, "ffmpeg": 3}
 
 
 class ResourceError(InstrumentdError):

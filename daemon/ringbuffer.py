@@ -13,6 +13,8 @@ position goes the other way, so that the writer never writes over unread samples
 from __future__ import annotations
 
 import bisect
+import mmap
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -47,7 +49,7 @@ class RingBuffer:
         self._room = threading.Condition(self._lock)
         self._written = 0  # samples ever written (absolute index of the next sample): see written
         self.read_pos = 0  # absolute index of the next sample to read
-        self.dropped = 0  # samples overwritten before they were read
+        self._dropped = 0  # samples overwritten or skipped before they were read: see dropped
         self.breaks = 0  # discontinuities marked by the source (restarts)
         self._break_at: list[list[int]] = []  # [sample index, samples of wall-clock time missing there]
         self._timing_break = False  # the next write measures the gap of the break just marked
@@ -63,8 +65,18 @@ class RingBuffer:
         """Samples ever written: the absolute index of the next sample."""
         return self._written
 
+    @property
+    def dropped(self) -> int:
+        """Samples lost: written over or skipped before they were read."""
+        return self._dropped
+
     def _refresh(self) -> None:
         """Take in a writer's receipts from elsewhere (:class:`SharedRing`); lock held."""
+
+    def _torn(self, start: int) -> int:
+        """Samples from ``start``, just copied out, that a writer elsewhere may have written over meanwhile
+        (:class:`SharedRing`); lock held."""
+        return 0
 
     def write(self, samples: np.ndarray, arrival: float | None = None) -> None:
         """Copy ``samples: float32 [n]`` in; ``arrival`` = time.monotonic() of the last one (default now)."""
@@ -95,7 +107,7 @@ class RingBuffer:
                 self._copy_in(samples)
                 behind = self.written - self.read_pos - self.capacity
                 if behind > 0:
-                    self.dropped += behind
+                    self._dropped += behind
                     self.read_pos += behind
             self._receipt(arrival)
 
@@ -180,7 +192,7 @@ class RingBuffer:
             skipped = False
             if keep_last is not None and self.written - self.read_pos > keep_last:
                 skip = self.written - self.read_pos - keep_last
-                self.dropped += skip
+                self._dropped += skip
                 self.read_pos += skip
                 skipped = True
             start = self.read_pos
@@ -202,6 +214,10 @@ class RingBuffer:
             first = min(n, self.capacity - a)
             out[:first] = self._buf[a : a + first]
             out[first:] = self._buf[: n - first]
+            torn = min(n, self._torn(start))
+            if torn:  # copied while a writer elsewhere went round the ring over them
+                self._dropped += torn
+                start, n, out, broken = start + torn, n - torn, out[torn:], True
             self.read_pos = start + n
             if self._read_cell is not None:
                 self._read_cell[0] = self.read_pos
@@ -228,32 +244,58 @@ class RingBuffer:
 
 
 # A shared ring's memory: SHARED_HEADER bytes, then float32 [capacity] samples. The header holds int64 [0] the reader's
-# position, [1] the writer's (samples ever written), [2] the receipts ever written, and from byte 64 the receipts,
-# float64 [RECEIPTS, 2] (sample index after a write, its time.monotonic()), as RingBuffer keeps them.
+# position, [1] the writer's (samples ever written), [2] the receipts ever written, [3] the end of the write under
+# way (set before its samples are copied in: a reader that finds it past its chunk's start plus the capacity knows
+# that part of the chunk may have been written over), [4] 1 once the writer may write over unread samples (a live
+# stream), [5] time.monotonic_ns() of the writer's last input (or of its last wait for room), and from byte 64 the
+# receipts, float64 [RECEIPTS, 2] (sample index after a write, its time.monotonic()), as RingBuffer keeps them.
 SHARED_HEADER = 8192
-READ_POS, WRITTEN, N_RECEIPTS = 0, 1, 2
+READ_POS, WRITTEN, N_RECEIPTS, WRITING, LIVE, LAST_INPUT_NS = range(6)
 
 
 def shared_views(mem, capacity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(samples float32 [capacity], positions int64 [3], receipts float64 [RECEIPTS, 2])`` over a shared
+    """``(samples float32 [capacity], positions int64 [6], receipts float64 [RECEIPTS, 2])`` over a shared
     ring's memory ``mem`` (a buffer of ``SHARED_HEADER + 4 * capacity`` bytes)."""
-    return (np.frombuffer(mem, np.float32, capacity, SHARED_HEADER), np.frombuffer(mem, np.int64, 3, 0),
+    return (np.frombuffer(mem, np.float32, capacity, SHARED_HEADER), np.frombuffer(mem, np.int64, 6, 0),
             np.frombuffer(mem, np.float64, 2 * RECEIPTS, 64).reshape(RECEIPTS, 2))
 
 
-class SharedRing(RingBuffer):
-    """A live ring whose samples another process writes into shared memory (:func:`shared_views`).
+def shared_memory(name: str, capacity: int) -> tuple[int, mmap.mmap]:
+    """A new shared ring's memory for ``capacity`` samples: ``(fd, mapping)``, the ``memfd`` to hand to the
+    writing process (the caller closes it) and its mapping, zeroed."""
+    fd = os.memfd_create(f"instrumentd-ring-{name}", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, SHARED_HEADER + 4 * capacity)
+        return fd, map_shared(fd, capacity)
+    except OSError:
+        os.close(fd)
+        raise
 
-    The writer copies samples in, then its receipt, then moves its position; the reader takes the
-    position in before each look at the ring, copies the samples out, then publishes its own position.
-    This relies on the processor keeping each core's stores in order as others see them and not
-    reordering loads, as x86-64 does (daemon/file_player.py runs only there). The writer keeps clear
-    of unread samples, so nothing is dropped on this side except by :meth:`read`'s ``keep_last``.
+
+def map_shared(fd: int, capacity: int) -> mmap.mmap:
+    """The shared memory of a ring of ``capacity`` samples, mapped from ``fd``."""
+    return mmap.mmap(fd, SHARED_HEADER + 4 * capacity)
+
+
+class SharedRing(RingBuffer):
+    """A ring whose samples another process writes into shared memory (:func:`shared_views`,
+    :class:`SharedWriter`).
+
+    The writer announces the end of each write, copies the samples in, then its receipt, then moves
+    its position; the reader takes the position in before each look at the ring, copies the samples
+    out, then checks the announced end: samples it copied that a write under way may have overwritten
+    are dropped (counted), and it publishes its own position. This relies on the processor keeping
+    each core's stores in order as others see them and not reordering loads, as x86-64 does (the
+    writing processes run only there). Until :meth:`go_live` the writer keeps clear of unread samples;
+    a live writer (a network stream) writes over the oldest when the reader falls a ring behind.
+    A break (the writer's input restarted) is marked while the writer is idle, with the time the new
+    input began.
     """
 
     def __init__(self, mem, capacity: int, rate: int):
         samples, self._positions, receipts = shared_views(mem, capacity)
         super().__init__(capacity, rate, blocking=False, memory=(samples, receipts))
+        self.memory = mem
         self._read_cell = self._positions[READ_POS : READ_POS + 1]
 
     @property
@@ -261,8 +303,94 @@ class SharedRing(RingBuffer):
         """Samples the writer has written, as it last said in the shared memory."""
         return int(self._positions[WRITTEN])
 
+    @property
+    def dropped(self) -> int:
+        """Samples lost: skipped, or written over before they were read (also those a live writer has gone
+        round the ring past since the last look)."""
+        return self._dropped + max(0, self.written - self.read_pos - self.capacity)
+
+    @property
+    def last_input(self) -> float:
+        """time.monotonic() of the writer's last input, or of its last wait for room (0: none yet)."""
+        return int(self._positions[LAST_INPUT_NS]) / 1e9
+
     def _refresh(self) -> None:
         self._n_receipts = int(self._positions[N_RECEIPTS])
+        behind = self.written - self.read_pos - self.capacity
+        if behind > 0:  # a live writer went round the ring past the reader
+            self._dropped += behind
+            self.read_pos += behind
+
+    def _torn(self, start: int) -> int:
+        """Samples from ``start`` that a write under way may have written over since they were copied."""
+        return max(0, int(self._positions[WRITING]) - self.capacity - start)
 
     def write(self, samples: np.ndarray, arrival: float | None = None) -> None:
         raise TypeError("a shared ring is written by the process that shares it")
+
+    def mark_break(self, resumed: float | None = None) -> None:
+        """The writer's input restarted (the writer is idle until the new input comes): its gap runs from
+        the last write to ``resumed``, time.monotonic() when the new input began (required here)."""
+        if resumed is None:
+            raise ValueError("a shared ring's break needs the time its new input began")
+        with self._lock:
+            self._refresh()
+            last = self._receipts[(self._n_receipts - 1) % RECEIPTS, 1] if self._n_receipts else resumed
+            gap = max(0, int(round((resumed - last) * self.rate)))
+            self.breaks += 1
+            if self._break_at and self._break_at[-1][0] == self.written:
+                self._break_at[-1][1] = gap  # a retry that brought no audio: one outage, measured once
+            else:
+                self._break_at.append([self.written, gap])
+
+    def go_live(self) -> None:
+        super().go_live()
+        self._positions[LIVE] = 1
+
+
+class SharedWriter:
+    """The writing side of a :class:`SharedRing`, in the process that fills it from ``mem`` (its mapping).
+
+    ``write`` never waits: a caller that must not write over unread samples asks :meth:`room` first
+    (:attr:`live` says whether it must).
+    """
+
+    def __init__(self, mem, capacity: int):
+        self.mem = mem
+        self.samples, self.positions, self.receipts = shared_views(mem, capacity)
+        self.capacity = capacity
+        self.written = int(self.positions[WRITTEN])
+        self.n_receipts = int(self.positions[N_RECEIPTS])
+
+    @property
+    def live(self) -> bool:
+        """True once the reader has made the ring live: unread samples may be written over."""
+        return bool(self.positions[LIVE])
+
+    def room(self) -> int:
+        """Samples that fit without writing over unread ones."""
+        return self.capacity - (self.written - int(self.positions[READ_POS]))
+
+    def noted(self, now_ns: int) -> None:
+        """Record ``now_ns`` (time.monotonic_ns()) as the time of the last input (or wait for room)."""
+        self.positions[LAST_INPUT_NS] = now_ns
+
+    def write(self, data: np.ndarray) -> None:
+        """Append ``data: float32 [n]`` (only its last ``capacity`` samples when longer) with its receipt."""
+        n = len(data)
+        if n == 0:
+            return
+        if n > self.capacity:
+            self.written += n - self.capacity
+            data, n = data[n - self.capacity :], self.capacity
+        end = self.written + n
+        self.positions[WRITING] = end
+        start = self.written % self.capacity
+        first = min(n, self.capacity - start)
+        self.samples[start : start + first] = data[:first]
+        self.samples[: n - first] = data[first:]
+        self.written = end
+        self.receipts[self.n_receipts % RECEIPTS] = (end, time.monotonic())
+        self.n_receipts += 1
+        self.positions[N_RECEIPTS] = self.n_receipts
+        self.positions[WRITTEN] = end

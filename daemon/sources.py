@@ -6,10 +6,12 @@
 | ``file:PATH`` | :class:`FileSource` | live: paced by the wall clock, as if it were being played (one file player process for all, daemon/file_player.py) |
 | ``file+fast:PATH`` | :class:`FileSource` | as fast as the worker reads (the ring makes it wait) |
 | ``stdin:FORMAT:RATE:CHANNELS`` | :class:`StdinSource` | as written; the ring makes the writer wait when full |
-| ``ffmpeg:URL`` | :class:`FfmpegSource` | as ffmpeg decodes; a finite input ends, a live one (no stated duration) is live from its first audio and reopened with backoff |
+| ``ffmpeg:URL`` | :class:`FfmpegSource` | as ffmpeg decodes (one pipe reader process for all, daemon/pipe_reader.py); a finite input ends, a live one (no stated duration) is live from its first audio and reopened with backoff |
 
-The children of ``mic`` and ``ffmpeg:`` write to pipes that one :class:`PipeHub` thread reads for all
-of them; each source's own thread only starts its child, watches it and decides what its exit means.
+The children of ``ffmpeg:`` write to pipes that one process reads for all of them into rings in shared
+memory (the pipe reader, daemon/pipe_reader.py; where rings cannot be shared, and for ``mic``, one
+:class:`PipeHub` thread of the daemon's); each source's own thread only starts its child, watches it
+and decides what its exit means.
 
 A live ring drops its oldest audio when the worker falls behind (counted); the others apply
 backpressure. Resampling to 44.1 kHz happens on the reader's side (the worker), never in a callback.
@@ -48,6 +50,7 @@ from instrumentd.pipeline.errors import InstrumentdError
 
 from .config import SourceSpec
 from .file_player import PLAYER, PacedFile
+from .pipe_reader import READER
 from .ringbuffer import RingBuffer
 
 log = logging.getLogger("instrumentd.daemon.sources")
@@ -448,6 +451,7 @@ class _ChildSource(Source):
 
     def __init__(self, spec: SourceSpec, rate: int, ring_seconds: float):
         super().__init__(spec, rate, ring_seconds)
+        self.shared = False  # the pipe reader fills the ring (daemon/pipe_reader.py), not the daemon's PipeHub
         self._child: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self._termed_at = 0.0  # time.monotonic() of request_stop's SIGTERM
@@ -455,6 +459,13 @@ class _ChildSource(Source):
 
     def command(self) -> list[str]:
         raise NotImplementedError
+
+    def _run_guarded(self) -> None:
+        try:
+            super()._run_guarded()
+        finally:
+            if self.shared:
+                READER.forget(self)
 
     def verdict(self, run: ChildExit) -> str:
         """``ended``, ``permanent`` or ``transient`` for a child that exited (default: always an outage)."""
@@ -511,7 +522,8 @@ class _ChildSource(Source):
         lines: collections.deque[str] = collections.deque(maxlen=CHILD_LINES)
         drain = threading.Thread(target=self._drain, args=(child, lines), daemon=True)
         drain.start()
-        pipe = HUB.add(child.stdout.fileno(), self)
+        reader = READER if self.shared else HUB
+        pipe = reader.add(child.stdout, self)
         stalled = 0.0
         while not pipe.done.wait(self._watch_s(pipe)) and not self._stop.is_set():
             if self.stall_s is None:
@@ -522,8 +534,10 @@ class _ChildSource(Source):
                 stalled = limit
                 child.kill()
                 break
+        if pipe.lost:  # the pipe reader exited: its child goes too, and starts again as after an outage
+            child.kill()
         code = child.wait()
-        HUB.remove(pipe)
+        reader.remove(pipe)
         drain.join(timeout=1)
         child.stdout.close()
         child.stderr.close()
@@ -571,6 +585,7 @@ class _Pipe:
         self.last_data = time.monotonic()  # when the last bytes came (at first: when the child started)
         self.done = threading.Event()  # set once the hub has stopped reading this pipe (end of file or removed)
         self.removed = False
+        self.lost = False  # the hub never loses a pipe (the pipe reader's can: daemon/pipe_reader.py)
 
     def feed(self, data: bytes) -> None:
         self.last_data = time.monotonic()
@@ -602,8 +617,10 @@ class PipeHub:
         self._selector: selectors.BaseSelector | None = None
         self._thread: threading.Thread | None = None
 
-    def add(self, fd: int, source: Source) -> _Pipe:
-        """Read ``fd`` into ``source``'s ring from now on; the pipe's ``done`` is set at its end of file."""
+    def add(self, stdout, source: Source) -> _Pipe:
+        """Read ``stdout`` (a child's pipe) into ``source``'s ring from now on; the pipe's ``done`` is set at
+        its end of file."""
+        fd = stdout.fileno()
         pipe = _Pipe(fd, source)
         os.set_blocking(fd, False)
         with self._lock:
@@ -704,6 +721,9 @@ class FfmpegSource(_ChildSource):
         self.duration_s: float | None = None  # the input's stated duration, None for a live input
         self.length: int | None = None  # bytes an HTTP server announced for the input, None if none
         self._asked = False
+        if READER.available():
+            READER.share(self)
+            self.shared = True
 
     def command(self) -> list[str]:
         # info level for the "Duration:" line that tells a finite input from a live one; -nostats keeps it short

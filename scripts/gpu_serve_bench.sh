@@ -8,7 +8,7 @@
 #   scripts/gpu_serve_bench.sh [STEP...]
 #
 # STEP: serve300 serve1000 serve1000x4 (one daemon; 4 processes), serve1000gather (the sources on one
-# tick, --gather 0.05), profile1000 (serve1000 under py-spy: $OUT/profile1000.raw.gz, collapsed stacks;
+# tick, --gather 0.05), serve1000net (1,000 ffmpeg: sources of live MP3 streams over local TCP), profile1000 (serve1000 under py-spy: $OUT/profile1000.raw.gz, collapsed stacks;
 # needs py-spy on PATH or in PYSPY), ingest, stream-all. Default: serve300 serve1000 serve1000x4 ingest
 # stream-all. Each step also prints one line of its figures to stderr.
 #
@@ -34,9 +34,9 @@ STEPS=("$@")
 for arg in "${STEPS[@]}"; do
     case "$arg" in
         -h|--help) usage; exit 0 ;;
-        serve300|serve1000|serve1000x4|serve1000gather|profile1000|ingest|stream-all) ;;
-        *) echo "gpu_serve_bench.sh: unknown step $arg (serve300 serve1000 serve1000x4 serve1000gather profile1000" \
-                "ingest stream-all)" >&2; exit 2 ;;
+        serve300|serve1000|serve1000x4|serve1000gather|serve1000net|profile1000|ingest|stream-all) ;;
+        *) echo "gpu_serve_bench.sh: unknown step $arg (serve300 serve1000 serve1000x4 serve1000gather serve1000net" \
+                "profile1000 ingest stream-all)" >&2; exit 2 ;;
     esac
 done
 [ ${#STEPS[@]} -eq 0 ] && STEPS=(serve300 serve1000 serve1000x4 ingest stream-all)
@@ -89,6 +89,8 @@ for step in "${STEPS[@]}"; do
                            --inference "$INFERENCE") ;;
         serve1000gather) args=(bench serve --device "$DEVICE" --sources 1000 --gather 0.05 --seconds "$SECONDS_PER_RUN"
                                --inference "$INFERENCE") ;;
+        serve1000net) args=(bench serve --device "$DEVICE" --sources 1000 --source-kind ffmpeg --seconds "$SECONDS_PER_RUN"
+                            --inference "$INFERENCE") ;;
         profile1000) args=(bench serve --device "$DEVICE" --sources 1000 --seconds "$SECONDS_PER_RUN"
                            --inference "$INFERENCE") ;;
         ingest) args=(bench ingest --device cpu --sources 16,64,128 --seconds 20) ;;

@@ -422,7 +422,7 @@ def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
     """``n`` daemon ``ffmpeg:`` sources of live local TCP streams for ``seconds``; CPU, memory, audio delivered."""
     from instrumentd.daemon.config import parse_source
     from instrumentd.daemon.resources import raise_open_file_limit
-    from instrumentd.daemon.sources import FfmpegSource, stop_sources
+    from instrumentd.daemon.sources import READER, FfmpegSource, stop_sources
 
     me = os.getpid()
     sources = []
@@ -450,10 +450,11 @@ def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
             time.sleep(2.0)  # past each decoder's first burst (what it probed)
             decoders = [p for p in children(me, "ffmpeg") if p not in producers]
             t0, got0 = time.monotonic(), got.copy()
-            own0, dec0 = cpu_seconds(me), [cpu_seconds(p) for p in decoders]
+            helper = READER.pid  # the pipe reader process, where pipes are not read in the daemon
+            own0, dec0, help0 = cpu_seconds(me), [cpu_seconds(p) for p in decoders], helper and cpu_seconds(helper)
             time.sleep(seconds)
             wall = time.monotonic() - t0
-            own1, dec1 = cpu_seconds(me), [cpu_seconds(p) for p in decoders]
+            own1, dec1, help1 = cpu_seconds(me), [cpu_seconds(p) for p in decoders], helper and cpu_seconds(helper)
             delivered = (got - got0) / INGEST_RATE / wall
             dec_pss = [pss_mb(p) or 0.0 for p in decoders]
             rss1 = rss_mb(me)
@@ -463,6 +464,7 @@ def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
             stop_sources(sources)
     decode = sum(b - a for a, b in zip(dec0, dec1) if a is not None and b is not None) / wall
     reading = (own1 - own0) / wall if own0 is not None and own1 is not None else None
+    piping = (help1 - help0) / wall if help0 is not None and help1 is not None else None
     return {
         "streams": n, "seconds": round(wall, 1), "decoders": len(decoders),
         "realtime_min": round(float(delivered.min()), 3), "realtime_mean": round(float(delivered.mean()), 3),
@@ -470,6 +472,7 @@ def ingest_run(n: int, seconds: float, ffmpeg: str, mp3: Path) -> dict:
         "decode_cores": round(decode, 3), "decode_cores_per_stream": round(decode / n, 4),
         "reader_cores": None if reading is None else round(reading, 3),
         "reader_cores_per_stream": None if reading is None else round(reading / n, 4),
+        "pipe_reader_cores": None if piping is None else round(piping, 3),
         "decoder_pss_mb_per_stream": round(sum(dec_pss) / max(1, len(dec_pss)), 1),
         "reader_rss_mb_per_stream": (round((rss1 - rss0) / n, 2) if rss0 is not None and rss1 is not None else None),
         "load_avg_1min": round(os.getloadavg()[0], 2),  # the producers' share of the machine is in it

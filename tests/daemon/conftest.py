@@ -41,6 +41,19 @@ def player(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["process", "thread"])
+def pipes(request, monkeypatch):
+    """Which reads the ``ffmpeg:`` children's pipes: the pipe reader process, or the daemon's hub thread
+    (where there is no memfd)."""
+    from instrumentd.daemon import sources
+
+    if request.param == "process" and not sources.READER.available():
+        pytest.skip("no memfd here: pipes are read in a thread")
+    if request.param == "thread":
+        monkeypatch.setattr(sources.READER, "available", lambda: False)
+    return request.param
+
+
 @pytest.fixture
 def wav(tmp_path):
     """``wav(seconds, sr=44100, channels=1) -> Path`` of a real 16-bit WAV file."""

@@ -1,9 +1,11 @@
+import os
 import threading
 import time
 
 import numpy as np
+import pytest
 
-from instrumentd.daemon.ringbuffer import RingBuffer
+from instrumentd.daemon.ringbuffer import WRITING, RingBuffer, SharedRing, SharedWriter, map_shared, shared_memory
 
 
 def ramp(a: int, b: int) -> np.ndarray:
@@ -139,3 +141,52 @@ def test_room_is_what_a_write_takes_without_waiting_and_a_closed_ring_takes_anyt
     assert ring.room() == 65
     ring.close()
     assert ring.room() == 100  # a writer is no longer held back: what it writes is discarded
+
+
+def _shared(capacity: int, rate: int = 100) -> tuple[SharedRing, SharedWriter]:
+    """A shared ring's two sides, each with its own mapping of the memory, as in two processes."""
+    if not hasattr(os, "memfd_create"):
+        pytest.skip("no memfd here")
+    fd, mem = shared_memory("test", capacity)
+    try:
+        return SharedRing(mem, capacity, rate), SharedWriter(map_shared(fd, capacity), capacity)
+    finally:
+        os.close(fd)
+
+
+def test_a_shared_ring_reads_what_the_other_side_writes_and_a_live_writer_going_round_loses_the_oldest():
+    ring, writer = _shared(10)
+    writer.write(ramp(0, 7))
+    out, start, broken = ring.read(5)
+    assert start == 0 and not broken and out.tolist() == ramp(0, 5).tolist()
+    assert writer.room() == 8  # the reader's position reaches the writer
+    assert not writer.live
+    ring.go_live()
+    assert writer.live
+    writer.write(ramp(7, 20))  # 15 unread in a ring of 10: the oldest 5 are written over
+    assert ring.dropped == 5 and ring.available() == 10  # counted before any read
+    out, start, _ = ring.read()
+    assert start == 10 and out.tolist() == ramp(10, 20).tolist() and ring.dropped == 5
+
+
+def test_a_shared_ring_drops_what_a_write_under_way_may_have_written_over():
+    ring, writer = _shared(10)
+    ring.go_live()
+    writer.write(ramp(0, 8))
+    writer.positions[WRITING] = 13  # the writer has announced 5 more samples and is copying them in
+    out, start, broken = ring.read()
+    assert broken and start == 3 and out.tolist() == ramp(3, 8).tolist() and ring.dropped == 3
+
+
+def test_a_shared_rings_break_measures_the_outage_to_when_the_new_input_began():
+    ring, writer = _shared(1000)  # 100 hz: a sample is 10 ms
+    writer.write(ramp(0, 50))
+    last = ring.arrival(49)
+    ring.mark_break(resumed=last + 1.0)
+    ring.mark_break(resumed=last + 2.5)  # a retry that brought no audio: one outage, measured once
+    writer.write(ramp(100, 120))
+    ring.read()
+    out, start, broken = ring.read()
+    assert broken and start == 50 and len(out) == 20 and ring.last_gap == 250
+    with pytest.raises(ValueError, match="new input began"):
+        ring.mark_break()

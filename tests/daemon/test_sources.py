@@ -207,11 +207,11 @@ def test_paced_files_fail_when_the_file_player_dies_and_the_next_file_starts_a_n
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
-@pytest.mark.parametrize("many", [100, 1], ids=["20ms-rounds", "100ms-rounds"])
-def test_ffmpeg_children_share_one_pipe_reader_and_a_full_ring_loses_nothing(tmp_path, monkeypatch, many):
-    """Three local files through ffmpeg, longer than their 5 s rings: read slowly, every sample arrives,
-    also when the hub waits 100 ms between rounds (as it does past ``HUB_MANY`` pipes)."""
-    monkeypatch.setattr(sources, "HUB_MANY", many)
+def test_ffmpeg_children_share_one_pipe_reader_and_a_full_ring_loses_nothing(tmp_path, monkeypatch, pipes):
+    """Three local files through ffmpeg, longer than their 5 s rings: read slowly, every sample arrives.
+    One reader serves them all: the pipe reader process, or where rings cannot be shared, one hub
+    thread of the daemon's (here with its rounds 100 ms apart, as past ``HUB_MANY`` pipes)."""
+    monkeypatch.setattr(sources, "HUB_MANY", 1)
     path = tmp_path / "clip.flac"
     audio = melody(7.0)[:, 0]
     soundfile.write(path, audio, SR)
@@ -220,7 +220,10 @@ def test_ffmpeg_children_share_one_pipe_reader_and_a_full_ring_loses_nothing(tmp
     for src in srcs:
         src.start()
     assert until(lambda: all(src.ring.room() == 0 for src in srcs), 10)  # full: the children wait
-    assert _threads("source-pipes") == 1
+    if pipes == "process":
+        assert _threads("source-pipes") == 0 and sources.READER.pid in live_children()
+    else:
+        assert _threads("source-pipes") == 1
     stop, got = threading.Event(), [[] for _ in srcs]
     reader = threading.Thread(target=_drain, args=(srcs, stop, got), daemon=True)
     reader.start()
@@ -269,6 +272,40 @@ def test_a_network_input_that_stalls_without_hanging_up_goes_down_and_comes_back
         done.set()
         reader.join()
     assert live_children().items() <= children.items()  # no ffmpeg child left behind
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_a_network_stream_goes_down_and_comes_back_when_the_pipe_reader_dies(http_audio, tmp_path):
+    """The pipe reader killed under a live stream: its ffmpeg goes too (an outage, ``down``), and the
+    restarted child's pipe starts a new reader, which takes the same ring on (``up``)."""
+    if not sources.READER.available():
+        pytest.skip("no memfd here: pipes are read in a thread")
+    server = http_audio(tmp_path)
+    radio = sources.open_source(parse_source(f"radio=ffmpeg:{server.url}/live.wav"), 10.0)
+    done = threading.Event()
+
+    def read() -> None:  # as the worker would
+        while not done.wait(0.05):
+            radio.ring.read()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        radio.start()
+        assert until(lambda: radio.live and radio.ring.written > 0, 30), "no audio from the live stream"
+        pid = sources.READER.pid
+        os.kill(pid, signal.SIGKILL)
+        assert until(lambda: len(radio.changes) >= 3, 30), list(radio.changes)
+        state, reason = radio.changes[1]  # killed, or gone by itself at the broken pipe
+        assert state == "down" and reason.startswith("ffmpeg exited (code "), reason
+        assert radio.changes[2][0] == "up" and radio.state == "running"
+        assert sources.READER.pid not in (None, pid) and radio.ring.breaks == radio.restarts == 1
+        written = radio.ring.written
+        assert until(lambda: radio.ring.written > written + radio.rate // 2, 10)  # the new reader fills it
+    finally:
+        radio.stop()
+        done.set()
+        reader.join()
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
@@ -344,13 +381,21 @@ def _ffmpeg_major() -> int:
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
-@pytest.mark.parametrize("many,most,least", [(100, 80, 28), (0, 26, 14)], ids=["20ms-rounds", "100ms-rounds"])
-def test_the_pipe_hub_reads_a_live_stream_once_a_round(http_audio, tmp_path, monkeypatch, many, most, least):
-    """A live stream's audio reaches its ring a hub round at a time: with every chunk the server sends
-    (50 ms) while the hub reads every 20 ms, about every 100 ms past ``HUB_MANY`` pipes (a thousand
-    pipes read every 20 ms took 50,000 reads a second). Counted as distinct arrival times over 2 s.
-    ffmpeg 7 writes what it decodes in blocks of about 85 ms, 50-100 ms apart (5.1: as the server sends
-    it), so with 20 ms rounds the ring cannot see more than about 24 writes in 2 s there."""
+@pytest.mark.parametrize("pipes,many,most,least", [("process", 100, 80, 28), ("thread", 100, 80, 28),
+                                                   ("thread", 0, 26, 14)],
+                         ids=["reader-20ms-rounds", "hub-20ms-rounds", "hub-100ms-rounds"])
+def test_the_pipe_readers_read_a_live_stream_once_a_round(http_audio, tmp_path, monkeypatch, pipes, many, most,
+                                                          least):
+    """A live stream's audio reaches its ring a round at a time: with every chunk the server sends
+    (50 ms) while the pipe reader (or the daemon's hub thread) reads every 20 ms, about every 100 ms
+    past ``HUB_MANY`` pipes (a thousand pipes read every 20 ms took 50,000 reads a second). Counted
+    as distinct arrival times over 2 s. ffmpeg 7 writes what it decodes in blocks of about 85 ms,
+    50-100 ms apart (5.1: as the server sends it), so with 20 ms rounds the ring cannot see more than
+    about 24 writes in 2 s there."""
+    if pipes == "process" and not sources.READER.available():
+        pytest.skip("no memfd here: pipes are read in a thread")
+    if pipes == "thread":
+        monkeypatch.setattr(sources.READER, "available", lambda: False)
     if many and _ffmpeg_major() >= 7:
         least = 20
     monkeypatch.setattr(sources, "HUB_MANY", many)

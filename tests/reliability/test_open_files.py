@@ -41,7 +41,7 @@ def _serve(tmp_path: Path, limits) -> subprocess.CompletedProcess:
 
 def test_needed_files_count_each_stream_its_log_and_its_source():
     specs = [parse_source("a=file:x.wav"), parse_source("b=ffmpeg:http://h/s"), parse_source("c=mic")]
-    streams = (2 + 1) + (2 + 2) + (2 + 0)
+    streams = (2 + 1) + (2 + 3) + (2 + 0)
     assert needed_files(specs) == FILES_BASE + streams + streams // 10
 
 
