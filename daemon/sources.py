@@ -109,8 +109,7 @@ class Source:
         self.spec = spec
         self.name = spec.name
         self.rate = rate
-        seconds = ring_seconds if self.live else BLOCKING_RING_SECONDS
-        self.ring = RingBuffer(int(seconds * rate), rate, blocking=not self.live)
+        self.ring = RingBuffer(int(self._ring_seconds(ring_seconds) * rate), rate, blocking=not self.live)
         self.state = "starting"
         self.reason = ""
         self.changes: collections.deque[tuple[str, str]] = collections.deque()
@@ -121,6 +120,11 @@ class Source:
         self._down_since: float | None = None  # time.monotonic() when an outage began
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _ring_seconds(self, ring_seconds: float) -> float:
+        """Seconds of audio the ring holds: ``ring_seconds`` for a live source, else what a window, a hop
+        and the pitch lag need (the writer waits for room)."""
+        return ring_seconds if self.live else BLOCKING_RING_SECONDS
 
     @property
     def realtime(self) -> bool:
@@ -710,12 +714,12 @@ class FfmpegSource(_ChildSource):
     audio_from_start = True
 
     def __init__(self, spec: SourceSpec, ring_seconds: float, ffmpeg: str | None = None):
+        self.url = spec.target
+        self.local = not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", self.url) or self.url.startswith("file:")
         super().__init__(spec, FFMPEG_RATE, ring_seconds)
         self.ffmpeg = ffmpeg or shutil.which("ffmpeg")
         if not self.ffmpeg:
             raise SourceError(f"source {spec.name}: ffmpeg is not installed (needed for {spec.spec!r})")
-        self.url = spec.target
-        self.local = not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", self.url) or self.url.startswith("file:")
         if not self.local:  # a connection that hangs without closing is an outage too
             self.stall_s, self.first_s = NETWORK_STALL, NETWORK_FIRST_AUDIO
         self.duration_s: float | None = None  # the input's stated duration, None for a live input
@@ -724,6 +728,11 @@ class FfmpegSource(_ChildSource):
         if READER.available():
             READER.share(self)
             self.shared = True
+
+    def _ring_seconds(self, ring_seconds: float) -> float:
+        """A network input may turn out live (known once ffmpeg has opened it), and its ring then holds what
+        a live source's does, ``ring_seconds``, from the start; a local one is read as fast as the worker reads."""
+        return BLOCKING_RING_SECONDS if self.local else ring_seconds
 
     def command(self) -> list[str]:
         # info level for the "Duration:" line that tells a finite input from a live one; -nostats keeps it short

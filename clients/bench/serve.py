@@ -130,7 +130,7 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
     gpu = GpuLoad(resolve_devices(device)).start()
     first = start = end = None
-    cpu0 = cpu1 = None
+    cpu0 = cpu1 = drops0 = None
     # the daemon's metrics at its first window and as the interval ends: (samples, seconds, bytes) each
     scrapes: list[tuple[Samples, float, int]] = []
     latencies, all_latencies = [], []
@@ -176,6 +176,7 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
                 if start is not None and now >= start:
                     if cpu0 is None:
                         cpu0, t_cpu0 = process_tree_total(proc.pid, cpu_seconds), now
+                        drops0 = sum(s["drops"]["windows"] for s in streams.values())  # as of the last status
                     latencies.append(event["latency_ms"])
                     arrivals.append(now - start)
                     per_stream[event["stream"]] = per_stream.get(event["stream"], 0) + 1
@@ -198,6 +199,7 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
         "windows": len(latencies), "expected_windows": int(round(n * seconds / HOP)),
         "streams_heard": len(per_stream),
         "dropped_windows": sum(s["drops"]["windows"] for s in streams.values()),
+        "dropped_windows_before": drops0,  # of them, those the daemon's last status before the interval counted
         "dropped_audio_s": round(sum(s["drops"]["audio_s"] for s in streams.values()), 3),
         "publisher_drops": sum(status["publisher_drops"] for status in statuses.values()),
         "p50_ms": _ms(np.percentile(lat, 50)), "p99_ms": _ms(np.percentile(lat, 99)), "max_ms": _ms(lat.max()),

@@ -216,7 +216,7 @@ def test_ffmpeg_children_share_one_pipe_reader_and_a_full_ring_loses_nothing(tmp
     audio = melody(7.0)[:, 0]
     soundfile.write(path, audio, SR)
     srcs = [sources.open_source(parse_source(f"a{i}=ffmpeg:{path}"), 10.0) for i in range(3)]
-    assert all(not src.live and src.ring.capacity < len(audio) for src in srcs)
+    assert all(not src.live and src.ring.capacity == sources.BLOCKING_RING_SECONDS * SR < len(audio) for src in srcs)
     for src in srcs:
         src.start()
     assert until(lambda: all(src.ring.room() == 0 for src in srcs), 10)  # full: the children wait
@@ -414,15 +414,16 @@ def test_the_pipe_readers_read_a_live_stream_once_a_round(http_audio, tmp_path, 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 def test_a_live_network_stream_read_too_slowly_drops_its_oldest_audio_and_counts_it(http_audio, tmp_path):
-    """Nobody reads the ring of a live network stream for longer than it holds: its oldest audio is dropped
-    and counted, and the stream keeps flowing (no stall, no restart), where a backpressured one would
-    hold the sender back."""
+    """Nobody reads the ring of a live network stream for longer than it holds (``ring_seconds``, as for
+    any live source): its oldest audio is dropped and counted, and the stream keeps flowing (no stall,
+    no restart), where a backpressured one would hold the sender back."""
     server = http_audio(tmp_path)
-    radio = sources.open_source(parse_source(f"radio=ffmpeg:{server.url}/live.wav"), 10.0)
+    radio = sources.open_source(parse_source(f"radio=ffmpeg:{server.url}/live.wav"), 4.0)
     try:
         radio.start()
         assert until(lambda: radio.live, 30), "the stream never went live"
         capacity_s = radio.ring.capacity / radio.rate
+        assert capacity_s == 4.0
         assert until(lambda: radio.ring.dropped > 0, capacity_s + 10), "nothing dropped from a full live ring"
         written = radio.ring.written
         assert until(lambda: radio.ring.written > written + radio.rate // 2, 5)  # still flowing
