@@ -195,6 +195,9 @@ class Source:
         self._stop.set()
         self.ring.close()
 
+    def hurry(self) -> None:
+        """After :meth:`request_stop`: end what would keep the source's thread from ending (default: nothing)."""
+
     def join(self, timeout: float) -> None:
         """Wait at most ``timeout`` seconds for the source's thread to end, after :meth:`request_stop`."""
         if self._thread is not None:
@@ -563,16 +566,20 @@ class _ChildSource(Source):
                 self._child.terminate()
         super().request_stop()
 
-    def join(self, timeout: float) -> None:
+    def hurry(self) -> None:
         """After :meth:`request_stop`: the child has ``STOP_GRACE_S`` from its SIGTERM to exit, and is killed
-        past it (ffmpeg 7 reading a live network stream does not exit on SIGTERM); then the thread ends."""
+        past it (ffmpeg 7 reading a live network stream does not exit on SIGTERM)."""
         child = self._child
         if child is not None:
             grace = self._termed_at + STOP_GRACE_S - time.monotonic()  # sources stopped together share it
             try:
-                child.wait(max(0.0, min(timeout, grace)))
+                child.wait(max(0.0, grace))
             except subprocess.TimeoutExpired:
                 child.kill()
+
+    def join(self, timeout: float) -> None:
+        """After :meth:`request_stop`: the child is hurried (:meth:`hurry`), then the thread ends."""
+        self.hurry()
         super().join(timeout)
         if self._child is not None and self._child.poll() is None:
             self._child.kill()
@@ -932,13 +939,18 @@ class FailedSource(Source):
 
 
 def stop_sources(sources: list[Source], timeout: float = STOP_ALL_S) -> None:
-    """Stop every source together: each is told first (children terminated, rings closed), then their
-    threads are awaited for at most ``timeout`` seconds in all. One after another, each child source
-    took up to a second to wind down (its watch, its pipe leaving the hub), and a daemon with a
-    thousand ``ffmpeg:`` sources took minutes to stop; together they take about what one takes."""
+    """Stop every source together: each is told first (children terminated, rings closed), then every
+    child still running past the grace they share is killed, then their threads are awaited for at
+    most ``timeout`` seconds in all. One after another, each child source took up to a second to wind
+    down (its watch, its pipe leaving the hub), and a daemon with a thousand ``ffmpeg:`` sources took
+    minutes to stop; together they take about what one takes. A thousand children that ignore
+    SIGTERM (ffmpeg 7 on a live stream), each killed only once the thread of the one before had
+    ended, took the whole ``timeout``, their audio piling up unread meanwhile."""
     for src in sources:
         src.request_stop()
     deadline = time.monotonic() + timeout
+    for src in sources:
+        src.hurry()
     for src in sources:
         src.join(max(0.0, deadline - time.monotonic()))
 

@@ -130,7 +130,7 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
     gpu = GpuLoad(resolve_devices(device)).start()
     first = start = end = None
-    cpu0 = cpu1 = drops0 = None
+    cpu0 = cpu1 = drops0 = drops1 = None
     # the daemon's metrics at its first window and as the interval ends: (samples, seconds, bytes) each
     scrapes: list[tuple[Samples, float, int]] = []
     latencies, all_latencies = [], []
@@ -143,6 +143,7 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
             now = time.monotonic()
             if end is not None and now >= end:
                 cpu1 = process_tree_total(proc.pid, cpu_seconds)
+                drops1 = sum(s["drops"]["windows"] for s in streams.values())  # as of the last status
                 _scrape_into(scrapes, metrics)
                 break
             if proc.poll() is not None:
@@ -199,7 +200,9 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
         "windows": len(latencies), "expected_windows": int(round(n * seconds / HOP)),
         "streams_heard": len(per_stream),
         "dropped_windows": sum(s["drops"]["windows"] for s in streams.values()),
-        "dropped_windows_before": drops0,  # of them, those the daemon's last status before the interval counted
+        # of them, those the daemon's last status before the interval counted, and its last before it was
+        # stopped (status events come every 5 s; the rest are dropped while the daemon stops)
+        "dropped_windows_before": drops0, "dropped_windows_by_end": drops1,
         "dropped_audio_s": round(sum(s["drops"]["audio_s"] for s in streams.values()), 3),
         "publisher_drops": sum(status["publisher_drops"] for status in statuses.values()),
         "p50_ms": _ms(np.percentile(lat, 50)), "p99_ms": _ms(np.percentile(lat, 99)), "max_ms": _ms(lat.max()),

@@ -355,7 +355,7 @@ class _Stubborn(sources._ChildSource):
     def command(self) -> list[str]:
         return [sys.executable, "-c", "import signal, sys, time\n"
                 "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-                "while True:\n    sys.stdout.buffer.write(bytes(4 * 441)); sys.stdout.flush(); time.sleep(0.01)"]
+                "while True:\n    sys.stdout.buffer.write(bytes(4 * 2205)); sys.stdout.flush(); time.sleep(0.05)"]
 
 
 def test_a_child_that_ignores_sigterm_is_killed_when_its_source_stops():
@@ -371,6 +371,24 @@ def test_a_child_that_ignores_sigterm_is_killed_when_its_source_stops():
     assert took < sources.STOP_GRACE_S + 1.0, took
     assert pid not in live_children() and src._child.poll() is not None
     assert not src._thread.is_alive() and src.ring.closed
+
+
+def test_many_children_that_ignore_sigterm_are_killed_together_when_their_sources_stop(pipes):
+    """Sixty such children, their pipes read by the pipe reader (or the hub): all are killed once the
+    grace they share has passed, not each after the thread of the one before has ended (a thousand
+    ffmpeg 7 sources took the whole wait, 5 s, while their audio piled up unread)."""
+    srcs = [_Stubborn(SourceSpec(f"stub{i}", "mic"), SR, 10.0) for i in range(60)]
+    for src in srcs:
+        if pipes == "process":
+            sources.READER.share(src)
+            src.shared = True
+        src.start()
+    assert until(lambda: all(src.ring.written > 0 for src in srcs), 30), "not every child delivered"
+    t0 = time.monotonic()
+    sources.stop_sources(srcs)
+    took = time.monotonic() - t0
+    assert took < sources.STOP_GRACE_S + 1.0, took
+    assert all(src._child.poll() is not None and not src._thread.is_alive() for src in srcs)
 
 
 def _ffmpeg_major() -> int:
