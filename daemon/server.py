@@ -181,6 +181,8 @@ class Server:
 
     def shutdown(self) -> None:
         self.notifier.stopping()
+        if self.worker is not None:
+            self.worker.finish_heard()
         stop_sources(self.sources)
         if self.worker is not None and self.publisher is not None:
             self._publish_logged()  # what was logged before serving failed goes out too

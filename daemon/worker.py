@@ -664,6 +664,13 @@ class WorkerPool:
     def worker_of(self, st: Stream) -> Worker:
         return next(w for w in self.workers if st in w.streams)
 
+    def finish_heard(self) -> None:
+        """The daemon is stopping: from now on every window whose audio is in is finished, however late;
+        no live stream's audio or windows are dropped as stale (that keeps a running daemon on time, and
+        a stopping one has no time left to keep)."""
+        for w in self.workers:
+            w.max_backlog = math.inf
+
     def add(self, source: Source, segmenter: Segmenter) -> Stream:
         """Give ``source`` to the worker with the fewest active streams (the first of them on a tie)."""
         worker = min(self.workers, key=lambda w: len(w.active))
