@@ -49,7 +49,7 @@ def receive_message(sock: socket.socket) -> tuple[bytes, dict, list[int]] | None
     ``BlockingIOError`` when a socket read without waiting has none."""
     try:
         msg, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 4)
-    except BlockingIOError:
+    except BlockingIOError:  # an OSError too, but not the end: the caller reads again later
         raise
     except OSError:
         return None
