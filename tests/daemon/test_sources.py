@@ -239,6 +239,25 @@ def test_ffmpeg_children_share_one_pipe_reader_and_a_full_ring_loses_nothing(tmp
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_nan_and_huge_samples_from_ffmpeg_reach_the_ring_as_finite_samples_in_range(tmp_path, pipes):
+    """A float WAV holding NaN, infinities and samples far out of range, decoded by ffmpeg: what its
+    reader (the pipe reader, or the hub thread) writes into the ring is finite and within [-1, 1]."""
+    audio = melody(2.0)[:, 0]
+    audio[100:200] = np.nan
+    audio[300] = np.inf
+    audio[400:500] = 1e30
+    path = tmp_path / "hostile.wav"
+    soundfile.write(path, audio, SR, subtype="FLOAT")
+    src = sources.open_source(parse_source(f"h=ffmpeg:{path}"), 10.0)
+    src.start()
+    got = []
+    assert until(lambda: got.append(src.ring.read()[0]) or src.ended, 30)
+    heard = np.concatenate(got)
+    assert len(heard) == len(audio) and np.isfinite(heard).all() and np.abs(heard).max() <= 1.0
+    assert heard[400:500].min() == 1.0 and np.allclose(heard[1000:], audio[1000:], atol=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 def test_a_network_input_that_stalls_without_hanging_up_goes_down_and_comes_back(http_audio, tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "NETWORK_STALL", 1.0)
     server = http_audio(tmp_path)
