@@ -137,15 +137,20 @@ def test_serve_runs_as_nobody_with_no_home_and_a_read_only_install(public_folder
     assert writable.returncode != 0, "the install must not be writable by nobody"
     clip = shutil.copy(wav(20.0), public_folder / "clip.wav")
     pub = f"tcp://127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([*NOBODY, sys.executable, "-m", "instrumentd", "serve", "--source", f"a=file:{clip}",
+    # a paced file (the file player) and, where ffmpeg is installed, ffmpeg decoding a file (the pipe
+    # reader): both helper processes start as the daemon's user
+    names = {"a"} | ({"b"} if shutil.which("ffmpeg") else set())
+    sources = ["--source", f"a=file:{clip}"] + (["--source", f"b=ffmpeg:{clip}"] if "b" in names else [])
+    proc = subprocess.Popen([*NOBODY, sys.executable, "-m", "instrumentd", "serve", *sources,
                              "--log-dir", str(public_folder / "log" / "events"), "--device", "cpu", "--pub", pub,
                              "--replay", f"tcp://127.0.0.1:{free_port()}", "--hop", "0.5"],
                             stderr=subprocess.PIPE, env=_nobody_env(), text=True)
     try:
         sub = subscriber(pub)
-        got = sub.events(lambda got: proc.poll() is not None or len(windows_of(got)) >= 3, timeout=120)
+        got = sub.events(lambda got: proc.poll() is not None or {w["stream"] for w in windows_of(got)} == names,
+                         timeout=120)
         assert proc.poll() is None, proc.stderr.read()
-        assert windows_of(got)[0]["stream"] == "a"
+        assert {w["stream"] for w in windows_of(got)} == names
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         err = proc.stderr.read()
