@@ -26,7 +26,7 @@ Messages (daemon/helper_process.py):
 | reader | ``R`` ``{"id"}`` | a pipe's first audio is in the ring |
 | reader | ``D`` ``{"id"}`` | a pipe has ended (end of file, or an error); all its audio is in the ring |
 
-The reader imports only numpy and the sample checks of pipeline/audio.py.
+The reader imports only the PCM reader of pipeline/audio.py (numpy, soundfile, soxr).
 
 Usage (the daemon starts it): ``python -m instrumentd.daemon.pipe_reader FD``
 """
@@ -41,9 +41,7 @@ import sys
 import threading
 import time
 
-import numpy as np
-
-from instrumentd.pipeline.audio import sanitize
+from instrumentd.pipeline.audio import PcmReader
 
 from .helper_process import Helper, child_socket, receive_message, send_message
 from .ringbuffer import SharedRing, SharedWriter, map_shared, shared_memory
@@ -64,14 +62,14 @@ class _Pipe:
         self.sid = sid
         self.fd = fd
         self.ring = ring
-        self.pending = b""  # bytes of an incomplete sample
+        self.pcm = PcmReader("<f4", 1)
         self.started = False  # audio has come
 
     def read(self) -> bool:
         """Read what the pipe holds into the ring (a ring not yet live: what fits); False at its end."""
         want = READ_MAX
         if not self.ring.live:
-            want = min(want, 4 * self.ring.room() - len(self.pending))
+            want = min(want, 4 * self.ring.room() - self.pcm.pending)
             if want <= 0:  # the worker is behind, not the child: no stall
                 self.ring.noted(time.monotonic_ns())
                 return True
@@ -84,11 +82,7 @@ class _Pipe:
         if not data:
             return False
         self.ring.noted(time.monotonic_ns())
-        pending = self.pending + data if self.pending else data
-        usable = len(pending) - len(pending) % 4
-        if usable:
-            self.ring.write(sanitize(np.frombuffer(pending, dtype="<f4", count=usable // 4)))
-        self.pending = pending[usable:]
+        self.ring.write(self.pcm.push(data))
         return True
 
 

@@ -295,7 +295,6 @@ class SharedRing(RingBuffer):
     def __init__(self, mem, capacity: int, rate: int):
         samples, self._positions, receipts = shared_views(mem, capacity)
         super().__init__(capacity, rate, blocking=False, memory=(samples, receipts))
-        self.memory = mem
         self._read_cell = self._positions[READ_POS : READ_POS + 1]
 
     @property
@@ -356,7 +355,6 @@ class SharedWriter:
     """
 
     def __init__(self, mem, capacity: int):
-        self.mem = mem
         self.samples, self.positions, self.receipts = shared_views(mem, capacity)
         self.capacity = capacity
         self.written = int(self.positions[WRITTEN])

@@ -45,12 +45,14 @@ from typing import Callable
 import numpy as np
 import soundfile
 
-from instrumentd.pipeline.audio import BOUNDED_SUBTYPES, mono_block, sanitize
+from instrumentd.pipeline.audio import BOUNDED_SUBTYPES, PcmReader, mono_block
 from instrumentd.pipeline.errors import InstrumentdError
 
 from .config import SourceSpec
 from .file_player import PLAYER, PacedFile
-from .pipe_reader import READER
+# the hub reads in rounds as the pipe reader does: their lengths and the most read from a pipe at a time
+from .pipe_reader import (MANY as HUB_MANY, READ_MAX as HUB_READ, READER, SLICE_MANY_S as HUB_SLICE_MANY_S,
+                          SLICE_S as HUB_SLICE_S)
 from .ringbuffer import RingBuffer
 
 log = logging.getLogger("instrumentd.daemon.sources")
@@ -74,10 +76,6 @@ PACED_BLOCK_S = 0.02  # seconds: a paced file's audio goes into its ring in bloc
 PACED_BLOCK_MANY_S = 0.1  # seconds: the block when a daemon paces more than PACED_MANY files
 PACED_MANY = 100  # paced files past which each file's blocks grow (fewer ring writes per second)
 PACER_MIN_WAIT = 0.002  # seconds the pacer sleeps at least between rounds
-HUB_SLICE_S = 0.02  # seconds the pipe hub lets the pipes fill between rounds: fewer, larger reads
-HUB_SLICE_MANY_S = 0.1  # seconds between rounds when the hub reads more than HUB_MANY pipes
-HUB_MANY = 100  # pipes past which the hub's rounds grow (a 64 KiB pipe holds 0.37 s of 44.1 kHz float32)
-HUB_READ = 1 << 16  # bytes read from one pipe at most per round (a Linux pipe holds 64 KiB)
 STOP_ALL_S = 5.0  # seconds stop_sources waits for all the sources' threads together
 STOP_GRACE_S = 0.5  # seconds a child source's process has to exit after SIGTERM before it is killed
 # a child source's thread looks for a stall every tenth of the time that makes one (a network input: every
@@ -367,34 +365,6 @@ class Pacer:
 PACER = Pacer()  # the process's one pacer for paced files, where the file player cannot run
 
 
-class PcmReader:
-    """Raw interleaved PCM bytes -> mono ``float32`` in [-1, 1], whatever the chunking.
-
-    ``push(data)`` returns the samples of every whole frame received so far and keeps the bytes of
-    an incomplete frame for the next push, so any split of a byte string gives the same samples.
-    ``dtype`` is a numpy dtype (``<i2``...), ``channels`` the interleaved channel count.
-    """
-
-    def __init__(self, dtype: str, channels: int):
-        self.dtype = np.dtype(dtype)
-        self.channels = channels
-        self.frame_bytes = self.dtype.itemsize * channels
-        self._pending = b""
-
-    def push(self, data: bytes) -> np.ndarray:
-        """``data``: any number of bytes -> ``float32 [frames]``, one sample per whole frame."""
-        pending = self._pending + data
-        usable = len(pending) - len(pending) % self.frame_bytes
-        self._pending = pending[usable:]
-        raw = np.frombuffer(pending[:usable], dtype=self.dtype).reshape(-1, self.channels)
-        return mono_block(pcm_to_float(raw))
-
-    @property
-    def pending(self) -> int:
-        """Bytes of an incomplete frame held back (dropped if the input ends here)."""
-        return len(self._pending)
-
-
 class StdinSource(Source):
     """Raw interleaved PCM on standard input: ``pcm = (numpy dtype, rate hz, channels)``."""
 
@@ -591,7 +561,7 @@ class _Pipe:
     def __init__(self, fd: int, source: Source):
         self.fd = fd
         self.source = source
-        self.pending = b""  # bytes of an incomplete sample
+        self.pcm = PcmReader("<f4", 1)
         self.samples = 0  # samples delivered
         self.last_data = time.monotonic()  # when the last bytes came (at first: when the child started)
         self.done = threading.Event()  # set once the hub has stopped reading this pipe (end of file or removed)
@@ -600,12 +570,10 @@ class _Pipe:
 
     def feed(self, data: bytes) -> None:
         self.last_data = time.monotonic()
-        pending = self.pending + data if self.pending else data
-        usable = len(pending) - len(pending) % 4
-        if usable:
-            self.source._write(mono_block(np.frombuffer(pending, dtype="<f4", count=usable // 4).reshape(-1, 1)))
-            self.samples += usable // 4
-        self.pending = pending[usable:]
+        samples = self.pcm.push(data)
+        if len(samples):
+            self.source._write(samples)
+            self.samples += len(samples)
 
 
 class PipeHub:
@@ -898,16 +866,6 @@ def _capture(target: str, rate: int) -> None:
         reason = f"PortAudio error ({exc})"
     os.write(2, f"{reason}\n".encode())
     os._exit(1)
-
-
-def pcm_to_float(raw: np.ndarray) -> np.ndarray:
-    """Integer or float PCM ``[frames, channels]`` -> float32 in [-1, 1]; float NaN and infinities become 0,
-    other values beyond full scale are clipped before the cast (a float64 past float32's range is not infinite)."""
-    if raw.dtype == np.uint8:
-        return (raw.astype(np.float32) - 128.0) / 128.0
-    if raw.dtype.kind == "i":
-        return raw.astype(np.float32) / float(2 ** (8 * raw.dtype.itemsize - 1))
-    return sanitize(raw.astype(np.float64)).astype(np.float32)
 
 
 SOURCES: dict[str, Callable[[SourceSpec, float], Source]] = {

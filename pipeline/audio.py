@@ -66,6 +66,47 @@ def sanitize(audio: np.ndarray) -> np.ndarray:
     return np.clip(audio, -1.0, 1.0, out=audio)
 
 
+def pcm_to_float(raw: np.ndarray) -> np.ndarray:
+    """Integer or float PCM ``[frames, channels]`` -> float32 in [-1, 1]; float NaN and infinities become 0,
+    other values beyond full scale are clipped before the cast (a float64 past float32's range is not infinite)."""
+    if raw.dtype == np.uint8:
+        return (raw.astype(np.float32) - 128.0) / 128.0
+    if raw.dtype.kind == "i":
+        return raw.astype(np.float32) / float(2 ** (8 * raw.dtype.itemsize - 1))
+    if raw.dtype.itemsize == 4:  # float32 already: checked as it is, without a float64 copy
+        return sanitize(raw.astype(np.float32, copy=False))
+    return sanitize(raw.astype(np.float64)).astype(np.float32)
+
+
+class PcmReader:
+    """Raw interleaved PCM bytes -> mono ``float32`` in [-1, 1], whatever the chunking.
+
+    ``push(data)`` returns the samples of every whole frame received so far and keeps the bytes of
+    an incomplete frame for the next push, so any split of a byte string gives the same samples.
+    ``dtype`` is a numpy dtype (``<i2``, ``<f4``...), ``channels`` the interleaved channel count.
+    Used for standard input and for the pipes of child sources (ffmpeg's float32), a read at a time.
+    """
+
+    def __init__(self, dtype: str, channels: int):
+        self.dtype = np.dtype(dtype)
+        self.channels = channels
+        self.frame_bytes = self.dtype.itemsize * channels
+        self._pending = b""
+
+    def push(self, data: bytes) -> np.ndarray:
+        """``data``: any number of bytes -> ``float32 [frames]``, one sample per whole frame."""
+        pending = self._pending + data if self._pending else data
+        frames = len(pending) // self.frame_bytes
+        self._pending = pending[frames * self.frame_bytes :]
+        raw = np.frombuffer(pending, dtype=self.dtype, count=frames * self.channels).reshape(-1, self.channels)
+        return mono_block(pcm_to_float(raw), bounded=True)  # pcm_to_float bounds them
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame held back (dropped if the input ends here)."""
+        return len(self._pending)
+
+
 def _read_blocks(path: Path) -> tuple[np.ndarray, int]:
     """Decode ``float32 [samples, channels]`` block by block until the decoder runs dry.
 

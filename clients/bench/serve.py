@@ -143,7 +143,7 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
             now = time.monotonic()
             if end is not None and now >= end:
                 cpu1 = process_tree_total(proc.pid, cpu_seconds)
-                drops1 = sum(s["drops"]["windows"] for s in streams.values())  # as of the last status
+                drops1 = _dropped_windows(streams)  # as of the last status
                 _scrape_into(scrapes, metrics)
                 break
             if proc.poll() is not None:
@@ -177,7 +177,7 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
                 if start is not None and now >= start:
                     if cpu0 is None:
                         cpu0, t_cpu0 = process_tree_total(proc.pid, cpu_seconds), now
-                        drops0 = sum(s["drops"]["windows"] for s in streams.values())  # as of the last status
+                        drops0 = _dropped_windows(streams)  # as of the last status
                     latencies.append(event["latency_ms"])
                     arrivals.append(now - start)
                     per_stream[event["stream"]] = per_stream.get(event["stream"], 0) + 1
@@ -199,7 +199,7 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
         "sources": n, "processes": processes, "seconds": seconds,
         "windows": len(latencies), "expected_windows": int(round(n * seconds / HOP)),
         "streams_heard": len(per_stream),
-        "dropped_windows": sum(s["drops"]["windows"] for s in streams.values()),
+        "dropped_windows": _dropped_windows(streams),
         # of them, those the daemon's last status before the interval counted, and its last before it was
         # stopped (status events come every 5 s; the rest are dropped while the daemon stops)
         "dropped_windows_before": drops0, "dropped_windows_by_end": drops1,
@@ -251,6 +251,11 @@ def _phases(daemon_log: str) -> str | None:
     if "live streams on one tick" in daemon_log:
         return "tick"
     return "own" if "live streams in their own phases" in daemon_log else None
+
+
+def _dropped_windows(streams: dict[str, dict]) -> int:
+    """Windows dropped in all, as each stream's last status counted them."""
+    return sum(s["drops"]["windows"] for s in streams.values())
 
 
 def _note_status(event: dict, statuses: dict[frozenset, dict], streams: dict[str, dict]) -> None:

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from instrumentd.daemon import events
 from instrumentd.daemon.config import PCM_FORMATS, STREAM_NAME, Config, load_config, parse_source
 from instrumentd.daemon.events import EventError
-from instrumentd.daemon.sources import PcmReader
 from instrumentd.model.classes import CLASSES
+from instrumentd.pipeline.audio import PcmReader
 from instrumentd.pipeline.errors import ParameterError
 
 EXAMPLES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
