@@ -162,8 +162,9 @@ def main(fd: int) -> int:
 
 
 class ReadPipe:
-    """The daemon's view of one child's stdout in the reader: ``done`` is set once the reader has finished
-    it (``lost``: because the reader exited); ``samples`` it delivered; ``last_data``, when input last came."""
+    """The daemon's view of one child's stdout in the reader (a :class:`~instrumentd.daemon.sources.ChildPipe`):
+    ``done`` is set once the reader has finished it (``lost``: because the reader exited); ``samples`` it
+    delivered; ``last_data``, when input last came."""
 
     def __init__(self, ring: SharedRing):
         self.ring = ring

@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 import urllib.request
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import soundfile
@@ -406,6 +406,22 @@ class ChildExit:
         return "; ".join(lines)
 
 
+class ChildPipe(Protocol):
+    """A child's stdout as its source's thread watches it, read by the hub (:class:`_Pipe`) or by the pipe
+    reader (:class:`~instrumentd.daemon.pipe_reader.ReadPipe`)."""
+
+    done: threading.Event  # set once the pipe is read to its end or removed
+    lost: bool  # True when its reader exited under it (the child is then restarted)
+
+    @property
+    def samples(self) -> int:
+        """Samples delivered so far."""
+
+    @property
+    def last_data(self) -> float:
+        """time.monotonic() when input last came (at first: when the child started)."""
+
+
 class _ChildSource(Source):
     """A child process that writes mono little-endian ``float32`` samples at ``rate`` hz to its stdout.
 
@@ -520,11 +536,11 @@ class _ChildSource(Source):
         child.stderr.close()
         return ChildExit(code, pipe.samples / self.rate, stalled, list(lines))
 
-    def _stall_limit(self, pipe: _Pipe) -> float:
+    def _stall_limit(self, pipe: ChildPipe) -> float:
         """Seconds without audio that make a stall: ``first_s`` until the child's first sample, then ``stall_s``."""
         return self.stall_s if pipe.samples else self.first_s
 
-    def _watch_s(self, pipe: _Pipe) -> float:
+    def _watch_s(self, pipe: ChildPipe) -> float:
         """Seconds until the next look for a stall (or for the end of the pipe, without stall detection)."""
         return CHILD_WATCH_S if self.stall_s is None else min(CHILD_WATCH_S, self._stall_limit(pipe) / STALL_CHECKS)
 
@@ -556,7 +572,7 @@ class _ChildSource(Source):
 
 
 class _Pipe:
-    """A child's stdout in the hub: mono little-endian float32 samples for ``source``'s ring."""
+    """A child's stdout in the hub (a :class:`ChildPipe`): mono little-endian float32 samples for ``source``'s ring."""
 
     def __init__(self, fd: int, source: Source):
         self.fd = fd
