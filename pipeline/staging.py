@@ -7,9 +7,13 @@ than the allocator's mmap threshold, was new memory whose pages the kernel had t
 2-core x86_64 CPU, reading 1,000 streams' second and joining it took 95-120 ms that way against 52 ms
 copied here as read.
 
-The memory lives as long as its :class:`Staging` and grows (doubling) to the largest push. For a GPU
-it is page-locked, so the upload runs without a bounce buffer; since that upload is asynchronous, the
-next write first waits for it to finish.
+The memory lives as long as its :class:`Staging`. For a GPU it is page-locked, so the upload runs
+without a bounce buffer; since that upload is asynchronous, the next write first waits for it to
+finish. A GPU's buffer is allocated once at :data:`PINNED_SAMPLES` and does not grow with the pushes: a
+push that would not fit is cut (:meth:`Staging.fits`). It had grown by doubling to the largest push,
+allocating page-locked memory between steps whenever a push was larger than any before (a daemon's
+first windows, an overload, a 1,000-stream stop: up to 256 MiB, about 170 ms on an H100 host). On a CPU
+the buffer grows (doubling) to the largest push.
 """
 
 from __future__ import annotations
@@ -17,27 +21,38 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-INITIAL_SAMPLES = 1 << 16  # float32 samples first allocated (256 kB); doubled as pushes need
+INITIAL_SAMPLES = 1 << 16  # float32 samples first allocated on a CPU (256 kB); doubled as pushes need
+PINNED_SAMPLES = 1 << 23  # float32 samples of a GPU's page-locked buffer (32 MiB, 190 s of 44.1 kHz audio)
 
 
 class Staging:
-    """A growable ``float32`` host buffer filled by :meth:`append` and sent by :meth:`upload`.
+    """A ``float32`` host buffer filled by :meth:`append` and sent by :meth:`upload`.
 
     Parameters
     ----------
     device : where :meth:`upload` sends the audio; for a CUDA device the buffer is page-locked
+    capacity : samples of a fixed buffer, allocated at once (default: :data:`PINNED_SAMPLES` for a CUDA
+        device; none on a CPU, whose buffer grows)
     """
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, capacity: int | None = None):
         self.device = device
         self.pinned = device.type == "cuda"
-        self._buf = self._alloc(INITIAL_SAMPLES)
+        # samples that fit without a new allocation (None: the buffer grows as pushes need)
+        self.capacity = capacity if capacity is not None else PINNED_SAMPLES if self.pinned else None
+        self._buf = self._alloc(self.capacity or INITIAL_SAMPLES)
         self._host = self._buf.numpy()  # the same memory, written through numpy (no tensor call per append)
         self.used = 0  # samples appended since the last upload
         self._in_flight: torch.cuda.Event | None = None  # the last upload, until the host may write again
 
     def _alloc(self, samples: int) -> torch.Tensor:
         return torch.empty(samples, dtype=torch.float32, pin_memory=self.pinned)
+
+    def fits(self, samples: int) -> bool:
+        """True when ``samples`` more may be appended: always for a buffer that grows (a CPU's); for a fixed
+        one (a GPU's), when they fit or nothing is staged (a chunk longer than the whole buffer is the one
+        case that grows it)."""
+        return self.capacity is None or self.used == 0 or self.used + samples <= self.capacity
 
     def append(self, audio: np.ndarray) -> int:
         """Copy ``audio: float32 [n]`` after what is staged; returns the offset of its first sample."""

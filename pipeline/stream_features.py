@@ -179,14 +179,16 @@ class StreamFeatures:
 
         The chunk is copied into host staging memory at once (with the mel tail it continues, where it
         completes frames), so a caller that stages each stream's audio as it reads it copies it while it
-        is still in cache, and the push uploads one block. Staging a slot that is already staged, or
-        more than :data:`MAX_PUSH_SAMPLES` in all, first pushes what is staged: a push's memory on the
-        device stays bounded, whatever the number of streams, and a stream's chunks stay in order.
+        is still in cache, and the push uploads one block. Staging a slot that is already staged, more
+        than :data:`MAX_PUSH_SAMPLES` in all, or more than the staging memory holds (a GPU's page-locked
+        buffer has a fixed size) first pushes what is staged: a push's memory stays bounded, whatever the
+        number of streams, and a stream's chunks stay in order.
         """
-        if slot in self._staged or (self._staged and self._staged_samples + len(chunk) > MAX_PUSH_SAMPLES):
+        s = self._slots[slot]
+        if slot in self._staged or (self._staged and (self._staged_samples + len(chunk) > MAX_PUSH_SAMPLES
+                                                      or not self._staging.fits(len(s.tail) + len(chunk)))):
             self.push_staged()
         hop, keep = self.cfg.hop_length, self.keep
-        s = self._slots[slot]
         s.received += len(chunk)
         # frame j needs samples up to j * hop + half (inclusive): the window is [j*hop - half, j*hop + half]
         last = (s.received - 1 - self.half) // hop

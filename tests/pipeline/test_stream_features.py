@@ -5,6 +5,7 @@ import torch
 from instrumentd.pipeline.config import DEFAULT
 from instrumentd.pipeline.mel import MelFrontEnd
 from instrumentd.pipeline.pitch import librosa_pyin
+from instrumentd.pipeline.staging import Staging
 from instrumentd.pipeline.stream_features import StreamFeatures, default_pitch
 
 from ..conftest import devices
@@ -90,6 +91,44 @@ def test_a_push_larger_than_a_step_goes_through_in_steps_with_the_same_features(
     whole_steps, whole_mel, whole_mask = features(10**9)
     assert whole_steps[0] == [0, 1, 2, 3, 4]
     assert torch.allclose(mel, whole_mel, atol=1e-5) and torch.equal(mask, whole_mask)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_a_push_larger_than_a_fixed_staging_buffer_is_cut_with_the_same_features(audio, device, monkeypatch):
+    """A GPU's page-locked staging buffer has a fixed size: a push of five streams that would overflow it
+    goes through in several pushes, each within the buffer, which is never allocated again, and every
+    window equals the one of a push in one piece."""
+    from instrumentd.pipeline import staging
+
+    monkeypatch.setattr(staging, "PINNED_SAMPLES", 50_000)  # the GPU's default; the CPU's is passed below
+
+    def features(capacity: int | None) -> tuple[list, torch.Tensor, torch.Tensor, int]:
+        sf = StreamFeatures(device=device, keep=400)
+        if capacity is not None or sf._staging.capacity is None:
+            sf._staging = staging.Staging(torch.device(device), capacity)
+        slots = [sf.add_stream() for _ in range(5)]
+        steps, real = [], sf.push_staged
+        buffer = sf._staging._buf.data_ptr()
+        monkeypatch.setattr(sf, "push_staged", lambda: (steps.append((sorted(sf._staged), sf._staging.used)), real()))
+        run(sf, {k: audio[k % 2][k * 100 :] for k in slots}, 20_000)
+        w = sf.windows([(k, 10) for k in slots], "delay")
+        return steps, w.mel, w.mask, buffer == sf._staging._buf.data_ptr()
+
+    steps, mel, mask, same_buffer = features(50_000)
+    assert steps[0][0] == [0, 1] and max(used for _, used in steps) <= 50_000 and same_buffer
+    whole_steps, whole_mel, whole_mask, _ = features(10**8)
+    assert whole_steps[0][0] == [0, 1, 2, 3, 4]
+    assert torch.allclose(mel, whole_mel, atol=1e-5) and torch.equal(mask, whole_mask)
+
+
+def test_a_staging_buffer_that_grows_takes_anything_a_fixed_one_what_fits():
+    grows, fixed = Staging(torch.device("cpu")), Staging(torch.device("cpu"), capacity=10)
+    assert grows.capacity is None and grows.fits(10**9)
+    assert fixed.fits(25)  # nothing staged: a chunk longer than the buffer still goes (it grows)
+    fixed.append(np.zeros(6, np.float32))
+    assert fixed.fits(4) and not fixed.fits(5)
+    fixed.upload()
+    assert fixed.fits(10)
 
 
 def test_staging_a_staged_stream_again_pushes_the_first_chunk_first(audio):
