@@ -57,7 +57,7 @@ summary_line() {
 import json, sys
 step, obj = sys.argv[1], json.loads(sys.stdin.read())
 keys = ("sources", "streams", "processes", "windows", "dropped_windows", "p50_ms", "p99_ms", "serving_s", "first_window_s",
-        "cpu_cores", "gpu_util_percent", "steps_per_s", "step_mean_ms", "windows_per_pass")
+        "stop_s", "cpu_cores", "gpu_util_percent", "steps_per_s", "step_mean_ms", "windows_per_pass")
 for row in obj.get("rows", [obj]):
     print(step + ": " + ", ".join(f"{k} {row[k]}" for k in keys if row.get(k) is not None))
 ' "$1"

@@ -9,7 +9,8 @@ Latency is each event's own ``latency_ms`` (the window's last sample in its ring
 ``--seconds`` long and starts two hops after the first window arrives (the first windows are a
 start-up transient, reported apart: ``first_window_s`` from launch, ``p99_with_startup_ms``;
 ``serving_s``, from launch to the daemon's "serving" log line, the last daemon's for a group: its
-start-up, the model's loading included). Drops
+start-up, the model's loading included; ``stop_s``, from SIGINT to the daemon's exit, to within 0.1 s:
+its stop, the windows already heard finished first). Drops
 are those of the status event the daemon sends as it stops (audio and windows skipped by the worker,
 publisher overflows, since its start). CPU = the daemon's CPU seconds over the interval / its wall
 seconds (1.0 = one core busy); on CUDA the GPU's utilisation (``torch.cuda.utilization``, when
@@ -185,12 +186,16 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
         process_count = len(process_tree(proc.pid))
     finally:
         gpu_util = gpu.stop()
+        stop_s = None  # SIGINT -> the daemon's exit, None when it was killed (or had exited before)
         if proc.poll() is None:
+            t_stop = time.monotonic()
             proc.send_signal(signal.SIGINT)
             _last_statuses(sub, proc, STOP_TIMEOUT_S, statuses, streams)
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            else:
+                stop_s = round(time.monotonic() - t_stop, 1)
         sub.close(0)
         shutil.rmtree(log_dir, ignore_errors=True)
     lat = np.array(latencies, float) if latencies else np.full(1, np.inf)
@@ -210,6 +215,7 @@ def serve_run(locations: list[str], seconds: float, device: str, folder: Path, i
         "p99_by_second_ms": _p99_by_second(lat, arrivals, seconds),
         "first_window_s": round(first - t_launch, 2) if first is not None else None,
         "serving_s": _serving_s(stderr_path.read_text(errors="replace"), launched),
+        "stop_s": stop_s,
         "cpu_cores": round((cpu1 - cpu0) / (wall - t_cpu0), 3) if cpu0 is not None and cpu1 is not None else None,
         "rss_mb": round(rss, 1) if rss is not None else None,
         "process_count": process_count,  # the daemon's processes: 1, or the group's parent and its K daemons
@@ -358,7 +364,7 @@ def serve(device, quick: bool, args: argparse.Namespace):
         "sources": r["sources"], "windows": f"{r['windows']}/{r['expected_windows']}",
         "dropped": f"{r['dropped_windows']} w, {r['dropped_audio_s']} s, {r['publisher_drops']} pub",
         "p50 ms": r["p50_ms"], "p99 ms": r["p99_ms"], "max ms": r["max_ms"], "serving s": r["serving_s"],
-        "first window s": r["first_window_s"],
+        "first window s": r["first_window_s"], "stop s": r["stop_s"],
         "cpu cores": r["cpu_cores"], "rss MB": r["rss_mb"], "load": r["load_avg_1min"], **({"gpu %": r["gpu_util_percent"]}
                                                               if "gpu_util_percent" in r else {}),
         "ok": "yes" if r["ok"] else "no",

@@ -30,6 +30,7 @@ def test_serve_counts_every_window_of_every_source_over_two_daemon_processes():
     assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
     assert row["first_window_s"] > 3.0  # a 3 s window of real-time audio
     assert 0 < row["serving_s"] <= row["first_window_s"]  # both daemons served before any window came
+    assert 0 < row["stop_s"] < bench_serve.STOP_TIMEOUT_S  # the group stopped on SIGINT, not killed
     assert row["cpu_cores"] > 0 and row["rss_mb"] > 0
     assert "steps_per_s" not in row and "scrape_ms" not in row  # a group has no one worker to scrape
 
