@@ -36,6 +36,7 @@ BENCHES: dict[str, str] = {
     "serve": "instrumentd.clients.bench.serve:serve",
     "ingest": "instrumentd.clients.bench.serve:ingest",
     "scan": "instrumentd.clients.bench.scan:scan",
+    "push": "instrumentd.clients.bench.push:push",
 }
 
 
