@@ -38,11 +38,13 @@ PROFILE_TOP = 15  # operations listed by --profile
 
 def push(device: torch.device, quick: bool, args: argparse.Namespace) -> BenchResult:
     """Bench entry (see clients/bench/__init__.py): one row per K streams a push."""
-    n = args.streams or (32 if quick else 1000)
-    per_push = parse_counts(getattr(args, "per_push", None), (4, 16) if quick else (15, 60, 250), "--per-push")
-    if n < 1 or max(per_push) > n:
+    n = args.streams if args.streams is not None else 32 if quick else 1000
+    if n < 1:
+        raise ParameterError(f"--streams must be at least 1, got {n}")
+    per_push = parse_counts(args.per_push, (4, 16) if quick else (15, 60, 250), "--per-push")
+    if max(per_push) > n:
         raise ParameterError(f"--per-push {max(per_push)} needs at least as many --streams (got {n})")
-    pushes = args.pushes or (8 if quick else 40)
+    pushes = args.pushes if args.pushes is not None else 8 if quick else 40
     if pushes < 1:
         raise ParameterError(f"--pushes must be at least 1, got {pushes}")
     sr = DEFAULT.sample_rate

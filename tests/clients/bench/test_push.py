@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from instrumentd.clients.bench import kind_parser
@@ -21,7 +22,12 @@ def test_push_times_each_size_and_profiles_the_first():
     assert any(op.startswith("aten::") for op in ops)  # torch's own operations, as the profiler names them
 
 
-def test_push_refuses_more_streams_a_push_than_it_holds_in_one_line(capsys):
-    assert main(["bench", "push", "--streams", "4", "--per-push", "2,8"]) == 2
+@pytest.mark.parametrize("flags, said", [
+    (["--streams", "4", "--per-push", "2,8"], "--per-push 8 needs at least as many --streams (got 4)"),
+    (["--streams", "0"], "--streams must be at least 1, got 0"),
+    (["--pushes", "0"], "--pushes must be at least 1, got 0"),
+])
+def test_push_refuses_bad_flags_in_one_line(capsys, flags, said):
+    assert main(["bench", "push", *flags]) == 2
     err = capsys.readouterr().err
-    assert "--per-push 8 needs at least as many --streams (got 4)" in err and err.count("\n") == 1
+    assert said in err and err.count("\n") == 1
