@@ -87,27 +87,45 @@ class WindowLevels:
         frames they fall in, ``(energy float32 [k], samples int [k])``, first to last (the first and last
         partial when the samples begin or end inside a frame).
 
-        One pass over them (summed frame by frame with ``np.add.reduceat``); the rest is per frame.
-        The ring keeps the newest ``frames_kept`` frames.
+        One pass over them (summed frame by frame with ``np.add.reduceat``); the rest is a few array
+        operations per read, not per frame (slices of the ring, which wrap at most once), since a
+        thousand streams' reads run on one core. The ring keeps the newest ``frames_kept`` frames.
         """
         hop, n = self.hop, len(squares)
         if not n:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         first, last = start // hop, (start + n - 1) // hop
-        frames = np.arange(first, last + 1)
-        bounds = np.maximum(frames * hop - start, 0)  # where each frame's samples begin in ``squares``
+        k = last - first + 1
+        bounds = np.arange(first * hop - start, first * hop - start + k * hop, hop)  # each frame's first sample
+        bounds[0] = 0
         energy = np.add.reduceat(squares, bounds)
-        count = np.diff(np.append(bounds, n))
-        kept = slice(max(0, len(frames) - self.size), None)  # frames older than the ring are not stored
-        slots = frames[kept] % self.size
-        # frames new to the ring, those a gap skipped included, replace what their slots held
-        fresh = np.arange(max(self.newest + 1, last - self.size + 1), last + 1) % self.size
-        self.energy[fresh] = 0.0
-        self.count[fresh] = 0
-        self.energy[slots] += energy[kept]  # one push's frames are distinct, and so are their slots
-        self.count[slots] += count[kept]
+        count = np.full(k, hop, np.int64)
+        count[0] = bounds[1] if k > 1 else n
+        if k > 1:
+            count[-1] = n - bounds[-1]
+        # frames new to the ring, those a gap skipped included, start from nothing; then this read's
+        # frames that the ring reaches are added (one push's frames are distinct, and so are their slots)
+        self._put(max(self.newest + 1, last - self.size + 1), last, None, None)
+        kept = min(k, self.size)
+        self._put(last - kept + 1, last, energy[k - kept :], count[k - kept :])
         self.newest = max(self.newest, last)
         return energy, count
+
+    def _put(self, lo: int, hi: int, energy: np.ndarray | None, count: np.ndarray | None) -> None:
+        """Frames ``lo .. hi`` (at most ``frames_kept`` of them): add ``energy`` and ``count`` to their
+        slots, or with ``None`` clear them."""
+        if hi < lo:
+            return
+        a = lo % self.size
+        for ring_part, part in ((slice(a, min(self.size, a + hi - lo + 1)), slice(0, self.size - a)),
+                                (slice(0, max(0, a + hi - lo + 1 - self.size)), slice(self.size - a, None))):
+            if ring_part.stop > ring_part.start:
+                if energy is None:
+                    self.energy[ring_part] = 0.0
+                    self.count[ring_part] = 0
+                else:
+                    self.energy[ring_part] += energy[part]
+                    self.count[ring_part] += count[part]
 
     def level_db(self, first_frame: int, n_frames: int) -> float:
         """dBFS of frames ``first_frame .. first_frame + n_frames - 1`` (-120 when none was heard or kept)."""

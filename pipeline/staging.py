@@ -42,6 +42,7 @@ class Staging:
         self.capacity = capacity if capacity is not None else PINNED_SAMPLES if self.pinned else None
         self._buf = self._alloc(self.capacity or INITIAL_SAMPLES)
         self._host = self._buf.numpy()  # the same memory, written through numpy (no tensor call per append)
+        self._address = self._host.__array_interface__["data"][0]
         self.used = 0  # samples appended since the last upload
         self._in_flight: torch.cuda.Event | None = None  # the last upload, until the host may write again
 
@@ -54,19 +55,39 @@ class Staging:
         case that grows it)."""
         return self.capacity is None or self.used == 0 or self.used + samples <= self.capacity
 
+    def room(self, gap: int, samples: int) -> np.ndarray:
+        """``float32 [samples]`` of this buffer, ``gap`` samples after what is staged, to be written in place
+        (a ring's read): :meth:`append` of what was written there then copies nothing, provided the
+        ``gap`` samples are appended first. A view, valid until the next :meth:`room` or :meth:`upload`."""
+        self._writable()
+        self._ensure(self.used + gap + samples)
+        return self._host[self.used + gap : self.used + gap + samples]
+
     def append(self, audio: np.ndarray) -> int:
-        """Copy ``audio: float32 [n]`` after what is staged; returns the offset of its first sample."""
+        """Copy ``audio: float32 [n]`` after what is staged (nothing to copy when it was written there, in
+        :meth:`room`); returns the offset of its first sample."""
+        self._writable()
+        at, n = self.used, len(audio)
+        self._ensure(at + n)
+        if not (n and audio.__array_interface__["data"][0] == self._address + 4 * at
+                and audio.dtype == np.float32 and audio.strides == (4,)):
+            self._host[at : at + n] = audio
+        self.used = at + n
+        return at
+
+    def _writable(self) -> None:
+        """Wait for the last upload, which reads this memory, before it is written again."""
         if self._in_flight is not None:
             self._in_flight.synchronize()
             self._in_flight = None
-        at, n = self.used, len(audio)
-        if at + n > len(self._host):
-            grown = self._alloc(max(2 * len(self._host), at + n))
-            grown[:at] = self._buf[:at]
+
+    def _ensure(self, samples: int) -> None:
+        """Grow the buffer (what is staged kept) to hold ``samples``."""
+        if samples > len(self._host):
+            grown = self._alloc(max(2 * len(self._host), samples))
+            grown[: self.used] = self._buf[: self.used]
             self._buf, self._host = grown, grown.numpy()
-        self._host[at : at + n] = audio
-        self.used = at + n
-        return at
+            self._address = self._host.__array_interface__["data"][0]
 
     def upload(self) -> torch.Tensor:
         """Everything staged, ``float32 [used]`` on the device, in one copy; the buffer is empty again.

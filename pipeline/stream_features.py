@@ -179,15 +179,14 @@ class StreamFeatures:
 
         The chunk is copied into host staging memory at once (with the mel tail it continues, where it
         completes frames), so a caller that stages each stream's audio as it reads it copies it while it
-        is still in cache, and the push uploads one block. Staging a slot that is already staged, more
+        is still in cache, and the push uploads one block; a chunk read into :meth:`room` is in place
+        already. Staging a slot that is already staged, more
         than :data:`MAX_PUSH_SAMPLES` in all, or more than the staging memory holds (a GPU's page-locked
         buffer has a fixed size) first pushes what is staged: a push's memory stays bounded, whatever the
         number of streams, and a stream's chunks stay in order.
         """
         s = self._slots[slot]
-        if slot in self._staged or (self._staged and (self._staged_samples + len(chunk) > MAX_PUSH_SAMPLES
-                                                      or not self._staging.fits(len(s.tail) + len(chunk)))):
-            self.push_staged()
+        self._make_room(slot, len(chunk))
         hop, keep = self.cfg.hop_length, self.keep
         s.received += len(chunk)
         # frame j needs samples up to j * hop + half (inclusive): the window is [j*hop - half, j*hop + half]
@@ -206,6 +205,23 @@ class StreamFeatures:
             s.tail = np.concatenate([s.tail, chunk])
         self._staged[slot] = (self._staging.append(chunk), len(chunk))
         self._staged_samples += len(chunk)
+
+    def room(self, slot: int, samples: int) -> np.ndarray:
+        """``float32 [samples]`` of host staging memory where ``slot``'s next chunk may be written in place
+        (a ring read into it): :meth:`stage` of what was written there copies nothing. A read of 1 s of
+        audio is 176 kB; written here it is not copied again while the worker's other reads push it out
+        of the cache. What is staged is pushed first when :meth:`stage` would. Valid until the next
+        :meth:`room`, :meth:`stage` or push."""
+        self._make_room(slot, samples)
+        return self._staging.room(len(self._slots[slot].tail), samples)
+
+    def _make_room(self, slot: int, samples: int) -> None:
+        """Push what is staged when ``slot`` is staged already, or ``samples`` more of its audio would pass
+        :data:`MAX_PUSH_SAMPLES` or the staging memory."""
+        if slot in self._staged or (self._staged and (
+                self._staged_samples + samples > MAX_PUSH_SAMPLES
+                or not self._staging.fits(len(self._slots[slot].tail) + samples))):
+            self.push_staged()
 
     def push_staged(self) -> None:
         """Upload what :meth:`stage` laid out in one copy and compute its new frames: one batched STFT over

@@ -152,6 +152,44 @@ def test_staging_a_staged_stream_again_pushes_the_first_chunk_first(audio):
         assert torch.allclose(w1.mel, w2.mel, atol=1e-5) and torch.equal(w1.mask, w2.mask)
 
 
+@pytest.mark.parametrize("device", devices())
+def test_audio_read_into_the_staging_memory_gives_the_features_of_audio_staged_by_copy(audio, device):
+    """Chunks written in place (``room``, as the worker reads a ring) give the windows of chunks staged by
+    copy: chunks that complete mel frames and chunks too short to complete one (whose tail is not staged
+    before them), two streams staged in turns, a reset between reads, and a fixed buffer that fills."""
+    x, y = np.concatenate(audio), np.concatenate(audio[::-1])
+    sizes = [30_000, 500, 44_100, 100, 20_000, 70_000, 9_000, 60_000]
+
+    def play(in_place: bool) -> StreamFeatures:
+        sf = StreamFeatures(keep=400, device=device)
+        sf._staging = Staging(sf.device, capacity=100_000)
+        a, b = sf.add_stream(), sf.add_stream()
+        at = 0
+        for i, n in enumerate(sizes):
+            for slot, sig in ((a, x), (b, y)):
+                chunk = sig[at : at + n]
+                if in_place:
+                    room = sf.room(slot, 80_000)
+                    room[: len(chunk)] = chunk
+                    chunk = room[: len(chunk)]
+                sf.stage(slot, chunk)
+            if i == 1:
+                sf.reset(b, origin=0)
+            if i % 2:
+                sf.push_staged()
+            at += n
+        sf.push_staged()
+        return sf
+
+    copied, in_place = play(False), play(True)
+    for slot in (0, 1):
+        assert copied.received(slot) == in_place.received(slot)
+        ready = [f for f in range(0, 90, 4) if copied.window_ready(slot, f, "hold")]
+        assert len(ready) >= 2
+        w1, w2 = copied.windows([(slot, f) for f in ready], "hold"), in_place.windows([(slot, f) for f in ready], "hold")
+        assert torch.equal(w1.mel, w2.mel) and torch.equal(w1.mask, w2.mask)
+
+
 def test_a_short_history_gives_the_windows_a_long_one_gives(audio):
     """The stores are rings of ``keep`` frames: with 130 frames (a window and a few, wrapping every 4 s)
     every window still in reach is the one a 400-frame store gives, under both policies."""
