@@ -180,10 +180,10 @@ class StreamFeatures:
         The chunk is copied into host staging memory at once (with the mel tail it continues, where it
         completes frames), so a caller that stages each stream's audio as it reads it copies it while it
         is still in cache, and the push uploads one block; a chunk read into :meth:`room` is in place
-        already. Staging a slot that is already staged, more
-        than :data:`MAX_PUSH_SAMPLES` in all, or more than the staging memory holds (a GPU's page-locked
-        buffer has a fixed size) first pushes what is staged: a push's memory stays bounded, whatever the
-        number of streams, and a stream's chunks stay in order.
+        already. Staging a slot that is already staged, more than :data:`MAX_PUSH_SAMPLES` in all, or
+        more than the staging memory holds (a GPU's page-locked buffer has a fixed size) first pushes what
+        is staged: a push's memory stays bounded, whatever the number of streams, and a stream's chunks
+        stay in order.
         """
         s = self._slots[slot]
         self._make_room(slot, len(chunk))
@@ -208,10 +208,9 @@ class StreamFeatures:
 
     def room(self, slot: int, samples: int) -> np.ndarray:
         """``float32 [samples]`` of host staging memory where ``slot``'s next chunk may be written in place
-        (a ring read into it): :meth:`stage` of what was written there copies nothing. A read of 1 s of
-        audio is 176 kB; written here it is not copied again while the worker's other reads push it out
-        of the cache. What is staged is pushed first when :meth:`stage` would. Valid until the next
-        :meth:`room`, :meth:`stage` or push."""
+        (a ring read into it): :meth:`stage` of what was written there copies nothing, where a read into
+        other memory is copied a second time (176 kB for 1 s of audio). What is staged is pushed first
+        when :meth:`stage` would. Valid until the next :meth:`room`, :meth:`stage` or push."""
         self._make_room(slot, samples)
         return self._staging.room(len(self._slots[slot].tail), samples)
 
