@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 
-from . import pyin_kernels
+from . import pyin_cpu, pyin_kernels
 from .errors import ParameterError
 from .pyin_model import LOG_TINY, PyinModel, autocorrelation, pyin_model
 
@@ -252,6 +252,17 @@ def predecessor(
     return torch.where(best < LOG_TINY, overall[row], source)
 
 
+def decoder_kernels(scores: torch.Tensor):
+    """The compiled Viterbi decoding for ``scores``' device and dtype, :mod:`~instrumentd.pipeline.pyin_kernels`
+    (Triton, CUDA) or :mod:`~instrumentd.pipeline.pyin_cpu` (numba, float32 on the CPU), each with ``forward``
+    and ``backtrack``; None where neither runs (the torch steps then)."""
+    if pyin_kernels.usable(scores) and scores.dtype == torch.float32:
+        return pyin_kernels
+    if pyin_cpu.usable(scores):
+        return pyin_cpu
+    return None
+
+
 def viterbi(log_obs: torch.Tensor, model: PyinModel) -> torch.Tensor:
     """Most likely state sequence of each item.
 
@@ -267,11 +278,12 @@ def viterbi(log_obs: torch.Tensor, model: PyinModel) -> torch.Tensor:
     batch, n_frames = log_obs.shape[:2]
     scores = padded_scores(n_frames, batch, model=model, device=log_obs.device, dtype=log_obs.dtype)
     normalise(log_obs[:, 0], scores[0], model)
-    if pyin_kernels.usable(scores) and log_obs.dtype == torch.float32:
-        pyin_kernels.forward(scores.transpose(0, 1), log_obs[:, 1:], 1, None, model)
+    kernels = decoder_kernels(scores) if log_obs.dtype == torch.float32 else None
+    if kernels is not None:
+        kernels.forward(scores.transpose(0, 1), log_obs[:, 1:], 1, None, model)
         overall = best_state(scores, model).flatten()  # row t * batch + item
         last = (n_frames - 1) * batch + torch.arange(batch, device=scores.device)
-        earlier = pyin_kernels.backtrack(scores.flatten(0, 1), overall, last, overall[last], n_frames - 1, batch, model)
+        earlier = kernels.backtrack(scores.flatten(0, 1), overall, last, overall[last], n_frames - 1, batch, model)
         return torch.cat([earlier, overall[last, None]], 1)
     for i in range(1, n_frames):
         normalise(viterbi_step(scores[i - 1], log_obs[:, i], model), scores[i], model)

@@ -20,11 +20,11 @@ import heapq
 import numpy as np
 import torch
 
-from . import pyin_kernels
 from .config import DEFAULT, FeatureConfig
 from .errors import ParameterError
 from .pyin import (
-    best_state, frame_observations, log_observations, normalise, padded_scores, predecessor, viterbi_step,
+    best_state, decoder_kernels, frame_observations, log_observations, normalise, padded_scores, predecessor,
+    viterbi_step,
 )
 from .pyin_model import PyinModel, pyin_model
 
@@ -273,8 +273,9 @@ class StreamingPyin:
             [self._history[idx], padded_scores(n_streams, most, model=m, device=dev, dtype=torch.float32)], 1
         )
         fresh = torch.from_numpy(n_done == 0).to(dev)
-        if pyin_kernels.usable(history):
-            pyin_kernels.forward(history, log_obs, lag, fresh, m)
+        kernels = decoder_kernels(history)
+        if kernels is not None:
+            kernels.forward(history, log_obs, lag, fresh, m)
         else:
             for i in range(most):
                 stepped = viterbi_step(history[:, lag + i - 1], log_obs[:, i], m)
@@ -287,8 +288,8 @@ class StreamingPyin:
         row = torch.arange(n_streams, device=dev)[:, None] * (lag + most) + lag + torch.arange(most, device=dev)
         row = row.flatten()
         rows = history.flatten(0, 1)
-        if pyin_kernels.usable(history):
-            state = pyin_kernels.backtrack(rows, overall, row, overall[row], lag, 1, m)[:, 0]
+        if kernels is not None:
+            state = kernels.backtrack(rows, overall, row, overall[row], lag, 1, m)[:, 0]
         else:
             state = overall[row]
             for _ in range(lag):
