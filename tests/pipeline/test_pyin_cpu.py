@@ -13,7 +13,7 @@ from instrumentd.pipeline.pyin import (
 from instrumentd.pipeline.pyin_model import pyin_model
 from instrumentd.pipeline.pyin_stream import StreamingPyin
 
-from .test_pyin_kernels import varied_audio
+from .test_pyin_kernels import streamed_f0, varied_audio
 
 pytestmark = pytest.mark.skipif(not pyin_cpu.AVAILABLE, reason="numba is not installed")
 
@@ -49,16 +49,7 @@ def test_decoding_and_streaming_equal_the_torch_steps(audio, monkeypatch):
     sizes = np.random.default_rng(5).integers(1, 9000, size=12)
 
     def decode():
-        states = viterbi(log_obs, model)
-        sp = StreamingPyin(DEFAULT, lag=20)
-        slots = [sp.add_stream() for _ in audio]
-        got = {s: [] for s in slots}
-        start = 0
-        for size in sizes:
-            for s, f0 in sp.push({s: audio[s, start : start + size] for s in slots}).items():
-                got[s].append(f0)
-            start += size
-        return states, np.concatenate([np.concatenate([*got[s], sp.flush(s)]) for s in slots])
+        return viterbi(log_obs, model), streamed_f0(StreamingPyin(DEFAULT, lag=20), audio, sizes)
 
     assert decoder_kernels(log_obs) is pyin_cpu
     states, f0 = decode()

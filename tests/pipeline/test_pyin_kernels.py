@@ -92,20 +92,24 @@ def test_fused_viterbi_equals_cpu_viterbi(cfg):
     assert torch.equal(on_gpu, on_cpu)
 
 
+def streamed_f0(sp: StreamingPyin, audio: np.ndarray, sizes) -> np.ndarray:
+    """f0 of every item of ``audio [items, samples]`` pushed to a fresh ``sp`` together in chunks of
+    ``sizes``, then flushed: the items' frames one after the other."""
+    slots = [sp.add_stream() for _ in audio]
+    got = {s: [] for s in slots}
+    start = 0
+    for size in sizes:
+        for s, f0 in sp.push({s: audio[i, start : start + size] for i, s in enumerate(slots)}).items():
+            got[s].append(f0)
+        start += size
+    return np.concatenate([np.concatenate([*got[s], sp.flush(s)]) for s in slots])
+
+
 def test_streaming_on_cuda_equals_streaming_on_cpu():
     audio = varied_audio()
     sizes = np.random.default_rng(5).integers(1, 9000, size=40)
-    out = {}
-    for device in ("cpu", "cuda"):
-        sp = StreamingPyin(DEFAULT, lag=20, device=device)
-        slots = [sp.add_stream() for _ in audio]
-        got = {s: [] for s in slots}
-        start = 0
-        for size in sizes:
-            for s, f0 in sp.push({s: audio[s, start : start + size] for s in slots}).items():
-                got[s].append(f0)
-            start += size
-        out[device] = np.concatenate([np.concatenate([*got[s], sp.flush(s)]) for s in slots])
+    out = {device: streamed_f0(StreamingPyin(DEFAULT, lag=20, device=device), audio, sizes)
+           for device in ("cpu", "cuda")}
     same = (out["cpu"] == out["cuda"]) | (np.isnan(out["cpu"]) & np.isnan(out["cuda"]))
     assert same.mean() >= 0.999
 
