@@ -63,6 +63,12 @@ class Staging:
         self._ensure(self.used + gap + samples)
         return self._host[self.used + gap : self.used + gap + samples]
 
+    def in_the_way(self, audio: np.ndarray, samples: int) -> bool:
+        """True when appending ``samples`` would write over ``audio``: audio read into :meth:`room` after a
+        shorter gap than is now appended before it (a stream reset between the read and its staging)."""
+        start = (audio.__array_interface__["data"][0] - self._address) // 4
+        return len(audio) > 0 and self.used <= start < min(self.used + samples, len(self._host))
+
     def append(self, audio: np.ndarray) -> int:
         """Copy ``audio: float32 [n]`` after what is staged (nothing to copy when it was written there, in
         :meth:`room`); returns the offset of its first sample."""

@@ -194,6 +194,8 @@ class StreamFeatures:
         n = max(0, last - s.next_mel + 1)
         if n:
             kept = min(n, keep)  # frames older than the store's reach are not computed at all
+            if self._staging.in_the_way(chunk, len(s.tail)):  # read into room() for a shorter tail
+                chunk = chunk.copy()
             at = self._staging.append(s.tail)
             self._frames.append((s.row, s.next_mel + n - kept, kept, at + (n - kept) * hop))
             cut = n * hop  # the tail from here on: audio of frames not computed yet
@@ -210,7 +212,8 @@ class StreamFeatures:
         """``float32 [samples]`` of host staging memory where ``slot``'s next chunk may be written in place
         (a ring read into it): :meth:`stage` of what was written there copies nothing, where a read into
         other memory is copied a second time (176 kB for 1 s of audio). What is staged is pushed first
-        when :meth:`stage` would. Valid until the next :meth:`room`, :meth:`stage` or push."""
+        when :meth:`stage` would. Valid until the next :meth:`room`, :meth:`stage` or push; a :meth:`reset`
+        between (a gap found by the read) changes the tail, and :meth:`stage` then copies the chunk first."""
         self._make_room(slot, samples)
         return self._staging.room(len(self._slots[slot].tail), samples)
 

@@ -190,6 +190,34 @@ def test_audio_read_into_the_staging_memory_gives_the_features_of_audio_staged_b
         assert torch.equal(w1.mel, w2.mel) and torch.equal(w1.mask, w2.mask)
 
 
+@pytest.mark.parametrize("device", devices())
+def test_a_reset_between_the_read_into_staging_memory_and_its_staging_keeps_the_audio(audio, device):
+    """The worker reads a ring into ``room`` and, when the read shows a gap, resets the stream before
+    staging it: the fresh mel tail (1,102 zeros) is longer than the tail the room was placed after (1,002
+    samples here), and laying it out must not write over the audio read. The windows equal those of the
+    same audio staged by copy after the reset."""
+    x = np.concatenate(audio)
+    first, second = x[:43_559], x[43_559 : 43_559 + 150_000]  # 43,559 samples leave a mel tail of 1,002
+
+    def play(in_place: bool) -> StreamFeatures:
+        sf = StreamFeatures(keep=400, device=device)
+        slot = sf.add_stream()
+        sf.push({slot: first})
+        chunk = second
+        if in_place:
+            room = sf.room(slot, len(second))
+            room[:] = second
+            chunk = room
+        sf.reset(slot, origin=0)
+        sf.stage(slot, chunk)
+        sf.push_staged()
+        return sf
+
+    copied, in_place = play(False), play(True)
+    w1, w2 = (sf.windows([(0, f) for f in (0, 5, 12)], "hold") for sf in (copied, in_place))
+    assert torch.equal(w1.mel, w2.mel) and torch.equal(w1.mask, w2.mask)
+
+
 def test_a_short_history_gives_the_windows_a_long_one_gives(audio):
     """The stores are rings of ``keep`` frames: with 130 frames (a window and a few, wrapping every 4 s)
     every window still in reach is the one a 400-frame store gives, under both policies."""
