@@ -116,16 +116,18 @@ class WindowLevels:
         slots, or with ``None`` clear them."""
         if hi < lo:
             return
-        a = lo % self.size
-        for ring_part, part in ((slice(a, min(self.size, a + hi - lo + 1)), slice(0, self.size - a)),
-                                (slice(0, max(0, a + hi - lo + 1 - self.size)), slice(self.size - a, None))):
-            if ring_part.stop > ring_part.start:
-                if energy is None:
-                    self.energy[ring_part] = 0.0
-                    self.count[ring_part] = 0
-                else:
-                    self.energy[ring_part] += energy[part]
-                    self.count[ring_part] += count[part]
+        a, n = lo % self.size, hi - lo + 1
+        first = min(n, self.size - a)  # frames up to the ring's end; the rest wrap to its start
+        parts = [(slice(a, a + first), slice(0, first))]
+        if n > first:
+            parts.append((slice(0, n - first), slice(first, n)))
+        for ring_part, part in parts:
+            if energy is None:
+                self.energy[ring_part] = 0.0
+                self.count[ring_part] = 0
+            else:
+                self.energy[ring_part] += energy[part]
+                self.count[ring_part] += count[part]
 
     def level_db(self, first_frame: int, n_frames: int) -> float:
         """dBFS of frames ``first_frame .. first_frame + n_frames - 1`` (-120 when none was heard or kept)."""

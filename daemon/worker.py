@@ -363,7 +363,7 @@ class Worker:
                 ring = st.source.ring
                 if (st in due_set or st.pending is not None or ring.closed
                         or ((feeding or now >= st.along_at) and self._has_unread(st, min_take, now))):
-                    chunk = self._take(st, in_place=st.pending is None)
+                    chunk = self._take(st)
                     if st.pending is not None:
                         chunk = np.concatenate([st.pending, chunk])
                         st.pending = None
@@ -469,11 +469,11 @@ class Worker:
             return False
         return True
 
-    def _take(self, st: Stream, in_place: bool) -> np.ndarray:
+    def _take(self, st: Stream) -> np.ndarray:
         """The stream's unread audio at 44.1 kHz (stale audio of a live stream skipped). Not resampled, it is
-        a view of the memory it was read into, valid until the next read: with ``in_place``, the features'
-        staging memory (:meth:`StreamFeatures.room`), where staging it copies nothing; else the worker's
-        read buffer."""
+        a view of the memory it was read into, valid until the next read: the features' staging memory
+        (:meth:`StreamFeatures.room`), where staging it copies nothing, unless audio is pending before it
+        (a moved stream's) or it is resampled; then the worker's read buffer."""
         ring = st.source.ring
         avail = ring.available()
         keep_last = None
@@ -482,7 +482,7 @@ class Worker:
             # work at the moment the worker is already behind, and feed the overload
             keep_last = int(0.05 * st.rate)
         most = int(self.max_read_s * st.rate)
-        out = (self.features.room(st.slot, most) if in_place and st.resampler is None
+        out = (self.features.room(st.slot, most) if st.pending is None and st.resampler is None
                else self._read_buffer.take(most))
         data, start, broken = ring.read(most, keep_last, out=out)
         if broken or start != st.native_next:

@@ -278,7 +278,7 @@ def viterbi(log_obs: torch.Tensor, model: PyinModel) -> torch.Tensor:
     batch, n_frames = log_obs.shape[:2]
     scores = padded_scores(n_frames, batch, model=model, device=log_obs.device, dtype=log_obs.dtype)
     normalise(log_obs[:, 0], scores[0], model)
-    kernels = decoder_kernels(scores) if log_obs.dtype == torch.float32 else None
+    kernels = decoder_kernels(scores)  # scores have log_obs's dtype
     if kernels is not None:
         kernels.forward(scores.transpose(0, 1), log_obs[:, 1:], 1, None, model)
         overall = best_state(scores, model).flatten()  # row t * batch + item

@@ -61,8 +61,8 @@ def backtrack(rows: torch.Tensor, overall: torch.Tensor, start_row: torch.Tensor
     out = np.empty((start_row.shape[0], n_steps), np.int64)
     if len(out) and n_steps:
         band = model.tensors(rows.device, torch.float32)["log_band"].numpy()
-        _compiled()[1](rows.contiguous().numpy(), overall.numpy(), start_row.numpy(), start_state.numpy(), out, row_step,
-                       model.n_bins, band, np.float32(model.log_stay), np.float32(model.log_switch),
+        _compiled()[1](rows.contiguous().numpy(), overall.numpy(), start_row.numpy(), start_state.numpy(), out,
+                       row_step, model.n_bins, band, np.float32(model.log_stay), np.float32(model.log_switch),
                        np.float32(LOG_TINY))
     return torch.from_numpy(out)
 
