@@ -17,7 +17,8 @@ from instrumentd.daemon.resources import FILES_BASE, needed_files, raise_open_fi
 
 from ..conftest import instrumentd, one_line_error, read_log
 
-SOURCES = 120  # file sources: 360 descriptors and more, against a soft limit of 256
+SOURCES = 60  # file sources: 180 descriptors and more, against a soft limit of LOW_SOFT
+LOW_SOFT = 128
 
 
 def _limited(soft: int, hard: int | None = None):
@@ -58,7 +59,7 @@ def test_the_soft_limit_is_raised_to_the_hard_one_when_the_streams_need_it():
 
 
 def test_a_daemon_lifts_a_low_soft_limit_and_serves_every_source(tmp_path):
-    done = _serve(tmp_path, _limited(256))
+    done = _serve(tmp_path, _limited(LOW_SOFT))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Too many open files" not in done.stderr
     windows = [sum(e["type"] == "window" for e in read_log(tmp_path / "log", f"s{i}")) for i in range(SOURCES)]
