@@ -1,36 +1,54 @@
-"""synth -> prepare -> train -> evaluate through the real command, on a tiny corpus."""
+"""synth -> prepare -> train -> evaluate through the real command, on a tiny corpus. Each command starts
+once what it reads is written: the test split's features are prepared while the model trains, and the
+two evaluations run side by side."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 from instrumentd.model import read_metadata
 
 
-def instrumentd(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "instrumentd", *args], capture_output=True, text=True, timeout=600)
+def instrumentd(*steps: tuple[str, ...]) -> None:
+    """Run ``python -m instrumentd STEP...`` for each of ``steps`` at once; every one must exit 0."""
+    with contextlib.ExitStack() as stack:
+        errs = [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in steps]
+        procs = [subprocess.Popen([sys.executable, "-m", "instrumentd", *step], stdout=subprocess.DEVNULL, stderr=err,
+                                  text=True) for step, err in zip(steps, errs)]
+        try:
+            for proc in procs:
+                proc.wait(600)
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        for step, proc, err in zip(steps, procs, errs):
+            err.seek(0)
+            assert proc.returncode == 0, (step[0], err.read()[-2000:])
 
 
 @pytest.mark.slow
 def test_synth_prepare_train_evaluate(tmp_path, fluidsynth_available):
     corpus, feats, ckpt = tmp_path / "corpus", tmp_path / "features", tmp_path / "m.safetensors"
-    steps = [
-        ("synth", str(corpus), "--per-class", "2", "--test-clips", "2", "--soundfonts", "timgm6mb",
-         "--test-soundfonts", "timgm6mb,musescore", "--seed", "5"),
-        ("prepare", str(corpus), str(feats), "--device", "cpu", "--bundle", str(tmp_path / "train.safetensors")),
-        ("prepare", str(corpus), str(feats), "--split", "test", "--device", "cpu"),
-        ("train", str(tmp_path / "train.safetensors"), "--out", str(ckpt), "--epochs", "1", "--device", "cpu"),
-        ("evaluate", str(ckpt), str(corpus), "--out", str(tmp_path / "eval-audio"), "--device", "cpu",
-         "--soundfont", "musescore", "--no-tsne"),
-        ("evaluate", str(ckpt), str(feats), "--out", str(tmp_path / "eval-feats"), "--device", "cpu"),
+    stages = [  # the commands of a stage run together; each reads only what earlier stages wrote
+        [("synth", str(corpus), "--per-class", "2", "--test-clips", "2", "--soundfonts", "timgm6mb",
+          "--test-soundfonts", "timgm6mb,musescore", "--seed", "5")],
+        [("prepare", str(corpus), str(feats), "--device", "cpu", "--bundle", str(tmp_path / "train.safetensors"))],
+        [("prepare", str(corpus), str(feats), "--split", "test", "--device", "cpu"),
+         ("train", str(tmp_path / "train.safetensors"), "--out", str(ckpt), "--epochs", "1", "--device", "cpu")],
+        [("evaluate", str(ckpt), str(corpus), "--out", str(tmp_path / "eval-audio"), "--device", "cpu",
+          "--soundfont", "musescore", "--no-tsne"),
+         ("evaluate", str(ckpt), str(feats), "--out", str(tmp_path / "eval-feats"), "--device", "cpu")],
     ]
-    for step in steps:
-        proc = instrumentd(*step)
-        assert proc.returncode == 0, (step[0], proc.stderr[-2000:])
+    for stage in stages:
+        instrumentd(*stage)
     assert len(list((corpus / "IRMAS-TrainingData").glob("*/*.wav"))) == 22
     assert len(list(feats.glob("*/*.pt"))) == 22
     meta = read_metadata(ckpt)
