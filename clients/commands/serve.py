@@ -74,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     level = "debug" if getattr(args, "verbose", 0) >= 2 else config.log_level
     logging.getLogger("instrumentd").setLevel(level.upper())
-    from instrumentd.daemon.group import run_group
+    if config.processes > 1:  # the group's parent runs no model: torch loads in its daemons only
+        from instrumentd.daemon.group import run_group
+
+        return run_group(config)
     from instrumentd.daemon.server import Server
 
-    return run_group(config) if config.processes > 1 else Server(config).run()
+    return Server(config).run()
