@@ -311,6 +311,17 @@ def instrumentd(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedP
                           timeout=timeout, **kw)
 
 
+def side_by_side(*calls):
+    """Call each of ``calls`` (functions of no arguments) in a thread of its own, all at once; their results in
+    order. For commands a test runs as child processes that do not depend on each other: most of such a
+    command's time is its own start (torch's import) on one core, so two take about as long as one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [f.result() for f in futures]
+
+
 def live_children() -> dict[int, str]:
     """``{pid: command}`` of this process's children still running (an exited one not yet reaped is gone)."""
     out = {}

@@ -11,6 +11,8 @@ import soundfile
 
 from instrumentd.model.classes import CLASSES
 
+from ..conftest import side_by_side
+
 
 def _run(*args):
     return subprocess.run([sys.executable, "-m", "instrumentd", "classify", *args],
@@ -43,12 +45,11 @@ def test_jsonl_one_object_per_file(clips):
 def test_digital_silence_names_no_instrument(tmp_path):
     path = tmp_path / "silence.wav"
     soundfile.write(path, np.zeros(5 * 44100, np.float32), 44100)
-    out = _run(str(path), "--format", "jsonl")
+    out, table = side_by_side(lambda: _run(str(path), "--format", "jsonl"), lambda: _run(str(path)))
     assert out.returncode == 0, out.stderr
     record = json.loads(out.stdout)
     assert record["labels"] == [] and record["none"] == "silence"
     assert all(w["none"] == "silence" and w["level_db"] == -120.0 for w in record["windows"])
-    table = _run(str(path))
     assert "- (silence)" in table.stdout
 
 

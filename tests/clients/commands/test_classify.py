@@ -9,7 +9,7 @@ import pytest
 
 from instrumentd.model.classes import CLASSES
 
-from ...conftest import instrumentd, one_line_error
+from ...conftest import instrumentd, one_line_error, side_by_side
 
 
 def _run(*args):
@@ -17,11 +17,11 @@ def _run(*args):
 
 
 def test_csv_and_table(clips):
-    out = _run(str(clips / "b.flac"), "--format", "csv")
+    clip = str(clips / "b.flac")
+    out, table = side_by_side(lambda: _run(clip, "--format", "csv"), lambda: _run(clip))
     assert out.returncode == 0, out.stderr
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     assert len(rows) == 1 and set(CLASSES) <= set(rows[0])
-    table = _run(str(clips / "b.flac"))
     assert table.returncode == 0 and "b.flac" in table.stdout
 
 

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+from ...conftest import side_by_side
+
 
 def run_command(*args):
     return subprocess.run([sys.executable, "-m", "instrumentd", *args], capture_output=True, text=True, timeout=120)
@@ -16,8 +18,8 @@ def test_model_summary_total():
 
 
 def test_model_summary_other_variant_and_bad_value():
-    out = run_command("model-summary", "--variant", "han", "--frames", "300")
+    out, bad = side_by_side(lambda: run_command("model-summary", "--variant", "han", "--frames", "300"),
+                            lambda: run_command("model-summary", "--frames", "2"))
     assert out.returncode == 0 and "Total parameters" in out.stdout
-    bad = run_command("model-summary", "--frames", "2")
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "--frames" in bad.stderr
