@@ -56,13 +56,14 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.nda
     return soxr.resample(audio, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
 
 
-def sanitize(audio: np.ndarray) -> np.ndarray:
-    """Replace NaN and +-Inf with 0 and clip to [-1, 1]: decoders and PCM sources can produce both."""
+def sanitize(audio: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """Replace NaN and +-Inf with 0 and clip to [-1, 1]: decoders and PCM sources can produce both.
+    ``in_place``: ``audio`` is the caller's own (a fresh decode) and is overwritten instead of copied."""
     with np.errstate(over="ignore", invalid="ignore"):  # a sum that overflows only means the long way
         finite = np.isfinite(audio.sum())
     if finite:  # one pass: the usual case, nothing to replace
-        return np.clip(audio, -1.0, 1.0)
-    audio = np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0)
+        return np.clip(audio, -1.0, 1.0, out=audio if in_place else None)
+    audio = np.nan_to_num(audio, copy=not in_place, nan=0.0, posinf=0.0, neginf=0.0)
     return np.clip(audio, -1.0, 1.0, out=audio)
 
 
@@ -167,11 +168,11 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
             raise AudioError(f"{path}: cannot decode audio (soundfile: {exc}; ffmpeg: {ffmpeg_exc})") from None
         if mono.shape[0] == 0:
             raise AudioError(f"{path}: file holds no audio samples")
-        return sanitize(mono)
+        return sanitize(mono, in_place=True)
     if audio.shape[0] == 0:
         raise AudioError(f"{path}: file holds no audio samples")
-    mono = to_mono(audio).astype(np.float32, copy=False)
-    return sanitize(resample(mono, file_sr, sr))
+    mono = to_mono(audio).astype(np.float32, copy=False)  # a new array: the mean of the channels
+    return sanitize(resample(mono, file_sr, sr), in_place=True)
 
 
 def find_audio(paths: list[str | Path]) -> list[Path]:
