@@ -4,34 +4,20 @@ two evaluations run side by side."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
-import sys
-import tempfile
 
 import pytest
 
 from instrumentd.model import read_metadata
 
+from ..conftest import instrumentd, side_by_side
 
-def instrumentd(*steps: tuple[str, ...]) -> None:
+
+def run_together(*steps: tuple[str, ...]) -> None:
     """Run ``python -m instrumentd STEP...`` for each of ``steps`` at once; every one must exit 0."""
-    with contextlib.ExitStack() as stack:
-        errs = [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in steps]
-        procs = [subprocess.Popen([sys.executable, "-m", "instrumentd", *step], stdout=subprocess.DEVNULL, stderr=err,
-                                  text=True) for step, err in zip(steps, errs)]
-        try:
-            for proc in procs:
-                proc.wait(600)
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        for step, proc, err in zip(steps, procs, errs):
-            err.seek(0)
-            assert proc.returncode == 0, (step[0], err.read()[-2000:])
+    done = side_by_side(*(lambda step=step: instrumentd(*step, timeout=600) for step in steps))
+    for step, proc in zip(steps, done):
+        assert proc.returncode == 0, (step[0], proc.stderr[-2000:])
 
 
 @pytest.mark.slow
@@ -48,7 +34,7 @@ def test_synth_prepare_train_evaluate(tmp_path, fluidsynth_available):
          ("evaluate", str(ckpt), str(feats), "--out", str(tmp_path / "eval-feats"), "--device", "cpu")],
     ]
     for stage in stages:
-        instrumentd(*stage)
+        run_together(*stage)
     assert len(list((corpus / "IRMAS-TrainingData").glob("*/*.wav"))) == 22
     assert len(list(feats.glob("*/*.pt"))) == 22
     meta = read_metadata(ckpt)
