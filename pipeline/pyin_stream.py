@@ -20,6 +20,7 @@ import heapq
 import numpy as np
 import torch
 
+from . import pyin_kernels
 from .config import DEFAULT, FeatureConfig
 from .errors import ParameterError
 from .pyin import (
@@ -55,6 +56,8 @@ class StreamingPyin:
         self.model: PyinModel = pyin_model(
             cfg.sample_rate, cfg.pitch_fmin, cfg.pitch_fmax, cfg.pitch_frame_length, cfg.hop_length
         )
+        if self.device.type == "cuda" and pyin_kernels.AVAILABLE:
+            pyin_kernels.compile_forward(self.device, self.model)  # each layout, before a push needs it
         self._freqs = self.model.freqs.astype(np.float32)
         self._in_use: list[bool] = []
         self._free: list[int] = []  # free slots, each fresh (as a stream before its first sample); a heap

@@ -1,6 +1,9 @@
 """The fused Triton kernels: Viterbi decodes exactly what the torch steps decode, the observation
 kernel scores troughs as the torch steps do (CUDA only)."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -67,11 +70,19 @@ def test_observation_kernel_scores_frames_as_the_torch_steps(cfg, thresholds):
     assert torch.equal(voiced[~scored], torch.full_like(voiced[~scored], LOG_TINY))
 
 
-@pytest.mark.parametrize("cfg", [DEFAULT, TEN_MS], ids=["hop1323", "hop441"])
-def test_forward_kernel_equals_torch_steps(cfg):
+@pytest.mark.parametrize("cfg, items", [(DEFAULT, 8), (TEN_MS, 8), (DEFAULT, pyin_kernels.LARGE_FROM + 3)],
+                         ids=["hop1323", "hop441", "large-layout"])
+def test_forward_kernel_equals_torch_steps(cfg, items):
+    """In either layout (:func:`~instrumentd.pipeline.pyin_kernels.forward_layout`), with a last
+    program only partly filled."""
     model = model_for(cfg)
     audio = torch.from_numpy(varied_audio()).cuda()
     log_obs = log_observations(*batch_observations(frame(audio, model), model), model)
+    copies = -(-items // len(log_obs))
+    noise = torch.rand(copies, *log_obs.shape, generator=torch.Generator().manual_seed(1)).cuda()
+    log_obs = (log_obs + noise).flatten(0, 1)[:items]  # every item its own scores
+    layout = pyin_kernels.LARGE_LAYOUT if items > 8 else pyin_kernels.SMALL_LAYOUT
+    assert pyin_kernels.forward_layout(items) == layout
     batch, n_frames = log_obs.shape[:2]
     ours = padded_scores(n_frames, batch, model=model, device=audio.device, dtype=torch.float32)
     normalise(log_obs[:, 0], ours[0], model)
@@ -137,6 +148,31 @@ def test_kernels_compile_once_whatever_the_counts():
         sp.push({s: audio[s, start : start + 500 * n] for s in slots[: 1 + n % 3]})
         start += 500 * n
     assert compiled() == before
+
+
+def test_streaming_engine_compiles_each_forward_layout_before_its_first_push():
+    """The start-up burst pushes hundreds of streams at once, later steps a few: neither may stall on a
+    compile. In a fresh process, where no other test has compiled the kernel yet."""
+    script = f"""
+import torch
+from instrumentd.pipeline import pyin_kernels
+from instrumentd.pipeline.config import DEFAULT
+from instrumentd.pipeline.pyin import normalise, padded_scores
+from instrumentd.pipeline.pyin_stream import StreamingPyin
+model = StreamingPyin(DEFAULT, lag=20, device="cuda").model
+cache = pyin_kernels.KERNELS[1].device_caches[torch.cuda.current_device()][0]
+before = len(cache)
+for items in (3, {pyin_kernels.LARGE_FROM + 1}):
+    scores = padded_scores(items, 3, model=model, device=torch.device("cuda"), dtype=torch.float32)
+    normalise(torch.zeros(items, 2, model.n_bins, device="cuda"), scores[:, 0], model)
+    pyin_kernels.forward(scores, torch.zeros(items, 2, 2, model.n_bins, device="cuda"), 1, None, model)
+    assert torch.isfinite(scores[:, 1:, :, model.width // 2 : model.width // 2 + model.n_bins]).all()
+print(before, len(cache))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    before, after = map(int, out.stdout.split())
+    assert before == 2 and after == 2
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
