@@ -297,6 +297,8 @@ def compile_forward(device: torch.device, model: PyinModel) -> None:
     """Compile :func:`forward` in each of its layouts for ``device`` now (a second or so each without
     Triton's disk cache), so that a daemon's first push of either size does not stall its step."""
     for n_items in (1, LARGE_FROM):
+        # pyin.padded_scores's layout (pyin imports this module, so it is not imported back): -inf margins,
+        # a first frame of zeros
         scores = torch.full((n_items, 2, 2, model.n_bins + model.width - 1), -math.inf, device=device)
         scores[:, 0, :, model.width // 2 : model.width // 2 + model.n_bins] = 0.0
         forward(scores, torch.zeros(n_items, 1, 2, model.n_bins, device=device), 1, None, model)
