@@ -216,7 +216,7 @@ class Server:
             self.metrics.observe_batch(len(windows))
         # the step's windows decided and smoothed together; then each one's events, window by window
         probabilities = np.stack([w.probabilities for w in windows])
-        levels = [w.stream.levels.level_db(w.start_frame, w.stream.cfg.n_frames) for w in windows]
+        levels = [w.level_db for w in windows]
         reasons = window_reasons(probabilities, np.array(levels), rec.decision,
                                  voiced=np.array([w.voiced for w in windows]))
         # a window that names no instrument (silence, speech, noise...) weighs as no probability at all

@@ -56,11 +56,12 @@ from instrumentd.pipeline.config import FeatureConfig
 from instrumentd.pipeline.devices import guard
 from instrumentd.pipeline.mask import voiced_share
 from instrumentd.pipeline.stream_features import StreamFeatures
+from instrumentd.pipeline.windows import LEVEL_FLOOR_DB
 
 from . import oom
 from .config import PoolSettings
-from .deadair import DeadAir, WindowLevels
 from .latency import LatencyHistory
+from .level_table import LevelTable
 from .segments import Segmenter
 from .sources import Source
 from .wakes import Wakes
@@ -97,6 +98,7 @@ class Window:
     arrival: float  # time.monotonic() when its last sample arrived
     probabilities: np.ndarray | None = None
     voiced: float = 1.0  # share of its frames with a pitch, filled with the probabilities
+    level_db: float = LEVEL_FLOOR_DB  # RMS of its audio, dBFS, filled with the probabilities
 
 
 class _Scratch:
@@ -116,7 +118,7 @@ class Stream:
     """One named stream inside a worker: its source, resampler, features slot, window grid and counters."""
 
     def __init__(self, source: Source, slot: int, cfg: FeatureConfig, hop_s: float, segmenter: Segmenter,
-                 deadair: DeadAir, wakes: Wakes):
+                 wakes: Wakes):
         self.name = source.name
         self.source = source
         self.slot = slot
@@ -128,9 +130,7 @@ class Stream:
             self.rate, cfg.sample_rate, 1, dtype="float32", quality="HQ")
         self.hop_frames = hop_s * cfg.sample_rate / cfg.hop_length  # frames per window hop, not an integer
         self.segmenter = segmenter
-        self.deadair = deadair
-        # each window's level, for the decision that silence names no instrument: 20 s of frames kept
-        self.levels = WindowLevels(cfg.hop_length, int(20 * cfg.sample_rate / cfg.hop_length))
+        self.levels = None  # its row of a worker's LevelTable while it moves between workers
         self.notes: collections.deque[tuple[str, str]] = collections.deque()  # (silent | sound, reason) to publish
         self.grid_origin = 0  # frame where window 0 of the current grid starts
         self.j = 0  # next window on the grid
@@ -225,7 +225,7 @@ class Worker:
         due window waits up to this many seconds for the others (see the module's docstring)
     name : how logs call this worker
     silence_db, silence_s : dead air: a stream under ``silence_db`` dBFS for ``silence_s`` seconds is
-        noted ``silent``, then ``sound`` when its level returns (:class:`~instrumentd.daemon.deadair.DeadAir`)
+        noted ``silent``, then ``sound`` when its level returns (:class:`~instrumentd.daemon.level_table.LevelTable`)
     """
 
     def __init__(self, recognizer, features: StreamFeatures, hop_s: float, max_backlog: float = 1.0,
@@ -249,7 +249,6 @@ class Worker:
         # there); on a GPU the maths are cheap and each read's and push's host work per stream is what
         # counts, so a stream is read about once a window
         self.take_along = hop_s if recognizer.device.type == "cuda" else FEED_FRACTION * hop_s
-        self.silence_db, self.silence_s = silence_db, silence_s
         self._spread_streams = 0  # real-time streams whose windows were spread over the hop
         self._feed_cost = 0.0  # seconds, smoothed: how long a push between ticks takes
         self.name = name or str(recognizer.device)
@@ -265,7 +264,12 @@ class Worker:
         self.lock = threading.Lock()  # held by whoever steps the worker or moves its streams
         # reused by every read: no allocation per read, and no fresh pages for the kernel to fault in
         # (a 1 s read is 176 kB, past the allocator's mmap threshold)
-        self._read_buffer, self._squares_buffer = _Scratch(), _Scratch()
+        self._read_buffer = _Scratch()
+        # every stream's frame energies (each window's level, for the decision that silence names no
+        # instrument: 20 s of frames kept) and dead air, measured for all of a step's reads at once
+        self.levels = LevelTable(self.cfg.hop_length, int(20 * self.cfg.sample_rate / self.cfg.hop_length),
+                                 silence_db, silence_s, self.cfg.sample_rate)
+        self._measured: list[Stream] = []  # the streams whose reads the levels have squared, in order
         self._gather_until: float | None = None
         self._wakes = Wakes()
         self._pending: set[Stream] = set()  # streams with audio to push again (moved here)
@@ -292,8 +296,8 @@ class Worker:
         self.features.seconds.update(mel=0.0, pitch=0.0)
 
     def add(self, source: Source, segmenter: Segmenter) -> Stream:
-        stream = Stream(source, self.features.add_stream(), self.cfg, self.hop_s, segmenter,
-                        DeadAir(self.silence_db, self.silence_s, self.cfg.sample_rate), self._wakes)
+        stream = Stream(source, self.features.add_stream(), self.cfg, self.hop_s, segmenter, self._wakes)
+        self.levels.start(stream.slot)
         source.ring.on_close = stream.wake
         # a live source, or a network input that turns live with its first audio, is put on the tick
         stream.aligned = not (self.align and source.realtime)
@@ -307,6 +311,7 @@ class Worker:
         self._wakes.drop(st)
         self._pending.discard(st)
         self._unstarted.discard(st)
+        st.levels = self.levels.state(st.slot)
         self.features.remove_stream(st.slot)
 
     def attach(self, st: Stream) -> None:
@@ -317,6 +322,8 @@ class Worker:
         hop = self.cfg.hop_length
         origin = -(-first // hop)
         st.slot = self.features.add_stream(origin)
+        self.levels.start(st.slot, st.levels)
+        st.levels = None
         st.wakes = self._wakes
         self._wakes.put(st)
         st.pending = audio[origin * hop - first :]
@@ -373,6 +380,7 @@ class Worker:
                         pushed.append(st)
                 if st.source.ended and st.native_next >= ring.written:
                     ending.append(st)
+        self._measure()
         self.seconds["read"] += time.perf_counter() - t0
         t_push = time.perf_counter()
         self.features.push_staged()
@@ -391,8 +399,10 @@ class Worker:
             self.seconds["windows"] += t2 - t1
             self.seconds["model"] += time.perf_counter() - t2
             self.passes += 1
-            for w, p, v in zip(windows, probs, voiced_share(feats.mask)):
-                w.probabilities, w.voiced = p, float(v)
+            levels = self.levels.level_db([w.stream.slot for w in windows], [w.start_frame for w in windows],
+                                          self.cfg.n_frames)
+            for w, p, v, level in zip(windows, probs, voiced_share(feats.mask), levels.tolist()):
+                w.probabilities, w.voiced, w.level_db = p, float(v), level
         for st in ending:
             st.finished = True
             self._wakes.drop(st)
@@ -490,20 +500,27 @@ class Worker:
         st.native_next = start + len(data)
         if st.resampler is not None:
             data = st.resampler.resample_chunk(data, last=ring.closed and ring.available() == 0)
-        # one pass over the samples: the energy of each frame, for the windows' levels, dead air and the
-        # stream's level
-        energy, count = st.levels.push(np.square(data, out=self._squares_buffer.take(len(data))), st.pos)
+        # squared once, for the windows' levels, dead air and the stream's level: measured with the step's
+        # other reads (:meth:`_measure`)
+        self.levels.squares(st.slot, data, st.pos)
         if len(data):
-            st.level_db = round(max(-120.0, 10 * math.log10(max(float(energy.sum()) / len(data), 1e-12))), 1)
-            notes = st.deadair.push(energy, count)
-            if notes:
-                st.notes.extend(notes)
-                st.source.news.set()
+            self._measured.append(st)
         st.remember(data, st.pos)
         st.pos += len(data)
         if not st.aligned and len(data):
             self._put_on_tick(st)
         return data
+
+    def _measure(self) -> None:
+        """The step's reads' frame energies, stream levels and dead air, measured together; a stream whose
+        audio turned silent or sound gets the note to publish."""
+        measured, self._measured = self._measured, []
+        level_db, notes = self.levels.push()
+        for st, level in zip(measured, level_db.tolist()):
+            st.level_db = level
+        for k, state, reason in notes:
+            measured[k].notes.append((state, reason))
+            measured[k].source.news.set()
 
     def _put_on_tick(self, st: Stream) -> None:
         """Align a live stream's grid (:meth:`_align`) once its audio flows in real time.
@@ -590,7 +607,7 @@ class Worker:
             st.resampler.clear()
         self.features.reset(st.slot, origin)
         st.segmenter.reset()
-        st.deadair.restart()
+        self.levels.restart(st.slot)
 
     def _spread(self, st: Stream) -> None:
         """With their own phases, move a real-time stream's windows after its first by its share of a hop.
