@@ -61,7 +61,7 @@ from instrumentd.pipeline.windows import LEVEL_FLOOR_DB
 from . import oom
 from .config import PoolSettings
 from .latency import LatencyHistory
-from .level_table import LevelTable
+from .level_table import LevelTable, RowState
 from .segments import Segmenter
 from .sources import Source
 from .wakes import Wakes
@@ -130,7 +130,7 @@ class Stream:
             self.rate, cfg.sample_rate, 1, dtype="float32", quality="HQ")
         self.hop_frames = hop_s * cfg.sample_rate / cfg.hop_length  # frames per window hop, not an integer
         self.segmenter = segmenter
-        self.levels = None  # its row of a worker's LevelTable while it moves between workers
+        self.levels: RowState | None = None  # its row of a worker's LevelTable while it moves between workers
         self.notes: collections.deque[tuple[str, str]] = collections.deque()  # (silent | sound, reason) to publish
         self.grid_origin = 0  # frame where window 0 of the current grid starts
         self.j = 0  # next window on the grid
