@@ -7,12 +7,14 @@ stream whose level stays under ``silence_db`` for ``silence_s`` seconds is ``sil
 its audio reaches that level again (``sound``). A read's first and last frames may be partial: each
 counts as a frame of its own for dead air, and adds to its frame's energy for the levels.
 
-A worker step squares each read into one array, end to end (:meth:`LevelTable.squares`), then
-measures all of them in one :meth:`LevelTable.push`: one ``np.add.reduceat`` over every frame of every
-read, the table updated by index arrays. Per stream, that is one ``np.square`` and no other numpy call,
-where measuring each read on its own took a dozen (50-60 us a stream on a 2-core CPU, about half of
-a worker's read stage). Sums run in float32 (at most a few thousand positive terms: a relative error
-under 1e-4, a thousandth of a dB), which costs half of summing in float64.
+A worker step sums each read's frames as it reads it, while the audio is in cache
+(:meth:`LevelTable.add_read`: one dot product a partial frame, one ``einsum`` for the whole ones), then
+measures all of the step's reads in one :meth:`LevelTable.push`, the table updated by index arrays.
+Per stream that is a few numpy calls and no copy of the audio, where measuring each read on its own
+took a dozen (50-60 us a stream on a 2-core CPU, about half of a worker's read stage), and squaring
+every read into one array for a single ``np.add.reduceat`` wrote and read the step's audio once more.
+Sums run in float32 (at most a few thousand positive terms: a relative error under 1e-4, a
+thousandth of a dB), which costs half of summing in float64.
 """
 
 from __future__ import annotations
@@ -57,8 +59,7 @@ class LevelTable:
         self.newest = np.zeros(0, np.int64)  # newest frame with audio, per row (-1: none)
         self.silent = np.zeros(0, bool)
         self.quiet = np.zeros(0, np.int64)  # samples of silence up to the newest frame
-        self._squares = np.empty(0, np.float32)
-        self._used = 0  # samples of _squares filled since the last push
+        self._energies: list[np.ndarray] = []  # each read's frame energies since the last push
         self._reads: list[tuple[int, int, int]] = []  # (row, grid index of the first sample, samples)
 
     def start(self, row: int, state: RowState | None = None) -> None:
@@ -84,22 +85,27 @@ class LevelTable:
         """After a gap in ``row``'s audio: the silence so far no longer runs on (the silent state stays)."""
         self.quiet[row] = 0
 
-    def squares(self, row: int, audio: np.ndarray, start: int) -> None:
-        """Square ``audio: float32 [n]`` of ``row`` (its first sample at grid index ``start``) for the next
-        :meth:`push`; at most one read a row between pushes."""
+    def add_read(self, row: int, audio: np.ndarray, start: int) -> None:
+        """Sum the squares of ``audio: float32 [n]`` of ``row`` (its first sample at grid index ``start``)
+        frame by frame, for the next :meth:`push`; at most one read a row between pushes."""
         n = len(audio)
         if not n:
             return
-        if self._used + n > len(self._squares):
-            grown = np.empty(max(2 * len(self._squares), self._used + n), np.float32)
-            grown[: self._used] = self._squares[: self._used]
-            self._squares = grown
-        np.square(audio, out=self._squares[self._used : self._used + n])
-        self._used += n
+        hop = self.hop
+        head = min(n, hop - start % hop)  # the samples of the read's first frame
+        whole = (n - head) // hop  # whole frames after it
+        body = audio[head : head + whole * hop].reshape(whole, hop)
+        tail = audio[head + whole * hop :]
+        energy = np.empty(1 + whole + (len(tail) > 0), np.float32)
+        energy[0] = np.dot(audio[:head], audio[:head])
+        energy[1 : 1 + whole] = np.einsum("ij,ij->i", body, body)
+        if len(tail):
+            energy[-1] = np.dot(tail, tail)
+        self._energies.append(energy)
         self._reads.append((row, start, n))
 
     def push(self) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
-        """Measure the reads given to :meth:`squares` since the last push.
+        """Measure the reads given to :meth:`add_read` since the last push.
 
         Returns ``(level_db float [k], notes)``: each read's RMS level (dBFS, rounded to 0.1, at least
         -120), in the order of the reads, and the dead-air changes as ``(read, "silent" | "sound", reason)``,
@@ -108,19 +114,18 @@ class LevelTable:
         if not self._reads:
             return np.zeros(0), []
         rows, starts, lengths = (np.array(column, np.int64) for column in zip(*self._reads))
-        squares = self._squares[: self._used]
-        self._reads, self._used = [], 0
+        energy = np.concatenate(self._energies)
+        self._reads, self._energies = [], []
         hop = self.hop
         first, last = starts // hop, (starts + lengths - 1) // hop
         frames_per = last - first + 1
         group = np.repeat(np.arange(len(rows)), frames_per)  # the read of each frame
         head = np.cumsum(frames_per) - frames_per  # index of each read's first frame
         frame = first[group] + np.arange(len(group)) - head[group]  # each frame's number on its grid
-        offsets = np.cumsum(lengths) - lengths  # each read's first sample in ``squares``
-        bounds = offsets[group] + frame * hop - starts[group]
+        offsets = np.cumsum(lengths) - lengths  # each read's first sample, the reads end to end
+        bounds = offsets[group] + frame * hop - starts[group]  # each frame's first sample, likewise
         bounds[head] = offsets
-        energy = np.add.reduceat(squares, bounds)
-        count = np.diff(bounds, append=len(squares))
+        count = np.diff(bounds, append=offsets[-1] + lengths[-1])
         self._keep(rows, first, last, group, frame, energy, count)
         level = np.add.reduceat(energy, head) / lengths
         level_db = np.round(np.maximum(-120.0, 10 * np.log10(np.maximum(level, 1e-12))), 1)

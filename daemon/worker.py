@@ -500,9 +500,9 @@ class Worker:
         st.native_next = start + len(data)
         if st.resampler is not None:
             data = st.resampler.resample_chunk(data, last=ring.closed and ring.available() == 0)
-        if len(data):  # squared once, for the windows' levels, dead air and the stream's level: measured
-            # with the step's other reads (:meth:`_measure`)
-            self.levels.squares(st.slot, data, st.pos)
+        if len(data):  # its frames summed while in cache, for the windows' levels, dead air and the stream's
+            # level: measured with the step's other reads (:meth:`_measure`)
+            self.levels.add_read(st.slot, data, st.pos)
             self._measured.append(st)
         st.remember(data, st.pos)
         st.pos += len(data)

@@ -88,7 +88,7 @@ def _record(db, *args):
 
 @pytest.mark.slow
 def test_record_cut_off_and_daemon_restart_lose_nothing(tmp_path, daemon, program):
-    daemon = daemon([f"a=file:{program}"], "--hop", "0.5")
+    daemon = daemon([f"a=file:{program}"], "--hop", "0.25")  # a window every 0.25 s: the waits below count events
     daemon.wait_ready()
     proxy = Proxy(daemon.pub)
     db = tmp_path / "events.sqlite"

@@ -21,7 +21,7 @@ class Stream:
         self.table.start(self.row)
 
     def read(self, audio: np.ndarray) -> list[tuple[str, str]]:
-        self.table.squares(self.row, audio, self.pos)
+        self.table.add_read(self.row, audio, self.pos)
         self.pos += len(audio)
         level_db, notes = self.table.push()
         return [(state, reason) for _, state, reason in notes]
@@ -67,8 +67,8 @@ def test_each_read_gets_the_level_of_its_samples():
     levels = table()
     levels.start(0)
     levels.start(1)
-    levels.squares(0, np.full(150, 0.5, np.float32), 30)
-    levels.squares(1, np.zeros(10, np.float32), 0)
+    levels.add_read(0, np.full(150, 0.5, np.float32), 30)
+    levels.add_read(1, np.zeros(10, np.float32), 0)
     level_db, notes = levels.push()
     assert level_db.tolist() == [-6.0, -120.0] and notes == []
 
@@ -78,7 +78,7 @@ def test_window_levels_measure_exactly_the_frames_asked():
     levels.start(0)
 
     def push(audio: np.ndarray, pos: int) -> None:
-        levels.squares(0, audio, pos)
+        levels.add_read(0, audio, pos)
         levels.push()
 
     def level_db(first: int, n: int) -> float:
@@ -122,11 +122,11 @@ def test_many_streams_in_one_push_are_measured_as_each_alone_whatever_the_reads(
             reads[s] = (audio, int(pos[s]))
             heard[s, pos[s] : pos[s] + n], seen[s, pos[s] : pos[s] + n] = audio.astype(np.float64) ** 2, True
             pos[s] += n
-            together.squares(rows[s], audio, reads[s][1])
+            together.add_read(rows[s], audio, reads[s][1])
         level_db, notes = together.push()
         notes_together += [(order[k], state, reason) for k, state, reason in notes]
         for k, s in enumerate(order):
-            alone[s].squares(0, *reads[s])
+            alone[s].add_read(0, *reads[s])
             (level_alone,), notes = alone[s].push()
             notes_alone += [(s, state, reason) for _, state, reason in notes]
             assert level_db[k] == level_alone
@@ -144,11 +144,11 @@ def test_many_streams_in_one_push_are_measured_as_each_alone_whatever_the_reads(
 def test_a_row_moved_to_another_table_goes_on_as_if_it_had_stayed():
     here, there = table(), table()
     here.start(4)
-    here.squares(4, np.full(1500, 1e-4, np.float32), 0)  # 1.5 s of silence
+    here.add_read(4, np.full(1500, 1e-4, np.float32), 0)  # 1.5 s of silence
     (_, notes) = here.push()
     assert [state for _, state, _ in notes] == ["silent"]
     there.start(9, here.state(4))
-    there.squares(9, np.full(100, 0.5, np.float32), 1500)
+    there.add_read(9, np.full(100, 0.5, np.float32), 1500)
     level_db, notes = there.push()
     assert [(state, reason) for _, state, reason in notes] == [("sound", "level -6.0 dBFS after 1.5 s of silence")]
     assert there.level_db(np.array([9]), np.array([10]), 6)[0] == pytest.approx(
