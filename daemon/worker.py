@@ -269,7 +269,7 @@ class Worker:
         # instrument: 20 s of frames kept) and dead air, measured for all of a step's reads at once
         self.levels = LevelTable(self.cfg.hop_length, int(20 * self.cfg.sample_rate / self.cfg.hop_length),
                                  silence_db, silence_s, self.cfg.sample_rate)
-        self._measured: list[Stream] = []  # the streams whose reads the levels have squared, in order
+        self._measured: list[Stream] = []  # the streams whose reads the levels have summed, in order
         self._gather_until: float | None = None
         self._wakes = Wakes()
         self._pending: set[Stream] = set()  # streams with audio to push again (moved here)
