@@ -58,6 +58,8 @@ TICK = 0.005
 # seconds the first event waits for a first subscriber: one that connected while the daemon started (or a
 # group's proxy, which connects to its daemons as they bind) gets its subscription in and misses nothing
 JOIN_GRACE_S = 0.25
+# seconds between the progress lines of a stop that finishes a long backlog
+STOP_PROGRESS_S = 5.0
 # events logged, then published together: one wake-up of ZeroMQ's I/O thread for the lot instead of one
 # each (about 20 us a window event on a 2-core CPU); a step's last ones go out when the step is done
 PUBLISH_BATCH = 16
@@ -177,7 +179,8 @@ class Server:
                 return
             poller.poll(0 if windows else TICK * 1000)
             self.publisher.poll_subscriptions()
-        log.info("%s: finishing the windows already heard, then stopping", self.signals.received)
+        log.info("%s: finishing the windows already heard (%.1f s of audio in %d stream(s)), then stopping; a "
+                 "second Ctrl-C skips them", self.signals.received, *self._unanalysed())
 
     def shutdown(self) -> None:
         self.notifier.stopping()
@@ -188,12 +191,19 @@ class Server:
             self._publish_logged()  # what was logged before serving failed goes out too
             # finish the windows whose audio is already in the rings, unless a second Ctrl-C said not
             # to or serving failed (what failed would fail again)
+            progress = time.monotonic() + STOP_PROGRESS_S
             while self.worker.active and not self.signals.force_exit and not self.failed:
                 self._emit(self.worker.step())
                 self._emit_lifecycle()
                 self._publish_logged()
+                if time.monotonic() >= progress:  # a daemon far behind takes a while: say how long
+                    seconds, streams = self._unanalysed()
+                    if seconds:
+                        log.info("stopping: %.1f s of audio in %d stream(s) still to analyse", seconds, streams)
+                    progress = time.monotonic() + STOP_PROGRESS_S
             if self.worker.active and self.signals.force_exit:
-                log.warning("second SIGINT: the windows still in the rings are not analysed")
+                log.warning("second SIGINT: the windows still in the rings are not analysed (%.1f s of audio in %d "
+                            "stream(s))", *self._unanalysed())
             self.worker.close()
             if not self.failed:
                 self._emit_lifecycle()
@@ -205,6 +215,11 @@ class Server:
                 part.close()
         if self.worker is not None:
             log.info("stopped")
+
+    def _unanalysed(self) -> tuple[float, int]:
+        """Heard audio still waiting in the rings: ``(seconds in all, streams with some)``."""
+        waiting = [st.source.ring.available() / st.rate for st in self.worker.active]
+        return sum(waiting), sum(1 for seconds in waiting if seconds > 0)
 
     # -- events ----------------------------------------------------------------
     def _emit(self, windows: list[Window]) -> None:
