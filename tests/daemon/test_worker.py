@@ -220,25 +220,29 @@ def test_a_live_stream_stopped_mid_window_finishes_at_the_next_step(pool):
 
 def test_windows_already_heard_are_finished_however_late_once_the_daemon_stops():
     """Serving, a live stream 6 s behind skips to its newest audio (counted); once the daemon stops
-    (``finish_heard``), the same backlog is finished window by window, nothing dropped."""
+    (``finish_heard``), the same backlog is finished window by window, nothing dropped, a hop of audio
+    a step (so that a stop far behind can report and be interrupted between its steps)."""
     pool = build_pool([torch.device("cpu")], PoolSettings(hop_s=HOP, max_backlog=1.0))
 
-    def backlog(index: int) -> tuple[Source, list]:
+    def backlog(index: int) -> tuple[Source, list, list[int]]:
         src = FedSource(index)
         pool.add(src, Segmenter(pool.recognizer.classes))
         src.ring.write(melody(6.0)[:, 0], arrival=time.monotonic() - 30.0)  # heard long ago
         src.ring.close()
-        windows = []
+        windows, reads = [], []  # reads: the samples each step took from the ring
         while pool.workers[0].active:
+            unread = src.ring.available()
             windows += pool.step()
-        return src, windows
+            reads.append(unread - src.ring.available())
+        return src, windows, reads
 
-    src, windows = backlog(500)
+    src, windows, _ = backlog(500)
     assert windows == [] and src.ring.dropped > 5 * SR
     pool.finish_heard()
-    src, windows = backlog(501)
+    src, windows, reads = backlog(501)
     assert len(windows) == 7 and windows[0].t_end == 3.0 and windows[-1].t_end == pytest.approx(6.0, abs=0.03)
     assert src.ring.dropped == 0 and windows[0].stream.dropped_windows == 0
+    assert max(reads) == HOP * SR and sum(reads) == 6 * SR  # before: 4 s at once (a window, a hop and 0.5 s), then 2
 
 
 def test_a_paced_file_that_ends_wakes_its_stream_at_once(pool, tmp_path, player):
