@@ -71,8 +71,8 @@ class LevelTable:
             self.newest = np.concatenate([self.newest, np.full(grow, -1, np.int64)])
             self.silent = np.concatenate([self.silent, np.zeros(grow, bool)])
             self.quiet = np.concatenate([self.quiet, np.zeros(grow, np.int64)])
-        if state is None:
-            state = RowState(0.0, 0, -1, False, 0)
+        if state is None:  # nothing heard, not silent
+            state = RowState(np.zeros(self.size), np.zeros(self.size, np.int64), -1, False, 0)
         self.energy[row], self.count[row], self.newest[row] = state.energy, state.count, state.newest
         self.silent[row], self.quiet[row] = state.silent, state.quiet
 
@@ -97,7 +97,8 @@ class LevelTable:
         body = audio[head : head + whole * hop].reshape(whole, hop)
         tail = audio[head + whole * hop :]
         energy = np.empty(1 + whole + (len(tail) > 0), np.float32)
-        energy[0] = np.dot(audio[:head], audio[:head])
+        first = audio[:head]
+        energy[0] = np.dot(first, first)
         energy[1 : 1 + whole] = np.einsum("ij,ij->i", body, body)
         if len(tail):
             energy[-1] = np.dot(tail, tail)
