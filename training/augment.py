@@ -45,6 +45,14 @@ def spec_augment(mel: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, t
     return mel.masked_fill(hidden, MEL_FLOOR_DB), mask.masked_fill(hidden, 0.0)
 
 
+def blank_masks(mask: torch.Tensor, share: float) -> torch.Tensor:
+    """``mask: [B, 1, n_mels, frames]`` -> a copy with a random ``share`` of the items' masks all 0, as
+    for audio where pYIN finds no pitch: modality dropout, so that the network learns to name an
+    instrument from its mel too and does not lean on the pitch track (register) alone."""
+    kept = torch.rand(mask.shape[0], 1, 1, 1, device=mask.device) >= share
+    return mask * kept
+
+
 def timbre_eq(mel: torch.Tensor) -> torch.Tensor:
     """``mel: [B, 1, n_mels, frames]`` dB (maximum 0, floor -80) -> a copy through a random smooth
     equaliser per item: a tilt of +-:data:`TILT_DB` plus :data:`RIPPLES` cosine ripples of

@@ -32,7 +32,7 @@ from instrumentd.pipeline.features import FeatureExtractor
 from instrumentd.pipeline.mask import voiced_share
 
 from .audio_augment import MixedBatch, MixRecipe, mix_batch
-from .augment import spec_augment
+from .augment import blank_masks, spec_augment
 from .dataset import FeatureSet, mask_to_band
 from .graphed import TrainStep, autocast
 from .stem_bank import StemBank, split_stems
@@ -50,6 +50,7 @@ class AudioTrainConfig:
     batch_size: int = 16
     lr: float = 1e-4
     mask_noise: float = 0.1
+    mask_drop: float = 0.0  # share of training clips whose pitch mask is blanked (the mel alone must name them)
     spec_augment: bool = True
     seed: int = 0
     amp: bool = True
@@ -67,6 +68,8 @@ class AudioTrainConfig:
                 raise ParameterError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ParameterError(f"learning rate must be positive, got {self.lr}")
+        if not 0 <= self.mask_drop < 1:
+            raise ParameterError(f"mask drop must be in [0, 1), got {self.mask_drop}")
         if not 0 < self.val_fraction < 1:
             raise ParameterError(f"validation fraction must be in (0, 1), got {self.val_fraction}")
         for name in ("keep_music", "keep_voiced"):
@@ -197,6 +200,8 @@ def train_from_audio(bank: StemBank, cfg: AudioTrainConfig = AudioTrainConfig(),
                 m, k = mel[sl], mask[sl]
                 if cfg.spec_augment:
                     m, k = spec_augment(m, k)
+                if cfg.mask_drop > 0:
+                    k = blank_masks(k, cfg.mask_drop)
                 if cfg.mask_noise > 0:
                     k = k + cfg.mask_noise * torch.randn_like(k)
                 loss, logits = step(m, k, batch.target[sl])

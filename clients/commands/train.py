@@ -60,6 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", default="", metavar="KEY=VALUE,...",
                    help="stem bank only: change the mixing recipe, e.g. none_share=0.25,acc_db=-24:-6 "
                         "(settings and defaults: training/audio_augment.py MixRecipe)")
+    p.add_argument("--mask-drop", type=float, default=0.0, metavar="SHARE",
+                   help="stem bank only: share of training clips whose pitch mask is blanked, so that the "
+                        "network also learns to name instruments from the mel alone (default: 0)")
     p.add_argument("--max-minutes", type=float, default=0.0, metavar="M",
                    help="stem bank only: stop after the epoch that passes M minutes of training (default: no limit)")
     p.add_argument("--exclude-banks", default=None, metavar="LIST",
@@ -173,7 +176,8 @@ def run_from_audio(args: argparse.Namespace, device) -> int:
 
     excluded = soundfont_list(args.exclude_banks) or ()
     cfg = AudioTrainConfig(args.variant, args.epochs, args.clips_per_epoch, args.validation_clips,
-                           batch_size=args.batch_size, lr=args.lr, mask_noise=args.mask_noise, seed=args.seed, amp=not args.no_amp,
+                           batch_size=args.batch_size, lr=args.lr, mask_noise=args.mask_noise,
+                           mask_drop=args.mask_drop, seed=args.seed, amp=not args.no_amp,
                            max_seconds=60 * args.max_minutes, recipe=MixRecipe().with_changes(args.recipe),
                            init=args.init)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

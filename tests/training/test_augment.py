@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from instrumentd.training.augment import MEL_FLOOR_DB, MIX_GAIN_DB, mix_pairs, spec_augment, timbre_eq
+from instrumentd.training.augment import MEL_FLOOR_DB, MIX_GAIN_DB, blank_masks, mix_pairs, spec_augment, timbre_eq
 
 
 def test_stripes_hit_mel_and_mask_alike_and_keep_shapes():
@@ -26,6 +26,16 @@ def test_inputs_are_not_modified():
     before = mel.clone(), mask.clone()
     spec_augment(mel, mask)
     assert torch.equal(mel, before[0]) and torch.equal(mask, before[1])
+
+
+def test_blanked_masks_are_whole_items_in_about_the_share_asked():
+    torch.manual_seed(2)
+    mask = (torch.rand(4000, 1, 8, 5) < 0.5).float()
+    out = blank_masks(mask, 0.3)
+    blank = out.sum(dim=(1, 2, 3)) == 0
+    assert 0.27 < blank.float().mean() < 0.33
+    assert torch.equal(out[~blank], mask[~blank])  # the others untouched
+    assert torch.equal(blank_masks(mask, 0.0), mask)
 
 
 def test_timbre_eq_reshapes_the_spectrum_but_keeps_silence_and_the_db_reference():

@@ -44,12 +44,15 @@ def test_config_is_checked():
         dataclasses.replace(TINY, keep_music=1.5)
     with pytest.raises(ParameterError, match="keep_voiced"):
         dataclasses.replace(TINY, keep_voiced=0)
+    with pytest.raises(ParameterError, match="mask drop"):
+        dataclasses.replace(TINY, mask_drop=1.0)
 
 
 def test_train_command_takes_a_stem_bank(stem_bank, tmp_path, capsys):
     out = tmp_path / "cli.safetensors"
     code = main(["train", str(stem_bank), "--out", str(out), "--epochs", "1", "--clips-per-epoch", "8",
-                 "--validation-clips", "8", "--batch-size", "8", "--device", "cpu", "--exclude-banks", "b"])
+                 "--validation-clips", "8", "--batch-size", "8", "--device", "cpu", "--exclude-banks", "b",
+                 "--mask-drop", "0.5"])
     assert code == 0
     text = capsys.readouterr().out
     assert "no-instrument threshold" in text and out.is_file()
@@ -57,3 +60,4 @@ def test_train_command_takes_a_stem_bank(stem_bank, tmp_path, capsys):
     meta = Recognizer.from_checkpoint(out, "cpu").meta
     assert meta["training"]["data"]["excluded_banks"] == ["b"]
     assert meta["training"]["data"]["pred_stems_per_bank"] == {"a": 11}
+    assert meta["training"]["config"]["mask_drop"] == 0.5
