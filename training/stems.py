@@ -123,6 +123,7 @@ BANKS: dict[str, Bank] = {
     **{name: Bank("sampler", name) for name in sampler.SAMPLE_PACKAGES},
 }
 SUNG = "world"  # voi stems sung by espeak-ng syllables through the WORLD vocoder (voice.py)
+ACC_BASS_SHARE = 0.7  # accompaniment stems with a bass line (acoustic, finger or picked bass, MIDI 28-39)
 SUNG_SHARE = 7  # of every 8 voi stems, when SUNG is among the banks; the others are GM choirs and voices
 GENERATED = ("espeak-ng", "numpy", SUNG)  # "banks" of stems made without MIDI
 
@@ -142,11 +143,14 @@ class StemSpec:
     seconds: float
     key: tuple[int, ...]
     codec: str | None = None  # a broadcast codec it went through before it was stored ("mp3:64", see broadcast.py)
+    bass_share: float = ACC_BASS_SHARE  # an accompaniment's chance of a bass line, drawn from its key
 
     def entry(self) -> dict:
         """The stem's record in ``index.json``."""
         return {"path": self.path, "role": self.role, "cls": self.cls, "bank": self.bank, "kind": self.kind,
-                "seconds": self.seconds, **({"codec": self.codec} if self.codec else {})}
+                "seconds": self.seconds, **({"codec": self.codec} if self.codec else {}),
+                **({"bass_share": self.bass_share} if self.role == "acc" and self.bass_share != ACC_BASS_SHARE
+                   else {})}
 
 
 def installed_banks() -> tuple[str, ...]:
@@ -182,18 +186,21 @@ def _has_gm(bank: str) -> bool:
 
 
 def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, seconds: float = STEM_SECONDS,
-         fmt: str = "ogg", codec_share: float = 0.0, note_share: float = 0.0) -> list[StemSpec]:
+         fmt: str = "ogg", codec_share: float = 0.0, note_share: float = 0.0,
+         bass_share: float = ACC_BASS_SHARE) -> list[StemSpec]:
     """Every stem of a bank with ``per_class`` stems per class (see :func:`counts`), rendered by
     ``banks`` (default: every installed bank) taken in turn; ``codec_share`` of them, drawn by each
     stem's key, go through a broadcast codec (:mod:`broadcast`) before they are stored;
     ``note_share`` of the MIDI-rendered solo stems, drawn likewise, are one held note (kind
-    ``note``, :func:`held_note`) instead of a melody.
+    ``note``, :func:`held_note`) instead of a melody; ``bass_share`` of the accompaniments have a
+    bass line under their chords (a low line of no class of its own, in the register of a cello's
+    lowest notes).
 
     Raises
     ------
     ParameterError
         A negative count, a length under 1 s, an unknown format or bank, banks that cannot play a
-        class, or a codec or note share outside 0-1.
+        class, or a codec, note or bass share outside 0-1.
     """
     if per_class < 0:
         raise ParameterError(f"--per-class must be >= 0, got {per_class}")
@@ -205,6 +212,8 @@ def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, se
         raise ParameterError(f"--codecs must be a share of the stems, 0-1, got {codec_share}")
     if not 0.0 <= note_share <= 1.0:
         raise ParameterError(f"--notes must be a share of the solo stems, 0-1, got {note_share}")
+    if not 0.0 <= bass_share <= 1.0:
+        raise ParameterError(f"--acc-bass must be a share of the accompaniments, 0-1, got {bass_share}")
     banks = installed_banks() if banks is None else banks
     for b in banks:
         if b not in BANKS and b != SUNG:
@@ -239,7 +248,8 @@ def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, se
             raise ParameterError(f"none of the banks {', '.join(banks)} can render {role} stems")
         for k in range(n[role]):
             b = players[k % len(players)]
-            specs.append(StemSpec(f"{role}/{b}/{k:05d}.{ext}", role, None, None, b, seconds, (seed, ri, 0, k)))
+            specs.append(StemSpec(f"{role}/{b}/{k:05d}.{ext}", role, None, None, b, seconds, (seed, ri, 0, k),
+                                  bass_share=bass_share))
     drum_banks = [b for b in midi_banks if _has_drums(b)]
     sfx_banks = [b for b in midi_banks if _sfx_presets(b)]
     for ki, kind in enumerate(NONE_KINDS):
@@ -310,7 +320,7 @@ def compose(spec: StemSpec, offset: float = 0.0) -> list[Track]:
             tracks.append(Track(int(program), channel, notes, int(rng.integers(70, 110)), offset))
             if program in SWELLING_PROGRAMS:  # pads, strings, organs and choirs swell with the phrase
                 tracks[-1].controls = dynamics(swells, notes, offset, end, struck=False)[1]
-        if rng.random() < 0.7:
+        if rng.random() < spec.bass_share:
             notes = _bass(rng, chords, 4 * beat, offset, end, int(rng.integers(60, 100)))
             tracks.append(Track(int(rng.choice(BASS_PROGRAMS)), 3, notes, int(rng.integers(80, 115)), offset))
         return tracks

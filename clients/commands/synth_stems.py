@@ -8,7 +8,7 @@ from .options import add_processes_argument, add_seed_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from instrumentd.training.stems import BANKS, STEM_SECONDS
+    from instrumentd.training.stems import ACC_BASS_SHARE, BANKS, STEM_SECONDS
 
     p = subparsers.add_parser(
         "synth-stems",
@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--notes", type=float, default=0.0, metavar="SHARE",
                    help="share of the solo stems that are one held note, its pitch drawn evenly over the class's "
                         "range, as sample libraries and teaching sets record instruments (default: 0, melodies)")
+    p.add_argument("--acc-bass", type=float, default=ACC_BASS_SHARE, metavar="SHARE",
+                   help="share of the accompaniments with a bass line under their chords (default: "
+                        f"{ACC_BASS_SHARE})")
     add_processes_argument(p)
     p.set_defaults(run=run)
 
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from instrumentd.training.synth import default_processes
 
     banks = None if args.banks is None else tuple(b.strip() for b in args.banks.split(",") if b.strip())
-    specs = plan(args.per_class, banks, args.seed, args.seconds, args.format, args.codecs, args.notes)
+    specs = plan(args.per_class, banks, args.seed, args.seconds, args.format, args.codecs, args.notes, args.acc_bass)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns) as progress:
         task = progress.add_task("rendering stems", total=len(specs))

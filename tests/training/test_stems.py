@@ -14,7 +14,7 @@ from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.errors import ParameterError
 from instrumentd.training import stems
 from instrumentd.training.render import RenderError, find_soundfont
-from instrumentd.training.synth import PROGRAMS, RANGES, SAX_RANGES
+from instrumentd.training.synth import BASS_PROGRAMS, PROGRAMS, RANGES, SAX_RANGES
 
 
 def _need_timgm6mb():
@@ -148,6 +148,26 @@ def test_a_share_of_the_solo_stems_is_one_held_note_anywhere_in_the_range():
     assert len(cello) > 15 and min(cello) < lo + 6 and max(cello) > hi - 6  # both ends of the range, not its middle
     with pytest.raises(ParameterError, match="--notes must be a share"):
         stems.plan(1, ("timgm6mb",), note_share=-0.1)
+
+
+def test_a_share_of_the_accompaniments_has_a_bass_line_and_the_rest_of_each_is_the_same():
+    """``bass_share`` decides, by each accompaniment's key, whether a bass line plays under its chords;
+    the chords are the same either way, and the default share keeps a bank's stems as they were."""
+    _need_timgm6mb()
+    basses = set(BASS_PROGRAMS)
+    default = [s for s in stems.plan(60, ("timgm6mb",), seed=5) if s.role == "acc"]
+    none = [s for s in stems.plan(60, ("timgm6mb",), seed=5, bass_share=0.0) if s.role == "acc"]
+    every = [s for s in stems.plan(60, ("timgm6mb",), seed=5, bass_share=1.0) if s.role == "acc"]
+    with_bass = [any(t.program in basses for t in stems.compose(s)) for s in default]
+    assert 0.55 < np.mean(with_bass) < 0.85 and "bass_share" not in default[0].entry()
+    assert not any(t.program in basses for s in none for t in stems.compose(s))
+    assert all(any(t.program in basses for t in stems.compose(s)) for s in every)
+    for a, b in zip(default, none):
+        chords = [t for t in stems.compose(a) if t.program not in basses]
+        assert [(t.program, t.notes) for t in chords] == [(t.program, t.notes) for t in stems.compose(b)]
+    assert none[0].entry()["bass_share"] == 0.0
+    with pytest.raises(ParameterError, match="--acc-bass must be a share"):
+        stems.plan(1, ("timgm6mb",), bass_share=1.5)
 
 
 def test_a_held_cello_note_renders_at_its_pitch(tmp_path):
