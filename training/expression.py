@@ -205,11 +205,12 @@ def vibrato(rng: np.random.Generator, notes: list[Note], bend_range: int = 2) ->
 
 
 def perform(rng: np.random.Generator, cls: str, notes: list[Note], beat: float, start: float, end: float,
-            bend_range: int = 2) -> tuple[list[Note], list[Control]]:
+            bend_range: int = 2, with_vibrato: bool = True) -> tuple[list[Note], list[Control]]:
     """A performance of a class ``cls`` melody between ``start`` and ``end`` seconds (``beat``:
     seconds per beat): accents, dynamics, humanised timing; slurs and vibrato for
-    :data:`VIBRATO_CLASSES`, slides for :data:`PORTAMENTO_CLASSES`. Returns ``(notes, controls)``
-    for a :class:`midi.Track`."""
+    :data:`VIBRATO_CLASSES` (without ``with_vibrato``, the same performance played straight: its
+    vibratos are drawn and left out), slides for :data:`PORTAMENTO_CLASSES`. Returns ``(notes,
+    controls)`` for a :class:`midi.Track`."""
     notes = accent(rng, notes, beat)
     notes, controls = dynamics(rng, notes, start, end, struck=cls in STRUCK_CLASSES)
     notes = humanise(rng, notes, start, end)
@@ -217,5 +218,6 @@ def perform(rng: np.random.Generator, cls: str, notes: list[Note], beat: float, 
         notes, slurred = legato(rng, notes)
         if cls in PORTAMENTO_CLASSES and rng.random() < SLIDING_STEMS:
             controls += portamento(rng, slurred)
-        controls += vibrato(rng, notes, bend_range)
+        bends = vibrato(rng, notes, bend_range)
+        controls += bends if with_vibrato else []
     return notes, controls

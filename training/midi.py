@@ -50,6 +50,7 @@ class Track:
     bank: int = 0  # bank select (controller 0), for variation sounds
     controls: list[Control] = dataclasses.field(default_factory=list)
     bend_range: int = 2  # semitones of a full pitch bend (RPN 0)
+    vibrato: bool = True  # a sampler plays its notes with a vibrato (sustained classes); False: straight
 
 
 def _vlq(n: int) -> bytes:

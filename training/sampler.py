@@ -102,6 +102,8 @@ def render_sampled(tracks: list[Track], package: SamplePackage, seconds: float, 
 
     Each note is played from the nearest sampled pitch, moved by whole octaves into the sampled range
     when it lies outside it; velocity sets the gain (a 30 dB range), ``track.volume`` scales the track.
+    A track whose ``vibrato`` is off is played straight (its vibratos are drawn all the same, so the
+    rest of the rendering is that of the track with them).
     """
     samples = _samples(str(package.root()), sample_rate)
     pitches = np.array(sorted(samples))
@@ -119,6 +121,8 @@ def render_sampled(tracks: list[Track], package: SamplePackage, seconds: float, 
             n = min(held + release, n_out - start)
             vibrato = (float(rng.uniform(*VIBRATO_HZ)), float(rng.uniform(*VIBRATO_CENTS))) \
                 if package.cls in VIBRATO_CLASSES and note.duration > VIBRATO_MIN_NOTE_S else (5.0, 0.0)
+            if not track.vibrato:
+                vibrato = (vibrato[0], 0.0)
             voice = _voice(samples[source], pitch - source, n, sample_rate, vibrato, float(rng.uniform(0, 2 * np.pi)))
             fade_from = min(held, n)
             voice[fade_from:] *= np.linspace(1.0, 0.0, n - fade_from, dtype=np.float32)

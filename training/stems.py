@@ -52,7 +52,7 @@ from instrumentd.pipeline.config import SAMPLE_RATE
 from instrumentd.pipeline.errors import ParameterError
 
 from . import broadcast, noise, sampler, speech, voice
-from .expression import dynamics, perform
+from .expression import VIBRATO_CLASSES, dynamics, perform
 from .midi import DRUM_CHANNEL, Note, Track
 from .render import (TIMIDITY_CONFIGS, RenderError, find_soundfont, render, render_timidity,
                      soundfont_presets, timidity_presets)
@@ -144,13 +144,14 @@ class StemSpec:
     key: tuple[int, ...]
     codec: str | None = None  # a broadcast codec it went through before it was stored ("mp3:64", see broadcast.py)
     bass_share: float = ACC_BASS_SHARE  # an accompaniment's chance of a bass line, drawn from its key
+    vibrato: bool = True  # False: a solo part of a sustained class played straight, without vibrato
 
     def entry(self) -> dict:
         """The stem's record in ``index.json``."""
         return {"path": self.path, "role": self.role, "cls": self.cls, "bank": self.bank, "kind": self.kind,
                 "seconds": self.seconds, **({"codec": self.codec} if self.codec else {}),
                 **({"bass_share": self.bass_share} if self.role == "acc" and self.bass_share != ACC_BASS_SHARE
-                   else {})}
+                   else {}), **({} if self.vibrato else {"vibrato": False})}
 
 
 def installed_banks() -> tuple[str, ...]:
@@ -187,20 +188,22 @@ def _has_gm(bank: str) -> bool:
 
 def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, seconds: float = STEM_SECONDS,
          fmt: str = "ogg", codec_share: float = 0.0, note_share: float = 0.0,
-         bass_share: float = ACC_BASS_SHARE) -> list[StemSpec]:
+         bass_share: float = ACC_BASS_SHARE, straight_share: float = 0.0) -> list[StemSpec]:
     """Every stem of a bank with ``per_class`` stems per class (see :func:`counts`), rendered by
     ``banks`` (default: every installed bank) taken in turn; ``codec_share`` of them, drawn by each
     stem's key, go through a broadcast codec (:mod:`broadcast`) before they are stored;
     ``note_share`` of the MIDI-rendered solo stems, drawn likewise, are one held note (kind
     ``note``, :func:`held_note`) instead of a melody; ``bass_share`` of the accompaniments have a
     bass line under their chords (a low line of no class of its own, in the register of a cello's
-    lowest notes).
+    lowest notes); ``straight_share`` of the solo stems of sustained classes (:data:`VIBRATO_CLASSES`,
+    the sung voice aside), drawn likewise, are played without vibrato, as many real players and
+    sample libraries hold a note.
 
     Raises
     ------
     ParameterError
         A negative count, a length under 1 s, an unknown format or bank, banks that cannot play a
-        class, or a codec, note or bass share outside 0-1.
+        class, or a codec, note, bass or straight share outside 0-1.
     """
     if per_class < 0:
         raise ParameterError(f"--per-class must be >= 0, got {per_class}")
@@ -214,6 +217,8 @@ def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, se
         raise ParameterError(f"--notes must be a share of the solo stems, 0-1, got {note_share}")
     if not 0.0 <= bass_share <= 1.0:
         raise ParameterError(f"--acc-bass must be a share of the accompaniments, 0-1, got {bass_share}")
+    if not 0.0 <= straight_share <= 1.0:
+        raise ParameterError(f"--straight must be a share of the solo stems, 0-1, got {straight_share}")
     banks = installed_banks() if banks is None else banks
     for b in banks:
         if b not in BANKS and b != SUNG:
@@ -240,8 +245,9 @@ def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, se
                 b = synthetic[(k // 2 if recorded else k) % len(synthetic)]
             key = (seed, 0, ci, k)
             note = b != SUNG and _rng(key, 5).random() < note_share
+            straight = b != SUNG and cls in VIBRATO_CLASSES and _rng(key, 7).random() < straight_share
             specs.append(StemSpec(f"pred/{b}/{cls}/{k:05d}.{ext}", "pred", cls, "note" if note else None, b, seconds,
-                                  key))
+                                  key, vibrato=not straight))
     for role, ri, fits in (("acc", 1, _has_gm), ("drums", 2, _has_drums)):
         players = [b for b in midi_banks if fits(b)]
         if n[role] and not players:
@@ -303,10 +309,10 @@ def compose(spec: StemSpec, offset: float = 0.0) -> list[Track]:
         else:
             notes = _melody(rng, spec.cls, program, tonic, scale, beat, offset, end, int(rng.integers(70, 120)),
                             reach_ends=True)
-        track = Track(program, 0, notes, int(rng.integers(90, 128)), offset)
+        track = Track(program, 0, notes, int(rng.integers(90, 128)), offset, vibrato=spec.vibrato)
         if BANKS[spec.bank].engine != "sampler":  # a sampler plays its own vibrato and ignores controllers
             track.notes, track.controls = perform(_rng(spec.key, 2), spec.cls, notes, beat, offset, end,
-                                                  track.bend_range)
+                                                  track.bend_range, spec.vibrato)
         return [track]
     if spec.role == "drums" or spec.kind == "drums":
         notes = _drums(rng, 4 * beat, offset, end, int(rng.integers(60, 110)))

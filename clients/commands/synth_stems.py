@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--acc-bass", type=float, default=ACC_BASS_SHARE, metavar="SHARE",
                    help="share of the accompaniments with a bass line under their chords (default: "
                         f"{ACC_BASS_SHARE})")
+    p.add_argument("--straight", type=float, default=0.0, metavar="SHARE",
+                   help="share of the solo stems of sustained classes (strings, winds, voice) played without "
+                        "vibrato, as many real players and sample libraries hold a note (default: 0)")
     add_processes_argument(p)
     p.set_defaults(run=run)
 
@@ -52,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from instrumentd.training.synth import default_processes
 
     banks = None if args.banks is None else tuple(b.strip() for b in args.banks.split(",") if b.strip())
-    specs = plan(args.per_class, banks, args.seed, args.seconds, args.format, args.codecs, args.notes, args.acc_bass)
+    specs = plan(args.per_class, banks, args.seed, args.seconds, args.format, args.codecs, args.notes, args.acc_bass,
+                 args.straight)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns) as progress:
         task = progress.add_task("rendering stems", total=len(specs))

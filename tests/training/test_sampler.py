@@ -50,6 +50,21 @@ def test_notes_are_played_at_their_pitch_from_the_nearest_recording(package):
     assert np.abs(out[int(1.2 * SR):int(1.45 * SR)]).max() < 1e-3  # released after 0.12 s: silent between
 
 
+def test_a_straight_track_holds_its_pitch_where_the_same_track_with_vibrato_swings(package):
+    """The sampler's vibrato (10-40 cents) moves a held note's pitch; a track played straight keeps it
+    (instantaneous frequency of the 220 Hz recording, through the analytic signal)."""
+    import scipy.signal
+
+    def swing_cents(vibrato: bool) -> float:
+        track = Track(42, 0, [Note(57, 0.0, 2.0, 127)], 127, vibrato=vibrato)
+        out = sampler.render_sampled([track], package, 2.0, SR, np.random.default_rng(3))[int(0.7 * SR):int(1.8 * SR)]
+        phase = np.unwrap(np.angle(scipy.signal.hilbert(out)))
+        hz = scipy.signal.medfilt(np.diff(phase) * SR / (2 * np.pi), 441)[2000:-2000]
+        return float(np.ptp(1200 * np.log2(hz / 220.0)) / 2)
+
+    assert swing_cents(True) > 8 and swing_cents(False) < 1
+
+
 def test_velocity_sets_the_level_and_notes_outside_the_range_move_by_octaves(package):
     loud = sampler.render_sampled([Track(42, 0, [Note(69, 0.0, 1.0, 127)], 127)], package, 1.0, SR,
                                   np.random.default_rng(0))

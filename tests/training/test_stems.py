@@ -13,6 +13,8 @@ import soundfile
 from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.errors import ParameterError
 from instrumentd.training import stems
+from instrumentd.training.expression import VIBRATO_CLASSES
+from instrumentd.training.midi import PITCH_BEND
 from instrumentd.training.render import RenderError, find_soundfont
 from instrumentd.training.synth import BASS_PROGRAMS, PROGRAMS, RANGES, SAX_RANGES
 
@@ -168,6 +170,30 @@ def test_a_share_of_the_accompaniments_has_a_bass_line_and_the_rest_of_each_is_t
     assert none[0].entry()["bass_share"] == 0.0
     with pytest.raises(ParameterError, match="--acc-bass must be a share"):
         stems.plan(1, ("timgm6mb",), bass_share=1.5)
+
+
+def test_a_share_of_the_sustained_solo_stems_is_played_straight():
+    """``straight_share`` of the solo stems of sustained classes, drawn by each stem's key, keep their
+    performance (notes, dynamics) without its vibrato's pitch bends; other classes always play as they
+    did, and the default share changes no stem."""
+    _need_timgm6mb()
+    default = [s for s in stems.plan(40, ("timgm6mb",), seed=6) if s.role == "pred"]
+    half = [s for s in stems.plan(40, ("timgm6mb",), seed=6, straight_share=0.5) if s.role == "pred"]
+    assert all(s.vibrato and "vibrato" not in s.entry() for s in default)
+    straight = [s for s in half if not s.vibrato]
+    sustained = [s for s in half if s.cls in VIBRATO_CLASSES]
+    assert 0.35 < len(straight) / len(sustained) < 0.65 and all(s.cls in VIBRATO_CLASSES for s in straight)
+    for a, b in zip(default, half):
+        if b.vibrato:
+            assert a == b
+            continue
+        (played,), (held,) = stems.compose(a), stems.compose(b)
+        assert held.notes == played.notes and not held.vibrato and b.entry()["vibrato"] is False
+        assert [c for c in played.controls if c.number != PITCH_BEND] == held.controls
+        assert not any(c.number == PITCH_BEND for c in held.controls)
+    assert any(c.number == PITCH_BEND for s in default if s.cls == "vio" for c in stems.compose(s)[0].controls)
+    with pytest.raises(ParameterError, match="--straight must be a share"):
+        stems.plan(1, ("timgm6mb",), straight_share=2.0)
 
 
 def test_a_held_cello_note_renders_at_its_pitch(tmp_path):
