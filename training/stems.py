@@ -196,8 +196,9 @@ def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, se
     ``note``, :func:`held_note`) instead of a melody; ``bass_share`` of the accompaniments have a
     bass line under their chords (a low line of no class of its own, in the register of a cello's
     lowest notes); ``straight_share`` of the solo stems of sustained classes (:data:`VIBRATO_CLASSES`,
-    the sung voice aside), drawn likewise, are played without vibrato, as many real players and
-    sample libraries hold a note.
+    the sung voice aside), drawn likewise, are played without the vibrato added here (pitch bends,
+    the sampler's; a sound font preset's own vibrato stays), as many real players and sample
+    libraries hold a note.
 
     Raises
     ------

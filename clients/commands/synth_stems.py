@@ -43,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"{ACC_BASS_SHARE})")
     p.add_argument("--straight", type=float, default=0.0, metavar="SHARE",
                    help="share of the solo stems of sustained classes (strings, winds, voice) played without "
-                        "vibrato, as many real players and sample libraries hold a note (default: 0)")
+                        "the vibrato the renderer adds (a sound font preset's own stays), as many real players "
+                        "and sample libraries hold a note (default: 0)")
     add_processes_argument(p)
     p.set_defaults(run=run)
 
