@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from instrumentd.training.synth import default_processes
 
     banks = None if args.banks is None else tuple(b.strip() for b in args.banks.split(",") if b.strip())
-    specs = plan(args.per_class, banks, args.seed, args.seconds, args.format, args.codecs, args.notes, args.acc_bass,
-                 args.straight)
+    specs = plan(args.per_class, banks, args.seed, args.seconds, args.format, codec_share=args.codecs,
+                 note_share=args.notes, bass_share=args.acc_bass, straight_share=args.straight)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns) as progress:
         task = progress.add_task("rendering stems", total=len(specs))

@@ -37,6 +37,26 @@ def test_a_tiny_run_writes_a_checkpoint_with_its_decision(stem_bank, tmp_path):
                if v.is_floating_point() and "running" not in k)
 
 
+def test_mask_drop_blanks_the_masks_of_every_training_batch(stem_bank, monkeypatch):
+    """``mask_drop`` reaches the training loop: each batch's masks go through ``blank_masks`` (the real
+    one, watched) with the configured share before the step, and validation never does."""
+    from instrumentd.training import augment, train_audio
+
+    calls = []
+
+    def watched(mask, share):
+        calls.append((mask.shape[0], share))
+        return augment.blank_masks(mask, share)
+
+    monkeypatch.setattr(train_audio, "blank_masks", watched)
+    bank = load_bank(stem_bank, SR, room_count=2)
+    train_from_audio(bank, dataclasses.replace(TINY, epochs=1, mask_drop=0.5))
+    assert calls == [(8, 0.5), (4, 0.5)]  # 12 clips in batches of 8
+    calls.clear()
+    train_from_audio(bank, dataclasses.replace(TINY, epochs=1))
+    assert calls == []
+
+
 def test_config_is_checked():
     with pytest.raises(ParameterError, match="clips per epoch"):
         dataclasses.replace(TINY, clips_per_epoch=0)

@@ -14,6 +14,7 @@ from ...conftest import one_line_error
     (["--seconds", "0.5"], "stems must be at least 1 s long, got 0.5"),
     (["--banks", "nosuchbank"], "unknown bank 'nosuchbank'; choose from"),
     (["--acc-bass", "2"], "--acc-bass must be a share of the accompaniments, 0-1, got 2.0"),
+    (["--straight", "-1"], "--straight must be a share of the solo stems, 0-1, got -1.0"),
 ])
 def test_bad_values_are_one_line_and_write_nothing(tmp_path, capsys, flags, message):
     assert main(["synth-stems", str(tmp_path / "bank"), *flags]) == 2
