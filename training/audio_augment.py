@@ -2,7 +2,10 @@
 microphone, processing and noise a real recording brings. Not part of the paper's protocol.
 
 A clip of class ``c`` is a 3 s crop of a solo ``c`` stem, played back a little faster or slower
-(varispeed: pitch and tempo move together, within +-:attr:`MixRecipe.semitones`), over accompaniment
+(varispeed: pitch and tempo move together, within +-:attr:`MixRecipe.semitones`; for a
+:attr:`MixRecipe.vibrato_share` of clips, off by default, the reading speed swings as a vibrato, so
+that a vibrato, which the banks give to strings, winds and voice but never to organ, piano or
+guitars, stops being a cue to the class), over accompaniment
 and drum stems at random levels under it (the label stays ``c``, as in IRMAS), sometimes with a
 second line of its own class (the same stem read a third to a sixth lower, which a stem only a little
 longer than the clip allows, from another point: double stops, two players of one section),
@@ -52,6 +55,9 @@ class MixRecipe:
     double_share: float = 0.0  # share of music clips whose solo stem also plays a second line
     double_semitones: tuple[float, float] = (3.0, 9.0)  # that line's interval below the first
     double_db: tuple[float, float] = (-6.0, 0.0)  # its RMS against the first
+    vibrato_share: float = 0.0  # share of music clips whose solo part is read with a vibrato
+    vibrato_cents: tuple[float, float] = (10.0, 40.0)  # its depth, +-
+    vibrato_hz: tuple[float, float] = (4.5, 7.0)  # its rate
     acc_prob: float = 0.75
     acc_db: tuple[float, float] = (-18.0, -3.0)  # accompaniment RMS against the solo part
     drums_prob: float = 0.5
@@ -104,20 +110,42 @@ def _pick(gen: torch.Generator, pool: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def varispeed_crops(stems: torch.Tensor, index: torch.Tensor, rate: torch.Tensor, length: int,
-                    gen: torch.Generator) -> torch.Tensor:
+                    gen: torch.Generator, swing: torch.Tensor | None = None) -> torch.Tensor:
     """``float32 [B, length]``: stems ``index`` (of ``stems: [N, S]``) read ``rate`` times as fast
-    (linear interpolation) from a random start, so that each crop fits inside its stem."""
+    (linear interpolation) from a random start, so that each crop fits inside its stem; ``swing``
+    (``float32 [B, length]``, samples, from :func:`vibrato_swing`) moves each read position by that
+    much, a vibrato when it swings periodically."""
     span = stems.shape[1] - 2
     rate = rate.clamp(max=span / length)
     room = (span - rate * length).clamp_min(0)
     start = torch.rand(len(index), generator=gen, device=stems.device) * room
     pos = start[:, None] + rate[:, None] * torch.arange(length, device=stems.device, dtype=torch.float32)
+    if swing is not None:
+        pos = (pos + swing).clamp(0, span)
     left = pos.long()
     frac = (pos - left).to(torch.float32)
     rows = stems[index]
     a = rows.gather(1, left).float()
     b = rows.gather(1, left + 1).float()
     return a + frac * (b - a)
+
+
+def vibrato_swing(gen: torch.Generator, n: int, length: int, sample_rate: int, recipe: MixRecipe,
+                  device: torch.device) -> torch.Tensor:
+    """``float32 [n, length]``: read-position offsets (samples) that give a ``recipe.vibrato_share`` of
+    ``n`` clips a sinusoidal vibrato (depth :attr:`MixRecipe.vibrato_cents`, rate
+    :attr:`MixRecipe.vibrato_hz`, random phase), zeros for the others.
+
+    The speed ``1 + m sin(w t + p)`` (``m`` the depth as a ratio, ``w`` radians a sample) integrates to
+    the offset ``(m / w) (cos p - cos(w t + p))``: exact, where a running sum of speeds in float32
+    would drift over 132,300 samples."""
+    depth = 2.0 ** (_uniform(gen, n, *recipe.vibrato_cents, device) / 1200) - 1
+    omega = 2 * math.pi * _uniform(gen, n, *recipe.vibrato_hz, device) / sample_rate
+    phase = 2 * math.pi * torch.rand(n, generator=gen, device=device)
+    on = _chance(gen, n, recipe.vibrato_share, device)
+    t = torch.arange(length, device=device, dtype=torch.float32)
+    swing = (depth / omega)[:, None] * (torch.cos(phase)[:, None] - torch.cos(omega[:, None] * t + phase[:, None]))
+    return torch.where(on[:, None], swing, torch.zeros_like(swing))
 
 
 def with_second_line(stems: torch.Tensor, first: torch.Tensor, speed: torch.Tensor, solo: torch.Tensor,
@@ -242,7 +270,9 @@ def mix_batch(bank: StemBank, pools: dict[str, torch.Tensor], size: int, length:
 
     first = _pick(gen, pools["pred"], size) if first is None else first
     label = bank.label[first]
-    solo = varispeed_crops(bank.audio["pred"], first, speed, length, gen)
+    swing = (vibrato_swing(gen, size, length, bank.sample_rate, recipe, device)
+             if recipe.vibrato_share > 0 else None)
+    solo = varispeed_crops(bank.audio["pred"], first, speed, length, gen, swing)
     other = varispeed_crops(bank.audio["none"], _pick(gen, pools["none"], size), speed, length, gen)
     if recipe.double_share > 0:
         solo = solo + with_second_line(bank.audio["pred"], first, speed, solo, recipe, gen)

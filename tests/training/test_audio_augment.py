@@ -82,6 +82,44 @@ def test_a_second_line_plays_the_same_stem_the_asked_interval_lower(stem_bank):
         assert 10 * np.log10(power(fifth_below) / power(f0)) == pytest.approx(-3.0, abs=0.5)
 
 
+def cents_track(audio: torch.Tensor, hz: float) -> np.ndarray:
+    """The instantaneous frequency of the partial near ``hz`` (its band, +-10 %, as an analytic signal),
+    in cents against ``hz``, the first and last 0.1 s left out."""
+    spectrum = np.fft.fft(audio.numpy().astype(np.float64))
+    freqs = np.fft.fftfreq(len(spectrum), 1 / SR)
+    spectrum[(freqs < 0.9 * hz) | (freqs > 1.1 * hz)] = 0  # one partial, positive frequencies: analytic
+    phase = np.unwrap(np.angle(np.fft.ifft(spectrum)))
+    inst = np.diff(phase) * SR / (2 * np.pi)
+    inst = np.convolve(inst, np.ones(441) / 441, mode="same")[SR // 10:-SR // 10]  # 10 ms means
+    return 1200 * np.log2(inst / hz)
+
+
+def test_a_vibrato_swings_the_solo_part_by_the_asked_depth_and_rate(stem_bank):
+    bank = load_bank(stem_bank, SR, room_count=2)
+    pools, _ = split_stems(bank, 0.5, seed=0)
+    recipe = dataclasses.replace(DRY, vibrato_share=1.0, vibrato_cents=(30.0, 30.0), vibrato_hz=(5.0, 5.0))
+    batch = A.mix_batch(bank, pools, 4, 3 * SR, recipe, gen(9))
+    steady = A.mix_batch(bank, pools, 4, 3 * SR, DRY, gen(9))
+    for audio, still, label in zip(batch.audio, steady.audio, batch.label):
+        f0 = 110.0 * 2 ** (int(label) / 6)
+        still_cents = cents_track(still, f0)
+        assert np.ptp(np.percentile(still_cents, [1, 99])) < 8.0  # the stem's noise in the band
+        cents = cents_track(audio, f0) - np.median(still_cents)
+        assert np.percentile(cents, [1, 99]) == pytest.approx([-30.0, 30.0], abs=4.0)
+        crossings = np.count_nonzero(np.diff(np.sign(cents)) > 0)  # upward, once a cycle: 2.8 s at 5 Hz
+        assert crossings in (13, 14, 15)
+    assert (batch.target == steady.target).all()
+
+
+def test_vibrato_swing_touches_only_its_share():
+    recipe = dataclasses.replace(DRY, vibrato_share=0.3)
+    swing = A.vibrato_swing(gen(4), 2000, 1000, SR, recipe, torch.device("cpu"))
+    moved = swing.abs().amax(1) > 0
+    assert 0.25 < moved.float().mean() < 0.35
+    assert swing[:, 0].abs().max() < 1e-3  # every vibrato starts where the read would have started
+    assert swing.abs().max() < 0.024 * SR / (2 * np.pi * 4.5) + 1e-3  # depth / angular rate, in samples
+
+
 def test_room_and_eq_pass_through_when_off_and_convolve_when_on():
     x = torch.randn(2, 4000, generator=gen())
     delta = torch.zeros(1, 500)
