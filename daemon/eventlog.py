@@ -31,7 +31,7 @@ from instrumentd.pipeline.errors import EXIT_STARTUP, InstrumentdError, Paramete
 
 from .config import STREAM_NAME
 from .events import encode
-from .fsyncer import BackgroundFsync
+from .fsyncer import HAS_SYNCFS, BackgroundFsync
 
 log = logging.getLogger("instrumentd.daemon.eventlog")
 
@@ -155,6 +155,11 @@ class EventLog:
         self._newest: dict[str, Path | None] = {}  # its newest file, as open_stream found it, until appended to
         self._index: LogIndex | None = None
         self._fsync = BackgroundFsync(f"event log {self.folder}")
+        # where syncfs(2) is, a heartbeat syncs the folder's filesystem in one call; files of a stream
+        # whose folder is on another filesystem (a mount in the log folder) are fsynced one by one
+        self._folder_dev = self.folder.stat().st_dev
+        self._folder_fd: int | None = None  # opened at the first sync
+        self._elsewhere: set[str] = set()  # streams whose folder is on another filesystem
 
     def stream_dir(self, stream: str) -> Path:
         """``folder/stream``; a name that is not a plain stream name, or would leave the folder, is refused.
@@ -181,6 +186,8 @@ class EventLog:
         except OSError as exc:
             raise EventLogError(f"stream {stream}: cannot create {folder} ({_why(exc)})") from None
         self._dirs[stream] = folder
+        if folder.stat().st_dev != self._folder_dev:
+            self._elsewhere.add(stream)
         segments = self._segments(stream)
         next_seq = 0
         if segments:
@@ -256,19 +263,30 @@ class EventLog:
         return segments[-1][0] - 1 if last is None else last
 
     def sync(self) -> None:
-        """fsync every open file, in the background: what is written now survives a power cut once that is done.
+        """Sync every open file, in the background: what is written now survives a power cut once that is
+        done. One syncfs of the log folder's filesystem where the system has it (and an fsync for each
+        file elsewhere), else an fsync for each file.
 
         When the process is out of descriptors for it, the sync is skipped with a warning (the events
         are written; only their way to the disk waits for the next sync) instead of stopping the daemon."""
+        files, filesystems = list(self._files.values()), []
         try:
-            self._fsync.submit([f.fileno() for f in self._files.values()])
+            if HAS_SYNCFS:
+                if self._folder_fd is None:
+                    self._folder_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                files = [self._files[s] for s in self._elsewhere if s in self._files]
+                filesystems = [self._folder_fd]
+            self._fsync.submit([f.fileno() for f in files], filesystems)
         except OSError as exc:
-            log.warning("event log: fsync of %d files skipped (%s); the next heartbeat tries again",
+            log.warning("event log: sync of %d files skipped (%s); the next heartbeat tries again",
                         len(self._files), _why(exc))
 
     def close(self) -> None:
         """Wait for a background sync, then fsync and close every file."""
         self._fsync.close()
+        if self._folder_fd is not None:
+            os.close(self._folder_fd)
+            self._folder_fd = None
         for f in self._files.values():
             _close(f)
         self._files.clear()

@@ -5,7 +5,7 @@ over all streams is checked here against ``MemAvailable`` before anything is all
 daemon that cannot hold its rings says so in one line instead of being killed later.
 
 Open files: each stream holds its event log file (and a duplicate of it while the heartbeat's
-background fsync runs), a ``file:`` source its audio file, an ``ffmpeg:`` source two pipes. A
+background fsync runs, where the log's filesystem cannot be synced in one syncfs), a ``file:`` source its audio file, an ``ffmpeg:`` source two pipes. A
 thousand sources need some 3,000 descriptors, where a login shell or a systemd service starts
 with a soft limit of 1,024: the daemon raises its soft limit towards the hard one (as a service
 is meant to) and says in one line when even the hard limit is too low, instead of failing with
@@ -31,7 +31,7 @@ STREAM_OVERHEAD = 6 * 2**20
 PROCESS_OVERHEAD = 600 * 2**20  # bytes: torch, the model, the interpreter
 MESSAGE_BYTES = 1024  # about one window event
 FILES_BASE = 256  # descriptors a daemon holds whatever its streams: sockets, libraries, the GPU driver
-FILES_PER_STREAM = 2  # its event log file, and a duplicate of it while a background fsync runs
+FILES_PER_STREAM = 2  # its event log file, and a duplicate of it while a background fsync runs (without syncfs)
 # the audio file; ffmpeg's stdout and stderr pipes, and its ring's shared memory (daemon/pipe_reader.py)
 FILES_PER_SOURCE = {"file": 1, "file+fast": 1, "ffmpeg": 3}
 

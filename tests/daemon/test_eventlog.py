@@ -1,4 +1,5 @@
 import json
+import os
 import threading
 
 import numpy as np
@@ -83,45 +84,112 @@ def test_stream_names_cannot_leave_the_folder(tmp_path, name):
     assert not (tmp_path / "x").exists() and list(tmp_path.iterdir()) == [tmp_path / "log"]
 
 
-def test_sync_runs_off_the_writers_thread_and_close_waits_for_it(tmp_path, monkeypatch):
+def watch_syncs(monkeypatch) -> list[tuple[str, str, int]]:
+    """Record every real fsync and syncfs as (call, thread, inode of what it syncs)."""
     from instrumentd.daemon import fsyncer
 
-    threads, real = [], fsyncer.os.fsync
-    monkeypatch.setattr(fsyncer.os, "fsync", lambda fd: (threads.append(threading.current_thread().name), real(fd)))
+    calls, real_fsync, real_syncfs = [], fsyncer.os.fsync, fsyncer.syncfs
+
+    def watched(name, real):
+        return lambda fd: (calls.append((name, threading.current_thread().name, os.fstat(fd).st_ino)), real(fd))
+
+    monkeypatch.setattr(fsyncer.os, "fsync", watched("fsync", real_fsync))
+    monkeypatch.setattr(fsyncer, "syncfs", watched("syncfs", real_syncfs))
+    return calls
+
+
+def test_sync_runs_off_the_writers_thread_and_close_waits_for_it(tmp_path, monkeypatch):
+    from instrumentd.daemon.fsyncer import HAS_SYNCFS
+
+    calls = watch_syncs(monkeypatch)
     log = EventLog(tmp_path, rotate_bytes=2000)
     for stream in ("a", "b"):
         log.open_stream(stream)
         log.append(win(stream, 0))
+    files = sorted(p.stat().st_ino for p in tmp_path.glob("*/*.jsonl"))
     log.sync()
-    for i in range(1, 10):  # the files rotate while their duplicates are synced
+    for i in range(1, 10):  # the files rotate while the heartbeat's sync runs
         log.append(win("a", i))
     log.close()
-    assert threads.count("fsync") == 2  # the heartbeat's two files; rotation and close fsync in the writer's thread
+    heartbeat = [c for c in calls if c[1] == "fsync"]
+    if HAS_SYNCFS:  # the log folder's filesystem, once
+        assert heartbeat == [("syncfs", "fsync", tmp_path.resolve().stat().st_ino)]
+    else:  # the heartbeat's two files
+        assert sorted(c[2] for c in heartbeat) == files and {c[0] for c in heartbeat} == {"fsync"}
+    assert all(c[1] == threading.current_thread().name for c in calls if c not in heartbeat)  # rotation, close
     assert [e["seq"] for e in EventLog(tmp_path).read("a", 0)] == list(range(10))
 
 
-def test_a_sync_without_descriptors_to_spare_is_skipped_with_a_warning_and_leaks_none(tmp_path, caplog):
-    import os
+MOUNTED_STREAM = """
+import sys, threading
+sys.path[:0] = {path!r}
+from tests.daemon.test_eventlog import win, watch_syncs
+from instrumentd.daemon.eventlog import EventLog
+import pytest
+mp = pytest.MonkeyPatch()
+calls = watch_syncs(mp)
+log = EventLog({folder!r})
+for s in ("here", "mounted"):
+    log.open_stream(s)
+    log.append(win(s, 0))
+log.sync()
+log.close()
+print(sorted((c[0], c[1]) for c in calls if c[1] == "fsync"))
+"""
+
+
+def test_a_stream_folder_on_another_filesystem_gets_its_files_fsynced(tmp_path):
+    """The log folder's filesystem is synced in one call; a stream whose folder is a mount of its own
+    (a tmpfs, in a user and mount namespace of the test's own) has its file fsynced besides."""
+    import shutil
+    import subprocess
+    import sys
+
+    from instrumentd.daemon.fsyncer import HAS_SYNCFS
+
+    if not HAS_SYNCFS or shutil.which("unshare") is None:
+        pytest.skip("needs syncfs(2) and unshare(1)")
+    folder = tmp_path / "log"
+    (folder / "mounted").mkdir(parents=True)
+    script = MOUNTED_STREAM.format(path=sys.path, folder=str(folder))
+    run = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                          f'mount -t tmpfs none "{folder}/mounted" && exec "{sys.executable}" -c "$0"', script],
+                         capture_output=True, text=True, timeout=60)
+    if run.returncode != 0 and "mount" in run.stderr and "Traceback" not in run.stderr:
+        pytest.skip(f"no user namespaces for a mount here: {run.stderr.strip()}")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[('fsync', 'fsync'), ('syncfs', 'fsync')]"
+
+
+@pytest.mark.parametrize("whole_filesystem", [True, False], ids=["syncfs", "fsync each"])
+def test_a_sync_without_descriptors_to_spare_is_skipped_with_a_warning_and_leaks_none(tmp_path, caplog, monkeypatch,
+                                                                                     whole_filesystem):
     import resource
 
+    from instrumentd.daemon import eventlog, fsyncer
+
+    if whole_filesystem and not fsyncer.HAS_SYNCFS:
+        pytest.skip("no syncfs(2) here")
+    monkeypatch.setattr(eventlog, "HAS_SYNCFS", whole_filesystem)
+    before = len(os.listdir("/proc/self/fd"))
     log = EventLog(tmp_path)
     for i in range(20):
         log.open_stream(f"s{i}")
         log.append(win(f"s{i}", 0))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    before = len(os.listdir("/proc/self/fd"))
-    # room for three duplicates (a new descriptor takes the lowest free number, which must stay under the
-    # soft limit), not for twenty: the sync fails part way, as a daemon at its limit would
+    # fsyncs one by one: room for three duplicates (a new descriptor takes the lowest free number, which
+    # must stay under the soft limit), not for twenty: the sync fails part way, as a daemon at its limit
+    # would; one syncfs: room for none (it needs the folder's descriptor and one duplicate)
     taken = set(map(int, os.listdir("/proc/self/fd")))
     lowest_free = min(set(range(len(taken) + 1)) - taken)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + 3, hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + (0 if whole_filesystem else 3), hard))
     try:
         log.sync()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    assert "fsync of 20 files skipped (Too many open files)" in caplog.text
-    assert len(os.listdir("/proc/self/fd")) == before  # the duplicates made before the failure are closed
+    assert "sync of 20 files skipped (Too many open files)" in caplog.text
     log.append(win("s0", 1))  # the log goes on
     log.sync()
     log.close()
+    assert len(os.listdir("/proc/self/fd")) == before  # the duplicates made before the failure were closed
     assert [e["seq"] for e in EventLog(tmp_path).read("s0", 0)] == [0, 1]

@@ -1,8 +1,11 @@
-"""BackgroundFsync: real files fsynced in its own thread; the caller never waits, closes its files at once,
-and a batch handed over while one is syncing replaces the one waiting."""
+"""BackgroundFsync: real files fsynced, and real filesystems synced (syncfs), in its own thread; the
+caller never waits, closes its files at once, and a batch handed over while one is syncing replaces
+the one waiting."""
 
 import os
 import threading
+
+import pytest
 
 from instrumentd.daemon import fsyncer
 from instrumentd.daemon.fsyncer import BackgroundFsync
@@ -57,3 +60,29 @@ def test_a_newer_batch_replaces_the_one_waiting(tmp_path, monkeypatch):
         syncer.close()
     assert len(threads) == 2  # the first batch and the last: the middle one was replaced
     assert open_fds() == before
+
+
+@pytest.mark.skipif(not fsyncer.HAS_SYNCFS, reason="no syncfs(2) here")
+def test_a_filesystem_is_synced_in_one_call_in_the_background(tmp_path, monkeypatch):
+    threads = watch_fsync(monkeypatch)
+    synced, real = [], fsyncer.syncfs
+    monkeypatch.setattr(fsyncer, "syncfs", lambda fd: (synced.append((threading.current_thread().name,
+                                                                        os.fstat(fd).st_ino)), real(fd)))
+    before = open_fds()
+    folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    with open(tmp_path / "a.jsonl", "ab") as f:
+        f.write(b'{"seq": 0}\n')
+        syncer = BackgroundFsync("test log")
+        syncer.submit([f.fileno()], filesystems=[folder])
+    os.close(folder)
+    syncer.close()
+    assert synced == [("fsync", tmp_path.stat().st_ino)] and threads == ["fsync"]
+    assert open_fds() == before
+
+
+@pytest.mark.skipif(not fsyncer.HAS_SYNCFS, reason="no syncfs(2) here")
+def test_syncfs_of_a_closed_descriptor_is_an_error():
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    os.close(fd)
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        fsyncer.syncfs(fd)
