@@ -7,8 +7,9 @@ for the fsync) and syncs them in its thread; a batch handed over while one is be
 and a newer batch replaces a waiting one (it covers the same files, written further).
 
 On Linux a whole filesystem can be synced in one call, syncfs(2): the event log hands over the
-descriptor of its folder instead of one per file (4,000 files of fresh events: 0.13 s against 1.2 s of
-fsyncs one by one, and one duplicate on the writer's thread instead of 4,000).
+descriptor of its folder instead of one per file (4,000 streams with a fresh event each: done after
+26-27 ms against 673-675 ms of fsyncs one by one, and one duplicate on the writer's thread instead of
+4,000; docs/PERFORMANCE.md).
 
 >>> syncer = BackgroundFsync("event log")
 >>> syncer.submit([f.fileno() for f in files])   # returns at once
