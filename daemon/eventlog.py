@@ -142,9 +142,12 @@ class EventLog:
     rotate_bytes : a stream's current file is closed and a new one begun past this size
     private : folders 0700 and files 0600 whatever the umask (the daemon's endpoints use CurveZMQ);
         otherwise files follow the umask
+    whole_filesystem : a heartbeat's sync is one syncfs of the folder's filesystem (where the system has
+        it; the default there) rather than an fsync a file
     """
 
-    def __init__(self, folder: str | Path, rotate_bytes: int = 64 * 2**20, private: bool = False):
+    def __init__(self, folder: str | Path, rotate_bytes: int = 64 * 2**20, private: bool = False,
+                 whole_filesystem: bool = HAS_SYNCFS):
         self.folder = make_folder(folder, private)
         self.rotate_bytes = rotate_bytes
         self.private = private
@@ -157,6 +160,7 @@ class EventLog:
         self._fsync = BackgroundFsync(f"event log {self.folder}")
         # where syncfs(2) is, a heartbeat syncs the folder's filesystem in one call; files of a stream
         # whose folder is on another filesystem (a mount in the log folder) are fsynced one by one
+        self._whole_filesystem = whole_filesystem and HAS_SYNCFS
         self._folder_dev = self.folder.stat().st_dev
         self._folder_fd: int | None = None  # opened at the first sync
         self._elsewhere: set[str] = set()  # streams whose folder is on another filesystem
@@ -269,17 +273,22 @@ class EventLog:
 
         When the process is out of descriptors for it, the sync is skipped with a warning (the events
         are written; only their way to the disk waits for the next sync) instead of stopping the daemon."""
-        files, filesystems = list(self._files.values()), []
         try:
-            if HAS_SYNCFS:
+            if self._whole_filesystem:
                 if self._folder_fd is None:
                     self._folder_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                files = [self._files[s] for s in self._elsewhere if s in self._files]
                 filesystems = [self._folder_fd]
+                files = [self._files[s] for s in self._elsewhere if s in self._files]
+            else:
+                files, filesystems = self._files.values(), []
             self._fsync.submit([f.fileno() for f in files], filesystems)
         except OSError as exc:
             log.warning("event log: sync of %d files skipped (%s); the next heartbeat tries again",
                         len(self._files), _why(exc))
+
+    def wait_synced(self) -> None:
+        """Return once the last :meth:`sync` is done."""
+        self._fsync.wait()
 
     def close(self) -> None:
         """Wait for a background sync, then fsync and close every file."""

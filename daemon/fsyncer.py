@@ -8,8 +8,8 @@ and a newer batch replaces a waiting one (it covers the same files, written furt
 
 On Linux a whole filesystem can be synced in one call, syncfs(2): the event log hands over the
 descriptor of its folder instead of one per file (4,000 streams with a fresh event each: done after
-26-27 ms against 673-675 ms of fsyncs one by one, and one duplicate on the writer's thread instead of
-4,000; docs/PERFORMANCE.md).
+24 ms against 541 ms of fsyncs one by one, and one duplicate on the writer's thread instead of 4,000;
+``instrumentd bench logsync``).
 
 >>> syncer = BackgroundFsync("event log")
 >>> syncer.submit([f.fileno() for f in files])   # returns at once
@@ -23,7 +23,7 @@ import ctypes
 import logging
 import os
 import threading
-from typing import Callable
+from typing import Callable, Sequence
 
 log = logging.getLogger("instrumentd.daemon.fsyncer")
 
@@ -65,9 +65,10 @@ class BackgroundFsync:
         self._cv = threading.Condition()
         self._waiting: tuple[list[int], list[int]] | None = None  # duplicated (filesystems, files) to sync
         self._closed = False
+        self._busy = False  # a batch is being synced
         self._thread: threading.Thread | None = None
 
-    def submit(self, fds: list[int], filesystems: list[int] = ()) -> None:
+    def submit(self, fds: Sequence[int], filesystems: Sequence[int] = ()) -> None:
         """fsync the files behind ``fds``, and syncfs the filesystems behind ``filesystems`` (descriptors
         of a folder on each; see :data:`HAS_SYNCFS`), soon, in the background; the caller may close
         them at once.
@@ -90,15 +91,21 @@ class BackgroundFsync:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="fsync", daemon=True)
                 self._thread.start()
-            self._cv.notify()
+            self._cv.notify_all()
         for fd in (*replaced[0], *replaced[1]) if replaced else ():
             os.close(fd)
+
+    def wait(self) -> None:
+        """Return once what was handed over is synced."""
+        with self._cv:
+            while self._waiting is not None or self._busy:
+                self._cv.wait()
 
     def close(self) -> None:
         """Sync what was handed over, then stop the thread."""
         with self._cv:
             self._closed = True
-            self._cv.notify()
+            self._cv.notify_all()
         if self._thread is not None:
             self._thread.join()
 
@@ -110,6 +117,7 @@ class BackgroundFsync:
                 if self._waiting is None:
                     return
                 (filesystems, files), self._waiting = self._waiting, None
+                self._busy = True
             failed = 0
             for fd, sync in [(fd, syncfs) for fd in filesystems] + [(fd, os.fsync) for fd in files]:
                 try:
@@ -121,3 +129,6 @@ class BackgroundFsync:
             if failed:
                 log.warning("%s: sync failed on %d of %d files and filesystems", self.name, failed,
                             len(filesystems) + len(files))
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()

@@ -5,11 +5,11 @@ over all streams is checked here against ``MemAvailable`` before anything is all
 daemon that cannot hold its rings says so in one line instead of being killed later.
 
 Open files: each stream holds its event log file (and a duplicate of it while the heartbeat's
-background fsync runs, where the log's filesystem cannot be synced in one syncfs), a ``file:`` source its audio file, an ``ffmpeg:`` source two pipes. A
-thousand sources need some 3,000 descriptors, where a login shell or a systemd service starts
-with a soft limit of 1,024: the daemon raises its soft limit towards the hard one (as a service
-is meant to) and says in one line when even the hard limit is too low, instead of failing with
-``Too many open files`` at its first heartbeat.
+background fsync runs, where the log's filesystem cannot be synced in one syncfs), a ``file:``
+source its audio file, an ``ffmpeg:`` source two pipes. A thousand sources need some 3,000
+descriptors, where a login shell or a systemd service starts with a soft limit of 1,024: the daemon
+raises its soft limit towards the hard one (as a service is meant to) and says in one line when even
+the hard limit is too low, instead of failing with ``Too many open files`` at its first heartbeat.
 """
 
 from __future__ import annotations

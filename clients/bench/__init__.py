@@ -37,6 +37,7 @@ BENCHES: dict[str, str] = {
     "ingest": "instrumentd.clients.bench.serve:ingest",
     "scan": "instrumentd.clients.bench.scan:scan",
     "push": "instrumentd.clients.bench.push:push",
+    "logsync": "instrumentd.clients.bench.logsync:logsync",
 }
 
 

@@ -164,17 +164,16 @@ def test_a_stream_folder_on_another_filesystem_gets_its_files_fsynced(tmp_path):
 
 
 @pytest.mark.parametrize("whole_filesystem", [True, False], ids=["syncfs", "fsync each"])
-def test_a_sync_without_descriptors_to_spare_is_skipped_with_a_warning_and_leaks_none(tmp_path, caplog, monkeypatch,
+def test_a_sync_without_descriptors_to_spare_is_skipped_with_a_warning_and_leaks_none(tmp_path, caplog,
                                                                                      whole_filesystem):
     import resource
 
-    from instrumentd.daemon import eventlog, fsyncer
+    from instrumentd.daemon import fsyncer
 
     if whole_filesystem and not fsyncer.HAS_SYNCFS:
         pytest.skip("no syncfs(2) here")
-    monkeypatch.setattr(eventlog, "HAS_SYNCFS", whole_filesystem)
     before = len(os.listdir("/proc/self/fd"))
-    log = EventLog(tmp_path)
+    log = EventLog(tmp_path, whole_filesystem=whole_filesystem)
     for i in range(20):
         log.open_stream(f"s{i}")
         log.append(win(f"s{i}", 0))

@@ -86,3 +86,20 @@ def test_syncfs_of_a_closed_descriptor_is_an_error():
     os.close(fd)
     with pytest.raises(OSError, match="Bad file descriptor"):
         fsyncer.syncfs(fd)
+
+
+def test_wait_returns_once_the_batch_is_synced(tmp_path, monkeypatch):
+    gate, entered = threading.Event(), threading.Event()
+    threads = watch_fsync(monkeypatch, gate, entered)
+    with open(tmp_path / "a.jsonl", "ab") as f:
+        syncer = BackgroundFsync("test log")
+        syncer.submit([f.fileno()])
+        assert entered.wait(10)
+        waited = threading.Event()
+        waiter = threading.Thread(target=lambda: (syncer.wait(), waited.set()))
+        waiter.start()
+        assert not waited.wait(0.3)  # the fsync is held at the gate
+        gate.set()
+        assert waited.wait(10) and threads == ["fsync"]
+        waiter.join()
+    syncer.close()
