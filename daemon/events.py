@@ -19,8 +19,9 @@ import math
 import re
 from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import orjson
 
 from instrumentd.pipeline.errors import EXIT_ERROR, InstrumentdError
@@ -29,6 +30,7 @@ SCHEMA = 1
 SCHEMA_FILE = Path(__file__).with_name("events.schema.json")
 STATUS_TOPIC = "status"
 TYPES = ("window", "segment", "source", "status")
+TOGETHER_FROM = 4  # window_events builds this many windows or more in one numpy pass, fewer one by one
 SOURCE_STATES = ("starting", "running", "down", "up", "silent", "sound", "ended", "failed")
 
 
@@ -48,12 +50,60 @@ def wall_time(epoch: float) -> str:
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
+def wall_times(epochs: np.ndarray) -> list[str]:
+    """:func:`wall_time` of every one of ``epochs: float [n]`` (seconds since the epoch) in one pass: the
+    same text, rounded to the microsecond (half to even) and cut to the millisecond as datetime does."""
+    fraction, whole = np.modf(np.asarray(epochs, np.float64))
+    micro = np.round(fraction * 1e6).astype(np.int64)
+    whole = whole.astype(np.int64) + np.floor_divide(micro, 1_000_000)
+    milli = np.remainder(micro, 1_000_000) // 1000
+    seconds = np.datetime_as_string(whole.astype("datetime64[s]"), unit="s")
+    return [f"{s}.{m:03d}+00:00" for s, m in zip(seconds.tolist(), milli.tolist())]
+
+
+def window_events(streams: Sequence[str], seqs: Sequence[int], t_start, t_end, epochs, probabilities,
+                  classes: tuple[str, ...], labels: Sequence[list[str]], latency_ms, model: str, trained: bool,
+                  level_db: Sequence[float | None] | None = None,
+                  none: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+    """A step's window events, built together in one numpy pass (one by one below :data:`TOGETHER_FROM`).
+    Per window (``n`` of them): ``streams``, ``seqs``, ``t_start`` / ``t_end`` (seconds of stream time),
+    ``epochs`` (when each window was heard, seconds since the epoch), ``probabilities: [n, n_classes]``
+    in class order, ``labels``, ``latency_ms``, ``level_db`` (the window's RMS, dBFS; None: unknown, left
+    out) and ``none`` (why it names no instrument, model/decision.py; None when it names one). The
+    events are :func:`window_event`'s, field for field."""
+    n = len(streams)
+    if n < TOGETHER_FROM:  # numpy's calls cost more than they save
+        return [window_event(streams[k], seqs[k], float(t_start[k]), float(t_end[k]), float(epochs[k]),
+                             probabilities[k], classes, labels[k], float(latency_ms[k]), model, trained,
+                             None if level_db is None else level_db[k], None if none is None else none[k])
+                for k in range(n)]
+    probs = np.round(np.asarray(probabilities, np.float64).reshape(n, len(classes)), 6)
+    tops = [classes[k] for k in probs.argmax(axis=1).tolist()]  # the first of equals, as max() takes
+    starts = np.round(np.asarray(t_start, np.float64), 4).tolist()
+    ends = np.round(np.asarray(t_end, np.float64), 4).tolist()
+    latency = np.round(np.maximum(0.0, np.asarray(latency_ms, np.float64)), 2).tolist()
+    levels = [None if v is None else round(float(v), 1) for v in level_db] if level_db is not None else [None] * n
+    reasons = none if none is not None else [None] * n
+    out = []
+    for k, (row, wall) in enumerate(zip(probs.tolist(), wall_times(epochs))):
+        event = {
+            "schema": SCHEMA, "type": "window", "stream": streams[k], "seq": seqs[k],
+            "t_start": starts[k], "t_end": ends[k], "wall_time": wall,
+            "probabilities": dict(zip(classes, row)), "top": tops[k], "labels": list(labels[k]),
+            "none": reasons[k], "latency_ms": latency[k], "model": model, "trained": trained,
+        }
+        if levels[k] is not None:
+            event["level_db"] = levels[k]
+        out.append(event)
+    return out
+
+
 def window_event(stream: str, seq: int, t_start: float, t_end: float, epoch: float, probabilities,
                  classes: tuple[str, ...], labels: list[str], latency_ms: float, model: str,
                  trained: bool, level_db: float | None = None, none: str | None = None) -> dict[str, Any]:
-    """A window event. ``probabilities: [n_classes]`` in class order; times in seconds of stream time;
-    ``level_db``: the window's RMS, dBFS (left out when unknown); ``none``: why the window names no
-    instrument (model/decision.py), None when it names one."""
+    """A window event, alone (:func:`window_events` builds a step's together). ``probabilities: [n_classes]``
+    in class order; times in seconds of stream time; ``level_db``: the window's RMS, dBFS (left out when
+    unknown); ``none``: why the window names no instrument (model/decision.py), None when it names one."""
     probs = {c: round(float(p), 6) for c, p in zip(classes, probabilities)}
     event = {
         "schema": SCHEMA, "type": "window", "stream": stream, "seq": seq,

@@ -238,13 +238,16 @@ class Server:
         heard = probabilities * np.array([none is None for none in reasons])[:, None]
         labels, changes = self.segmenters.update([w.stream.segmenter.row for w in windows], heard,
                                                  [w.t_start for w in windows], [w.t_end for w in windows])
-        for w, level, none, named, changed in zip(windows, levels, reasons, labels, changes):
+        # the events built together; each gets its seq as it is sent, after the segment events before it
+        ages = time.monotonic() - np.array([w.arrival for w in windows])
+        built = events.window_events(
+            [w.stream.name for w in windows], [0] * len(windows), [w.t_start for w in windows],
+            [w.t_end for w in windows], time.time() - ages, probabilities, rec.classes,
+            [named if none is None else [] for named, none in zip(labels, reasons)], ages * 1000, rec.id,
+            rec.trained, level_db=levels, none=reasons)
+        for w, event, changed in zip(windows, built, changes):
             st = w.stream
-            age = time.monotonic() - w.arrival
-            event = events.window_event(
-                st.name, self._next_seq[st.name], w.t_start, w.t_end, time.time() - age, w.probabilities,
-                rec.classes, named if none is None else [], age * 1000, rec.id, rec.trained,
-                level_db=level, none=none)
+            event["seq"] = self._next_seq[st.name]
             self._send(event)
             st.windows += 1
             st.latency.add(event["latency_ms"])

@@ -38,6 +38,7 @@ BENCHES: dict[str, str] = {
     "scan": "instrumentd.clients.bench.scan:scan",
     "push": "instrumentd.clients.bench.push:push",
     "logsync": "instrumentd.clients.bench.logsync:logsync",
+    "events": "instrumentd.clients.bench.events:events_bench",
 }
 
 

@@ -108,3 +108,39 @@ def test_source_events_carry_a_lifecycle_state_and_a_reason():
         decode(encode({k: v for k, v in e.items() if k != "reason"}))
     s = events.segment_event("radio", 13, "pia", "end", 1.0, 9.0, "source failed", 1_700_000_000.0, "cross-abc")
     assert decode(encode(s)) == s
+
+
+def test_wall_times_in_one_pass_read_as_datetime_writes_each():
+    rng = np.random.default_rng(3)
+    epochs = np.concatenate([1.7e9 + rng.uniform(0, 3e7, 2000), [0.0, 1_700_000_000.25, 1_700_000_000.9999996,
+                                                                 1_700_000_000.0004995, 1_699_999_999.9995]])
+    assert events.wall_times(epochs) == [events.wall_time(float(e)) for e in epochs]
+
+
+@pytest.mark.parametrize("n", [events.TOGETHER_FROM - 1, 50])
+def test_a_steps_window_events_built_together_are_each_windows_event(n):
+    rng = np.random.default_rng(n)
+    probs = rng.dirichlet(np.ones(11), n).astype(np.float32)
+    probs[0] = 1 / 11  # equal probabilities: the first class is the top, as max() takes it
+    levels = [None if k % 7 == 0 else float(rng.uniform(-90, 0)) for k in range(n)]
+    nones = ["silence" if k % 5 == 0 else None for k in range(n)]
+    latency = rng.uniform(-5, 500, n)
+    built = events.window_events([f"s{k % 4}" for k in range(n)], list(range(n)), rng.uniform(0, 1e4, n),
+                                 rng.uniform(0, 1e4, n), 1.7e9 + rng.uniform(0, 1e6, n), probs, CLASSES,
+                                 [[] if nones[k] else ["pia"] for k in range(n)], latency, "cross-abc", True,
+                                 level_db=levels, none=nones)
+    assert len(built) == n and built[0]["top"] == CLASSES[0]
+    for k, e in enumerate(built):
+        events.validate(e)
+        assert decode(encode(e)) == e
+        assert e["seq"] == k and e["stream"] == f"s{k % 4}" and e["none"] == nones[k]
+        got = np.array([e["probabilities"][c] for c in CLASSES])
+        assert np.abs(got - probs[k]).max() <= 5e-7 and e["top"] == CLASSES[int(np.argmax(got))]
+        assert e["latency_ms"] == round(max(0.0, latency[k]), 2)
+        assert ("level_db" in e) == (levels[k] is not None)
+        if levels[k] is not None:
+            assert e["level_db"] == round(levels[k], 1)
+        single = events.window_event(e["stream"], k, e["t_start"], e["t_end"], 0.0, probs[k], CLASSES, e["labels"],
+                                     latency[k], "cross-abc", True, level_db=levels[k], none=nones[k])
+        single["wall_time"] = e["wall_time"]
+        assert encode(single) == encode(e)  # the same fields, values and order as the one-window builder's
