@@ -30,7 +30,7 @@ SCHEMA = 1
 SCHEMA_FILE = Path(__file__).with_name("events.schema.json")
 STATUS_TOPIC = "status"
 TYPES = ("window", "segment", "source", "status")
-TOGETHER_FROM = 4  # window_events builds this many windows or more in one numpy pass, fewer one by one
+TOGETHER_FROM = 6  # window_events builds this many windows or more in one numpy pass, fewer one by one
 SOURCE_STATES = ("starting", "running", "down", "up", "silent", "sound", "ended", "failed")
 
 
@@ -70,18 +70,34 @@ def window_events(streams: Sequence[str], seqs: Sequence[int], t_start, t_end, e
     ``epochs`` (when each window was heard, seconds since the epoch), ``probabilities: [n, n_classes]``
     in class order, ``labels``, ``latency_ms``, ``level_db`` (the window's RMS, dBFS; None: unknown, left
     out) and ``none`` (why it names no instrument, model/decision.py; None when it names one). The
-    events are :func:`window_event`'s, field for field."""
+    events are :func:`window_event`'s, field for field; their numbers are checked here, all at once, so
+    that :func:`encode` may skip its check (``checked=True``)."""
     n = len(streams)
     if n < TOGETHER_FROM:  # numpy's calls cost more than they save
-        return [window_event(streams[k], seqs[k], float(t_start[k]), float(t_end[k]), float(epochs[k]),
-                             probabilities[k], classes, labels[k], float(latency_ms[k]), model, trained,
-                             None if level_db is None else level_db[k], None if none is None else none[k])
-                for k in range(n)]
-    probs = np.round(np.asarray(probabilities, np.float64).reshape(n, len(classes)), 6)
+        built = [window_event(streams[k], seqs[k], float(t_start[k]), float(t_end[k]), float(epochs[k]),
+                              probabilities[k], classes, labels[k], float(latency_ms[k]), model, trained,
+                              None if level_db is None else level_db[k], None if none is None else none[k])
+                 for k in range(n)]
+        known = [v for v in level_db if v is not None] if level_db is not None else []
+        given = [float(x) for x in (*t_start, *t_end, *epochs, *latency_ms, *known)]
+        if _finite(given) and all(_finite(event["probabilities"]) for event in built):
+            return built
+    else:
+        numbers = [np.asarray(x, np.float64) for x in (probabilities, t_start, t_end, epochs, latency_ms)]
+        levels = np.asarray([v for v in level_db if v is not None] if level_db is not None else [], np.float64)
+        if all(np.isfinite(x).all() for x in numbers + [levels]):
+            return _window_events(streams, seqs, *numbers, classes, labels, model, trained, level_db, none)
+    raise ValueError("NaN or infinity in a window event: JSON has neither")
+
+
+def _window_events(streams, seqs, probabilities, t_start, t_end, epochs, latency_ms, classes, labels, model,
+                   trained, level_db, none) -> list[dict[str, Any]]:
+    """:func:`window_events`' numpy pass, on float64 arrays whose numbers are all finite."""
+    n = len(streams)
+    probs = np.round(probabilities.reshape(n, len(classes)), 6)
     tops = [classes[k] for k in probs.argmax(axis=1).tolist()]  # the first of equals, as max() takes
-    starts = np.round(np.asarray(t_start, np.float64), 4).tolist()
-    ends = np.round(np.asarray(t_end, np.float64), 4).tolist()
-    latency = np.round(np.maximum(0.0, np.asarray(latency_ms, np.float64)), 2).tolist()
+    starts, ends = np.round(t_start, 4).tolist(), np.round(t_end, 4).tolist()
+    latency = np.round(np.maximum(0.0, latency_ms), 2).tolist()
     levels = [None if v is None else round(float(v), 1) for v in level_db] if level_db is not None else [None] * n
     reasons = none if none is not None else [None] * n
     out = []
@@ -145,13 +161,14 @@ def status_event(epoch: float, uptime_s: float, device: str, model: str, trained
     }
 
 
-def encode(event: dict[str, Any]) -> bytes:
-    """Compact UTF-8 JSON; NaN or infinity is a ValueError (JSON has neither).
+def encode(event: dict[str, Any], checked: bool = False) -> bytes:
+    """Compact UTF-8 JSON; NaN or infinity is a ValueError (JSON has neither), unless ``checked``: the
+    caller knows every number is finite (:func:`window_events` checks a step's together).
 
     orjson writes it (a third of the json module's time for a window event, the check included); it
     would write NaN as ``null``, so every number is checked first. Text that is not valid UTF-8 (a
     file name's undecodable bytes, kept as surrogates) goes through the json module, as ``\\u`` escapes."""
-    if not _finite(event):
+    if not checked and not _finite(event):
         raise ValueError("NaN or infinity in an event: JSON has neither")
     try:
         return orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -248,7 +248,7 @@ class Server:
         for w, event, changed in zip(windows, built, changes):
             st = w.stream
             event["seq"] = self._next_seq[st.name]
-            self._send(event)
+            self._send(event, checked=True)
             st.windows += 1
             st.latency.add(event["latency_ms"])
             self._emit_changes(st, changed)
@@ -283,10 +283,11 @@ class Server:
         self._send(events.source_event(st.name, self._next_seq[st.name], state, reason, st.source.spec.spec,
                                        time.time()))
 
-    def _send(self, event: dict[str, Any]) -> None:
-        """Log ``event`` now; publish it with the next :data:`PUBLISH_BATCH` (at the latest when the step is done)."""
+    def _send(self, event: dict[str, Any], checked: bool = False) -> None:
+        """Log ``event`` now; publish it with the next :data:`PUBLISH_BATCH` (at the latest when the step is
+        done). ``checked``: its numbers are known finite (:func:`events.encode`)."""
         t0 = time.perf_counter()
-        body = events.encode(event)  # once, for the log and the subscribers
+        body = events.encode(event, checked)  # once, for the log and the subscribers
         if self.log is not None:
             self.log.append(event, body)
         self._next_seq[event["stream"]] = event["seq"] + 1

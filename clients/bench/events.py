@@ -3,7 +3,8 @@ time against a step's windows built together, and encoded.
 
 A step of W windows (random probabilities, levels and latencies, as :meth:`Server._emit` has them) is
 built with :func:`events.window_event` once a window, then with one :func:`events.window_events` call;
-each event is then encoded once (:func:`events.encode`, the NaN check included). Rows give microseconds
+each event is then encoded (:func:`events.encode`) with its NaN check, and without it, as the daemon
+encodes the events that ``window_events`` built and checked. Rows give microseconds
 a window, the best of :data:`ROUNDS` rounds of enough steps to fill about 0.2 s.
 """
 
@@ -70,7 +71,9 @@ def events_bench(device: torch.device, quick: bool, args: argparse.Namespace) ->
         built = _together(step)
         rows.append({"windows_a_step": n, "build_alone_us": round(_us_a_window(_alone, step), 2),
                      "build_together_us": round(_us_a_window(_together, step), 2),
-                     "encode_us": round(_us_a_window(lambda s: [events.encode(e) for e in built], step), 2)})
+                     "encode_us": round(_us_a_window(lambda s: [events.encode(e) for e in built], step), 2),
+                     "encode_checked_us": round(_us_a_window(lambda s: [events.encode(e, True) for e in built],
+                                                             step), 2)})
     return BenchResult("Window events: built one at a time or a step's together, and encoded (us a window)",
                        rows, {"rounds": ROUNDS, "rows": rows})
 

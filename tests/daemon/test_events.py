@@ -140,7 +140,29 @@ def test_a_steps_window_events_built_together_are_each_windows_event(n):
         assert ("level_db" in e) == (levels[k] is not None)
         if levels[k] is not None:
             assert e["level_db"] == round(levels[k], 1)
-        single = events.window_event(e["stream"], k, e["t_start"], e["t_end"], 0.0, probs[k], CLASSES, e["labels"],
-                                     latency[k], "cross-abc", True, level_db=levels[k], none=nones[k])
+        single = events.window_event(e["stream"], k, e["t_start"], e["t_end"], 0.0, probs[k], CLASSES,
+                                     e["labels"], latency[k], "cross-abc", True, level_db=levels[k], none=nones[k])
         single["wall_time"] = e["wall_time"]
         assert encode(single) == encode(e)  # the same fields, values and order as the one-window builder's
+
+
+@pytest.mark.parametrize("n", [events.TOGETHER_FROM - 1, 10])
+@pytest.mark.parametrize("field", ["probabilities", "t_end", "latency_ms", "level_db"])
+def test_a_step_with_a_nan_or_infinity_is_refused_before_encode_skips_its_check(n, field):
+    values = {"probabilities": np.full((n, 11), 1 / 11), "t_end": [3.0] * n, "latency_ms": [5.0] * n,
+              "level_db": [-20.0] * n}
+    bad = np.nan if field != "level_db" else -np.inf
+    if field == "probabilities":
+        values[field][n - 1, 4] = bad
+    else:
+        values[field][n - 1] = bad
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        events.window_events(["s"] * n, list(range(n)), [0.0] * n, values["t_end"], [1.7e9] * n,
+                             values["probabilities"], CLASSES, [[]] * n, values["latency_ms"], "m", True,
+                             level_db=values["level_db"])
+    fine = events.window_events(["s"] * n, list(range(n)), [0.0] * n, [3.0] * n, [1.7e9] * n,
+                                np.full((n, 11), 1 / 11), CLASSES, [[]] * n, [5.0] * n, "m", True,
+                                level_db=[None] * n)
+    assert [decode(encode(e, checked=True)) for e in fine] == fine
+    with pytest.raises(ValueError):  # encode's own check, for events built elsewhere
+        encode({**fine[0], "latency_ms": float("nan")})
