@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import struct
 import subprocess
@@ -18,7 +17,7 @@ from instrumentd.pipeline.audio import to_mono
 from instrumentd.pipeline.errors import InstrumentdError, ParameterError
 
 from .midi import Track, write
-from .sampler import DEFAULT_SAMPLES, SAMPLES_ENV
+from .sampler import samples_folder
 
 SOUNDFONT_DIRS = (Path("/usr/share/sounds/sf2"), Path("/usr/share/sounds/sf3"), Path("/usr/share/soundfonts"))
 SOUNDFONTS = {
@@ -57,7 +56,7 @@ def check_training_soundfonts(soundfonts: list[str]) -> None:
 def soundfont_dirs() -> tuple[Path, ...]:
     """Where SoundFonts are looked for: Debian's folders, then ``sf2`` beside the sample packages'
     ``node_modules`` (``make samples`` puts the ones from PyPI wheels there)."""
-    return SOUNDFONT_DIRS + (Path(os.environ.get(SAMPLES_ENV, DEFAULT_SAMPLES)).parent / "sf2",)
+    return SOUNDFONT_DIRS + (samples_folder().parent / "sf2",)
 
 
 def find_soundfont(name: str) -> Path:

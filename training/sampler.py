@@ -31,6 +31,11 @@ PITCH_CLASS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 RELEASE_S = 0.12  # fade after a note's end, seconds
 
 
+def samples_folder() -> Path:
+    """The npm ``node_modules`` folder the sample packages are looked for in (it may not exist)."""
+    return Path(os.environ.get(SAMPLES_ENV, DEFAULT_SAMPLES))
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplePackage:
     """An npm package of one instrument's notes: the class it plays and the package's name."""
@@ -40,7 +45,7 @@ class SamplePackage:
 
     def root(self) -> Path:
         """Where it is installed (it may not exist)."""
-        return Path(os.environ.get(SAMPLES_ENV, DEFAULT_SAMPLES)) / self.package
+        return samples_folder() / self.package
 
     def installed(self) -> bool:
         return self.root().is_dir() and bool(note_files(self.root()))
