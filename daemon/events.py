@@ -73,19 +73,18 @@ def window_events(streams: Sequence[str], seqs: Sequence[int], t_start, t_end, e
     events are :func:`window_event`'s, field for field; their numbers are checked here, all at once, so
     that :func:`encode` may skip its check (``checked=True``)."""
     n = len(streams)
+    known = [v for v in level_db if v is not None] if level_db is not None else []  # the levels given
     if n < TOGETHER_FROM:  # numpy's calls cost more than they save
         built = [window_event(streams[k], seqs[k], float(t_start[k]), float(t_end[k]), float(epochs[k]),
                               probabilities[k], classes, labels[k], float(latency_ms[k]), model, trained,
                               None if level_db is None else level_db[k], None if none is None else none[k])
                  for k in range(n)]
-        known = [v for v in level_db if v is not None] if level_db is not None else []
         given = [float(x) for x in (*t_start, *t_end, *epochs, *latency_ms, *known)]
         if _finite(given) and all(_finite(event["probabilities"]) for event in built):
             return built
     else:
         numbers = [np.asarray(x, np.float64) for x in (probabilities, t_start, t_end, epochs, latency_ms)]
-        levels = np.asarray([v for v in level_db if v is not None] if level_db is not None else [], np.float64)
-        if all(np.isfinite(x).all() for x in numbers + [levels]):
+        if all(np.isfinite(x).all() for x in (*numbers, np.asarray(known, np.float64))):
             return _window_events(streams, seqs, *numbers, classes, labels, model, trained, level_db, none)
     raise ValueError("NaN or infinity in a window event: JSON has neither")
 

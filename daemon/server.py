@@ -236,13 +236,13 @@ class Server:
                                  voiced=np.array([w.voiced for w in windows]))
         # a window that names no instrument (silence, speech, noise...) weighs as no probability at all
         heard = probabilities * np.array([none is None for none in reasons])[:, None]
-        labels, changes = self.segmenters.update([w.stream.segmenter.row for w in windows], heard,
-                                                 [w.t_start for w in windows], [w.t_end for w in windows])
+        starts, ends = [w.t_start for w in windows], [w.t_end for w in windows]
+        labels, changes = self.segmenters.update([w.stream.segmenter.row for w in windows], heard, starts, ends)
         # the events built together; each gets its seq as it is sent, after the segment events before it
         ages = time.monotonic() - np.array([w.arrival for w in windows])
         built = events.window_events(
-            [w.stream.name for w in windows], [0] * len(windows), [w.t_start for w in windows],
-            [w.t_end for w in windows], time.time() - ages, probabilities, rec.classes,
+            [w.stream.name for w in windows], [0] * len(windows), starts, ends, time.time() - ages,
+            probabilities, rec.classes,
             [named if none is None else [] for named, none in zip(labels, reasons)], ages * 1000, rec.id,
             rec.trained, level_db=levels, none=reasons)
         for w, event, changed in zip(windows, built, changes):
