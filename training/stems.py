@@ -51,7 +51,7 @@ from instrumentd.model.classes import CLASSES
 from instrumentd.pipeline.config import SAMPLE_RATE
 from instrumentd.pipeline.errors import ParameterError
 
-from . import broadcast, noise, sampler, speech, voice
+from . import broadcast, noise, physical, sampler, speech, voice
 from .expression import VIBRATO_CLASSES, dynamics, perform
 from .midi import DRUM_CHANNEL, Note, Track
 from .render import (TIMIDITY_CONFIGS, RenderError, find_soundfont, render, render_timidity,
@@ -75,8 +75,9 @@ SFX_PROGRAMS = (121, 122, 123, 124, 125, 126, 127)  # GM sound effects: breath .
 @dataclasses.dataclass(frozen=True)
 class Bank:
     """A sample bank: ``engine`` ``"fluidsynth"`` (``source``: a SoundFont short name),
-    ``"timidity"`` (``source``: a patch-set config) or ``"sampler"`` (``source``: a name in
-    :data:`sampler.SAMPLE_PACKAGES`, recordings of one instrument's notes)."""
+    ``"timidity"`` (``source``: a patch-set config), ``"sampler"`` (``source``: a name in
+    :data:`sampler.SAMPLE_PACKAGES`, recordings of one instrument's notes) or ``"stk"`` (the
+    Synthesis ToolKit's physical models, :mod:`physical`; ``source`` unused)."""
 
     engine: str
     source: str
@@ -88,6 +89,8 @@ class Bank:
             return timidity_presets(self.source)
         if self.engine == "sampler":
             return frozenset((0, p) for p in PROGRAMS[sampler.SAMPLE_PACKAGES[self.source].cls])
+        if self.engine == "stk":
+            return physical.presets()
         return soundfont_presets(str(find_soundfont(self.source)))
 
     def installed(self) -> bool:
@@ -95,6 +98,8 @@ class Bank:
             return Path(self.source).is_file()
         if self.engine == "sampler":
             return sampler.SAMPLE_PACKAGES[self.source].installed()
+        if self.engine == "stk":
+            return physical.installed()
         try:
             find_soundfont(self.source)
         except RenderError:
@@ -102,7 +107,10 @@ class Bank:
         return True
 
     def render(self, tracks: list[Track], seconds: float, seed: tuple[int, ...] = (0,)) -> np.ndarray:
-        """``float32 [seconds * SAMPLE_RATE]`` mono; ``seed`` draws a sampler's vibratos."""
+        """``float32 [seconds * SAMPLE_RATE]`` mono; ``seed`` draws a sampler's vibratos and a
+        physical model's timbres."""
+        if self.engine == "stk":
+            return physical.render_stk(tracks, seconds, SAMPLE_RATE, np.random.default_rng(list(seed)))
         if self.engine == "sampler":
             package = sampler.SAMPLE_PACKAGES[self.source]
             return sampler.render_sampled(tracks, package, seconds, SAMPLE_RATE, np.random.default_rng(list(seed)))
@@ -121,6 +129,7 @@ BANKS: dict[str, Bank] = {
     "merlin": Bank("fluidsynth", "merlin"),
     "fluidr3mono": Bank("fluidsynth", "fluidr3mono"),
     "freepats": Bank("timidity", str(TIMIDITY_CONFIGS["freepats"])),
+    "stk": Bank("stk", ""),  # physical models: cel, cla, flu, org, sax, vio only
     **{name: Bank("sampler", name) for name in sampler.SAMPLE_PACKAGES},
 }
 SUNG = "world"  # voi stems sung by espeak-ng syllables through the WORLD vocoder (voice.py)
@@ -189,7 +198,8 @@ def _has_gm(bank: str) -> bool:
 
 def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, seconds: float = STEM_SECONDS,
          fmt: str = "ogg", codec_share: float = 0.0, note_share: float = 0.0,
-         bass_share: float = ACC_BASS_SHARE, straight_share: float = 0.0) -> list[StemSpec]:
+         bass_share: float = ACC_BASS_SHARE, straight_share: float = 0.0,
+         classes: tuple[str, ...] | None = None) -> list[StemSpec]:
     """Every stem of a bank with ``per_class`` stems per class (see :func:`counts`), rendered by
     ``banks`` (default: every installed bank) taken in turn; ``codec_share`` of them, drawn by each
     stem's key, go through a broadcast codec (:mod:`broadcast`) before they are stored;
@@ -199,13 +209,15 @@ def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, se
     lowest notes); ``straight_share`` of the solo stems of sustained classes (:data:`VIBRATO_CLASSES`,
     the sung voice aside), drawn likewise, are played without the vibrato added here (pitch bends,
     the sampler's; a sound font preset's own vibrato stays), as many real players and sample
-    libraries hold a note.
+    libraries hold a note. ``classes`` (default: all) keeps only the solo stems of those classes,
+    with the keys they have in the whole bank, and no other role: extra stems of a few classes from
+    a bank that plays only some (``stk``).
 
     Raises
     ------
     ParameterError
-        A negative count, a length under 1 s, an unknown format or bank, banks that cannot play a
-        class, or a codec, note, bass or straight share outside 0-1.
+        A negative count, a length under 1 s, an unknown format, bank or class, banks that cannot
+        play a class, or a codec, note, bass or straight share outside 0-1.
     """
     if per_class < 0:
         raise ParameterError(f"--per-class must be >= 0, got {per_class}")
@@ -227,11 +239,16 @@ def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, se
             raise ParameterError(f"unknown bank {b!r}; choose from {', '.join(BANKS)}, {SUNG}")
         if b not in installed_banks():
             raise ParameterError(f"bank {b!r} is not installed here (installed: {', '.join(installed_banks())})")
-    n = counts(per_class)
+    for c in classes or ():
+        if c not in CLASSES:
+            raise ParameterError(f"unknown class {c!r}; choose from {', '.join(CLASSES)}")
+    n = {group: k if classes is None or group == "pred" else 0 for group, k in counts(per_class).items()}
     ext = fmt
     midi_banks = tuple(b for b in banks if b in BANKS)
     specs: list[StemSpec] = []
     for ci, cls in enumerate(CLASSES):
+        if classes is not None and cls not in classes:
+            continue
         players = [b for b in midi_banks if _programs_in(b, PROGRAMS[cls])]
         sung = cls == "voi" and SUNG in banks
         if per_class and not players and not sung:

@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="share of the solo stems of sustained classes (strings, winds, voice) played without "
                         "the vibrato the renderer adds (a sound font preset's own stays), as many real players "
                         "and sample libraries hold a note (default: 0)")
+    p.add_argument("--classes", default=None, metavar="CLS,CLS",
+                   help="only solo stems of these classes (e.g. cel,vio), none of the other roles: extra stems "
+                        "from a bank that plays only some classes, such as stk (default: every class and role)")
     add_processes_argument(p)
     p.set_defaults(run=run)
 
@@ -56,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from instrumentd.training.synth import default_processes
 
     banks = None if args.banks is None else tuple(b.strip() for b in args.banks.split(",") if b.strip())
+    classes = None if args.classes is None else tuple(c.strip() for c in args.classes.split(",") if c.strip())
     specs = plan(args.per_class, banks, args.seed, args.seconds, args.format, codec_share=args.codecs,
-                 note_share=args.notes, bass_share=args.acc_bass, straight_share=args.straight)
+                 note_share=args.notes, bass_share=args.acc_bass, straight_share=args.straight, classes=classes)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns) as progress:
         task = progress.add_task("rendering stems", total=len(specs))
