@@ -430,20 +430,42 @@ def render_stems(specs: list[StemSpec], out: str | Path) -> int:
     return len(specs)
 
 
-def write_index(specs: list[StemSpec], out: str | Path) -> Path:
-    """``out/index.json``: the sample rate and every stem's record."""
+def write_index(specs: list[StemSpec], out: str | Path, add: bool = False) -> Path:
+    """``out/index.json``: the sample rate and every stem's record; with ``add``, after the records
+    the index already holds (one of the same path is replaced)."""
     path = Path(out) / INDEX
+    entries = [s.entry() for s in specs]
+    if add:
+        paths = {e["path"] for e in entries}
+        entries = [e for e in _existing_stems(path) if e["path"] not in paths] + entries
     tmp = path.with_name(INDEX + ".part")
-    tmp.write_text(json.dumps({"sample_rate": SAMPLE_RATE, "stems": [s.entry() for s in specs]}, indent=0))
+    tmp.write_text(json.dumps({"sample_rate": SAMPLE_RATE, "stems": entries}, indent=0))
     tmp.replace(path)
     return path
 
 
+def _existing_stems(path: Path) -> list[dict]:
+    """The stem records of the index at ``path``, which must be at :data:`SAMPLE_RATE`."""
+    try:
+        index = json.loads(path.read_text())
+        stems, rate = list(index["stems"]), index["sample_rate"]
+    except FileNotFoundError:
+        raise ParameterError(f"{path.parent}: no {INDEX} to add stems to (leave out --add to start a bank)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ParameterError(f"{path}: malformed stem index ({exc})") from None
+    if rate != SAMPLE_RATE:
+        raise ParameterError(f"{path}: a bank at {rate} Hz; stems are rendered at {SAMPLE_RATE} Hz")
+    return stems
+
+
 def synthesize_stems(out: str | Path, specs: list[StemSpec], processes: int = 2,
-                     on_progress: Callable[[int], None] | None = None) -> Path:
-    """Render every stem of ``specs`` not yet on disk, ``processes`` at a time, then write the index;
-    returns its path. ``on_progress(n)`` is called as stems finish."""
+                     on_progress: Callable[[int], None] | None = None, add: bool = False) -> Path:
+    """Render every stem of ``specs`` not yet on disk, ``processes`` at a time, then write the index
+    (``add``: after the stems it lists already); returns its path. ``on_progress(n)`` is called as
+    stems finish."""
     out = Path(out)
+    if add:
+        _existing_stems(out / INDEX)  # refused before anything is rendered
     out.mkdir(parents=True, exist_ok=True)
     render_missing(specs, out, render_stems, attrgetter("bank"), STEMS_PER_RENDER, processes, on_progress)
-    return write_index(specs, out)
+    return write_index(specs, out, add)

@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", default=None, metavar="CLS,CLS",
                    help="only solo stems of these classes (e.g. cel,vio), none of the other roles: extra stems "
                         "from a bank that plays only some classes, such as stk (default: every class and role)")
+    p.add_argument("--add", action="store_true",
+                   help="add the stems to the bank already at OUT: its index keeps the stems it lists and gains "
+                        "these (to mix banks, e.g. a few classes from stk into a bank of sound fonts)")
     add_processes_argument(p)
     p.set_defaults(run=run)
 
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     with Progress(*columns) as progress:
         task = progress.add_task("rendering stems", total=len(specs))
         index = synthesize_stems(args.out, specs, args.processes or default_processes(),
-                                 lambda n: progress.advance(task, n))
+                                 lambda n: progress.advance(task, n), add=args.add)
     used = sorted({s.bank for s in specs})
-    print(f"{len(specs)} stems in {args.out} from {', '.join(used)} ({index.name} lists them)")
+    listed = f"{index.name} lists them" if not args.add else f"added to {index.name}"
+    print(f"{len(specs)} stems in {args.out} from {', '.join(used)} ({listed})")
     return 0

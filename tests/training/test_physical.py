@@ -3,6 +3,7 @@ solo-only plans."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -95,7 +96,7 @@ def test_a_model_that_stays_silent_is_refused_in_one_line():
         physical.render_stk([Track(42, 0, [Note(60, 0.0, 0.5, velocity=0)])], 1.0, SR, np.random.default_rng(0))
 
 
-def test_synth_stems_renders_a_few_classes_from_the_stk_bank(tmp_path):
+def test_synth_stems_renders_a_few_classes_from_the_stk_bank_and_adds_them_to_a_bank(tmp_path):
     _need_stk()
     cmd = [sys.executable, "-m", "instrumentd", "synth-stems", str(tmp_path / "bank"), "--banks", "stk",
            "--classes", "cel,flu", "--per-class", "2", "--seconds", "1.5", "--processes", "1"]
@@ -106,3 +107,13 @@ def test_synth_stems_renders_a_few_classes_from_the_stk_bank(tmp_path):
     bad = subprocess.run(cmd[:-6] + ["--classes", "cel,drums", "--per-class", "1"], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode != 0 and "unknown class 'drums'" in bad.stderr and "Traceback" not in bad.stderr
+    add = cmd[:-6] + ["--classes", "vio", "--per-class", "1", "--seconds", "1.5", "--add"]
+    proc = subprocess.run(add, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    entries = json.loads((tmp_path / "bank" / "index.json").read_text())["stems"]
+    assert sorted(e["cls"] for e in entries) == ["cel", "cel", "flu", "flu", "vio"]  # added, the others kept
+    assert all((tmp_path / "bank" / e["path"]).is_file() for e in entries)
+    add[4] = str(tmp_path / "new")
+    bad = subprocess.run(add, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "no index.json to add stems to" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "new").exists()
