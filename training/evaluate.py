@@ -106,17 +106,19 @@ def is_features(path: str | Path) -> bool:
 
 def evaluate_path(recognizer, test: str | Path, soundfonts: tuple[str, ...] | None, pitch_engine: str | None = None,
                   progress=None, threshold: float = 0.5):
-    """``(ClipScores, FeatureSet or None)`` for a test corpus, feature folder or bundle."""
+    """``(ClipScores, FeatureSet or None)`` for a test corpus, a stem bank's solo stems, a feature
+    folder or a bundle."""
     from instrumentd.pipeline.errors import ParameterError
     from instrumentd.pipeline.pitch import DEFAULT_ENGINE
 
     from .dataset import load_features
     from .irmas import test_clips
+    from .stem_bank import INDEX, solo_clips
 
     if is_features(test):
         features = load_features(test, "test", soundfonts, recognizer.device)
         return scores_from_features(recognizer, features, threshold), features
-    clips = test_clips(test)
+    clips = solo_clips(test) if (Path(test) / INDEX).is_file() else test_clips(test)
     if soundfonts:
         have = sorted({c.soundfont for c in clips})
         missing = [s for s in soundfonts if s not in have]

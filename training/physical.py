@@ -6,7 +6,9 @@ below C#5.
 A bowed string model is not a recording, but it is not a sample of a General MIDI preset either:
 its bow pressure and position, like a reed's stiffness or a flute's jet, are drawn per stem, so the
 same note comes out in many timbres. Each track is rendered with one ``stk-demo`` run (about
-0.05 s for 4 s of audio) and the runs are summed.
+0.05 s for 4 s of audio) and the runs are summed. The reeds' and the flute's breath noise is seeded
+by STK from the clock, so their renders differ slightly from run to run (the notes, timbres and
+expression do not).
 
 SKINI, as ``stk-demo`` reads it: one message a line, ``Type DeltaSeconds Channel Data1 Data2``;
 ``ControlChange`` numbers are the instrument's own (:data:`TIMBRE`), 128 (``AfterTouch``) is the

@@ -83,6 +83,16 @@ def read_index(folder: str | Path) -> dict:
     return index
 
 
+def solo_clips(folder: str | Path) -> list:
+    """The solo (``pred``) stems of the bank at ``folder`` as test clips
+    (:class:`~instrumentd.training.irmas.Clip`), each labelled with its class, its sample bank in
+    the clip's ``soundfont`` field (so that a report has a row per bank), in index order."""
+    from .irmas import Clip
+
+    return [Clip(Path(folder) / s["path"], s["path"], (s["cls"],), s.get("bank") or "")
+            for s in read_index(folder)["stems"] if s["role"] == "pred"]
+
+
 def _decode(path: Path, sample_rate: int, samples: int) -> np.ndarray:
     """``float32 [samples]``: the file as mono at ``sample_rate``, cut or zero-padded."""
     import soundfile
