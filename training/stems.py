@@ -233,15 +233,15 @@ def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, se
         raise ParameterError(f"--acc-bass must be a share of the accompaniments, 0-1, got {bass_share}")
     if not 0.0 <= straight_share <= 1.0:
         raise ParameterError(f"--straight must be a share of the solo stems, 0-1, got {straight_share}")
+    for c in classes or ():
+        if c not in CLASSES:
+            raise ParameterError(f"unknown class {c!r}; choose from {', '.join(CLASSES)}")
     banks = installed_banks() if banks is None else banks
     for b in banks:
         if b not in BANKS and b != SUNG:
             raise ParameterError(f"unknown bank {b!r}; choose from {', '.join(BANKS)}, {SUNG}")
         if b not in installed_banks():
             raise ParameterError(f"bank {b!r} is not installed here (installed: {', '.join(installed_banks())})")
-    for c in classes or ():
-        if c not in CLASSES:
-            raise ParameterError(f"unknown class {c!r}; choose from {', '.join(CLASSES)}")
     n = {group: k if classes is None or group == "pred" else 0 for group, k in counts(per_class).items()}
     ext = fmt
     midi_banks = tuple(b for b in banks if b in BANKS)

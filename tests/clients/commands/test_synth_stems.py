@@ -1,4 +1,5 @@
-"""``instrumentd synth-stems`` through the command's entry point: bad counts, lengths and banks are one line each."""
+"""``instrumentd synth-stems`` through the command's entry point: bad counts, lengths, banks and classes,
+and --add without a bank, are one line each."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from ...conftest import one_line_error
     (["--banks", "nosuchbank"], "unknown bank 'nosuchbank'; choose from"),
     (["--acc-bass", "2"], "--acc-bass must be a share of the accompaniments, 0-1, got 2.0"),
     (["--straight", "-1"], "--straight must be a share of the solo stems, 0-1, got -1.0"),
+    (["--classes", "cel,cello"], "unknown class 'cello'; choose from cel, cla"),
+    (["--add"], "no index.json to add stems to (leave out --add to start a bank)"),
 ])
 def test_bad_values_are_one_line_and_write_nothing(tmp_path, capsys, flags, message):
     assert main(["synth-stems", str(tmp_path / "bank"), *flags]) == 2
