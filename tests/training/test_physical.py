@@ -121,16 +121,17 @@ def test_synth_stems_renders_a_few_classes_from_the_stk_bank_and_adds_them_to_a_
 
 
 def test_evaluate_scores_a_stem_banks_solo_stems_with_a_row_per_bank(tmp_path):
-    """`instrumentd evaluate CKPT BANK`: each solo stem is a clip labelled with its class (the default
-    checkpoint on real stk renders; what it answers is not checked, only that every stem was scored)."""
+    """`instrumentd evaluate CKPT BANK`: each solo stem is a clip labelled with its class, its bank as
+    its row (the default checkpoint on real stk renders; what it answers is not checked, only that
+    every stem was scored under its class and bank)."""
     _need_stk()
+    from instrumentd.model.recognizer import Recognizer
+    from instrumentd.training.evaluate import evaluate_path, report
+
     specs = stems.plan(2, ("stk",), seed=8, seconds=3.5, classes=("cel", "org"))
     stems.synthesize_stems(tmp_path / "bank", specs, processes=1)
-    proc = subprocess.run([sys.executable, "-m", "instrumentd", "evaluate", "--device", "cpu", "--no-tsne",
-                           "--out", str(tmp_path / "eval"), str(DEFAULT_CHECKPOINT), str(tmp_path / "bank")],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    rep = json.loads((tmp_path / "eval" / "report.json").read_text())
-    assert rep["by_soundfont"]["stk"]["clips"] == 4
+    scores, features = evaluate_path(Recognizer.from_checkpoint(DEFAULT_CHECKPOINT, "cpu"), tmp_path / "bank", None)
+    rep = report(scores)
+    assert features is None and rep["by_soundfont"]["stk"]["clips"] == 4
     assert sorted((c["clip"], c["soundfont"], tuple(c["labels"])) for c in rep["predictions"]) == sorted(
         (s.path, "stk", (s.cls,)) for s in specs)
