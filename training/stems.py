@@ -233,6 +233,8 @@ def plan(per_class: int, banks: tuple[str, ...] | None = None, seed: int = 0, se
         raise ParameterError(f"--acc-bass must be a share of the accompaniments, 0-1, got {bass_share}")
     if not 0.0 <= straight_share <= 1.0:
         raise ParameterError(f"--straight must be a share of the solo stems, 0-1, got {straight_share}")
+    if classes is not None and not classes:
+        raise ParameterError(f"--classes names no class; choose from {', '.join(CLASSES)}")
     for c in classes or ():
         if c not in CLASSES:
             raise ParameterError(f"unknown class {c!r}; choose from {', '.join(CLASSES)}")

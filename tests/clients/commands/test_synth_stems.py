@@ -17,6 +17,7 @@ from ...conftest import one_line_error
     (["--acc-bass", "2"], "--acc-bass must be a share of the accompaniments, 0-1, got 2.0"),
     (["--straight", "-1"], "--straight must be a share of the solo stems, 0-1, got -1.0"),
     (["--classes", "cel,cello"], "unknown class 'cello'; choose from cel, cla"),
+    (["--classes", ","], "--classes names no class; choose from cel, cla"),
     (["--add"], "no index.json to add stems to (leave out --add to start a bank)"),
 ])
 def test_bad_values_are_one_line_and_write_nothing(tmp_path, capsys, flags, message):
