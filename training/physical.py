@@ -19,15 +19,14 @@ training), and ``PitchBend`` takes 0-16384 with 8192 at rest and a full octave a
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
+from .expression import EXPRESSION
 from .midi import PITCH_BEND, Track
-from .render import RenderError
+from .render import RenderError, run_to_wav
 
 EXECUTABLE = "stk-demo"  # Debian: apt-get install stk
 INSTRUMENTS: dict[int, str] = {  # General MIDI program -> STK instrument
@@ -44,7 +43,6 @@ TIMBRE: dict[str, dict[int, tuple[float, float]]] = {  # instrument -> {controll
     "Saxofony": {2: (30.0, 90.0), 26: (30.0, 90.0), 11: (10.0, 60.0), 4: (5.0, 30.0), 1: (0.0, 0.0)},
     "BeeThree": {11: (20.0, 80.0), 1: (0.0, 30.0)},  # the rotating speaker's speed and depth
 }
-EXPRESSION = 11  # the MIDI controller our expression curves use (expression.py)
 PRESSURE = 128  # STK: breath pressure, bow speed, volume
 REVERB_MIX = 44  # stk-demo's own reverb
 TIMBRE_DRAWS = 4  # timbres tried for a track before its render is given up as silent
@@ -119,11 +117,5 @@ def _run(exe: str, track: Track, sr: int, rng: np.random.Generator, tmp: Path) -
     """One ``stk-demo`` run of one track: ``float32 [samples]`` mono from the track's start."""
     score, wav = tmp / "in.ski", tmp / "out.wav"
     score.write_text(skini(track, rng))
-    proc = subprocess.run([exe, INSTRUMENTS[track.program], "-n", "1", "-s", str(sr), "-ow", str(wav),
-                           "-if", str(score)], capture_output=True, text=True)
-    if proc.returncode != 0 or not wav.is_file():
-        raise RenderError(f"{EXECUTABLE} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-200:]}")
-    audio, file_sr = soundfile.read(str(wav), dtype="float32", always_2d=True)
-    if file_sr != sr:
-        raise RenderError(f"{EXECUTABLE} wrote {file_sr} hz, asked for {sr}")
-    return audio.mean(axis=1)
+    return run_to_wav(EXECUTABLE, [exe, INSTRUMENTS[track.program], "-n", "1", "-s", str(sr), "-ow", str(wav),
+                                   "-if", str(score)], wav, sr)

@@ -146,12 +146,18 @@ def _run_synthesiser(name: str, tracks: list[Track], seconds: float, sr: int, te
     with tempfile.TemporaryDirectory(prefix="instrumentd-render-") as tmp:
         mid, wav = Path(tmp) / "in.mid", Path(tmp) / "out.wav"
         write(mid, tracks, tempo_bpm)
-        proc = subprocess.run(command(mid, wav), capture_output=True, text=True)
-        if proc.returncode != 0 or not wav.is_file():
-            raise RenderError(f"{name} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[:200]}")
-        audio, file_sr = soundfile.read(str(wav), dtype="float32", always_2d=True)
+        mono = run_to_wav(name, command(mid, wav), wav, sr)
+    n = int(round(seconds * sr))
+    return np.pad(mono, (0, max(0, n - len(mono))))[:n].astype(np.float32)
+
+
+def run_to_wav(name: str, argv: list[str], wav: Path, sr: int) -> np.ndarray:
+    """Run the synthesiser ``name`` (``argv``), which must write ``wav`` at ``sr`` hz, and read it back:
+    ``float32 [samples]`` mono. A failure is a :class:`RenderError` with the end of its output."""
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0 or not wav.is_file():
+        raise RenderError(f"{name} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-200:]}")
+    audio, file_sr = soundfile.read(str(wav), dtype="float32", always_2d=True)
     if file_sr != sr:
         raise RenderError(f"{name} wrote {file_sr} hz, asked for {sr}")
-    n = int(round(seconds * sr))
-    mono = to_mono(audio)
-    return np.pad(mono, (0, max(0, n - len(mono))))[:n].astype(np.float32)
+    return to_mono(audio)

@@ -61,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from instrumentd.training.stems import plan, synthesize_stems
     from instrumentd.training.synth import default_processes
 
-    banks = None if args.banks is None else tuple(b.strip() for b in args.banks.split(",") if b.strip())
-    classes = None if args.classes is None else tuple(c.strip() for c in args.classes.split(",") if c.strip())
+    banks, classes = _names(args.banks), _names(args.classes)
     specs = plan(args.per_class, banks, args.seed, args.seconds, args.format, codec_share=args.codecs,
                  note_share=args.notes, bass_share=args.acc_bass, straight_share=args.straight, classes=classes)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -74,3 +73,8 @@ def run(args: argparse.Namespace) -> int:
     listed = f"{index.name} lists them" if not args.add else f"added to {index.name}"
     print(f"{len(specs)} stems in {args.out} from {', '.join(used)} ({listed})")
     return 0
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    """A comma list as given (None: not given; an empty list is the plan's to refuse)."""
+    return None if text is None else tuple(name.strip() for name in text.split(",") if name.strip())

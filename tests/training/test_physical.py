@@ -63,8 +63,9 @@ def test_the_stk_bank_plays_only_the_classes_it_has_models_for():
         stems.plan(1, ("stk",))
     specs = stems.plan(3, ("stk",), seed=4, classes=("cel", "vio"))
     assert [s.cls for s in specs] == ["cel"] * 3 + ["vio"] * 3 and {s.role for s in specs} == {"pred"}
-    whole = [s for s in stems.plan(3, ("stk", "timgm6mb"), seed=4) if s.cls in ("cel", "vio") and s.bank == "stk"]
-    assert {s.key for s in whole} <= {s.key for s in specs}  # a stem's key is the one it has in the whole bank
+    if "timgm6mb" in stems.installed_banks():  # a whole bank needs a bank that plays every class
+        whole = [s for s in stems.plan(3, ("stk", "timgm6mb"), seed=4) if s.cls in ("cel", "vio") and s.bank == "stk"]
+        assert whole and {s.key for s in whole} <= {s.key for s in specs}  # the keys they have in the whole bank
     with pytest.raises(ParameterError, match="unknown class 'cello'"):
         stems.plan(1, ("stk",), classes=("cello",))
 
