@@ -7,6 +7,7 @@ import torch
 
 from .config import DEFAULT, FeatureConfig
 from .mel import mel_band_centres
+from .staging import upload
 
 
 def f0_to_band(f0: np.ndarray | torch.Tensor, cfg: FeatureConfig = DEFAULT) -> torch.Tensor:
@@ -15,7 +16,7 @@ def f0_to_band(f0: np.ndarray | torch.Tensor, cfg: FeatureConfig = DEFAULT) -> t
     The band is the one whose centre frequency is nearest f0 in hz.
     """
     f0 = torch.as_tensor(f0)
-    centres = torch.as_tensor(mel_band_centres(cfg), dtype=torch.float64, device=f0.device)
+    centres = upload(mel_band_centres(cfg).astype(np.float64), f0.device)
     f = f0.to(torch.float64)
     voiced = torch.isfinite(f) & (f > 0)
     # searchsorted + compare the two neighbours == argmin |centre - f0|, without a [.., n_mels] tensor

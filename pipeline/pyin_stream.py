@@ -11,10 +11,16 @@ push is proportional to the new audio, never to the stream's length. At the end 
 >>> a = sp.add_stream()
 >>> f0 = sp.push({a: chunk})[a]      # float32 [k] hz, NaN unvoiced, frames numbered from 0
 >>> tail = sp.flush(a)
+
+A caller with many streams' audio already on the device in one tensor uses :meth:`StreamingPyin.push_batch`
+and :meth:`StreamingPyin.flush_batch`, which describe each stream by numbers (its slot, where its audio
+starts, how long it is) and leave the f0 on the device (:class:`NewF0`): the host then never waits for
+the device's queue in a push.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 
 import numpy as np
@@ -28,11 +34,32 @@ from .pyin import (
     viterbi_step,
 )
 from .pyin_model import PyinModel, pyin_model
+from .staging import upload
 
-__all__ = ["StreamingPyin"]
+__all__ = ["NewF0", "StreamingPyin"]
 
 _NO_FRAMES = np.zeros(0, np.float32)
 MAX_STEP_SECONDS = 5.0  # seconds: longer chunks are fed in pieces, which bounds the memory of one step
+
+
+@dataclasses.dataclass
+class NewF0:
+    """The frames one step of the engine finalised, their f0 left on the device it was computed on.
+
+    ``f0``: float32 ``[k, n]`` hz (NaN unvoiced); row ``i`` belongs to the step's stream ``items[i]`` (its
+    position among the slots given) and holds that stream's new frames in columns ``first[i] : first[i] +
+    count[i]``, in order. ``items``, ``first``, ``count``: int64 ``[k]`` on the host.
+    """
+
+    items: np.ndarray
+    f0: torch.Tensor
+    first: np.ndarray
+    count: np.ndarray
+
+    def arrays(self) -> list[np.ndarray]:
+        """Row ``i``'s new frames as ``float32 [count[i]]`` on the host (copied from the device: waits for it)."""
+        f0 = self.f0.cpu().numpy()
+        return [f0[i, a : a + n] for i, (a, n) in enumerate(zip(self.first.tolist(), self.count.tolist()))]
 
 
 class StreamingPyin:
@@ -58,8 +85,8 @@ class StreamingPyin:
         )
         if self.device.type == "cuda" and pyin_kernels.AVAILABLE:
             pyin_kernels.compile_forward(self.device, self.model)  # each layout, before a push needs it
-        self._freqs = self.model.freqs.astype(np.float32)
-        self._in_use: list[bool] = []
+        self._freqs = torch.from_numpy(self.model.freqs.astype(np.float32)).to(self.device)
+        self._in_use = np.zeros(0, bool)
         self._free: list[int] = []  # free slots, each fresh (as a stream before its first sample); a heap
         self._grow(8)
 
@@ -83,7 +110,7 @@ class StreamingPyin:
     @property
     def streams(self) -> list[int]:
         """Slot ids in use."""
-        return [i for i, used in enumerate(self._in_use) if used]
+        return np.flatnonzero(self._in_use).tolist()
 
     # ---- audio in, f0 out ---------------------------------------------------------------------
 
@@ -105,21 +132,29 @@ class StreamingPyin:
             self._check_slot(slot)
         slots = list(chunks)
         audio = self._to_device([self._as_tensor(chunks[s], s) for s in slots])
-        lengths = [a.shape[0] for a in audio]
+        lengths = np.array([a.shape[0] for a in audio], np.int64)
+        flat = torch.cat(audio) if len(audio) > 1 else audio[0] if audio else torch.zeros(0, device=self.device)
+        return self._on_host(slots, self.push_batch(np.array(slots, np.int64), flat,
+                                                    np.cumsum(lengths) - lengths, lengths))
+
+    def push_batch(self, slots: np.ndarray, flat: torch.Tensor, starts: np.ndarray,
+                   lengths: np.ndarray) -> list[NewF0]:
+        """:meth:`push` for audio already on the device, laid out as numbers: stream ``slots[i]``'s new
+        samples are ``flat[starts[i] : starts[i] + lengths[i]]`` (``slots``, ``starts``, ``lengths``: int64
+        ``[k]``; ``flat``: float32 on ``device``). Returns the finalised frames, one :class:`NewF0` per
+        step of the maths in order (a push of more than :data:`MAX_STEP_SECONDS` of a stream takes
+        several; none when no frame was finalised), their f0 still on the device: nothing here waits
+        for it."""
+        self._check_slots(slots)
         step = max(1, int(MAX_STEP_SECONDS * self.cfg.sample_rate))
-        if max(lengths, default=0) <= step:  # the usual case: one batched step, no slicing
-            live = [i for i, n in enumerate(lengths) if n]
-            decided = self._advance([slots[i] for i in live], [audio[i] for i in live]) if live else []
-            out = dict.fromkeys(slots, _NO_FRAMES)
-            out.update(zip((slots[i] for i in live), decided))
-            return out
-        parts: dict[int, list[np.ndarray]] = {s: [] for s in slots}
-        for start in range(0, max(lengths), step):
-            live = [i for i, n in enumerate(lengths) if n > start]
-            decided = self._advance([slots[i] for i in live], [audio[i][start : start + step] for i in live])
-            for i, f0 in zip(live, decided):
-                parts[slots[i]].append(f0)
-        return {s: np.concatenate(v) if v else _NO_FRAMES for s, v in parts.items()}
+        out = []
+        for start in range(0, int(lengths.max(initial=0)), step):
+            n = np.clip(lengths - start, 0, step)
+            live = np.flatnonzero(n)
+            new = self._advance(slots[live], flat, starts[live] + start, n[live])
+            if new is not None:
+                out.append(NewF0(live, *new))
+        return out
 
     def flush(self, slot: int) -> np.ndarray:
         """End a stream: ``float32 [k]`` f0 of all its frames not yet returned, then the slot starts afresh.
@@ -127,19 +162,20 @@ class StreamingPyin:
         The stream is padded with ``frame_length // 2`` zeros, as ``librosa.pyin(center=True)``,
         so a stream of ``n`` samples yields ``1 + n // hop`` frames in all.
         """
-        return self.flush_many([slot])[slot]
+        return self._on_host([slot], self.flush_batch(np.array([slot], np.int64)))[slot]
 
-    def flush_many(self, slots: list[int]) -> dict[int, np.ndarray]:
+    def flush_batch(self, slots: np.ndarray) -> list[NewF0]:
         """:meth:`flush` for several streams at once (streams that end together: one padding step and
-        one backtrack for all of them): slot -> ``float32 [k]``."""
-        for slot in slots:
-            self._check_slot(slot)
-        if not slots:
-            return {}
+        one backtrack for all of them), ``slots``: int64 ``[k]``. Returns their remaining frames as
+        :meth:`push_batch` does."""
+        self._check_slots(slots)
+        if not len(slots):
+            return []
         m, dev, lag = self.model, self.device, self.lag
-        pad = torch.zeros(m.frame_length // 2, device=dev)
-        heads = self._advance(list(slots), [pad] * len(slots))
-        history = self._history[torch.tensor(slots, device=dev)]  # [streams, lag, 2, padded]: frames n - lag .. n - 1
+        half = m.frame_length // 2
+        head = self._advance(slots, torch.zeros(half, device=dev), np.zeros(len(slots), np.int64),
+                             np.full(len(slots), half, np.int64))
+        history = self._history[upload(slots, dev)]  # [streams, lag, 2, padded]: frames n - lag .. n - 1
         rows = history.flatten(0, 1)
         overall = best_state(history, m).flatten()  # [streams * lag]
         row = torch.arange(len(slots), device=dev) * lag + lag - 1
@@ -149,13 +185,20 @@ class StreamingPyin:
             row = row - 1
             state = predecessor(rows, overall, row, state, m)
             states.append(state)
-        f0 = self._states_to_f0(torch.stack(states[::-1], 1))  # [streams, lag]
-        out = {}
-        for i, slot in enumerate(slots):
-            rest = min(int(self._n_frames[slot]), lag)
-            out[slot] = np.concatenate([heads[i], f0[i, lag - rest :]])
-        self._reset(slots)
-        return out
+        rest = np.minimum(self._n_frames[slots], lag)
+        items = np.arange(len(slots))
+        tail = NewF0(items, self._states_to_f0(torch.stack(states[::-1], 1)), lag - rest, rest)  # [streams, lag]
+        self._reset(slots.tolist())
+        return ([NewF0(items, *head)] if head is not None else []) + [tail]
+
+    @staticmethod
+    def _on_host(slots: list[int], steps: list[NewF0]) -> dict[int, np.ndarray]:
+        """slot -> ``float32 [k]``: the frames of ``steps`` (:meth:`push_batch`'s) for each of ``slots``, joined."""
+        parts: dict[int, list[np.ndarray]] = {s: [] for s in slots}
+        for new in steps:
+            for i, f0 in zip(new.items.tolist(), new.arrays()):
+                parts[slots[i]].append(f0)
+        return {s: np.concatenate(v) if len(v) > 1 else v[0] if v else _NO_FRAMES for s, v in parts.items()}
 
     # ---- internals -----------------------------------------------------------------------------
 
@@ -176,15 +219,15 @@ class StreamingPyin:
         for name in ("_fill", "_n_frames"):  # valid samples in _buffer; frames scored so far (host side)
             setattr(self, name, np.concatenate([getattr(self, name, np.zeros(0, np.int64)),
                                                 np.zeros(capacity - old, np.int64)]))
-        self._in_use.extend([False] * (capacity - old))
+        self._in_use = np.concatenate([self._in_use, np.zeros(capacity - old, bool)])
         for slot in range(old, capacity):
             heapq.heappush(self._free, slot)
         self._reset(list(range(old, capacity)))
 
     def _reset(self, slots: list[int]) -> None:
         """Start these slots afresh, as a stream before its first sample."""
-        idx = torch.tensor(slots, device=self.device)
-        self._buffer[idx] = 0.0
+        idx = upload(np.asarray(slots, np.int64), self.device)
+        self._buffer.index_fill_(0, idx, 0.0)  # an index_put of a number would copy it up and wait
         self._fill[slots] = self.model.frame_length // 2  # centring: frame 0 starts half a frame early
         self._n_frames[slots] = 0
         self._history[idx] = padded_scores(
@@ -194,6 +237,12 @@ class StreamingPyin:
     def _check_slot(self, slot: int) -> None:
         if not (isinstance(slot, (int, np.integer)) and 0 <= slot < len(self._in_use) and self._in_use[slot]):
             raise ParameterError(f"no stream in slot {slot!r}; streams in use: {self.streams}")
+
+    def _check_slots(self, slots: np.ndarray) -> None:
+        """Every one of ``slots`` (int64 ``[k]``) in use, checked on the array; the first that is not named."""
+        inside = (slots >= 0) & (slots < len(self._in_use))
+        if not (inside.all() and self._in_use[slots].all()):
+            self._check_slot(int(slots[~inside | ~self._in_use[np.where(inside, slots, 0)]][0]))
 
     def _as_tensor(self, chunk: np.ndarray | torch.Tensor, slot: int) -> torch.Tensor:
         if not isinstance(chunk, torch.Tensor):
@@ -218,34 +267,33 @@ class StreamingPyin:
                 out[i] = part
         return out
 
-    def _states_to_f0(self, states: torch.Tensor) -> np.ndarray:
-        states = states.cpu().numpy()
+    def _states_to_f0(self, states: torch.Tensor) -> torch.Tensor:
+        """Decoded states (int64, on the device) -> float32 f0 in hz there, NaN for the unvoiced states."""
         n_bins = self.model.n_bins
-        return np.where(states < n_bins, self._freqs[states % n_bins], np.float32(np.nan)).astype(np.float32)
+        return self._freqs[states % n_bins].masked_fill(states >= n_bins, float("nan"))
 
-    def _advance(self, slots: list[int], audio: list[torch.Tensor]) -> list[np.ndarray]:
-        """Append ``audio[i]`` to stream ``slots[i]``, score the completed frames, return the finalised f0.
+    def _advance(self, slots: np.ndarray, flat: torch.Tensor, starts: np.ndarray,
+                 lengths: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray] | None:
+        """Append ``flat[starts[i] : starts[i] + lengths[i]]`` to stream ``slots[i]``, score the completed
+        frames, return the finalised f0 as :class:`NewF0`'s ``(f0, first, count)``, or None when no frame
+        was completed.
 
-        Frame counts are kept on the host, so the only wait for the device is the f0 copy at the end
-        (and, with the torch steps off CUDA, the trough count inside
-        :func:`~instrumentd.pipeline.pyin.observations`).
+        Frame counts are kept on the host and the numbers go to the device through page-locked memory,
+        asynchronously, so nothing here waits for the device (on CUDA; with the torch steps elsewhere
+        :func:`~instrumentd.pipeline.pyin.observations` counts the troughs on the host).
         """
         m, dev, lag = self.model, self.device, self.lag
         width, hop, n_bins = m.frame_length, m.hop_length, m.n_bins
         n_streams = len(slots)
-        lengths = np.array([a.shape[0] for a in audio], np.int64)
         fill, n_done = self._fill[slots], self._n_frames[slots]
         total = fill + lengths
         n_new = np.where(total >= width, (total - width) // hop + 1, 0)
-        most = int(n_new.max())
-        starts = np.cumsum(lengths) - lengths
+        most = int(n_new.max(initial=0))
         # one upload for every per-stream number: slot, pending samples, first new sample, new frames
-        meta = torch.from_numpy(np.stack([np.asarray(slots, np.int64), fill, starts, lengths, n_new])).to(dev)
-        idx, fill_d, starts_d, lengths_d, n_new_d = meta
+        idx, fill_d, starts_d, lengths_d, n_new_d = upload(np.stack([slots, fill, starts, lengths, n_new]), dev)
 
         # the stream's pending samples, then the new ones, one row per stream: column c of row s is
         # pending sample c below fill[s], else new sample c - fill[s] while that exists, else 0
-        flat = torch.cat(audio) if len(audio) > 1 else audio[0]
         column = torch.arange(int(total.max()) + width, device=dev)
         new_pos = column - fill_d[:, None]
         in_new = (new_pos >= 0) & (new_pos < lengths_d[:, None])
@@ -257,13 +305,13 @@ class StreamingPyin:
         self._buffer[idx] = rows.gather(1, keep_from)
         self._fill[slots] = total - n_new * hop
         if most == 0:
-            return [_NO_FRAMES] * n_streams
+            return None
 
-        # only each stream's own new frames are scored (indices made on the host: no device round trip);
-        # rows past them stay 0 and are never read
+        # only each stream's own new frames are scored (indices made on the host); rows past them stay 0
+        # and are never read
         which = np.repeat(np.arange(n_streams), n_new)
-        index = torch.from_numpy(np.stack([which, np.arange(len(which)) - np.repeat(np.cumsum(n_new) - n_new, n_new)]))
-        stream_i, frame_i = index.to(dev)
+        stream_i, frame_i = upload(np.stack([which, np.arange(len(which)) - np.repeat(np.cumsum(n_new) - n_new,
+                                                                                      n_new)]), dev)
         frames = rows.unfold(1, width, hop)[stream_i, frame_i]  # [new frames, frame_length]
         scored_v, scored_p = frame_observations(frames, m)
         log_v = torch.zeros(n_streams, most, n_bins, device=dev)
@@ -275,7 +323,7 @@ class StreamingPyin:
         history = torch.cat(
             [self._history[idx], padded_scores(n_streams, most, model=m, device=dev, dtype=torch.float32)], 1
         )
-        fresh = torch.from_numpy(n_done == 0).to(dev)
+        fresh = upload(n_done == 0, dev)
         kernels = decoder_kernels(history)
         if kernels is not None:
             kernels.forward(history, log_obs, lag, fresh, m)
@@ -303,6 +351,5 @@ class StreamingPyin:
         self._history[idx] = history[torch.arange(n_streams, device=dev)[:, None], keep]
         self._n_frames[slots] = n_done + n_new
 
-        f0 = self._states_to_f0(state)
-        first_out = np.maximum(lag - n_done, 0)
-        return [f0[s, first_out[s] : max(first_out[s], n_new[s])] for s in range(n_streams)]
+        first = np.maximum(lag - n_done, 0)
+        return self._states_to_f0(state), first, np.maximum(n_new - first, 0)

@@ -14,6 +14,10 @@ push that would not fit is cut (:meth:`Staging.fits`). It had grown by doubling 
 allocating page-locked memory between steps whenever a push was larger than any before (a daemon's
 first windows, an overload, a 1,000-stream stop: up to 256 MiB, about 170 ms on an H100 host). On a CPU
 the buffer grows (doubling) to the largest push.
+
+The small arrays of numbers that go with a push (which stream, where its audio starts, which frames are
+new) go up with :func:`upload`, also asynchronously: a plain copy to a GPU waits for every kernel queued
+before it, so each such copy made the host wait for the device's work until then.
 """
 
 from __future__ import annotations
@@ -23,6 +27,16 @@ import torch
 
 INITIAL_SAMPLES = 1 << 16  # float32 samples first allocated on a CPU (256 kB); doubled as pushes need
 PINNED_SAMPLES = 1 << 23  # float32 samples of a GPU's page-locked buffer (32 MiB, 190 s of 44.1 kHz audio)
+
+
+def upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``array`` as a tensor on ``device`` without waiting for the work already queued there: to a GPU
+    through page-locked memory and asynchronously (torch's page-locked allocator keeps the block until
+    the copy is done), on the CPU the array's own memory (do not change it while the tensor is in use)."""
+    host = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
 
 
 class Staging:

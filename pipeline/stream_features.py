@@ -37,7 +37,8 @@ from .features import Features
 from .mask import f0_to_mask, predominant_spectrogram
 from .mel import MelFrontEnd, power_to_db
 from .pyin_model import fft_batch
-from .staging import Staging
+from .pyin_stream import NewF0, StreamingPyin
+from .staging import Staging, upload
 
 POLICIES = ("hold", "delay")
 # audio of all streams that one step of the maths takes: 1,000 stream-seconds. A step's memory grows
@@ -54,15 +55,14 @@ class StreamingPitch(Protocol):
 
     def remove_stream(self, slot: int) -> None: ...
 
-    def push(self, chunks: dict[int, torch.Tensor]) -> dict[int, np.ndarray]: ...
+    def push_batch(self, slots: np.ndarray, flat: torch.Tensor, starts: np.ndarray,
+                   lengths: np.ndarray) -> list[NewF0]: ...
 
-    def flush_many(self, slots: list[int]) -> dict[int, np.ndarray]: ...
+    def flush_batch(self, slots: np.ndarray) -> list[NewF0]: ...
 
 
 def default_pitch(cfg: FeatureConfig = DEFAULT, lag: int = 20, device: str | torch.device = "cpu") -> StreamingPitch:
     """The streaming pYIN engine (:class:`~instrumentd.pipeline.pyin_stream.StreamingPyin`) on ``device``."""
-    from .pyin_stream import StreamingPyin
-
     return StreamingPyin(cfg, lag=lag, device=device)
 
 
@@ -75,8 +75,6 @@ class _Slot:
     tail: np.ndarray  # audio from sample next_mel * hop - half_window, zeros before origin
     next_mel: int  # first frame whose mel power is not computed yet
     n_power: int  # frames [next_mel - n_power, next_mel) are in the power store (at most keep)
-    n_f0: int  # frames [pitch_final - n_f0, pitch_final) have their final f0 in the f0 store (at most keep)
-    pitch_final: int  # first frame whose f0 is not final
 
 
 class StreamFeatures:
@@ -103,12 +101,18 @@ class StreamFeatures:
         # mel power of every stream, one row each: frame j of a slot lives in column j % keep, so a
         # push writes all streams' new frames and a batch of windows reads them in one indexing op
         self._power = torch.zeros(0, cfg.n_mels, self.keep, dtype=torch.float32, device=self.device)
-        # final f0 of every stream (hz, NaN unvoiced), on the host, laid out as the power store: frame j of
-        # a slot in column j % keep of its row, so a batch of windows reads its pitch in one indexing op
-        self._f0 = np.zeros((0, self.keep), np.float32)
+        # final f0 of every stream (hz, NaN unvoiced) on the device, laid out as the power store: frame j of
+        # a slot in column j % keep of its row, so that a push writes it and a batch of windows reads it in
+        # one indexing op each, and the host never waits for the pitch engine; a last column of NaN stands
+        # for the frames a window has no final f0 for. Per row, on the host: the first frame whose f0 is not
+        # final, and how many final frames before it are kept (at most keep)
+        self._f0 = torch.zeros(0, self.keep + 1, dtype=torch.float32, device=self.device)
+        self._final = np.zeros(0, np.int64)
+        self._n_f0 = np.zeros(0, np.int64)
         self._free_rows: list[int] = []
         self._staging = Staging(self.device)
-        self._staged: dict[int, tuple[int, int]] = {}  # slot -> (offset, samples) of its staged chunk
+        # slot -> (offset, samples, pitch slot, row) of its staged chunk
+        self._staged: dict[int, tuple[int, int, int, int]] = {}
         self._frames: list[tuple[int, int, int, int]] = []  # new mel frames of the staged audio (_mel_frames)
         self._staged_samples = 0
         # host time spent per stage, cumulative (staging the audio is its reader's time: the worker's read)
@@ -122,10 +126,11 @@ class StreamFeatures:
         return slot
 
     def _fresh(self, origin: int, row: int | None = None) -> _Slot:
+        row = self._take_row() if row is None else row
+        self._final[row], self._n_f0[row] = origin, 0
         return _Slot(
-            pitch_slot=self.pitch.add_stream(), row=self._take_row() if row is None else row, origin=origin,
-            received=origin * self.cfg.hop_length, tail=np.zeros(self.half, np.float32), next_mel=origin,
-            n_power=0, n_f0=0, pitch_final=origin,
+            pitch_slot=self.pitch.add_stream(), row=row, origin=origin, received=origin * self.cfg.hop_length,
+            tail=np.zeros(self.half, np.float32), next_mel=origin, n_power=0,
         )
 
     def _take_row(self) -> int:
@@ -135,7 +140,9 @@ class StreamFeatures:
             grown = torch.zeros(max(8, 2 * old), *self._power.shape[1:], dtype=torch.float32, device=self.device)
             grown[:old] = self._power
             self._power = grown
-            self._f0 = np.concatenate([self._f0, np.zeros((grown.shape[0] - old, self.keep), np.float32)])
+            more = grown.shape[0] - old
+            self._f0 = torch.cat([self._f0, self._f0.new_full((more, self.keep + 1), float("nan"))])
+            self._final, self._n_f0 = (np.concatenate([a, np.zeros(more, np.int64)]) for a in (self._final, self._n_f0))
             self._free_rows = list(range(grown.shape[0] - 1, old - 1, -1))
         return self._free_rows.pop()
 
@@ -163,7 +170,7 @@ class StreamFeatures:
 
     def pitch_final(self, slot: int) -> int:
         """First frame of ``slot`` whose f0 is not final yet."""
-        return self._slots[slot].pitch_final
+        return int(self._final[self._slots[slot].row])
 
     # -- pushing audio -----------------------------------------------------------
     def push(self, chunks: dict[int, np.ndarray]) -> None:
@@ -205,7 +212,7 @@ class StreamFeatures:
             s.n_power = min(keep, s.n_power + n)
         else:
             s.tail = np.concatenate([s.tail, chunk])
-        self._staged[slot] = (self._staging.append(chunk), len(chunk))
+        self._staged[slot] = (self._staging.append(chunk), len(chunk), s.pitch_slot, s.row)
         self._staged_samples += len(chunk)
 
     def room(self, slot: int, samples: int) -> np.ndarray:
@@ -227,7 +234,8 @@ class StreamFeatures:
 
     def push_staged(self) -> None:
         """Upload what :meth:`stage` laid out in one copy and compute its new frames: one batched STFT over
-        every slot's new mel frames, then one step of the pitch engine over the same upload."""
+        every slot's new mel frames, then one step of the pitch engine over the same upload. On a GPU
+        nothing here waits for the device: the f0 stays there (:meth:`_store_f0`)."""
         if not self._staged:
             return
         t0 = time.perf_counter()
@@ -237,28 +245,35 @@ class StreamFeatures:
         if frames:
             self._mel_frames(flat, frames)
         t1 = time.perf_counter()
-        pushed = {self._slots[k].pitch_slot: self._slots[k] for k in staged}
-        new_f0 = self.pitch.push({self._slots[k].pitch_slot: flat[a : a + n] for k, (a, n) in staged.items()})
+        offsets, lengths, pitch_slots, rows = np.array(list(staged.values()), np.int64).T
+        for new in self.pitch.push_batch(pitch_slots, flat, offsets, lengths):
+            self._store_f0(rows[new.items], new)
         self.seconds["mel"] += t1 - t0
         self.seconds["pitch"] += time.perf_counter() - t1
-        for pslot, f0 in new_f0.items():
-            self._add_f0(pushed[pslot], f0)
 
     def flush(self, slots: list[int]) -> None:
         """These streams ended: finalise their remaining pitch frames (zero-padded past the end, as the
         batch path), all in one step of the pitch engine."""
         self.push_staged()
-        ended = {self._slots[k].pitch_slot: self._slots[k] for k in slots}
-        for pslot, f0 in self.pitch.flush_many(list(ended)).items():
-            self._add_f0(ended[pslot], f0)
+        ended = [self._slots[k] for k in slots]
+        rows = np.array([s.row for s in ended], np.int64)
+        for new in self.pitch.flush_batch(np.array([s.pitch_slot for s in ended], np.int64)):
+            self._store_f0(rows[new.items], new)
 
-    def _add_f0(self, s: _Slot, f0: np.ndarray) -> None:
-        n = len(f0)
-        if n:
-            kept = min(n, self.keep)
-            self._f0[s.row, (s.pitch_final + n - kept + np.arange(kept)) % self.keep] = f0[n - kept :]
-            s.pitch_final += n
-            s.n_f0 = min(self.keep, s.n_f0 + n)
+    def _store_f0(self, rows: np.ndarray, new: NewF0) -> None:
+        """Write the finalised frames ``new`` of the streams in power-store ``rows`` (int64 ``[k]``, one per
+        row of ``new.f0``) into the f0 store, in one indexing op on the device; their frame counts move
+        on here, on the host."""
+        keep = self.keep
+        kept = np.minimum(new.count, keep)  # frames older than the store's reach are not written
+        skip = new.count - kept
+        which = np.repeat(np.arange(len(rows)), kept)
+        within = np.arange(len(which)) - np.repeat(np.cumsum(kept) - kept, kept)
+        index = upload(np.stack([rows[which], (np.repeat(self._final[rows] + skip, kept) + within) % keep,
+                                 which, np.repeat(new.first + skip, kept) + within]), self.device)
+        self._f0[index[0], index[1]] = new.f0[index[2], index[3]]  # never the last column: NaN for good
+        self._final[rows] += new.count
+        self._n_f0[rows] = np.minimum(keep, self._n_f0[rows] + new.count)
 
     def _mel_frames(self, flat: torch.Tensor, frames: list[tuple[int, int, int, int]]) -> None:
         """Mel power of new frames into the store: ``flat`` is the uploaded audio, ``frames`` one
@@ -273,7 +288,7 @@ class StreamFeatures:
         index[0, :n] = np.repeat(offsets, counts) + within * hop
         index[1, :n] = np.repeat(rows, counts)
         index[2, :n] = (np.repeat(firsts, counts) + within) % keep
-        index = torch.from_numpy(index).to(self.device)
+        index = upload(index, self.device)
         frames = flat[index[0][:, None] + torch.arange(win, device=self.device)[None, :]].to(torch.float64)
         spec = torch.fft.rfft(frames * self.front.window, dim=-1)
         # float64 through the filterbank (mel.py's parity budget); float32 is plenty to store power
@@ -287,7 +302,7 @@ class StreamFeatures:
         end = start + self.cfg.n_frames
         if s.received < end * self.cfg.hop_length or s.next_mel < end:
             return False
-        return policy == "hold" or s.pitch_final >= end
+        return policy == "hold" or self._final[s.row] >= end
 
     def windows(self, requests: list[tuple[int, int]], policy: str = "hold") -> Features:
         """``[(slot, start frame)]`` -> :class:`Features` ``[n, 1, n_mels, n_frames]`` on ``device``.
@@ -297,32 +312,26 @@ class StreamFeatures:
         if policy not in POLICIES:
             raise ParameterError(f"pitch policy must be one of {POLICIES}, got {policy!r}")
         nf = self.cfg.n_frames
-        rows, starts, final, n_f0 = np.empty((4, len(requests)), np.int64)
+        rows, starts = np.empty((2, len(requests)), np.int64)
         for i, (slot, start) in enumerate(requests):
             s = self._slots[slot]
             if start < s.next_mel - s.n_power or start + nf > s.next_mel:
                 raise ParameterError(
                     f"window at frame {start} is outside stream history {s.next_mel - s.n_power}-{s.next_mel}"
                 )
-            rows[i], starts[i], final[i], n_f0[i] = s.row, start, s.pitch_final, s.n_f0
-        frames = starts[:, None] + np.arange(nf)
+            rows[i], starts[i] = s.row, start
+        frames = starts[:, None] + np.arange(nf)  # [n, n_frames]
         columns = frames % self.keep
-        index = torch.from_numpy(np.concatenate([rows[:, None], columns], 1)).to(self.device)
-        power = self._power[index[:, :1], :, index[:, 1:]]  # [n, n_frames, n_mels]
-        mel = power_to_db(power.transpose(1, 2), self.cfg.top_db).to(torch.float32)
-        f0 = self._window_f0(rows, frames, final, n_f0, policy)
-        mask = f0_to_mask(torch.from_numpy(f0).to(self.device), self.cfg)
-        return Features(mel.unsqueeze(1), mask.unsqueeze(1), predominant_spectrogram(mel, mask).unsqueeze(1))
-
-    def _window_f0(self, rows: np.ndarray, frames: np.ndarray, final: np.ndarray, n_f0: np.ndarray,
-                   policy: str) -> np.ndarray:
-        """f0 of the windows' frames ``[n, n_frames]`` (hz, NaN unvoiced or not final); ``rows``, ``final``
-        (first frame not final) and ``n_f0`` (final frames kept) per window, ``frames`` the windows' frame
-        numbers ``[n, n_frames]``. Under ``hold`` the not-final frames repeat the last final one."""
-        first_kept = (final - n_f0)[:, None]
-        out = np.where((frames >= first_kept) & (frames < final[:, None]),
-                       self._f0[rows[:, None], frames % self.keep], np.float32(np.nan))
+        # where each frame's f0 is read in the store (flattened): its own column while final and kept,
+        # else the row's NaN column, or under ``hold`` the last final frame's once past it
+        final, n_f0 = self._final[rows][:, None], self._n_f0[rows][:, None]
+        f0_column = np.where((frames >= final - n_f0) & (frames < final), columns, self.keep)
         if policy == "hold":
-            last = self._f0[rows, (final - 1) % self.keep]
-            out = np.where((frames >= final[:, None]) & (n_f0 > 0)[:, None], last[:, None], out)
-        return out.astype(np.float32, copy=False)
+            f0_column = np.where((frames >= final) & (n_f0 > 0), (final - 1) % self.keep, f0_column)
+        index = upload(np.stack([np.broadcast_to(rows[:, None], columns.shape), columns,
+                                 rows[:, None] * (self.keep + 1) + f0_column]), self.device)
+        power = self._power[index[0], :, index[1]]  # [n, n_frames, n_mels]
+        mel = power_to_db(power.transpose(1, 2), self.cfg.top_db).to(torch.float32)
+        f0 = self._f0.view(-1)[index[2]]
+        mask = f0_to_mask(f0, self.cfg)
+        return Features(mel.unsqueeze(1), mask.unsqueeze(1), predominant_spectrogram(mel, mask).unsqueeze(1))

@@ -9,7 +9,7 @@ the demo clip (a stream at its first window), then pushes the next second of K s
 
 * ``ms_per_push``: wall milliseconds of staging and pushing, the device's queue drained;
 * ``mel_ms``, ``pitch_ms``: the host time the features count for those stages, what the daemon's
-  ``busy`` figures add up (pitch includes the wait for the device to hand the f0 back).
+  ``busy`` figures add up (on a GPU, the launches: the f0 stays on the device and nothing waits for it).
 
 With ``--profile``, torch's profiler runs over the pushes of the first K, and the summary lists the
 operations that took the most host time, each with its device time, per push (``profile``): where a

@@ -163,17 +163,52 @@ def test_device_agrees_with_batch(device):
 
 
 def test_streams_that_end_together_are_flushed_in_one_step_as_each_alone():
-    """flush_many: the melodies, a stream shorter than the lag and one that never got audio end at once;
+    """flush_batch: the melodies, a stream shorter than the lag and one that never got audio end at once;
     each stream's frames are those it gives streamed and flushed alone, as many as the batch pYIN's."""
     tracks = {**MELODIES, "short": MELODIES["up"][:3000], "empty": np.zeros(0, np.float32)}
     sp = StreamingPyin(DEFAULT, lag=10)
     slots = {k: sp.add_stream() for k in tracks}
     pushed = sp.push({slots[k]: tracks[k] for k in tracks})
-    ends = sp.flush_many(list(slots.values()))
+    ending = np.array(list(slots.values()))
+    ends = {s: [] for s in ending.tolist()}
+    for new in sp.flush_batch(ending):
+        for i, f0 in zip(new.items.tolist(), new.arrays()):
+            ends[ending[i]].append(f0)
     for k, audio in tracks.items():
-        got = np.concatenate([pushed[slots[k]], ends[slots[k]]])
+        got = np.concatenate([pushed[slots[k]], *ends[slots[k]]])
         alone = StreamingPyin(DEFAULT, lag=10)
         slot = alone.add_stream()
         want = np.concatenate([alone.push({slot: audio})[slot], alone.flush(slot)])
         assert len(got) == 1 + len(audio) // DEFAULT.hop_length and identical(got, want) == 1.0
     assert sorted(sp.streams) == sorted(slots.values())  # each slot starts afresh, still in use
+
+
+@pytest.mark.parametrize("device", devices())
+def test_a_batch_described_by_numbers_leaves_its_f0_on_the_device(device):
+    """push_batch: streams' audio in one tensor, each by its start and length, some longer than a step of
+    the maths (several steps) and one with none; the f0 stays a tensor on the engine's device and is what
+    push gives for the same chunks."""
+    rng = np.random.default_rng(3)
+    chunks = [np.tile(MELODIES["up"], 3)[: int(6.5 * SR)], MELODIES["down"][:20000], np.zeros(0, np.float32),
+              MELODIES["leaps"][:50000]]
+    flat = torch.from_numpy(np.concatenate(chunks + [rng.standard_normal(100).astype(np.float32)])).to(device)
+    lengths = np.array([len(c) for c in chunks], np.int64)
+    starts = np.cumsum(lengths) - lengths
+    batch, plain = StreamingPyin(DEFAULT, lag=20, device=device), StreamingPyin(DEFAULT, lag=20, device=device)
+    slots = np.array([batch.add_stream() for _ in chunks])
+    for _ in chunks:
+        plain.add_stream()
+    steps = batch.push_batch(slots, flat, starts, lengths)
+    assert len(steps) == 2  # 6.5 s of one stream: two steps of at most 5 s
+    got = {s: [] for s in slots.tolist()}
+    for new in steps:
+        assert new.f0.device.type == torch.device(device).type and new.f0.dtype == torch.float32
+        for i, f0 in zip(new.items.tolist(), new.arrays()):
+            got[slots[i]].append(f0)
+    want = plain.push({s: c for s, c in zip(slots.tolist(), chunks)})
+    for s in slots.tolist():
+        joined = np.concatenate(got[s]) if got[s] else np.zeros(0, np.float32)
+        assert np.array_equal(joined, want[s], equal_nan=True)
+    assert len(want[slots[2]]) == 0 and len(want[slots[0]]) > 150
+    with pytest.raises(ParameterError, match="slot 7"):
+        batch.push_batch(np.array([slots[0], 7]), flat, starts[:2], lengths[:2])

@@ -266,3 +266,29 @@ def test_reset_starts_a_stream_over(audio):
     s2 = fresh.add_stream()
     fresh.push({s2: audio[1][: 112 * HOP]})
     assert torch.equal(sf.windows([(slot, 510)], "hold").mel, fresh.windows([(s2, 10)], "hold").mel)
+
+
+@pytest.mark.gpu
+def test_a_push_and_its_windows_never_wait_for_the_gpu(audio):
+    """Every number goes up asynchronously and the f0 stays on the device, so neither a push (mel, pitch,
+    the f0 store) nor the windows built from it make the host wait for the work queued before them:
+    torch's sync debug mode turns any such wait into an error."""
+    sf = StreamFeatures(device="cuda")
+    slots = [sf.add_stream() for _ in audio]
+    second = 44100
+    sf.push({k: a[:second] for k, a in zip(slots, audio)})  # page-locked blocks, plans and kernels made
+    for k, a in zip(slots, audio):
+        sf.stage(k, a[second:])
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        sf.push_staged()
+        w = sf.windows([(k, 10) for k in slots])
+        sf.flush(slots)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    alone = StreamFeatures(device="cuda")
+    slot = alone.add_stream()
+    alone.push({slot: audio[0]})
+    ref = alone.windows([(slot, 10)])
+    assert torch.equal(w.mask[0], ref.mask[0]) and torch.allclose(w.mel[0], ref.mel[0], atol=1e-4)
+    assert w.mask.sum() > 0
