@@ -45,7 +45,7 @@ def tag(device: Any, quick: bool, args: argparse.Namespace) -> Any:
     from instrumentd.clients.archive import BATCH, tag_files
     from instrumentd.training.tones import harmonic_notes
 
-    n_short, short_s, long_s = (6, 10.0, 60.0) if quick else (48, 10.0, 600.0)
+    n_short, short_s, long_s = (4, 10.0, 30.0) if quick else (48, 10.0, 600.0)
     rec = Recognizer.from_checkpoint(device=device, batch_size=BATCH.get(device.type, 64))
     rows = []
     with tempfile.TemporaryDirectory(prefix="instrumentd-bench-tag-") as tmp:
