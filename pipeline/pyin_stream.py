@@ -131,9 +131,9 @@ class StreamingPyin:
         for slot in chunks:
             self._check_slot(slot)
         slots = list(chunks)
-        audio = self._to_device([self._as_tensor(chunks[s], s) for s in slots])
+        audio = [self._as_tensor(chunks[s], s) for s in slots]
         lengths = np.array([a.shape[0] for a in audio], np.int64)
-        flat = torch.cat(audio) if len(audio) > 1 else audio[0] if audio else torch.zeros(0, device=self.device)
+        flat = self._joined(audio)
         return self._on_host(slots, self.push_batch(np.array(slots, np.int64), flat,
                                                     np.cumsum(lengths) - lengths, lengths))
 
@@ -253,19 +253,15 @@ class StreamingPyin:
             )
         return chunk
 
-    def _to_device(self, chunks: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The chunks as float32 on :attr:`device`; those elsewhere go over in one copy (through
-        page-locked memory to a GPU)."""
-        out = [c if c.dtype == torch.float32 else c.to(torch.float32) for c in chunks]
-        away = [i for i, c in enumerate(out) if c.device != self.device]
-        if away:
-            sizes = [out[i].shape[0] for i in away]
-            host = torch.empty(sum(sizes), pin_memory=self.device.type == "cuda")
-            torch.cat([out[i].cpu() for i in away], out=host)
-            joined = host.to(self.device, non_blocking=True)
-            for i, part in zip(away, joined.split(sizes)):
-                out[i] = part
-        return out
+    def _joined(self, chunks: list[torch.Tensor]) -> torch.Tensor:
+        """The chunks end to end, ``float32`` on :attr:`device`: joined there when all are there, else
+        joined on the host and sent in one copy (through page-locked memory to a GPU)."""
+        chunks = [c.to(torch.float32) for c in chunks]
+        if all(c.device == self.device for c in chunks):
+            return torch.cat(chunks) if chunks else torch.zeros(0, device=self.device)
+        host = torch.empty(sum(c.shape[0] for c in chunks), pin_memory=self.device.type == "cuda")
+        torch.cat([c.cpu() for c in chunks], out=host)
+        return host.to(self.device, non_blocking=True)
 
     def _states_to_f0(self, states: torch.Tensor) -> torch.Tensor:
         """Decoded states (int64, on the device) -> float32 f0 in hz there, NaN for the unvoiced states."""

@@ -185,9 +185,9 @@ def test_streams_that_end_together_are_flushed_in_one_step_as_each_alone():
 
 @pytest.mark.parametrize("device", devices())
 def test_a_batch_described_by_numbers_leaves_its_f0_on_the_device(device):
-    """push_batch: streams' audio in one tensor, each by its start and length, some longer than a step of
-    the maths (several steps) and one with none; the f0 stays a tensor on the engine's device and is what
-    push gives for the same chunks."""
+    """push_batch: streams' audio in one tensor, each by its start and length, one longer than a step of
+    the maths (two steps) and one with none; the f0 stays a tensor on the engine's device and is what the
+    same streams give pushed a second at a time (no push there longer than a step)."""
     rng = np.random.default_rng(3)
     chunks = [np.tile(MELODIES["up"], 3)[: int(6.5 * SR)], MELODIES["down"][:20000], np.zeros(0, np.float32),
               MELODIES["leaps"][:50000]]
@@ -205,7 +205,11 @@ def test_a_batch_described_by_numbers_leaves_its_f0_on_the_device(device):
         assert new.f0.device.type == torch.device(device).type and new.f0.dtype == torch.float32
         for i, f0 in zip(new.items.tolist(), new.arrays()):
             got[slots[i]].append(f0)
-    want = plain.push({s: c for s, c in zip(slots.tolist(), chunks)})
+    want = {s: [] for s in slots.tolist()}
+    for start in range(0, max(lengths), SR):
+        for s, f0 in plain.push({s: c[start : start + SR] for s, c in zip(slots.tolist(), chunks)}).items():
+            want[s].append(f0)
+    want = {s: np.concatenate(v) for s, v in want.items()}
     for s in slots.tolist():
         joined = np.concatenate(got[s]) if got[s] else np.zeros(0, np.float32)
         assert np.array_equal(joined, want[s], equal_nan=True)
