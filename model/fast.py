@@ -11,8 +11,8 @@ and an executor:
 
 :class:`FastRecognizer` builds a path for a network and, in mode ``auto``, times every path the
 device supports on realistic inputs and keeps the fastest whose top-1 class agrees with eager
-fp32 on at least :data:`TOP1_AGREEMENT` of the windows and whose probabilities are within
-:data:`PROB_TOLERANCE` of fp32's. On CPU ``auto`` tries eager and channels_last only, in fp32,
+fp32 on at least :data:`TOP1_AGREEMENT` of the windows (near-ties aside, :func:`agreement`) and
+whose probabilities are within :data:`PROB_TOLERANCE` of fp32's. On CPU ``auto`` tries eager and channels_last only, in fp32,
 and keeps eager unless channels_last is measurably faster. A path that fails to build (no
 compiler, no Triton, a capture error) is logged, recorded in the calibration report and skipped.
 
@@ -120,8 +120,16 @@ def realistic_inputs(n: int, n_mels: int = 128, n_frames: int = 100, device: str
 
 
 def agreement(probs: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
-    """``probs, reference: [n, n_classes]`` -> (fraction of equal top-1 classes, largest |difference|)."""
-    top1 = (probs.argmax(1) == reference.argmax(1)).float().mean().item()
+    """``probs, reference: [n, n_classes]`` -> (fraction of equal top-1 classes, largest |difference|).
+
+    A window whose reference top two classes lie within ``2 * PROB_TOLERANCE`` of each other counts as
+    agreeing whichever comes first: probabilities each within the tolerance may swap such a pair, and
+    that bound is checked apart. Without it, 4 near-ties in 2,048 windows that fp16 swaps failed a
+    path whose probabilities all lay within the tolerance (default checkpoint, H100).
+    """
+    first, second = reference.float().topk(2, 1).values.unbind(1)
+    near_tie = first - second <= 2 * PROB_TOLERANCE
+    top1 = ((probs.argmax(1) == reference.argmax(1)) | near_tie).float().mean().item()
     return top1, (probs.float() - reference.float()).abs().max().item()
 
 

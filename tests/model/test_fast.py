@@ -79,6 +79,14 @@ def test_cpu_modes_agree_with_fp32(cpu_recognizer, cpu_inputs, mode):
     assert diff <= (BF16_PROB_BOUND if mode == "bf16" else CPU_PROB_TOLERANCE)
 
 
+def test_agreement_lets_near_ties_swap_but_not_clear_leads():
+    reference = torch.tensor([[0.50, 0.49, 0.01], [0.70, 0.20, 0.10], [0.40, 0.35, 0.25]])
+    swapped = torch.tensor([[0.49, 0.50, 0.01], [0.20, 0.70, 0.10], [0.40, 0.35, 0.25]])
+    top1, diff = agreement(swapped, reference)
+    assert top1 == pytest.approx(2 / 3) and diff == pytest.approx(0.5)  # the 0.50/0.49 swap agrees, 0.70/0.20 not
+    assert agreement(reference, reference) == (1.0, 0.0)
+
+
 @pytest.mark.slow
 def test_cpu_compile_agrees_with_fp32(cpu_recognizer, cpu_inputs):
     fast = FastRecognizer.from_recognizer(cpu_recognizer, "compile", max_batch=1)  # one compile: about 20 s
