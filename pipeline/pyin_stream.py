@@ -16,12 +16,19 @@ A caller with many streams' audio already on the device in one tensor uses :meth
 and :meth:`StreamingPyin.flush_batch`, which describe each stream by numbers (its slot, where its audio
 starts, how long it is) and leave the f0 on the device (:class:`NewF0`): the host then never waits for
 the device's queue in a push.
+
+On a GPU a step's maths is some eighty small kernels, and launching them one by one from Python took
+more host time than the GPU took to run them. There a step runs at padded sizes (streams rounded up to
+a power of two, each stream's new samples up to a multiple of :data:`GRAPH_SAMPLES`; the padding rows
+are silent streams written to a scratch row of the state), each size is captured once as a CUDA graph
+and then replayed: one launch a step, beside the copies of its numbers and audio into the graph's inputs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import heapq
+import logging
 
 import numpy as np
 import torch
@@ -38,8 +45,23 @@ from .staging import upload
 
 __all__ = ["NewF0", "StreamingPyin"]
 
+log = logging.getLogger(__name__)
+
 _NO_FRAMES = np.zeros(0, np.float32)
 MAX_STEP_SECONDS = 5.0  # seconds: longer chunks are fed in pieces, which bounds the memory of one step
+GRAPH_SAMPLES = 8192  # a graphed step's new samples a stream are padded up to a multiple of this
+GRAPH_MIN_STREAMS = 8  # a graphed step's streams: a power of two, at least this
+GRAPH_MAX_FRAMES = 1 << 16  # padded frames (streams x frames a stream) of the largest graphed step; above, op by op
+
+
+@dataclasses.dataclass
+class _Graph:
+    """One captured step: ``numbers`` (int64 ``[6, streams]`` on the device, :meth:`StreamingPyin._step`'s)
+    is its input beside the engine's audio buffer, ``f0`` (float32 ``[streams, frames]``) its output."""
+
+    graph: torch.cuda.CUDAGraph
+    numbers: torch.Tensor
+    f0: torch.Tensor
 
 
 @dataclasses.dataclass
@@ -70,9 +92,12 @@ class StreamingPyin:
     cfg : feature configuration: sample rate, fmin, fmax, pitch frame length and hop
     lag : frames of look-ahead before a frame is finalised (latency ``lag * hop`` samples)
     device : where the streams' state lives and the maths runs
+    graphs : run each step at padded sizes, captured as a CUDA graph per size on a GPU (default: on a GPU
+        only; on a CPU the padded steps run op by op, which only costs time)
     """
 
-    def __init__(self, cfg: FeatureConfig = DEFAULT, lag: int = 20, device: torch.device | str = "cpu"):
+    def __init__(self, cfg: FeatureConfig = DEFAULT, lag: int = 20, device: torch.device | str = "cpu",
+                 graphs: bool | None = None):
         if not isinstance(lag, int) or lag < 1:
             raise ParameterError(f"lag must be a positive number of frames, got {lag!r}")
         self.cfg = cfg
@@ -86,6 +111,11 @@ class StreamingPyin:
         if self.device.type == "cuda" and pyin_kernels.AVAILABLE:
             pyin_kernels.compile_forward(self.device, self.model)  # each layout, before a push needs it
         self._freqs = torch.from_numpy(self.model.freqs.astype(np.float32)).to(self.device)
+        self.graphs = self.device.type == "cuda" if graphs is None else graphs
+        self._graphs: dict[tuple[int, int], _Graph] = {}  # by padded size
+        self._graph_pool = None
+        self._capture_stream = None  # one for all captures: what their warm-up runs cache stays usable
+        self._graph_audio = torch.zeros(1 << 20, device=self.device) if self.device.type == "cuda" else None
         self._in_use = np.zeros(0, bool)
         self._free: list[int] = []  # free slots, each fresh (as a stream before its first sample); a heap
         self._grow(8)
@@ -203,7 +233,8 @@ class StreamingPyin:
     # ---- internals -----------------------------------------------------------------------------
 
     def _grow(self, capacity: int) -> None:
-        """Room for ``capacity`` slots, the new ones fresh (:meth:`_reset` once for all); existing state is kept."""
+        """Room for ``capacity`` slots, the new ones fresh (:meth:`_reset` once for all); existing state is kept.
+        The state has one row more, the scratch slot that padding rows write to."""
         old = len(self._in_use)
         m, dev = self.model, self.device
         shapes = {
@@ -212,10 +243,12 @@ class StreamingPyin:
             "_history": ((self.lag, 2, m.n_bins + m.width - 1), torch.float32),
         }
         for name, (shape, dtype) in shapes.items():
-            new = torch.zeros((capacity, *shape), dtype=dtype, device=dev)
+            new = torch.zeros((capacity + 1, *shape), dtype=dtype, device=dev)
             if old:
-                new[:old] = getattr(self, name)
+                new[:old] = getattr(self, name)[:old]
             setattr(self, name, new)
+        self._scratch = capacity
+        self._drop_graphs()  # they read the old state
         for name in ("_fill", "_n_frames"):  # valid samples in _buffer; frames scored so far (host side)
             setattr(self, name, np.concatenate([getattr(self, name, np.zeros(0, np.int64)),
                                                 np.zeros(capacity - old, np.int64)]))
@@ -278,19 +311,130 @@ class StreamingPyin:
         asynchronously, so nothing here waits for the device (on CUDA; with the torch steps elsewhere
         :func:`~instrumentd.pipeline.pyin.observations` counts the troughs on the host).
         """
-        m, dev, lag = self.model, self.device, self.lag
-        width, hop, n_bins = m.frame_length, m.hop_length, m.n_bins
+        m, lag = self.model, self.lag
+        width, hop = m.frame_length, m.hop_length
         n_streams = len(slots)
         fill, n_done = self._fill[slots], self._n_frames[slots]
         total = fill + lengths
         n_new = np.where(total >= width, (total - width) // hop + 1, 0)
         most = int(n_new.max(initial=0))
-        # one upload for every per-stream number: slot, pending samples, first new sample, new frames
-        idx, fill_d, starts_d, lengths_d, n_new_d = upload(np.stack([slots, fill, starts, lengths, n_new]), dev)
+        numbers = np.stack([slots, fill, starts, lengths, n_new, n_done == 0])
+        size = self._padded_size(n_streams, int(lengths.max())) if self.graphs and most else None
+        if size is None:
+            frames_at = None
+            if most:  # only each stream's own new frames are scored (indices made on the host)
+                which = np.repeat(np.arange(n_streams), n_new)
+                frames_at = upload(np.stack([which, np.arange(len(which)) - np.repeat(np.cumsum(n_new) - n_new, n_new)]),
+                                   self.device)
+            f0 = self._step(upload(numbers, self.device), flat, int(total.max()) + width, most, frames_at)
+        else:
+            f0 = self._padded_step(size, numbers, flat)[:n_streams]
+        self._fill[slots] = total - n_new * hop
+        if most == 0:
+            return None
+        self._n_frames[slots] = n_done + n_new
+        first = np.maximum(lag - n_done, 0)
+        return f0, first, np.maximum(n_new - first, 0)
+
+    def _padded_size(self, n_streams: int, longest: int) -> tuple[int, int] | None:
+        """``(streams, samples a stream)`` of the padded step that holds this one, or None when it would
+        score more than :data:`GRAPH_MAX_FRAMES` frames (the step then runs at its own size)."""
+        rows = max(GRAPH_MIN_STREAMS, 1 << (n_streams - 1).bit_length())
+        samples = -(-max(longest, 1) // GRAPH_SAMPLES) * GRAPH_SAMPLES
+        return (rows, samples) if rows * (samples // self.model.hop_length + 1) <= GRAPH_MAX_FRAMES else None
+
+    def _padded_step(self, size: tuple[int, int], numbers: np.ndarray, flat: torch.Tensor) -> torch.Tensor:
+        """:meth:`_step` at the padded ``size`` (:meth:`_padded_size`), for the streams of ``numbers`` (int64
+        ``[6, k]``): the padding rows are silent streams in the scratch slot, every frame of every row is
+        scored. On a GPU each size is captured once as a CUDA graph and replayed. Returns float32
+        ``[rows, frames]`` f0, the rows of ``numbers`` first."""
+        rows, samples = size
+        padded = np.zeros((6, rows), np.int64)
+        padded[:, : numbers.shape[1]] = numbers
+        padded[0, numbers.shape[1]:] = self._scratch
+        n_columns, most = samples + 2 * self.model.frame_length, samples // self.model.hop_length + 1
+        if self.device.type != "cuda":
+            return self._step(upload(padded, self.device), flat, n_columns, most, None)
+        if len(flat) > len(self._graph_audio):  # a larger buffer: the graphs read the old one
+            self._graph_audio = torch.zeros(1 << (len(flat) - 1).bit_length(), device=self.device)
+            self._drop_graphs()
+        graph = self._graphs.get(size)
+        if graph is None:
+            try:
+                graph = self._capture(size, n_columns, most)
+            except RuntimeError as e:  # a capture CUDA refuses: the steps run op by op from now on
+                log.warning("pitch steps on %s run op by op: capturing one as a CUDA graph failed: %s",
+                            self.device, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                self.graphs = False
+                self._drop_graphs()
+                return self._step(upload(padded, self.device), flat, n_columns, most, None)
+        graph.numbers.copy_(torch.from_numpy(padded).pin_memory(), non_blocking=True)
+        self._graph_audio[: len(flat)].copy_(flat)
+        with torch.cuda.device(self.device):
+            graph.graph.replay()
+        return graph.f0.clone()  # the next replay writes over the graph's output
+
+    def _drop_graphs(self) -> None:
+        """Forget the captured steps (their memory pool goes with the last of them: the next capture starts
+        a new one)."""
+        self._graphs.clear()
+        self._graph_pool = None
+
+    def _capture(self, size: tuple[int, int], n_columns: int, most: int) -> _Graph:
+        """Capture :meth:`_step` at ``size`` as a CUDA graph reading ``numbers`` and the audio buffer, after
+        one run outside the capture (which compiles, plans the FFTs and caches the model's tensors) on
+        padding rows only, so that it writes nothing but the scratch slot."""
+        dev = self.device
+        numbers = torch.zeros(6, size[0], dtype=torch.int64, device=dev)
+        numbers[0] = self._scratch
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.device(dev):
+            if self._graph_pool is None:
+                self._graph_pool = torch.cuda.graph_pool_handle()  # shared: the graphs never run at once
+            if self._capture_stream is None:
+                self._capture_stream = torch.cuda.Stream(dev)
+            side, current = self._capture_stream, torch.cuda.current_stream(dev)
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
+                self._step(numbers, self._graph_audio, n_columns, most, None)
+                # thread-local: another thread's CUDA calls (the model's own graphs) do not spoil this capture
+                graph.capture_begin(pool=self._graph_pool, capture_error_mode="thread_local")
+                try:
+                    f0 = self._step(numbers, self._graph_audio, n_columns, most, None)
+                finally:
+                    graph.capture_end()
+            current.wait_stream(side)
+        self._graphs[size] = _Graph(graph, numbers, f0)
+        return self._graphs[size]
+
+    def _step(self, numbers: torch.Tensor, flat: torch.Tensor, n_columns: int, most: int,
+              frames_at: torch.Tensor | None) -> torch.Tensor | None:
+        """The device's part of a step, whose shapes depend only on its arguments' sizes and the ints given
+        (so that it can be captured as a CUDA graph).
+
+        Parameters
+        ----------
+        numbers : int64 ``[6, k]`` on the device: each stream's slot, pending samples, first new sample in
+            ``flat``, new samples, new frames, and 1 when it has no frame yet
+        flat : float32 audio on the device
+        n_columns : samples of a stream's row of pending and new samples (at least the most pending + new + a
+            frame)
+        most : frames scored a stream (at least the most new frames); none: the step only keeps the audio
+        frames_at : int64 ``[2, frames]``: (stream, frame) of each new frame, the only ones scored; None:
+            every one of the ``k x most`` frames is scored (the rest are dropped unread)
+
+        Returns
+        -------
+        float32 ``[k, most]`` f0 (NaN unvoiced) of the frames ``lag`` behind each new one, or None when ``most`` is 0
+        """
+        m, dev, lag = self.model, self.device, self.lag
+        width, hop, n_bins = m.frame_length, m.hop_length, m.n_bins
+        idx, fill_d, starts_d, lengths_d, n_new_d, fresh = numbers
+        n_streams = idx.shape[0]
 
         # the stream's pending samples, then the new ones, one row per stream: column c of row s is
         # pending sample c below fill[s], else new sample c - fill[s] while that exists, else 0
-        column = torch.arange(int(total.max()) + width, device=dev)
+        column = torch.arange(n_columns, device=dev)
         new_pos = column - fill_d[:, None]
         in_new = (new_pos >= 0) & (new_pos < lengths_d[:, None])
         source = (starts_d[:, None] + new_pos).clamp(0, len(flat) - 1)  # every call brings some audio
@@ -299,27 +443,26 @@ class StreamingPyin:
         rows[:, :width] = torch.where(column[:width] < fill_d[:, None], pending, rows[:, :width])
         keep_from = (n_new_d * hop)[:, None] + torch.arange(width, device=dev)
         self._buffer[idx] = rows.gather(1, keep_from)
-        self._fill[slots] = total - n_new * hop
         if most == 0:
             return None
 
-        # only each stream's own new frames are scored (indices made on the host); rows past them stay 0
-        # and are never read
-        which = np.repeat(np.arange(n_streams), n_new)
-        stream_i, frame_i = upload(np.stack([which, np.arange(len(which)) - np.repeat(np.cumsum(n_new) - n_new,
-                                                                                      n_new)]), dev)
-        frames = rows.unfold(1, width, hop)[stream_i, frame_i]  # [new frames, frame_length]
-        scored_v, scored_p = frame_observations(frames, m)
-        log_v = torch.zeros(n_streams, most, n_bins, device=dev)
-        voiced_prob = torch.zeros(n_streams, most, device=dev)
-        log_v[stream_i, frame_i], voiced_prob[stream_i, frame_i] = scored_v, scored_p
+        if frames_at is None:
+            frames = rows.unfold(1, width, hop)[:, :most].reshape(-1, width)  # [streams * most, frame_length]
+            scored_v, scored_p = frame_observations(frames, m)
+            log_v, voiced_prob = scored_v.view(n_streams, most, n_bins), scored_p.view(n_streams, most)
+        else:  # rows past a stream's new frames stay 0 and are never read
+            stream_i, frame_i = frames_at
+            scored_v, scored_p = frame_observations(rows.unfold(1, width, hop)[stream_i, frame_i], m)
+            log_v = torch.zeros(n_streams, most, n_bins, device=dev)
+            voiced_prob = torch.zeros(n_streams, most, device=dev)
+            log_v[stream_i, frame_i], voiced_prob[stream_i, frame_i] = scored_v, scored_p
         log_obs = log_observations(log_v, voiced_prob, m)  # [streams, most, 2, n_bins]
 
         # history position p holds frame n_done - lag + p; positions lag + i are the new frames
         history = torch.cat(
             [self._history[idx], padded_scores(n_streams, most, model=m, device=dev, dtype=torch.float32)], 1
         )
-        fresh = upload(n_done == 0, dev)
+        fresh = fresh != 0
         kernels = decoder_kernels(history)
         if kernels is not None:
             kernels.forward(history, log_obs, lag, fresh, m)
@@ -342,10 +485,6 @@ class StreamingPyin:
             for _ in range(lag):
                 row = row - 1
                 state = predecessor(rows, overall, row, state, m)
-        state = state.reshape(n_streams, most)
         keep = n_new_d[:, None] + torch.arange(lag, device=dev)
         self._history[idx] = history[torch.arange(n_streams, device=dev)[:, None], keep]
-        self._n_frames[slots] = n_done + n_new
-
-        first = np.maximum(lag - n_done, 0)
-        return self._states_to_f0(state), first, np.maximum(n_new - first, 0)
+        return self._states_to_f0(state.reshape(n_streams, most))

@@ -61,9 +61,11 @@ class StreamingPitch(Protocol):
     def flush_batch(self, slots: np.ndarray) -> list[NewF0]: ...
 
 
-def default_pitch(cfg: FeatureConfig = DEFAULT, lag: int = 20, device: str | torch.device = "cpu") -> StreamingPitch:
-    """The streaming pYIN engine (:class:`~instrumentd.pipeline.pyin_stream.StreamingPyin`) on ``device``."""
-    return StreamingPyin(cfg, lag=lag, device=device)
+def default_pitch(cfg: FeatureConfig = DEFAULT, lag: int = 20, device: str | torch.device = "cpu",
+                  graphs: bool | None = None) -> StreamingPitch:
+    """The streaming pYIN engine (:class:`~instrumentd.pipeline.pyin_stream.StreamingPyin`) on ``device``,
+    its steps CUDA graphs on a GPU unless ``graphs`` is False."""
+    return StreamingPyin(cfg, lag=lag, device=device, graphs=graphs)
 
 
 @dataclasses.dataclass

@@ -11,6 +11,9 @@ the demo clip (a stream at its first window), then pushes the next second of K s
 * ``mel_ms``, ``pitch_ms``: the host time the features count for those stages, what the daemon's
   ``busy`` figures add up (on a GPU, the launches: the f0 stays on the device and nothing waits for it).
 
+On a GPU the pitch engine replays each step as a CUDA graph; ``--pitch-ops`` runs its steps op by op
+instead, as before the graphs, for a side-by-side figure (``pitch_graphs`` in each row says which).
+
 With ``--profile``, torch's profiler runs over the pushes of the first K, and the summary lists the
 operations that took the most host time, each with its device time, per push (``profile``): where a
 push's milliseconds go, launches or waits.
@@ -50,7 +53,8 @@ def push(device: torch.device, quick: bool, args: argparse.Namespace) -> BenchRe
     sr = DEFAULT.sample_rate
     audio = demo_audio(4 * sr)
     first, second = audio[: 3 * sr], audio[3 * sr :]
-    features = StreamFeatures(DEFAULT, default_pitch(DEFAULT, device=device), device=device)
+    pitch = default_pitch(DEFAULT, device=device, graphs=False if args.pitch_ops else None)
+    features = StreamFeatures(DEFAULT, pitch, device=device)
     slots = [features.add_stream() for _ in range(n)]
     for i in range(0, n, FIRST_PUSH):
         features.push({s: first for s in slots[i : i + FIRST_PUSH]})
@@ -77,7 +81,7 @@ def push(device: torch.device, quick: bool, args: argparse.Namespace) -> BenchRe
             "streams": n, "per_push": k, "ms_per_push": round(1000 * wall, 3),
             "mel_ms": round(1000 * (features.seconds["mel"] - mel0) / pushes, 3),
             "pitch_ms": round(1000 * (features.seconds["pitch"] - pitch0) / pushes, 3),
-            "us_per_stream": round(1e6 * wall / k, 1),
+            "us_per_stream": round(1e6 * wall / k, 1), "pitch_graphs": pitch.graphs,
         })
     summary = {"streams": n, "pushes": pushes, "rows": rows}
     if args.profile:
@@ -112,6 +116,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    help="streams pushed together, a row each (default: 15,60,250; 4,16 with --quick)")
     p.add_argument("--pushes", type=int, default=None, metavar="P",
                    help="pushes timed per row (default: 40; 8 with --quick)")
+    p.add_argument("--pitch-ops", action="store_true",
+                   help="run the pitch engine's steps op by op, not replayed as CUDA graphs (for comparison)")
     p.add_argument("--profile", action="store_true",
                    help="also run torch's profiler over the first row's pushes: the top operations' host and "
                         "device time per push, in the JSON summary")

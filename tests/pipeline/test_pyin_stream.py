@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -216,3 +218,66 @@ def test_a_batch_described_by_numbers_leaves_its_f0_on_the_device(device):
     assert len(want[slots[2]]) == 0 and len(want[slots[0]]) > 150
     with pytest.raises(ParameterError, match="slot 7"):
         batch.push_batch(np.array([slots[0], 7]), flat, starts[:2], lengths[:2])
+
+
+@pytest.mark.parametrize("device", devices())
+def test_padded_steps_give_the_frames_of_steps_at_their_own_size(device):
+    """The padded steps (CUDA graphs on a GPU, op by op on a CPU) against steps at their own size: streams
+    in pushes of random sizes (some empty, one of 6 s), a stream removed and its slot reused, streams
+    added past the capacity and a push larger than the graphs' audio buffer after steps were captured
+    (both make the graphs anew), two streams flushed together; every frame the same."""
+    audio = np.concatenate(list(MELODIES.values()) * 3)
+    engines = [StreamingPyin(DEFAULT, lag=20, device=device, graphs=g) for g in (True, False)]
+    got = [{}, {}]
+    for sp, out in zip(engines, got):
+        rng = np.random.default_rng(11)
+        slots = [sp.add_stream() for _ in range(6)]
+        pos = dict.fromkeys(slots, 0)
+        for round_ in range(6):
+            if round_ == 3:
+                sp.remove_stream(slots[2])
+                assert sp.add_stream() == slots[2]
+                pos[slots[2]] = 0
+                grown = [sp.add_stream() for _ in range(6)]  # past the first capacity of 8
+                slots += grown
+                pos.update(dict.fromkeys(grown, 0))
+            chunks = {}
+            for s in slots:
+                n = int(rng.choice([0, 700, 9000, SR]))
+                n = 6 * SR if (round_, s) == (1, slots[0]) else 2 * SR if round_ == 4 else n
+                chunks[s] = audio[pos[s] : pos[s] + n]
+                pos[s] += n
+            for s, f0 in sp.push(chunks).items():
+                out.setdefault((round_ >= 3 and s == slots[2], s), []).append(f0)
+        ended = np.array(slots[4:6])
+        for new in sp.flush_batch(ended):
+            for i, f0 in zip(new.items.tolist(), new.arrays()):
+                out[(False, int(ended[i]))].append(f0)
+    assert got[0].keys() == got[1].keys()
+    for key in got[0]:
+        padded, own = np.concatenate(got[0][key]), np.concatenate(got[1][key])
+        assert np.array_equal(padded, own, equal_nan=True)
+    assert sum(len(np.concatenate(v)) for v in got[0].values()) > 1000
+
+
+@pytest.mark.gpu
+def test_a_step_that_cannot_be_captured_runs_op_by_op_and_says_so(monkeypatch, caplog):
+    """A step CUDA refuses to capture (here one that waits for the device while capturing, which CUDA
+    forbids) is logged, and the engine goes on op by op with the same frames."""
+    real_step = StreamingPyin._step
+
+    def waits_while_capturing(self, *args):
+        if torch.cuda.is_current_stream_capturing():
+            torch.cuda.synchronize()
+        return real_step(self, *args)
+
+    monkeypatch.setattr(StreamingPyin, "_step", waits_while_capturing)
+    caplog.set_level(logging.WARNING, logger="instrumentd.pipeline.pyin_stream")
+    broken, plain = StreamingPyin(DEFAULT, device="cuda"), StreamingPyin(DEFAULT, device="cuda", graphs=False)
+    got = []
+    for sp in (broken, plain):
+        slots = [sp.add_stream() for _ in range(3)]
+        got.append([sp.push({s: MELODIES[k][:n] for s, k, n in zip(slots, MELODIES, (SR, 2 * SR, 9000))})[s]
+                    for s in slots])
+    assert not broken.graphs and "pitch steps on cuda:0 run op by op" in caplog.text
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(*got)) and sum(map(len, got[0])) > 40
