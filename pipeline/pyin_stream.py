@@ -42,6 +42,7 @@ from .pyin import (
 )
 from .pyin_model import PyinModel, pyin_model
 from .staging import upload
+from .step_graphs import CaptureError, StepGraphs
 
 __all__ = ["NewF0", "StreamingPyin"]
 
@@ -52,16 +53,6 @@ MAX_STEP_SECONDS = 5.0  # seconds: longer chunks are fed in pieces, which bounds
 GRAPH_SAMPLES = 8192  # a graphed step's new samples a stream are padded up to a multiple of this
 GRAPH_MIN_STREAMS = 8  # a graphed step's streams: a power of two, at least this
 GRAPH_MAX_FRAMES = 1 << 16  # padded frames (streams x frames a stream) of the largest graphed step; above, op by op
-
-
-@dataclasses.dataclass
-class _Graph:
-    """One captured step: ``numbers`` (int64 ``[6, streams]`` on the device, :meth:`StreamingPyin._step`'s)
-    is its input beside the engine's audio buffer, ``f0`` (float32 ``[streams, frames]``) its output."""
-
-    graph: torch.cuda.CUDAGraph
-    numbers: torch.Tensor
-    f0: torch.Tensor
 
 
 @dataclasses.dataclass
@@ -112,10 +103,8 @@ class StreamingPyin:
             pyin_kernels.compile_forward(self.device, self.model)  # each layout, before a push needs it
         self._freqs = torch.from_numpy(self.model.freqs.astype(np.float32)).to(self.device)
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
-        self._graphs: dict[tuple[int, int], _Graph] = {}  # by padded size
-        self._graph_pool = None
-        self._capture_stream = None  # one for all captures: what their warm-up runs cache stays usable
-        self._graph_audio = torch.zeros(1 << 20, device=self.device) if self.device.type == "cuda" else None
+        # the padded steps' CUDA graphs, by size (none on a CPU, where the padded steps run op by op)
+        self._graphs = StepGraphs(self._step, self.device) if self.graphs and self.device.type == "cuda" else None
         self._in_use = np.zeros(0, bool)
         self._free: list[int] = []  # free slots, each fresh (as a stream before its first sample); a heap
         self._grow(8)
@@ -248,7 +237,8 @@ class StreamingPyin:
                 new[:old] = getattr(self, name)[:old]
             setattr(self, name, new)
         self._scratch = capacity
-        self._drop_graphs()  # they read the old state
+        if self._graphs is not None:
+            self._graphs.clear()  # they read the old state
         for name in ("_fill", "_n_frames"):  # valid samples in _buffer; frames scored so far (host side)
             setattr(self, name, np.concatenate([getattr(self, name, np.zeros(0, np.int64)),
                                                 np.zeros(capacity - old, np.int64)]))
@@ -353,62 +343,18 @@ class StreamingPyin:
         padded[:, : numbers.shape[1]] = numbers
         padded[0, numbers.shape[1]:] = self._scratch
         n_columns, most = samples + 2 * self.model.frame_length, samples // self.model.hop_length + 1
-        if self.device.type != "cuda":
-            return self._step(upload(padded, self.device), flat, n_columns, most, None)
-        if len(flat) > len(self._graph_audio):  # a larger buffer: the graphs read the old one
-            self._graph_audio = torch.zeros(1 << (len(flat) - 1).bit_length(), device=self.device)
-            self._drop_graphs()
-        graph = self._graphs.get(size)
-        if graph is None:
+        if self._graphs is not None:
+            idle = np.zeros_like(padded)
+            idle[0] = self._scratch
             try:
-                graph = self._capture(size, n_columns, most)
-            except RuntimeError as e:  # a capture CUDA refuses: the steps run op by op from now on
-                log.warning("pitch steps on %s run op by op: capturing one as a CUDA graph failed: %s",
-                            self.device, str(e).splitlines()[0] if str(e) else type(e).__name__)
-                self.graphs = False
-                self._drop_graphs()
-                return self._step(upload(padded, self.device), flat, n_columns, most, None)
-        graph.numbers.copy_(torch.from_numpy(padded).pin_memory(), non_blocking=True)
-        self._graph_audio[: len(flat)].copy_(flat)
-        with torch.cuda.device(self.device):
-            graph.graph.replay()
-        return graph.f0.clone()  # the next replay writes over the graph's output
-
-    def _drop_graphs(self) -> None:
-        """Forget the captured steps (their memory pool goes with the last of them: the next capture starts
-        a new one)."""
-        self._graphs.clear()
-        self._graph_pool = None
-
-    def _capture(self, size: tuple[int, int], n_columns: int, most: int) -> _Graph:
-        """Capture :meth:`_step` at ``size`` as a CUDA graph reading ``numbers`` and the audio buffer, after
-        one run outside the capture (which compiles, plans the FFTs and caches the model's tensors) on
-        padding rows only, so that it writes nothing but the scratch slot."""
-        dev = self.device
-        numbers = torch.zeros(6, size[0], dtype=torch.int64, device=dev)
-        numbers[0] = self._scratch
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.device(dev):
-            if self._graph_pool is None:
-                self._graph_pool = torch.cuda.graph_pool_handle()  # shared: the graphs never run at once
-            if self._capture_stream is None:
-                self._capture_stream = torch.cuda.Stream(dev)
-            side, current = self._capture_stream, torch.cuda.current_stream(dev)
-            side.wait_stream(current)
-            with torch.cuda.stream(side):
-                self._step(numbers, self._graph_audio, n_columns, most, None)
-                # thread-local: another thread's CUDA calls (the model's own graphs) do not spoil this capture
-                graph.capture_begin(pool=self._graph_pool, capture_error_mode="thread_local")
-                try:
-                    f0 = self._step(numbers, self._graph_audio, n_columns, most, None)
-                finally:
-                    graph.capture_end()
-            current.wait_stream(side)
-        self._graphs[size] = _Graph(graph, numbers, f0)
-        return self._graphs[size]
+                return self._graphs.run(size, padded, idle, flat, n_columns, most)
+            except CaptureError as e:  # the steps run op by op from now on
+                log.warning("pitch steps on %s run op by op: capturing one as a CUDA graph failed: %s", self.device, e)
+                self.graphs, self._graphs = False, None
+        return self._step(upload(padded, self.device), flat, n_columns, most)
 
     def _step(self, numbers: torch.Tensor, flat: torch.Tensor, n_columns: int, most: int,
-              frames_at: torch.Tensor | None) -> torch.Tensor | None:
+              frames_at: torch.Tensor | None = None) -> torch.Tensor | None:
         """The device's part of a step, whose shapes depend only on its arguments' sizes and the ints given
         (so that it can be captured as a CUDA graph).
 

@@ -1,0 +1,115 @@
+"""A step function replayed as CUDA graphs, one per size: captured the first time a size comes.
+
+A step of many small kernels launched one by one from Python costs more host time than the GPU takes
+to run them; replayed as a CUDA graph it is one launch. The step must be a function of a few tensors
+whose shapes depend only on the size (its numbers and the audio it reads), run on a GPU without a
+wait for the device. Its inputs live here, where the graphs read them: an int64 array of numbers per
+size, copied in through page-locked memory without a wait, and one audio buffer for all sizes (a
+push larger than it grows it, and the graphs are made anew).
+
+>>> graphs = StepGraphs(step, device)
+>>> out = graphs.run((8, 8192), numbers, idle, audio, 8192 + 8192, 8)   # a copy of step's output
+
+Each size is captured after one run of the step outside the capture, on ``idle`` numbers (ones that
+make the step write nothing that matters), which compiles kernels, plans FFTs and fills caches that a
+capture may not. The graphs share one memory pool (they never run at once) and one capture stream
+(what the warm-up runs leave in the allocator's cache stays usable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Hashable
+
+import numpy as np
+import torch
+
+from .staging import upload
+
+__all__ = ["CaptureError", "StepGraphs"]
+
+INITIAL_AUDIO = 1 << 20  # float32 samples of the audio buffer at first (4 MiB); grown to a power of two
+
+
+class CaptureError(RuntimeError):
+    """CUDA refused to capture the step (it waited for the device, say)."""
+
+
+@dataclasses.dataclass
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    numbers: torch.Tensor  # the step's numbers, int64 on the device: the graph's input
+    out: torch.Tensor  # the step's output, in the graphs' pool: the next replay writes over it
+
+
+class StepGraphs:
+    """CUDA graphs of ``step(numbers, audio, *ints) -> torch.Tensor`` on ``device``, one per size.
+
+    Parameters
+    ----------
+    step : the function captured; ``numbers`` int64 on the device, ``audio`` float32 on the device, the
+        ints fixed for a size
+    device : a CUDA device
+    """
+
+    def __init__(self, step: Callable[..., torch.Tensor], device: torch.device):
+        self.step = step
+        self.device = device
+        self._graphs: dict[Hashable, _Graph] = {}
+        self._pool = None
+        self._stream: torch.cuda.Stream | None = None
+        self._audio = torch.zeros(INITIAL_AUDIO, device=device)
+
+    def __len__(self) -> int:
+        """Sizes captured."""
+        return len(self._graphs)
+
+    def run(self, size: Hashable, numbers: np.ndarray, idle: np.ndarray, audio: torch.Tensor, *ints: int
+            ) -> torch.Tensor:
+        """``step(numbers, audio, *ints)`` by the graph of ``size``, captured now if it is new.
+
+        ``numbers`` (int64, its shape fixed by ``size``) and ``audio`` (float32 ``[n]`` on the device) are
+        copied into the graph's inputs; ``idle``: numbers of the same shape for the run before a capture.
+        Returns a copy of the step's output. Raises :class:`CaptureError` when CUDA refuses the capture;
+        the step has then run on ``idle`` only.
+        """
+        if len(audio) > len(self._audio):  # a larger buffer: the graphs read the old one
+            self._audio = torch.zeros(1 << (len(audio) - 1).bit_length(), device=self.device)
+            self.clear()
+        graph = self._graphs.get(size) or self._capture(size, idle, ints)
+        graph.numbers.copy_(torch.from_numpy(numbers).pin_memory(), non_blocking=True)
+        self._audio[: len(audio)].copy_(audio)
+        with torch.cuda.device(self.device):
+            graph.graph.replay()
+        return graph.out.clone()
+
+    def clear(self) -> None:
+        """Forget every graph (the tensors the step reads were replaced); their memory pool goes with the
+        last of them, so the next capture starts a new one."""
+        self._graphs.clear()
+        self._pool = None
+
+    def _capture(self, size: Hashable, idle: np.ndarray, ints: tuple[int, ...]) -> _Graph:
+        numbers = upload(idle, self.device)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.device(self.device):
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            if self._stream is None:
+                self._stream = torch.cuda.Stream(self.device)
+            side, current = self._stream, torch.cuda.current_stream(self.device)
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
+                self.step(numbers, self._audio, *ints)
+                # thread-local: another thread's CUDA calls (the model's own graphs) do not spoil this capture
+                graph.capture_begin(pool=self._pool, capture_error_mode="thread_local")
+                try:
+                    try:
+                        out = self.step(numbers, self._audio, *ints)
+                    finally:
+                        graph.capture_end()
+                except RuntimeError as e:
+                    raise CaptureError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+            current.wait_stream(side)
+        self._graphs[size] = _Graph(graph, numbers, out)
+        return self._graphs[size]

@@ -1,0 +1,45 @@
+"""StepGraphs: a step replayed as CUDA graphs gives what the step gives run op by op."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from instrumentd.pipeline.step_graphs import CaptureError, StepGraphs
+
+pytestmark = pytest.mark.gpu
+
+
+def gather_step(state: torch.Tensor):
+    """A step of the kind captured: numbers ``[2, k]`` (row, first sample) pick 4 samples of audio each,
+    added into ``state`` rows (in place) and returned squared."""
+    def step(numbers: torch.Tensor, audio: torch.Tensor, width: int) -> torch.Tensor:
+        rows, starts = numbers
+        picked = audio[(starts[:, None] + torch.arange(width, device=audio.device)).clamp(0, len(audio) - 1)]
+        state[rows] += picked
+        return picked.square()
+    return step
+
+
+def test_replays_follow_new_numbers_and_audio_and_a_larger_push_captures_anew():
+    dev = torch.device("cuda")
+    ours, theirs = torch.zeros(5, 4, device=dev), torch.zeros(5, 4, device=dev)
+    graphs, eager = StepGraphs(gather_step(ours), dev), gather_step(theirs)
+    idle = np.array([[4, 4, 4], [0, 0, 0]])  # row 4: scratch
+    rng = np.random.default_rng(0)
+    for n in (100, 200, 3_000_000):  # the last is larger than the first audio buffer
+        audio = torch.from_numpy(rng.standard_normal(n).astype(np.float32)).to(dev)
+        numbers = np.array([[0, 2, 3], rng.integers(0, n - 4, 3)])
+        got = graphs.run("three", numbers, idle, audio, 4)
+        want = eager(torch.from_numpy(numbers).to(dev), audio, 4)
+        assert torch.equal(got, want) and len(graphs) == 1
+    assert torch.equal(ours[:4], theirs[:4])  # the scratch row 4 took the warm-up runs
+
+
+def test_a_step_that_waits_while_capturing_is_refused():
+    dev = torch.device("cuda")
+    def waits(numbers: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        return audio[: int(numbers.sum())]  # int() of a device tensor waits for the device
+    with pytest.raises(CaptureError):
+        StepGraphs(waits, dev).run("one", np.array([1]), np.array([1]), torch.ones(4, device=dev))
