@@ -12,9 +12,10 @@ and an executor:
 :class:`FastRecognizer` builds a path for a network and, in mode ``auto``, times every path the
 device supports on realistic inputs and keeps the fastest whose top-1 class agrees with eager
 fp32 on at least :data:`TOP1_AGREEMENT` of the windows (near-ties aside, :func:`agreement`) and
-whose probabilities are within :data:`PROB_TOLERANCE` of fp32's. On CPU ``auto`` tries eager and channels_last only, in fp32,
-and keeps eager unless channels_last is measurably faster. A path that fails to build (no
-compiler, no Triton, a capture error) is logged, recorded in the calibration report and skipped.
+whose probabilities are within :data:`PROB_TOLERANCE` of fp32's. On CPU ``auto`` tries eager and
+channels_last only, in fp32, and keeps eager unless channels_last is measurably faster. A path that
+fails to build (no compiler, no Triton, a capture error) is logged, recorded in the calibration
+report and skipped.
 
 Inputs and outputs stay on the device: ``predict(mel, mask)`` takes tensors already there.
 """

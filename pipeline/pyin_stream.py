@@ -314,8 +314,8 @@ class StreamingPyin:
             frames_at = None
             if most:  # only each stream's own new frames are scored (indices made on the host)
                 which = np.repeat(np.arange(n_streams), n_new)
-                frames_at = upload(np.stack([which, np.arange(len(which)) - np.repeat(np.cumsum(n_new) - n_new, n_new)]),
-                                   self.device)
+                within = np.arange(len(which)) - np.repeat(np.cumsum(n_new) - n_new, n_new)
+                frames_at = upload(np.stack([which, within]), self.device)
             f0 = self._step(upload(numbers, self.device), flat, int(total.max()) + width, most, frames_at)
         else:
             f0 = self._padded_step(size, numbers, flat)[:n_streams]
