@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -16,7 +18,7 @@ def f0_to_band(f0: np.ndarray | torch.Tensor, cfg: FeatureConfig = DEFAULT) -> t
     The band is the one whose centre frequency is nearest f0 in hz.
     """
     f0 = torch.as_tensor(f0)
-    centres = upload(mel_band_centres(cfg).astype(np.float64), f0.device)
+    centres = _band_centres(cfg, f0.device)
     f = f0.to(torch.float64)
     voiced = torch.isfinite(f) & (f > 0)
     # searchsorted + compare the two neighbours == argmin |centre - f0|, without a [.., n_mels] tensor
@@ -25,6 +27,13 @@ def f0_to_band(f0: np.ndarray | torch.Tensor, cfg: FeatureConfig = DEFAULT) -> t
     nearer_left = (f - centres[left]).abs() <= (centres[right] - f).abs()
     band = torch.where(nearer_left, left, right)
     return torch.where(voiced, band, torch.full_like(band, -1))
+
+
+@functools.lru_cache(maxsize=16)
+def _band_centres(cfg: FeatureConfig, device: torch.device) -> torch.Tensor:
+    """:func:`mel_band_centres` as float64 ``[n_mels]`` on ``device``, uploaded once (a step captured as a
+    CUDA graph may not upload)."""
+    return upload(mel_band_centres(cfg).astype(np.float64), device)
 
 
 def band_to_mask(band: torch.Tensor, n_mels: int) -> torch.Tensor:

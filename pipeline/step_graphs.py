@@ -1,23 +1,28 @@
-"""A step function replayed as CUDA graphs, one per size: captured the first time a size comes.
+"""A step function replayed as CUDA graphs, one per size: captured the second time a size comes.
 
 A step of many small kernels launched one by one from Python costs more host time than the GPU takes
 to run them; replayed as a CUDA graph it is one launch. The step must be a function of a few tensors
-whose shapes depend only on the size (its numbers and the audio it reads), run on a GPU without a
-wait for the device. Its inputs live here, where the graphs read them: an int64 array of numbers per
-size, copied in through page-locked memory without a wait, and one audio buffer for all sizes (a
-push larger than it grows it, and the graphs are made anew).
+whose shapes depend only on the size (its numbers and the audio it reads, if any), run on a GPU
+without a wait for the device. Its inputs live here, where the graphs read them: an int64 array of
+numbers per size, copied in through page-locked memory without a wait, and one audio buffer for all
+sizes (a push larger than it grows it, and the graphs are made anew). The pitch and mel steps read
+audio; the windows' step (:mod:`~instrumentd.pipeline.stream_features`) reads only its numbers.
 
 >>> graphs = StepGraphs(step, device)
 >>> out = graphs.run((8, 8192), numbers, idle, audio, 8192 + 8192, 8)   # a copy of step's output
 
-Each size is captured after one run of the step outside the capture, on ``idle`` numbers (ones that
-make the step write nothing that matters), which compiles kernels, plans FFTs and fills caches that a
-capture may not. The graphs share one memory pool (they never run at once) and one capture stream
-(what the warm-up runs leave in the allocator's cache stays usable).
+A size is captured the second time it comes (:data:`CAPTURE_AFTER`); the first time the step runs op
+by op. A capture costs about two steps and keeps the step's memory, and many sizes come only once (a
+stream's first push, the start of a run), so those never pay for a graph. Each capture follows one run
+of the step outside the capture, on ``idle`` numbers (ones that make the step write nothing that
+matters), which compiles kernels, plans FFTs and fills caches that a capture may not. The graphs share
+one memory pool (they never run at once) and one capture stream (what the warm-up runs leave in the
+allocator's cache stays usable).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Callable, Hashable
 
@@ -28,7 +33,8 @@ from .staging import upload
 
 __all__ = ["CaptureError", "StepGraphs"]
 
-INITIAL_AUDIO = 1 << 20  # float32 samples of the audio buffer at first (4 MiB); grown to a power of two
+CAPTURE_AFTER = 2  # the time a size comes at which it is captured (it runs op by op before)
+INITIAL_AUDIO = 1 << 20  # float32 samples of the audio buffer at its first use (4 MiB); grown to a power of two
 
 
 class CaptureError(RuntimeError):
@@ -39,7 +45,7 @@ class CaptureError(RuntimeError):
 class _Graph:
     graph: torch.cuda.CUDAGraph
     numbers: torch.Tensor  # the step's numbers, int64 on the device: the graph's input
-    out: torch.Tensor  # the step's output, in the graphs' pool: the next replay writes over it
+    out: torch.Tensor | None  # the step's output, in the graphs' pool (the next replay writes over it), if any
 
 
 class StepGraphs:
@@ -47,41 +53,53 @@ class StepGraphs:
 
     Parameters
     ----------
-    step : the function captured; ``numbers`` int64 on the device, ``audio`` float32 on the device, the
-        ints fixed for a size
+    step : the function captured; ``numbers`` int64 on the device, ``audio`` float32 on the device (None
+        for a step that reads no audio), the ints fixed for a size; it returns a tensor, or None for a
+        step that only writes into tensors of its owner's
     device : a CUDA device
+    capture_after : the time a size comes at which it is captured
     """
 
-    def __init__(self, step: Callable[..., torch.Tensor], device: torch.device):
+    def __init__(self, step: Callable[..., torch.Tensor], device: torch.device, capture_after: int = CAPTURE_AFTER):
         self.step = step
         self.device = device
+        self.capture_after = capture_after
         self._graphs: dict[Hashable, _Graph] = {}
+        self._seen: collections.Counter = collections.Counter()  # runs by size, of those not captured
         self._pool = None
         self._stream: torch.cuda.Stream | None = None
-        self._audio = torch.zeros(INITIAL_AUDIO, device=device)
+        self._audio: torch.Tensor | None = None  # made at the first run that brings audio
 
     def __len__(self) -> int:
         """Sizes captured."""
         return len(self._graphs)
 
-    def run(self, size: Hashable, numbers: np.ndarray, idle: np.ndarray, audio: torch.Tensor, *ints: int
-            ) -> torch.Tensor:
-        """``step(numbers, audio, *ints)`` by the graph of ``size``, captured now if it is new.
+    def run(self, size: Hashable, numbers: np.ndarray, idle: np.ndarray, audio: torch.Tensor | None, *ints: int
+            ) -> torch.Tensor | None:
+        """``step(numbers, audio, *ints)`` by the graph of ``size``, captured now if it comes for the
+        :attr:`capture_after`-th time, run op by op if it has come fewer times.
 
-        ``numbers`` (int64, its shape fixed by ``size``) and ``audio`` (float32 ``[n]`` on the device) are
-        copied into the graph's inputs; ``idle``: numbers of the same shape for the run before a capture.
-        Returns a copy of the step's output. Raises :class:`CaptureError` when CUDA refuses the capture;
-        the step has then run on ``idle`` only.
+        ``numbers`` (int64, its shape fixed by ``size``) and ``audio`` (float32 ``[n]`` on the device, or
+        None for a step that reads none; the same for every run) are copied into the graph's inputs;
+        ``idle``: numbers of the same shape for the run before a capture. Returns the step's output (a
+        copy of the graph's; None for a step without one). Raises :class:`CaptureError` when CUDA refuses
+        the capture; the step has then run on ``idle`` only.
         """
-        if len(audio) > len(self._audio):  # a larger buffer: the graphs read the old one
-            self._audio = torch.zeros(1 << (len(audio) - 1).bit_length(), device=self.device)
+        if size not in self._graphs:
+            self._seen[size] += 1
+            if self._seen[size] < self.capture_after:
+                return self.step(upload(numbers, self.device), audio, *ints)
+        if audio is not None and (self._audio is None or len(audio) > len(self._audio)):
+            # a larger buffer: the graphs read the old one
+            self._audio = torch.zeros(max(INITIAL_AUDIO, 1 << (len(audio) - 1).bit_length()), device=self.device)
             self.clear()
         graph = self._graphs.get(size) or self._capture(size, idle, ints)
         graph.numbers.copy_(torch.from_numpy(numbers).pin_memory(), non_blocking=True)
-        self._audio[: len(audio)].copy_(audio)
+        if audio is not None:
+            self._audio[: len(audio)].copy_(audio)
         with torch.cuda.device(self.device):
             graph.graph.replay()
-        return graph.out.clone()
+        return graph.out.clone() if graph.out is not None else None
 
     def clear(self) -> None:
         """Forget every graph (the tensors the step reads were replaced); their memory pool goes with the

@@ -25,6 +25,7 @@ newest ~``lag + 2`` pitch frames are not final. Two policies (:data:`POLICIES`):
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from typing import Protocol
 
@@ -39,6 +40,9 @@ from .mel import MelFrontEnd, power_to_db
 from .pyin_model import fft_batch
 from .pyin_stream import NewF0, StreamingPyin
 from .staging import Staging, upload
+from .step_graphs import CaptureError, StepGraphs
+
+log = logging.getLogger(__name__)
 
 POLICIES = ("hold", "delay")
 # audio of all streams that one step of the maths takes: 1,000 stream-seconds. A step's memory grows
@@ -46,6 +50,20 @@ POLICIES = ("hold", "delay")
 # more (10,000 streams' second each, every stream's first 3 s at once) goes through in steps of
 # this size, one after the other, instead of needing tens of GB at once
 MAX_PUSH_SAMPLES = 1000 * 44100
+# mel frames of a push computed as one CUDA graph, at most (the graphs' memory grows with them); a push
+# of more runs op by op
+MEL_GRAPH_MAX = 1 << 15
+# windows built at once at padded counts (powers of two from the first), one CUDA graph each on a GPU;
+# more windows than the last are built at their own count, op by op
+WINDOW_GRAPH_MIN = 8
+WINDOW_GRAPH_MAX = 1024
+
+
+def mel_frames_size(n: int) -> int:
+    """``n`` mel frames rounded up to one of 8 counts an octave (at most 1/8 more), 16 at least: the padded
+    size of a push's mel step, so that a GPU captures a few dozen graphs rather than one per count."""
+    step = 1 << max(0, n.bit_length() - 4)
+    return max(16, -(-n // step) * step)
 
 
 class StreamingPitch(Protocol):
@@ -88,12 +106,20 @@ class StreamFeatures:
     pitch : streaming pitch engine; default :func:`default_pitch`
     device : where the mel STFT runs and where the windows are built
     keep : frames of history kept per stream (default: a window plus 64 frames)
+    graphs : build each batch of windows at a padded count (8, 16, 32, ... windows), captured as a CUDA
+        graph per count on a GPU (default: on a GPU); on a CPU the padded batches run op by op
     """
 
     def __init__(self, cfg: FeatureConfig = DEFAULT, pitch: StreamingPitch | None = None,
-                 device: str | torch.device = "cpu", keep: int | None = None):
+                 device: str | torch.device = "cpu", keep: int | None = None, graphs: bool | None = None):
         self.cfg = cfg
         self.device = torch.device(device)
+        self.graphs = self.device.type == "cuda" if graphs is None else graphs
+        # the mel steps' and the windows' CUDA graphs, by padded size (none on a CPU)
+        on_gpu = self.graphs and self.device.type == "cuda"
+        self._mel_graphs = StepGraphs(self._mel_step, self.device) if on_gpu else None
+        self._window_graphs = StepGraphs(self._window_step, self.device) if on_gpu else None
+        self._window_offsets = torch.arange(cfg.window_length, device=self.device)  # a mel frame's samples
         self.pitch = pitch if pitch is not None else default_pitch(cfg, device=self.device)
         self.front = MelFrontEnd(cfg).to(self.device)
         self.half = cfg.window_length // 2
@@ -101,8 +127,9 @@ class StreamFeatures:
         self._slots: dict[int, _Slot] = {}
         self._next = 0
         # mel power of every stream, one row each: frame j of a slot lives in column j % keep, so a
-        # push writes all streams' new frames and a batch of windows reads them in one indexing op
-        self._power = torch.zeros(0, cfg.n_mels, self.keep, dtype=torch.float32, device=self.device)
+        # push writes all streams' new frames and a batch of windows reads them in one indexing op; a
+        # last column, never read, takes the padding frames of a push (:meth:`_mel_frames`)
+        self._power = torch.zeros(0, cfg.n_mels, self.keep + 1, dtype=torch.float32, device=self.device)
         # final f0 of every stream (hz, NaN unvoiced) on the device, laid out as the power store: frame j of
         # a slot in column j % keep of its row, so that a push writes it and a batch of windows reads it in
         # one indexing op each, and the host never waits for the pitch engine; a last column of NaN stands
@@ -146,6 +173,9 @@ class StreamFeatures:
             self._f0 = torch.cat([self._f0, self._f0.new_full((more, self.keep + 1), float("nan"))])
             self._final, self._n_f0 = (np.concatenate([a, np.zeros(more, np.int64)]) for a in (self._final, self._n_f0))
             self._free_rows = list(range(grown.shape[0] - 1, old - 1, -1))
+            for graphs in (self._mel_graphs, self._window_graphs):
+                if graphs is not None:
+                    graphs.clear()  # they read the old stores
         return self._free_rows.pop()
 
     def reset(self, slot: int, origin: int) -> None:
@@ -279,23 +309,43 @@ class StreamFeatures:
 
     def _mel_frames(self, flat: torch.Tensor, frames: list[tuple[int, int, int, int]]) -> None:
         """Mel power of new frames into the store: ``flat`` is the uploaded audio, ``frames`` one
-        ``(row, first frame, frames, offset in flat of the first frame's samples)`` per slot."""
-        hop, win, keep = self.cfg.hop_length, self.cfg.window_length, self.keep
+        ``(row, first frame, frames, offset in flat of the first frame's samples)`` per slot.
+
+        The frames are rounded up to one of a few counts (8 an octave, see :func:`mel_frames_size`; on a
+        CPU without :attr:`graphs` their own count); the extra frames read sample 0 and write the store's
+        unread last column. On a GPU each count up to :data:`MEL_GRAPH_MAX` is a CUDA graph."""
+        hop, keep = self.cfg.hop_length, self.keep
         rows, firsts, counts, offsets = (np.asarray(c, np.int64) for c in zip(*frames))
-        # frame i of the push: its slot's row, its column in the store, where its samples start in ``flat``
+        # frame i of the push: where its samples start in ``flat``, its slot's row, its column in the store
         n = int(counts.sum())
         within = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
-        # the FFT's batch rounded up to one of a few sizes (see fft_batch): the extra frames repeat sample 0
-        index = np.zeros((3, fft_batch(n, self.device)), np.int64)
+        size = mel_frames_size(n) if self.graphs else fft_batch(n, self.device)
+        index = np.zeros((3, size), np.int64)
+        index[2, n:] = keep
         index[0, :n] = np.repeat(offsets, counts) + within * hop
         index[1, :n] = np.repeat(rows, counts)
         index[2, :n] = (np.repeat(firsts, counts) + within) % keep
-        index = upload(index, self.device)
-        frames = flat[index[0][:, None] + torch.arange(win, device=self.device)[None, :]].to(torch.float64)
+        if self._mel_graphs is not None and size <= MEL_GRAPH_MAX:
+            idle = np.zeros_like(index)
+            idle[2] = keep
+            try:
+                self._mel_graphs.run(size, index, idle, flat)
+                return
+            except CaptureError as e:  # the mel steps run op by op from now on
+                log.warning("mel steps on %s run op by op: capturing one as a CUDA graph failed: %s", self.device, e)
+                self._mel_graphs = None
+        self._mel_step(upload(index, self.device), flat)
+
+    def _mel_step(self, index: torch.Tensor, flat: torch.Tensor) -> None:
+        """The device's part of :meth:`_mel_frames`: ``index`` int64 ``[3, frames]`` (where each frame's samples
+        start in ``flat``, its row and column in the store), ``flat`` float32 audio -> the frames' mel power
+        written into the store. Its shapes depend only on the frames' count; nothing here waits for the
+        device."""
+        frames = flat[index[0][:, None] + self._window_offsets].to(torch.float64)  # [frames, window]
         spec = torch.fft.rfft(frames * self.front.window, dim=-1)
         # float64 through the filterbank (mel.py's parity budget); float32 is plenty to store power
         power = ((spec.real.square() + spec.imag.square()) @ self.front.filterbank.T).to(torch.float32)
-        self._power[index[1, :n], :, index[2, :n]] = power[:n]
+        self._power[index[1], :, index[2]] = power
 
     # -- windows ---------------------------------------------------------------
     def window_ready(self, slot: int, start: int, policy: str = "hold") -> bool:
@@ -309,31 +359,57 @@ class StreamFeatures:
     def windows(self, requests: list[tuple[int, int]], policy: str = "hold") -> Features:
         """``[(slot, start frame)]`` -> :class:`Features` ``[n, 1, n_mels, n_frames]`` on ``device``.
 
-        Each window must be ready (:meth:`window_ready`) and still in the history (``keep`` frames).
+        Each window must be ready (:meth:`window_ready`) and still in the history (``keep`` frames). With
+        :attr:`graphs` the windows are built at a padded count (:meth:`_padded_windows`).
         """
         if policy not in POLICIES:
             raise ParameterError(f"pitch policy must be one of {POLICIES}, got {policy!r}")
         nf = self.cfg.n_frames
-        rows, starts = np.empty((2, len(requests)), np.int64)
+        # per window: its row of the stores, its first frame, and its row's f0 frame counts (final, kept)
+        numbers = np.empty((4, len(requests)), np.int64)
         for i, (slot, start) in enumerate(requests):
             s = self._slots[slot]
             if start < s.next_mel - s.n_power or start + nf > s.next_mel:
                 raise ParameterError(
                     f"window at frame {start} is outside stream history {s.next_mel - s.n_power}-{s.next_mel}"
                 )
-            rows[i], starts[i] = s.row, start
-        frames = starts[:, None] + np.arange(nf)  # [n, n_frames]
+            numbers[0, i], numbers[1, i] = s.row, start
+        numbers[2], numbers[3] = self._final[numbers[0]], self._n_f0[numbers[0]]
+        hold = int(policy == "hold")
+        n = len(requests)
+        size = max(WINDOW_GRAPH_MIN, 1 << (n - 1).bit_length()) if self.graphs and n else None
+        out = (self._padded_windows(size, numbers, hold) if size is not None and size <= WINDOW_GRAPH_MAX
+               else self._window_step(upload(numbers, self.device), None, hold))
+        return Features(out[0, :n], out[1, :n], out[2, :n])
+
+    def _padded_windows(self, size: int, numbers: np.ndarray, hold: int) -> torch.Tensor:
+        """:meth:`_window_step` for the windows of ``numbers`` (int64 ``[4, n]``) at ``size`` >= n windows,
+        the rest reading row 0's first frames (any frames the stores hold: built and dropped). On a GPU
+        each size is captured once as a CUDA graph and replayed."""
+        padded = np.zeros((4, size), np.int64)
+        padded[:, : numbers.shape[1]] = numbers
+        if self._window_graphs is not None:
+            try:
+                return self._window_graphs.run((size, hold), padded, np.zeros_like(padded), None, hold)
+            except CaptureError as e:  # the windows are built op by op from now on (at padded counts)
+                log.warning("windows on %s are built op by op: capturing them as a CUDA graph failed: %s",
+                            self.device, e)
+                self._window_graphs = None
+        return self._window_step(upload(padded, self.device), None, hold)
+
+    def _window_step(self, numbers: torch.Tensor, _audio: None, hold: int) -> torch.Tensor:
+        """The device's part of :meth:`windows`: ``numbers`` int64 ``[4, n]`` (rows, first frames, and the rows'
+        final and kept f0 frame counts) -> float32 ``[3, n, 1, n_mels, n_frames]``: mel dB, pitch mask and
+        predominant spectrogram. Its shapes depend only on ``n``, and nothing here waits for the device."""
+        rows, starts, final, n_f0 = (c[:, None] for c in numbers)  # each [n, 1]
+        frames = starts + torch.arange(self.cfg.n_frames, device=self.device)  # [n, n_frames]
         columns = frames % self.keep
-        # where each frame's f0 is read in the store (flattened): its own column while final and kept,
-        # else the row's NaN column, or under ``hold`` the last final frame's once past it
-        final, n_f0 = self._final[rows][:, None], self._n_f0[rows][:, None]
-        f0_column = np.where((frames >= final - n_f0) & (frames < final), columns, self.keep)
-        if policy == "hold":
-            f0_column = np.where((frames >= final) & (n_f0 > 0), (final - 1) % self.keep, f0_column)
-        index = upload(np.stack([np.broadcast_to(rows[:, None], columns.shape), columns,
-                                 rows[:, None] * (self.keep + 1) + f0_column]), self.device)
-        power = self._power[index[0], :, index[1]]  # [n, n_frames, n_mels]
+        # where each frame's f0 is read in the store: its own column while final and kept, else the row's
+        # NaN column, or under ``hold`` the last final frame's once past it
+        f0_column = torch.where((frames >= final - n_f0) & (frames < final), columns, self.keep)
+        if hold:
+            f0_column = torch.where((frames >= final) & (n_f0 > 0), (final - 1) % self.keep, f0_column)
+        power = self._power[rows, :, columns]  # [n, n_frames, n_mels]
         mel = power_to_db(power.transpose(1, 2), self.cfg.top_db).to(torch.float32)
-        f0 = self._f0.view(-1)[index[2]]
-        mask = f0_to_mask(f0, self.cfg)
-        return Features(mel.unsqueeze(1), mask.unsqueeze(1), predominant_spectrogram(mel, mask).unsqueeze(1))
+        mask = f0_to_mask(self._f0[rows, f0_column], self.cfg)
+        return torch.stack([mel, mask, predominant_spectrogram(mel, mask)]).unsqueeze(2)

@@ -9,10 +9,13 @@ the demo clip (a stream at its first window), then pushes the next second of K s
 
 * ``ms_per_push``: wall milliseconds of staging and pushing, the device's queue drained;
 * ``mel_ms``, ``pitch_ms``: the host time the features count for those stages, what the daemon's
-  ``busy`` figures add up (on a GPU, the launches: the f0 stays on the device and nothing waits for it).
+  ``busy`` figures add up (on a GPU, the launches: the f0 stays on the device and nothing waits for it);
+* ``windows_ms``: wall milliseconds of building the K pushed streams' newest windows in one batch (what
+  a worker's step then hands the network), the device's queue drained; ``windows_host_ms`` the host's part.
 
-On a GPU the pitch engine replays each step as a CUDA graph; ``--pitch-ops`` runs its steps op by op
-instead, as before the graphs, for a side-by-side figure (``pitch_graphs`` in each row says which).
+On a GPU the pitch engine replays each step as a CUDA graph, and the features replay each mel step and
+each batch of windows as one; ``--pitch-ops`` and ``--feature-ops`` run them op by op instead, as before
+the graphs, for a side-by-side figure (``pitch_graphs`` and ``feature_graphs`` in each row say which).
 
 With ``--profile``, torch's profiler runs over the pushes of the first K, and the summary lists the
 operations that took the most host time, each with its device time, per push (``profile``): where a
@@ -54,7 +57,7 @@ def push(device: torch.device, quick: bool, args: argparse.Namespace) -> BenchRe
     audio = demo_audio(4 * sr)
     first, second = audio[: 3 * sr], audio[3 * sr :]
     pitch = default_pitch(DEFAULT, device=device, graphs=False if args.pitch_ops else None)
-    features = StreamFeatures(DEFAULT, pitch, device=device)
+    features = StreamFeatures(DEFAULT, pitch, device=device, graphs=False if args.feature_ops else None)
     slots = [features.add_stream() for _ in range(n)]
     for i in range(0, n, FIRST_PUSH):
         features.push({s: first for s in slots[i : i + FIRST_PUSH]})
@@ -68,6 +71,16 @@ def push(device: torch.device, quick: bool, args: argparse.Namespace) -> BenchRe
         features.push_staged()
         sync(device)
 
+    def newest_windows(k: int) -> float:
+        """Build the newest window of the last ``k`` streams pushed; returns the host's seconds."""
+        pushed = [slots[(turn - k + i) % n] for i in range(k)]
+        half, hop = DEFAULT.window_length // 2, DEFAULT.hop_length
+        t0 = time.perf_counter()
+        features.windows([(s, (features.received(s) - 1 - half) // hop + 1 - DEFAULT.n_frames) for s in pushed])
+        host = time.perf_counter() - t0
+        sync(device)
+        return host
+
     rows = []
     for k in per_push:
         for _ in range(max(3, pushes // 4)):  # the FFT plans and kernels of this size, made once
@@ -77,17 +90,24 @@ def push(device: torch.device, quick: bool, args: argparse.Namespace) -> BenchRe
         for _ in range(pushes):
             one_push(k)
         wall = (time.perf_counter() - t0) / pushes
+        mel, pitch_s = features.seconds["mel"] - mel0, features.seconds["pitch"] - pitch0
+        for _ in range(3):  # the windows' graph of this count, captured once
+            newest_windows(k)
+        t0 = time.perf_counter()
+        windows_host = sum(newest_windows(k) for _ in range(pushes)) / pushes
+        windows_wall = (time.perf_counter() - t0) / pushes
         rows.append({
             "streams": n, "per_push": k, "ms_per_push": round(1000 * wall, 3),
-            "mel_ms": round(1000 * (features.seconds["mel"] - mel0) / pushes, 3),
-            "pitch_ms": round(1000 * (features.seconds["pitch"] - pitch0) / pushes, 3),
+            "mel_ms": round(1000 * mel / pushes, 3), "pitch_ms": round(1000 * pitch_s / pushes, 3),
+            "windows_ms": round(1000 * windows_wall, 3), "windows_host_ms": round(1000 * windows_host, 3),
             "us_per_stream": round(1e6 * wall / k, 1), "pitch_graphs": pitch.graphs,
+            "feature_graphs": features.graphs,
         })
     summary = {"streams": n, "pushes": pushes, "rows": rows}
     if args.profile:
         summary["profile"] = _profile(lambda: one_push(per_push[0]), pushes, device)
         summary["profile_per_push"] = per_push[0]
-    return BenchResult("Feature push: one step's new audio through mel and pitch", rows, summary)
+    return BenchResult("Feature push: one step's new audio through mel and pitch, then its windows", rows, summary)
 
 
 def _profile(one_push, pushes: int, device: torch.device) -> list[dict]:
@@ -118,6 +138,9 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    help="pushes timed per row (default: 40; 8 with --quick)")
     p.add_argument("--pitch-ops", action="store_true",
                    help="run the pitch engine's steps op by op, not replayed as CUDA graphs (for comparison)")
+    p.add_argument("--feature-ops", action="store_true",
+                   help="run the mel steps and build the windows op by op, not replayed as CUDA graphs (for "
+                        "comparison)")
     p.add_argument("--profile", action="store_true",
                    help="also run torch's profiler over the first row's pushes: the top operations' host and "
                         "device time per push, in the JSON summary")

@@ -25,7 +25,7 @@ def gather_step(state: torch.Tensor):
 def test_replays_follow_new_numbers_and_audio_and_a_larger_push_captures_anew():
     dev = torch.device("cuda")
     ours, theirs = torch.zeros(5, 4, device=dev), torch.zeros(5, 4, device=dev)
-    graphs, eager = StepGraphs(gather_step(ours), dev), gather_step(theirs)
+    graphs, eager = StepGraphs(gather_step(ours), dev, capture_after=1), gather_step(theirs)
     idle = np.array([[4, 4, 4], [0, 0, 0]])  # row 4: scratch
     rng = np.random.default_rng(0)
     for n in (100, 200, 3_000_000):  # the last is larger than the first audio buffer
@@ -42,4 +42,22 @@ def test_a_step_that_waits_while_capturing_is_refused():
     def waits(numbers: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         return audio[: int(numbers.sum())]  # int() of a device tensor waits for the device
     with pytest.raises(CaptureError):
-        StepGraphs(waits, dev).run("one", np.array([1]), np.array([1]), torch.ones(4, device=dev))
+        StepGraphs(waits, dev, capture_after=1).run("one", np.array([1]), np.array([1]), torch.ones(4, device=dev))
+
+
+def test_a_size_is_captured_the_second_time_it_comes():
+    """The first run of a size is the step op by op (a size that comes once never costs a capture), the
+    second captures it, and every run gives what the step gives."""
+    dev = torch.device("cuda")
+    ours, theirs = torch.zeros(5, 4, device=dev), torch.zeros(5, 4, device=dev)
+    graphs, eager = StepGraphs(gather_step(ours), dev), gather_step(theirs)
+    idle = np.array([[4, 4, 4], [0, 0, 0]])
+    audio = torch.arange(50, dtype=torch.float32, device=dev)
+    captured = []
+    for size, first in (("a", 3), ("once", 7), ("a", 11), ("a", 20)):
+        numbers = np.array([[0, 2, 3], [first, first + 1, first + 2]])
+        got = graphs.run(size, numbers, idle, audio, 4)
+        assert torch.equal(got, eager(torch.from_numpy(numbers).to(dev), audio, 4))
+        captured.append(len(graphs))
+    assert captured == [0, 0, 1, 1]
+    assert torch.equal(ours[:4], theirs[:4])

@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +8,7 @@ from instrumentd.pipeline.config import DEFAULT
 from instrumentd.pipeline.mel import MelFrontEnd
 from instrumentd.pipeline.pitch import librosa_pyin
 from instrumentd.pipeline.staging import Staging
+from instrumentd.pipeline import stream_features
 from instrumentd.pipeline.stream_features import StreamFeatures, default_pitch
 
 from ..conftest import devices
@@ -292,3 +295,62 @@ def test_a_push_and_its_windows_never_wait_for_the_gpu(audio):
     ref = alone.windows([(slot, 10)])
     assert torch.equal(w.mask[0], ref.mask[0]) and torch.allclose(w.mel[0], ref.mel[0], atol=1e-4)
     assert w.mask.sum() > 0
+
+
+@pytest.mark.parametrize("device", devices())
+def test_padded_steps_give_the_windows_of_steps_at_their_own_size(audio, device, monkeypatch):
+    """Mel steps and windows at padded sizes (CUDA graphs on a GPU, op by op on a CPU) against both at
+    their own size, under both policies: batches of 1, 5, 8 and 9 windows of streams whose pitch is
+    final to different frames, one batch over the largest padded count (built at its own), pushes of
+    more mel frames than the largest graph (run at their own size), and streams added past the stores'
+    first 8 rows after steps were captured (the graphs are made anew; a size is captured the second
+    time it comes)."""
+    monkeypatch.setattr(stream_features, "WINDOW_GRAPH_MAX", 16)
+    monkeypatch.setattr(stream_features, "MEL_GRAPH_MAX", 600)  # not the second push (826 frames)
+    long_ = np.concatenate([audio[0], audio[1], audio[0]])  # 370 frames
+    built = []
+    for graphs in (True, False):
+        sf = StreamFeatures(device=device, keep=400, graphs=graphs)
+        slots = [sf.add_stream() for _ in range(3)]
+        sf.push({k: long_[: (150 + 40 * k) * HOP] for k in slots})
+        got = []
+        for n in (1, 5, 8, 9, 17):
+            for policy in ("hold", "delay"):
+                requests = [(slots[i % 3], (7 * i) % 40) for i in range(n)]
+                got.append(sf.windows([r for r in requests if sf.window_ready(*r, policy)], policy))
+        more = [sf.add_stream() for _ in range(7)]  # 10 streams: the stores grow to 16 rows
+        sf.push({k: long_[: 120 * HOP] for k in more})  # 826 frames: at their own size
+        for _ in range(2):  # 150 frames twice: captured the second time
+            sf.push({k: long_[sf.received(k): sf.received(k) + 15 * HOP] for k in more + slots})
+        got.append(sf.windows([(k, 40) for k in more + slots] + [(slots[0], 0)], "hold"))
+        built.append(got)
+    assert [len(w) for w in built[0]] == [len(w) for w in built[1]] and len(built[0][-1]) == 11
+    for padded, own in zip(*built):
+        # the same maths on the same numbers; a batched FFT or product of another size may round otherwise
+        assert torch.equal(padded.mask, own.mask) and torch.allclose(padded.mel, own.mel, atol=1e-4)
+        assert torch.allclose(padded.pred_spec, own.pred_spec, atol=1e-4)
+    assert sum(int(w.mask.sum()) for w in built[0]) > 1000
+
+
+@pytest.mark.gpu
+def test_windows_that_cannot_be_captured_are_built_op_by_op_and_say_so(audio, monkeypatch, caplog):
+    """A batch of windows CUDA refuses to capture (here one that waits for the device while capturing) is
+    logged, and the windows are built op by op from then on, the same as without graphs."""
+    real_step = StreamFeatures._window_step
+
+    def waits_while_capturing(self, *args):
+        if torch.cuda.is_current_stream_capturing():
+            torch.cuda.synchronize()
+        return real_step(self, *args)
+
+    monkeypatch.setattr(StreamFeatures, "_window_step", waits_while_capturing)
+    caplog.set_level(logging.WARNING, logger="instrumentd.pipeline.stream_features")
+    got = []
+    for graphs in (True, False):
+        sf = StreamFeatures(device="cuda", graphs=graphs)
+        slot = sf.add_stream()
+        sf.push({slot: audio[0]})
+        got.append([sf.windows([(slot, 10)] * 3), sf.windows([(slot, 12)])])
+    assert "windows on cuda are built op by op" in caplog.text
+    for a, b in zip(*got):
+        assert torch.equal(a.mask, b.mask) and torch.equal(a.mel, b.mel)

@@ -16,7 +16,8 @@ def test_push_times_each_size_and_profiles_the_first():
     assert [(r["streams"], r["per_push"]) for r in result.rows] == [(6, 2), (6, 6)]
     for r in result.rows:
         assert r["ms_per_push"] >= r["mel_ms"] + r["pitch_ms"] > 0 and r["mel_ms"] > 0
-        assert r["pitch_graphs"] is False  # CUDA graphs on a GPU only
+        assert r["pitch_graphs"] is False and r["feature_graphs"] is False  # CUDA graphs on a GPU only
+        assert r["windows_ms"] >= r["windows_host_ms"] > 0
     assert result.summary["profile_per_push"] == 2
     ops = {p["op"]: p for p in result.summary["profile"]}
     assert 0 < len(ops) <= bench_push.PROFILE_TOP and all(p["host_ms"] > 0 for p in ops.values())
@@ -24,12 +25,14 @@ def test_push_times_each_size_and_profiles_the_first():
 
 
 @pytest.mark.gpu
-def test_push_on_a_gpu_replays_the_pitch_steps_as_graphs_unless_told():
-    for flags, graphs in (([], True), (["--pitch-ops"], False)):
+def test_push_on_a_gpu_replays_the_steps_as_graphs_unless_told():
+    for flags, pitch, features in (([], True, True), (["--pitch-ops"], False, True),
+                                   (["--feature-ops"], True, False)):
         args = kind_parser("push").parse_args(["--streams", "40", "--per-push", "5,40", "--pushes", "3", *flags])
         result = bench_push.push(torch.device("cuda"), True, args)
-        assert [r["pitch_graphs"] for r in result.rows] == [graphs, graphs]
+        assert [(r["pitch_graphs"], r["feature_graphs"]) for r in result.rows] == [(pitch, features)] * 2
         assert all(r["ms_per_push"] >= r["mel_ms"] + r["pitch_ms"] > 0 for r in result.rows)
+        assert all(r["windows_ms"] >= r["windows_host_ms"] > 0 for r in result.rows)
 
 
 @pytest.mark.parametrize("flags, said", [
