@@ -38,6 +38,16 @@ def devices() -> list:
     return ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
+def waiting_while_capturing(step):
+    """``step`` (a method) made to wait for the device while a CUDA graph is being captured, which CUDA
+    forbids: a step that cannot be captured."""
+    def waits(self, *args):
+        if torch.cuda.is_current_stream_capturing():
+            torch.cuda.synchronize()
+        return step(self, *args)
+    return waits
+
+
 @pytest.fixture(scope="session")
 def fluidsynth_available() -> None:
     if shutil.which("fluidsynth") is None:

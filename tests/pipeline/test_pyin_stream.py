@@ -9,7 +9,7 @@ from instrumentd.pipeline.errors import ParameterError
 from instrumentd.pipeline.pyin import pyin
 from instrumentd.pipeline.pyin_stream import StreamingPyin
 
-from ..conftest import SR, devices, notes, tone
+from ..conftest import SR, devices, notes, tone, waiting_while_capturing
 
 # three 3 s melodies of harmonic notes with rests: a scale up, a scale down, leaps across the range
 MELODIES = {
@@ -264,14 +264,7 @@ def test_padded_steps_give_the_frames_of_steps_at_their_own_size(device):
 def test_a_step_that_cannot_be_captured_runs_op_by_op_and_says_so(monkeypatch, caplog):
     """A step CUDA refuses to capture (here one that waits for the device while capturing, which CUDA
     forbids) is logged, and the engine goes on op by op with the same frames."""
-    real_step = StreamingPyin._step
-
-    def waits_while_capturing(self, *args):
-        if torch.cuda.is_current_stream_capturing():
-            torch.cuda.synchronize()
-        return real_step(self, *args)
-
-    monkeypatch.setattr(StreamingPyin, "_step", waits_while_capturing)
+    monkeypatch.setattr(StreamingPyin, "_step", waiting_while_capturing(StreamingPyin._step))
     caplog.set_level(logging.WARNING, logger="instrumentd.pipeline.pyin_stream")
     broken, plain = StreamingPyin(DEFAULT, device="cuda"), StreamingPyin(DEFAULT, device="cuda", graphs=False)
     got = []

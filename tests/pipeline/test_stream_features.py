@@ -11,7 +11,7 @@ from instrumentd.pipeline.staging import Staging
 from instrumentd.pipeline import stream_features
 from instrumentd.pipeline.stream_features import StreamFeatures, default_pitch
 
-from ..conftest import devices
+from ..conftest import devices, waiting_while_capturing
 
 HOP = DEFAULT.hop_length
 
@@ -336,14 +336,7 @@ def test_padded_steps_give_the_windows_of_steps_at_their_own_size(audio, device,
 def test_windows_that_cannot_be_captured_are_built_op_by_op_and_say_so(audio, monkeypatch, caplog):
     """A batch of windows CUDA refuses to capture (here one that waits for the device while capturing) is
     logged, and the windows are built op by op from then on, the same as without graphs."""
-    real_step = StreamFeatures._window_step
-
-    def waits_while_capturing(self, *args):
-        if torch.cuda.is_current_stream_capturing():
-            torch.cuda.synchronize()
-        return real_step(self, *args)
-
-    monkeypatch.setattr(StreamFeatures, "_window_step", waits_while_capturing)
+    monkeypatch.setattr(StreamFeatures, "_window_step", waiting_while_capturing(StreamFeatures._window_step))
     caplog.set_level(logging.WARNING, logger="instrumentd.pipeline.stream_features")
     got = []
     for graphs in (True, False):
