@@ -106,8 +106,9 @@ class StreamFeatures:
     pitch : streaming pitch engine; default :func:`default_pitch`
     device : where the mel STFT runs and where the windows are built
     keep : frames of history kept per stream (default: a window plus 64 frames)
-    graphs : build each batch of windows at a padded count (8, 16, 32, ... windows), captured as a CUDA
-        graph per count on a GPU (default: on a GPU); on a CPU the padded batches run op by op
+    graphs : run each push's mel step at a padded frame count (:func:`mel_frames_size`) and build each
+        batch of windows at a padded count (8, 16, 32, ... windows), each size replayed as a CUDA graph on
+        a GPU (default: on a GPU); on a CPU the padded steps run op by op
     """
 
     def __init__(self, cfg: FeatureConfig = DEFAULT, pitch: StreamingPitch | None = None,
@@ -385,7 +386,7 @@ class StreamFeatures:
     def _padded_windows(self, size: int, numbers: np.ndarray, hold: int) -> torch.Tensor:
         """:meth:`_window_step` for the windows of ``numbers`` (int64 ``[4, n]``) at ``size`` >= n windows,
         the rest reading row 0's first frames (any frames the stores hold: built and dropped). On a GPU
-        each size is captured once as a CUDA graph and replayed."""
+        each size is replayed as a CUDA graph once it has come twice (:class:`StepGraphs`)."""
         padded = np.zeros((4, size), np.int64)
         padded[:, : numbers.shape[1]] = numbers
         if self._window_graphs is not None:
